@@ -1,0 +1,32 @@
+# Two commands a fresh machine needs: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUBS := $(VENV)/rp2-stubs
+
+.PHONY: demo test bench typecheck clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --target $(STUBS) micropython-rp2-rpi_pico-stubs==1.29.0.post1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cellbench demo --out out/demo
+
+typecheck: $(STAMP)
+	$(BIN)/python -m cellbench.typecheck $(STUBS)
+
+test: $(STAMP) typecheck
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m cellbench.bench --out BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cellbench`` CLI, one module each (see ``cellbench.cli``)."""
