@@ -1,0 +1,82 @@
+"""``make bench``: run every benchmark module and write BENCHMARKS.md.
+
+Speed and memory targets live here, never as timed assertions in tests. Each module in
+``cellbench.benchmarks`` returns rows ``(metric, value, note)``; a module that fails is
+reported as such in the file rather than hiding the others.
+"""
+
+import argparse
+import importlib
+import pkgutil
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+from . import benchmarks
+
+COMMAND = "make bench"
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    import os
+    return f"{model or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run_area(name: str):
+    """Run one benchmark module; return (rows, wall_s, error_text_or_None)."""
+    start = time.perf_counter()
+    try:
+        rows = importlib.import_module(f"{benchmarks.__name__}.{name}").run()
+        return rows, time.perf_counter() - start, None
+    except Exception:  # a broken area must not hide the others' figures
+        return [], time.perf_counter() - start, traceback.format_exc(limit=3)
+
+
+def render(results, stamp: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{COMMAND}` (`python -m cellbench.bench --out BENCHMARKS.md`) on {stamp}.",
+        f"Machine: {_machine()}.",
+        "",
+    ]
+    for name, rows, wall_s, error in results:
+        lines += [f"## {name}", "", f"(area took {wall_s:.1f} s of wall time)", ""]
+        if error:
+            lines += ["This area failed:", "", "```", error.strip(), "```", ""]
+            continue
+        lines += ["| metric | value | note |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {v} | {n} |" for m, v, n in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--only", nargs="*", help="areas to run (default: all)")
+    args = parser.parse_args(argv)
+    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__))
+    if args.only:
+        names = [n for n in names if n in args.only]
+    results = []
+    for name in names:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        rows, wall_s, error = run_area(name)
+        results.append((name, rows, wall_s, error))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(args.out, "w") as f:
+        f.write(render(results, stamp))
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 1 if any(r[3] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
