@@ -1,0 +1,341 @@
+"""Board layer: the only firmware module that imports ``machine``.
+
+Turns the board file (``board.json``, see boards/README.md) and the optional calibration
+(``calibration.json``) into a :class:`Board` that sets a current and reads the cell.
+
+Units: voltages in integer microvolts (``_uV``), currents in integer nanoamps (``_nA``,
+> 0 charges the cell), ADC values in converter codes. Every scale factor is worked out once
+at load as an integer multiply-and-shift, so :meth:`Board.sample` uses only small ints
+(below 2**30, which MicroPython keeps off the heap) and allocates nothing.
+"""
+
+import json
+import time
+
+import machine
+
+SUB = 16  # RP2040 codes are summed in 1/16 LSB so the correction table can hold fractions
+WDT_MAX_MS = 8388  # the RP2040 watchdog's longest timeout
+ADS_CONFIG = 1  # ADS1115 register addresses
+ADS_RESULT = 0
+ADS_PGA = {6144: 0, 4096: 1, 2048: 2, 1024: 3, 512: 4, 256: 5}  # fsr_mV -> PGA bits
+ADS_DR = {8: 0, 16: 1, 32: 2, 64: 3, 128: 4, 250: 5, 475: 6, 860: 7}  # sps -> DR bits
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def scaler(r, max_x):
+    """Integer factors ``(num, s, b)`` such that ``mul(x, num, s, b) == floor(x * num / 2**s)``
+    with ``num / 2**s`` within 0.5/num of ``r`` (> 0), for any ``|x| <= max_x``.
+
+    Every intermediate in :func:`mul` stays below 2**30, MicroPython's small-int limit on
+    the RP2040, so scaling never allocates. Raises ValueError when the result itself
+    could not fit.
+    """
+    bits = 1
+    while (1 << bits) <= max_x:
+        bits += 1
+    b = (bits + 1) // 2
+    num_max = 1 << (29 - max(b, bits - b))
+    s = b
+    if r * (1 << s) >= num_max:
+        raise ValueError("scale factor too large for small-int arithmetic")
+    while s < 28 and r * (1 << (s + 1)) < num_max:
+        s += 1
+    return int(r * (1 << s) + 0.5), s, b
+
+
+def mul(x, num, s, b):
+    """``floor(x * num / 2**s)`` exactly, for a signed small int ``x``, without big ints.
+
+    x = hi * 2**b + lo; hi * num is split at 2**(s - b) and its remainder joins lo * num.
+    """
+    t = (x >> b) * num
+    sb = s - b
+    return (t >> sb) + ((((t & ((1 << sb) - 1)) << b) + (x & ((1 << b) - 1)) * num) >> s)
+
+
+class Board:
+    """A coin-cell channel: current source, range switch, relay, ADCs, LED and watchdog.
+
+    Public attributes (read-only for callers): ``id``, ``tick_ms``, ``oversample``,
+    ``max_uV``/``min_uV``/``max_nA`` (board limits), ``range_max_nA``, ``v_uV``/``i_nA``
+    (last calibrated sample), ``calibration_id`` ("" when none applied), ``cal_error``
+    (why a calibration file was refused, "" otherwise), ``range`` (index of the selected
+    current range, smallest first) and ``setpoint_nA`` (last applied setpoint).
+    """
+
+    def __init__(self, cfg, cal=None):
+        self.id = str(cfg["id"])
+        self.tick_ms = int(cfg.get("tick_ms", 1000))
+        self.oversample = max(1, min(64, int(cfg.get("oversample", 16))))
+        lim = cfg["limits"]
+        self.max_uV = int(round(lim["max_V"] * 1e6))
+        self.min_uV = int(round(lim["min_V"] * 1e6))
+        self.max_nA = int(round(lim["max_mA"] * 1e6))
+        self.v_uV = 0
+        self.i_nA = 0
+        self.setpoint_nA = 0
+        self.range = 0
+        self.calibration_id = ""
+        self.cal_error = ""
+        if cal is not None and cal.get("board") != self.id:
+            self.cal_error = "calibration: board %r does not match %r" % (cal.get("board"), self.id)
+            cal = None
+        if cal is not None:
+            self.calibration_id = str(cal.get("id") or "%s@%s" % (self.id, cal.get("created", "")))
+        self._i2c_bus = {}
+        self._setup_pins(cfg)
+        self._setup_ranges(cfg["current"])
+        self._setup_source(cfg, cfg["source"])
+        self._setup_measure(cfg, cal or {})
+        self._wdt = None
+
+    # ---- construction -------------------------------------------------------------
+    def _setup_pins(self, cfg):
+        self._relay = machine.Pin(int(cfg["relay_pin"]), machine.Pin.OUT, value=0)
+        self._led = machine.Pin(int(cfg["led_pin"]), machine.Pin.OUT, value=0)
+        self._range_pins = [machine.Pin(int(p), machine.Pin.OUT, value=0)
+                            for p in cfg["current"]["range_pins"]]
+
+    def _setup_ranges(self, cur):
+        """Sort ranges smallest first; |I| <= margin * full scale picks a range."""
+        rs = sorted(cur["ranges"], key=lambda r: r["full_scale_mA"])
+        self._ranges = rs
+        self.range_names = [str(r["name"]) for r in rs]
+        self._fs_nA = [int(round(r["full_scale_mA"] * 1e6)) for r in rs]
+        margin = float(cur.get("range_margin", 0.9))
+        self._pick_nA = [int(fs * margin) for fs in self._fs_nA]
+        self._pick_nA[-1] = self._fs_nA[-1]  # the largest range is used up to full scale
+        self.range_max_nA = self._fs_nA[-1]
+        self._limit_nA = min(self.range_max_nA, self.max_nA)
+
+    def _i2c(self, bus, spec):
+        if bus not in self._i2c_bus:
+            self._i2c_bus[bus] = machine.I2C(bus, scl=machine.Pin(int(spec["scl"])),
+                                             sda=machine.Pin(int(spec["sda"])),
+                                             freq=int(self._i2c_freq))
+        return self._i2c_bus[bus]
+
+    def _setup_source(self, cfg, src):
+        self._i2c_freq = cfg.get("i2c_freq_hz", 400000)
+        self._src_type = src["type"]
+        if self._src_type == "pwm":
+            self._pwm = machine.PWM(machine.Pin(int(src["pin"])))
+            self._pwm.freq(int(src.get("freq_hz", 1907)))
+            self._full = 65535
+        elif self._src_type == "mcp4725":
+            bus = int(src.get("i2c", 0))
+            pins = src if "sda" in src else (cfg.get("ext_adc") or {})
+            self._dac = self._i2c(bus, pins)
+            self._dac_addr = int(src.get("addr", 96))
+            self._dac_buf = bytearray(2)
+            self._full = 4095
+        else:
+            raise ValueError("source.type: unknown %r" % self._src_type)
+        self._mid_code = (self._full + 1) // 2
+        # code = (full + floor(i * full / fs) + 1) >> 1 and back: i = (2 code - full) * fs / full
+        self._to_code = [scaler(self._full / fs, fs) for fs in self._fs_nA]
+        self._to_nA = [scaler(fs / self._full, self._full) for fs in self._fs_nA]
+        self._write_code(self._mid_code)
+
+    def _setup_measure(self, cfg, cal):
+        n = self.oversample
+        vg = float(cal.get("voltage", {}).get("gain", 1.0))
+        self._v_off = int(round(float(cal.get("voltage", {}).get("offset_V", 0.0)) * 1e6))
+        divider = float(cfg["voltage"]["divider"])
+        self._ext = cfg.get("measure", "rp2040") == "ads1115"
+        if self._ext:
+            ext = cfg["ext_adc"]
+            self._setup_ads(ext)
+            volt_per_unit = ext["fsr_V"] / 32768 / n
+            max_x = 32768 * n
+        else:
+            adc = cfg["adc"]
+            self._vadc = machine.ADC(int(adc["voltage_pin"]))
+            self._iadc = machine.ADC(int(adc["current_pin"]))
+            self._corr = self._correction_table(cal.get("adc_correction"))
+            volt_per_unit = adc["vref_V"] / 4096 / SUB / n
+            max_x = 4096 * SUB * n
+        self._v_num, self._v_s, self._v_b = scaler(volt_per_unit / divider * 1e6 * vg, max_x)
+        self._setup_current_scale(cfg["current"], cal.get("current", {}), volt_per_unit, max_x)
+
+    def _setup_current_scale(self, cur, cal_cur, volt_per_unit, max_x):
+        """Per range: i_nA = mul(x, i_num, ...) + i_c with i_c holding mid-scale and offset."""
+        mid_V = float(cur["mid_V"])
+        self._i_num = []
+        self._i_s = []
+        self._i_b = []
+        self._i_c = []
+        for r in self._ranges:
+            c = cal_cur.get(r["name"], {})
+            g = float(c.get("gain", 1.0))
+            ohm = r["sense_ohm"] * r["gain"]  # volts at the ADC per amp in the cell
+            num, s, b = scaler(volt_per_unit / ohm * 1e9 * g, max_x)
+            self._i_num.append(num)
+            self._i_s.append(s)
+            self._i_b.append(b)
+            self._i_c.append(int(round(float(c.get("offset_A", 0.0)) * 1e9 - g * mid_V / ohm * 1e9)))
+
+    def _correction_table(self, corr):
+        """{code: delta in 1/16 LSB} from a sparse {code: delta_codes} map or a 4096 list.
+
+        Only non-zero deltas are kept, so the RP2040's few DNL spikes cost a small dict.
+        """
+        table = {}
+        items = enumerate(corr) if isinstance(corr, list) else ((int(k), v) for k, v in (corr or {}).items())
+        for code, delta in items:
+            d = int(round(float(delta) * SUB))
+            if d and 0 <= code < 4096:
+                table[code] = d
+        return table
+
+    def _setup_ads(self, ext):
+        self._ads = self._i2c(int(ext.get("i2c", 0)), ext)
+        self._ads_addr = int(ext.get("addr", 72))
+        pga = ADS_PGA[int(round(ext["fsr_V"] * 1000))]
+        sps = int(ext.get("sps", 860))
+        dr = ADS_DR[sps]
+        self._ads_wait_us = 1000000 // sps + 100
+        # config: OS=1 start, MUX=100+ch single-ended, PGA, MODE=1 single-shot, DR, comparator off
+        hi = lambda ch: 0x80 | ((4 + ch) << 4) | (pga << 1) | 1
+        lo = (dr << 5) | 0x03
+        self._ads_v = bytearray((hi(int(ext["voltage_ch"])), lo))
+        self._ads_i = bytearray((hi(int(ext["current_ch"])), lo))
+        self._ads_buf = bytearray(2)
+
+    # ---- sampling -----------------------------------------------------------------
+    def _sum_adc(self, adc):
+        """Sum of ``oversample`` corrected 12-bit codes, in 1/16 LSB."""
+        acc = 0
+        k = self.oversample
+        corr = self._corr
+        while k:
+            code = adc.read_u16() >> 4
+            acc += (code << 4) + corr.get(code, 0)
+            k -= 1
+        return acc
+
+    def _sum_ads(self, config):
+        """Sum of ``oversample`` single-shot ADS1115 conversions (signed 16-bit codes)."""
+        acc = 0
+        k = self.oversample
+        buf = self._ads_buf
+        while k:
+            self._ads.writeto_mem(self._ads_addr, ADS_CONFIG, config)
+            time.sleep_us(self._ads_wait_us)
+            tries = 10
+            while tries:  # OS bit reads 1 once the conversion is done
+                self._ads.readfrom_mem_into(self._ads_addr, ADS_CONFIG, buf)
+                if buf[0] & 0x80:
+                    break
+                time.sleep_us(100)
+                tries -= 1
+            self._ads.readfrom_mem_into(self._ads_addr, ADS_RESULT, buf)
+            code = (buf[0] << 8) | buf[1]
+            acc += code - 65536 if code & 0x8000 else code
+            k -= 1
+        return acc
+
+    def sample(self):
+        """Read voltage and current (oversampled, calibrated) into ``v_uV`` and ``i_nA``."""
+        if self._ext:
+            va = self._sum_ads(self._ads_v)
+            ia = self._sum_ads(self._ads_i)
+        else:
+            va = self._sum_adc(self._vadc)
+            ia = self._sum_adc(self._iadc)
+        self.v_uV = mul(va, self._v_num, self._v_s, self._v_b) + self._v_off
+        k = self.range
+        self.i_nA = mul(ia, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
+
+    # ---- output -------------------------------------------------------------------
+    def _write_code(self, code):
+        if self._src_type == "pwm":
+            self._pwm.duty_u16(code)
+        else:
+            buf = self._dac_buf
+            buf[0] = (code >> 8) & 0x0F  # fast-write command: power-down bits 00
+            buf[1] = code & 0xFF
+            self._dac.writeto(self._dac_addr, buf)
+
+    def _select_range(self, k):
+        if k != self.range:
+            self._write_code(self._mid_code)  # 0 A while the set and sense resistors switch
+            levels = self._ranges[k]["select"]
+            for j in range(len(self._range_pins)):
+                self._range_pins[j].value(levels[j])
+            self.range = k
+
+    def set_current(self, i_nA):
+        """Source ``i_nA`` (> 0 charges): pick the range, set the source, close the relay.
+
+        ``i_nA`` is clamped to the smaller of ``range_max_nA`` and the board's ``max_nA``.
+        Returns the applied setpoint in nA after quantisation to the source's code.
+        """
+        lim = self._limit_nA
+        i = lim if i_nA > lim else (-lim if i_nA < -lim else int(i_nA))
+        mag = -i if i < 0 else i
+        k = 0
+        while k < len(self._pick_nA) - 1 and mag > self._pick_nA[k]:
+            k += 1
+        self._select_range(k)
+        num, s, b = self._to_code[k]
+        code = (self._full + mul(i, num, s, b) + 1) >> 1
+        code = 0 if code < 0 else (self._full if code > self._full else code)
+        self._write_code(code)
+        self._relay.value(1)
+        num, s, b = self._to_nA[k]
+        self.setpoint_nA = mul(2 * code - self._full, num, s, b)
+        return self.setpoint_nA
+
+    def off(self):
+        """Open the relay and set the source to mid-scale (0 A). Never raises."""
+        try:
+            self._relay.value(0)
+        except Exception:
+            pass
+        try:
+            self._write_code(self._mid_code)
+        except Exception:
+            pass
+        self.setpoint_nA = 0
+
+    def led(self, on):
+        """Status LED on (truthy) or off."""
+        self._led.value(1 if on else 0)
+
+    def start_watchdog(self, timeout_ms):
+        """Start the hardware watchdog (clamped to the RP2040's 1..8388 ms)."""
+        self._wdt = machine.WDT(timeout=max(1, min(WDT_MAX_MS, int(timeout_ms))))
+
+    def feed(self):
+        """Feed the watchdog (no-op before it is started)."""
+        if self._wdt is not None:
+            self._wdt.feed()
+
+
+def load(board_path="board.json", cal_path="calibration.json"):
+    """Build the Board from the board file and (if present) the calibration file.
+
+    The current is off and the watchdog running (board ``wdt_ms``) on return. A calibration
+    for another board id is refused: it is not applied and ``cal_error`` says why. A
+    calibration file that is not valid JSON is refused the same way.
+    """
+    cfg = _read_json(board_path)
+    cal = None
+    cal_error = ""
+    try:
+        cal = _read_json(cal_path)
+    except OSError:
+        pass  # no calibration: nominal scale factors
+    except ValueError:
+        cal_error = "calibration: not valid JSON"
+    b = Board(cfg, cal)
+    b.cal_error = b.cal_error or cal_error
+    b.off()
+    b.start_watchdog(cfg.get("wdt_ms", 5000))
+    return b

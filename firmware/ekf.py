@@ -1,0 +1,405 @@
+"""State-of-charge extended Kalman filter, run on the board once per tick.
+
+Plain Python: runs under MicroPython (the board, 32-bit floats; the unix port, 64-bit
+floats) and CPython (host tests). The host twin is cellbench.estimate (same equations in C);
+docs/estimator.md gives the derivation and the tuning guide.
+
+State x (SI units), n = 3..5 entries:
+    x[0]            SoC z (1 = full), clamped to [SOC_MIN, SOC_MAX]
+    x[1..nrc]       RC-pair voltages v_rc (V), one per model "rc" entry (1 or 2)
+    x[ih]           hysteresis state h (-1..1), Plett one-state model
+    x[ib]           current bias b (A) when model.estimator.bias is true:
+                    measured current = true current + b
+Model (docs/design.md), current i > 0 charges the cell:
+    v = OCV(z) + M*h + M0*s + R0(z)*i + sum(v_rc)
+    z'   = z + eta*i*dt/(3600*C)          (eta applies on charge only)
+    v_rc'= a*v_rc + R*(1-a)*i,  a = exp(-dt/tau)          (exact for a held current)
+    h'   = ah*h + (1-ah)*sign(i), ah = exp(-|i|*gamma*dt/(3600*C))
+Noise (model.estimator): process variances are per second of elapsed time; the current
+noise sigma_i_A enters the prediction through d(x')/di and the measurement as
+R = (sigma_i_A*R0 + sigma_v_V)**2 (standard deviations add: the same current sample
+drives both, so their errors are correlated and the sum is the safe bound).
+
+Numerics: P is a flat preallocated list (P[r*n + c]) updated in place; the covariance
+update is the Joseph form computed as two rank-one corrections, then symmetrised, floored
+on the diagonal and capped for the bounded states. SoC increments are collected in a
+separate pending sum and folded into x[0] only when they reach FOLD, so a 32-bit float
+board does not lose small per-tick increments to rounding (see docs/estimator.md).
+"""
+
+import math
+
+SOC_MIN = -0.05
+SOC_MAX = 1.05
+# Fold the pending SoC sum into x[0] once it reaches this: each fold then rounds at most
+# 6e-8/1e-3 = 6e-5 of the folded amount even in float32.
+FOLD = 1e-3
+# Variance caps for the bounded states (SoC in [-0.05, 1.05], h in [-1, 1]).
+VAR_SOC_MAX = 1.0
+VAR_H_MAX = 1.0
+# Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
+# h std 1e-4, bias std 1 pA).
+FLOOR_SOC = 1e-10
+FLOOR_RC_V2 = 1e-12
+FLOOR_H = 1e-8
+FLOOR_BIAS_A2 = 1e-24
+
+DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
+            "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
+            "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1}
+
+
+def _num(d, key, default):
+    v = d.get(key, default)
+    if v is None:
+        return float(default)
+    return float(v)
+
+
+class Ekf:
+    """Board SoC estimator. Ekf(model_dict) takes a models/*.json document (SI units).
+
+    After reset(), call step(i_nA, v_uV, dt_ms) once per sample; it sets soc (float),
+    soc_ppm and std_ppm (ints, parts per million of full SoC) and v_model (float, V, the
+    one-step-ahead predicted terminal voltage for that sample).
+    """
+
+    def __init__(self, model):
+        self._load_cell(model)
+        est = model.get("estimator") or {}
+        self._load_noise(est)
+        n = 2 + self.nrc + (1 if self.bias else 0)
+        self.n = n
+        self.ih = 1 + self.nrc
+        self.ib = self.ih + 1 if self.bias else -1
+        self.x = [0.0] * n
+        self.P = [0.0] * (n * n)
+        self._M = [0.0] * (n * n)
+        self._d = [0.0] * n    # diagonal of the state transition
+        self._g = [0.0] * n    # d(x')/d(i): input sensitivity
+        self._q = [0.0] * n    # process variance per second
+        self._floor = [0.0] * n
+        self._u = [0.0] * n
+        self._h = [0.0] * n    # measurement Jacobian
+        self._ph = [0.0] * n   # P h
+        self._k = [0.0] * n    # gain
+        self._fill_q_floor()
+        self.reset()
+
+    def _load_cell(self, model):
+        cap = float(model["capacity_Ah"])
+        if not cap > 0:
+            raise ValueError("capacity_Ah: must be > 0")
+        self.q_As = 3600.0 * cap
+        ocv = model["ocv"]
+        zs = ocv["soc"]
+        vs = ocv["voltage_V"]
+        npt = len(zs)
+        if npt < 2 or len(vs) != npt:
+            raise ValueError("ocv: soc and voltage_V need the same length >= 2")
+        self.z0 = float(zs[0])
+        self.dz = (float(zs[-1]) - self.z0) / (npt - 1)
+        for k in range(npt):
+            if abs(float(zs[k]) - (self.z0 + k * self.dz)) > 1e-6:
+                raise ValueError("ocv.soc: grid must be uniform")
+            if k and not float(vs[k]) > float(vs[k - 1]):
+                raise ValueError("ocv.voltage_V: must be strictly increasing")
+        self.ocv_V = [float(v) for v in vs]
+        r0 = model["r0_ohm"]
+        if isinstance(r0, (list, tuple)):
+            if len(r0) != npt:
+                raise ValueError("r0_ohm: table needs one value per ocv.soc")
+            self.r0_ohm = [float(r) for r in r0]
+        else:
+            self.r0_ohm = [float(r0)] * npt
+        rc = model.get("rc") or []
+        if len(rc) > 2:
+            raise ValueError("rc: at most 2 pairs")
+        self.nrc = len(rc)
+        self.rc_ohm = [float(p["r_ohm"]) for p in rc]
+        self.rc_tau_s = [float(p["tau_s"]) for p in rc]
+        for tau in self.rc_tau_s:
+            if not tau > 0:
+                raise ValueError("rc.tau_s: must be > 0")
+        hy = model.get("hysteresis") or {}
+        self.m_V = _num(hy, "m_V", 0.0)
+        self.m0_V = _num(hy, "m0_V", 0.0)
+        self.gamma = _num(hy, "gamma", 0.0)
+        self.eta = _num(model, "coulombic_efficiency", 1.0)
+
+    def _load_noise(self, est):
+        self.sigma_v = _num(est, "sigma_v_V", DEFAULTS["sigma_v_V"])
+        self.sigma_i = _num(est, "sigma_i_A", DEFAULTS["sigma_i_A"])
+        self.gate = _num(est, "gate", DEFAULTS["gate"])
+        self.bias = bool(est.get("bias", False))
+        # Below this |i| the cell counts as resting for the instantaneous hysteresis sign:
+        # measured noise around zero must not flip s every tick.
+        self.i_rest = 3.0 * self.sigma_i
+        self._est = est
+
+    def _fill_q_floor(self):
+        est = self._est
+        q, f = self._q, self._floor
+        q[0] = _num(est, "q_soc", DEFAULTS["q_soc"])
+        f[0] = FLOOR_SOC
+        for j in range(self.nrc):
+            q[1 + j] = _num(est, "q_rc_V2", DEFAULTS["q_rc_V2"])
+            f[1 + j] = FLOOR_RC_V2
+        q[self.ih] = _num(est, "q_h", DEFAULTS["q_h"])
+        f[self.ih] = FLOOR_H
+        if self.bias:
+            q[self.ib] = _num(est, "q_bias_A2", DEFAULTS["q_bias_A2"])
+            f[self.ib] = FLOOR_BIAS_A2
+
+    # --- OCV table -------------------------------------------------------------------
+    def _lookup(self, z):
+        """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC) at z.
+
+        OCV is piecewise linear and extrapolated linearly beyond the table (so the filter
+        still sees a slope at SoC -0.05 and 1.05); R0 is held at its end values.
+        """
+        pos = (z - self.z0) / self.dz
+        last = len(self.ocv_V) - 2
+        j = int(pos) if pos > 0.0 else 0
+        if j > last:
+            j = last
+        frac = pos - j
+        v = self.ocv_V
+        self._slope = (v[j + 1] - v[j]) / self.dz
+        self._ocv = v[j] + frac * (v[j + 1] - v[j])
+        r = self.r0_ohm
+        if frac <= 0.0:
+            self._r0 = r[j]
+            self._dr0 = 0.0
+        elif frac >= 1.0:
+            self._r0 = r[j + 1]
+            self._dr0 = 0.0
+        else:
+            self._r0 = r[j] + frac * (r[j + 1] - r[j])
+            self._dr0 = (r[j + 1] - r[j]) / self.dz
+
+    def ocv(self, z):
+        """Open-circuit voltage (V) at SoC z, as the filter sees it."""
+        self._lookup(z)
+        return self._ocv
+
+    def soc_at(self, v_V):
+        """Invert the OCV table: the SoC whose OCV is v_V, clamped to [SOC_MIN, SOC_MAX]."""
+        v = self.ocv_V
+        last = len(v) - 2
+        j = 0
+        while j < last and v_V > v[j + 1]:
+            j += 1
+        z = self.z0 + (j + (v_V - v[j]) / (v[j + 1] - v[j])) * self.dz
+        return min(max(z, SOC_MIN), SOC_MAX)
+
+    # --- public API ------------------------------------------------------------------
+    def reset(self, soc=None, v_uV=None, i_nA=0):
+        """Start over: at SoC `soc` (variance p0_soc), or from a rested voltage v_uV.
+
+        From a voltage the SoC is OCV^-1(v - R0*i) with h = 0; its variance comes from the
+        voltage noise and the unknown hysteresis through the local OCV slope, so a reading
+        on a flat plateau honestly says it knows little. With neither, SoC 0.5 with the
+        variance of a uniform [0, 1] guess (or p0_soc if larger).
+        """
+        n = self.n
+        x, P = self.x, self.P
+        for k in range(n * n):
+            P[k] = 0.0
+        for k in range(n):
+            x[k] = 0.0
+        est = self._est
+        p0_soc = _num(est, "p0_soc", DEFAULTS["p0_soc"])
+        p0_h = _num(est, "p0_h", DEFAULTS["p0_h"])
+        ih = self.ih
+        P[ih * n + ih] = p0_h
+        for j in range(self.nrc):
+            P[(1 + j) * (n + 1)] = _num(est, "p0_rc_V2", DEFAULTS["p0_rc_V2"])
+        if self.bias:
+            P[self.ib * (n + 1)] = _num(est, "p0_bias_A2", DEFAULTS["p0_bias_A2"])
+        if soc is not None:
+            x[0] = min(max(float(soc), SOC_MIN), SOC_MAX)
+            P[0] = p0_soc
+        elif v_uV is not None:
+            v = v_uV * 1e-6
+            z = self.soc_at(v)
+            self._lookup(z)
+            z = self.soc_at(v - self._r0 * i_nA * 1e-9)
+            self._lookup(z)
+            c = self.m_V / self._slope
+            P[0] = c * c * p0_h + (self.sigma_v / self._slope) ** 2
+            P[ih] = P[ih * n] = -c * p0_h
+            x[0] = z
+        else:
+            x[0] = 0.5
+            P[0] = max(p0_soc, 1.0 / 12.0)
+        self._pend = 0.0
+        self._s = 0.0
+        self._fresh = True
+        self._condition()
+        self.v_model = 0.0
+        self._publish()
+
+    def step(self, i_nA, v_uV, dt_ms):
+        """One sample: current i_nA (int, > 0 charges), voltage v_uV (int), dt_ms since the
+        previous sample (int). Predicts over dt_ms, then corrects with the voltage.
+
+        dt_ms <= 0 is a repeated sample: it is ignored (no new information), except as the
+        first sample after reset(), which is a correction without prediction.
+        """
+        if dt_ms <= 0 and not self._fresh:
+            return
+        i = i_nA * 1e-9
+        if self.bias:
+            i = i - self.x[self.ib]
+        if i > self.i_rest:
+            self._s = 1.0
+        elif i < -self.i_rest:
+            self._s = -1.0
+        if dt_ms > 0:
+            self._predict(i, dt_ms * 0.001)
+        self._update(i, v_uV * 1e-6)
+        self._fresh = False
+        self._condition()
+        self._publish()
+
+    # --- filter ----------------------------------------------------------------------
+    def _predict(self, i, dt):
+        """Propagate x and P over dt seconds with the (bias-corrected) current i (A)."""
+        x, d, g = self.x, self._d, self._g
+        k = dt / self.q_As
+        if i > 0.0:
+            k = k * self.eta
+        d[0] = 1.0
+        g[0] = k
+        self._pend += k * i
+        for j in range(self.nrc):
+            a = math.exp(-dt / self.rc_tau_s[j])
+            b = self.rc_ohm[j] * (1.0 - a)
+            x[1 + j] = a * x[1 + j] + b * i
+            d[1 + j] = a
+            g[1 + j] = b
+        ih = self.ih
+        sg = 1.0 if i > 0.0 else (-1.0 if i < 0.0 else 0.0)
+        kh = self.gamma * dt / self.q_As
+        ah = math.exp(-abs(i) * kh)
+        h = x[ih]
+        x[ih] = ah * h + (1.0 - ah) * sg
+        d[ih] = ah
+        g[ih] = -kh * sg * ah * (h - sg)
+        if self.bias:
+            d[self.ib] = 1.0
+            g[self.ib] = 0.0
+        self._propagate_cov(dt)
+        if self._pend >= FOLD or self._pend <= -FOLD:
+            x[0] += self._pend
+            self._pend = 0.0
+
+    def _propagate_cov(self, dt):
+        """P = F P F' + sigma_i^2 g g' + Q dt, with F = diag(d) - g e_b' (bias column)."""
+        n, P, d, g, q, u = self.n, self.P, self._d, self._g, self._q, self._u
+        si2 = self.sigma_i * self.sigma_i
+        ib = self.ib
+        if ib >= 0:
+            for r in range(n):
+                u[r] = d[r] * P[r * n + ib]
+            pbb = P[ib * n + ib]
+        for r in range(n):
+            for c in range(r, n):
+                v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+                if ib >= 0:
+                    # c_vec = -g is d(x')/d(b)
+                    v = v - u[r] * g[c] - g[r] * u[c] + g[r] * g[c] * pbb
+                if r == c:
+                    v = v + q[r] * dt
+                P[r * n + c] = v
+                P[c * n + r] = v
+
+    def _update(self, i, v):
+        """Correct with the voltage v (V) measured at current i (A, bias-corrected)."""
+        n, x, P, H, ph, K, M = self.n, self.x, self.P, self._h, self._ph, self._k, self._M
+        z = x[0] + self._pend
+        self._lookup(z)
+        ih = self.ih
+        vm = self._ocv + self.m_V * x[ih] + self.m0_V * self._s + self._r0 * i
+        for j in range(self.nrc):
+            vm += x[1 + j]
+            H[1 + j] = 1.0
+        H[0] = self._slope + self._dr0 * i
+        H[ih] = self.m_V
+        if self.bias:
+            H[self.ib] = -self._r0
+        self.v_model = vm
+        e = v - vm
+        hph = 0.0
+        for r in range(n):
+            acc = 0.0
+            for c in range(n):
+                acc += P[r * n + c] * H[c]
+            ph[r] = acc
+            hph += H[r] * acc
+        rv = self.sigma_i * self._r0 + self.sigma_v
+        R = rv * rv
+        S = hph + R
+        # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
+        # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
+        if e * e > self.gate * self.gate * S:
+            S = e * e / (self.gate * self.gate)
+            R = S - hph
+        for r in range(n):
+            K[r] = ph[r] / S
+        self._pend += K[0] * e
+        for r in range(1, n):
+            x[r] += K[r] * e
+        # Joseph form: P = (I - K H) P (I - K H)' + K R K', as two rank-one steps.
+        for r in range(n):
+            for c in range(n):
+                M[r * n + c] = P[r * n + c] - K[r] * ph[c]
+        for r in range(n):
+            acc = 0.0
+            for c in range(n):
+                acc += M[r * n + c] * H[c]
+            self._u[r] = acc
+        w = self._u
+        for r in range(n):
+            for c in range(r, n):
+                a = M[r * n + c] - w[r] * K[c] + K[r] * K[c] * R
+                b = M[c * n + r] - w[c] * K[r] + K[c] * K[r] * R
+                P[r * n + c] = P[c * n + r] = 0.5 * (a + b)
+
+    def _condition(self):
+        """Clamp SoC and h, cap their variances, floor the diagonal of P."""
+        n, x, P = self.n, self.x, self.P
+        z = x[0] + self._pend
+        if z < SOC_MIN or z > SOC_MAX:
+            x[0] = min(max(z, SOC_MIN), SOC_MAX)
+            self._pend = 0.0
+        ih = self.ih
+        if x[ih] > 1.0:
+            x[ih] = 1.0
+        elif x[ih] < -1.0:
+            x[ih] = -1.0
+        self._cap(0, VAR_SOC_MAX)
+        self._cap(ih, VAR_H_MAX)
+        f = self._floor
+        for r in range(n):
+            if P[r * n + r] < f[r]:
+                P[r * n + r] = f[r]
+
+    def _cap(self, r, vmax):
+        """Scale row and column r so P[r, r] <= vmax (a congruence: P stays positive definite)."""
+        n, P = self.n, self.P
+        prr = P[r * n + r]
+        if prr <= vmax:
+            return
+        f = math.sqrt(vmax / prr)
+        for c in range(n):
+            P[r * n + c] *= f
+            P[c * n + r] *= f
+        # the diagonal got f twice: f*f*prr == vmax
+
+    def _publish(self):
+        z = self.x[0] + self._pend
+        self.soc = z
+        self.soc_ppm = int(round(z * 1e6))
+        self.std_ppm = int(round(math.sqrt(self.P[0]) * 1e6))

@@ -1,0 +1,403 @@
+"""The board's side of the link: commands, replies, and the run state machine.
+
+Controller ties the parts of one tick together (docs/design.md data flow):
+board.sample() -> safety -> step engine -> estimator -> record; and it answers the
+host's commands (docs/link.md). It never raises out of its public methods: a command
+that fails in any way gets an ERR reply and leaves the state and the current unchanged,
+and an exception inside a tick switches the current off and ends the run with the
+INTERNAL fault bit. main.py only owns the clock and the serial port.
+
+Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers on the link.
+"""
+
+import json
+
+import frame
+import record
+import safety
+import steps
+
+FW_VERSION = "0.1.0"
+LINK_VERSION = 1
+MAX_LINE = 8192       # longest framed line accepted (a LOAD of a long protocol)
+RESERVE = 4           # ring slots kept for the events that end or pause a run
+SEND_BURST = 16       # ring lines written per output() call, so a re-send never stalls a tick
+
+IDLE = "IDLE"         # no step table loaded
+READY = "READY"       # a table is loaded, no run yet
+RUNNING = "RUNNING"
+PAUSED = "PAUSED"     # PAUSE: current off, clock and records go on
+FULL = "FULL"         # the ring is full of unacknowledged slots: current off until ACK
+DONE = "DONE"         # the protocol ran to its end
+STOPPED = "STOPPED"   # STOP ended the run
+FAULT = "FAULT"       # a safety limit or an internal error ended the run
+ACTIVE = (RUNNING, PAUSED, FULL)
+LED_ON = (RUNNING, FULL)
+
+
+class CommandError(Exception):
+    """A command was refused: args are (field, message) for the ERR reply."""
+
+
+def _seq_arg(arg, field):
+    try:
+        n = int(arg)
+    except ValueError:
+        raise CommandError(field, "must be an integer")
+    if n < 0:
+        raise CommandError(field, "must be >= 0")
+    return n
+
+
+def _no_arg(arg):
+    if arg:
+        raise CommandError("args", "takes no arguments")
+
+
+def _json_arg(arg):
+    try:
+        return json.loads(arg)
+    except ValueError:
+        raise CommandError("json", "not valid JSON")
+
+
+class Controller:
+    """One board's run: state, ring of records, replies waiting to be written.
+
+    capacity: ring slots (records + events) kept until the host acknowledges them.
+    """
+
+    def __init__(self, board, capacity=1500):
+        self.board = board
+        self.ring = record.Ring(capacity)
+        self.trigger = record.Trigger()
+        self.safety = safety.Safety(board)
+        self.engine = steps.Engine(board)
+        self.table = None
+        self.model = None
+        self.est = None
+        self.state = IDLE
+        self.full_from = RUNNING
+        self.fault = 0
+        self.t_ms = 0
+        self.tick_ms = board.tick_ms
+        self.soc_ppm = -1
+        self.std_ppm = -1
+        self.cursor = 0          # next seq to write to the link
+        self.lost = 0            # events that found no free slot
+        self.error = ""          # the last internal error, for STATUS
+        self.replies = []        # framed reply lines waiting for output()
+        self._buf = bytearray()
+        self._skip = False       # discarding the rest of an overlong line
+        self._cmds = {"ID": self._id, "LOAD": self._load, "MODEL": self._model,
+                      "START": self._start, "PAUSE": self._pause, "RESUME": self._resume,
+                      "STOP": self._stop, "STATUS": self._status, "SEND": self._send,
+                      "ACK": self._ack}
+        board.off()
+
+    # ------------------------------------------------------------ input
+
+    def feed(self, data):
+        """Take raw bytes from the port; handle every complete line in them."""
+        for c in data:
+            if c == 10:
+                if self._skip:
+                    self._reply("ERR ? frame line too long")
+                elif self._buf:
+                    self.handle(bytes(self._buf))
+                self._buf = bytearray()
+                self._skip = False
+            elif not self._skip:
+                if len(self._buf) >= MAX_LINE:
+                    self._skip = True
+                    self._buf = bytearray()
+                else:
+                    self._buf.append(c)
+
+    def handle(self, line):
+        """Handle one framed line (bytes); the reply goes to self.replies."""
+        body = frame.decode(line)
+        if body is None:
+            self._reply("ERR ? frame checksum")
+            return
+        cut = body.find(" ")
+        name = body if cut < 0 else body[:cut]
+        arg = "" if cut < 0 else body[cut + 1:].strip()
+        fn = self._cmds.get(name)
+        if fn is None:
+            shown = name if 0 < len(name) <= 12 and name.isalpha() else "?"
+            self._reply("ERR %s cmd unknown command" % shown)
+            return
+        try:
+            out = fn(arg)
+            self._reply("OK " + name if out is None else "OK %s %s" % (name, json.dumps(out)))
+        except CommandError as ex:
+            self._reply("ERR %s %s %s" % (name, ex.args[0], ex.args[1]))
+        except Exception as ex:  # a bug must not end the loop or touch the run
+            self._reply("ERR %s internal %s" % (name, repr(ex)[:80].replace("\n", " ")))
+
+    def _reply(self, body):
+        self.replies.append(frame.encode(body))
+
+    # ------------------------------------------------------------ commands
+
+    def _id(self, arg):
+        _no_arg(arg)
+        b = self.board
+        return {"board": b.id, "fw": FW_VERSION, "link": LINK_VERSION,
+                "calibration": b.calibration_id, "tick_ms": b.tick_ms,
+                "max_uV": b.max_uV, "min_uV": b.min_uV, "max_nA": b.max_nA,
+                "range_max_nA": b.range_max_nA, "capacity": self.ring.cap,
+                "fields": " ".join(record.FIELDS)}
+
+    def _idle_only(self):
+        if self.state in ACTIVE:
+            raise CommandError("state", "run in progress (STOP first)")
+
+    def _load(self, arg):
+        self._idle_only()
+        table = _json_arg(arg)
+        err = steps.validate(table, self.board)
+        if err:
+            raise CommandError(err[0], err[1])
+        self.engine.load(table)
+        self.safety.configure(table.get("safety"))
+        rec = table.get("record") or {}
+        self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0))
+        self.table = table
+        self.state = READY
+        return {"steps": len(table["steps"]), "tick_ms": table.get("tick_ms", self.board.tick_ms)}
+
+    def _model(self, arg):
+        self._idle_only()
+        model = _json_arg(arg)
+        if not isinstance(model, dict):
+            raise CommandError("json", "must be a JSON object")
+        factory = _estimator_class()
+        if factory is not None:
+            try:
+                factory(model)  # refuse a model the estimator cannot use, now
+            except Exception as ex:
+                raise CommandError("model", repr(ex)[:80])
+        self.model = model
+        return {"estimator": factory is not None}
+
+    def _start(self, arg):
+        _no_arg(arg)
+        self._idle_only()
+        if self.table is None:
+            raise CommandError("state", "no step table (LOAD first)")
+        if self.ring.free() <= RESERVE:
+            raise CommandError("ring", "record buffer full (ACK first)")
+        self.fault = 0
+        self.t_ms = 0
+        self.error = ""
+        self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
+        self.safety.reset()
+        self._start_estimator()
+        self.engine.start()
+        b = self.board
+        self.trigger.mark(0, b.v_uV, b.i_nA)
+        self.state = RUNNING
+        seq = self._event(record.EV_START)
+        return {"seq": seq, "tick_ms": self.tick_ms}
+
+    def _pause(self, arg):
+        _no_arg(arg)
+        if self.state not in (RUNNING, FULL):
+            raise CommandError("state", "not running (state %s)" % self.state)
+        self.engine.stop()
+        self.state = PAUSED
+        self._event(record.EV_PAUSE)
+
+    def _resume(self, arg):
+        _no_arg(arg)
+        if self.state != PAUSED:
+            raise CommandError("state", "not paused (state %s)" % self.state)
+        self._continue()
+
+    def _stop(self, arg):
+        # Always accepted: whatever the state, the host can make the current zero.
+        _no_arg(arg)
+        self.board.off()
+        if self.state in ACTIVE:
+            self.state = STOPPED
+            self._event(record.EV_STOP)
+        return {"state": self.state}
+
+    def _status(self, arg):
+        _no_arg(arg)
+        e = self.engine
+        b = self.board
+        return {"state": self.state, "fault": self.fault, "t_ms": self.t_ms,
+                "step_no": e.step_no, "step_count": e.step_count, "step_index": e.step_index,
+                "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
+                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.q_chg_nAh(), "q_dch_nAh": e.q_dch_nAh(),
+                "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
+                "seq_next": self.ring.head, "seq_oldest": self.ring.tail,
+                "free": self.ring.free(), "lost": self.lost, "tick_ms": self.tick_ms,
+                "table": self.table is not None, "model": self.model is not None,
+                "estimator": self.est is not None, "error": self.error}
+
+    def _send(self, arg):
+        n = _seq_arg(arg, "from_seq")
+        r = self.ring
+        if n > r.head:
+            raise CommandError("from_seq", "beyond the next seq %d" % r.head)
+        if n < r.tail:
+            raise CommandError("from_seq", "freed by ACK; oldest held is %d" % r.tail)
+        self.cursor = n
+        return {"from": n, "to": r.head - 1}
+
+    def _ack(self, arg):
+        n = _seq_arg(arg, "seq")
+        r = self.ring
+        if not r.ack(n):
+            raise CommandError("seq", "never sent (next seq is %d)" % r.head)
+        if self.cursor < r.tail:
+            self.cursor = r.tail
+        if self.state == FULL and r.free() > RESERVE:
+            if self.full_from == PAUSED:
+                self.state = PAUSED
+            else:
+                self._continue()
+        return {"oldest": r.tail, "free": r.free()}
+
+    def _continue(self):
+        self.engine.resume()
+        self.state = RUNNING
+        self._event(record.EV_RESUME)
+
+    # ------------------------------------------------------------ estimator
+
+    def _start_estimator(self):
+        self.est = None
+        self.soc_ppm = -1
+        self.std_ppm = -1
+        factory = _estimator_class()
+        if factory is None or self.model is None:
+            return
+        try:
+            est = factory(self.model)
+            if hasattr(est, "reset"):
+                est.reset(None, self.board.v_uV, self.board.i_nA)
+            self.est = est
+        except Exception as ex:
+            self.error = "estimator: " + repr(ex)[:60]
+
+    def _estimate(self, dt_ms):
+        est = self.est
+        if est is None:
+            return
+        try:
+            est.step(self.board.i_nA, self.board.v_uV, dt_ms)
+            self.soc_ppm = est.soc_ppm
+            self.std_ppm = est.std_ppm
+        except Exception as ex:
+            # The run matters more than the estimate: drop the estimator, say so.
+            self.est = None
+            self.soc_ppm = -1
+            self.std_ppm = -1
+            self.error = "estimator: " + repr(ex)[:60]
+            self._event(record.EV_ESTIMATOR)
+
+    # ------------------------------------------------------------ tick
+
+    def tick(self, dt_ms):
+        """One sampling tick; dt_ms = real ms since the previous tick. Never raises."""
+        try:
+            self.board.sample()
+            if self.state in ACTIVE:
+                self._run_tick(dt_ms)
+        except Exception as ex:
+            self._internal(ex)
+        self.board.led(self.state in LED_ON)
+        self.board.feed()
+
+    def _run_tick(self, dt_ms):
+        eng = self.engine
+        st = self.state
+        self.t_ms += dt_ms
+        eng.count(dt_ms)
+        bits = 0
+        ended = False
+        force = False
+        if st == RUNNING:
+            bits = self.safety.check(eng.acc[steps.Q_STEP], dt_ms)
+            if bits:
+                self.fault |= bits
+                force = True
+            else:
+                ended = eng.control(dt_ms)
+                force = ended or eng.step_index == 0
+        self._estimate(dt_ms)
+        b = self.board
+        if st != FULL and (force or self.trigger.due(self.t_ms, b.v_uV, b.i_nA)):
+            if self._push(record.RECORD) >= 0:
+                self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
+        if bits:
+            self._end(FAULT, record.EV_FAULT)
+        elif ended and not eng.advance():
+            self._end(DONE, record.EV_END)
+        if self.state in (RUNNING, PAUSED) and self.ring.free() <= RESERVE:
+            # Pause at this safe point rather than overwrite what the host has not got.
+            self.full_from = self.state
+            eng.stop()
+            self.state = FULL
+            self._event(record.EV_FULL)
+
+    def _end(self, state, kind):
+        self.engine.stop()
+        self.state = state
+        self._event(kind)
+
+    def _internal(self, ex):
+        self.board.off()
+        self.error = repr(ex)[:80]
+        if self.state in ACTIVE:
+            self.fault |= safety.INTERNAL
+            self.state = FAULT
+            try:
+                self._event(record.EV_FAULT)
+            except Exception:
+                self.lost += 1
+
+    def _push(self, kind):
+        e = self.engine
+        b = self.board
+        a = e.acc
+        return self.ring.put(kind, self.t_ms, b.v_uV, b.i_nA, e.step_count, e.step_index,
+                             e.cycle, e.step_no, e.step_type, self.fault, a[steps.Q_CHG],
+                             a[steps.Q_DCH], a[steps.Q_STEP], a[steps.E_CHG], a[steps.E_DCH],
+                             self.soc_ppm, self.std_ppm)
+
+    def _event(self, kind):
+        seq = self._push(kind)
+        if seq < 0:
+            self.lost += 1
+        return seq
+
+    # ------------------------------------------------------------ output
+
+    def output(self, burst=SEND_BURST):
+        """Framed lines to write now: replies first, then up to ``burst`` ring lines."""
+        out = self.replies
+        self.replies = []
+        r = self.ring
+        if self.cursor < r.tail:
+            self.cursor = r.tail
+        n = 0
+        while self.cursor < r.head and n < burst:
+            out.append(frame.encode(r.line(self.cursor)))
+            self.cursor += 1
+            n += 1
+        return out
+
+
+def _estimator_class():
+    """ekf.Ekf if firmware/ekf.py is present, else None (the SoC fields stay -1)."""
+    try:
+        import ekf
+    except ImportError:
+        return None
+    return getattr(ekf, "Ekf", None)

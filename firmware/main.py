@@ -1,0 +1,93 @@
+"""Firmware entry point: the fixed-rate tick loop and the serial port.
+
+Everything else lives in importable modules (link.Controller does the work of a tick
+and of each command); this file owns only the clock and stdin/stdout. The tick is
+fixed-rate with time.ticks_* arithmetic (wraparound-safe): deadlines advance by tick_ms
+so jitter does not accumulate, a late tick is not repeated to catch up, and dt passed
+to the controller is always the real elapsed ms. Between ticks, select.poll waits on
+stdin for at most the time left (under the simulator that advances virtual time).
+"""
+
+import gc
+import select
+import sys
+import time
+
+import board
+import link
+import record
+
+RING_MAX = 1500           # records + events kept until the host acknowledges them
+RING_MIN = 64
+HEAP_RESERVE = 40 * 1024  # left free for JSON commands, the estimator and the GC
+
+
+def ring_capacity():
+    """As many slots as fit (up to RING_MAX) while HEAP_RESERVE bytes stay free."""
+    gc.collect()
+    try:
+        free = gc.mem_free()
+    except AttributeError:  # CPython has no mem_free: the board limit applies
+        return RING_MAX
+    n = (free - HEAP_RESERVE) // record.BYTES_PER_SLOT
+    return max(RING_MIN, min(RING_MAX, n))
+
+
+def _ports():
+    out = getattr(sys.stdout, "buffer", sys.stdout)
+    inp = getattr(sys.stdin, "buffer", sys.stdin)
+    return inp, out
+
+
+def _write(out, lines):
+    for line in lines:
+        out.write(line)
+    if lines and hasattr(out, "flush"):
+        out.flush()
+
+
+def main():
+    b = board.load()
+    b.off()
+    ctl = link.Controller(b, ring_capacity())
+    gc.collect()
+    inp, out = _ports()
+    poll = select.poll()
+    poll.register(sys.stdin, select.POLLIN)
+    reading = True
+    last = time.ticks_ms()
+    deadline = time.ticks_add(last, ctl.tick_ms)
+    while True:
+        now = time.ticks_ms()
+        wait = time.ticks_diff(deadline, now)
+        if wait <= 0:
+            ctl.tick(time.ticks_diff(now, last))
+            last = now
+            deadline = time.ticks_add(deadline, ctl.tick_ms)
+            if time.ticks_diff(deadline, now) <= 0:
+                deadline = time.ticks_add(now, ctl.tick_ms)  # late: skip, don't burst
+            continue
+        lines = ctl.output()
+        if lines:
+            # Drain replies and records in bursts, checking the deadline between them.
+            _write(out, lines)
+            continue
+        if not reading:
+            time.sleep_ms(wait)
+            continue
+        for ev in poll.poll(wait):
+            if ev[1] & select.POLLIN:
+                data = inp.read(1)
+                if not data:
+                    reading = False  # host closed stdin
+                else:
+                    ctl.feed(data)
+            elif ev[1] & (select.POLLHUP | select.POLLERR):
+                reading = False
+        if not reading and sys.platform != "rp2":
+            # Under the unix port nothing can reconnect: end cleanly, current off.
+            b.off()
+            return
+
+
+main()

@@ -1,0 +1,140 @@
+"""Records: when to take one (Trigger) and where they wait for the host (Ring).
+
+Records and events share one sequence (seq, counting from 0 at boot, never reused) and
+one ring of preallocated integer arrays, one array per field, so storing a record
+allocates nothing and costs BYTES_PER_SLOT bytes of RAM. A slot stays until the host
+acknowledges its seq (ACK frees everything up to and including it); the ring never
+overwrites an unacknowledged slot: put() returns -1 instead and the caller pauses.
+
+Units follow the record fields of docs/design.md: t_ms, v_uV, i_nA, charge nAh,
+energy uWh, SoC ppm; current > 0 charges the cell.
+"""
+
+from array import array
+import struct
+
+FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no",
+          "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh", "e_chg_uWh",
+          "e_dch_uWh", "soc_ppm", "soc_std_ppm")
+# t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536.
+CODES = "IiiiiiHBHiiiiiii"
+BYTES_PER_SLOT = 58   # the arrays above plus the kind byte
+
+# Slot kinds: 0 is a record, the rest are events (their name is the link's event kind).
+RECORD = 0
+EVENTS = ("", "START", "END", "FAULT", "FULL", "STOP", "PAUSE", "RESUME", "ESTIMATOR")
+EV_START = 1
+EV_END = 2
+EV_FAULT = 3
+EV_FULL = 4
+EV_STOP = 5
+EV_PAUSE = 6
+EV_RESUME = 7
+EV_ESTIMATOR = 8
+
+
+class Ring:
+    """capacity slots; seqs tail..head-1 are held (unacknowledged), head is the next seq."""
+
+    def __init__(self, capacity):
+        self.cap = capacity
+        # From a zeroed bytearray: allocates each column once, at its final size.
+        self.cols = [array(c, bytearray(struct.calcsize(c) * capacity)) for c in CODES]
+        self.kind = bytearray(capacity)
+        self.head = 0
+        self.tail = 0
+
+    def count(self):
+        return self.head - self.tail
+
+    def free(self):
+        return self.cap - (self.head - self.tail)
+
+    def holds(self, seq):
+        return self.tail <= seq < self.head
+
+    def put(self, kind, t_ms, v_uV, i_nA, step_count, step_index, cycle, step_no,
+            step_type, fault, q_chg_nAh, q_dch_nAh, q_step_nAh, e_chg_uWh, e_dch_uWh,
+            soc_ppm, soc_std_ppm):
+        """Store one record (kind 0) or event; return its seq, or -1 when the ring is full."""
+        if self.head - self.tail >= self.cap:
+            return -1
+        k = self.head % self.cap
+        c = self.cols
+        self.kind[k] = kind
+        c[0][k] = t_ms
+        c[1][k] = v_uV
+        c[2][k] = i_nA
+        c[3][k] = step_count
+        c[4][k] = step_index
+        c[5][k] = cycle
+        c[6][k] = step_no
+        c[7][k] = step_type
+        c[8][k] = fault
+        c[9][k] = q_chg_nAh
+        c[10][k] = q_dch_nAh
+        c[11][k] = q_step_nAh
+        c[12][k] = e_chg_uWh
+        c[13][k] = e_dch_uWh
+        c[14][k] = soc_ppm
+        c[15][k] = soc_std_ppm
+        self.head += 1
+        return self.head - 1
+
+    def values(self, seq):
+        """The 16 field values of a held seq (a new list), in FIELDS order."""
+        k = seq % self.cap
+        return [col[k] for col in self.cols]
+
+    def kind_of(self, seq):
+        return self.kind[seq % self.cap]
+
+    def line(self, seq):
+        """The link body for a held seq: ``R seq fields...`` or ``E seq KIND {json}``."""
+        vals = self.values(seq)
+        kind = self.kind_of(seq)
+        if kind == RECORD:
+            return "R %d " % seq + " ".join([str(x) for x in vals])
+        # Events carry the run's position so the host can place them without the record.
+        return 'E %d %s {"t_ms":%d,"step_count":%d,"step_no":%d,"cycle":%d,"fault":%d}' % (
+            seq, EVENTS[kind], vals[0], vals[3], vals[6], vals[5], vals[8])
+
+    def ack(self, seq):
+        """Free every slot up to and including seq; return False if seq was never sent."""
+        if seq >= self.head:
+            return False
+        if seq >= self.tail:
+            self.tail = seq + 1
+        return True
+
+
+class Trigger:
+    """Decides when a sample becomes a record: every dt_ms, or on |dv| >= dv_uV or
+    |di| >= di_nA since the last record (0 switches a criterion off; all three off
+    records every tick), plus whenever the caller forces one (step start and end)."""
+
+    def __init__(self):
+        self.configure(0, 0, 0)
+
+    def configure(self, dt_ms, dv_uV, di_nA):
+        self.dt_ms = dt_ms
+        self.dv_uV = dv_uV
+        self.di_nA = di_nA
+        self.mark(0, 0, 0)
+
+    def mark(self, t_ms, v_uV, i_nA):
+        """Remember the last recorded point."""
+        self.t_ms = t_ms
+        self.v_uV = v_uV
+        self.i_nA = i_nA
+
+    def due(self, t_ms, v_uV, i_nA):
+        if not (self.dt_ms or self.dv_uV or self.di_nA):
+            return True
+        if self.dt_ms and t_ms - self.t_ms >= self.dt_ms:
+            return True
+        dv = v_uV - self.v_uV
+        if self.dv_uV and (dv >= self.dv_uV or -dv >= self.dv_uV):
+            return True
+        di = i_nA - self.i_nA
+        return bool(self.di_nA) and (di >= self.di_nA or -di >= self.di_nA)

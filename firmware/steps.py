@@ -1,0 +1,527 @@
+"""The step engine: runs a validated step table (docs/design.md "Step table") tick by tick.
+
+Units: voltage uV, current nA (> 0 charges the cell), time ms, charge nAh, energy uWh,
+all integers. Each tick the caller (link.Controller) does: board.sample(), count(dt_ms),
+safety check, control(dt_ms); if control() says the step ended it records the last point
+of the step and then calls advance(). count() and control() allocate nothing: they use
+only small ints, attribute stores and a preallocated array('i') of accumulators.
+
+Charge is counted exactly: |i_nA| * dt_ms goes into a remainder in nA*ms
+(3_600_000 nA*ms = 1 nAh) and whole nAh move to the counter, so no charge is lost to
+rounding however short the ticks. i*dt overflows a small int (20 mA for 60 s is 1.2e12
+nA*ms), so the product is split (see _add_charge). Energy is accumulated from those
+whole nAh: each nAh completed in a tick adds that tick's voltage times 1 nAh (v*i*dt
+itself would need 50-bit products). The sub-nAh remainder is thus priced at a later
+tick's voltage: the energy error is at most 1 nAh times (the highest voltage plus the
+total voltage travelled), e.g. 0.001 uWh per full 0.01-3 V cycle, plus the truncation
+of the uWh count.
+"""
+
+from array import array
+
+REST = 0
+CC_CHG = 1
+CC_DCH = 2
+CV_CHG = 3
+CV_DCH = 4
+TYPE_NAMES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
+
+# Step kinds after compilation (the table's string tags).
+K_CC = 0
+K_CV = 1
+K_OCV = 2
+K_LOOP = 3
+KINDS = {"CC": K_CC, "CV": K_CV, "OCV": K_OCV, "LOOP": K_LOOP}
+ARITY = {"CC": 4, "CV": 4, "OCV": 2, "LOOP": 3}
+
+VERSION = 1
+TICK_MIN_ms = 50
+TICK_MAX_ms = 60000
+MAX_STEPS = 500
+MAX_LOOP_COUNT = 1000000
+MAX_TIME_ms = 1 << 30          # keeps until_ms (and step_ms) a small int
+
+NAH_nAms = 3600000             # 1 nAh in nA*ms
+CHUNK_ms = 60000               # longest dt counted in one piece (keeps products small)
+
+# Accumulator slots in Engine.acc: [whole, remainder, ...].
+Q_CHG = 0        # q_chg_nAh, remainder nA*ms
+Q_DCH = 2        # q_dch_nAh, remainder nA*ms
+Q_STEP = 4       # q_step_nAh (|charge| moved in this step), remainder nA*ms
+E_CHG = 6        # e_chg_uWh, remainder mV*nAh (1e-6 uWh), remainder uV*nAh (1e-9 uWh)
+E_DCH = 9        # e_dch_uWh, likewise
+N_ACC = 12
+
+# CV control (see Engine._cv).
+CV_GAIN_num = 500              # i += e_uV * 500 / R_ohm nA: half a Newton step on v = E + R*i
+CV_ERR_MAX_uV = 50000          # clamp on the error per tick: bounds the step of the setpoint
+CV_BAND_uV = 10000             # |v - target| within which "|i| <= until_nA" ends the step
+R_DEFAULT_ohm = 100            # before any measurement: a coin cell's series resistance
+R_MIN_ohm = 1
+R_MAX_ohm = 1000000
+R_MIN_STEP_nA = 10000          # current steps smaller than this don't update the estimate
+SIGN_MARGIN_uV = 20000         # CV sign from target vs voltage when they differ by more
+
+
+def _int(x):
+    # JSON integers only: bool is an int subclass and floats are not exact.
+    return type(x) is int
+
+
+def _check_int(x, field, lo, hi):
+    if not _int(x):
+        return (field, "must be an integer")
+    if x < lo or x > hi:
+        return (field, "must be in [%d, %d]" % (lo, hi))
+    return None
+
+
+def _limits(table, board):
+    """The effective safety limits of a table (missing keys: the board's own)."""
+    import safety
+    lim = safety.defaults(board)
+    sec = table.get("safety") or {}
+    for key in safety.KEYS:
+        if key in sec:
+            lim[key] = sec[key]
+    return lim
+
+
+def _validate_safety(table, board):
+    sec = table.get("safety")
+    if sec is None:
+        return None
+    if not isinstance(sec, dict):
+        return ("safety", "must be an object")
+    bounds = {"max_uV": (board.min_uV, board.max_uV), "min_uV": (board.min_uV, board.max_uV),
+              "max_nA": (0, board.max_nA), "min_nA": (-board.max_nA, 0),
+              "max_q_nAh": (0, 1 << 30), "delay_ms": (0, 3600000)}
+    for key in sec:
+        if key not in bounds:
+            return ("safety." + str(key), "unknown key")
+        lo, hi = bounds[key]
+        err = _check_int(sec[key], "safety." + key, lo, hi)
+        if err:
+            return err
+    lim = _limits(table, board)
+    if lim["max_uV"] <= lim["min_uV"]:
+        return ("safety.max_uV", "must be above safety.min_uV")
+    return None
+
+
+def _validate_record(table):
+    sec = table.get("record")
+    if sec is None:
+        return None
+    if not isinstance(sec, dict):
+        return ("record", "must be an object")
+    for key in sec:
+        if key not in ("dt_ms", "dv_uV", "di_nA"):
+            return ("record." + str(key), "unknown key")
+        err = _check_int(sec[key], "record." + key, 0, 1 << 30)
+        if err:
+            return err
+    return None
+
+
+def _validate_current(i, field, board, lim):
+    err = _check_int(i, field, -board.range_max_nA, board.range_max_nA)
+    if err:
+        return err
+    if i > lim["max_nA"] or i < lim["min_nA"]:
+        return (field, "outside the safety limits [%d, %d]" % (lim["min_nA"], lim["max_nA"]))
+    return None
+
+
+def _validate_voltage(v, field, board, lim, zero_ok):
+    if zero_ok and v == 0 and _int(v):
+        return None
+    err = _check_int(v, field, board.min_uV, board.max_uV)
+    if err:
+        return err
+    if v > lim["max_uV"] or v < lim["min_uV"]:
+        return (field, "outside the safety limits [%d, %d]" % (lim["min_uV"], lim["max_uV"]))
+    return None
+
+
+def _validate_step(k, s, steps, board, lim):
+    f = "steps[%d]" % k
+    if not isinstance(s, list) or not s or not isinstance(s[0], str):
+        return (f, "must be a list starting with a tag (CC, CV, OCV, LOOP)")
+    tag = s[0]
+    if tag not in ARITY:
+        return (f + ".type", "unknown step type " + tag[:8])
+    if len(s) != ARITY[tag]:
+        return (f, "%s takes %d values" % (tag, ARITY[tag] - 1))
+    if tag == "LOOP":
+        err = _check_int(s[1], f + ".to_step_no", 0, k - 1) or \
+            _check_int(s[2], f + ".count", 0, MAX_LOOP_COUNT)
+        if err:
+            return err
+        if steps[s[1]][0] == "LOOP":
+            return (f + ".to_step_no", "must not be a LOOP step")
+        return None
+    if tag == "OCV":
+        return _check_int(s[1], f + ".until_ms", 1, MAX_TIME_ms)
+    err = _check_int(s[2], f + ".until_ms", 0, MAX_TIME_ms)
+    if err:
+        return err
+    if tag == "CC":
+        err = _validate_current(s[1], f + ".i_nA", board, lim) or \
+            _validate_voltage(s[3], f + ".until_uV", board, lim, True)
+        if err:
+            return err
+        if s[2] == 0 and (s[3] == 0 or s[1] == 0):
+            return (f + ".until_ms", "needs an end: until_ms, or until_uV with a current")
+        return None
+    err = _validate_voltage(s[1], f + ".v_uV", board, lim, False) or \
+        _check_int(s[3], f + ".until_nA", 0, board.range_max_nA)
+    if err:
+        return err
+    if s[2] == 0 and s[3] == 0:
+        return (f + ".until_ms", "needs an end: until_ms or until_nA")
+    return None
+
+
+def validate(table, board):
+    """Check a step table before it is accepted.
+
+    Returns None when the table is fine, else (field, message) with the field named like
+    "steps[3].until_uV". Checks: version, integer types, ranges against the board's limits
+    and range, safety limits, an end condition on every step, LOOP targets before the
+    LOOP step (and not LOOP steps themselves, so a run of LOOPs always ends).
+    """
+    if not isinstance(table, dict):
+        return ("table", "must be a JSON object")
+    if table.get("v") != VERSION or not _int(table.get("v")):
+        return ("v", "must be %d" % VERSION)
+    for key in table:
+        if key not in ("v", "tick_ms", "safety", "record", "steps"):
+            return (str(key)[:20], "unknown key")
+    if "tick_ms" in table:
+        err = _check_int(table["tick_ms"], "tick_ms", TICK_MIN_ms, TICK_MAX_ms)
+        if err:
+            return err
+    err = _validate_safety(table, board) or _validate_record(table)
+    if err:
+        return err
+    steps = table.get("steps")
+    if not isinstance(steps, list) or not steps:
+        return ("steps", "must be a non-empty list")
+    if len(steps) > MAX_STEPS:
+        return ("steps", "at most %d steps" % MAX_STEPS)
+    lim = _limits(table, board)
+    for k in range(len(steps)):
+        err = _validate_step(k, steps[k], steps, board, lim)
+        if err:
+            return err
+    return None
+
+
+def _sign(x):
+    if x > 0:
+        return 1
+    if x < 0:
+        return -1
+    return 0
+
+
+class Engine:
+    """Runs one step table on one board; all state is in small-int attributes.
+
+    Public state (the record fields): step_count, step_index, cycle, step_no, step_type,
+    i_cmd_nA (the current setpoint), step_ms, done; charge and energy via q_chg_nAh() etc.
+    """
+
+    def __init__(self, board):
+        self.board = board
+        self.acc = array("i", [0] * N_ACC)
+        self.steps = []
+        self.loops = array("i")
+        self.hi_nA = 0
+        self.lo_nA = 0
+        self.r_ohm = R_DEFAULT_ohm
+        self._clear()
+
+    def _clear(self):
+        for k in range(N_ACC):
+            self.acc[k] = 0
+        self.step_no = 0
+        self.step_count = 0
+        self.step_index = 0
+        self.step_type = REST
+        self.step_ms = 0
+        self.cycle = 1
+        self.first_sign = 0
+        self.last_sign = 0
+        self.i_cmd_nA = 0
+        self.v0_uV = 0
+        self.i0_nA = 0
+        self.done = False
+
+    def load(self, table):
+        """Compile a table that validate() accepted: tuples of ints, loop counters."""
+        steps = []
+        for s in table["steps"]:
+            k = KINDS[s[0]]
+            args = [int(x) for x in s[1:]]
+            while len(args) < 3:
+                args.append(0)
+            steps.append((k, args[0], args[1], args[2]))
+        self.steps = steps
+        self.loops = array("i", [s[2] if s[0] == K_LOOP else 0 for s in steps])
+        lim = _limits(table, self.board)
+        b = self.board
+        self.hi_nA = min(lim["max_nA"], b.max_nA, b.range_max_nA)
+        self.lo_nA = max(lim["min_nA"], -b.max_nA, -b.range_max_nA)
+
+    # ------------------------------------------------------------ run control
+
+    def start(self):
+        """Begin a run at step 0: counters cleared, cycle 1, step_count 1."""
+        self._clear()
+        for k in range(len(self.steps)):
+            s = self.steps[k]
+            if s[0] == K_LOOP:
+                self.loops[k] = s[2]
+        self.r_ohm = R_DEFAULT_ohm
+        self._enter(0)
+
+    def stop(self):
+        """Switch the current off (end of run, fault, pause)."""
+        self.board.off()
+
+    def resume(self):
+        """Re-apply the current step's output after a pause."""
+        self._apply()
+
+    def advance(self):
+        """Go to the next step (following LOOPs); return False when the protocol is done."""
+        no = self.step_no + 1
+        steps = self.steps
+        while no < len(steps):
+            s = steps[no]
+            if s[0] != K_LOOP:
+                self._enter(no)
+                return True
+            if self.loops[no] > 0:
+                self.loops[no] -= 1
+                no = s[1]
+            else:
+                self.loops[no] = s[2]  # re-arm for the next pass of an enclosing loop
+                no += 1
+        self.done = True
+        self.board.off()
+        return False
+
+    def _enter(self, no):
+        b = self.board
+        s = self.steps[no]
+        self.step_no = no
+        self.step_count += 1
+        self.step_index = -1
+        self.step_ms = 0
+        self.acc[Q_STEP] = 0
+        self.acc[Q_STEP + 1] = 0
+        # Remember the operating point before the current changes: the first sample of
+        # the step then measures the cell's resistance (see _learn_r).
+        self.v0_uV = b.v_uV
+        self.i0_nA = b.i_nA
+        sign = self._step_sign(s)
+        if s[0] == K_CC:
+            self.i_cmd_nA = s[1]
+            self.step_type = (REST, CC_CHG, CC_DCH)[sign]
+        elif s[0] == K_CV:
+            # Bumpless start: keep the previous setpoint if it drives the same way.
+            if _sign(self.i_cmd_nA) != sign:
+                self.i_cmd_nA = 0
+            self.step_type = CV_CHG if sign > 0 else CV_DCH
+            self._cv(s[1], b.v_uV)  # correct with the last sample now, not a tick late
+        else:
+            self.i_cmd_nA = 0
+            self.step_type = REST
+        self._count_cycle(sign)
+        self._apply()
+
+    def _step_sign(self, s):
+        if s[0] == K_CC:
+            return _sign(s[1])
+        if s[0] != K_CV:
+            return 0
+        # CV: charge if the target is clearly above the voltage, discharge if clearly
+        # below; near it (CC -> CV hand-over) continue in the direction of travel.
+        d = s[1] - self.board.v_uV
+        if d > SIGN_MARGIN_uV:
+            return 1
+        if d < -SIGN_MARGIN_uV:
+            return -1
+        if self.last_sign:
+            return self.last_sign
+        return 1 if d >= 0 else -1
+
+    def _count_cycle(self, sign):
+        # design.md: a cycle starts when a step of the first active step's sign starts
+        # after a step of the opposite sign ran.
+        if sign == 0:
+            return
+        if self.first_sign == 0:
+            self.first_sign = sign
+        elif sign == self.first_sign and self.last_sign == -sign:
+            self.cycle += 1
+        self.last_sign = sign
+
+    def _apply(self):
+        s = self.steps[self.step_no]
+        if s[0] == K_CV or (s[0] == K_CC and s[1] != 0):
+            self.board.set_current(self.i_cmd_nA)
+        else:
+            self.board.off()
+
+    # ------------------------------------------------------------ per tick
+
+    def count(self, dt_ms):
+        """Add the last sample's charge and energy over dt_ms (the real elapsed ms)."""
+        while dt_ms > CHUNK_ms:
+            self._count(CHUNK_ms)
+            dt_ms -= CHUNK_ms
+        if dt_ms > 0:
+            self._count(dt_ms)
+
+    def _count(self, dt_ms):
+        b = self.board
+        i = b.i_nA
+        v = b.v_uV
+        if v < 0:
+            v = 0  # a cell does not return energy through a negative reading
+        acc = self.acc
+        if i > 0:
+            n = _add_charge(acc, Q_CHG, i, dt_ms)
+            _add_energy(acc, E_CHG, v, n)
+            _add_charge(acc, Q_STEP, i, dt_ms)
+        elif i < 0:
+            n = _add_charge(acc, Q_DCH, -i, dt_ms)
+            _add_energy(acc, E_DCH, v, n)
+            _add_charge(acc, Q_STEP, -i, dt_ms)
+
+    def control(self, dt_ms):
+        """Advance step time, regulate CV, and return True when the step's end is reached."""
+        self.step_index += 1
+        self.step_ms += dt_ms
+        if self.step_index == 0:
+            self._learn_r()
+        s = self.steps[self.step_no]
+        k = s[0]
+        v = self.board.v_uV
+        if k == K_CC:
+            if s[3] and ((s[1] > 0 and v >= s[3]) or (s[1] < 0 and v <= s[3])):
+                return True
+            return 0 < s[2] <= self.step_ms
+        if k == K_CV:
+            i = self.board.i_nA
+            if s[2] and self.step_ms >= s[2]:
+                return True
+            near = -CV_BAND_uV <= v - s[1] <= CV_BAND_uV
+            if s[3] and near and -s[3] <= i <= s[3]:
+                return True
+            self._cv(s[1], v)
+            return False
+        return self.step_ms >= s[1]
+
+    def _cv(self, target_uV, v_uV):
+        """Integral control of the current setpoint toward the target voltage.
+
+        The board is a current source and the cell is roughly v = E + R*i, so a step of
+        e/R in current removes the error e; half of it (CV_GAIN_num = 1000/2) converges
+        without overshoot even when the slow RC part doubles the effective resistance.
+        The setpoint is the integrator, clamped to the step's direction and the current
+        limits, so it cannot wind up.
+        """
+        e = target_uV - v_uV
+        if e > CV_ERR_MAX_uV:
+            e = CV_ERR_MAX_uV
+        elif e < -CV_ERR_MAX_uV:
+            e = -CV_ERR_MAX_uV
+        i = self.i_cmd_nA + e * CV_GAIN_num // self.r_ohm
+        if self.step_type == CV_CHG:
+            lo = 0
+            hi = self.hi_nA
+        else:
+            lo = self.lo_nA
+            hi = 0
+        if i > hi:
+            i = hi
+        elif i < lo:
+            i = lo
+        if i != self.i_cmd_nA:
+            self.i_cmd_nA = i
+            self.board.set_current(i)
+
+    def _learn_r(self):
+        # The voltage jump over the first tick of a step, divided by the current jump,
+        # is the cell's fast resistance: the CV loop gain is scaled by it.
+        di = self.board.i_nA - self.i0_nA
+        if -R_MIN_STEP_nA < di < R_MIN_STEP_nA:
+            return
+        dv = self.board.v_uV - self.v0_uV
+        if dv > 1000000:
+            dv = 1000000
+        elif dv < -1000000:
+            dv = -1000000
+        r = dv * 1000 // di
+        if r < R_MIN_ohm:
+            return  # noise or a relaxing cell, not a resistance: keep the estimate
+        if r > R_MAX_ohm:
+            r = R_MAX_ohm
+        self.r_ohm = r
+
+    # ------------------------------------------------------------ counters
+
+    def q_chg_nAh(self):
+        return self.acc[Q_CHG]
+
+    def q_dch_nAh(self):
+        return self.acc[Q_DCH]
+
+    def q_step_nAh(self):
+        return self.acc[Q_STEP]
+
+    def e_chg_uWh(self):
+        return self.acc[E_CHG]
+
+    def e_dch_uWh(self):
+        return self.acc[E_DCH]
+
+
+def _add_charge(acc, k, mag_nA, dt_ms):
+    """acc[k] nAh, acc[k+1] nA*ms += mag_nA * dt_ms exactly; return the whole nAh added.
+
+    mag_nA * dt_ms can exceed a small int, so split mag = h*3600 + l: then
+    mag*dt = (h*dt // 1000) nAh + (h*dt % 1000)*3600 + l*dt nA*ms, all small.
+    """
+    h = mag_nA // 3600
+    l = mag_nA - h * 3600
+    hd = h * dt_ms
+    whole = hd // 1000
+    rem = acc[k + 1] + (hd - whole * 1000) * 3600 + l * dt_ms
+    carry = rem // NAH_nAms
+    acc[k + 1] = rem - carry * NAH_nAms
+    whole += carry
+    acc[k] += whole
+    return whole
+
+
+def _add_energy(acc, k, v_uV, n_nAh):
+    """acc[k] uWh (+ remainders acc[k+1] mV*nAh, acc[k+2] uV*nAh) += v_uV * n_nAh.
+
+    1 uV*nAh = 1e-9 uWh; v*n is split into mV and uV parts so no product leaves small ints.
+    """
+    if n_nAh == 0:
+        return
+    vh = v_uV // 1000
+    low = acc[k + 2] + (v_uV - vh * 1000) * n_nAh
+    c = low // 1000
+    acc[k + 2] = low - c * 1000
+    mid = acc[k + 1] + vh * n_nAh + c
+    c = mid // 1000000
+    acc[k + 1] = mid - c * 1000000
+    acc[k] += c

@@ -1,0 +1,113 @@
+"""The per-cycle table battery papers report: capacities, efficiencies, plateaus, retention.
+
+Conventions (stated again in summary.json):
+- "charge" and "discharge" follow the cell's terminal current (current > 0 charges).
+- mode "full": coulombic efficiency CE = discharge / charge capacity.
+- mode "half" (working electrode vs Li metal, the battery tools' "anode" convention): the
+  working electrode is lithiated while the cell discharges, so CE = delithiation /
+  lithiation = charge / discharge capacity (LTO or graphite vs Li).
+- Energy efficiency is the cell's round trip in both modes: discharge / charge energy.
+- Mean voltage = energy / capacity of that direction (the plateau position).
+- Retention is the discharge capacity against the first cycle and a reference cycle.
+- The cycle's rate comes from the median |current| of its discharge samples.
+"""
+
+import numpy as np
+
+from ..errors import InputError
+from .groups import group_first_last, group_index, group_median, group_sum
+
+MODES = ("half", "full")
+
+COLUMNS = (
+    "cycle", "t_start_s", "t_end_s", "records",
+    "q_chg_mAh", "q_dch_mAh", "q_chg_mAh_g", "q_dch_mAh_g", "ce_pct",
+    "e_chg_mWh", "e_dch_mWh", "ee_pct", "v_chg_mean_V", "v_dch_mean_V",
+    "retention_first_pct", "retention_ref_pct",
+    "i_dch_median_mA", "current_density_mA_g", "c_rate",
+)
+
+
+def _ratio_pct(num, den):
+    """100 * num / den, NaN where the denominator is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, 100.0 * num / den, np.nan)
+
+
+def _per_cycle_sums(series, inverse, n):
+    """Per-cycle increments of the cumulative sums. Interval k (from sample k to k+1)
+    belongs to the cycle of sample k, so the charge passed between a cycle's last record
+    and the next cycle's first record is not lost."""
+    own = inverse[:-1]
+    return {name: group_sum(np.diff(getattr(series, name)), own, n)
+            for name in ("q_chg_Ah", "q_dch_Ah", "e_chg_Wh", "e_dch_Wh")}
+
+
+def default_ref_cycle(cycles):
+    """Cycle 2 (the first after formation) when the log has it, else the first cycle."""
+    return 2 if 2 in set(cycles.tolist()) else int(cycles[0])
+
+
+def cycle_table(series, mass_g=None, mode="half", ref_cycle=None, nominal_Ah=None):
+    """Per-cycle table: dict of column name (see COLUMNS) -> numpy array, one row a cycle.
+
+    mass_g: active mass in grams (specific columns are NaN without it); nominal_Ah: the
+    capacity that defines 1C (``c_rate`` is NaN without it); ref_cycle: the cycle for
+    ``retention_ref_pct`` (default: :func:`default_ref_cycle`).
+    """
+    if mode not in MODES:
+        raise InputError(f"mode: must be one of {', '.join(MODES)}, not {mode!r}")
+    cycles, inverse = group_index(series.cycle)
+    n = len(cycles)
+    sums = _per_cycle_sums(series, inverse, n)
+    q_chg, q_dch = 1e3 * sums["q_chg_Ah"], 1e3 * sums["q_dch_Ah"]
+    e_chg, e_dch = 1e3 * sums["e_chg_Wh"], 1e3 * sums["e_dch_Wh"]
+    first, last = group_first_last(inverse, n)
+    dch = series.sign < 0
+    i_dch = 1e3 * group_median(np.abs(series.i_A[dch]), inverse[dch], n)
+    mass = float(mass_g) if mass_g else np.nan
+    ref = default_ref_cycle(cycles) if ref_cycle is None else int(ref_cycle)
+    hit = np.flatnonzero(cycles == ref)
+    if len(hit) == 0:
+        raise InputError(f"ref_cycle: cycle {ref} is not in the log (cycles {cycles[0]}..{cycles[-1]})")
+    # Efficiencies need both directions: a cycle cut short (log ends after its
+    # discharge) has none rather than a misleading 0 %. A direction counts when the cycle
+    # has records beyond the rest threshold in it, so rest noise does not.
+    complete = (np.bincount(inverse[series.sign > 0], minlength=n) > 0) & (np.bincount(inverse[dch], minlength=n) > 0)
+    table = {
+        "cycle": cycles.astype(np.int64),
+        "t_start_s": series.t_s[first],
+        "t_end_s": series.t_s[last],
+        "records": np.bincount(inverse, minlength=n).astype(np.int64),
+        "q_chg_mAh": q_chg,
+        "q_dch_mAh": q_dch,
+        "q_chg_mAh_g": q_chg / mass,
+        "q_dch_mAh_g": q_dch / mass,
+        "ce_pct": np.where(complete, _ratio_pct(q_chg, q_dch) if mode == "half" else _ratio_pct(q_dch, q_chg), np.nan),
+        "e_chg_mWh": e_chg,
+        "e_dch_mWh": e_dch,
+        "ee_pct": np.where(complete, _ratio_pct(e_dch, e_chg), np.nan),
+        "v_chg_mean_V": _ratio_pct(e_chg, q_chg) / 100.0,
+        "v_dch_mean_V": _ratio_pct(e_dch, q_dch) / 100.0,
+        "retention_first_pct": _ratio_pct(q_dch, np.full(n, q_dch[0])),
+        "retention_ref_pct": _ratio_pct(q_dch, np.full(n, q_dch[hit[0]])),
+        "i_dch_median_mA": i_dch,
+        "current_density_mA_g": i_dch / mass,
+        "c_rate": i_dch / (1e3 * nominal_Ah) if nominal_Ah else np.full(n, np.nan),
+    }
+    return table, ref
+
+
+def conventions(mode):
+    """The sign and efficiency conventions of ``mode``, for summary.json."""
+    common = {"current_sign": "current > 0 charges the cell (BDF)",
+              "energy_efficiency": "discharge energy / charge energy (the cell's round trip)",
+              "retention": "discharge capacity / that of the first (or reference) cycle",
+              "rate": "median |current| of the cycle's discharge samples"}
+    if mode == "half":
+        return dict(common, mode="half", convention="anode (working electrode vs Li metal)",
+                    lithiation="discharge (current < 0): the working electrode takes up Li",
+                    delithiation="charge (current > 0): the working electrode gives up Li",
+                    coulombic_efficiency="charge / discharge capacity (delithiation / lithiation)")
+    return dict(common, mode="full", convention="full cell",
+                coulombic_efficiency="discharge / charge capacity")

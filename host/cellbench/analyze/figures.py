@@ -1,0 +1,154 @@
+"""The paper figures, drawn on matplotlib Figure objects (Agg, no pyplot state).
+
+Each ``plot_*`` function returns the Figure so tests can inspect axes, series and data;
+:func:`save_figures` writes them as PNG. Specific capacity is used when the mass is known.
+"""
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .soc import coulomb_soc
+
+# Lines drawn per series at most; longer series are thinned by a stride (figures only).
+MAX_POINTS = 5000
+
+
+def _thin(n):
+    return slice(None, None, max(1, n // MAX_POINTS))
+
+
+def _cap_unit(result):
+    return ("mAh/g", 1e3 / result.mass_g) if result.mass_g else ("mAh", 1e3)
+
+
+def default_plot_cycles(table, ref):
+    """First, reference, and last complete cycle (at most 5 spread over the log)."""
+    done = table["cycle"][np.isfinite(table["ce_pct"])]
+    pool = done if len(done) else table["cycle"]
+    picks = pool[np.unique(np.linspace(0, len(pool) - 1, min(5, len(pool))).round().astype(int))]
+    return sorted(set(int(c) for c in picks) | ({int(ref)} if ref in set(pool.tolist()) else set()))
+
+
+def plot_voltage_capacity(result, cycles):
+    """Voltage vs (specific) capacity: one line per branch (charge, discharge) per cycle."""
+    s = result.series
+    unit, scale = _cap_unit(result)
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    handles = []
+    for k, cyc in enumerate(cycles):
+        colour = f"C{k % 10}"
+        for want, cum, style in ((1, s.q_chg_Ah, "-"), (-1, s.q_dch_Ah, "--")):
+            idx = np.flatnonzero((s.cycle == cyc) & (s.sign == want))
+            if len(idx) == 0:
+                continue
+            idx = idx[_thin(len(idx))]
+            label = f"cycle {cyc} {'charge' if want > 0 else 'discharge'}"
+            (line,) = ax.plot((cum[idx] - cum[idx[0]]) * scale, s.v_V[idx], style, color=colour, label=label)
+            if not handles or handles[-1][1] != f"cycle {cyc}":
+                handles.append((line, f"cycle {cyc}"))
+    ax.set_xlabel(f"capacity / {unit}")
+    ax.set_ylabel("voltage / V")
+    ax.set_title("voltage profiles (solid: charge, dashed: discharge)")
+    if handles:
+        # One legend entry per cycle (its colour); the line style tells the branch.
+        ax.legend([h for h, _ in handles], [t for _, t in handles], fontsize="small",
+                  loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def plot_rate_capability(result):
+    """Discharge capacity per cycle, one marker series per rate block, labelled by rate."""
+    from .rates import rate_label
+    t = result.table
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    spec = result.mass_g is not None
+    q = t["q_dch_mAh_g"] if spec else t["q_dch_mAh"]
+    for k, b in enumerate(result.rate_blocks):
+        sel = (t["cycle"] >= b["first_cycle"]) & (t["cycle"] <= b["last_cycle"])
+        ax.plot(t["cycle"][sel], q[sel], "o", color=f"C{k % 10}", label=rate_label(b["rate"], b["rate_unit"]))
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(f"discharge capacity / {'mAh/g' if spec else 'mAh'}")
+    ax.set_title("rate capability")
+    if result.rate_blocks:
+        ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def plot_cycling(result):
+    """Charge and discharge capacity vs cycle (left axis) and CE (right axis, %)."""
+    t = result.table
+    spec = result.mass_g is not None
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for col, label, mark in (("q_chg", "charge", "^"), ("q_dch", "discharge", "v")):
+        ax.plot(t["cycle"], t[f"{col}_mAh_g" if spec else f"{col}_mAh"], mark, label=label)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(f"capacity / {'mAh/g' if spec else 'mAh'}")
+    ax2 = ax.twinx()
+    ax2.plot(t["cycle"], t["ce_pct"], "k.-", label="CE")
+    ax2.set_ylabel("coulombic efficiency / %")
+    ce = t["ce_pct"][np.isfinite(t["ce_pct"])]
+    if len(ce):
+        # Without this a constant CE is drawn as an offset axis around 1e-10 wiggles.
+        ax2.ticklabel_format(axis="y", useOffset=False)
+        ax2.set_ylim(min(float(ce.min()), 100.0) - 2.0, max(float(ce.max()), 100.0) + 2.0)
+    ax.legend(loc="lower left", fontsize="small")
+    ax.set_title("capacity and coulombic efficiency")
+    return fig
+
+
+def plot_dqdv(result):
+    """dQ/dV vs voltage, one line per (cycle, branch)."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for c in result.dqdv:
+        style = "-" if c["branch"] == "charge" else "--"
+        ax.plot(c["v_V"], c["dqdv"], style, label=f"cycle {c['cycle']} {c['branch']}")
+    ax.set_xlabel("voltage / V")
+    ax.set_ylabel(f"dQ/dV / ({result.dqdv[0]['unit'] if result.dqdv else 'mAh/V'})")
+    ax.set_title("differential capacity")
+    if result.dqdv:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_soc(result):
+    """Estimated SoC with its +-1 sigma band against coulomb-counted SoC, vs time (h).
+    None when the log has no estimator SoC or no capacity to count against."""
+    s = result.series
+    cap = result.model_capacity_Ah or result.nominal_Ah
+    counted = coulomb_soc(s, cap)
+    if counted is None:
+        return None
+    k = _thin(len(s))
+    t_h = s.t_s[k] / 3600.0
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    est = s.soc[k]
+    std = s.soc_std[k] if s.soc_std is not None else np.zeros_like(est)
+    ax.fill_between(t_h, est - std, est + std, alpha=0.3, label="estimate +-1 sigma")
+    ax.plot(t_h, est, label="estimated SoC")
+    ax.plot(t_h, counted[k], "--", label="coulomb-counted SoC")
+    ax.set_xlabel("time / h")
+    ax.set_ylabel("SoC / 1")
+    ax.set_title("state of charge")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def save_figures(result, out_dir, plot_cycles=None, dpi=110):
+    """Write the PNGs; returns their paths."""
+    cycles = plot_cycles or default_plot_cycles(result.table, result.summary.get("ref_cycle", 1))
+    figs = {"voltage_capacity.png": plot_voltage_capacity(result, cycles),
+            "rate_capability.png": plot_rate_capability(result),
+            "cycling.png": plot_cycling(result),
+            "dqdv.png": plot_dqdv(result),
+            "soc.png": plot_soc(result)}
+    paths = []
+    for name, fig in figs.items():
+        if fig is not None:
+            fig.savefig(out_dir / name, dpi=dpi)
+            paths.append(out_dir / name)
+    return paths

@@ -1,0 +1,103 @@
+"""Rate capability: consecutive cycles at one rate grouped into blocks, as papers tabulate.
+
+A block is a run of consecutive cycles whose rate stays within ``tol`` (relative) of the
+block's first cycle. Each block reports its mean discharge capacity (mAh/g with a mass,
+else mAh) and that mean as a percentage of the first block at the same rate, which is the
+"recovery" when a rate returns (100 for the first block at a rate).
+"""
+
+import math
+
+import numpy as np
+
+DEFAULT_TOL = 0.05
+
+
+def _rate_column(table):
+    """(per-cycle rate, its unit): C-rate if known, else mA/g, else mA."""
+    for column, unit in (("c_rate", "C"), ("current_density_mA_g", "mA/g"), ("i_dch_median_mA", "mA")):
+        values = np.asarray(table[column], dtype=float)
+        if np.isfinite(values).any():
+            return values, unit
+    return np.full(len(table["cycle"]), np.nan), "mA"
+
+
+def _capacity_column(table):
+    specific = np.asarray(table["q_dch_mAh_g"], dtype=float)
+    if np.isfinite(specific).any():
+        return specific, "mAh/g"
+    return np.asarray(table["q_dch_mAh"], dtype=float), "mAh"
+
+
+def _same(a, b, tol):
+    return abs(a - b) <= tol * max(abs(a), abs(b))
+
+
+def _runs(rates, tol):
+    """(start, stop) index pairs of consecutive cycles at one rate; cycles without a
+    discharge (NaN or zero rate) end a run and belong to none."""
+    runs, start = [], None
+    for k, r in enumerate(rates):
+        valid = math.isfinite(r) and r > 0
+        if start is not None and (not valid or not _same(rates[start], r, tol)):
+            runs.append((start, k))
+            start = None
+        if valid and start is None:
+            start = k
+    if start is not None:
+        runs.append((start, len(rates)))
+    return runs
+
+
+def rate_blocks(table, tol=DEFAULT_TOL):
+    """List of block dicts: rate, rate_unit, first_cycle, last_cycle, n_cycles,
+    mean_q_dch, q_unit, pct_of_first (of the first earlier block at the same rate)."""
+    rates, rate_unit = _rate_column(table)
+    q, q_unit = _capacity_column(table)
+    cycles = np.asarray(table["cycle"])
+    blocks = []
+    for start, stop in _runs(rates, tol):
+        rate = float(np.mean(rates[start:stop]))
+        mean_q = float(np.mean(q[start:stop]))
+        first = next((b for b in blocks if _same(b["rate"], rate, tol)), None)
+        pct = 100.0 if first is None else 100.0 * mean_q / first["mean_q_dch"] if first["mean_q_dch"] else math.nan
+        blocks.append({"rate": rate, "rate_unit": rate_unit,
+                       "first_cycle": int(cycles[start]), "last_cycle": int(cycles[stop - 1]),
+                       "n_cycles": stop - start, "mean_q_dch": mean_q, "q_unit": q_unit,
+                       "pct_of_first": pct})
+    return blocks
+
+
+def rate_label(rate, unit):
+    """'0.2C', '200 mA/g' or '0.35 mA'."""
+    return f"{rate:.3g}C" if unit == "C" else f"{rate:.3g} {unit}"
+
+
+def _line(cells, widths):
+    """Left-align the first two cells (rate, cycles), right-align the numbers."""
+    return "  ".join(c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+
+
+def format_rate_table(blocks, reference=None):
+    """Plain-text table: rate, cycles, mean discharge capacity, % of the first block.
+
+    ``blocks``: the list from :func:`rate_blocks` (or anything with a ``rate_blocks``
+    attribute holding one, such as an analysis result). ``reference``: optionally a
+    paper table (reference.PAPER_RATES["LTO/Li"] ...) added as two columns, the paper's
+    value and the deviation from it in %.
+    """
+    from .reference import match_reference
+
+    blocks = getattr(blocks, "rate_blocks", blocks)
+    if not blocks:
+        return "no rate blocks (no cycle has a discharge)"
+    head = ["rate", "cycles", f"mean {blocks[0]['q_unit']}", "% of first"]
+    rows = [[rate_label(b["rate"], b["rate_unit"]),
+             f"{b['first_cycle']}-{b['last_cycle']}" if b["n_cycles"] > 1 else str(b["first_cycle"]),
+             f"{b['mean_q_dch']:.1f}", f"{b['pct_of_first']:.1f}"] for b in blocks]
+    if reference is not None:
+        head += ["paper", "diff %"]
+        for row, b, ref in zip(rows, blocks, match_reference(blocks, reference)):
+            row += ["", ""] if ref is None else [f"{ref:.1f}", f"{100.0 * (b['mean_q_dch'] / ref - 1):+.1f}"]
+    widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
+    return "\n".join(_line(r, widths).rstrip() for r in [head] + rows)

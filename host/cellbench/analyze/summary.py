@@ -1,0 +1,70 @@
+"""summary.json: the headline numbers of an analysis, with the conventions that define them."""
+
+import math
+
+import numpy as np
+
+from .cycles import COLUMNS, conventions
+
+
+def jsonable(value):
+    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.integer, bool, np.bool_)):
+        return value.item() if hasattr(value, "item") else value
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        return x if math.isfinite(x) else None
+    return value
+
+
+def table_row(table, k):
+    """Row ``k`` of the cycle table as a dict."""
+    return {name: table[name][k] for name in list(COLUMNS) + ["r_dc_ohm", "r_edges"] if name in table}
+
+
+def _complete(table):
+    """Indices of cycles with both a charge and a discharge (those with a CE)."""
+    return np.flatnonzero(np.isfinite(table["ce_pct"]))
+
+
+def build_summary(result, ref, sources, settings):
+    """The summary dict (JSON-ready) of an AnalysisResult."""
+    table, series = result.table, result.series
+    cyc = table["cycle"]
+    done = _complete(table)
+    ce = table["ce_pct"][done]
+    r = table["r_dc_ohm"]
+    r_ok = np.flatnonzero(np.isfinite(r))
+    summary = {
+        "log": {"records": len(series), "duration_s": float(series.t_s[-1] - series.t_s[0]),
+                "columns_used": series.sources, "notes": series.notes},
+        "conventions": dict(conventions(result.mode), mode_source=sources["mode"]),
+        "mass_mg": None if result.mass_g is None else 1e3 * result.mass_g,
+        "mass_source": sources["mass"],
+        "nominal_capacity_mAh": None if result.nominal_Ah is None else 1e3 * result.nominal_Ah,
+        "nominal_capacity_source": sources["nominal_capacity"],
+        "cycles": len(cyc),
+        "complete_cycles": len(done),
+        "first_cycle": table_row(table, 0),
+        "ref_cycle": int(ref),
+        "reference": table_row(table, int(np.flatnonzero(cyc == ref)[0])),
+        "last_cycle": table_row(table, len(cyc) - 1),
+        "ce_mean_pct": float(np.mean(ce)) if len(ce) else None,
+        "ce_min_after_first_pct": float(np.min(ce[1:])) if len(ce) > 1 else None,
+        "rate_blocks": result.rate_blocks,
+        "dqdv_peaks": [{"cycle": c["cycle"], "branch": c["branch"], "peaks_V": c["peaks_V"],
+                        "heights": c["peak_heights"], "unit": c["unit"]} for c in result.dqdv],
+        "resistance": {
+            "method": "|dV/dI| across each current step edge, median per cycle",
+            "caveat": "includes the polarisation that grows during the record interval across the edge",
+            "edges": int(len(result.edges["r_ohm"])),
+            "first_ohm": float(r[r_ok[0]]) if len(r_ok) else None,
+            "last_ohm": float(r[r_ok[-1]]) if len(r_ok) else None,
+        },
+        "settings": settings,
+    }
+    return jsonable(summary)

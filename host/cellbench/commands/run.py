@@ -1,0 +1,87 @@
+"""``cellbench run``: run a protocol on a board (real, or simulated) and log it as BDF."""
+
+import sys
+from pathlib import Path
+
+from .. import session
+from ..errors import InputError
+
+NAME = "run"
+HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
+
+
+def add_arguments(parser):
+    parser.add_argument("protocol", help="protocol JSON file (aurora-unicycler format)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of a real board (e.g. /dev/ttyACM0)")
+    where.add_argument("--cell", help="model JSON of the simulated cell (with --board sim)")
+    parser.add_argument("--board", help="board id or board file (default: sim with --cell, "
+                        "else the id the board reports)")
+    parser.add_argument("--out", required=True, help="log path, e.g. run.bdf.csv (sidecar: run.json)")
+    parser.add_argument("--mass-mg", type=float, help="active mass in mg (for mAh/g)")
+    parser.add_argument("--model", help="model JSON loaded on the board for SoC estimation")
+    parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
+    parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (with --cell)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing log")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def open_transport(args):
+    """(transport, board) for the arguments: a started SimBoard or a serial port."""
+    if args.cell:
+        board = args.board or "sim"
+        cell = Path(args.cell)
+        if not cell.is_file():
+            raise InputError(f"cell: no such model file {cell}")
+        from ..sim import start_board
+
+        return start_board(str(cell), board=board, seed=args.seed), board
+    from ..transport import SerialTransport
+
+    return SerialTransport(args.port), args.board
+
+
+def sim_meta(args, transport):
+    """Sidecar entries naming the simulated cell (the plant) and where its truth went."""
+    if not args.cell:
+        return None
+    truth = getattr(transport, "truth_path", None)
+    return {"sim": {"cell_file": str(args.cell), "seed": args.seed,
+                    "truth_path": str(truth) if truth else None}}
+
+
+def print_summary(summary, mass_mg, stream=sys.stdout):
+    """Print the run's outcome: rows, stop reason, capacities."""
+    print(f"log: {summary['out']} ({summary['rows']} rows), stopped: {summary['stop_reason']}",
+          file=stream)
+    if "q_dch_Ah" in summary:
+        per_g = ""
+        if mass_mg:
+            g = mass_mg / 1000
+            per_g = (f" ({summary['q_chg_Ah'] * 1e3 / g:.1f} / {summary['q_dch_Ah'] * 1e3 / g:.1f} mAh/g)")
+        print(f"test time {summary['test_time_s'] / 3600:.2f} h, {summary['cycles']} cycles, "
+              f"charge / discharge {summary['q_chg_Ah'] * 1e3:.4f} / {summary['q_dch_Ah'] * 1e3:.4f} mAh"
+              f"{per_g}", file=stream)
+    link = summary.get("link") or {}
+    if any(link.values()):
+        print("link: " + ", ".join(f"{k} {v}" for k, v in link.items()), file=stream)
+
+
+def run(args):
+    if args.tick_ms is not None and args.tick_ms <= 0:
+        raise InputError("tick_ms: must be > 0")
+    board = args.board or ("sim" if args.cell else None)
+    # Everything the host can check is checked before a board is started or opened.
+    session.preflight(args.protocol, args.out, board, args.mass_mg, args.model,
+                      args.tick_ms, args.force)
+    transport, board = open_transport(args)
+    try:
+        summary = session.run(args.protocol, transport, args.out, board=board,
+                              mass_mg=args.mass_mg, model_path=args.model,
+                              tick_ms=args.tick_ms, force=args.force,
+                              progress=None if args.quiet else session._write_stderr,
+                              extra_meta=sim_meta(args, transport))
+    finally:
+        transport.close()
+    print_summary(summary, args.mass_mg)
+    return 0 if summary["stop_reason"] not in ("link lost",) else 1

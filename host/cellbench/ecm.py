@@ -1,0 +1,322 @@
+"""Equivalent-circuit model (ECM) simulation of a cell model (see cellbench.model).
+
+Units: seconds, amperes, volts, ohms, ampere-hours. Current ``i`` > 0 charges the cell;
+SoC ``z`` rises on charge. The model (docs/design.md, models/README.md)::
+
+    v       = OCV(z) + M*h + M0*s + R0(z)*i + sum_j v_rc[j]
+    dz/dt   = eff(i)*i / (3600*C)           eff = coulombic_efficiency on charge, 1 otherwise
+    dv_j/dt = -v_j/tau_j + i*R_j/tau_j
+    dh/dt   = -|i*gamma/(3600*C)| * (h - sign(i))
+    s       = sign(i) when i != 0, else the previous s
+
+With ``i`` constant over an interval every state has a closed form, so both simulators
+here are exact for piecewise-constant current whatever the time step:
+
+* :func:`simulate` replays a current series (for example a log's) open loop.
+* :func:`cycle` runs CC steps to a voltage cutoff (rate tests, tuning, tests), with the
+  simulator-only ``fade`` section applied (capacity fade, resistance growth, first-cycle
+  irreversible capacity; see models/README.md), and finds each cutoff time exactly.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import brentq
+
+from . import model as cellmodel
+from .errors import InputError
+
+SECONDS_PER_HOUR = 3600.0
+
+
+# --------------------------------------------------------------------------- open loop
+
+def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
+             s0: float = 0.0) -> dict:
+    """Open-loop response of ``model`` to the current series ``i_A`` sampled at ``t_s``.
+
+    ``i_A[k]`` (A, charge-positive) is the current at ``t_s[k]`` and over the interval up
+    to ``t_s[k+1]`` (the last value only enters the last voltage). ``soc0`` (0..1), ``h0``
+    (-1..1), ``v_rc0`` (V per RC pair, default 0) and ``s0`` (the sign of the last current
+    before the series) are the state at ``t_s[0]``. Fade is not applied here.
+
+    Returns numpy arrays: ``v_V`` (terminal voltage), ``soc``, ``v_rc`` (shape (n, pairs)),
+    ``h``, ``ocv_V``.
+    """
+    t, i = _series(t_s, i_A)
+    dt = np.diff(t)
+    cap_As = model["capacity_Ah"] * SECONDS_PER_HOUR
+    eff = np.where(i > 0, model["coulombic_efficiency"], 1.0)
+    soc = float(soc0) + np.concatenate(([0.0], np.cumsum(eff[:-1] * i[:-1] * dt) / cap_As))
+    s = _held_sign(i, s0)
+    v_rc = np.column_stack([_relax(dt, i, pair["tau_s"], pair["r_ohm"] * i, v0)
+                            for pair, v0 in zip(model["rc"], _initial_rc(model, v_rc0))])
+    decay_h = np.exp(-np.abs(i[:-1] * model["hysteresis"]["gamma"] * dt / cap_As))
+    h = _recurrence(decay_h, (1.0 - decay_h) * np.sign(i[:-1]), h0)
+    ocv_V = cellmodel.ocv(model, soc)
+    hyst = model["hysteresis"]
+    v = ocv_V + hyst["m_V"] * h + hyst["m0_V"] * s + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1)
+    return {"v_V": v, "soc": soc, "v_rc": v_rc, "h": h, "ocv_V": ocv_V}
+
+
+def _series(t_s, i_A):
+    t = np.asarray(t_s, dtype=float).ravel()
+    i = np.asarray(i_A, dtype=float).ravel()
+    if t.size == 0 or t.size != i.size:
+        raise InputError(f"current: {i.size} values for {t.size} times")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(i))):
+        raise InputError("time/current: must be finite")
+    if np.any(np.diff(t) < 0):
+        raise InputError("time: must not decrease")
+    return t, i
+
+
+def _initial_rc(model: dict, v_rc0):
+    pairs = len(model["rc"])
+    values = np.zeros(pairs) if v_rc0 is None else np.asarray(v_rc0, dtype=float).ravel()
+    if values.size != pairs:
+        raise InputError(f"v_rc0: needs {pairs} values, one per RC pair")
+    return values
+
+
+def _held_sign(i: np.ndarray, s0: float) -> np.ndarray:
+    """sign(i), with zero-current samples holding the last non-zero sign (s0 before any)."""
+    sign = np.sign(i)
+    idx = np.where(sign != 0, np.arange(sign.size), -1)
+    last = np.maximum.accumulate(idx)
+    return np.where(last >= 0, sign[np.maximum(last, 0)], float(np.sign(s0)))
+
+
+def _relax(dt, i, tau_s, target, v0):
+    """Exact first-order lag x' = (target - x)/tau with target constant over each interval."""
+    decay = np.exp(-dt / tau_s)
+    return _recurrence(decay, (1.0 - decay) * target[:-1], v0)
+
+
+def _recurrence(a, b, x0) -> np.ndarray:
+    """x[0] = x0, x[k+1] = a[k]*x[k] + b[k]; a plain loop (a time-varying filter)."""
+    out = [float(x0)]
+    x = float(x0)
+    for ak, bk in zip(a.tolist(), b.tolist()):
+        x = ak * x + bk
+        out.append(x)
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------------- CC steps
+
+@dataclass
+class CellState:
+    """State of a simulated cell between steps (SI units; see the module docstring).
+
+    ``reversals`` counts current sign changes (rests ignored); the fade section ages the
+    cell by ``reversals // 2`` cycles. ``irreversible_Ah`` is the first-cycle side
+    capacity not yet consumed.
+    """
+
+    soc: float
+    v_rc: np.ndarray
+    h: float = 0.0
+    s: float = 0.0
+    reversals: int = 0
+    irreversible_Ah: float = 0.0
+    t_s: float = 0.0
+
+    @property
+    def cycles(self) -> int:
+        return self.reversals // 2
+
+
+def new_state(model: dict, soc0: float, h0: float = 0.0) -> CellState:
+    """A rested cell at SoC ``soc0`` with its full first-cycle irreversible capacity ahead."""
+    return CellState(soc=float(soc0), v_rc=np.zeros(len(model["rc"])), h=float(h0),
+                     irreversible_Ah=model["fade"]["first_cycle_irreversible_Ah"])
+
+
+def aged_capacity_Ah(model: dict, cycles: int) -> float:
+    """Capacity after ``cycles`` cycles: C*(1 - capacity_per_cycle*n), floored at 1 % of C."""
+    fraction = max(0.01, 1.0 - model["fade"]["capacity_per_cycle"] * cycles)
+    return model["capacity_Ah"] * fraction
+
+
+def resistance_scale(model: dict, cycles: int) -> float:
+    """Factor on R0 and every RC resistance after ``cycles`` cycles: 1 + resistance_per_cycle*n."""
+    return 1.0 + model["fade"]["resistance_per_cycle"] * cycles
+
+
+@dataclass
+class _Segment:
+    """Closed form of every state over one constant-current step starting at t = 0."""
+
+    model: dict
+    state: CellState
+    i_A: float
+    cap_As: float
+    r_scale: float
+    soc_rate: float            # dz/dt once the irreversible capacity is used up (1/s)
+    soc_rate_irr: float        # dz/dt while it is being consumed (1/s)
+    t_irr_s: float             # when it runs out (inf if never in this step)
+    irr_share: float = 0.0     # fraction of |i| feeding side reactions until then
+    taus: np.ndarray = field(init=False)
+    r_rc: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.taus = np.array([p["tau_s"] for p in self.model["rc"]])
+        self.r_rc = np.array([p["r_ohm"] for p in self.model["rc"]]) * self.r_scale
+        # Snapshot the start state: the caller updates `state` in place afterwards.
+        self.z0, self.v_rc0 = self.state.soc, np.array(self.state.v_rc, dtype=float)
+        self.h0, self.s0 = self.state.h, self.state.s
+
+    def soc(self, t):
+        t_before = np.minimum(t, self.t_irr_s)
+        return self.z0 + self.soc_rate_irr * t_before + self.soc_rate * (t - t_before)
+
+    def v_rc(self, t):
+        target = self.r_rc * self.i_A
+        decay = np.exp(-np.multiply.outer(t, 1.0 / self.taus))
+        return target + (self.v_rc0 - target) * decay
+
+    def h(self, t):
+        sign = math.copysign(1.0, self.i_A) if self.i_A else 0.0
+        rate = abs(self.i_A * self.model["hysteresis"]["gamma"]) / self.cap_As
+        return sign + (self.h0 - sign) * np.exp(-rate * t)
+
+    def voltage(self, t):
+        z = self.soc(t)
+        hyst = self.model["hysteresis"]
+        s = math.copysign(1.0, self.i_A) if self.i_A else self.s0
+        r0 = cellmodel.r0(self.model, z) * self.r_scale
+        return (cellmodel.ocv(self.model, z) + hyst["m_V"] * self.h(t) + hyst["m0_V"] * s
+                + r0 * self.i_A + self.v_rc(t).sum(axis=-1))
+
+    def time_to_soc_limit(self) -> float:
+        """Seconds until SoC reaches 0 (discharge) or 1 (charge); inf at rest."""
+        if self.i_A == 0:
+            return math.inf
+        goal = 1.0 if self.i_A > 0 else 0.0
+        if math.isfinite(self.t_irr_s):
+            z_irr = self.z0 + self.soc_rate_irr * self.t_irr_s
+            if (goal - z_irr) * self.i_A <= 0:       # the limit comes first
+                return max(0.0, (goal - self.z0) / self.soc_rate_irr)
+            return self.t_irr_s + (goal - z_irr) / self.soc_rate
+        return max(0.0, (goal - self.z0) / self.soc_rate)
+
+
+def _segment(model: dict, state: CellState, i_A: float) -> _Segment:
+    cycles = state.cycles
+    cap_As = aged_capacity_Ah(model, cycles) * SECONDS_PER_HOUR
+    eff = model["coulombic_efficiency"] if i_A > 0 else 1.0
+    rate = eff * i_A / cap_As
+    q_irr0 = model["fade"]["first_cycle_irreversible_Ah"]
+    if i_A < 0 and state.irreversible_Ah > 0:
+        # A share of the discharge current feeds side reactions until the irreversible
+        # capacity is used up; the share is sized so a full first discharge delivers
+        # capacity + irreversible capacity.
+        share = q_irr0 / (q_irr0 + model["capacity_Ah"])
+        t_irr = state.irreversible_Ah * SECONDS_PER_HOUR / (abs(i_A) * share)
+        return _Segment(model, state, i_A, cap_As, resistance_scale(model, cycles),
+                        rate, rate * (1.0 - share), t_irr, share)
+    return _Segment(model, state, i_A, cap_As, resistance_scale(model, cycles), rate, rate, math.inf)
+
+
+def _count_reversal(state: CellState, i_A: float) -> None:
+    sign = math.copysign(1.0, i_A) if i_A else 0.0
+    if sign and state.s and sign != state.s:
+        state.reversals += 1
+
+
+def run_step(model: dict, state: CellState, i_A: float, until_V=None, until_s=None,
+             dt_s: float = 1.0) -> dict:
+    """Run one CC step (or a rest when ``i_A`` == 0) from ``state``, updating it in place.
+
+    The step ends at the first time the terminal voltage reaches ``until_V`` (falling to
+    it on discharge, rising to it on charge), after ``until_s`` seconds, or when SoC
+    reaches 0 or 1, whichever comes first. Voltage is evaluated on a grid of ``dt_s`` and
+    the crossing is then solved exactly on the closed form (brentq).
+
+    Returns {"i_A", "duration_s", "capacity_Ah" (|i|*duration, what a tester counts),
+    "end" ("voltage" | "time" | "soc"), "v_end_V", "soc_end"}.
+    """
+    if until_V is None and until_s is None:
+        raise InputError("step: needs until_V or until_s")
+    if i_A == 0 and until_s is None:
+        raise InputError("step: a rest needs until_s")
+    _count_reversal(state, i_A)
+    seg = _segment(model, state, float(i_A))
+    t_end = min(seg.time_to_soc_limit(), math.inf if until_s is None else float(until_s))
+    end = "time" if until_s is not None and t_end == until_s else "soc"
+    if until_V is not None and i_A != 0:
+        t_cut = _cutoff_time(seg, float(until_V), t_end, dt_s)
+        if t_cut is not None:
+            t_end, end = t_cut, "voltage"
+    return _finish(seg, state, t_end, end)
+
+
+def _cutoff_time(seg: _Segment, until_V: float, t_end: float, dt_s: float):
+    """First time in [0, t_end] at which the voltage reaches until_V, or None."""
+    direction = 1.0 if seg.i_A > 0 else -1.0
+    grid = np.append(np.arange(0.0, t_end, dt_s), t_end)
+    beyond = direction * (seg.voltage(grid) - until_V) >= 0
+    if not beyond.any():
+        return None
+    k = int(np.argmax(beyond))
+    if k == 0:
+        return 0.0
+    f = lambda t: float(seg.voltage(np.array([t]))[0]) - until_V
+    return brentq(f, grid[k - 1], grid[k], xtol=1e-9, rtol=1e-12)
+
+
+def _finish(seg: _Segment, state: CellState, t_end: float, end: str) -> dict:
+    t = np.array([t_end])
+    v_end = float(seg.voltage(t)[0])
+    if seg.irr_share:
+        used_Ah = seg.irr_share * abs(seg.i_A) * min(t_end, seg.t_irr_s) / SECONDS_PER_HOUR
+        state.irreversible_Ah = max(0.0, state.irreversible_Ah - used_Ah)
+    state.soc = float(seg.soc(t)[0])
+    state.v_rc = seg.v_rc(t)[0]
+    state.h = float(seg.h(t)[0])
+    if seg.i_A:
+        state.s = math.copysign(1.0, seg.i_A)
+    state.t_s += t_end
+    return {"i_A": seg.i_A, "duration_s": t_end, "capacity_Ah": abs(seg.i_A) * t_end / SECONDS_PER_HOUR,
+            "end": end, "v_end_V": v_end, "soc_end": state.soc}
+
+
+def cycle(model: dict, steps, soc0: float = 1.0, h0: float = 0.0, dt_s: float = 1.0,
+          state: CellState = None) -> list:
+    """Run a list of steps, each ``(i_A, until_V, until_s)`` (``None`` = not set), in order.
+
+    Starts from ``state`` if given (it is updated), else from a fresh rested cell at
+    ``soc0``. Returns one :func:`run_step` result per step.
+    """
+    state = state if state is not None else new_state(model, soc0, h0)
+    return [run_step(model, state, i, until_V, until_s, dt_s) for i, until_V, until_s in steps]
+
+
+def rate_test(model: dict, currents_A, cycles_per_rate: int = 5, soc0: float = 1.0,
+              discharge_first: bool = True, dt_s: float = 1.0, window_V=None) -> dict:
+    """CC cycling to the window limits, ``cycles_per_rate`` cycles at each |current| in A.
+
+    Each cycle is a discharge then a charge (or the reverse when ``discharge_first`` is
+    False), with no rest. Returns numpy arrays, one entry per cycle: ``i_A`` (the |current|),
+    ``q_dch_Ah``, ``q_chg_Ah``.
+    """
+    low_V, high_V = window_V or model["window_V"]
+    state = new_state(model, soc0)
+    rows = []
+    for current in currents_A:
+        for _ in range(cycles_per_rate):
+            dch = (-abs(current), low_V, None)
+            chg = (abs(current), high_V, None)
+            first, second = cycle(model, [dch, chg] if discharge_first else [chg, dch], dt_s=dt_s,
+                                  state=state)
+            q_dch, q_chg = (first, second) if discharge_first else (second, first)
+            rows.append((abs(current), q_dch["capacity_Ah"], q_chg["capacity_Ah"]))
+    i_A, q_dch, q_chg = (np.array(col) for col in zip(*rows))
+    return {"i_A": i_A, "q_dch_Ah": q_dch, "q_chg_Ah": q_chg}
+
+
+def average_per_rate(result: dict, cycles_per_rate: int, key: str = "q_dch_Ah") -> np.ndarray:
+    """Mean of ``result[key]`` over each block of ``cycles_per_rate`` cycles."""
+    return np.asarray(result[key]).reshape(-1, cycles_per_rate).mean(axis=1)

