@@ -38,14 +38,20 @@ def scaler(r, max_x):
     bits = 1
     while (1 << bits) <= max_x:
         bits += 1
-    b = (bits + 1) // 2
-    num_max = 1 << (29 - max(b, bits - b))
-    s = b
-    if r * (1 << s) >= num_max:
+    best = None
+    for b in range(bits + 1):  # the split that leaves room for the largest num
+        num_max = 1 << (29 - max(b, bits - b))
+        s = b
+        if r * (1 << s) >= num_max:
+            continue
+        while s < 28 and r * (1 << (s + 1)) < num_max:
+            s += 1
+        num = int(r * (1 << s) + 0.5)
+        if best is None or num > best[0]:
+            best = (num, s, b)
+    if best is None:
         raise ValueError("scale factor too large for small-int arithmetic")
-    while s < 28 and r * (1 << (s + 1)) < num_max:
-        s += 1
-    return int(r * (1 << s) + 0.5), s, b
+    return best
 
 
 def mul(x, num, s, b):
@@ -78,6 +84,8 @@ class Board:
         self.max_nA = int(round(lim["max_mA"] * 1e6))
         self.v_uV = 0
         self.i_nA = 0
+        self._va = 0  # raw sums of the last sample, in converter units
+        self._ia = 0
         self.setpoint_nA = 0
         self.range = 0
         self.calibration_id = ""
@@ -208,16 +216,25 @@ class Board:
         self._ads_buf = bytearray(2)
 
     # ---- sampling -----------------------------------------------------------------
-    def _sum_adc(self, adc):
-        """Sum of ``oversample`` corrected 12-bit codes, in 1/16 LSB."""
-        acc = 0
-        k = self.oversample
+    def _sum_adc(self):
+        """Sums of ``oversample`` corrected 12-bit codes (1/16 LSB) of both channels.
+
+        Reads alternate between the channels so both sums cover the same moment.
+        """
+        vadc = self._vadc
+        iadc = self._iadc
         corr = self._corr
+        va = 0
+        ia = 0
+        k = self.oversample
         while k:
-            code = adc.read_u16() >> 4
-            acc += (code << 4) + corr.get(code, 0)
+            c = vadc.read_u16() >> 4
+            va += (c << 4) + corr.get(c, 0)
+            c = iadc.read_u16() >> 4
+            ia += (c << 4) + corr.get(c, 0)
             k -= 1
-        return acc
+        self._va = va
+        self._ia = ia
 
     def _sum_ads(self, config):
         """Sum of ``oversample`` single-shot ADS1115 conversions (signed 16-bit codes)."""
@@ -243,14 +260,13 @@ class Board:
     def sample(self):
         """Read voltage and current (oversampled, calibrated) into ``v_uV`` and ``i_nA``."""
         if self._ext:
-            va = self._sum_ads(self._ads_v)
-            ia = self._sum_ads(self._ads_i)
+            self._va = self._sum_ads(self._ads_v)
+            self._ia = self._sum_ads(self._ads_i)
         else:
-            va = self._sum_adc(self._vadc)
-            ia = self._sum_adc(self._iadc)
-        self.v_uV = mul(va, self._v_num, self._v_s, self._v_b) + self._v_off
+            self._sum_adc()
+        self.v_uV = mul(self._va, self._v_num, self._v_s, self._v_b) + self._v_off
         k = self.range
-        self.i_nA = mul(ia, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
+        self.i_nA = mul(self._ia, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
 
     # ---- output -------------------------------------------------------------------
     def _write_code(self, code):

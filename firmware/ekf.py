@@ -34,6 +34,8 @@ SOC_MAX = 1.05
 # Fold the pending SoC sum into x[0] once it reaches this: each fold then rounds at most
 # 6e-8/1e-3 = 6e-5 of the folded amount even in float32.
 FOLD = 1e-3
+# Iterated-EKF passes at most per update (only taken when SoC crosses a table node).
+ITER_MAX = 5
 # Variance caps for the bounded states (SoC in [-0.05, 1.05], h in [-1, 1]).
 VAR_SOC_MAX = 1.0
 VAR_H_MAX = 1.0
@@ -83,6 +85,7 @@ class Ekf:
         self._h = [0.0] * n    # measurement Jacobian
         self._ph = [0.0] * n   # P h
         self._k = [0.0] * n    # gain
+        self._xp = [0.0] * n   # prior state during an update
         self._fill_q_floor()
         self.reset()
 
@@ -163,6 +166,7 @@ class Ekf:
         j = int(pos) if pos > 0.0 else 0
         if j > last:
             j = last
+        self._seg = j
         frac = pos - j
         v = self.ocv_V
         self._slope = (v[j + 1] - v[j]) / self.dz
@@ -315,12 +319,10 @@ class Ekf:
                 P[r * n + c] = v
                 P[c * n + r] = v
 
-    def _update(self, i, v):
-        """Correct with the voltage v (V) measured at current i (A, bias-corrected)."""
-        n, x, P, H, ph, K, M = self.n, self.x, self.P, self._h, self._ph, self._k, self._M
-        z = x[0] + self._pend
+    def _measure(self, z, i):
+        """Model voltage and Jacobian row (into _h) at SoC z and the other states in x."""
+        x, H, ih = self.x, self._h, self.ih
         self._lookup(z)
-        ih = self.ih
         vm = self._ocv + self.m_V * x[ih] + self.m0_V * self._s + self._r0 * i
         for j in range(self.nrc):
             vm += x[1 + j]
@@ -329,8 +331,11 @@ class Ekf:
         H[ih] = self.m_V
         if self.bias:
             H[self.ib] = -self._r0
-        self.v_model = vm
-        e = v - vm
+        return vm
+
+    def _gain(self, R):
+        """_ph = P h, _k = _ph / S with S = h P h' + R; returns h P h'."""
+        n, P, H, ph, K = self.n, self.P, self._h, self._ph, self._k
         hph = 0.0
         for r in range(n):
             acc = 0.0
@@ -338,34 +343,68 @@ class Ekf:
                 acc += P[r * n + c] * H[c]
             ph[r] = acc
             hph += H[r] * acc
-        rv = self.sigma_i * self._r0 + self.sigma_v
-        R = rv * rv
         S = hph + R
-        # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
-        # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
-        if e * e > self.gate * self.gate * S:
-            S = e * e / (self.gate * self.gate)
-            R = S - hph
         for r in range(n):
             K[r] = ph[r] / S
-        self._pend += K[0] * e
-        for r in range(1, n):
-            x[r] += K[r] * e
+        return hph
+
+    def _update(self, i, v):
+        """Correct with the voltage v (V) measured at current i (A, bias-corrected).
+
+        Iterated EKF: the OCV is piecewise linear, so the update is exact when the corrected
+        SoC stays in the prior's table segment (one pass, the plain EKF). When it lands in
+        another segment the measurement is re-linearised there (Gauss-Newton, at most
+        ITER_MAX passes), so a large correction from a poor initial SoC does not collapse
+        P on the wrong slope.
+        """
+        n, x, P, H, ph, K, M, xp = (self.n, self.x, self.P, self._h, self._ph, self._k,
+                                    self._M, self._xp)
+        for r in range(n):
+            xp[r] = x[r]
+        zp = x[0] + self._pend
+        z = zp
+        vm = self._measure(z, i)
+        self.v_model = vm
+        e = v - vm
+        rv = self.sigma_i * self._r0 + self.sigma_v
+        R = rv * rv
+        hph = self._gain(R)
+        # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
+        # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
+        if e * e > self.gate * self.gate * (hph + R):
+            R = e * e / (self.gate * self.gate) - hph
+            self._gain(R)
+        for it in range(ITER_MAX):
+            seg = self._seg
+            dz = K[0] * e
+            zn = zp + dz
+            for r in range(1, n):
+                x[r] = xp[r] + K[r] * e
+            self._lookup(zn)
+            if self._seg == seg or it == ITER_MAX - 1:
+                break
+            # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
+            z = zn
+            e = v - self._measure(z, i) - H[0] * (zp - z)
+            for r in range(1, n):
+                e -= H[r] * (xp[r] - x[r])
+            self._gain(R)
+        self._pend += dz  # the correction itself, not zn - zp: keeps float32 digits
         # Joseph form: P = (I - K H) P (I - K H)' + K R K', as two rank-one steps.
         for r in range(n):
             for c in range(n):
                 M[r * n + c] = P[r * n + c] - K[r] * ph[c]
+        w = self._u
         for r in range(n):
             acc = 0.0
             for c in range(n):
                 acc += M[r * n + c] * H[c]
-            self._u[r] = acc
-        w = self._u
+            w[r] = acc
+        # forced symmetry: compute the upper triangle, mirror it
         for r in range(n):
+            kr = K[r] * R
             for c in range(r, n):
-                a = M[r * n + c] - w[r] * K[c] + K[r] * K[c] * R
-                b = M[c * n + r] - w[c] * K[r] + K[c] * K[r] * R
-                P[r * n + c] = P[c * n + r] = 0.5 * (a + b)
+                P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c]
 
     def _condition(self):
         """Clamp SoC and h, cap their variances, floor the diagonal of P."""

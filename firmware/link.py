@@ -64,12 +64,13 @@ def _json_arg(arg):
 class Controller:
     """One board's run: state, ring of records, replies waiting to be written.
 
-    capacity: ring slots (records + events) kept until the host acknowledges them.
+    capacity: ring slots (records + events) kept until the host acknowledges them;
+    ring: a record.Ring made earlier (main.py allocates it before the heap fragments).
     """
 
-    def __init__(self, board, capacity=1500):
+    def __init__(self, board, capacity=1500, ring=None):
         self.board = board
-        self.ring = record.Ring(capacity)
+        self.ring = ring if ring is not None else record.Ring(capacity)
         self.trigger = record.Trigger()
         self.safety = safety.Safety(board)
         self.engine = steps.Engine(board)

@@ -19,18 +19,31 @@ import record
 
 RING_MAX = 1500           # records + events kept until the host acknowledges them
 RING_MIN = 64
-HEAP_RESERVE = 40 * 1024  # left free for JSON commands, the estimator and the GC
+HEAP_RESERVE = 40 * 1024  # left free after the ring: JSON commands, the estimator, GC slack
 
 
-def ring_capacity():
-    """As many slots as fit (up to RING_MAX) while HEAP_RESERVE bytes stay free."""
+def make_ring():
+    """The record ring, as large as fits (up to RING_MAX) with HEAP_RESERVE bytes left.
+
+    Made after every import and board.load(), so it takes what is really left; if the
+    fragmented heap refuses it, or leaves less than the reserve, it shrinks by a quarter
+    and tries again (the ring's small chunks fit in the holes).
+    """
     gc.collect()
-    try:
-        free = gc.mem_free()
-    except AttributeError:  # CPython has no mem_free: the board limit applies
-        return RING_MAX
-    n = (free - HEAP_RESERVE) // record.BYTES_PER_SLOT
-    return max(RING_MIN, min(RING_MAX, n))
+    n = max(RING_MIN, min(RING_MAX, (gc.mem_free() - HEAP_RESERVE) // record.BYTES_PER_SLOT))
+    while True:
+        ring = None
+        try:
+            ring = record.Ring(n)
+            gc.collect()
+            if gc.mem_free() >= HEAP_RESERVE or n == RING_MIN:
+                return ring
+        except MemoryError:
+            if n == RING_MIN:
+                raise
+        ring = None
+        gc.collect()
+        n = max(RING_MIN, n * 3 // 4)
 
 
 def _ports():
@@ -49,7 +62,7 @@ def _write(out, lines):
 def main():
     b = board.load()
     b.off()
-    ctl = link.Controller(b, ring_capacity())
+    ctl = link.Controller(b, ring=make_ring())
     gc.collect()
     inp, out = _ports()
     poll = select.poll()

@@ -18,7 +18,7 @@ FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no"
           "e_dch_uWh", "soc_ppm", "soc_std_ppm")
 # t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536.
 CODES = "IiiiiiHBHiiiiiii"
-BYTES_PER_SLOT = 58   # the arrays above plus the kind byte
+BYTES_PER_SLOT = 58   # the arrays above plus the kind byte (chunk headers not counted)
 
 # Slot kinds: 0 is a record, the rest are events (their name is the link's event kind).
 RECORD = 0
@@ -33,14 +33,35 @@ EV_RESUME = 7
 EV_ESTIMATOR = 8
 
 
+CHUNK_SHIFT = 7                 # columns are stored in chunks of 128 slots (<= 512 bytes)
+CHUNK = 1 << CHUNK_SHIFT
+CHUNK_MASK = CHUNK - 1
+
+
+def _column(code, capacity):
+    # Chunks, not one array: after imports the heap is fragmented into holes of a few KB
+    # or less, and a 6 KB column would not find one. Each chunk comes from a zeroed bytearray so
+    # it is allocated once, at its final size.
+    size = struct.calcsize(code)
+    out = []
+    left = capacity
+    while left > 0:
+        n = min(left, CHUNK)
+        out.append(array(code, bytearray(size * n)))
+        left -= n
+    return out
+
+
 class Ring:
-    """capacity slots; seqs tail..head-1 are held (unacknowledged), head is the next seq."""
+    """capacity slots; seqs tail..head-1 are held (unacknowledged), head is the next seq.
+
+    Slot k of field f is cols[f][k >> CHUNK_SHIFT][k & CHUNK_MASK].
+    """
 
     def __init__(self, capacity):
         self.cap = capacity
-        # From a zeroed bytearray: allocates each column once, at its final size.
-        self.cols = [array(c, bytearray(struct.calcsize(c) * capacity)) for c in CODES]
-        self.kind = bytearray(capacity)
+        self.cols = [_column(c, capacity) for c in CODES]
+        self.kind = [bytearray(min(CHUNK, capacity - k)) for k in range(0, capacity, CHUNK)]
         self.head = 0
         self.tail = 0
 
@@ -60,34 +81,39 @@ class Ring:
         if self.head - self.tail >= self.cap:
             return -1
         k = self.head % self.cap
+        ch = k >> CHUNK_SHIFT
+        j = k & CHUNK_MASK
         c = self.cols
-        self.kind[k] = kind
-        c[0][k] = t_ms
-        c[1][k] = v_uV
-        c[2][k] = i_nA
-        c[3][k] = step_count
-        c[4][k] = step_index
-        c[5][k] = cycle
-        c[6][k] = step_no
-        c[7][k] = step_type
-        c[8][k] = fault
-        c[9][k] = q_chg_nAh
-        c[10][k] = q_dch_nAh
-        c[11][k] = q_step_nAh
-        c[12][k] = e_chg_uWh
-        c[13][k] = e_dch_uWh
-        c[14][k] = soc_ppm
-        c[15][k] = soc_std_ppm
+        self.kind[ch][j] = kind
+        c[0][ch][j] = t_ms
+        c[1][ch][j] = v_uV
+        c[2][ch][j] = i_nA
+        c[3][ch][j] = step_count
+        c[4][ch][j] = step_index
+        c[5][ch][j] = cycle
+        c[6][ch][j] = step_no
+        c[7][ch][j] = step_type
+        c[8][ch][j] = fault
+        c[9][ch][j] = q_chg_nAh
+        c[10][ch][j] = q_dch_nAh
+        c[11][ch][j] = q_step_nAh
+        c[12][ch][j] = e_chg_uWh
+        c[13][ch][j] = e_dch_uWh
+        c[14][ch][j] = soc_ppm
+        c[15][ch][j] = soc_std_ppm
         self.head += 1
         return self.head - 1
 
     def values(self, seq):
         """The 16 field values of a held seq (a new list), in FIELDS order."""
         k = seq % self.cap
-        return [col[k] for col in self.cols]
+        ch = k >> CHUNK_SHIFT
+        j = k & CHUNK_MASK
+        return [col[ch][j] for col in self.cols]
 
     def kind_of(self, seq):
-        return self.kind[seq % self.cap]
+        k = seq % self.cap
+        return self.kind[k >> CHUNK_SHIFT][k & CHUNK_MASK]
 
     def line(self, seq):
         """The link body for a held seq: ``R seq fields...`` or ``E seq KIND {json}``."""

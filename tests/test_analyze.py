@@ -146,6 +146,18 @@ def test_resistance_exact_when_edges_recorded_at_the_step():
     assert np.all(r.table["r_edges"] >= 3)
 
 
+def test_resistance_growth_over_cycles_shows():
+    r0 = [33.0, 40.0, 58.0, 90.0]
+    cycles = [dict(c, r0_ohm=r) for c, r in zip(plan(4), r0)]
+    log, _ = make_log(lto_cell(), cycles, dt_s=30.0, rest_s=60.0, z0=0.95, columns=())
+    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    # Every edge goes from or to a rest (zero current, so no IR drop) and is recorded at
+    # the instant of the step: |dV/dI| is the R0 of the cycle the new step belongs to.
+    np.testing.assert_allclose(r.table["r_dc_ohm"], r0, rtol=1e-9)
+    assert r.summary["resistance"]["first_ohm"] == pytest.approx(33.0)
+    assert r.summary["resistance"]["last_ohm"] == pytest.approx(90.0)
+
+
 @pytest.mark.parametrize("delay_s", [1.0, 10.0])
 def test_resistance_within_sampling_error(delay_s):
     # With an RC pair the record after the edge already holds part of its polarisation:
@@ -193,6 +205,9 @@ def test_cli_writes_tables_from_a_logged_run(tmp_path, capsys):
     assert summary["mass_mg"] == 2.0 and summary["mass_source"] == "sidecar mass_mg"
     assert summary["cycles"] == 3 and summary["conventions"]["mode"] == "half"
     assert "0.2C" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["cycles.csv", "dqdv.csv", "edges.csv", "rates.txt",
+                                                     "summary.json"]
+    assert summary["files"] == ["cycles.csv", "rates.txt", "dqdv.csv", "edges.csv"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage\xff\n", b"a,b\n1,2\n"])
@@ -256,3 +271,94 @@ def test_bench_log_written_by_logwriter(tmp_path):
     assert r.series.sources["energy"].startswith("integrated") and r.series.sources["capacity"] == "log"
     assert any("Charging Energy" in note for note in r.summary["log"]["notes"])
     assert np.all(r.table["e_dch_mWh"] > 0)
+
+
+def ecm_model():
+    """An LTO-like model for cellbench.ecm: sloped OCV around a 1.55 V plateau, R0 60 ohm."""
+    from cellbench.model import load_model
+
+    soc = np.linspace(0, 1, 21)
+    v = 1.55 + 2.4 * (soc - 0.5) ** 3 + 0.02 * (soc - 0.5)
+    v[0], v[-1] = 1.2, 2.2
+    return load_model({"schema_version": 1, "cell": {"name": "t", "chemistry": "LTO/Li", "active_mass_g": 0.002},
+                       "capacity_Ah": CAP_AH, "window_V": [1.25, 2.1],
+                       "ocv": {"soc": soc.tolist(), "voltage_V": v.tolist()},
+                       "r0_ohm": 60.0, "rc": [{"r_ohm": 40.0, "tau_s": 20.0}], "coulombic_efficiency": 0.99,
+                       "provenance": {"source": "test", "fit_rmse_V": None, "created": "2026-11-25"}})
+
+
+def test_ecm_rate_test_analysed_to_model_truth():
+    """Cross-check with the model helper's simulator: ecm.rate_test finds each CC step's
+    cutoff exactly; the same currents replayed through ecm.simulate make the log."""
+    ecm = pytest.importorskip("cellbench.ecm")
+    model = ecm_model()
+    currents = [0.2 * CAP_AH, 1.0 * CAP_AH]
+    truth = ecm.rate_test(model, currents, cycles_per_rate=3, soc0=1.0)
+    t, i, t0 = [], [], 0.0
+    for i_A, q_dch, q_chg in zip(truth["i_A"], truth["q_dch_Ah"], truth["q_chg_Ah"]):
+        for cur, q in ((-i_A, q_dch), (i_A, q_chg)):
+            dur = 3600.0 * q / i_A
+            ts = np.append(t0 + np.arange(0.0, dur, 7.0), t0 + dur)
+            t.append(ts)
+            i.append(np.full(len(ts), cur))
+            t0 += dur
+    t, i = np.concatenate(t), np.concatenate(i)
+    v = ecm.simulate(model, t, i, soc0=1.0)["v_V"]
+    r = analyze_log({"Test Time / s": t, "Voltage / V": v, "Current / A": i}, mass_mg=MASS_MG,
+                    capacity_mAh=1e3 * CAP_AH, figures=False)
+    np.testing.assert_allclose(r.table["q_dch_mAh"], 1e3 * truth["q_dch_Ah"], rtol=1e-3)
+    np.testing.assert_allclose(r.table["q_chg_mAh"], 1e3 * truth["q_chg_Ah"], rtol=1e-3)
+    np.testing.assert_allclose(r.table["ce_pct"], 100 * truth["q_chg_Ah"] / truth["q_dch_Ah"], atol=0.1)
+    assert [(round(b["rate"], 6), b["first_cycle"], b["last_cycle"]) for b in r.rate_blocks] == [(0.2, 1, 3), (1.0, 4, 6)]
+    # Edges recorded at the instant of the step: |dV/dI| is R0 exactly (RC state is continuous).
+    np.testing.assert_allclose(r.table["r_dc_ohm"], 60.0, rtol=1e-6)
+    # Mean voltages straddle the OCV plateau by about the IR drop.
+    assert np.all(r.table["v_chg_mean_V"] > r.table["v_dch_mean_V"])
+
+
+def test_mode_from_sidecar_chemistry_beats_first_step_sign():
+    log, _ = make_log(lto_cell(), plan(2), mode="full", z0=0.05)  # charge first
+    assert analyze_log(log, figures=False).mode == "full"
+    r = analyze_log(log, figures=False, sidecar={"model": {"cell": {"chemistry": "Gr/Li"}}})
+    assert r.mode == "half" and "Gr/Li" in r.summary["conventions"]["mode_source"]
+
+
+def test_rate_unit_chosen_and_checked(tmp_path, capsys):
+    _, cycles, _ = paper_like_rate_plan()
+    log, _ = make_log(lto_cell(), cycles, dt_s=20.0, z0=0.95)
+    r = analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, rate_unit="mA/g", figures=False)
+    assert [b["rate_unit"] for b in r.rate_blocks] == ["mA/g"] * 6
+    assert r.rate_blocks[1]["rate"] == pytest.approx(0.5 * 175, rel=1e-9)
+    with pytest.raises(InputError, match="rate_unit"):
+        analyze_log(log, mass_mg=MASS_MG, rate_unit="C", figures=False)  # no capacity for 1C
+    path = tmp_path / "run.csv"
+    write_csv(log, path)
+    assert cli.main(["analyze", str(path), "--dqdv-cycles", "1,x", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "cellbench: error: dqdv_cycles: expected comma-separated cycle numbers, not '1,x'\n"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-1e3, 1e3)), min_size=1, max_size=60))
+def test_group_median_matches_numpy(pairs):
+    from cellbench.analyze.groups import group_median
+
+    g = np.array([p[0] for p in pairs])
+    x = np.array([p[1] for p in pairs])
+    got = group_median(x, g, 6)
+    for k in range(6):
+        if (g == k).any():
+            assert got[k] == pytest.approx(np.median(x[g == k]), rel=1e-12, abs=1e-12)
+        else:
+            assert np.isnan(got[k])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 100.0), st.floats(-1e-3, 1e-3)), min_size=2, max_size=50))
+def test_trapezoid_split_sums_to_the_net_integral(points):
+    from cellbench.analyze.series import trapezoid_split
+
+    t = np.cumsum([p[0] for p in points])
+    i = np.array([p[1] for p in points])
+    pos, neg = trapezoid_split(t, i, i)
+    assert pos[-1] - neg[-1] == pytest.approx(np.trapezoid(i, t), rel=1e-9, abs=1e-15)
+    assert np.all(np.diff(pos) >= 0) and np.all(np.diff(neg) >= 0)

@@ -83,3 +83,226 @@ def test_flash_dry_run_compiles_every_module(tmp_path, capsys):
         assert data[0] == ord("M") and data[1] == 6  # mpy format v6 (MicroPython 1.2x)
     assert "mpremote connect /dev/ttyFAKE cp" in out and ":board.json" in out
     assert out.strip().splitlines()[-1].endswith("reset")
+
+
+# ---------------------------------------------------------------- end to end on the simulator
+
+def _sim_ready():
+    try:
+        from cellbench import sim  # noqa: F401
+    except ImportError:
+        return False
+    return (FIRMWARE / "main.py").is_file()
+
+
+needs_sim = pytest.mark.skipif(not _sim_ready(), reason="simulator or firmware not written yet")
+
+# A small LTO-like half cell (independent of the presets): flat 1.55 V plateau, steep ends.
+_Z = [k / 20 for k in range(21)]
+_OCV = [0.95, 1.43, 1.50, 1.519, 1.526, 1.530, 1.535, 1.539, 1.543, 1.547, 1.551, 1.555,
+        1.559, 1.563, 1.567, 1.572, 1.577, 1.586, 1.616, 1.758, 2.6]
+CELL = {"schema_version": 1,
+        "cell": {"name": "test LTO/Li", "chemistry": "LTO/Li", "active_mass_g": 0.002},
+        "capacity_Ah": 3.5e-4, "window_V": [1.0, 2.5],
+        "ocv": {"soc": _Z, "voltage_V": _OCV},
+        "r0_ohm": 60.0, "rc": [{"r_ohm": 40.0, "tau_s": 20.0}],
+        "coulombic_efficiency": 1.0}
+# Two fast cycles: rest, 2C down to 1.0 V, 2C up to 2.5 V (time limits as backstop).
+FAST = {"sample": {"name": "fast", "capacity_mAh": 0.35},
+        "record": {"time_s": 10, "voltage_V": 0.01},
+        "safety": {"max_voltage_V": 2.7, "min_voltage_V": 0.8},
+        "method": [{"step": "open_circuit_voltage", "until_time_s": 20},
+                   {"step": "tag", "tag": "c"},
+                   {"step": "constant_current", "rate_C": -2, "until_voltage_V": 1.0, "until_time_s": 2400},
+                   {"step": "constant_current", "rate_C": 2, "until_voltage_V": 2.5, "until_time_s": 2400},
+                   {"step": "loop", "loop_to": "c", "cycle_count": 2}]}
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    (d / "cell.json").write_text(json.dumps(CELL))
+    (d / "fast.json").write_text(json.dumps(FAST))
+    return d
+
+
+@pytest.fixture(scope="module")
+def sim_run(sim_files):
+    """One `cellbench run --board sim` of the fast protocol, shared by the checks below."""
+    from cellbench import session
+    from cellbench.sim import start_board
+
+    out = sim_files / "run.bdf.csv"
+    board = start_board(str(sim_files / "cell.json"), board="sim", workdir=sim_files / "work", heap_kb=400)
+    try:
+        summary = session.run(sim_files / "fast.json", board, out, board="sim", mass_mg=2.0)
+    finally:
+        board.close()
+    from cellbench.sim import read_truth
+    return summary, bdflog.read_log(out), bdflog.read_sidecar(out), read_truth(board.truth_path), out
+
+
+@needs_sim
+def test_sim_run_ends_and_logs_valid_bdf(sim_run):
+    import bdf
+    import pandas as pd
+
+    summary, log, meta, _, out = sim_run
+    assert summary["stop_reason"] == "end"
+    assert summary["rows"] == len(log["Test Time / s"]) > 10
+    assert bdf.validate(pd.read_csv(out), raise_on_error=True)["ok"]
+    assert np.all(np.diff(log["Test Time / s"]) > 0)
+    assert meta["stop_reason"] == "end" and meta["mass_mg"] == 2.0
+    assert meta["protocol"] == FAST and meta["board"]["id"] == "sim"
+    assert meta["table"]["steps"][1] == ["CC", -700_000, 2_400_000, 1_000_000]
+    assert meta["firmware_version"] and [e["kind"] for e in meta["events"]][-1] == "END"
+
+
+@needs_sim
+def test_sim_run_follows_the_protocol(sim_run):
+    _, log, _, _, _ = sim_run
+    types = log["Step Type"]
+    # Step by step: REST, then two (discharge, charge) cycles; discharge first (half cell).
+    runs = [t for k, t in enumerate(types) if k == 0 or t != types[k - 1]]
+    assert runs == ["REST", "CC_DCH", "CC_CHG", "CC_DCH", "CC_CHG"]
+    assert sorted(set(log["Cycle Count / 1"].tolist())) == [1, 2]
+    assert sorted(set(log["Step Count / 1"].tolist())) == [1, 2, 3, 4, 5]
+    i = log["Current / A"]
+    np.testing.assert_allclose(i[types == "CC_DCH"], -0.7e-3, rtol=0.02)
+    np.testing.assert_allclose(i[types == "CC_CHG"], 0.7e-3, rtol=0.02)
+    v = log["Voltage / V"][types != "REST"]  # the rest sits at the plant's full-charge OCV
+    assert v.min() >= 1.0 - 0.05 and v.max() <= 2.5 + 0.05
+
+
+@needs_sim
+def test_sim_log_matches_the_plant_truth(sim_run):
+    _, log, _, truth, _ = sim_run
+    t = log["Test Time / s"]
+    # The plant's truth starts at its own clock; align on the end of the run.
+    t_truth = truth["t_s"] - truth["t_s"][0]
+    q_dch_truth = np.interp(t, t_truth, truth["q_dch_Ah"] - truth["q_dch_Ah"][0])
+    q_chg_truth = np.interp(t, t_truth, truth["q_chg_Ah"] - truth["q_chg_Ah"][0])
+    full = truth["q_dch_Ah"].max() - truth["q_dch_Ah"][0]
+    assert full > 0
+    # Counted charge follows the plant's to within 2 % of the total moved.
+    assert np.max(np.abs(log["Discharging Capacity / Ah"] - q_dch_truth)) < 0.02 * full
+    assert np.max(np.abs(log["Charging Capacity / Ah"] - q_chg_truth)) < 0.02 * full
+
+
+class Lossy:
+    """A transport that damages every ``every``-th board line: flips a bit (bad CRC),
+    drops it, or delivers it twice, in turn."""
+
+    def __init__(self, inner, every=7):
+        self.inner, self.every, self.n = inner, every, 0
+        self.damaged = 0
+        self.queue = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def write(self, data):
+        self.inner.write(data)
+
+    def readline(self, *a, **kw):
+        if self.queue:
+            return self.queue.pop(0)
+        line = self.inner.readline(*a, **kw)
+        self.n += 1
+        if not line or self.n % self.every:
+            return line
+        self.damaged += 1
+        kind = (self.n // self.every) % 3
+        if kind == 0:
+            return line[:5] + bytes([line[5] ^ 1]) + line[6:]  # flipped bit: bad CRC
+        if kind == 1:
+            return self.inner.readline(*a, **kw)                # dropped
+        self.queue.append(line)                                 # twice
+        return line
+
+
+@needs_sim
+def test_lossy_link_loses_and_repeats_nothing(sim_run, sim_files):
+    from cellbench import session
+    from cellbench.sim import start_board
+
+    _, clean, _, _, _ = sim_run
+    out = sim_files / "lossy.bdf.csv"
+    board = start_board(str(sim_files / "cell.json"), board="sim", workdir=sim_files / "work2", heap_kb=400)
+    lossy = Lossy(board)
+    try:
+        summary = session.run(sim_files / "fast.json", lossy, out, board="sim", mass_mg=2.0)
+    finally:
+        board.close()
+    got = bdflog.read_log(out)
+    meta = bdflog.read_sidecar(out)
+    assert lossy.damaged > 5
+    assert summary["stop_reason"] == "end"
+    assert summary["link"]["crc_errors"] > 0 and summary["link"]["resends"] > 0
+    t = got["Test Time / s"]
+    # Nothing twice: time strictly increases. Nothing lost: the board records at least
+    # every record.time_s (10 s), so no gap exceeds that plus one tick.
+    assert np.all(np.diff(t) > 0)
+    assert np.max(np.diff(t)) <= 10 + 1
+    kinds = [e["kind"] for e in meta["events"]]
+    assert kinds.count("START") == 1 and kinds.count("END") == 1
+    # The same protocol on the same plant: the same run, up to the ADC noise.
+    assert abs(len(t) - len(clean["Test Time / s"])) <= 0.05 * len(t)
+    np.testing.assert_allclose(got["Discharging Capacity / Ah"][-1],
+                               clean["Discharging Capacity / Ah"][-1], rtol=0.02)
+
+
+class Interrupting:
+    """A transport whose reader raises KeyboardInterrupt after ``after`` record lines (Ctrl-C)."""
+
+    def __init__(self, inner, after):
+        self.inner, self.after, self.records = inner, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def write(self, data):
+        self.inner.write(data)
+
+    def readline(self, *a, **kw):
+        line = self.inner.readline(*a, **kw)
+        if line.startswith(b"R "):
+            self.records += 1
+            if self.records == self.after:
+                raise KeyboardInterrupt
+        return line
+
+
+@needs_sim
+def test_ctrl_c_stops_the_board_and_closes_the_log(sim_files):
+    from cellbench import session
+    from cellbench.sim import start_board
+
+    out = sim_files / "stopped.bdf.csv"
+    board = start_board(str(sim_files / "cell.json"), board="sim", workdir=sim_files / "work3", heap_kb=400)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.run(sim_files / "fast.json", Interrupting(board, after=12), out, board="sim")
+        status = session.Link(board).command("STATUS")
+    finally:
+        board.close()
+    # Measured current after the stop: zero up to the sense path's noise and offset.
+    assert status["state"] == "STOPPED" and abs(status["i_nA"]) < 2000
+    log = bdflog.read_log(out)
+    meta = bdflog.read_sidecar(out)
+    assert meta["stop_reason"] == "interrupted" and "ended_unix_s" in meta
+    assert "STOP" in [e["kind"] for e in meta["events"]]
+    assert 10 <= len(log["Test Time / s"]) < 200
+
+
+@needs_sim
+def test_cli_run_on_sim(sim_files):
+    out = sim_files / "cli.bdf.csv"
+    code, stdout, err = cellbench("run", sim_files / "fast.json", "--board", "sim", "--cell",
+                                  sim_files / "cell.json", "--out", out, "--mass-mg", "2", "--quiet")
+    assert code == 0, err
+    assert "stopped: end" in stdout and "mAh/g" in stdout
+    assert len(bdflog.read_log(out)["Voltage / V"]) > 10
+    code, _, err = cellbench("run", sim_files / "fast.json", "--cell", sim_files / "cell.json",
+                             "--out", out)
+    assert_bad_input(code, err, "out:")

@@ -16,7 +16,7 @@ from cellbench.benchmarks.ekf import FLAT, SLOPED, board_truth, cycling_profile,
 from cellbench.estimate import estimate
 
 ekf = fw.module("ekf")
-SETTINGS = settings(max_examples=40, deadline=None,
+SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -136,13 +136,17 @@ def test_converges_from_a_wrong_initial_soc(soc_true0, error, seed):
 
 
 def test_nees_within_95_percent_chi_square_band():
-    """Monte Carlo: initial states drawn from the prior, noise as the model states."""
+    """Monte Carlo (Bar-Shalom): initial states drawn from the filter's prior, noise as the
+    model states. The SoC NEES averaged over N runs is chi-square(N)/N if the filter is
+    consistent; its time average and its final value must lie in the 95 % band. (The share
+    of time points inside the band is not tested: successive points are strongly
+    correlated, so that share swings widely even for a consistent filter.)"""
     m = copy.deepcopy(SLOPED)
     m["estimator"].update(bias=False, q_soc=1e-16, q_rc_V2=1e-16, q_h=1e-16, p0_soc=0.01,
                           p0_rc_V2=1e-6, p0_h=1e-4)
     m["hysteresis"]["m0_V"] = 0.0
     e = m["estimator"]
-    runs, rng = 40, np.random.default_rng(5)
+    runs, rng = 100, np.random.default_rng(5)
     t, i = _pulse_profile([(-1.0, 120), (0.5, 200), (-1.5, 60), (1.0, 150)] * 3,
                           m["capacity_Ah"])
     nees = np.zeros(t.size)
@@ -156,8 +160,8 @@ def test_nees_within_95_percent_chi_square_band():
         nees += (out["soc"] - truth["soc"]) ** 2 / out["soc_std"] ** 2
     nees /= runs
     lo, hi = chi2.ppf([0.025, 0.975], runs) / runs
-    inside = np.mean((nees >= lo) & (nees <= hi))
-    assert inside >= 0.9, (inside, nees.mean())
+    assert lo <= nees.mean() <= hi, (lo, nees.mean(), hi)
+    assert lo <= nees[-1] <= hi, (lo, nees[-1], hi)
 
 
 def test_flat_plateau_std_grows_then_reanchors():

@@ -74,6 +74,15 @@ def test_dqdv_one_line_per_curve(rate_result):
         assert 1.45 < x[np.argmax(y)] < 1.65  # the plateau
 
 
+def test_resistance_per_cycle(rate_result):
+    r, _ = rate_result
+    ax = figures.plot_resistance(r).axes[0]
+    (line,) = ax.get_lines()
+    assert ax.get_ylabel() == "DC resistance / ohm"
+    assert list(line.get_xdata()) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(line.get_ydata(), 60.0, rtol=1e-9)  # the cell's R0
+
+
 def test_soc_band_and_coulomb_count(rate_result):
     r, _ = rate_result
     fig = figures.plot_soc(r)
@@ -98,6 +107,6 @@ def test_save_figures_writes_pngs(rate_result, tmp_path):
     r, _ = rate_result
     paths = figures.save_figures(r, tmp_path, plot_cycles=[1, 2])
     assert sorted(p.name for p in paths) == ["cycling.png", "dqdv.png", "rate_capability.png",
-                                            "soc.png", "voltage_capacity.png"]
+                                            "resistance.png", "soc.png", "voltage_capacity.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,12 +1,14 @@
 """``make bench``: run every benchmark module and write BENCHMARKS.md.
 
 Speed and memory targets live here, never as timed assertions in tests. Each module in
-``cellbench.benchmarks`` returns rows ``(metric, value, note)``; a module that fails is
+``cellbench.benchmarks`` has ``run()`` returning rows ``{"name", "value", "unit", "note"}``
+(``note`` says the target, when there is one); a module that fails is
 reported as such in the file rather than hiding the others.
 """
 
 import argparse
 import importlib
+import os
 import pkgutil
 import platform
 import sys
@@ -25,7 +27,6 @@ def _machine() -> str:
             model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
     except OSError:
         model = platform.processor()
-    import os
     return f"{model or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
@@ -37,6 +38,10 @@ def run_area(name: str):
         return rows, time.perf_counter() - start, None
     except Exception:  # a broken area must not hide the others' figures
         return [], time.perf_counter() - start, traceback.format_exc(limit=3)
+
+
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def render(results, stamp: str) -> str:
@@ -52,8 +57,9 @@ def render(results, stamp: str) -> str:
         if error:
             lines += ["This area failed:", "", "```", error.strip(), "```", ""]
             continue
-        lines += ["| metric | value | note |", "| --- | --- | --- |"]
-        lines += [f"| {m} | {v} | {n} |" for m, v, n in rows]
+        lines += ["| metric | value | unit | note |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['name']} | {_value(r['value'])} | {r.get('unit', '')} | {r.get('note', '')} |"
+                  for r in rows]
         lines.append("")
     return "\n".join(lines)
 

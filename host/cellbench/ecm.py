@@ -3,11 +3,14 @@
 Units: seconds, amperes, volts, ohms, ampere-hours. Current ``i`` > 0 charges the cell;
 SoC ``z`` rises on charge. The model (docs/design.md, models/README.md)::
 
-    v       = OCV(z) + M*h + M0*s + R0(z)*i + sum_j v_rc[j]
+    v       = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum_j v_rc[j]
     dz/dt   = eff(i)*i / (3600*C)           eff = coulombic_efficiency on charge, 1 otherwise
     dv_j/dt = -v_j/tau_j + i*R_j/tau_j
     dh/dt   = -|i*gamma/(3600*C)| * (h - sign(i))
     s       = sign(i) when i != 0, else the previous s
+
+M(z) is ``hysteresis.m_V``, or half the gap of the ``ocv`` charge/discharge branches
+when the model has both (as the simulated board's plant does).
 
 With ``i`` constant over an interval every state has a closed form, so both simulators
 here are exact for piecewise-constant current whatever the time step:
@@ -55,8 +58,8 @@ def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
     decay_h = np.exp(-np.abs(i[:-1] * model["hysteresis"]["gamma"] * dt / cap_As))
     h = _recurrence(decay_h, (1.0 - decay_h) * np.sign(i[:-1]), h0)
     ocv_V = cellmodel.ocv(model, soc)
-    hyst = model["hysteresis"]
-    v = ocv_V + hyst["m_V"] * h + hyst["m0_V"] * s + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1)
+    v = (ocv_V + cellmodel.hysteresis_V(model, soc) * h + model["hysteresis"]["m0_V"] * s
+         + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1))
     return {"v_V": v, "soc": soc, "v_rc": v_rc, "h": h, "ocv_V": ocv_V}
 
 
@@ -106,48 +109,53 @@ def _recurrence(a, b, x0) -> np.ndarray:
 
 # --------------------------------------------------------------------------- CC steps
 
+# Fade moves the parameters continuously with throughput; a step is split into pieces
+# of at most this many equivalent full cycles, each with its parameters held constant.
+FADE_CHUNK_EFC = 0.01
+
+
 @dataclass
 class CellState:
     """State of a simulated cell between steps (SI units; see the module docstring).
 
-    ``reversals`` counts current sign changes (rests ignored); the fade section ages the
-    cell by ``reversals // 2`` cycles. ``irreversible_Ah`` is the first-cycle side
-    capacity not yet consumed.
+    ``q_chg_Ah``/``q_dch_Ah`` are the cumulative charge through the terminals in each
+    direction (they drive the fade); ``irreversible_Ah`` is the first-cycle side capacity
+    not yet consumed; ``t_s`` is the time simulated so far.
     """
 
     soc: float
     v_rc: np.ndarray
     h: float = 0.0
     s: float = 0.0
-    reversals: int = 0
+    q_chg_Ah: float = 0.0
+    q_dch_Ah: float = 0.0
     irreversible_Ah: float = 0.0
     t_s: float = 0.0
 
-    @property
-    def cycles(self) -> int:
-        return self.reversals // 2
+    def cycles(self, model: dict) -> float:
+        """Equivalent full cycles so far: throughput / (2 * fresh capacity)."""
+        return (self.q_chg_Ah + self.q_dch_Ah) / (2.0 * model["capacity_Ah"])
 
 
 def new_state(model: dict, soc0: float, h0: float = 0.0) -> CellState:
-    """A rested cell at SoC ``soc0`` with its full first-cycle irreversible capacity ahead."""
+    """A rested, fresh cell at SoC ``soc0`` with its first-cycle irreversible capacity ahead."""
     return CellState(soc=float(soc0), v_rc=np.zeros(len(model["rc"])), h=float(h0),
                      irreversible_Ah=model["fade"]["first_cycle_irreversible_Ah"])
 
 
-def aged_capacity_Ah(model: dict, cycles: int) -> float:
-    """Capacity after ``cycles`` cycles: C*(1 - capacity_per_cycle*n), floored at 1 % of C."""
-    fraction = max(0.01, 1.0 - model["fade"]["capacity_per_cycle"] * cycles)
-    return model["capacity_Ah"] * fraction
+def aged_capacity_Ah(model: dict, cycles: float) -> float:
+    """Capacity after ``cycles`` equivalent full cycles: C*max(0.05, 1 - capacity_per_cycle*n)."""
+    return model["capacity_Ah"] * max(0.05, 1.0 - model["fade"]["capacity_per_cycle"] * cycles)
 
 
-def resistance_scale(model: dict, cycles: int) -> float:
+def resistance_scale(model: dict, cycles: float) -> float:
     """Factor on R0 and every RC resistance after ``cycles`` cycles: 1 + resistance_per_cycle*n."""
     return 1.0 + model["fade"]["resistance_per_cycle"] * cycles
 
 
 @dataclass
 class _Segment:
-    """Closed form of every state over one constant-current step starting at t = 0."""
+    """Closed form of every state over a piece of CC step with constant parameters, from t = 0."""
 
     model: dict
     state: CellState
@@ -156,7 +164,7 @@ class _Segment:
     r_scale: float
     soc_rate: float            # dz/dt once the irreversible capacity is used up (1/s)
     soc_rate_irr: float        # dz/dt while it is being consumed (1/s)
-    t_irr_s: float             # when it runs out (inf if never in this step)
+    t_irr_s: float             # when it runs out (inf if never in this piece)
     irr_share: float = 0.0     # fraction of |i| feeding side reactions until then
     taus: np.ndarray = field(init=False)
     r_rc: np.ndarray = field(init=False)
@@ -184,11 +192,10 @@ class _Segment:
 
     def voltage(self, t):
         z = self.soc(t)
-        hyst = self.model["hysteresis"]
         s = math.copysign(1.0, self.i_A) if self.i_A else self.s0
         r0 = cellmodel.r0(self.model, z) * self.r_scale
-        return (cellmodel.ocv(self.model, z) + hyst["m_V"] * self.h(t) + hyst["m0_V"] * s
-                + r0 * self.i_A + self.v_rc(t).sum(axis=-1))
+        return (cellmodel.ocv(self.model, z) + cellmodel.hysteresis_V(self.model, z) * self.h(t)
+                + self.model["hysteresis"]["m0_V"] * s + r0 * self.i_A + self.v_rc(t).sum(axis=-1))
 
     def time_to_soc_limit(self) -> float:
         """Seconds until SoC reaches 0 (discharge) or 1 (charge); inf at rest."""
@@ -204,36 +211,39 @@ class _Segment:
 
 
 def _segment(model: dict, state: CellState, i_A: float) -> _Segment:
-    cycles = state.cycles
+    cycles = state.cycles(model)
     cap_As = aged_capacity_Ah(model, cycles) * SECONDS_PER_HOUR
+    r_scale = resistance_scale(model, cycles)
     eff = model["coulombic_efficiency"] if i_A > 0 else 1.0
     rate = eff * i_A / cap_As
     q_irr0 = model["fade"]["first_cycle_irreversible_Ah"]
     if i_A < 0 and state.irreversible_Ah > 0:
-        # A share of the discharge current feeds side reactions until the irreversible
-        # capacity is used up; the share is sized so a full first discharge delivers
-        # capacity + irreversible capacity.
+        # A fixed share of the discharge current feeds side reactions until the
+        # irreversible capacity is used up; the share is sized so that a full first
+        # discharge delivers capacity + irreversible capacity.
         share = q_irr0 / (q_irr0 + model["capacity_Ah"])
         t_irr = state.irreversible_Ah * SECONDS_PER_HOUR / (abs(i_A) * share)
-        return _Segment(model, state, i_A, cap_As, resistance_scale(model, cycles),
-                        rate, rate * (1.0 - share), t_irr, share)
-    return _Segment(model, state, i_A, cap_As, resistance_scale(model, cycles), rate, rate, math.inf)
+        return _Segment(model, state, i_A, cap_As, r_scale, rate, rate * (1.0 - share), t_irr, share)
+    return _Segment(model, state, i_A, cap_As, r_scale, rate, rate, math.inf)
 
 
-def _count_reversal(state: CellState, i_A: float) -> None:
-    sign = math.copysign(1.0, i_A) if i_A else 0.0
-    if sign and state.s and sign != state.s:
-        state.reversals += 1
+def _fade_chunk_s(model: dict, i_A: float) -> float:
+    fade = model["fade"]
+    if i_A == 0 or not (fade["capacity_per_cycle"] or fade["resistance_per_cycle"]):
+        return math.inf
+    return FADE_CHUNK_EFC * 2.0 * model["capacity_Ah"] * SECONDS_PER_HOUR / abs(i_A)
 
 
 def run_step(model: dict, state: CellState, i_A: float, until_V=None, until_s=None,
-             dt_s: float = 1.0) -> dict:
+             dt_s: float = 1.0, tick_s: float = 0.0) -> dict:
     """Run one CC step (or a rest when ``i_A`` == 0) from ``state``, updating it in place.
 
     The step ends at the first time the terminal voltage reaches ``until_V`` (falling to
     it on discharge, rising to it on charge), after ``until_s`` seconds, or when SoC
     reaches 0 or 1, whichever comes first. Voltage is evaluated on a grid of ``dt_s`` and
-    the crossing is then solved exactly on the closed form (brentq).
+    the crossing is then solved exactly on the closed form (brentq). With ``tick_s`` > 0
+    the voltage end is instead noticed the way a tester sampling every ``tick_s`` does: at
+    the first tick at or after the crossing, and no earlier than one tick into the step.
 
     Returns {"i_A", "duration_s", "capacity_Ah" (|i|*duration, what a tester counts),
     "end" ("voltage" | "time" | "soc"), "v_end_V", "soc_end"}.
@@ -242,15 +252,26 @@ def run_step(model: dict, state: CellState, i_A: float, until_V=None, until_s=No
         raise InputError("step: needs until_V or until_s")
     if i_A == 0 and until_s is None:
         raise InputError("step: a rest needs until_s")
-    _count_reversal(state, i_A)
-    seg = _segment(model, state, float(i_A))
-    t_end = min(seg.time_to_soc_limit(), math.inf if until_s is None else float(until_s))
-    end = "time" if until_s is not None and t_end == until_s else "soc"
-    if until_V is not None and i_A != 0:
-        t_cut = _cutoff_time(seg, float(until_V), t_end, dt_s)
+    i_A = float(i_A)
+    chunk_s = _fade_chunk_s(model, i_A)
+    elapsed, end, v_end = 0.0, None, math.nan
+    while end is None:
+        seg = _segment(model, state, i_A)
+        limits = {"soc": seg.time_to_soc_limit(),
+                  "time": math.inf if until_s is None else float(until_s) - elapsed}
+        t_piece = min(min(limits.values()), chunk_s)
+        t_cut = _cutoff_time(seg, float(until_V), t_piece, dt_s) if until_V is not None and i_A else None
         if t_cut is not None:
-            t_end, end = t_cut, "voltage"
-    return _finish(seg, state, t_end, end)
+            if tick_s > 0:
+                noticed = max(tick_s, math.ceil((elapsed + t_cut) / tick_s - 1e-9) * tick_s)
+                t_cut = min(noticed - elapsed, limits["soc"], limits["time"])
+            t_piece, end = t_cut, "voltage"
+        elif t_piece < chunk_s:
+            end = min(limits, key=limits.get)
+        v_end = _advance(seg, state, t_piece)
+        elapsed += t_piece
+    return {"i_A": i_A, "duration_s": elapsed, "capacity_Ah": abs(i_A) * elapsed / SECONDS_PER_HOUR,
+            "end": end, "v_end_V": v_end, "soc_end": state.soc}
 
 
 def _cutoff_time(seg: _Segment, until_V: float, t_end: float, dt_s: float):
@@ -267,52 +288,60 @@ def _cutoff_time(seg: _Segment, until_V: float, t_end: float, dt_s: float):
     return brentq(f, grid[k - 1], grid[k], xtol=1e-9, rtol=1e-12)
 
 
-def _finish(seg: _Segment, state: CellState, t_end: float, end: str) -> dict:
+def _advance(seg: _Segment, state: CellState, t_end: float) -> float:
+    """Move ``state`` to ``t_end`` into the segment; return the terminal voltage there."""
     t = np.array([t_end])
     v_end = float(seg.voltage(t)[0])
+    q_Ah = abs(seg.i_A) * t_end / SECONDS_PER_HOUR
     if seg.irr_share:
         used_Ah = seg.irr_share * abs(seg.i_A) * min(t_end, seg.t_irr_s) / SECONDS_PER_HOUR
         state.irreversible_Ah = max(0.0, state.irreversible_Ah - used_Ah)
     state.soc = float(seg.soc(t)[0])
     state.v_rc = seg.v_rc(t)[0]
     state.h = float(seg.h(t)[0])
+    if seg.i_A > 0:
+        state.q_chg_Ah += q_Ah
+    elif seg.i_A < 0:
+        state.q_dch_Ah += q_Ah
     if seg.i_A:
         state.s = math.copysign(1.0, seg.i_A)
     state.t_s += t_end
-    return {"i_A": seg.i_A, "duration_s": t_end, "capacity_Ah": abs(seg.i_A) * t_end / SECONDS_PER_HOUR,
-            "end": end, "v_end_V": v_end, "soc_end": state.soc}
+    return v_end
 
 
 def cycle(model: dict, steps, soc0: float = 1.0, h0: float = 0.0, dt_s: float = 1.0,
-          state: CellState = None) -> list:
+          state: CellState = None, tick_s: float = 0.0) -> list:
     """Run a list of steps, each ``(i_A, until_V, until_s)`` (``None`` = not set), in order.
 
     Starts from ``state`` if given (it is updated), else from a fresh rested cell at
-    ``soc0``. Returns one :func:`run_step` result per step.
+    ``soc0``. ``dt_s`` and ``tick_s`` are passed to :func:`run_step`. Returns one
+    :func:`run_step` result per step.
     """
     state = state if state is not None else new_state(model, soc0, h0)
-    return [run_step(model, state, i, until_V, until_s, dt_s) for i, until_V, until_s in steps]
+    return [run_step(model, state, i, until_V, until_s, dt_s, tick_s) for i, until_V, until_s in steps]
 
 
 def rate_test(model: dict, currents_A, cycles_per_rate: int = 5, soc0: float = 1.0,
-              discharge_first: bool = True, dt_s: float = 1.0, window_V=None) -> dict:
+              discharge_first: bool = True, dt_s: float = 1.0, window_V=None,
+              tick_s: float = 0.0, rest_s: float = 0.0) -> dict:
     """CC cycling to the window limits, ``cycles_per_rate`` cycles at each |current| in A.
 
     Each cycle is a discharge then a charge (or the reverse when ``discharge_first`` is
-    False), with no rest. Returns numpy arrays, one entry per cycle: ``i_A`` (the |current|),
-    ``q_dch_Ah``, ``q_chg_Ah``.
+    False), each followed by a rest of ``rest_s`` seconds (none when 0); ``tick_s`` > 0
+    ends steps on a tester's sampling grid (see :func:`run_step`). Returns numpy arrays,
+    one entry per cycle: ``i_A`` (the |current|), ``q_dch_Ah``, ``q_chg_Ah``.
     """
     low_V, high_V = window_V or model["window_V"]
     state = new_state(model, soc0)
     rows = []
     for current in currents_A:
+        dch, chg = (-abs(current), low_V, None), (abs(current), high_V, None)
+        halves = [dch, chg] if discharge_first else [chg, dch]
+        steps = [halves[0], (0.0, None, rest_s), halves[1], (0.0, None, rest_s)] if rest_s else halves
         for _ in range(cycles_per_rate):
-            dch = (-abs(current), low_V, None)
-            chg = (abs(current), high_V, None)
-            first, second = cycle(model, [dch, chg] if discharge_first else [chg, dch], dt_s=dt_s,
-                                  state=state)
-            q_dch, q_chg = (first, second) if discharge_first else (second, first)
-            rows.append((abs(current), q_dch["capacity_Ah"], q_chg["capacity_Ah"]))
+            done = [r for r in cycle(model, steps, dt_s=dt_s, state=state, tick_s=tick_s) if r["i_A"]]
+            q = {r["i_A"] < 0: r["capacity_Ah"] for r in done}
+            rows.append((abs(current), q[True], q[False]))
     i_A, q_dch, q_chg = (np.array(col) for col in zip(*rows))
     return {"i_A": i_A, "q_dch_Ah": q_dch, "q_chg_Ah": q_chg}
 

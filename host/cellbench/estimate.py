@@ -55,6 +55,7 @@ _C_SOURCE = r"""
 #define FOLD C(1e-3)
 #define VAR_SOC_MAX C(1.0)
 #define VAR_H_MAX C(1.0)
+#define ITER_MAX 5
 
 typedef struct {
     int npt, nrc, bias, soc_given;
@@ -67,7 +68,7 @@ typedef struct {
 } Params;
 
 typedef struct {
-    int n, ih, ib, nrc, npt;
+    int n, ih, ib, nrc, npt, seg;
     REAL x[NX], P[NX * NX], M[NX * NX], d[NX], g[NX], u[NX], h[NX], ph[NX], k[NX];
     REAL q[NX], floor_[NX];
     REAL pend, s;
@@ -82,6 +83,7 @@ static void lookup(Ekf *f, REAL z) {
     int last = f->npt - 2;
     int j = pos > C(0.0) ? (int)pos : 0;
     if (j > last) j = last;
+    f->seg = j;
     REAL frac = pos - (REAL)j;
     const REAL *v = f->ocv_tab, *r = f->r0_tab;
     f->slope = (v[j + 1] - v[j]) / f->dz;
@@ -192,28 +194,62 @@ static void predict(Ekf *f, REAL i, REAL dt) {
     if (f->pend >= FOLD || f->pend <= -FOLD) { x[0] += f->pend; f->pend = C(0.0); }
 }
 
-static REAL update(Ekf *f, REAL i, REAL v) {
-    int n = f->n, ih = f->ih;
-    REAL *x = f->x, *P = f->P, *H = f->h, *ph = f->ph, *K = f->k, *M = f->M, *w = f->u;
-    lookup(f, x[0] + f->pend);
+static REAL measure(Ekf *f, REAL z, REAL i) {
+    int ih = f->ih;
+    REAL *x = f->x, *H = f->h;
+    lookup(f, z);
     REAL vm = f->ocv + f->m_V * x[ih] + f->m0_V * f->s + f->r0 * i;
     for (int j = 0; j < f->nrc; j++) { vm += x[1 + j]; H[1 + j] = C(1.0); }
     H[0] = f->slope + f->dr0 * i;
     H[ih] = f->m_V;
     if (f->ib >= 0) H[f->ib] = -f->r0;
-    REAL e = v - vm, hph = C(0.0);
+    return vm;
+}
+
+static REAL gain(Ekf *f, REAL R) {
+    int n = f->n;
+    REAL *P = f->P, *H = f->h, *ph = f->ph, *K = f->k, hph = C(0.0);
     for (int r = 0; r < n; r++) {
         REAL acc = C(0.0);
         for (int c = 0; c < n; c++) acc += P[r * n + c] * H[c];
         ph[r] = acc;
         hph += H[r] * acc;
     }
-    REAL rv = f->sigma_i * f->r0 + f->sigma_v;
-    REAL R = rv * rv, S = hph + R;
-    if (e * e > f->gate * f->gate * S) { S = e * e / (f->gate * f->gate); R = S - hph; }
+    REAL S = hph + R;
     for (int r = 0; r < n; r++) K[r] = ph[r] / S;
-    f->pend += K[0] * e;
-    for (int r = 1; r < n; r++) x[r] += K[r] * e;
+    return hph;
+}
+
+/* Iterated EKF update, as firmware/ekf.py Ekf._update. Returns the prior model voltage. */
+static REAL update(Ekf *f, REAL i, REAL v) {
+    int n = f->n;
+    REAL *x = f->x, *P = f->P, *H = f->h, *ph = f->ph, *K = f->k, *M = f->M, *w = f->u;
+    REAL xp[NX];
+    for (int r = 0; r < n; r++) xp[r] = x[r];
+    REAL zp = x[0] + f->pend, z = zp, dz = C(0.0);
+    REAL vm0 = measure(f, z, i);
+    REAL e = v - vm0;
+    REAL rv = f->sigma_i * f->r0 + f->sigma_v;
+    REAL R = rv * rv;
+    REAL hph = gain(f, R);
+    if (e * e > f->gate * f->gate * (hph + R)) {
+        R = e * e / (f->gate * f->gate) - hph;
+        gain(f, R);
+    }
+    for (int it = 0; it < ITER_MAX; it++) {
+        int seg = f->seg;
+        dz = K[0] * e;
+        REAL zn = zp + dz;
+        for (int r = 1; r < n; r++) x[r] = xp[r] + K[r] * e;
+        lookup(f, zn);
+        if (f->seg == seg || it == ITER_MAX - 1) break;
+        z = zn;
+        REAL vm = measure(f, z, i);
+        e = v - vm - H[0] * (zp - z);
+        for (int r = 1; r < n; r++) e -= H[r] * (xp[r] - x[r]);
+        gain(f, R);
+    }
+    f->pend += dz;
     for (int r = 0; r < n; r++)
         for (int c = 0; c < n; c++) M[r * n + c] = P[r * n + c] - K[r] * ph[c];
     for (int r = 0; r < n; r++) {
@@ -221,13 +257,11 @@ static REAL update(Ekf *f, REAL i, REAL v) {
         for (int c = 0; c < n; c++) acc += M[r * n + c] * H[c];
         w[r] = acc;
     }
-    for (int r = 0; r < n; r++)
-        for (int c = r; c < n; c++) {
-            REAL a = M[r * n + c] - w[r] * K[c] + K[r] * K[c] * R;
-            REAL b = M[c * n + r] - w[c] * K[r] + K[c] * K[r] * R;
-            P[r * n + c] = P[c * n + r] = C(0.5) * (a + b);
-        }
-    return vm;
+    for (int r = 0; r < n; r++) {
+        REAL kr = K[r] * R;
+        for (int c = r; c < n; c++) P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c];
+    }
+    return vm0;
 }
 
 /* Run the filter over n samples. x_out (n*nx) and P_out (n*nx*nx) may be NULL.
@@ -313,7 +347,11 @@ def _compile(dtype: str):
     key = hashlib.sha256((_C_SOURCE + " ".join(flags)).encode()).hexdigest()[:16]
     out = _cache_dir() / f"ekf_{dtype}_{key}.so"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # read-only home: build in the temp directory instead
+            out = Path(tempfile.gettempdir()) / f"cellbench-{os.getuid()}" / out.name
+            out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             src = Path(tmp) / "ekf.c"
             src.write_text(_C_SOURCE)
@@ -478,10 +516,8 @@ def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
         ekf.reset(v_uV=v_V[0] * 1e6, i_nA=i_A[0] * 1e9)
     for s in range(ns):
         dt_ms = (t_s[s] - t_s[s - 1]) * 1000.0 if s else 0.0
-        before = ekf.v_model
-        ekf.step(i_A[s] * 1e9, v_V[s] * 1e6, dt_ms)
-        repeat = s and dt_ms <= 0
-        out["v_model"][s] = before if repeat else ekf.v_model
+        ekf.step(i_A[s] * 1e9, v_V[s] * 1e6, dt_ms)  # a repeat leaves v_model as it was
+        out["v_model"][s] = ekf.v_model
         out["soc"][s] = ekf.soc
         out["soc_std"][s] = np.sqrt(ekf.P[0])
         if full:
@@ -493,28 +529,8 @@ def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
     return out
 
 
-def estimate_log(log_path, model, soc0=None):
-    """Read a log (cellbench.bdflog.read_log) and run estimate(); returns (t_s, result)."""
-    cols = read_log_columns(log_path)
-    t_s, i_A, v_V = cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"]
-    return t_s, estimate(model, t_s, i_A, v_V, soc0=soc0)
-
-
 def read_log_columns(path) -> dict:
-    """Time, current and voltage columns of a log by BDF name (cellbench.bdflog.read_log)."""
-    try:
-        from .bdflog import read_log
-    except ImportError:
-        read_log = None
-    if read_log is not None:
-        return read_log(path)
-    import pandas as pd  # until the log reader exists: a plain BDF CSV
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"log: cannot read {path}: {exc}") from None
-    need = ("Test Time / s", "Current / A", "Voltage / V")
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise InputError(f"log: missing column {missing[0]!r}")
-    return {c: df[c].to_numpy(dtype=float) for c in need}
+    """Time, current and voltage of a log (any format cellbench.bdflog.read_log reads)."""
+    from .bdflog import read_log
+    cols = read_log(path)
+    return {name: cols[name] for name in ("Test Time / s", "Current / A", "Voltage / V")}

@@ -106,8 +106,11 @@ class Link:
     # ------------------------------------------------------------ commands
 
     def send(self, body):
-        """Frame and write one line (``body`` without newline)."""
-        self.transport.write(self.frame.encode(body))
+        """Frame and write one line (``body`` without newline); LinkError if the port is gone."""
+        try:
+            self.transport.write(self.frame.encode(body))
+        except OSError as exc:  # BrokenPipeError (sim ended), SerialException (unplugged)
+            raise LinkError(body.split(" ", 1)[0], "", f"cannot write to the board: {exc}") from None
 
     def command(self, name, *args, timeout_s=None):
         """Send ``name args...`` and return the value of its OK reply (parsed JSON or None).
@@ -194,6 +197,8 @@ class Link:
             return self.transport.readline()
         except TimeoutError:  # the simulator's blocking read gave up: nothing arrived
             return b""
+        except OSError as exc:  # checked after TimeoutError, which is an OSError too
+            raise LinkError("link", "", f"cannot read from the board: {exc}") from None
 
     def _pump(self):
         """Read one line and file it; send SEND / ACK as the stream's state asks."""

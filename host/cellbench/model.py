@@ -33,8 +33,12 @@ DEFAULT_ESTIMATOR = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_r
                      "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0}
 DEFAULT_PROVENANCE = {"source": "", "fit_rmse_V": None, "created": ""}
 
+# Optional estimator settings the firmware filter (firmware/ekf.py) reads beyond the
+# design's list; no defaults here (the filter has its own).
+EXTRA_ESTIMATOR_KEYS = ("bias", "q_bias_A2", "p0_bias_A2", "p0_rc_V2", "p0_h")
 TOP_LEVEL_KEYS = {"schema_version", "cell", "capacity_Ah", "window_V", "ocv", "r0_ohm", "rc",
-                  "hysteresis", "coulombic_efficiency", "fade", "estimator", "provenance"}
+                  "hysteresis", "coulombic_efficiency", "fade", "estimator", "provenance",
+                  "sim_soc0"}
 # Relative tolerance for "the SoC grid is uniform".
 GRID_RTOL = 1e-6
 
@@ -63,9 +67,8 @@ def load_model(path_or_dict) -> dict:
     _fill_section(model, "hysteresis", DEFAULT_HYSTERESIS, _non_negative)
     _check_efficiency(model)
     _check_fade(model)
-    _fill_section(model, "estimator", DEFAULT_ESTIMATOR, _non_negative)
-    for name in ("sigma_v_V", "p0_soc", "gate"):
-        _positive(model["estimator"], name, "estimator.")
+    _check_estimator(model)
+    _check_sim_soc0(model)
     _check_provenance(model)
     return model
 
@@ -236,6 +239,29 @@ def _check_rc(model: dict) -> None:
         _positive(pair, "tau_s", f"rc[{k}].")
 
 
+def _check_estimator(model: dict) -> None:
+    est = _section(model, "estimator", DEFAULT_ESTIMATOR)
+    _no_unknown(est, tuple(DEFAULT_ESTIMATOR) + EXTRA_ESTIMATOR_KEYS, "estimator.")
+    for key, value in DEFAULT_ESTIMATOR.items():
+        est.setdefault(key, value)
+        _non_negative(est, key, "estimator.")
+    for name in ("sigma_v_V", "p0_soc", "gate"):
+        _positive(est, name, "estimator.")
+    for key in EXTRA_ESTIMATOR_KEYS:
+        if key == "bias" and key in est and not isinstance(est[key], bool):
+            raise InputError("estimator.bias: must be true or false")
+        if key != "bias" and key in est:
+            _non_negative(est, key, "estimator.")
+
+
+def _check_sim_soc0(model: dict) -> None:
+    """Optional, simulator only: the SoC a fresh simulated cell starts at."""
+    if "sim_soc0" in model:
+        value = _number(model, "sim_soc0")
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"sim_soc0: must be within [0, 1], got {value}")
+
+
 def _no_unknown(section: dict, known, prefix: str) -> None:
     """Reject misspelt keys (``m_v`` for ``m_V``) instead of silently using defaults."""
     unknown = sorted(set(section) - set(known))
@@ -286,6 +312,17 @@ def ocv_slope(model: dict, soc):
     slopes = np.diff(model["ocv"]["voltage_V"]) / np.diff(grid)
     k = np.clip(np.searchsorted(grid, soc, side="right") - 1, 0, len(slopes) - 1)
     return slopes[k]
+
+
+def hysteresis_V(model: dict, soc):
+    """Hysteresis amplitude M(z) in V: half the gap between the ocv charge and discharge
+    branches when the model has both, else the constant hysteresis.m_V."""
+    branches = model["ocv"]
+    if "charge_V" in branches and "discharge_V" in branches:
+        half_gap = (np.asarray(branches["charge_V"]) - np.asarray(branches["discharge_V"])) / 2.0
+        return np.interp(soc, branches["soc"], half_gap)
+    value = float(model["hysteresis"]["m_V"])
+    return np.full(np.shape(soc), value) if np.ndim(soc) else value
 
 
 def r0(model: dict, soc):

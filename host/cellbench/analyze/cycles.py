@@ -48,8 +48,43 @@ def default_ref_cycle(cycles):
     return 2 if 2 in set(cycles.tolist()) else int(cycles[0])
 
 
+def _ref_index(cycles, ref_cycle):
+    """(reference cycle number, its row)."""
+    ref = default_ref_cycle(cycles) if ref_cycle is None else int(ref_cycle)
+    hit = np.flatnonzero(cycles == ref)
+    if len(hit) == 0:
+        raise InputError(f"ref_cycle: cycle {ref} is not in the log (cycles {cycles[0]}..{cycles[-1]})")
+    return ref, int(hit[0])
+
+
+def _complete(series, inverse, n):
+    """Cycles with both a charge and a discharge. Efficiencies need both: a cycle cut
+    short (the log ends after its discharge) gets none rather than a misleading 0 %. A
+    direction counts when the cycle has records beyond the rest threshold, so rest noise
+    does not."""
+    has = [np.bincount(inverse[series.sign == s], minlength=n) > 0 for s in (1, -1)]
+    return has[0] & has[1]
+
+
+def _efficiencies(q_chg, q_dch, e_chg, e_dch, complete, mode):
+    ce = _ratio_pct(q_chg, q_dch) if mode == "half" else _ratio_pct(q_dch, q_chg)
+    return {"ce_pct": np.where(complete, ce, np.nan),
+            "e_chg_mWh": e_chg, "e_dch_mWh": e_dch,
+            "ee_pct": np.where(complete, _ratio_pct(e_dch, e_chg), np.nan),
+            "v_chg_mean_V": _ratio_pct(e_chg, q_chg) / 100.0,
+            "v_dch_mean_V": _ratio_pct(e_dch, q_dch) / 100.0}
+
+
+def _rates(series, inverse, n, mass, nominal_Ah):
+    dch = series.sign < 0
+    i_dch = 1e3 * group_median(np.abs(series.i_A[dch]), inverse[dch], n)
+    return {"i_dch_median_mA": i_dch, "current_density_mA_g": i_dch / mass,
+            "c_rate": i_dch / (1e3 * nominal_Ah) if nominal_Ah else np.full(n, np.nan)}
+
+
 def cycle_table(series, mass_g=None, mode="half", ref_cycle=None, nominal_Ah=None):
-    """Per-cycle table: dict of column name (see COLUMNS) -> numpy array, one row a cycle.
+    """Per-cycle table: dict of column name (see COLUMNS) -> numpy array, one row a cycle;
+    returns (table, reference cycle number).
 
     mass_g: active mass in grams (specific columns are NaN without it); nominal_Ah: the
     capacity that defines 1C (``c_rate`` is NaN without it); ref_cycle: the cycle for
@@ -59,43 +94,25 @@ def cycle_table(series, mass_g=None, mode="half", ref_cycle=None, nominal_Ah=Non
         raise InputError(f"mode: must be one of {', '.join(MODES)}, not {mode!r}")
     cycles, inverse = group_index(series.cycle)
     n = len(cycles)
+    ref, ref_row = _ref_index(cycles, ref_cycle)
     sums = _per_cycle_sums(series, inverse, n)
     q_chg, q_dch = 1e3 * sums["q_chg_Ah"], 1e3 * sums["q_dch_Ah"]
-    e_chg, e_dch = 1e3 * sums["e_chg_Wh"], 1e3 * sums["e_dch_Wh"]
     first, last = group_first_last(inverse, n)
-    dch = series.sign < 0
-    i_dch = 1e3 * group_median(np.abs(series.i_A[dch]), inverse[dch], n)
     mass = float(mass_g) if mass_g else np.nan
-    ref = default_ref_cycle(cycles) if ref_cycle is None else int(ref_cycle)
-    hit = np.flatnonzero(cycles == ref)
-    if len(hit) == 0:
-        raise InputError(f"ref_cycle: cycle {ref} is not in the log (cycles {cycles[0]}..{cycles[-1]})")
-    # Efficiencies need both directions: a cycle cut short (log ends after its
-    # discharge) has none rather than a misleading 0 %. A direction counts when the cycle
-    # has records beyond the rest threshold in it, so rest noise does not.
-    complete = (np.bincount(inverse[series.sign > 0], minlength=n) > 0) & (np.bincount(inverse[dch], minlength=n) > 0)
     table = {
         "cycle": cycles.astype(np.int64),
         "t_start_s": series.t_s[first],
         "t_end_s": series.t_s[last],
         "records": np.bincount(inverse, minlength=n).astype(np.int64),
-        "q_chg_mAh": q_chg,
-        "q_dch_mAh": q_dch,
-        "q_chg_mAh_g": q_chg / mass,
-        "q_dch_mAh_g": q_dch / mass,
-        "ce_pct": np.where(complete, _ratio_pct(q_chg, q_dch) if mode == "half" else _ratio_pct(q_dch, q_chg), np.nan),
-        "e_chg_mWh": e_chg,
-        "e_dch_mWh": e_dch,
-        "ee_pct": np.where(complete, _ratio_pct(e_dch, e_chg), np.nan),
-        "v_chg_mean_V": _ratio_pct(e_chg, q_chg) / 100.0,
-        "v_dch_mean_V": _ratio_pct(e_dch, q_dch) / 100.0,
+        "q_chg_mAh": q_chg, "q_dch_mAh": q_dch,
+        "q_chg_mAh_g": q_chg / mass, "q_dch_mAh_g": q_dch / mass,
+        **_efficiencies(q_chg, q_dch, 1e3 * sums["e_chg_Wh"], 1e3 * sums["e_dch_Wh"],
+                        _complete(series, inverse, n), mode),
         "retention_first_pct": _ratio_pct(q_dch, np.full(n, q_dch[0])),
-        "retention_ref_pct": _ratio_pct(q_dch, np.full(n, q_dch[hit[0]])),
-        "i_dch_median_mA": i_dch,
-        "current_density_mA_g": i_dch / mass,
-        "c_rate": i_dch / (1e3 * nominal_Ah) if nominal_Ah else np.full(n, np.nan),
+        "retention_ref_pct": _ratio_pct(q_dch, np.full(n, q_dch[ref_row])),
+        **_rates(series, inverse, n, mass, nominal_Ah),
     }
-    return table, ref
+    return {name: table[name] for name in COLUMNS}, ref
 
 
 def conventions(mode):

@@ -8,8 +8,10 @@ charge passed on a flat plateau then lands in the grid interval it crosses.
 
 Both branches are reported as positive dQ/dV (q counts up in the branch's own direction,
 V moves the same way). Units: mAh/V, or mAh/(g V) with a mass. Peaks are found with
-scipy.signal.find_peaks, keeping those of at least ``prominence`` times the highest value;
-a constant-voltage segment piles up at the grid's end, where no peak is reported.
+scipy.signal.find_peaks, keeping those of at least ``prominence`` times the highest value.
+Charge passed once the voltage stops rising (a constant-voltage step at the end of the
+branch) lies beyond the grid's last point and is left out, as dQ/dV is about the
+galvanostatic part.
 """
 
 import numpy as np

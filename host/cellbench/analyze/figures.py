@@ -1,6 +1,6 @@
 """The paper figures, drawn on matplotlib Figure objects (Agg, no pyplot state).
 
-Each ``plot_*`` function returns the Figure so tests can inspect axes, series and data;
+Each ``plot_*`` function returns the Figure (or None when the log lacks what it shows) so tests can inspect axes, series and data;
 :func:`save_figures` writes them as PNG. Specific capacity is used when the mass is known.
 """
 
@@ -22,7 +22,7 @@ def _cap_unit(result):
 
 
 def default_plot_cycles(table, ref):
-    """First, reference, and last complete cycle (at most 5 spread over the log)."""
+    """Up to 5 complete cycles spread evenly from the first to the last, plus the reference."""
     done = table["cycle"][np.isfinite(table["ce_pct"])]
     pool = done if len(done) else table["cycle"]
     picks = pool[np.unique(np.linspace(0, len(pool) - 1, min(5, len(pool))).round().astype(int))]
@@ -70,6 +70,7 @@ def plot_rate_capability(result):
         ax.plot(t["cycle"][sel], q[sel], "o", color=f"C{k % 10}", label=rate_label(b["rate"], b["rate_unit"]))
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"discharge capacity / {'mAh/g' if spec else 'mAh'}")
+    ax.set_ylim(bottom=0)  # as papers draw it: the fall with rate at its true scale
     ax.set_title("rate capability")
     if result.rate_blocks:
         ax.legend(fontsize="small", ncol=2)
@@ -86,6 +87,7 @@ def plot_cycling(result):
         ax.plot(t["cycle"], t[f"{col}_mAh_g" if spec else f"{col}_mAh"], mark, label=label)
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"capacity / {'mAh/g' if spec else 'mAh'}")
+    ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
     ax2.plot(t["cycle"], t["ce_pct"], "k.-", label="CE")
     ax2.set_ylabel("coulombic efficiency / %")
@@ -96,6 +98,23 @@ def plot_cycling(result):
         ax2.set_ylim(min(float(ce.min()), 100.0) - 2.0, max(float(ce.max()), 100.0) + 2.0)
     ax.legend(loc="lower left", fontsize="small")
     ax.set_title("capacity and coulombic efficiency")
+    return fig
+
+
+def plot_resistance(result):
+    """Median DC resistance per cycle (ohm): resistance growth without EIS. None when no
+    cycle has a usable step edge."""
+    t = result.table
+    ok = np.isfinite(t["r_dc_ohm"])
+    if not ok.any():
+        return None
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(t["cycle"][ok], t["r_dc_ohm"][ok], "o-", label="median |dV/dI| at step edges")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("DC resistance / ohm")
+    ax.set_title("resistance from current steps")
+    ax.legend(fontsize="small")
     return fig
 
 
@@ -145,6 +164,7 @@ def save_figures(result, out_dir, plot_cycles=None, dpi=110):
             "rate_capability.png": plot_rate_capability(result),
             "cycling.png": plot_cycling(result),
             "dqdv.png": plot_dqdv(result),
+            "resistance.png": plot_resistance(result),
             "soc.png": plot_soc(result)}
     paths = []
     for name, fig in figs.items():

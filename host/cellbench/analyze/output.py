@@ -1,4 +1,5 @@
-"""Write an analysis to a folder: cycles.csv, summary.json, rates.txt, dqdv.csv, figures."""
+"""Write an analysis to a folder: cycles.csv, summary.json, rates.txt, dqdv.csv, edges.csv
+and the figures."""
 
 import csv
 import json
@@ -39,15 +40,26 @@ def write_dqdv(curves, path):
                 w.writerow([c["cycle"], c["branch"], f"{v:.6f}", _cell(d)])
 
 
+def write_edges(edge, path):
+    """The step edges the resistance came from, one row each."""
+    names = ["t_s", "cycle", "di_A", "dt_s", "r_ohm"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for row in zip(*(edge[n] for n in names)):
+            w.writerow([_cell(x) for x in row])
+
+
 def write_outputs(result, out_dir, figures=True, plot_cycles=None):
     """Write everything; returns the list of paths written. Raises InputError if the
     folder cannot be created or written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = [out_dir / "cycles.csv", out_dir / "rates.txt", out_dir / "dqdv.csv"]
+        files = [out_dir / "cycles.csv", out_dir / "rates.txt", out_dir / "dqdv.csv", out_dir / "edges.csv"]
         write_table(result.table, files[0])
         files[1].write_text(format_rate_table(result.rate_blocks) + "\n")
         write_dqdv(result.dqdv, files[2])
+        write_edges(result.edges, files[3])
         if figures:
             from .figures import save_figures
             files += save_figures(result, out_dir, plot_cycles)

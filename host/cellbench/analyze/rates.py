@@ -10,12 +10,25 @@ import math
 
 import numpy as np
 
+from ..errors import InputError
+
 DEFAULT_TOL = 0.05
 
 
-def _rate_column(table):
-    """(per-cycle rate, its unit): C-rate if known, else mA/g, else mA."""
-    for column, unit in (("c_rate", "C"), ("current_density_mA_g", "mA/g"), ("i_dch_median_mA", "mA")):
+RATE_COLUMNS = {"C": "c_rate", "mA/g": "current_density_mA_g", "mA": "i_dch_median_mA"}
+
+
+def _rate_column(table, unit=None):
+    """(per-cycle rate, its unit): the given unit, else C-rate if known, else mA/g, else mA."""
+    if unit is not None:
+        if unit not in RATE_COLUMNS:
+            raise InputError(f"rate_unit: must be one of {', '.join(RATE_COLUMNS)}, not {unit!r}")
+        values = np.asarray(table[RATE_COLUMNS[unit]], dtype=float)
+        if not np.isfinite(values).any():
+            need = {"C": "a capacity (--capacity-mAh)", "mA/g": "a mass (--mass-mg)"}.get(unit, "a discharge")
+            raise InputError(f"rate_unit: {unit} needs {need}")
+        return values, unit
+    for unit, column in RATE_COLUMNS.items():
         values = np.asarray(table[column], dtype=float)
         if np.isfinite(values).any():
             return values, unit
@@ -49,18 +62,26 @@ def _runs(rates, tol):
     return runs
 
 
-def rate_blocks(table, tol=DEFAULT_TOL):
+def _pct_of_first(blocks, rate, mean_q, tol):
+    """mean_q as % of the first earlier block at ``rate`` (100 when there is none)."""
+    first = next((b for b in blocks if _same(b["rate"], rate, tol)), None)
+    if first is None:
+        return 100.0
+    return 100.0 * mean_q / first["mean_q_dch"] if first["mean_q_dch"] > 0 else math.nan
+
+
+def rate_blocks(table, tol=DEFAULT_TOL, unit=None):
     """List of block dicts: rate, rate_unit, first_cycle, last_cycle, n_cycles,
-    mean_q_dch, q_unit, pct_of_first (of the first earlier block at the same rate)."""
-    rates, rate_unit = _rate_column(table)
+    mean_q_dch, q_unit, pct_of_first (of the first earlier block at the same rate).
+    unit: "C", "mA/g" or "mA" (default: the first of these the table has)."""
+    rates, rate_unit = _rate_column(table, unit)
     q, q_unit = _capacity_column(table)
     cycles = np.asarray(table["cycle"])
     blocks = []
     for start, stop in _runs(rates, tol):
         rate = float(np.mean(rates[start:stop]))
         mean_q = float(np.mean(q[start:stop]))
-        first = next((b for b in blocks if _same(b["rate"], rate, tol)), None)
-        pct = 100.0 if first is None else 100.0 * mean_q / first["mean_q_dch"] if first["mean_q_dch"] else math.nan
+        pct = _pct_of_first(blocks, rate, mean_q, tol)
         blocks.append({"rate": rate, "rate_unit": rate_unit,
                        "first_cycle": int(cycles[start]), "last_cycle": int(cycles[stop - 1]),
                        "n_cycles": stop - start, "mean_q_dch": mean_q, "q_unit": q_unit,
@@ -91,10 +112,12 @@ def format_rate_table(blocks, reference=None):
     blocks = getattr(blocks, "rate_blocks", blocks)
     if not blocks:
         return "no rate blocks (no cycle has a discharge)"
-    head = ["rate", "cycles", f"mean {blocks[0]['q_unit']}", "% of first"]
+    q_unit = blocks[0]["q_unit"]
+    digits = 1 if q_unit == "mAh/g" else 4  # a coin cell holds well under 1 mAh
+    head = ["rate", "cycles", f"mean {q_unit}", "% of first"]
     rows = [[rate_label(b["rate"], b["rate_unit"]),
              f"{b['first_cycle']}-{b['last_cycle']}" if b["n_cycles"] > 1 else str(b["first_cycle"]),
-             f"{b['mean_q_dch']:.1f}", f"{b['pct_of_first']:.1f}"] for b in blocks]
+             f"{b['mean_q_dch']:.{digits}f}", f"{b['pct_of_first']:.1f}"] for b in blocks]
     if reference is not None:
         head += ["paper", "diff %"]
         for row, b, ref in zip(rows, blocks, match_reference(blocks, reference)):

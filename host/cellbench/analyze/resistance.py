@@ -11,6 +11,10 @@ at 1 s records it is close to the ohmic + charge-transfer resistance, at 60 s it
 logs that record at each step's first instant (as this bench and most testers do) give
 the smallest error.
 
+The per-cycle median mixes the edges at both ends of the window (the end of a discharge
+is at low SoC, the end of a charge at high SoC), whose resistances can differ a lot; the
+edges themselves are kept (edges.csv) for a closer look.
+
 An edge is a jump of at least half the larger of the two currents (so CV tails that decay
 smoothly are not edges) and of at least ``min_frac`` of the cycle's median active |current|
 (so a CV tail stepping to rest, a tiny dI, does not give a noisy R).

@@ -1,8 +1,8 @@
-"""One log as the analysis sees it: time, voltage, current, cycle, step and cumulative sums.
+"""One log as the analysis sees it: time, voltage, current, cycle and cumulative sums.
 
 Logs come from this bench or from other testers, so only the Battery Data Format columns
 are relied on: ``Test Time / s``, ``Voltage / V`` and ``Current / A`` (current > 0 charges
-the cell) are required; ``Cycle Count / 1``, ``Step Count / 1``, ``Charging Capacity / Ah``,
+the cell) are required; ``Cycle Count / 1``, ``Charging Capacity / Ah``,
 ``Discharging Capacity / Ah`` (cumulative from test start), ``Charging Energy / Wh``,
 ``Discharging Energy / Wh``, ``SOC / 1`` and ``SOC Std / 1`` are used when present and
 derived otherwise (trapezoid integration of current and power; the cycle rule of
@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 
 T, V, I = "Test Time / s", "Voltage / V", "Current / A"
-CYCLE, STEP = "Cycle Count / 1", "Step Count / 1"
+CYCLE, STEP = "Cycle Count / 1", "Step Count / 1"  # STEP: written by synthetic logs
 Q_CHG, Q_DCH = "Charging Capacity / Ah", "Discharging Capacity / Ah"
 E_CHG, E_DCH = "Charging Energy / Wh", "Discharging Energy / Wh"
 SOC, SOC_STD = "SOC / 1", "SOC Std / 1"
@@ -35,7 +35,7 @@ class Series:
 
     t_s: test time (s); v_V: terminal voltage (V); i_A: current (A, > 0 charges);
     sign: -1/0/+1 per sample (0 = rest, |i| <= rest_A); cycle: cycle number (int, >= 1
-    for derived cycles); step: step number (int, changes at every step edge);
+    for derived cycles);
     q_chg_Ah / q_dch_Ah / e_chg_Wh / e_dch_Wh: cumulative charge and energy into and out
     of the cell since the test start (all >= 0, non-decreasing); soc / soc_std: the
     board estimator's SoC and its standard deviation (fraction) or None, NaN where absent.
@@ -46,7 +46,6 @@ class Series:
     i_A: np.ndarray
     sign: np.ndarray
     cycle: np.ndarray
-    step: np.ndarray
     q_chg_Ah: np.ndarray
     q_dch_Ah: np.ndarray
     e_chg_Wh: np.ndarray
@@ -86,11 +85,6 @@ def _required(log):
 def active_sign(i_A, rest_A):
     """-1 (discharge), 0 (rest) or +1 (charge) per sample."""
     return np.where(i_A > rest_A, 1, np.where(i_A < -rest_A, -1, 0)).astype(np.int8)
-
-
-def derive_steps(sign):
-    """Step number per sample: a new step wherever the sign class (+, 0, -) changes."""
-    return np.concatenate(([0], np.cumsum(sign[1:] != sign[:-1]))).astype(np.int64)
 
 
 def derive_cycles(sign):
@@ -163,15 +157,32 @@ def _int_column(log, name):
     return arr.astype(np.int64)
 
 
-def prepare(log):
-    """Build a :class:`Series` from a log dict (BDF column name -> array).
+def _cycles(log, sign, sources):
+    cycle = _int_column(log, CYCLE) if CYCLE in log else None
+    sources["cycle"] = "log" if cycle is not None else "derived (docs/design.md cycle rule)"
+    return derive_cycles(sign) if cycle is None else cycle
 
-    Rows whose time, voltage or current is not a number are dropped (with a note); time
-    must never decrease. Raises InputError naming the column for anything unusable.
-    """
+
+def _soc(log):
+    """(soc, soc_std) with NaN where the board had no estimate; (None, None) if never."""
+    soc = _float_column(log, SOC) if SOC in log else None
+    soc_std = _float_column(log, SOC_STD) if SOC_STD in log else None
+    if soc is None:
+        return None, None
+    # The bench writes an empty cell (NaN) while no estimate exists; a negative standard
+    # deviation is the board's "-1 = none" sentinel in other writers' logs.
+    bad = ~np.isfinite(soc)
+    if soc_std is not None:
+        bad |= ~np.isfinite(soc_std) | (soc_std < 0)
+    if bad.all():
+        return None, None
+    return np.where(bad, np.nan, soc), None if soc_std is None else np.where(bad, np.nan, soc_std)
+
+
+def _usable_rows(log, notes):
+    """(log, t_s, v_V, i_A) without the rows lacking time, voltage or current."""
     t_s, v_V, i_A = _required(log)
     keep = np.isfinite(t_s) & np.isfinite(v_V) & np.isfinite(i_A)
-    notes = []
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} rows without time, voltage or current")
         log = {k: np.asarray(col)[keep] for k, col in log.items()}
@@ -181,36 +192,24 @@ def prepare(log):
     back = np.flatnonzero(np.diff(t_s) < 0)
     if len(back):
         raise InputError(f"log.{T}: decreases at record {int(back[0]) + 1}")
+    return log, t_s, v_V, i_A
+
+
+def prepare(log):
+    """Build a :class:`Series` from a log dict (BDF column name -> array).
+
+    Rows whose time, voltage or current is not a number are dropped (with a note); time
+    must never decrease. Raises InputError naming the column for anything unusable.
+    """
+    notes, sources = [], {}
+    log, t_s, v_V, i_A = _usable_rows(log, notes)
     rest_A = max(REST_FRACTION * float(np.max(np.abs(i_A))), 1e-15)
     sign = active_sign(i_A, rest_A)
-    sources = {}
-
-    cycle = _int_column(log, CYCLE) if CYCLE in log else None
-    sources["cycle"] = "log" if cycle is not None else "derived (docs/design.md cycle rule)"
-    if cycle is None:
-        cycle = derive_cycles(sign)
-    step = _int_column(log, STEP) if STEP in log else None
-    sources["step"] = "log" if step is not None else "derived (current sign changes)"
-    if step is None:
-        step = derive_steps(sign)
-
     q_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, i_A, i_A))
     e_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, v_V * i_A, i_A))
     q_chg, q_dch = _cumulative_pair(log, (Q_CHG, Q_DCH), q_int, "capacity", sources, notes)
     e_chg, e_dch = _cumulative_pair(log, (E_CHG, E_DCH), e_int, "energy", sources, notes)
-
-    soc = _float_column(log, SOC) if SOC in log else None
-    soc_std = _float_column(log, SOC_STD) if SOC_STD in log else None
-    if soc is not None:
-        # The bench writes an empty cell (NaN) while no estimate exists; a negative
-        # standard deviation is the board's "-1 = none" sentinel from other writers.
-        bad = ~np.isfinite(soc)
-        if soc_std is not None:
-            bad |= ~np.isfinite(soc_std) | (soc_std < 0)
-        soc = np.where(bad, np.nan, soc)
-        soc_std = None if soc_std is None else np.where(bad, np.nan, soc_std)
-        if np.isnan(soc).all():
-            soc, soc_std = None, None
-    return Series(t_s=t_s, v_V=v_V, i_A=i_A, sign=sign, cycle=cycle, step=step,
+    soc, soc_std = _soc(log)
+    return Series(t_s=t_s, v_V=v_V, i_A=i_A, sign=sign, cycle=_cycles(log, sign, sources),
                   q_chg_Ah=q_chg, q_dch_Ah=q_dch, e_chg_Wh=e_chg, e_dch_Wh=e_dch,
                   rest_A=rest_A, soc=soc, soc_std=soc_std, sources=sources, notes=notes)

@@ -62,7 +62,7 @@ def _run_step(cell, state, i_A, duration_s, dt_s, delay_s):
         r1, tau1 = cell.rc
         v_rc = i_A * r1 + (state["v_rc"] - i_A * r1) * np.exp(-tau / tau1)
     q = abs(i_A) * tau / 3600.0
-    rec = {T: t, V: cell.ocv(z) + cell.r0_ohm * i_A + v_rc, I: np.full(len(t), float(i_A)),
+    rec = {T: t, V: cell.ocv(z) + state["r0_ohm"] * i_A + v_rc, I: np.full(len(t), float(i_A)),
            Q_CHG: state["q_chg"] + (q if i_A > 0 else 0.0 * q), Q_DCH: state["q_dch"] + (q if i_A < 0 else 0.0 * q),
            SOC: z}
     end = duration_s
@@ -75,11 +75,11 @@ def _run_step(cell, state, i_A, duration_s, dt_s, delay_s):
     return rec
 
 
-def _step_energy_Wh(cell, z0, i_A, duration_s, v_rc0):
+def _step_energy_Wh(cell, z0, i_A, duration_s, v_rc0, r0_ohm):
     """Reference energy of a CC step by fine trapezoid quadrature (for truth tables)."""
     tau = np.linspace(0.0, duration_s, 4001)
     z = z0 + i_A * tau / (3600.0 * cell.capacity_Ah)
-    v = cell.ocv(z) + cell.r0_ohm * i_A
+    v = cell.ocv(z) + r0_ohm * i_A
     if cell.rc:
         r1, tau1 = cell.rc
         v = v + i_A * r1 + (v_rc0 - i_A * r1) * np.exp(-tau / tau1)
@@ -88,7 +88,8 @@ def _step_energy_Wh(cell, z0, i_A, duration_s, v_rc0):
 
 def make_log(cell, cycles, mode="half", dt_s=10.0, rest_s=0.0, z0=None, delay_s=0.0,
              columns=("cycle", "step", "capacity")):
-    """Simulate ``cycles`` (list of dicts i_dch_A > 0, t_dch_s, i_chg_A > 0, t_chg_s).
+    """Simulate ``cycles`` (list of dicts i_dch_A > 0, t_dch_s, i_chg_A > 0, t_chg_s, and
+    optionally r0_ohm for that cycle).
 
     Returns (log, truth): log maps BDF column names to arrays (with the optional columns
     named in ``columns``: "cycle", "step", "capacity", "soc"); truth maps
@@ -99,12 +100,13 @@ def make_log(cell, cycles, mode="half", dt_s=10.0, rest_s=0.0, z0=None, delay_s=
     parts, truth = [], {k: [] for k in ("q_chg_Ah", "q_dch_Ah", "e_chg_Wh", "e_dch_Wh")}
     step = 0
     for n, c in enumerate(cycles, start=1):
+        state["r0_ohm"] = c.get("r0_ohm", cell.r0_ohm)  # resistance growth over cycles
         order = [(-c["i_dch_A"], c["t_dch_s"]), (c["i_chg_A"], c["t_chg_s"])]
         if mode == "full":
             order.reverse()
         energy = {}
         for i_A, dur in order:
-            energy[i_A > 0] = _step_energy_Wh(cell, state["z"], i_A, dur, state["v_rc"])
+            energy[i_A > 0] = _step_energy_Wh(cell, state["z"], i_A, dur, state["v_rc"], state["r0_ohm"])
             for cur, d in ((i_A, dur), (0.0, rest_s)):
                 if d > 0:
                     rec = _run_step(cell, state, cur, d, dt_s, delay_s if parts else 0.0)

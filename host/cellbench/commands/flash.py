@@ -79,6 +79,9 @@ def run(args):
         tmp = tempfile.TemporaryDirectory(prefix="cellbench-flash-")
         build = Path(tmp.name)
     try:
+        if calibration is None:
+            print(f"note: no calibration for board {board_id!r} (boards/calibration/{board_id}.json); "
+                  "the firmware uses nominal values")
         mpy = compile_firmware(build)
         print(f"compiled {len(mpy)} modules for {MARCH} into {build}")
         for cmd in copy_commands(args.port, mpy, board_file, calibration):
@@ -88,8 +91,6 @@ def run(args):
             if subprocess.run(cmd).returncode != 0:
                 print(f"cellbench: flash failed at: {shlex.join(cmd)}", file=sys.stderr)
                 return 1
-        if calibration is None:
-            print(f"note: no calibration for board {board_id!r} (boards/calibration/{board_id}.json)")
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import session
 from ..errors import InputError
+from ..link import LinkError
 
 NAME = "run"
 HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
@@ -39,6 +40,15 @@ def open_transport(args):
     from ..transport import SerialTransport
 
     return SerialTransport(args.port), args.board
+
+
+def report_link_error(exc, transport, out):
+    """One line for a link failure (plus the simulator's last error line, if any)."""
+    kept = f" (log so far: {out})" if Path(out).exists() else ""
+    print(f"cellbench: link error: {exc}{kept}", file=sys.stderr)
+    tail = getattr(transport, "stderr_text", lambda: "")().strip().splitlines()
+    if tail:
+        print(f"cellbench: simulated board said: {tail[-1]}", file=sys.stderr)
 
 
 def sim_meta(args, transport):
@@ -81,6 +91,9 @@ def run(args):
                               tick_ms=args.tick_ms, force=args.force,
                               progress=None if args.quiet else session._write_stderr,
                               extra_meta=sim_meta(args, transport))
+    except LinkError as exc:
+        report_link_error(exc, transport, args.out)
+        return 1
     finally:
         transport.close()
     print_summary(summary, args.mass_mg)

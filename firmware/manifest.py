@@ -1,0 +1,14 @@
+# micropython-lib style manifest of the cellbench firmware (the files copied to the board).
+# Freeze it into an rp2 build with FROZEN_MANIFEST=<this file>, or deploy the same files
+# with mpy-cross + mpremote (docs/link.md describes what they speak once running).
+# main.py is the entry point; board.py is the only module that imports `machine`.
+metadata(version="0.1.0", description="cellbench coin-cell tester firmware")
+
+module("frame.py")     # line frames with CRC-32
+module("board.py")     # ADC, current source, relay, LED, watchdog
+module("safety.py")    # per-tick limits and fault bits
+module("steps.py")     # step table validation and the step engine
+module("record.py")    # record trigger and the acknowledged ring buffer
+module("ekf.py")       # optional SoC estimator (the firmware runs without it)
+module("link.py")      # commands, replies, the run state machine
+module("main.py")      # the tick loop
