@@ -11,7 +11,7 @@ State x (SI units), n = 3..5 entries:
     x[ib]           current bias b (A) when model.estimator.bias is true:
                     measured current = true current + b
 Model (docs/design.md), current i > 0 charges the cell:
-    v = OCV(z) + M*h + M0*s + R0(z)*i + sum(v_rc)
+    v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc)
     z'   = z + eta*i*dt/(3600*C)          (eta applies on charge only)
     v_rc'= a*v_rc + R*(1-a)*i,  a = exp(-dt/tau)          (exact for a held current)
     h'   = ah*h + (1-ah)*sign(i), ah = exp(-|i|*gamma*dt/(3600*C))
@@ -39,6 +39,8 @@ ITER_MAX = 5
 # Variance caps for the bounded states (SoC in [-0.05, 1.05], h in [-1, 1]).
 VAR_SOC_MAX = 1.0
 VAR_H_MAX = 1.0
+# SoC variance when nothing is known: uniform on [0, 1].
+VAR_UNKNOWN = 1.0 / 12.0
 # Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
 # h std 1e-4, bias std 1 pA).
 FLOOR_SOC = 1e-10
@@ -126,6 +128,15 @@ class Ekf:
                 raise ValueError("rc.tau_s: must be > 0")
         hy = model.get("hysteresis") or {}
         self.m_V = _num(hy, "m_V", 0.0)
+        # M(z): half the gap of the slow charge/discharge branches when the model has
+        # both (as the simulators do), else the constant m_V.
+        cv, dv = ocv.get("charge_V"), ocv.get("discharge_V")
+        if cv and dv:
+            if len(cv) != npt or len(dv) != npt:
+                raise ValueError("ocv.charge_V/discharge_V: one value per ocv.soc")
+            self.m_tab = [0.5 * (float(c) - float(d)) for c, d in zip(cv, dv)]
+        else:
+            self.m_tab = [self.m_V] * npt
         self.m0_V = _num(hy, "m0_V", 0.0)
         self.gamma = _num(hy, "gamma", 0.0)
         self.eta = _num(model, "coulombic_efficiency", 1.0)
@@ -156,10 +167,11 @@ class Ekf:
 
     # --- OCV table -------------------------------------------------------------------
     def _lookup(self, z):
-        """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC) at z.
+        """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC),
+        _m (V), _dm (V per unit SoC) and _seg (table segment) at z.
 
         OCV is piecewise linear and extrapolated linearly beyond the table (so the filter
-        still sees a slope at SoC -0.05 and 1.05); R0 is held at its end values.
+        still sees a slope at SoC -0.05 and 1.05); R0 and M are held at their end values.
         """
         pos = (z - self.z0) / self.dz
         last = len(self.ocv_V) - 2
@@ -171,16 +183,18 @@ class Ekf:
         v = self.ocv_V
         self._slope = (v[j + 1] - v[j]) / self.dz
         self._ocv = v[j] + frac * (v[j + 1] - v[j])
-        r = self.r0_ohm
+        r, m = self.r0_ohm, self.m_tab
         if frac <= 0.0:
-            self._r0 = r[j]
-            self._dr0 = 0.0
+            self._r0, self._m = r[j], m[j]
+            self._dr0 = self._dm = 0.0
         elif frac >= 1.0:
-            self._r0 = r[j + 1]
-            self._dr0 = 0.0
+            self._r0, self._m = r[j + 1], m[j + 1]
+            self._dr0 = self._dm = 0.0
         else:
             self._r0 = r[j] + frac * (r[j + 1] - r[j])
             self._dr0 = (r[j + 1] - r[j]) / self.dz
+            self._m = m[j] + frac * (m[j + 1] - m[j])
+            self._dm = (m[j + 1] - m[j]) / self.dz
 
     def ocv(self, z):
         """Open-circuit voltage (V) at SoC z, as the filter sees it."""
@@ -195,6 +209,7 @@ class Ekf:
         while j < last and v_V > v[j + 1]:
             j += 1
         z = self.z0 + (j + (v_V - v[j]) / (v[j + 1] - v[j])) * self.dz
+        self._outside = z < SOC_MIN or z > SOC_MAX
         return min(max(z, SOC_MIN), SOC_MAX)
 
     # --- public API ------------------------------------------------------------------
@@ -203,8 +218,11 @@ class Ekf:
 
         From a voltage the SoC is OCV^-1(v - R0*i) with h = 0; its variance comes from the
         voltage noise and the unknown hysteresis through the local OCV slope, so a reading
-        on a flat plateau honestly says it knows little. With neither, SoC 0.5 with the
-        variance of a uniform [0, 1] guess (or p0_soc if larger).
+        on a flat plateau honestly says it knows little. With neither, or from a voltage no
+        SoC in the clamp range explains (e.g. 0 before the first sample), the filter starts
+        again from the first sample whose voltage is credible (until then SoC 0.5 or the
+        clamped inversion, with the variance of a uniform [0, 1] guess). reset() is what a
+        host replaying the log from its first record does, so board and host agree.
         """
         n = self.n
         x, P = self.x, self.P
@@ -213,6 +231,7 @@ class Ekf:
         for k in range(n):
             x[k] = 0.0
         est = self._est
+        defer = False
         p0_soc = _num(est, "p0_soc", DEFAULTS["p0_soc"])
         p0_h = _num(est, "p0_h", DEFAULTS["p0_h"])
         ih = self.ih
@@ -230,16 +249,24 @@ class Ekf:
             self._lookup(z)
             z = self.soc_at(v - self._r0 * i_nA * 1e-9)
             self._lookup(z)
-            c = self.m_V / self._slope
-            P[0] = c * c * p0_h + (self.sigma_v / self._slope) ** 2
-            P[ih] = P[ih * n] = -c * p0_h
             x[0] = z
+            if self._outside:
+                # No OCV gives this voltage (not a rested cell, or no sample yet): say so,
+                # and start again from the first sample that is credible.
+                P[0] = VAR_UNKNOWN
+                defer = True
+            else:
+                c = self._m / self._slope
+                P[0] = c * c * p0_h + (self.sigma_v / self._slope) ** 2
+                P[ih] = P[ih * n] = -c * p0_h
         else:
             x[0] = 0.5
-            P[0] = max(p0_soc, 1.0 / 12.0)
+            P[0] = max(p0_soc, VAR_UNKNOWN)
+            defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
         self._s = 0.0
         self._fresh = True
+        self._defer = defer
         self._condition()
         self.v_model = 0.0
         self._publish()
@@ -249,8 +276,13 @@ class Ekf:
         previous sample (int). Predicts over dt_ms, then corrects with the voltage.
 
         dt_ms <= 0 is a repeated sample: it is ignored (no new information), except as the
-        first sample after reset(), which is a correction without prediction.
+        first sample after reset(), which is a correction without prediction. After a
+        reset from a voltage no OCV explains, each sample restarts the filter from its own
+        voltage until one is credible.
         """
+        if self._defer:
+            self.reset(v_uV=v_uV, i_nA=i_nA)
+            dt_ms = 0  # the state is defined at this sample: nothing to predict
         if dt_ms <= 0 and not self._fresh:
             return
         i = i_nA * 1e-9
@@ -323,12 +355,12 @@ class Ekf:
         """Model voltage and Jacobian row (into _h) at SoC z and the other states in x."""
         x, H, ih = self.x, self._h, self.ih
         self._lookup(z)
-        vm = self._ocv + self.m_V * x[ih] + self.m0_V * self._s + self._r0 * i
+        vm = self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
         for j in range(self.nrc):
             vm += x[1 + j]
             H[1 + j] = 1.0
-        H[0] = self._slope + self._dr0 * i
-        H[ih] = self.m_V
+        H[0] = self._slope + self._dr0 * i + self._dm * x[ih]
+        H[ih] = self._m
         if self.bias:
             H[self.ib] = -self._r0
         return vm

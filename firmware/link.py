@@ -19,7 +19,7 @@ import steps
 
 FW_VERSION = "0.1.0"
 LINK_VERSION = 1
-MAX_LINE = 8192       # longest framed line accepted (a LOAD of a long protocol)
+MAX_LINE = 4096       # longest framed line accepted (a 35-step LOAD is about 1 KB)
 RESERVE = 4           # ring slots kept for the events that end or pause a run
 SEND_BURST = 16       # ring lines written per output() call, so a re-send never stalls a tick
 
@@ -88,7 +88,10 @@ class Controller:
         self.lost = 0            # events that found no free slot
         self.error = ""          # the last internal error, for STATUS
         self.replies = []        # framed reply lines waiting for output()
-        self._buf = bytearray()
+        # One line buffer for the whole run: growing a bytearray byte by byte would
+        # reallocate it again and again and chop the heap into holes.
+        self._line = bytearray(MAX_LINE)
+        self._n = 0
         self._skip = False       # discarding the rest of an overlong line
         self._cmds = {"ID": self._id, "LOAD": self._load, "MODEL": self._model,
                       "START": self._start, "PAUSE": self._pause, "RESUME": self._resume,
@@ -104,19 +107,37 @@ class Controller:
             if c == 10:
                 if self._skip:
                     self._reply("ERR ? frame line too long")
-                elif self._buf:
-                    self.handle(bytes(self._buf))
-                self._buf = bytearray()
+                elif self._n:
+                    self._dispatch_line()
+                self._n = 0
                 self._skip = False
             elif not self._skip:
-                if len(self._buf) >= MAX_LINE:
+                if self._n >= MAX_LINE:
                     self._skip = True
-                    self._buf = bytearray()
+                    self._n = 0
                 else:
-                    self._buf.append(c)
+                    self._line[self._n] = c
+                    self._n += 1
+
+    def _dispatch_line(self):
+        try:
+            line = bytes(memoryview(self._line)[:self._n])
+        except MemoryError:
+            self._reply("ERR ? internal out of memory for the line")
+            return
+        self.handle(line)
 
     def handle(self, line):
-        """Handle one framed line (bytes); the reply goes to self.replies."""
+        """Handle one framed line (bytes); the reply goes to self.replies. Never raises."""
+        try:
+            self._handle(line)
+        except Exception as ex:  # e.g. MemoryError copying a long line: refuse, go on
+            try:
+                self._reply("ERR ? internal " + repr(ex)[:60].replace("\n", " "))
+            except Exception:
+                pass
+
+    def _handle(self, line):
         body = frame.decode(line)
         if body is None:
             self._reply("ERR ? frame checksum")
@@ -174,7 +195,7 @@ class Controller:
         model = _json_arg(arg)
         if not isinstance(model, dict):
             raise CommandError("json", "must be a JSON object")
-        factory = _estimator_class()
+        factory = estimator_class()
         if factory is not None:
             try:
                 factory(model)  # refuse a model the estimator cannot use, now
@@ -275,7 +296,7 @@ class Controller:
         self.est = None
         self.soc_ppm = -1
         self.std_ppm = -1
-        factory = _estimator_class()
+        factory = estimator_class()
         if factory is None or self.model is None:
             return
         try:
@@ -340,7 +361,8 @@ class Controller:
             self._end(FAULT, record.EV_FAULT)
         elif ended and not eng.advance():
             self._end(DONE, record.EV_END)
-        if self.state in (RUNNING, PAUSED) and self.ring.free() <= RESERVE:
+        st = self.state
+        if (st == RUNNING or st == PAUSED) and self.ring.free() <= RESERVE:
             # Pause at this safe point rather than overwrite what the host has not got.
             self.full_from = self.state
             eng.stop()
@@ -395,7 +417,7 @@ class Controller:
         return out
 
 
-def _estimator_class():
+def estimator_class():
     """ekf.Ekf if firmware/ekf.py is present, else None (the SoC fields stay -1)."""
     try:
         import ekf

@@ -19,31 +19,48 @@ import record
 
 RING_MAX = 1500           # records + events kept until the host acknowledges them
 RING_MIN = 64
-HEAP_RESERVE = 40 * 1024  # left free after the ring: JSON commands, the estimator, GC slack
+HEAP_RESERVE = 24 * 1024  # left free after the ring (besides HOLES): replies, JSON, GC slack
+HOLES = 4                 # contiguous blocks kept free through the ring's allocation, for
+HOLE = 4096               # the copies of a long LOAD/MODEL line and its parsed JSON
 
 
 def make_ring():
     """The record ring, as large as fits (up to RING_MAX) with HEAP_RESERVE bytes left.
 
-    Made after every import and board.load(), so it takes what is really left; if the
-    fragmented heap refuses it, or leaves less than the reserve, it shrinks by a quarter
-    and tries again (the ring's small chunks fit in the holes).
+    Made after every import and board.load(), so it takes what is really left (the
+    compiler's peaks are over by then); if the fragmented heap refuses it, or it leaves
+    less than the reserve, it shrinks by a quarter and tries again (its small chunks
+    fit in the holes the imports left).
     """
     gc.collect()
     n = max(RING_MIN, min(RING_MAX, (gc.mem_free() - HEAP_RESERVE) // record.BYTES_PER_SLOT))
     while True:
-        ring = None
         try:
             ring = record.Ring(n)
             gc.collect()
             if gc.mem_free() >= HEAP_RESERVE or n == RING_MIN:
                 return ring
+            del ring
         except MemoryError:
             if n == RING_MIN:
                 raise
-        ring = None
         gc.collect()
         n = max(RING_MIN, n * 3 // 4)
+
+
+def keep_holes():
+    """Claim up to HOLES contiguous blocks while the heap still has them.
+
+    The ring's chunks would otherwise fill every hole big enough for them; freed once
+    the ring is made, these are where long command lines and their JSON fit later.
+    """
+    held = []
+    for _ in range(HOLES):
+        try:
+            held.append(bytearray(HOLE))
+        except MemoryError:
+            break
+    return held
 
 
 def _ports():
@@ -62,7 +79,11 @@ def _write(out, lines):
 def main():
     b = board.load()
     b.off()
-    ctl = link.Controller(b, ring=make_ring())
+    link.estimator_class()  # import the estimator at boot, not in the middle of a MODEL
+    ctl = link.Controller(b, capacity=1)  # its line buffer first, while a hole fits it
+    held = keep_holes()
+    ctl.ring = make_ring()
+    del held
     gc.collect()
     inp, out = _ports()
     poll = select.poll()

@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (metadata() and module() are provided by MicroPython's manifest loader, not imports.)
 # micropython-lib style manifest of the cellbench firmware (the files copied to the board).
 # Freeze it into an rp2 build with FROZEN_MANIFEST=<this file>, or deploy the same files
 # with mpy-cross + mpremote (docs/link.md describes what they speak once running).

@@ -28,7 +28,17 @@ def _one_rc_table_model():
     return m
 
 
-MODELS = {"sloped_2rc_bias": SLOPED, "sloped_1rc_table": _one_rc_table_model(), "flat": FLAT}
+def _branch_model():
+    """FLAT with charge/discharge branches: M(z) = half their gap, varying with SoC."""
+    m = copy.deepcopy(FLAT)
+    gap = [0.01 + 0.03 * k / 20 for k in range(21)]
+    m["ocv"]["charge_V"] = [v + g for v, g in zip(m["ocv"]["voltage_V"], gap)]
+    m["ocv"]["discharge_V"] = [v - g for v, g in zip(m["ocv"]["voltage_V"], gap)]
+    return m
+
+
+MODELS = {"sloped_2rc_bias": SLOPED, "sloped_1rc_table": _one_rc_table_model(), "flat": FLAT,
+          "flat_branches": _branch_model()}
 
 
 def _log(model, samples=3000, offset=1e-6, seed=0, soc0=0.97):
@@ -86,13 +96,28 @@ def test_kernel_matches_firmware_filter_in_cpython(name):
     """The C kernel and firmware/ekf.py are one algorithm: agree to rounding."""
     model = MODELS[name]
     t, i_m, v_m, _ = _log(model, samples=1200)
-    t = t.copy()
+    t, v_m = t.copy(), v_m.copy()
     t[600] = t[599]  # a repeated sample
+    v_m[:3] = 0.0    # no credible OCV yet (a board sampled before the cell was connected)
     for soc0 in (None, 0.6):
         fast = estimate(model, t, i_m, v_m, soc0=soc0, full=True)
         slow = _estimate_python(filter_for(model), t, i_m, v_m, soc0, True)
         for key in ("soc", "soc_std", "v_model", "x", "P"):
             assert np.max(np.abs(fast[key] - slow[key])) < 1e-10, key
+
+
+def test_reset_without_a_sample_starts_from_the_first_credible_one():
+    """The link may reset the filter before the board has sampled (v = 0): the filter
+    must then start from the first real sample, as the host does from a log's first row."""
+    t, i_m, v_m, _ = _log(FLAT, samples=400)
+    host = estimate(FLAT, t, i_m, v_m)
+    for args in ((None, 0, 0), ()):  # a reset at 0 V, and a reset with nothing
+        f = filter_for(FLAT)
+        f.reset(*args)
+        assert f.std_ppm > 250_000  # it says it knows nothing
+        for k in range(t.size):
+            f.step(round(i_m[k] * 1e9), round(v_m[k] * 1e6), 1000)
+            assert abs(f.soc - host["soc"][k]) < 1e-6
 
 
 @pytest.mark.parametrize("name", ["sloped_2rc_bias", "flat"])
@@ -179,7 +204,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     log, model = tmp_path / "run.csv", tmp_path / "m.json"
     _write_log(log, np.arange(3.0), np.zeros(3), np.full(3, 3.7))
     model.write_text("{not json")
-    code = cli.main(["estimate", str(log), "--model", str(model), "--out", str(tmp_path / "o.csv")])
+    out = str(tmp_path / "o.csv")
+    code = cli.main(["estimate", str(log), "--model", str(model), "--out", out])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("cellbench: error: ") and err.count("\n") == 1
     code = cli.main(["estimate", str(tmp_path / "missing.csv"), "--model", str(model),

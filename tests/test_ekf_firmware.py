@@ -2,7 +2,7 @@
 an RP2040-sized heap) agrees with the host filter over the same generated log.
 
 The log is what the board sees: integer ms, uV and nA. A small driver script feeds it to
-Ekf.step line by line and prints soc, std and the integer ppm outputs back.
+Ekf.step line by line and prints soc, std and the integer ppm outputs back on stdout.
 """
 
 import json
@@ -14,7 +14,7 @@ import pytest
 
 from cellbench.benchmarks.ekf import FLAT, SLOPED, board_truth, cycling_profile, measured
 from cellbench.estimate import estimate, load_estimator_model
-from cellbench.paths import FIRMWARE, ROOT
+from cellbench.paths import FIRMWARE, MODELS, ROOT
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
@@ -26,7 +26,6 @@ soc0 = None if sys.argv[3] == "ocv" else float(sys.argv[3])
 f = ekf.Ekf(model)
 first = True
 last_t = 0
-out = open(sys.argv[4], "w")
 for line in open(sys.argv[2]):
     t_ms, v_uV, i_nA = [int(x) for x in line.split()]
     if first:
@@ -40,8 +39,7 @@ for line in open(sys.argv[2]):
         dt = t_ms - last_t
     last_t = t_ms
     f.step(i_nA, v_uV, dt)
-    out.write("%r %r %d %d\\n" % (f.soc, f.P[0] ** 0.5, f.soc_ppm, f.std_ppm))
-out.close()
+    print("%r %r %d %d" % (f.soc, f.P[0] ** 0.5, f.soc_ppm, f.std_ppm))
 """
 
 pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port missing")
@@ -65,17 +63,24 @@ def _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0):
     np.savetxt(tmp_path / "log.txt", np.column_stack([t_ms, v_uV, i_nA]), fmt="%d")
     # soc0 None: the filter starts from the OCV at the first sample
     args = [str(MICROPYTHON), "-X", "heapsize=180K", "driver.py", "model.json", "log.txt",
-            "ocv" if soc0 is None else repr(soc0), "out.txt"]
+            "ocv" if soc0 is None else repr(soc0)]
     env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
     res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
-    return np.loadtxt(tmp_path / "out.txt")
+    return np.array([line.split() for line in res.stdout.splitlines()], dtype=float)
 
 
-@pytest.mark.parametrize("model,soc0", [(SLOPED, 0.8), (SLOPED, None), (FLAT, 0.9)],
-                         ids=["sloped-soc0", "sloped-ocv", "flat-soc0"])
+LTO = MODELS / "lto-li-coin.json"
+
+
+@pytest.mark.parametrize("model,soc0", [(SLOPED, 0.8), (SLOPED, None), (FLAT, 0.9),
+                                        (str(LTO), 0.9)],
+                         ids=["sloped-soc0", "sloped-ocv", "flat-soc0", "lto-preset"])
 def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
+    if isinstance(model, str) and not LTO.exists():
+        pytest.skip("models/lto-li-coin.json not present")
+    model = load_estimator_model(model)
     t_ms, v_uV, i_nA = _board_log(model, 2500, seed=11)
     board = _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0)
     host = estimate(model, t_ms / 1000.0, i_nA * 1e-9, v_uV * 1e-6, soc0=soc0)

@@ -143,7 +143,7 @@ def test_status_model_pause_resume_stop(ctl, board):
 
 
 def test_model_without_or_with_estimator(ctl, board, monkeypatch):
-    monkeypatch.setattr(link, "_estimator_class", lambda: None)
+    monkeypatch.setattr(link, "estimator_class", lambda: None)
     assert ok_json(reply(ctl, 'MODEL {"capacity_Ah": 1e-4}'), "MODEL") == {"estimator": False}
 
     class Est:
@@ -154,7 +154,7 @@ def test_model_without_or_with_estimator(ctl, board, monkeypatch):
             self.n += 1
             self.soc_ppm += 1
 
-    monkeypatch.setattr(link, "_estimator_class", lambda: Est)
+    monkeypatch.setattr(link, "estimator_class", lambda: Est)
     assert ok_json(reply(ctl, 'MODEL {"capacity_Ah": 1e-4}'), "MODEL") == {"estimator": True}
     loaded(ctl)
     reply(ctl, "START")
@@ -173,7 +173,7 @@ def test_estimator_failure_keeps_the_run(ctl, board, monkeypatch):
         def step(self, i_nA, v_uV, dt_ms):
             raise ValueError("boom")
 
-    monkeypatch.setattr(link, "_estimator_class", lambda: Bad)
+    monkeypatch.setattr(link, "estimator_class", lambda: Bad)
     reply(ctl, "MODEL {}")
     loaded(ctl)
     reply(ctl, "START")

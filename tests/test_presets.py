@@ -131,3 +131,47 @@ def test_gr_curves_have_the_papers_shape(gr):
             assert np.all(middle < 0.2) and np.all(middle > 0.01)
         else:          # delithiation: a sloped plateau around 0.2-0.45 V
             assert np.all(middle > 0.15) and np.all(middle < 0.5)
+
+
+# ----------------------------------------------------------------- the board's plant
+
+def plant_rate_table(path, currents_A, window_V, tick_s=2.0):
+    """Average discharge capacity per rate (mAh/g) from the simulated board's own plant
+    (host/cellbench/sim/mpy/simcell.py), stepped tick by tick and stopped at the first
+    tick past the limit, as the firmware's step engine does: an independent
+    implementation of the same model file."""
+    import json
+    import sys
+    from cellbench.paths import SIM_MPY
+    if str(SIM_MPY) not in sys.path:
+        sys.path.insert(0, str(SIM_MPY))
+    import simcell
+    cell = simcell.Cell(json.loads(path.read_text()), 1.0)
+    low_V, high_V = window_V
+    q_dch = []
+    for current in currents_A:
+        for _ in range(CYCLES):
+            for i, limit_V in ((-current, low_V), (current, high_V)):
+                t = 0.0
+                while True:
+                    cell.step(i, tick_s)
+                    t += tick_s
+                    v = cell.voltage(i)
+                    if (v - limit_V) * i >= 0 or t > 1e5:
+                        break
+                if i < 0:
+                    q_dch.append(current * t / 3.6 / MASS_G)
+                cell.step(0.0, REST_S)
+    return np.array(q_dch).reshape(-1, CYCLES).mean(axis=1)
+
+
+def test_board_plant_reproduces_the_lto_table():
+    avg = plant_rate_table(MODELS / "lto-li-coin.json", [c * LTO_1C_A for c in LTO_RATES_C], [1.0, 2.5])
+    for rate, got, want in zip(LTO_RATES_C, avg, LTO_PAPER):
+        assert got < 2.0 if rate == 10 else within(got, want), f"{rate}C: {got:.1f} vs {want}"
+
+
+def test_board_plant_reproduces_the_gr_table():
+    avg = plant_rate_table(MODELS / "gr-li-coin.json", [d * MASS_G for d in GR_RATES_A_G], [0.01, 3.0])
+    for density, got, want in zip(GR_RATES_A_G, avg, GR_PAPER):
+        assert within(got, want), f"{density} A/g: {got:.1f} vs {want}"

@@ -55,6 +55,7 @@ _C_SOURCE = r"""
 #define FOLD C(1e-3)
 #define VAR_SOC_MAX C(1.0)
 #define VAR_H_MAX C(1.0)
+#define VAR_UNKNOWN (C(1.0) / C(12.0))
 #define ITER_MAX 5
 
 typedef struct {
@@ -64,18 +65,18 @@ typedef struct {
     double rc_ohm[2], rc_tau_s[2];
     double q[NX], floor_[NX], p0[NX];
     double p0_soc, soc0;
-    const double *ocv_V, *r0_ohm;
+    const double *ocv_V, *r0_ohm, *m_V_tab;
 } Params;
 
 typedef struct {
-    int n, ih, ib, nrc, npt, seg;
+    int n, ih, ib, nrc, npt, seg, defer;
     REAL x[NX], P[NX * NX], M[NX * NX], d[NX], g[NX], u[NX], h[NX], ph[NX], k[NX];
     REAL q[NX], floor_[NX];
     REAL pend, s;
-    REAL ocv, slope, r0, dr0;
+    REAL ocv, slope, r0, dr0, m, dm;
     REAL z0, dz, q_As, eta, m_V, m0_V, gamma, sigma_v, sigma_i, gate, i_rest;
     REAL rc_ohm[2], rc_tau_s[2];
-    REAL ocv_tab[256], r0_tab[256];
+    REAL ocv_tab[256], r0_tab[256], m_tab[256];
 } Ekf;
 
 static void lookup(Ekf *f, REAL z) {
@@ -85,19 +86,23 @@ static void lookup(Ekf *f, REAL z) {
     if (j > last) j = last;
     f->seg = j;
     REAL frac = pos - (REAL)j;
-    const REAL *v = f->ocv_tab, *r = f->r0_tab;
+    const REAL *v = f->ocv_tab, *r = f->r0_tab, *m = f->m_tab;
     f->slope = (v[j + 1] - v[j]) / f->dz;
     f->ocv = v[j] + frac * (v[j + 1] - v[j]);
-    if (frac <= C(0.0)) { f->r0 = r[j]; f->dr0 = C(0.0); }
-    else if (frac >= C(1.0)) { f->r0 = r[j + 1]; f->dr0 = C(0.0); }
-    else { f->r0 = r[j] + frac * (r[j + 1] - r[j]); f->dr0 = (r[j + 1] - r[j]) / f->dz; }
+    if (frac <= C(0.0)) { f->r0 = r[j]; f->m = m[j]; f->dr0 = f->dm = C(0.0); }
+    else if (frac >= C(1.0)) { f->r0 = r[j + 1]; f->m = m[j + 1]; f->dr0 = f->dm = C(0.0); }
+    else {
+        f->r0 = r[j] + frac * (r[j + 1] - r[j]); f->dr0 = (r[j + 1] - r[j]) / f->dz;
+        f->m = m[j] + frac * (m[j + 1] - m[j]); f->dm = (m[j + 1] - m[j]) / f->dz;
+    }
 }
 
-static REAL soc_at(const Ekf *f, REAL v_V) {
+static REAL soc_at(const Ekf *f, REAL v_V, int *outside) {
     const REAL *v = f->ocv_tab;
     int last = f->npt - 2, j = 0;
     while (j < last && v_V > v[j + 1]) j++;
     REAL z = f->z0 + ((REAL)j + (v_V - v[j]) / (v[j + 1] - v[j])) * f->dz;
+    *outside = z < SOC_MIN || z > SOC_MAX;
     return z < SOC_MIN ? SOC_MIN : (z > SOC_MAX ? SOC_MAX : z);
 }
 
@@ -127,22 +132,29 @@ static void condition(Ekf *f) {
 
 static void reset(Ekf *f, const Params *p, int soc_given, REAL soc, REAL v, REAL i) {
     int n = f->n, ih = f->ih;
+    f->defer = 0;
     for (int k = 0; k < n * n; k++) f->P[k] = C(0.0);
     for (int k = 0; k < n; k++) { f->x[k] = C(0.0); f->P[k * n + k] = (REAL)p->p0[k]; }
     if (soc_given) {
         f->x[0] = soc < SOC_MIN ? SOC_MIN : (soc > SOC_MAX ? SOC_MAX : soc);
         f->P[0] = (REAL)p->p0_soc;
     } else {
-        REAL z = soc_at(f, v);
+        int outside;
+        REAL z = soc_at(f, v, &outside);
         lookup(f, z);
-        z = soc_at(f, v - f->r0 * i);
+        z = soc_at(f, v - f->r0 * i, &outside);
         lookup(f, z);
-        REAL p0_h = f->P[ih * n + ih];
-        REAL c = f->m_V / f->slope;
-        REAL sv = f->sigma_v / f->slope;
-        f->P[0] = c * c * p0_h + sv * sv;
-        f->P[ih] = f->P[ih * n] = -c * p0_h;
         f->x[0] = z;
+        f->defer = outside;
+        if (outside) {
+            f->P[0] = VAR_UNKNOWN;
+        } else {
+            REAL p0_h = f->P[ih * n + ih];
+            REAL c = f->m / f->slope;
+            REAL sv = f->sigma_v / f->slope;
+            f->P[0] = c * c * p0_h + sv * sv;
+            f->P[ih] = f->P[ih * n] = -c * p0_h;
+        }
     }
     f->pend = C(0.0);
     f->s = C(0.0);
@@ -198,10 +210,10 @@ static REAL measure(Ekf *f, REAL z, REAL i) {
     int ih = f->ih;
     REAL *x = f->x, *H = f->h;
     lookup(f, z);
-    REAL vm = f->ocv + f->m_V * x[ih] + f->m0_V * f->s + f->r0 * i;
+    REAL vm = f->ocv + f->m * x[ih] + f->m0_V * f->s + f->r0 * i;
     for (int j = 0; j < f->nrc; j++) { vm += x[1 + j]; H[1 + j] = C(1.0); }
-    H[0] = f->slope + f->dr0 * i;
-    H[ih] = f->m_V;
+    H[0] = f->slope + f->dr0 * i + f->dm * x[ih];
+    H[ih] = f->m;
     if (f->ib >= 0) H[f->ib] = -f->r0;
     return vm;
 }
@@ -259,7 +271,8 @@ static REAL update(Ekf *f, REAL i, REAL v) {
     }
     for (int r = 0; r < n; r++) {
         REAL kr = K[r] * R;
-        for (int c = r; c < n; c++) P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c];
+        for (int c = r; c < n; c++)
+            P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c];
     }
     return vm0;
 }
@@ -277,18 +290,30 @@ int ekf_run(const Params *p, long ns, const double *t_s, const double *i_A, cons
     f.m_V = (REAL)p->m_V; f.m0_V = (REAL)p->m0_V; f.gamma = (REAL)p->gamma;
     f.sigma_v = (REAL)p->sigma_v; f.sigma_i = (REAL)p->sigma_i; f.gate = (REAL)p->gate;
     f.i_rest = (REAL)p->i_rest;
-    for (int j = 0; j < 2; j++) { f.rc_ohm[j] = (REAL)p->rc_ohm[j]; f.rc_tau_s[j] = (REAL)p->rc_tau_s[j]; }
+    for (int j = 0; j < 2; j++) {
+        f.rc_ohm[j] = (REAL)p->rc_ohm[j];
+        f.rc_tau_s[j] = (REAL)p->rc_tau_s[j];
+    }
     for (int k = 0; k < NX; k++) { f.q[k] = (REAL)p->q[k]; f.floor_[k] = (REAL)p->floor_[k]; }
-    for (int k = 0; k < p->npt; k++) { f.ocv_tab[k] = (REAL)p->ocv_V[k]; f.r0_tab[k] = (REAL)p->r0_ohm[k]; }
+    for (int k = 0; k < p->npt; k++) {
+        f.ocv_tab[k] = (REAL)p->ocv_V[k];
+        f.r0_tab[k] = (REAL)p->r0_ohm[k];
+        f.m_tab[k] = (REAL)p->m_V_tab[k];
+    }
     int n = f.n;
     for (long s = 0; s < ns; s++) {
         /* the board receives integer nA, uV, ms and scales them */
         REAL i = (REAL)i_A[s], v = (REAL)v_V[s];
+        double dt = s ? t_s[s] - t_s[s - 1] : 0.0;
+        int first = s == 0;
         if (s == 0) {
             reset(&f, p, p->soc_given, (REAL)p->soc0, v, i);
+        } else if (f.defer) {  /* no credible OCV yet: restart from this sample */
+            reset(&f, p, 0, C(0.0), v, i);
+            first = 1;
+            dt = 0.0;
         }
-        double dt = s ? t_s[s] - t_s[s - 1] : 0.0;
-        if (s == 0 || dt > 0.0) {
+        if (first || dt > 0.0) {
             if (f.ib >= 0) i = i - f.x[f.ib];
             if (i > f.i_rest) f.s = C(1.0);
             else if (i < -f.i_rest) f.s = C(-1.0);
@@ -300,7 +325,10 @@ int ekf_run(const Params *p, long ns, const double *t_s, const double *i_A, cons
         }
         soc[s] = (double)(f.x[0] + f.pend);
         std[s] = (double)SQRT(f.P[0]);
-        if (x_out) { for (int k = 0; k < n; k++) x_out[s * n + k] = (double)f.x[k]; x_out[s * n] = soc[s]; }
+        if (x_out) {
+            for (int k = 0; k < n; k++) x_out[s * n + k] = (double)f.x[k];
+            x_out[s * n] = soc[s];  /* SoC with the pending sum */
+        }
         if (P_out) for (int k = 0; k < n * n; k++) P_out[s * n * n + k] = (double)f.P[k];
     }
     return n;
@@ -321,6 +349,7 @@ class _Params(ctypes.Structure):
         ("q", ctypes.c_double * 5), ("floor_", ctypes.c_double * 5), ("p0", ctypes.c_double * 5),
         ("p0_soc", ctypes.c_double), ("soc0", ctypes.c_double),
         ("ocv_V", ctypes.POINTER(ctypes.c_double)), ("r0_ohm", ctypes.POINTER(ctypes.c_double)),
+        ("m_V_tab", ctypes.POINTER(ctypes.c_double)),
     ]
 
 
@@ -445,9 +474,10 @@ def _params(ekf, soc0) -> tuple:
     p.soc0 = float(soc0) if soc0 is not None else 0.0
     ocv = np.ascontiguousarray(ekf.ocv_V, dtype=np.float64)
     r0 = np.ascontiguousarray(ekf.r0_ohm, dtype=np.float64)
+    m = np.ascontiguousarray(ekf.m_tab, dtype=np.float64)
     dp = ctypes.POINTER(ctypes.c_double)
-    p.ocv_V, p.r0_ohm = ocv.ctypes.data_as(dp), r0.ctypes.data_as(dp)
-    return p, (ocv, r0)
+    p.ocv_V, p.r0_ohm, p.m_V_tab = (a.ctypes.data_as(dp) for a in (ocv, r0, m))
+    return p, (ocv, r0, m)
 
 
 def _check_inputs(t_s, i_A, v_V):

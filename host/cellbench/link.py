@@ -10,6 +10,7 @@ the board can free its ring (it holds every unacknowledged line, and pauses the 
 a FULL event rather than drop one).
 """
 
+import inspect
 import json
 import time
 
@@ -22,6 +23,18 @@ RECORD_FIELDS = ("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cyc
 # re-sent only when the board said it could not read our line ("ERR ? frame ...").
 RETRY_SAFE = ("ID", "STATUS", "LOAD", "MODEL", "STOP")
 GARBLED = "?"  # the cmd of the board's reply to a line it could not decode
+# Longest single blocking read on a transport that accepts a timeout (the simulator's
+# readline blocks until a line comes): short, so reply and idle deadlines are kept.
+READ_SLICE_S = 0.5
+
+
+def _takes_timeout(readline):
+    """True if ``readline`` accepts ``timeout_s=`` (SimBoard does; pyserial's does not)."""
+    try:
+        params = inspect.signature(readline).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "timeout_s" or p.kind == p.VAR_KEYWORD for p in params)
 
 
 class LinkError(Exception):
@@ -102,6 +115,7 @@ class Link:
         self._last_ack_s = time.monotonic()
         self._resend_at = None     # when the last SEND went out (None: none outstanding)
         self._garbled = False      # the board said it could not decode a line of ours
+        self._timed_read = _takes_timeout(transport.readline)
 
     # ------------------------------------------------------------ commands
 
@@ -194,6 +208,8 @@ class Link:
 
     def _readline(self):
         try:
+            if self._timed_read:
+                return self.transport.readline(timeout_s=READ_SLICE_S)
             return self.transport.readline()
         except TimeoutError:  # the simulator's blocking read gave up: nothing arrived
             return b""

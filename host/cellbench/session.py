@@ -197,11 +197,12 @@ class Session:
         self.progress = progress
         self.link = Link(transport)
         self.log = None
+        self.ident = None
         self.table = None
         self.summary = {"out": str(self.out_path), "rows": 0, "stop_reason": None}
 
     def prepare(self):
-        """ID, compile against the board, LOAD, MODEL; open the log. Returns the table."""
+        """ID, compile against the board, LOAD, MODEL. Returns the table."""
         ident = self.link.command("ID")
         if self.board is None:
             board_id = ident.get("board") if isinstance(ident, dict) else None
@@ -212,8 +213,7 @@ class Session:
         self._command("LOAD", _compact(self.table))
         if self.model is not None:
             self._command("MODEL", _compact(self.model))
-        self.log = bdflog.LogWriter(self.out_path, with_soc=self.model is not None,
-                                    meta=self._meta(ident), force=self.force)
+        self.ident = ident
         return self.table
 
     def _command(self, name, *args):
@@ -242,13 +242,15 @@ class Session:
         }
 
     def stream(self):
-        """START and log every record until an end event (or the board goes quiet)."""
+        """START, open the log, and log every record until an end event (or the board goes quiet)."""
         capacity = (self.protocol.get("sample") or {}).get("capacity_mAh")
         durations = proto.planned_durations_s(self.table, capacity)
         show = Progress(self.table, durations, self.mass_mg, self.progress) if self.progress else None
         started = self.link.command("START")
         self.link.reset_sequence(started["seq"])  # the START event's seq opens this run
-        self.log.meta["started_unix_s"] = self.log.start_unix_s = time.time()
+        # The log exists only once the board runs: a refused START leaves no empty log.
+        self.log = bdflog.LogWriter(self.out_path, with_soc=self.model is not None,
+                                    meta=self._meta(self.ident), force=self.force)
         last = None
         for kind, msg in self.link.messages(idle_timeout_s=self._idle_s()):
             if kind == "record":
@@ -280,19 +282,23 @@ class Session:
         return max(30.0, 3 * self.table["record"]["dt_ms"] / 1000)
 
     def stop(self, reason):
-        """Ask the board to stop (current off) and drain what it still sends."""
+        """Ask the board to stop (current off) and log what it still sends. Never raises
+        LinkError: the stop is best effort on a link that may be gone."""
         self.summary["stop_reason"] = reason
         try:
             self.link.command("STOP")
+            if self.log is None:
+                return
             for kind, msg in self.link.messages(idle_timeout_s=3.0):
                 if kind == "record":
                     self.log.write(msg)
-                else:
-                    self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
-                    if msg["kind"] in END_EVENTS:
-                        break
+                    continue
+                self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
+                if msg["kind"] in END_EVENTS:
+                    break
         except (LinkError, OSError) as exc:
-            self.log.event("stop_failed", message=str(exc))
+            if self.log is not None:
+                self.log.event("stop_failed", message=str(exc))
 
     def _finish(self, last):
         if last:
@@ -317,18 +323,19 @@ def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path
     """
     s = Session(protocol_path, transport, out_path, board, mass_mg, model_path, tick_ms,
                 force, progress, extra_meta)
+    s.prepare()  # nothing runs yet: errors here need no STOP
     try:
-        s.prepare()
         s.stream()
     except KeyboardInterrupt:
-        if s.log is not None:
-            s.stop("interrupted")
+        s.stop("interrupted")
         raise
     except LinkError as exc:
         if s.log is not None:
             s.log.event("link_error", message=str(exc))
-            s.summary["stop_reason"] = f"link error: {exc}"
-            s.stop(f"link error: {exc}")
+        s.stop(f"link error: {exc}")
+        raise
+    except BaseException as exc:  # a host bug or a full disk: the current goes off first
+        s.stop(f"host error: {exc!r}")
         raise
     finally:
         s.close()

@@ -87,7 +87,7 @@ def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
     sim = ecm.simulate(model, t_s, shifted, soc0, h0=h0, v_rc0=v_rc0)
     hy = model["hysteresis"]
     s = held_sign(i_A)
-    v = (sim["ocv_V"] + hy["m_V"] * sim["h"] + hy["m0_V"] * s
+    v = (sim["ocv_V"] + cellmodel.hysteresis_V(model, sim["soc"]) * sim["h"] + hy["m0_V"] * s
          + cellmodel.r0(model, sim["soc"]) * i_A + sim["v_rc"].sum(axis=1))
     return {"soc": sim["soc"], "v_V": v, "h": sim["h"], "v_rc": sim["v_rc"], "ocv_V": sim["ocv_V"]}
 
@@ -127,7 +127,8 @@ def fit_one_rc(model, t_s, i_A, truth) -> dict:
     """
     model = load_estimator_model(model)
     hy = model["hysteresis"]
-    over = (truth["v_V"] - truth["ocv_V"] - hy["m_V"] * truth["h"]
+    m_z = cellmodel.hysteresis_V(model, truth["soc"])
+    over = (truth["v_V"] - truth["ocv_V"] - m_z * truth["h"]
             - hy["m0_V"] * held_sign(i_A) - cellmodel.r0(model, truth["soc"]) * i_A)
     best = None
     dt = float(t_s[1] - t_s[0])  # the profiles here are uniformly sampled
@@ -264,10 +265,13 @@ class FilterpyTwin:
         r0 = float(cellmodel.r0(m, z))
         inside = self.grid[0] < z < self.grid[-1] and z != self.grid[j]
         dr0 = (self.r0_tab[j + 1] - self.r0_tab[j]) / self.dz if inside else 0.0
+        m_z = float(cellmodel.hysteresis_V(m, z))
+        m_tab = cellmodel.hysteresis_V(m, self.grid)
+        dm = (m_tab[j + 1] - m_tab[j]) / self.dz if inside else 0.0
         hy = m["hysteresis"]
-        v = ocv + hy["m_V"] * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum()
+        v = ocv + m_z * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum()
         H = np.zeros((1, self.n))
-        H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i, 1.0, hy["m_V"]
+        H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i + dm * x[ih, 0], 1.0, m_z
         if self.bias:
             H[0, -1] = -r0
         return float(v), H, r0

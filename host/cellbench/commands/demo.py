@@ -34,21 +34,33 @@ def add_arguments(parser):
 
 
 def rate_rows(log_path):
-    """(rate label, cycles, measured mean mAh/g) per rate block, from the analysis helper."""
+    """(rate in C, rate label, cycles, mean mAh/g) per rate block, from the analysis helper."""
     from ..analyze import analyze_log
     from ..analyze.rates import rate_label
 
     result = analyze_log(log_path, mass_mg=MASS_MG, figures=False)
-    return [(rate_label(b["rate"], b["rate_unit"]), f"{b['first_cycle']}-{b['last_cycle']}",
-             b["mean_q_dch"]) for b in result.rate_blocks]
+    return [(b["rate"] if b["rate_unit"] == "C" else None, rate_label(b["rate"], b["rate_unit"]),
+             f"{b['first_cycle']}-{b['last_cycle']}", b["mean_q_dch"]) for b in result.rate_blocks]
+
+
+def paper_values(rows, tol=0.1):
+    """The paper's figure for each block: the first unused entry at the same C-rate."""
+    unused = list(PAPER_MAH_G)
+    out = []
+    for rate, *_ in rows:
+        match = next((p for p in unused if rate and abs(p[0] - rate) <= tol * p[0]), None)
+        if match:
+            unused.remove(match)
+        out.append(match[1] if match else None)
+    return out
 
 
 def format_table(rows):
-    """Measured blocks side by side with the paper's values (matched in order)."""
+    """Measured blocks side by side with the paper's values."""
     lines = [f"{'rate':<8}{'cycles':<10}{'sim mAh/g':>10}{'paper mAh/g':>13}"]
-    for k, (label, cycles, q) in enumerate(rows):
-        paper = f"{PAPER_MAH_G[k][1]:.1f}" if k < len(PAPER_MAH_G) else ""
-        lines.append(f"{label:<8}{cycles:<10}{q:>10.1f}{paper:>13}")
+    for (_, label, cycles, q), paper in zip(rows, paper_values(rows)):
+        ref = "" if paper is None else f"{paper:.1f}"
+        lines.append(f"{label:<8}{cycles:<10}{q:>10.1f}{ref:>13}")
     return "\n".join(lines)
 
 

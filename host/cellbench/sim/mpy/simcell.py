@@ -24,7 +24,7 @@ Environment (set by cellbench.sim.start_board): CELLBENCH_SIM_CELL (model JSON p
 CELLBENCH_SIM_SOC0 (initial SoC; default the model's ``sim_soc0``, else the board's
 ``sim.soc0``, else 1.0), CELLBENCH_SIM_SEED, CELLBENCH_SIM_TRUTH (CSV of truth rows
 ``t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah`` every ``sim.truth_dt_s`` and at every current
-change, flushed per row), CELLBENCH_SIM_STATS (memory/time statistics, see
+change, each row handed to the OS at once), CELLBENCH_SIM_STATS (memory/time statistics, see
 :meth:`Plant.write_stats`), CELLBENCH_SIM_FAULTS (comma-separated ``kind@t_s``; kind
 ``open``: the cell is removed at t_s, the terminal then reads the compliance limit in
 the direction of the setpoint and no current flows).
@@ -46,6 +46,7 @@ except (ImportError, AttributeError):  # CPython, or a build without memory stat
 ADC_Q = 1024  # fixed point of the simulated RP2040 input: 1/1024 LSB
 NOISE_N = 1024  # entries in the seeded standard-normal table
 NOISE_Q = 1024  # its fixed point
+STATS_DT_US = 600000000  # virtual time between lines of the stats file
 
 
 def _getenv(name, default=None):
@@ -233,7 +234,7 @@ def _normal_table(lcg):
 class Plant:
     """The board's analog side and the cell, advanced lazily in virtual time."""
 
-    def __init__(self, board, cell, clock, seed=0, truth_path=None, faults=""):
+    def __init__(self, board, cell, clock, seed=0, truth_path=None, faults="", stats_path=None):
         sim = board.get("sim") or {}
         self.clock = clock  # callable returning virtual microseconds
         self.cell = cell
@@ -275,6 +276,8 @@ class Plant:
         self.alloc_bytes = 0  # heap the plant itself allocated while advancing
         self._truth = None
         self._truth_last_us = -1
+        self._stats = open(stats_path, "w") if stats_path else None
+        self._stats_last_us = self.t_us
         if truth_path:
             self._truth = open(truth_path, "w")
             self._truth.write("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n")
@@ -340,6 +343,9 @@ class Plant:
         self.ticks += 1
         self._update_inputs()
         self.alloc_bytes += _mem_total() - m0
+        if self._stats and now - self._stats_last_us >= STATS_DT_US:
+            self._stats_last_us = now
+            self.write_stats(self._stats)
 
     def _apply_faults(self):
         for kind, tf in self.faults:
@@ -374,7 +380,8 @@ class Plant:
         c = self.cell
         self._truth.write("%.6f,%.9e,%.6f,%.8f,%.9e,%.9e\n" % (
             self.t_us * 1e-6, self.i_A, self.v_V, c.z, c.q_chg_Ah, c.q_dch_Ah))
-        self._truth.flush()
+        # no flush(): MicroPython's posix files write() straight to the OS (no user-space
+        # buffer), so a killed process leaves every row; flush() would fsync (~2 ms each)
         self._truth_last_us = self.t_us
 
     # ---- board-facing inputs ----------------------------------------------------
@@ -423,8 +430,9 @@ class Plant:
         return -32768 if code < -32768 else (32767 if code > 32767 else code)
 
     def write_stats(self, f):
-        """One line: virtual s, lazy advances, heap bytes allocated in total and by the
-        plant, peak and current heap (micropython.mem_* when available)."""
+        """One line (every STATS_DT_US of virtual time, to CELLBENCH_SIM_STATS): virtual s,
+        lazy advances (about one per firmware tick), heap bytes allocated in total and by
+        the plant itself, peak and current heap (micropython.mem_* when available)."""
         try:
             peak = micropython.mem_peak()
             current = micropython.mem_current()
@@ -432,7 +440,6 @@ class Plant:
             peak = current = 0
         f.write("%d %d %d %d %d %d\n" % (self.t_us // 1000000, self.ticks, _mem_total(),
                                          self.alloc_bytes, peak, current))
-        f.flush()
 
 
 _plant = None
@@ -452,5 +459,6 @@ def plant():
         soc0 = float(_getenv("CELLBENCH_SIM_SOC0", model.get("sim_soc0", sim.get("soc0", 1.0))))
         seed = int(_getenv("CELLBENCH_SIM_SEED", sim.get("seed", 0)))
         _plant = Plant(board, Cell(model, soc0), vclock.now_us, seed,
-                       _getenv("CELLBENCH_SIM_TRUTH"), _getenv("CELLBENCH_SIM_FAULTS", ""))
+                       _getenv("CELLBENCH_SIM_TRUTH"), _getenv("CELLBENCH_SIM_FAULTS", ""),
+                       _getenv("CELLBENCH_SIM_STATS"))
     return _plant
