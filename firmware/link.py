@@ -10,6 +10,7 @@ INTERNAL fault bit. main.py only owns the clock and the serial port.
 Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers on the link.
 """
 
+import binascii
 import json
 
 import frame
@@ -19,9 +20,11 @@ import steps
 
 FW_VERSION = "0.1.0"
 LINK_VERSION = 1
-MAX_LINE = 4096       # longest framed line accepted (a 35-step LOAD is about 1 KB)
+MAX_LINE = 12288      # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)
 RESERVE = 4           # ring slots kept for the events that end or pause a run
 SEND_BURST = 16       # ring lines written per output() call, so a re-send never stalls a tick
+
+T_MASK = 0xFFFFFFFF   # record t_ms field width (array 'I')
 
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
@@ -39,9 +42,15 @@ class CommandError(Exception):
     """A command was refused: args are (field, message) for the ERR reply."""
 
 
+# Command arguments arrive as memoryviews into the line buffer (see Controller.feed).
+
+def _text(arg):
+    return bytes(arg).decode().strip()
+
+
 def _seq_arg(arg, field):
     try:
-        n = int(arg)
+        n = int(_text(arg))
     except ValueError:
         raise CommandError(field, "must be an integer")
     if n < 0:
@@ -50,47 +59,73 @@ def _seq_arg(arg, field):
 
 
 def _no_arg(arg):
-    if arg:
+    if _text(arg):
         raise CommandError("args", "takes no arguments")
 
 
 def _json_arg(arg):
     try:
-        return json.loads(arg)
+        return json.loads(bytes(arg))  # one copy of the text; no str made from it
     except ValueError:
         raise CommandError("json", "not valid JSON")
+
+
+def frame_body_len(buf, n):
+    """Length of the body of the framed line buf[:n] (no newline), or -1 if malformed.
+
+    Same rules as frame.decode (last '*', 8 hex digits, CRC-32 of the body, ASCII body),
+    checked in place: a 7 KB MODEL line needs no copies before its JSON is parsed.
+    """
+    while n and buf[n - 1] == 13:
+        n -= 1
+    cut = n - 9
+    if cut < 0 or buf[cut] != frame.SEP:
+        return -1
+    mv = memoryview(buf)
+    try:
+        crc = int(bytes(mv[cut + 1:n]), 16)
+    except ValueError:
+        return -1
+    if crc != binascii.crc32(mv[:cut]) & 0xFFFFFFFF:
+        return -1
+    for k in range(cut):
+        if buf[k] > 127:
+            return -1
+    return cut
 
 
 class Controller:
     """One board's run: state, ring of records, replies waiting to be written.
 
     capacity: ring slots (records + events) kept until the host acknowledges them;
-    ring: a record.Ring made earlier (main.py allocates it before the heap fragments).
+    ring: a record.Ring made by the caller; line: a bytearray(MAX_LINE) line buffer.
     """
 
-    def __init__(self, board, capacity=1500, ring=None):
+    def __init__(self, board, capacity=1500, ring=None, line=None):
         self.board = board
         self.ring = ring if ring is not None else record.Ring(capacity)
         self.trigger = record.Trigger()
         self.safety = safety.Safety(board)
         self.engine = steps.Engine(board)
         self.table = None
-        self.model = None
-        self.est = None
+        self.model = None        # {} once MODEL was accepted (see _model)
+        self.model_est = None    # the estimator MODEL built
+        self.est = None          # the estimator of the current run
         self.state = IDLE
         self.full_from = RUNNING
         self.fault = 0
         self.t_ms = 0
         self.tick_ms = board.tick_ms
+        self.resync = False      # set by START: the loop should restart its tick clock
         self.soc_ppm = -1
         self.std_ppm = -1
         self.cursor = 0          # next seq to write to the link
         self.lost = 0            # events that found no free slot
         self.error = ""          # the last internal error, for STATUS
         self.replies = []        # framed reply lines waiting for output()
-        # One line buffer for the whole run: growing a bytearray byte by byte would
-        # reallocate it again and again and chop the heap into holes.
-        self._line = bytearray(MAX_LINE)
+        # One line buffer for the whole run (main.py allocates it first thing): growing a
+        # bytearray byte by byte would reallocate it again and again and chop the heap.
+        self._line = line if line is not None else bytearray(MAX_LINE)
         self._n = 0
         self._skip = False       # discarding the rest of an overlong line
         self._cmds = {"ID": self._id, "LOAD": self._load, "MODEL": self._model,
@@ -108,44 +143,46 @@ class Controller:
                 if self._skip:
                     self._reply("ERR ? frame line too long")
                 elif self._n:
-                    self._dispatch_line()
+                    self._line_done()
                 self._n = 0
                 self._skip = False
             elif not self._skip:
-                if self._n >= MAX_LINE:
+                if self._n >= len(self._line):
                     self._skip = True
                     self._n = 0
                 else:
                     self._line[self._n] = c
                     self._n += 1
 
-    def _dispatch_line(self):
-        try:
-            line = bytes(memoryview(self._line)[:self._n])
-        except MemoryError:
-            self._reply("ERR ? internal out of memory for the line")
-            return
-        self.handle(line)
-
     def handle(self, line):
-        """Handle one framed line (bytes); the reply goes to self.replies. Never raises."""
+        """Handle one framed line (bytes, newline optional) as if it came through feed()."""
+        self._n = 0
+        self._skip = False
+        self.feed(line if line.endswith(b"\n") else line + b"\n")
+
+    def _line_done(self):
+        # Never raises: a failure (e.g. MemoryError on a long line) is refused with ERR.
         try:
-            self._handle(line)
-        except Exception as ex:  # e.g. MemoryError copying a long line: refuse, go on
+            self._dispatch()
+        except Exception as ex:
             try:
                 self._reply("ERR ? internal " + repr(ex)[:60].replace("\n", " "))
             except Exception:
                 pass
 
-    def _handle(self, line):
-        body = frame.decode(line)
-        if body is None:
+    def _dispatch(self):
+        buf = self._line
+        end = frame_body_len(buf, self._n)
+        if end < 0:
             self._reply("ERR ? frame checksum")
             return
-        cut = body.find(" ")
-        name = body if cut < 0 else body[:cut]
-        arg = "" if cut < 0 else body[cut + 1:].strip()
-        fn = self._cmds.get(name)
+        cut = 0
+        while cut < end and buf[cut] != 32:
+            cut += 1
+        mv = memoryview(buf)
+        name = bytes(mv[:min(cut, 16)]).decode()
+        arg = mv[cut + 1:end] if cut < end else mv[end:end]
+        fn = self._cmds.get(name) if cut <= 16 else None
         if fn is None:
             shown = name if 0 < len(name) <= 12 and name.isalpha() else "?"
             self._reply("ERR %s cmd unknown command" % shown)
@@ -196,13 +233,17 @@ class Controller:
         if not isinstance(model, dict):
             raise CommandError("json", "must be a JSON object")
         factory = estimator_class()
+        est = None
         if factory is not None:
             try:
-                factory(model)  # refuse a model the estimator cannot use, now
+                est = factory(model)  # refuse a model the estimator cannot use, now
             except Exception as ex:
                 raise CommandError("model", repr(ex)[:80])
-        self.model = model
-        return {"estimator": factory is not None}
+        # Keep the estimator, not the parsed JSON (a 7 KB model is tens of KB of objects);
+        # the dict is kept only for an estimator that cannot reset() itself.
+        self.model_est = est
+        self.model = model if est is not None and not hasattr(est, "reset") else {}
+        return {"estimator": est is not None}
 
     def _start(self, arg):
         _no_arg(arg)
@@ -221,6 +262,7 @@ class Controller:
         b = self.board
         self.trigger.mark(0, b.v_uV, b.i_nA)
         self.state = RUNNING
+        self.resync = True  # main.py restarts the tick clock: the first dt starts now
         seq = self._event(record.EV_START)
         return {"seq": seq, "tick_ms": self.tick_ms}
 
@@ -296,13 +338,14 @@ class Controller:
         self.est = None
         self.soc_ppm = -1
         self.std_ppm = -1
-        factory = estimator_class()
-        if factory is None or self.model is None:
+        est = self.model_est
+        if est is None:
             return
         try:
-            est = factory(self.model)
             if hasattr(est, "reset"):
-                est.reset(None, self.board.v_uV, self.board.i_nA)
+                est.reset(None, self.board.v_uV, self.board.i_nA)  # SoC from the rested voltage
+            else:
+                est = self.model_est = type(est)(self.model)
             self.est = est
         except Exception as ex:
             self.error = "estimator: " + repr(ex)[:60]
@@ -389,7 +432,8 @@ class Controller:
         e = self.engine
         b = self.board
         a = e.acc
-        return self.ring.put(kind, self.t_ms, b.v_uV, b.i_nA, e.step_count, e.step_index,
+        # t_ms is stored modulo 2**32 (49.7 days; the host unwraps it, it only grows).
+        return self.ring.put(kind, self.t_ms & T_MASK, b.v_uV, b.i_nA, e.step_count, e.step_index,
                              e.cycle, e.step_no, e.step_type, self.fault, a[steps.Q_CHG],
                              a[steps.Q_DCH], a[steps.Q_STEP], a[steps.E_CHG], a[steps.E_DCH],
                              self.soc_ppm, self.std_ppm)

@@ -9,19 +9,23 @@ stdin for at most the time left (under the simulator that advances virtual time)
 """
 
 import gc
-import select
-import sys
-import time
 
-import board
-import link
-import record
+# Claimed before any import fragments the heap: the command line buffer (a MODEL line
+# is 5-8 KB) and a few blocks that stay free through the ring's allocation (below).
+LINE = bytearray(12288)
+_HELD = [bytearray(4096) for _ in range(4)]
+
+import select  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import board  # noqa: E402
+import link  # noqa: E402
+import record  # noqa: E402
 
 RING_MAX = 1500           # records + events kept until the host acknowledges them
 RING_MIN = 64
-HEAP_RESERVE = 24 * 1024  # left free after the ring (besides HOLES): replies, JSON, GC slack
-HOLES = 4                 # contiguous blocks kept free through the ring's allocation, for
-HOLE = 4096               # the copies of a long LOAD/MODEL line and its parsed JSON
+HEAP_RESERVE = 24 * 1024  # left free after the ring (besides _HELD): replies, JSON, GC slack
 
 
 def make_ring():
@@ -48,80 +52,90 @@ def make_ring():
         n = max(RING_MIN, n * 3 // 4)
 
 
-def keep_holes():
-    """Claim up to HOLES contiguous blocks while the heap still has them.
-
-    The ring's chunks would otherwise fill every hole big enough for them; freed once
-    the ring is made, these are where long command lines and their JSON fit later.
-    """
-    held = []
-    for _ in range(HOLES):
-        try:
-            held.append(bytearray(HOLE))
-        except MemoryError:
-            break
-    return held
-
-
 def _ports():
     out = getattr(sys.stdout, "buffer", sys.stdout)
     inp = getattr(sys.stdin, "buffer", sys.stdin)
     return inp, out
 
 
-def _write(out, lines):
-    for line in lines:
-        out.write(line)
-    if lines and hasattr(out, "flush"):
-        out.flush()
-
-
-def main():
+def boot():
+    """Board up with the current off, controller made, the ring sized from what is left."""
     b = board.load()
     b.off()
     link.estimator_class()  # import the estimator at boot, not in the middle of a MODEL
-    ctl = link.Controller(b, capacity=1)  # its line buffer first, while a hole fits it
-    held = keep_holes()
-    ctl.ring = make_ring()
-    del held
+    ctl = link.Controller(b, ring=make_ring(), line=LINE)
+    # Freed only now, the held blocks are contiguous room for the copy of a long command
+    # line and its JSON: the ring's chunks would otherwise have filled every such hole.
+    del _HELD[:]
     gc.collect()
-    inp, out = _ports()
-    poll = select.poll()
-    poll.register(sys.stdin, select.POLLIN)
-    reading = True
-    last = time.ticks_ms()
-    deadline = time.ticks_add(last, ctl.tick_ms)
-    while True:
+    return b, ctl
+
+
+class Loop:
+    """The fixed-rate tick and the non-blocking serial port around one Controller."""
+
+    def __init__(self, b, ctl):
+        self.board = b
+        self.ctl = ctl
+        self.inp, self.out = _ports()
+        self.poll = select.poll()
+        self.poll.register(sys.stdin, select.POLLIN)
+        self.reading = True
+        self.last = time.ticks_ms()
+        self.deadline = time.ticks_add(self.last, ctl.tick_ms)
+
+    def run(self):
+        """Until stdin closes on the unix port; forever on the board."""
+        while self.reading or sys.platform == "rp2":
+            wait = time.ticks_diff(self.deadline, time.ticks_ms())
+            if wait <= 0:
+                self._tick()
+            elif not self._write(self.ctl.output()):
+                self._read(wait)
+        self.board.off()  # unix port: nothing can reconnect, end with the current off
+
+    def _tick(self):
         now = time.ticks_ms()
-        wait = time.ticks_diff(deadline, now)
-        if wait <= 0:
-            ctl.tick(time.ticks_diff(now, last))
-            last = now
-            deadline = time.ticks_add(deadline, ctl.tick_ms)
-            if time.ticks_diff(deadline, now) <= 0:
-                deadline = time.ticks_add(now, ctl.tick_ms)  # late: skip, don't burst
-            continue
-        lines = ctl.output()
-        if lines:
-            # Drain replies and records in bursts, checking the deadline between them.
-            _write(out, lines)
-            continue
-        if not reading:
-            time.sleep_ms(wait)
-            continue
-        for ev in poll.poll(wait):
-            if ev[1] & select.POLLIN:
-                data = inp.read(1)
-                if not data:
-                    reading = False  # host closed stdin
-                else:
-                    ctl.feed(data)
-            elif ev[1] & (select.POLLHUP | select.POLLERR):
-                reading = False
-        if not reading and sys.platform != "rp2":
-            # Under the unix port nothing can reconnect: end cleanly, current off.
-            b.off()
+        self.ctl.tick(time.ticks_diff(now, self.last))
+        self.last = now
+        self.deadline = time.ticks_add(self.deadline, self.ctl.tick_ms)
+        if time.ticks_diff(self.deadline, now) <= 0:
+            self.deadline = time.ticks_add(now, self.ctl.tick_ms)  # late: skip, don't burst
+
+    def _write(self, lines):
+        # Replies and records go out in bursts; the caller checks the deadline in between.
+        if not lines:
+            return False
+        try:
+            for line in lines:
+                self.out.write(line)
+            if hasattr(self.out, "flush"):
+                self.out.flush()
+        except OSError:
+            pass  # nobody listening: the ring keeps the records until a host ACKs them
+        return True
+
+    def _read(self, wait_ms):
+        if not self.reading:
+            time.sleep_ms(wait_ms)
             return
+        for ev in self.poll.poll(wait_ms):
+            if ev[1] & select.POLLIN:
+                data = self.inp.read(1)
+                if data:
+                    self._feed(data)
+                else:
+                    self.reading = False  # the host closed stdin
+            elif ev[1] & (select.POLLHUP | select.POLLERR):
+                self.reading = False
+
+    def _feed(self, data):
+        self.ctl.feed(data)
+        if self.ctl.resync:
+            # A run starts: its ticks (and dt) count from now, at its tick_ms.
+            self.ctl.resync = False
+            self.last = time.ticks_ms()
+            self.deadline = time.ticks_add(self.last, self.ctl.tick_ms)
 
 
-main()
+Loop(*boot()).run()

@@ -54,6 +54,7 @@ N_ACC = 12
 
 # CV control (see Engine._cv).
 CV_GAIN_num = 500              # i += e_uV * 500 / R_ohm nA: half a Newton step on v = E + R*i
+CV_GAIN_PAST_num = 1000        # a full Newton step once the voltage is past the target
 CV_ERR_MAX_uV = 50000          # clamp on the error per tick: bounds the step of the setpoint
 CV_BAND_uV = 10000             # |v - target| within which "|i| <= until_nA" ends the step
 R_DEFAULT_ohm = 100            # before any measurement: a coin cell's series resistance
@@ -433,15 +434,19 @@ class Engine:
         The board is a current source and the cell is roughly v = E + R*i, so a step of
         e/R in current removes the error e; half of it (CV_GAIN_num = 1000/2) converges
         without overshoot even when the slow RC part doubles the effective resistance.
-        The setpoint is the integrator, clamped to the step's direction and the current
-        limits, so it cannot wind up.
+        Once the voltage is past the target (toward the safety limit) the full step is
+        taken, to get back quickly. The setpoint is the integrator, clamped to the step's
+        direction and the current limits, so it cannot wind up.
         """
         e = target_uV - v_uV
         if e > CV_ERR_MAX_uV:
             e = CV_ERR_MAX_uV
         elif e < -CV_ERR_MAX_uV:
             e = -CV_ERR_MAX_uV
-        i = self.i_cmd_nA + e * CV_GAIN_num // self.r_ohm
+        g = CV_GAIN_num
+        if (e < 0) == (self.step_type == CV_CHG):
+            g = CV_GAIN_PAST_num  # past the target, toward the safety limit: correct fully
+        i = self.i_cmd_nA + e * g // self.r_ohm
         if self.step_type == CV_CHG:
             lo = 0
             hi = self.hi_nA

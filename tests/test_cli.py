@@ -310,3 +310,78 @@ def test_cli_run_on_sim(sim_files):
     code, _, err = cellbench("run", sim_files / "fast.json", "--cell", sim_files / "cell.json",
                              "--out", out)
     assert_bad_input(code, err, "out:")
+
+
+# ---------------------------------------------------------------- link rules, scripted board
+
+class Scripted:
+    """A transport that plays back framed board lines and keeps what the host wrote.
+
+    ``answers``: command word -> list of reply bodies, one per time the host sends it.
+    The stream ends (``eof``) when nothing is left, unless ``ends`` is False.
+    """
+
+    def __init__(self, bodies, answers=None, ends=True):
+        from cellbench import fw
+        self.frame = fw.module("frame")
+        self.lines = [self.frame.encode(b) for b in bodies]
+        self.answers = answers or {}
+        self.ends = ends
+        self.sent = []
+        self.eof = False
+
+    def write(self, data):
+        body = data.decode().rsplit("*", 1)[0]
+        self.sent.append(body)
+        queue = self.answers.get(body.split(" ")[0])
+        if queue:
+            self.lines.append(self.frame.encode(queue.pop(0)))
+
+    def readline(self):
+        if not self.lines:
+            self.eof = self.ends
+            return b""
+        return self.lines.pop(0)
+
+
+def _r(seq, t_ms):
+    return f"R {seq} {t_ms} 1500000 -350000 1 0 1 0 2 0 0 0 0 0 0 -1 -1"
+
+
+def test_link_resends_gaps_drops_duplicates_and_accepts_freed_slots():
+    from cellbench.link import Link
+
+    board = Scripted([_r(5, 0), _r(7, 2000),                   # 6 missing: gap
+                      "OK SEND {\"from\": 6, \"to\": 7}",
+                      _r(6, 1000), _r(7, 2000), _r(7, 2000),     # re-send, then a duplicate
+                      _r(10, 5000),                              # 8, 9 missing...
+                      "ERR SEND from_seq freed by ACK; oldest held is 10",
+                      _r(10, 5000), "E 11 END {\"t_ms\":6000,\"step_count\":1,\"step_no\":0,\"cycle\":1,\"fault\":0}"])
+    link = Link(board, resend_wait_s=60)
+    link.reset_sequence(5)
+    got = list(link.messages())
+    assert [m["seq"] for _, m in got] == [5, 6, 7, 10, 11]
+    assert got[-1][0] == "event" and got[-1][1]["kind"] == "END"
+    assert got[1][1]["t_ms"] == 1000 and got[1][1]["i_nA"] == -350000
+    assert board.sent[:2] == ["SEND 6", "SEND 8"]
+    assert link.stats["duplicates"] == 1 and link.stats["lost"] == 2
+
+
+def test_link_command_errors_and_garbled_retry():
+    from cellbench.link import Link, LinkError
+
+    board = Scripted(["ERR LOAD steps[1].until_uV outside the safety limits [0, 2500000]"])
+    with pytest.raises(LinkError) as err:
+        Link(board).command("LOAD", "{}")
+    assert err.value.field == "steps[1].until_uV" and "outside the safety" in err.value.message
+    # The board could not read our START: it is sent again and its reply taken.
+    board = Scripted([], {"START": ["ERR ? frame checksum", "OK START {\"seq\": 3, \"tick_ms\": 1000}"]},
+                     ends=False)
+    link = Link(board)
+    assert link.command("START") == {"seq": 3, "tick_ms": 1000}
+    assert board.sent == ["START", "START"] and link.stats["retries"] == 1
+    # A reply that never comes: a safe command is tried 1 + retries times, then LinkError.
+    board = Scripted([], ends=False)
+    with pytest.raises(LinkError, match="no reply"):
+        Link(board, reply_timeout_s=0.05).command("STATUS")
+    assert board.sent == ["STATUS"] * 3

@@ -359,10 +359,7 @@ gc.collect()
 gc.disable()
 before = gc.mem_alloc()
 for k in range(50):
-    b.sample()
-    e.count(997)
-    e.control(997)
-    ctl.safety.check(e.acc[4], 997)
+    ctl.tick(997)  # sample, safety, engine, record (nothing written out)
 after = gc.mem_alloc()
 gc.enable()
 print("engine_alloc", after - before)
@@ -388,6 +385,86 @@ def test_firmware_runs_under_micropython():
     lines = p.stdout.split("\n")
     assert lines[0].startswith("OK LOAD")
     alloc = [int(x.split()[1]) for x in lines if x.startswith("engine_alloc")][0]
-    assert alloc == 0  # the per-tick engine + safety path holds no new objects
+    assert alloc == 0  # a whole tick (no estimator, no output) holds no new objects
     final = [x.split() for x in lines if x.startswith("state")][0]
     assert final[1] == "DONE" and int(final[2]) == 12 and int(final[3]) == 4
+
+
+# ---------------------------------------------------------------- simulated board
+
+SIM_CELL = {
+    "schema_version": 1,
+    "cell": {"name": "test LTO", "chemistry": "LTO/Li", "active_mass_g": 0.002, "notes": ""},
+    "capacity_Ah": 3.5e-4, "window_V": [1.0, 2.5],
+    "ocv": {"soc": [0.0, 0.25, 0.5, 0.75, 1.0], "voltage_V": [1.2, 1.52, 1.56, 1.6, 2.3]},
+    "r0_ohm": 60.0, "rc": [{"r_ohm": 40.0, "tau_s": 20.0}],
+    "hysteresis": {"m_V": 0.0, "m0_V": 0.0, "gamma": 40.0},
+    "coulombic_efficiency": 1.0,
+    "fade": {"capacity_per_cycle": 0.0, "resistance_per_cycle": 0.0},
+    "estimator": {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
+                  "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0},
+    "provenance": {"source": "tests/test_link.py", "fit_rmse_V": None, "created": "2026-11-25"},
+}
+
+
+def _sim_session(sb, lines):
+    """Send framed commands; read until END/FAULT; return (replies, records, events)."""
+    for body in lines:
+        sb.write(frame.encode(body))
+    replies, recs, events = [], [], []
+    while True:
+        raw = sb.readline()
+        if not raw:
+            break
+        body = frame.decode(raw)
+        assert body is not None, raw
+        if body.startswith("R "):
+            recs.append([int(x) for x in body.split()[1:]])
+            if len(recs) % 50 == 0:
+                sb.write(frame.encode("ACK %d" % recs[-1][0]))
+        elif body.startswith("E "):
+            events.append(body.split()[2])
+            if events[-1] in ("END", "FAULT"):
+                break
+        else:
+            replies.append(body)
+    return replies, recs, events
+
+
+def test_sim_run_counts_the_plants_charge(tmp_path):
+    sim = pytest.importorskip("cellbench.sim")
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(SIM_CELL))
+    table = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 10_000},
+             "safety": {"max_uV": 2_700_000, "min_uV": 900_000},
+             "steps": [["CC", 100_000, 1_200_000, 2_400_000], ["OCV", 60_000],
+                       ["CC", -100_000, 1_500_000, 1_300_000]]}
+    sb = sim.start_board(str(cell), calibration="ideal", workdir=tmp_path / "run", soc0=0.5)
+    try:
+        replies, recs, events = _sim_session(sb, ["MODEL " + json.dumps(SIM_CELL),
+                                                  "LOAD " + json.dumps(table), "START"])
+    finally:
+        sb.close()
+    # The model, the table and the ring all fit in the simulated board's heap.
+    assert [r.split()[:2] for r in replies[:3]] == [["OK", "MODEL"], ["OK", "LOAD"],
+                                                    ["OK", "START"]], replies
+    assert events == ["START", "END"]
+    f = {name: k + 1 for k, name in enumerate(record.FIELDS)}
+    seqs = [r[0] for r in recs]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # Fixed tick: every record time is a whole number of 1000 ms ticks after START.
+    assert all(r[f["t_ms"]] % 1000 == 0 for r in recs)
+    assert [r[f["step_no"]] for r in recs][-1] == 2
+    truth = sim.read_truth(sb.truth_path)
+    q_chg_true = (truth["q_chg_Ah"][-1] - truth["q_chg_Ah"][0]) * 1e9
+    q_dch_true = (truth["q_dch_Ah"][-1] - truth["q_dch_Ah"][0]) * 1e9
+    last = recs[-1]
+    # The board counts what it measures: within 1 % (ADC noise, calibration) of the plant.
+    assert last[f["q_chg_nAh"]] == pytest.approx(q_chg_true, rel=0.01, abs=50)
+    assert last[f["q_dch_nAh"]] == pytest.approx(q_dch_true, rel=0.01, abs=50)
+    model_ok = json.loads(replies[0].split(" ", 2)[2])["estimator"]
+    socs = [r[f["soc_ppm"]] for r in recs]
+    if model_ok:  # firmware/ekf.py present: every record carries an estimate
+        assert all(-50_000 <= x <= 1_050_000 for x in socs)
+    else:
+        assert set(socs) == {-1}

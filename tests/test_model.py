@@ -101,6 +101,10 @@ BAD = [
     (_set(["fade"], {"resistance_per_cycle": -0.1}), "fade.resistance_per_cycle"),
     (_set(["estimator"], {"sigma_v_V": 0.0}), "estimator.sigma_v_V"),
     (_set(["provenance"], {"fit_rmse_V": "small"}), "provenance.fit_rmse_V"),
+    (_set(["estimator"], {"bias": 1}), "estimator.bias"),
+    (_set(["estimator"], {"p0_h": -1.0}), "estimator.p0_h"),
+    (_set(["estimator"], {"q_sco": 1e-9}), "estimator.q_sco"),
+    (_set(["sim_soc0"], 1.5), "sim_soc0"),
 ]
 
 
@@ -109,6 +113,26 @@ def test_bad_field_is_named(mutate, field):
     doc = minimal()
     mutate(doc)
     assert error_of(doc).startswith(field + ":")
+
+
+def test_optional_simulator_and_filter_settings_pass_through():
+    doc = minimal()
+    doc["sim_soc0"] = 1.0
+    doc["estimator"] = {"bias": True, "q_bias_A2": 1e-16, "p0_h": 0.1}
+    m = cm.load_model(doc)
+    assert m["sim_soc0"] == 1.0
+    assert m["estimator"]["bias"] is True and m["estimator"]["p0_h"] == 0.1
+    assert m["estimator"]["sigma_v_V"] == cm.DEFAULT_ESTIMATOR["sigma_v_V"]
+
+
+def test_branches_give_a_hysteresis_table():
+    doc = minimal()
+    soc = doc["ocv"]["soc"]
+    doc["ocv"]["charge_V"] = [3.0 + z + 0.01 + 0.02 * z for z in soc]
+    doc["ocv"]["discharge_V"] = [3.0 + z - 0.01 for z in soc]
+    m = cm.load_model(dict(doc, hysteresis={"m_V": 0.5}))
+    assert np.allclose(cm.hysteresis_V(m, np.array([0.0, 0.5, 1.0])), [0.01, 0.015, 0.02])
+    assert cm.hysteresis_V(cm.load_model(dict(minimal(), hysteresis={"m_V": 0.5})), 0.3) == 0.5
 
 
 def _numeric_paths(value, path=()):
@@ -217,7 +241,8 @@ SCHEMA_EXPRESSIBLE = {"schema_version", "bogus", "cell.name", "cell.active_mass_
                       "capacity_Ah", "ocv.extra", "rc", "rc[0].r_ohm", "rc[0].tau_s",
                       "hysteresis.m_V", "hysteresis.m_v", "coulombic_efficiency",
                       "fade.capacity_per_cycle", "fade.resistance_per_cycle",
-                      "estimator.sigma_v_V", "provenance.fit_rmse_V"}
+                      "estimator.sigma_v_V", "provenance.fit_rmse_V", "estimator.bias",
+                      "estimator.p0_h", "estimator.q_sco", "sim_soc0"}
 
 
 @pytest.mark.parametrize("mutate, field", [b for b in BAD if b[1] in SCHEMA_EXPRESSIBLE],

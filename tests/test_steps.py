@@ -106,8 +106,10 @@ def make(step_list, cell=None, capacity=5000, **kw):
     b.sample()
     t = table(step_list, **kw)
     assert steps.validate(t, b) is None
-    ctl._load(__import__("json").dumps(t))
-    ctl._start("")
+    for body in ("LOAD " + __import__("json").dumps(t), "START"):
+        ctl.handle(__import__("frame").encode(body))
+    assert [x.split(b" ")[0] for x in ctl.replies] == [b"OK", b"OK"], ctl.replies
+    ctl.replies = []
     return ctl, b
 
 

@@ -16,9 +16,11 @@ With ``i`` constant over an interval every state has a closed form, so both simu
 here are exact for piecewise-constant current whatever the time step:
 
 * :func:`simulate` replays a current series (for example a log's) open loop.
-* :func:`cycle` runs CC steps to a voltage cutoff (rate tests, tuning, tests), with the
-  simulator-only ``fade`` section applied (capacity fade, resistance growth, first-cycle
-  irreversible capacity; see models/README.md), and finds each cutoff time exactly.
+* :func:`run_step`, :func:`cycle` and :func:`rate_test` run CC steps to a voltage cutoff
+  (rate tests, tuning, tests) with the simulator-only ``fade`` section applied (capacity
+  fade and resistance growth per equivalent full cycle, first-cycle irreversible
+  capacity; models/README.md, the same rules as the simulated board's plant), and find
+  each cutoff time exactly.
 """
 
 import math
@@ -267,7 +269,7 @@ def run_step(model: dict, state: CellState, i_A: float, until_V=None, until_s=No
                 t_cut = min(noticed - elapsed, limits["soc"], limits["time"])
             t_piece, end = t_cut, "voltage"
         elif t_piece < chunk_s:
-            end = min(limits, key=limits.get)
+            end = min(limits, key=lambda name: limits[name])
         v_end = _advance(seg, state, t_piece)
         elapsed += t_piece
     return {"i_A": i_A, "duration_s": elapsed, "capacity_Ah": abs(i_A) * elapsed / SECONDS_PER_HOUR,
@@ -310,7 +312,7 @@ def _advance(seg: _Segment, state: CellState, t_end: float) -> float:
 
 
 def cycle(model: dict, steps, soc0: float = 1.0, h0: float = 0.0, dt_s: float = 1.0,
-          state: CellState = None, tick_s: float = 0.0) -> list:
+          state: "CellState | None" = None, tick_s: float = 0.0) -> list:
     """Run a list of steps, each ``(i_A, until_V, until_s)`` (``None`` = not set), in order.
 
     Starts from ``state`` if given (it is updated), else from a fresh rested cell at

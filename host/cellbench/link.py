@@ -1,4 +1,4 @@
-"""The host end of the USB-serial link (docs/design.md "Link", firmware/link.py).
+"""The host end of the USB-serial link (docs/link.md is the format; firmware/link.py the board).
 
 Lines are framed by the firmware's own ``frame`` module. The host sends commands and
 waits for ``OK <cmd> [json]`` or ``ERR <cmd> <field> <message>``; meanwhile the board
@@ -26,6 +26,15 @@ GARBLED = "?"  # the cmd of the board's reply to a line it could not decode
 # Longest single blocking read on a transport that accepts a timeout (the simulator's
 # readline blocks until a line comes): short, so reply and idle deadlines are kept.
 READ_SLICE_S = 0.5
+
+
+def _oldest_held(message):
+    """N from the board's "freed by ACK; oldest held is N" (docs/link.md), else None."""
+    head, sep, tail = message.rpartition("oldest held is ")
+    try:
+        return int(tail.strip()) if sep else None
+    except ValueError:
+        return None
 
 
 def _takes_timeout(readline):
@@ -108,7 +117,7 @@ class Link:
         self.retries = retries
         self.next_seq = 0          # the next sequence number the host needs
         self.stats = {"crc_errors": 0, "gaps": 0, "duplicates": 0, "resends": 0,
-                      "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0}
+                      "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0, "lost": 0}
         self._pending = []         # in-order (kind, message) not yet yielded
         self._replies = []         # (status, cmd, value) not yet claimed by a command
         self._unacked = 0
@@ -116,6 +125,7 @@ class Link:
         self._resend_at = None     # when the last SEND went out (None: none outstanding)
         self._garbled = False      # the board said it could not decode a line of ours
         self._timed_read = _takes_timeout(transport.readline)
+        self._noise = []           # the last unframed lines read (see _last_words)
 
     # ------------------------------------------------------------ commands
 
@@ -124,7 +134,33 @@ class Link:
         try:
             self.transport.write(self.frame.encode(body))
         except OSError as exc:  # BrokenPipeError (sim ended), SerialException (unplugged)
-            raise LinkError(body.split(" ", 1)[0], "", f"cannot write to the board: {exc}") from None
+            said = self._last_words()
+            raise LinkError(body.split(" ", 1)[0], "",
+                            f"cannot write to the board: {exc}" + (f"; it said: {said}" if said else "")) from None
+
+    def _last_words(self):
+        """The last unframed line a board that has ended printed (a traceback's last line)."""
+        for _ in range(10):  # a process that closed its stdin may take a moment to exit
+            if self.at_end():
+                break
+            time.sleep(0.05)
+        else:
+            return ""
+        for _ in range(200):
+            try:
+                line = self.transport.readline()
+            except OSError:
+                break
+            if not line:
+                break
+            self._note_noise(line)
+        return self._noise[-1][:200] if self._noise else ""
+
+    def _note_noise(self, line):
+        """Keep the last few unframed lines (a crashed board's traceback) for error messages."""
+        text = line.decode("ascii", "replace").strip()
+        if text and self.frame.decode(line) is None:
+            self._noise = (self._noise + [text])[-3:]
 
     def command(self, name, *args, timeout_s=None):
         """Send ``name args...`` and return the value of its OK reply (parsed JSON or None).
@@ -139,7 +175,7 @@ class Link:
             try:
                 return self._command_once(name, args, timeout_s)
             except LinkError as exc:
-                again = name in RETRY_SAFE or self._garbled
+                again = (name in RETRY_SAFE or self._garbled) and not self.at_end()
                 if exc.field or not again or attempt == self.retries:
                     raise
                 self.stats["retries"] += 1
@@ -162,7 +198,9 @@ class Link:
             if time.monotonic() > deadline:
                 raise LinkError(name, "", "no reply from the board (timeout)")
             if self.at_end():
-                raise LinkError(name, "", "the board closed the link")
+                said = self._last_words()
+                raise LinkError(name, "", "the board closed the link"
+                                + (f"; it said: {said}" if said else ""))
             self._pump()
 
     def reset_sequence(self, first_seq):
@@ -226,6 +264,7 @@ class Link:
             return
         body = self.frame.decode(line)
         if body is None:
+            self._note_noise(line)
             self.stats["crc_errors"] += 1
             self._ask_resend()
             return
@@ -245,10 +284,15 @@ class Link:
             self._resend_at = None if self._resend_at is None else 0.0  # maybe our SEND: repeat
             return
         if cmd in ("SEND", "ACK"):
-            # Housekeeping needs no answer. An ERR (a seq freed or not yet sent) is
-            # counted; the gap logic asks again while something is still missing.
+            # Housekeeping needs no answer. An ERR is counted; a SEND for slots already
+            # freed means they are gone: accept the loss and go on from the oldest held.
             if status == "ERR":
                 self.stats["housekeeping_errors"] += 1
+                oldest = _oldest_held(value[1]) if cmd == "SEND" else None
+                if oldest is not None and oldest > self.next_seq:
+                    self.stats["lost"] += oldest - self.next_seq
+                    self.next_seq = oldest
+                    self._resend_at = None
             return
         self._replies.append(reply)
 

@@ -18,6 +18,17 @@ from .paths import BOARDS, CALIBRATIONS
 # Events after which the board is idle and the run is over (firmware/record.py EVENTS).
 END_EVENTS = ("END", "FAULT", "STOP")
 PROGRESS_PERIOD_S = 0.25
+# Model keys the board has no use for (simulator-only or bookkeeping): not sent with MODEL.
+HOST_ONLY_MODEL_KEYS = ("provenance", "fade", "sim_soc0")
+
+
+def max_line():
+    """Longest line the board accepts: the firmware's own constant (docs/link.md framing)."""
+    try:
+        from . import fw
+        return int(getattr(fw.module("link"), "MAX_LINE", 4096))
+    except Exception:  # the firmware tree is unusable: the documented minimum
+        return 4096
 
 
 # ---------------------------------------------------------------- files
@@ -150,11 +161,23 @@ def _firmware_version(ident):
     return None
 
 
+# Fault bits, in bit order (docs/link.md "Fault bits").
+FAULT_NAMES = ("OVER_VOLTAGE", "UNDER_VOLTAGE", "OVER_CURRENT", "OVER_CHARGE", "BOARD_LIMIT",
+               "OPEN_CIRCUIT", "SHORT", "ADC_STUCK", "SOURCE", "WATCHDOG", "INTERNAL")
+
+
+def fault_text(bits):
+    """"0x3 OVER_VOLTAGE+UNDER_VOLTAGE" for fault bits (unknown bits by number)."""
+    names = [FAULT_NAMES[k] if k < len(FAULT_NAMES) else f"bit{k}"
+             for k in range(bits.bit_length()) if bits >> k & 1]
+    return f"{bits:#x} {'+'.join(names)}"
+
+
 def _end_reason(msg):
-    """"end", or "end (fault 0x4)" when the board ended on a fault."""
+    """"end", "stop", or "fault (0x1 OVER_VOLTAGE)" from the event that ended the run."""
     data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
     fault = data.get("fault", 0)
-    return msg["kind"].lower() + (f" (fault {fault:#x})" if fault else "")
+    return msg["kind"].lower() + (f" ({fault_text(fault)})" if fault else "")
 
 
 def _compact(obj):
@@ -210,9 +233,18 @@ class Session:
                 raise InputError("board: the board did not say which it is; pass --board")
             self.board = load_board(board_id)
         self.table = proto.compile(self.protocol, self.board, self.tick_ms, self.model)
-        self._command("LOAD", _compact(self.table))
+        limit = max_line() - 20  # room for the command word and the checksum
+        table_json = _compact(self.table)
+        if len(table_json) > limit:
+            raise InputError(f"method: the step table is {len(table_json)} bytes, more than a link "
+                             f"line holds ({limit}); use loops instead of repeated steps")
+        self._command("LOAD", table_json)
         if self.model is not None:
-            self._command("MODEL", _compact(self.model))
+            model_json = _compact({k: v for k, v in self.model.items() if k not in HOST_ONLY_MODEL_KEYS})
+            if len(model_json) > limit:
+                raise InputError(f"model: {len(model_json)} bytes as JSON, more than a link line "
+                                 f"holds ({limit}); use a coarser ocv grid")
+            self._command("MODEL", model_json)
         self.ident = ident
         return self.table
 

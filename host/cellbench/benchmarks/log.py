@@ -1,5 +1,9 @@
-"""Log throughput: rows per second written by LogWriter (flushed per row) and read back by read_log."""
+"""Log throughput (LogWriter rows/s, flushed per row; read_log rows/s) and the demo's wall time
+(the paper's LTO rate test on the simulated board, which must stay under two minutes)."""
 
+import argparse
+import contextlib
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +18,21 @@ def _record(k):
                 step_count=1 + k // 250, step_index=k % 250, step_type=2, fault=0,
                 q_chg_nAh=97 * k, q_dch_nAh=101 * k, q_step_nAh=-(k % 250) * 194,
                 e_chg_uWh=150 * k, e_dch_uWh=148 * k, soc_ppm=500_000, soc_std_ppm=2000)
+
+
+def demo_row():
+    """Wall time of `cellbench demo` (quiet), with its test time and row count."""
+    from ..commands import demo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            code = demo.run(argparse.Namespace(out=tmp, seed=0, quiet=True))
+        wall = time.perf_counter() - t0
+    first = out.getvalue().splitlines()[0] if out.getvalue() else ""
+    return {"name": "demo wall time", "value": round(wall, 1), "unit": "s",
+            "note": f"exit {code}; target < 120 s; {first}"}
 
 
 def run():
@@ -37,4 +56,5 @@ def run():
          "note": f"read_log of the same {ROWS}-row CSV"},
         {"name": "log size", "value": round(size / ROWS, 1), "unit": "bytes/row",
          "note": "BDF CSV with 16 columns"},
+        demo_row(),
     ]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .. import session
 from ..errors import InputError
+from ..link import LinkError
+from .run import report_link_error
 from ..paths import MODELS, PROTOCOLS
 
 NAME = "demo"
@@ -80,6 +82,9 @@ def run(args):
                               tick_ms=TICK_MS, force=True,  # the demo may replace its own output
                               progress=None if args.quiet else session._write_stderr,
                               extra_meta={"sim": {"cell_file": str(CELL), "seed": args.seed}})
+    except LinkError as exc:
+        report_link_error(exc, board)
+        return 1
     finally:
         board.close()
     wall = time.monotonic() - wall0

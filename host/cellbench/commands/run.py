@@ -42,10 +42,11 @@ def open_transport(args):
     return SerialTransport(args.port), args.board
 
 
-def report_link_error(exc, transport, out):
-    """One line for a link failure (plus the simulator's last error line, if any)."""
-    kept = f" (log so far: {out})" if Path(out).exists() else ""
-    print(f"cellbench: link error: {exc}{kept}", file=sys.stderr)
+def report_link_error(exc, transport):
+    """One line for a link failure (plus the simulator's last error line, if any).
+
+    A log written before the failure stays valid up to its last record."""
+    print(f"cellbench: link error: {exc}", file=sys.stderr)
     tail = getattr(transport, "stderr_text", lambda: "")().strip().splitlines()
     if tail:
         print(f"cellbench: simulated board said: {tail[-1]}", file=sys.stderr)
@@ -92,7 +93,7 @@ def run(args):
                               progress=None if args.quiet else session._write_stderr,
                               extra_meta=sim_meta(args, transport))
     except LinkError as exc:
-        report_link_error(exc, transport, args.out)
+        report_link_error(exc, transport)
         return 1
     finally:
         transport.close()

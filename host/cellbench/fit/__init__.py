@@ -1,0 +1,122 @@
+"""Fit a cell model (models/*.json format) to Battery Data Format logs.
+
+Order of work, each part in its own module:
+
+1. :mod:`.capacity`: capacity and coulombic efficiency from a low-rate full cycle;
+2. :mod:`.ocv`: OCV on a uniform SoC grid (slow-branch mean or rest points), monotonic;
+3. :mod:`.soc`: SoC along every log, anchored at the window limits;
+4. :mod:`.resistance`: R0 from current-step edges, RC pairs from relaxations;
+5. :mod:`.refine`: joint refinement (tau grid x NNLS) scored on 5-95 % SoC;
+6. :mod:`.report`: parameter table, RMSE, residual and OCV plots.
+
+Everything is a deterministic function of the logs (fixed grids, no random starts).
+Units SI; current > 0 charges the cell.
+"""
+
+import datetime
+
+import numpy as np
+
+from ..errors import InputError
+from ..model import load_model
+from . import capacity, ocv, refine, resistance, soc
+from .data import load
+
+DEFAULT_MASS_G = 0.002     # the presets' assumption when neither sidecar nor user gives one
+
+
+def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemistry: str = "",
+             mass_g: float = 0.0):
+    """Fit a model to the logs at ``paths``; returns (model dict, report dict).
+
+    ``rc``: number of RC pairs (1 or 2). ``hysteresis``: also fit Plett's hysteresis
+    (m_V, m0_V, gamma). ``name``/``chemistry``/``mass_g`` describe the cell (defaults from
+    the first log's sidecar). Raises InputError naming the protocol that would provide
+    whatever the logs lack.
+    """
+    if rc not in (1, 2):
+        raise InputError(f"rc: must be 1 or 2, got {rc}")
+    if not paths:
+        raise InputError("logs: give at least one log")
+    logs = [load(p) for p in paths]
+    cyc = capacity.find_cycle(logs)
+    curve = ocv.from_cycle(logs[cyc["log"]], cyc["charge"], cyc["discharge"])
+    grid, ocv_V = curve["soc"], curve["voltage_V"]
+    args = (cyc["capacity_Ah"], cyc["coulombic_efficiency"], grid, ocv_V)
+    socs = [soc.trace(log, *args)[0] for log in logs]
+    r0 = resistance.r0_from_edges(logs, socs)
+    relax = resistance.rc_from_relaxations(logs, rc)
+    # Second pass: anchors corrected for the IR drop at each cut-off.
+    traces = [soc.trace(log, *args, r_dc_ohm=r0["r0_ohm"] + sum(relax["r_ohm"])) for log in logs]
+    socs = [z for z, _ in traces]
+    ocv_fn = lambda z: np.interp(z, grid, ocv_V)
+    try:
+        best = refine.refine(logs, socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis)
+    except ValueError:
+        raise InputError("logs: no samples between 5 % and 95 % SoC to refine on; "
+                         "run protocols/hppc.json") from None
+    model = _model(logs, cyc, curve, best, name, chemistry, mass_g)
+    report = {"logs": [str(p) for p in paths], "capacity": cyc, "ocv": curve, "soc_anchor":
+              [how for _, how in traces], "r0_edges": r0, "relaxations": relax, "refined": best,
+              "socs": socs, "log_data": logs, "hysteresis_gap_V": _gap_estimate(curve, best)}
+    return model, report
+
+
+def _gap_estimate(curve: dict, best: dict) -> float:
+    """Hysteresis from the slow branches: half their gap less the IR part |I| * R_dc (V)."""
+    half_gap = 0.5 * (curve["charge_V"] - curve["discharge_V"])
+    inside = (curve["soc"] >= 0.05) & (curve["soc"] <= 0.95)
+    r_dc = best["r0_ohm"] + sum(p["r_ohm"] for p in best["rc"])
+    return max(0.0, float(np.median(half_gap[inside])) - curve["branch_A"] * r_dc)
+
+
+def _cell(logs, name, chemistry, mass_g) -> dict:
+    side = logs[0].sidecar
+    side_cell = (side.get("model") or {}).get("cell", {}) if isinstance(side.get("model"), dict) else {}
+    notes = []
+    if not mass_g:
+        if side.get("mass_mg"):
+            mass_g = float(side["mass_mg"]) / 1000.0
+        elif side_cell.get("active_mass_g"):
+            mass_g = float(side_cell["active_mass_g"])
+        else:
+            mass_g = DEFAULT_MASS_G
+            notes.append(f"active mass not given: {DEFAULT_MASS_G * 1000:g} mg assumed")
+    if mass_g <= 0:
+        raise InputError(f"mass: must be > 0 g, got {mass_g}")
+    return {"name": name or side_cell.get("name") or f"fitted from {logs[0].name}",
+            "chemistry": chemistry or side_cell.get("chemistry", ""),
+            "active_mass_g": mass_g, "notes": "; ".join(notes)}
+
+
+def _model(logs, cyc, curve, best, name, chemistry, mass_g) -> dict:
+    ocv_V = curve["voltage_V"]
+    log = logs[cyc["log"]]
+    window = [max(float(log.v_V.min()), float(ocv_V[0])), min(float(log.v_V.max()), float(ocv_V[-1]))]
+    doc = {
+        "schema_version": 1,
+        "cell": _cell(logs, name, chemistry, mass_g),
+        "capacity_Ah": cyc["capacity_Ah"],
+        "window_V": window,
+        "ocv": {"soc": [round(float(z), 6) for z in curve["soc"]], "voltage_V": ocv_V.tolist()},
+        "r0_ohm": best["r0_ohm"],
+        "rc": best["rc"],
+        "hysteresis": {"m_V": best["m_V"], "m0_V": best["m0_V"], "gamma": best["gamma"]},
+        "coulombic_efficiency": cyc["coulombic_efficiency"],
+        "provenance": {
+            "source": ", ".join(log.name for log in logs),
+            "fit_rmse_V": best["rmse_V"],
+            "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+            "method": ("cellbench fit: capacity from a low-rate full cycle at "
+                       f"C/{1 / cyc['rate_C']:.0f}; OCV {curve['method']}, isotonic; R0 from "
+                       "current-step edges; RC from relaxations; joint refinement (tau grid x NNLS) "
+                       "scored on 5-95 % SoC"),
+            "rmse_soc_range": list(refine.SOC_RANGE),
+        },
+    }
+    if best["rc"] and any(p["r_ohm"] <= 0 for p in best["rc"]):
+        raise InputError("rc: the refinement found no RC response (a pair's resistance is 0); "
+                         "try --rc 1 or a log with longer rests from protocols/hppc.json")
+    if best["r0_ohm"] <= 0:
+        raise InputError("r0: the refinement found no series resistance; run protocols/hppc.json")
+    return load_model(doc)

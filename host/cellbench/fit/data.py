@@ -1,0 +1,138 @@
+"""A log prepared for fitting: time, voltage, current, cumulative charge, steps and sweeps.
+
+Units: s, V, A (current > 0 charges the cell), Ah. Sample ``k``'s current is taken to
+flow from ``t[k]`` to ``t[k+1]`` (as :func:`cellbench.ecm.simulate` assumes), so the
+charge passed up to ``t[k]`` is ``q_Ah[k] = sum(i[m] * dt[m] for m < k) / 3600``.
+
+A *step* is a run of samples at one setpoint (split on the log's ``Step Count`` column
+when it has one, else on current jumps); a *sweep* is a run of steps whose non-rest
+steps all move charge the same way (a CC discharge, or a GITT/pulse discharge with its
+rests).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bdflog import read_log, read_sidecar
+from ..errors import InputError
+
+TIME, VOLT, CURR, STEP = "Test Time / s", "Voltage / V", "Current / A", "Step Count / 1"
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass
+class Step:
+    """Samples ``start`` .. ``stop - 1`` of a log; ``sign`` +1 charge, -1 discharge, 0 rest."""
+
+    start: int
+    stop: int
+    sign: int
+    mean_A: float
+
+
+@dataclass
+class Sweep:
+    """Consecutive steps (``steps`` indexes into Log.steps) moving charge one way (``sign``)."""
+
+    sign: int
+    steps: list
+    start: int          # first sample
+    stop: int           # one past the last sample of the last active step
+    charge_Ah: float    # |charge| passed
+
+
+@dataclass
+class Log:
+    """One log's arrays plus its segmentation (see the module docstring)."""
+
+    path: Path
+    t_s: np.ndarray
+    v_V: np.ndarray
+    i_A: np.ndarray
+    q_Ah: np.ndarray
+    rest_tol_A: float
+    steps: list = field(default_factory=list)
+    sweeps: list = field(default_factory=list)
+    sidecar: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load(path) -> Log:
+    """Read a BDF log (CSV/Parquet, any header style) and segment it; InputError if unusable."""
+    path = Path(path)
+    cols = read_log(path)
+    t, v, i = (np.asarray(cols[name], dtype=float) for name in (TIME, VOLT, CURR))
+    keep = np.isfinite(t) & np.isfinite(v) & np.isfinite(i)
+    t, v, i = t[keep], v[keep], i[keep]
+    if t.size < 10:
+        raise InputError(f"log: {path.name} has {t.size} complete rows; a fit needs a real test")
+    if np.any(np.diff(t) < 0):
+        raise InputError(f"log: {path.name}: '{TIME}' goes backwards")
+    q = np.concatenate(([0.0], np.cumsum(i[:-1] * np.diff(t)))) / SECONDS_PER_HOUR
+    labels = cols.get(STEP)
+    labels = None if labels is None else np.asarray(labels, dtype=float)[keep]
+    log = Log(path, t, v, i, q, _rest_tolerance(i), sidecar=_sidecar(path))
+    log.steps = _steps(log, labels)
+    log.sweeps = _sweeps(log)
+    return log
+
+
+def _sidecar(path: Path) -> dict:
+    try:
+        return read_sidecar(path)
+    except InputError:
+        return {}   # the sidecar only supplies names and mass; the log itself is fine
+
+
+def _noise_A(i: np.ndarray) -> float:
+    """Robust standard deviation of the current's sample-to-sample noise (MAD of diffs)."""
+    d = np.abs(np.diff(i))
+    return float(1.4826 * np.median(d) / np.sqrt(2.0)) if d.size else 0.0
+
+
+def _rest_tolerance(i: np.ndarray) -> float:
+    """|i| at or below this is a rest: above the noise, far below any test current."""
+    return max(6.0 * _noise_A(i), 2e-3 * float(np.max(np.abs(i))), 1e-12)
+
+
+def _steps(log: Log, labels) -> list:
+    if labels is not None and np.all(np.isfinite(labels)):
+        cuts = np.flatnonzero(np.diff(labels) != 0) + 1
+    else:
+        jump = max(8.0 * _noise_A(log.i_A), 5e-3 * float(np.max(np.abs(log.i_A))))
+        cuts = np.flatnonzero(np.abs(np.diff(log.i_A)) > jump) + 1
+    bounds = np.concatenate(([0], cuts, [log.i_A.size]))
+    steps = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        mean = float(np.mean(log.i_A[a:b]))
+        sign = 0 if abs(mean) <= log.rest_tol_A else int(np.sign(mean))
+        steps.append(Step(a, b, sign, mean))
+    return steps
+
+
+def _sweeps(log: Log) -> list:
+    sweeps, current = [], None
+    for k, step in enumerate(log.steps):
+        if step.sign == 0:
+            continue
+        if current is not None and current.sign == step.sign:
+            current.steps.extend(range(current.steps[-1] + 1, k + 1))
+            current.stop = step.stop
+        else:
+            current = Sweep(step.sign, [k], step.start, step.stop, 0.0)
+            sweeps.append(current)
+    for sw in sweeps:
+        end = min(sw.stop, log.q_Ah.size - 1)
+        sw.charge_Ah = abs(float(log.q_Ah[end] - log.q_Ah[sw.start]))
+    return sweeps
+
+
+def step_charge_Ah(log: Log, step: Step) -> float:
+    """Signed charge passed during ``step`` (Ah)."""
+    end = min(step.stop, log.q_Ah.size - 1)
+    return float(log.q_Ah[end] - log.q_Ah[step.start])

@@ -1,0 +1,52 @@
+"""Fast first-order recurrences x[k+1] = a[k]*x[k] + b[k] over a whole log.
+
+The RC voltages and the hysteresis state of the cell model are such recurrences with a
+time-varying ``a`` (any, also irregular, sampling). A Python loop over 200,000 samples is
+slow, so this evaluates the closed form ``x[k+1] = P_k * (x_s + sum_{m<=k} b_m / P_m)``
+(``P_k`` the running product of ``a`` since block start ``s``) with numpy, in blocks
+short enough that ``1 / P`` cannot overflow.
+"""
+
+import numpy as np
+
+BLOCK_LOG = 500.0     # max of -log(P) within a block: exp(550) is still a finite float
+MIN_LOG_A = -50.0     # a below exp(-50) is 0 to double precision anyway
+
+
+def scan(log_a, b, x0: float = 0.0) -> np.ndarray:
+    """x[0] = x0, x[k+1] = exp(log_a[k]) * x[k] + b[k]; returns len(b) + 1 values."""
+    log_a = np.maximum(np.asarray(log_a, dtype=float), MIN_LOG_A)
+    b = np.asarray(b, dtype=float)
+    out = np.empty(b.size + 1)
+    out[0] = x = float(x0)
+    block = np.floor(np.cumsum(-log_a) / BLOCK_LOG)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(block)) + 1, [b.size]))
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if e <= s:
+            continue
+        c = np.cumsum(log_a[s:e])
+        out[s + 1:e + 1] = np.exp(c) * (x + np.cumsum(b[s:e] * np.exp(-c)))
+        x = out[e]
+    return out
+
+
+def rc_response(t_s, i_A, tau_s: float) -> np.ndarray:
+    """RC voltage per ohm (V/ohm = A) at each sample, from rest: v_rc = R * this."""
+    dt = np.diff(t_s)
+    log_a = -dt / tau_s
+    return scan(log_a, -np.expm1(log_a) * i_A[:-1])
+
+
+def hysteresis_state(t_s, i_A, gamma: float, capacity_Ah: float, h0: float = 0.0) -> np.ndarray:
+    """Plett's hysteresis state h (-1..1) at each sample (docs/design.md)."""
+    dt = np.diff(t_s)
+    log_a = -np.abs(i_A[:-1] * gamma * dt / (3600.0 * capacity_Ah))
+    return scan(log_a, -np.expm1(log_a) * np.sign(i_A[:-1]), h0)
+
+
+def held_sign(i_A, rest_tol_A: float, s0: float = 0.0) -> np.ndarray:
+    """sign(i) with rests (|i| <= rest_tol_A) holding the last non-zero sign."""
+    sign = np.where(np.abs(i_A) > rest_tol_A, np.sign(i_A), 0.0)
+    idx = np.where(sign != 0, np.arange(sign.size), -1)
+    last = np.maximum.accumulate(idx)
+    return np.where(last >= 0, sign[np.maximum(last, 0)], float(np.sign(s0)))

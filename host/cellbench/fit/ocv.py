@@ -1,0 +1,117 @@
+"""Open-circuit voltage on a uniform SoC grid, from slow branches or from rest points.
+
+Slow branches: during a low-rate full charge SoC runs 0 -> 1 with the charge passed
+(normalised by that sweep's own charge), during the full discharge 1 -> 0. Each branch
+sits above (charge) or below (discharge) the OCV by the same IR drop and hysteresis when
+the currents match, so their mean is the OCV and half their gap is ``|I|*R + M``.
+
+Rest points (GITT, pulse tests): the voltage at the end of each rest inside the full
+sweeps, at the SoC counted to that moment. Charge-side and discharge-side points are
+averaged when both exist (they straddle the OCV by the hysteresis).
+
+Either way the result is made monotonic (isotonic regression, then strictly increasing by
+``EPS_V``) because the model and the estimator invert OCV(z).
+"""
+
+import numpy as np
+from scipy.optimize import isotonic_regression
+
+from .data import Log, Sweep
+
+GRID_POINTS = 101          # 1 % SoC steps, like the presets
+BIN_SOC = 0.002            # averaging bins for the branches (noise), finer than the grid
+EPS_V = 1e-6               # strict increase the model format needs, far below noise
+MIN_RESTS = 5              # a full sweep with this many rests is a GITT/pulse sweep
+
+
+def grid() -> np.ndarray:
+    return np.linspace(0.0, 1.0, GRID_POINTS)
+
+
+def sweep_soc(log: Log, sweep: Sweep) -> np.ndarray:
+    """SoC (0..1) of samples sweep.start .. sweep.stop-1, normalised by the sweep's charge."""
+    q = log.q_Ah[sweep.start:sweep.stop] - log.q_Ah[sweep.start]
+    frac = np.abs(q) / sweep.charge_Ah
+    return frac if sweep.sign > 0 else 1.0 - frac
+
+
+def _active_mask(log: Log, sweep: Sweep) -> np.ndarray:
+    mask = np.zeros(sweep.stop - sweep.start, dtype=bool)
+    for k in sweep.steps:
+        step = log.steps[k]
+        if step.sign:
+            mask[step.start - sweep.start:step.stop - sweep.start] = True
+    return mask
+
+
+def branch(log: Log, sweep: Sweep) -> np.ndarray:
+    """The sweep's terminal voltage on the SoC grid (bin averages, then interpolation)."""
+    z = sweep_soc(log, sweep)
+    v = log.v_V[sweep.start:sweep.stop]
+    mask = _active_mask(log, sweep)
+    z, v = z[mask], v[mask]
+    order = np.argsort(z, kind="stable")
+    z, v = z[order], v[order]
+    bins = np.minimum((z / BIN_SOC).astype(int), int(1 / BIN_SOC) - 1)
+    counts = np.bincount(bins)
+    used = counts > 0
+    zc = np.bincount(bins, weights=z)[used] / counts[used]
+    vc = np.bincount(bins, weights=v)[used] / counts[used]
+    # The first and last samples pin the branch ends, which bins would blur on steep ends.
+    zc = np.concatenate(([z[0]], zc, [z[-1]]))
+    vc = np.concatenate(([v[0]], vc, [v[-1]]))
+    return np.interp(grid(), zc, vc)
+
+
+def rest_points(log: Log, sweep: Sweep):
+    """(soc, voltage) at the end of every rest inside ``sweep``."""
+    z = sweep_soc(log, sweep)
+    points = []
+    for k in sweep.steps:
+        step = log.steps[k]
+        if step.sign == 0 and step.stop - 1 > step.start:
+            points.append((z[step.stop - 1 - sweep.start], log.v_V[step.stop - 1]))
+    return np.array(points).reshape(-1, 2)
+
+
+def n_rests(log: Log, sweep: Sweep) -> int:
+    return sum(1 for k in sweep.steps if log.steps[k].sign == 0)
+
+
+def monotonic(v: np.ndarray) -> np.ndarray:
+    """Closest non-decreasing sequence (least squares), then strictly increasing by EPS_V."""
+    v = isotonic_regression(np.asarray(v, dtype=float), increasing=True).x
+    ramp = EPS_V * np.arange(v.size)
+    return np.maximum.accumulate(v - ramp) + ramp
+
+
+def from_cycle(log: Log, charge: Sweep, discharge: Sweep) -> dict:
+    """OCV from the low-rate full cycle: branch mean, or rest points for GITT/pulse sweeps.
+
+    Returns {"soc", "voltage_V", "charge_V", "discharge_V", "method", "branch_A"}
+    (``branch_A``: mean |current| of the two branches, for the IR part of their gap).
+    """
+    if min(n_rests(log, charge), n_rests(log, discharge)) >= MIN_RESTS:
+        chg_pts, dch_pts = rest_points(log, charge), rest_points(log, discharge)
+        chg = np.interp(grid(), *_sorted(chg_pts))
+        dch = np.interp(grid(), *_sorted(dch_pts))
+        method = "mean of rest-point branches (GITT/pulse)"
+        current = 0.0      # rested: no IR in the gap
+    else:
+        chg, dch = branch(log, charge), branch(log, discharge)
+        method = "mean of slow charge and discharge branches"
+        current = 0.5 * (_mean_abs_A(log, charge) + _mean_abs_A(log, discharge))
+    chg, dch = isotonic_regression(chg).x, isotonic_regression(dch).x
+    return {"soc": grid(), "voltage_V": monotonic(0.5 * (chg + dch)),
+            "charge_V": np.maximum(chg, dch), "discharge_V": np.minimum(chg, dch),
+            "method": method, "branch_A": current}
+
+
+def _sorted(points):
+    order = np.argsort(points[:, 0], kind="stable")
+    return points[order, 0], points[order, 1]
+
+
+def _mean_abs_A(log: Log, sweep: Sweep) -> float:
+    mask = _active_mask(log, sweep)
+    return float(np.mean(np.abs(log.i_A[sweep.start:sweep.stop][mask])))

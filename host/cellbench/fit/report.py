@@ -1,0 +1,104 @@
+"""The fit report: parameter table, RMSE on 5-95 % SoC, residual plot and OCV plot.
+
+The residuals come from replaying every log's current through the fitted model with
+:func:`cellbench.ecm.simulate` (open loop, from the SoC the fit anchored the log at), so
+they show what a user of the model file will see, not the refinement's internal numbers.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import ecm
+from ..errors import InputError
+from .refine import SOC_RANGE
+
+
+def replay(model: dict, report: dict) -> list:
+    """Per log: dict(t_s, residual_V (model - measured), mask (5-95 % SoC), rmse_V)."""
+    out = []
+    for log, z in zip(report["log_data"], report["socs"]):
+        sim = ecm.simulate(model, log.t_s, log.i_A, float(z[0]))
+        resid = sim["v_V"] - log.v_V
+        mask = (z >= SOC_RANGE[0]) & (z <= SOC_RANGE[1])
+        rmse = float(np.sqrt(np.mean(resid[mask] ** 2))) if mask.any() else float("nan")
+        out.append({"name": log.name, "t_s": log.t_s, "residual_V": resid, "mask": mask, "rmse_V": rmse})
+    return out
+
+
+def text(model: dict, report: dict, replays: list) -> str:
+    """A plain-text report (parameter table, how each part was found, RMSE per log)."""
+    cyc, relax, edges = report["capacity"], report["relaxations"], report["r0_edges"]
+    lines = [f"cellbench fit: {model['cell']['name']}",
+             f"logs: {', '.join(report['logs'])}", "",
+             f"{'parameter':<26}{'value':>14}  from"]
+    row = lambda name, value, how: lines.append(f"{name:<26}{value:>14}  {how}")
+    row("capacity", f"{model['capacity_Ah'] * 1e3:.5f} mAh", f"low-rate full cycle at C/{1 / cyc['rate_C']:.0f}")
+    row("coulombic efficiency", f"{model['coulombic_efficiency']:.5f}", "discharge / charge of that cycle")
+    row("window", f"{model['window_V'][0]:.3f}-{model['window_V'][1]:.3f} V", "the cycle's limits")
+    row("R0", f"{model['r0_ohm']:.3f} ohm", f"refined (edges: median {edges['r0_ohm']:.3f} ohm "
+        f"over {len(edges['edges_ohm'])})")
+    for k, (pair, tau0) in enumerate(zip(model["rc"], relax["tau_s"])):
+        row(f"RC{k + 1} R", f"{pair['r_ohm']:.3f} ohm", "refined (NNLS)")
+        row(f"RC{k + 1} tau", f"{pair['tau_s']:.3f} s", f"refined (relaxations: {tau0:.3f} s)")
+    hyst = model["hysteresis"]
+    if hyst["m_V"] or hyst["m0_V"]:
+        row("hysteresis M", f"{hyst['m_V'] * 1e3:.3f} mV", f"refined (branch gap: "
+            f"{report['hysteresis_gap_V'] * 1e3:.3f} mV)")
+        row("hysteresis M0", f"{hyst['m0_V'] * 1e3:.3f} mV", "refined")
+        row("hysteresis gamma", f"{hyst['gamma']:.3g}", "grid")
+    lines += ["", f"OCV: {report['ocv']['method']}, {len(model['ocv']['soc'])} points, "
+              f"{model['ocv']['voltage_V'][0]:.4f}-{model['ocv']['voltage_V'][-1]:.4f} V", "",
+              f"voltage RMSE on {SOC_RANGE[0]:.0%}-{SOC_RANGE[1]:.0%} SoC "
+              f"(refinement: {report['refined']['rmse_V'] * 1e3:.3f} mV):"]
+    for rep, how in zip(replays, report["soc_anchor"]):
+        lines.append(f"  {rep['name']}: {rep['rmse_V'] * 1e3:.3f} mV replayed open loop (SoC from {how})")
+    return "\n".join(lines) + "\n"
+
+
+def figures(model: dict, report: dict, replays: list, out_dir: Path) -> list:
+    """residuals.png and ocv.png in ``out_dir``; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [out_dir / "residuals.png", out_dir / "ocv.png"]
+    fig, axes = plt.subplots(len(replays), 1, figsize=(9, 2.6 * len(replays)), squeeze=False)
+    for ax, rep in zip(axes[:, 0], replays):
+        hours = rep["t_s"] / 3600.0
+        ax.plot(hours, rep["residual_V"] * 1e3, lw=0.4, color="0.7", label="all")
+        ax.plot(hours[rep["mask"]], rep["residual_V"][rep["mask"]] * 1e3, ".", ms=0.8, label="5-95 % SoC")
+        ax.set_ylabel("model - measured / mV")
+        ax.set_title(f"{rep['name']}: RMSE {rep['rmse_V'] * 1e3:.2f} mV on 5-95 % SoC", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("test time / h")
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    curve = report["ocv"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(curve["soc"], curve["charge_V"], lw=0.8, label="charge branch")
+    ax.plot(curve["soc"], curve["discharge_V"], lw=0.8, label="discharge branch")
+    ax.plot(model["ocv"]["soc"], model["ocv"]["voltage_V"], "k", lw=1.4, label="OCV (fitted)")
+    ax.set_xlabel("SoC / 1")
+    ax.set_ylabel("voltage / V")
+    ax.set_title(curve["method"], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write(model: dict, report: dict, out_dir) -> list:
+    """Write report.txt and the two PNGs to ``out_dir``; returns the paths written."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--report: cannot create {out_dir}: {exc.strerror or exc}") from None
+    replays = replay(model, report)
+    path = out_dir / "report.txt"
+    path.write_text(text(model, report, replays))
+    return [path] + figures(model, report, replays, out_dir)
