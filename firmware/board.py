@@ -339,7 +339,8 @@ def load(board_path="board.json", cal_path="calibration.json"):
 
     The current is off and the watchdog running (board ``wdt_ms``) on return. A calibration
     for another board id is refused: it is not applied and ``cal_error`` says why. A
-    calibration file that is not valid JSON is refused the same way.
+    calibration file that is not valid JSON, or has values of the wrong type, is refused
+    the same way.
     """
     cfg = _read_json(board_path)
     cal = None
@@ -350,7 +351,15 @@ def load(board_path="board.json", cal_path="calibration.json"):
         pass  # no calibration: nominal scale factors
     except ValueError:
         cal_error = "calibration: not valid JSON"
-    b = Board(cfg, cal)
+    if cal is not None and not isinstance(cal, dict):
+        cal, cal_error = None, "calibration: must be a JSON object"
+    try:
+        b = Board(cfg, cal)
+    except (TypeError, ValueError, KeyError, AttributeError) as ex:
+        if cal is None:
+            raise  # the board file itself is broken: nothing to fall back to
+        b = Board(cfg, None)  # a calibration the firmware cannot use is refused whole
+        cal_error = "calibration: unusable (%r)" % ex
     b.cal_error = b.cal_error or cal_error
     b.off()
     b.start_watchdog(cfg.get("wdt_ms", 5000))

@@ -340,3 +340,52 @@ def test_sample_allocates_nothing_under_micropython(tmp_path):
     # and the values are the plant's: 1.8 V OCV minus 50 ohm * 350 uA (source error aside)
     assert abs(int(v_uV) - 1_782_500) < 20_000
     assert abs(int(i_nA) + 350_000) < 5_000
+
+
+I2C_PARTS = """
+import board
+b = board.load()
+applied = b.set_current(-150000)
+import time
+for k in range(10):
+    time.sleep(1)
+    b.feed()
+b.sample()
+print(applied, b.v_uV, b.i_nA, b.range)
+"""
+
+
+def test_ads1115_and_mcp4725_against_the_simulated_parts(tmp_path):
+    """board.py's I2C code against the simulator's ADS1115 and MCP4725 register models."""
+    sim = json.loads((BOARDS / "sim.json").read_text())
+    sim["measure"] = "ads1115"
+    sim["source"] = {"type": "mcp4725", "i2c": 0, "addr": 96}
+    (tmp_path / "board.json").write_text(json.dumps(sim))
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps({
+        "capacity_Ah": 4e-4, "ocv": {"soc": [0, 1], "voltage_V": [1.2, 2.4]}, "r0_ohm": 100.0}))
+    (tmp_path / "t.py").write_text(I2C_PARTS)
+    env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
+               CELLBENCH_SIM_SOC0="0.5", CELLBENCH_SIM_TRUTH=str(tmp_path / "truth.csv"))
+    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    out = subprocess.run([mp, "t.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    applied, v_uV, i_nA, rng = map(int, out.stdout.split())
+    assert rng == 0 and abs(applied + 150_000) <= 200_000 / 4095 + 2  # 12-bit DAC step
+    err = sim["sim"]["source_error"]["200uA"]
+    i_true = applied * (1 + err["gain"]) + err["offset_A"] * 1e9
+    assert abs(i_nA - i_true) < 300  # ADS1115: 125 uV / 7.5 kOhm per LSB = 17 nA
+    z = 0.5 + i_true * 1e-9 * 10 / 3600 / 4e-4
+    assert abs(v_uV - (1.2 + 1.2 * z + 100.0 * i_true * 1e-9) * 1e6) < 1_000
+
+
+@pytest.mark.parametrize("cal", [["not", "an", "object"],
+                                 {"board": "cct-rp2040", "voltage": {"gain": "high"}},
+                                 {"board": "cct-rp2040", "adc_correction": {"x": 1}}])
+def test_unusable_calibration_is_refused_not_fatal(mk, cal):
+    b, fm, _ = mk(cal=cal)
+    assert b.calibration_id == "" and b.cal_error.startswith("calibration:")
+    set_cell(fm, 2.0, 0.0, 0)
+    b.sample()
+    assert abs(b.v_uV - 2_000_000) < 1000

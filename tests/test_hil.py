@@ -8,7 +8,6 @@ safety max_uV must be switched off within one tick with the fault flag set.
 """
 
 import json
-import os
 import sys
 import time
 
@@ -30,7 +29,6 @@ I_nA = 150_000          # 0.15 mA: the 200 uA range
 V_LOW_uV = 1_200_000
 V_HIGH_uV = 2_300_000
 CAP_AH = 1.0e-4
-HEAP_KB = int(os.environ.get("CELLBENCH_HIL_HEAP_KB", "0")) or None  # None: the board's sim.heap_kb
 
 MODEL = {
     "schema_version": 1, "cell": {"name": "hil test cell", "chemistry": "LTO/Li-like"},
@@ -50,12 +48,15 @@ class Link:
         self.board = board
         self.records = []
         self.events = []
+        self.junk = []  # lines that were not frames
 
     def _line(self):
         raw = self.board.readline(timeout_s=120)
-        assert raw, "board ended: " + self.board.stderr_text()[-800:]
+        while raw and frame.decode(raw) is None:  # MicroPython prints tracebacks to stdout
+            self.junk.append(raw.decode(errors="replace"))
+            raw = self.board.readline(timeout_s=120)
+        assert raw, "board ended: " + "".join(self.junk[-8:]) + self.board.stderr_text()[-800:]
         body = frame.decode(raw)
-        assert body is not None, raw
         if body.startswith("R "):
             self.records.append(dict(zip(FIELDS, map(int, body.split()[1:]))))
         elif body.startswith("E "):
@@ -87,7 +88,7 @@ def _start(tmp_path, table, name):
     board_file = tmp_path / f"{name}-board.json"
     board_file.write_text(json.dumps(cfg))
     board = sim.start_board(cell, board=board_file, calibration="ideal", workdir=tmp_path / name,
-                            seed=7, soc0=0.9, heap_kb=HEAP_KB)
+                            seed=7, soc0=0.9)  # heap: boards/sim.json (or env CELLBENCH_SIM_HEAP_KB)
     link = Link(board)
     ok = link.cmd("LOAD " + json.dumps(table))
     assert ok.startswith("OK"), ok

@@ -284,3 +284,105 @@ def test_read_truth_drops_a_partial_last_line(tmp_path):
     assert list(t["t_s"]) == [0.0, 10.0] and t["i_A"][1] == 1e-3
     with pytest.raises(InputError):
         simpkg.read_truth(tmp_path / "missing.csv")
+
+
+OPEN = """
+import machine, time
+relay = machine.Pin(15, machine.Pin.OUT, value=0)
+machine.Pin(17, machine.Pin.OUT, value=1)
+machine.Pin(18, machine.Pin.OUT, value=0)
+pwm = machine.PWM(machine.Pin(16))
+pwm.duty_u16(50000)            # charging setpoint
+relay.value(1)
+time.sleep(40)
+a = machine.ADC(26).read_u16() >> 4
+time.sleep(20)                 # the cell is removed at 50 s
+b = machine.ADC(26).read_u16() >> 4
+print(a, b)
+"""
+
+
+def test_removed_cell_reads_compliance_and_takes_no_current(tmp_path):
+    out = run_mpy(tmp_path, OPEN, env_extra={"CELLBENCH_SIM_FAULTS": "open@50"})
+    assert out.returncode == 0, out.stderr
+    a, b = map(int, out.stdout.split())
+    assert abs(a * 3.3 / 4096 / 0.5 - 1.8) < 0.2  # a cell near 1.8 V
+    assert b == min(4095, round(SIMBOARD["compliance_V"][1] * 0.5 / 3.3 * 4096)) or b >= 3090
+    truth = simpkg.read_truth(tmp_path / "truth.csv")
+    assert np.all(truth["i_A"][truth["t_s"] > 50.0 + 1e-9] == 0)
+    assert truth["q_chg_Ah"][-1] == pytest.approx(truth["i_A"].max() * 50 / 3600, rel=1e-6)
+
+
+def test_truth_survives_a_killed_board(tmp_path):
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(linear_model()))
+    # a generous heap: this is about the truth file, not whether the firmware fits
+    board = simpkg.start_board(cell, workdir=tmp_path / "w", soc0=0.5, heap_kb=400)
+    try:
+        import time as _time
+        for _ in range(200):  # idle: virtual time runs, truth rows pile up
+            if (board.truth_path.exists() and
+                    len(board.truth_path.read_text().splitlines()) > 20):
+                break
+            _time.sleep(0.05)
+    finally:
+        board.proc.kill()
+        board.close()
+    truth = simpkg.read_truth(board.truth_path)
+    assert len(truth["t_s"]) > 20 and np.all(np.diff(truth["t_s"]) >= 0)
+    assert np.allclose(truth["v_V"], V0 + SLOPE * 0.5, atol=1e-9)  # rested, no current
+
+
+@pytest.mark.parametrize("name", ["lto-li-coin", "gr-li-coin"])
+def test_plant_agrees_with_the_host_ecm_simulator(name):
+    """Two implementations of docs/design.md's model: the plant and cellbench.ecm."""
+    from cellbench import ecm, model as cellmodel
+    from cellbench.paths import MODELS
+
+    m = cellmodel.load_model(MODELS / f"{name}.json")
+    m = dict(m, fade={"capacity_per_cycle": 0.0, "resistance_per_cycle": 0.0,
+                      "first_cycle_irreversible_Ah": 0.0})  # ecm.simulate applies no fade
+    rng = np.random.default_rng(5)
+    dt = rng.uniform(0.5, 30.0, 400)
+    i = rng.choice([-1, 0, 1], 400) * rng.uniform(0.1, 1.0, 400) * m["capacity_Ah"]
+    t = np.concatenate(([0.0], np.cumsum(dt)))
+    i_series = np.concatenate((i, [0.0]))
+    ref = ecm.simulate(m, t, i_series, soc0=0.5)
+    cell = simcell.Cell(m, soc0=0.5)
+    v = [cell.voltage(i_series[0])]
+    for k in range(len(dt)):
+        cell.step(i[k], dt[k])
+        v.append(cell.voltage(i_series[k + 1]))
+    assert np.allclose(v, ref["v_V"], atol=1e-9)
+
+
+def _clock_module():
+    """sim/mpy/time.py under CPython, with a stand-in for MicroPython's built-in utime."""
+    import types
+
+    fake = types.ModuleType("utime")
+    fake.time = lambda: 1_700_000_000
+    saved = sys.modules.get("utime")
+    sys.modules["utime"] = fake
+    try:
+        spec = importlib.util.spec_from_file_location("vclock", SIM_MPY / "time.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        if saved is None:
+            sys.modules.pop("utime")
+        else:
+            sys.modules["utime"] = saved
+    return mod
+
+
+VCLOCK = _clock_module()
+
+
+@settings(max_examples=500, deadline=None)
+@given(t=st.integers(0, 2**30 - 1), d=st.integers(-(2**29) + 1, 2**29 - 1))
+def test_ticks_arithmetic_wraps_like_micropython(t, d):
+    later = VCLOCK.ticks_add(t, d)
+    assert 0 <= later < 2**30
+    assert VCLOCK.ticks_diff(later, t) == d
+    assert VCLOCK.ticks_diff(t, later) == -d

@@ -135,8 +135,8 @@ class Link:
             self.transport.write(self.frame.encode(body))
         except OSError as exc:  # BrokenPipeError (sim ended), SerialException (unplugged)
             said = self._last_words()
-            raise LinkError(body.split(" ", 1)[0], "",
-                            f"cannot write to the board: {exc}" + (f"; it said: {said}" if said else "")) from None
+            text = f"cannot write to the board: {exc}" + (f"; it said: {said}" if said else "")
+            raise LinkError(body.split(" ", 1)[0], "", text) from None
 
     def _last_words(self):
         """The last unframed line a board that has ended printed (a traceback's last line)."""

@@ -161,8 +161,9 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     board: board name or path (its ``sim`` section sets the imperfections and heap).
     calibration: None, a path, a dict, or ``"ideal"`` (:func:`ideal_calibration`).
     workdir: where the flash dir, truth CSV and stats go (a new temp dir if None).
-    seed: noise seed. heap_kb: MicroPython heap for the firmware (default the board's
-    ``sim.heap_kb``; the sim's own ``sim.overhead_kb`` is added on top).
+    seed: noise seed. heap_kb: MicroPython heap for the firmware (default: env
+    CELLBENCH_SIM_HEAP_KB, else the board's ``sim.heap_kb``; the simulator's own
+    ``sim.overhead_kb`` is added on top).
     soc0: initial SoC (default the board's ``sim.soc0``). faults: CELLBENCH_SIM_FAULTS.
     """
     cfg = _load_json(board_path(board), "board")
@@ -178,7 +179,9 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
             calibration if isinstance(calibration, dict) else _load_json(calibration, "calibration"))
         (flash / "calibration.json").write_text(json.dumps(cal))
     truth = work / "truth.csv"
-    heap = int(heap_kb if heap_kb is not None else sim.get("heap_kb", 180)) + int(sim.get("overhead_kb", 0))
+    if heap_kb is None:
+        heap_kb = os.environ.get("CELLBENCH_SIM_HEAP_KB") or sim.get("heap_kb", 180)
+    heap = int(heap_kb) + int(sim.get("overhead_kb", 0))
     simlib = compile_sim_modules(work / "simlib")
     env = dict(os.environ, MICROPYPATH=f"{simlib}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),

@@ -148,8 +148,11 @@ class _Ads1115:
 
 
 class _Mcp4725:
-    def __init__(self):
+    """12-bit DAC; drives the plant's source only when the board's source is this DAC."""
+
+    def __init__(self, drives):
         self.code = 2048
+        self.drives = drives
 
     def write(self, data):
         if len(data) >= 2 and not data[0] & 0xC0:  # fast write; PD bits 0x30 power it down
@@ -158,7 +161,8 @@ class _Mcp4725:
             self.code = (data[1] << 4) | (data[2] >> 4)
         else:
             return
-        _plant.set_code(self.code, 4095)
+        if self.drives:
+            _plant.set_code(self.code, 4095)
 
     def read(self, n):
         return bytes((0xC0, self.code >> 4, (self.code & 15) << 4, 0, 0))[:n]
@@ -168,12 +172,13 @@ _devices = {}
 
 
 def _bus_devices():
+    """Both I2C parts of the board are fitted: the ADS1115 (ext_adc's address, else 0x48)
+    and the MCP4725 (the source's address, else 0x60)."""
     if not _devices:
-        ext = _plant.ext
-        if ext and ext.get("type") == "ads1115":
-            _devices[int(ext.get("addr", 72))] = _Ads1115()
-        if _plant.dac_addr is not None:
-            _devices[_plant.dac_addr] = _Mcp4725()
+        ext = _plant.ext or {}
+        _devices[int(ext.get("addr", 72))] = _Ads1115()
+        dac = _plant.dac_addr
+        _devices[96 if dac is None else dac] = _Mcp4725(dac is not None)
     return _devices
 
 

@@ -259,6 +259,8 @@ class Plant:
         self.src_err = [(float((errs.get(r["name"]) or {}).get("gain", 0.0)),
                          float((errs.get(r["name"]) or {}).get("offset_A", 0.0))) for r in self.ranges]
         self.ext = board.get("ext_adc") or None
+        self.q_per_V = ADC_Q * 4096 / self.vref_V  # ideal RP2040 input per ADC volt
+        self._range_changed()
         self.blocks = dnl_blocks(sim)
         self.dnl_zone = bytearray(4096)  # 1 where the DNL transfer differs from x // Q
         for b in range(4):
@@ -361,14 +363,10 @@ class Plant:
     def _update_inputs(self):
         """Recompute terminal voltage and the ideal ADC inputs for the current state."""
         self.v_V = self.terminal_V()
-        k = self.range_index()
-        r = self.ranges[k]
-        v_i = self.mid_V + self.i_A * r["sense_ohm"] * r["gain"]
-        lsb = ADC_Q * 4096 / self.vref_V
         self.va_V = self.v_V * self.divider
-        self.ia_V = v_i
-        self.xq[self.v_pin] = int(self.va_V * lsb + ADC_Q // 2)
-        self.xq[self.i_pin] = int(v_i * lsb + ADC_Q // 2)
+        self.ia_V = self.mid_V + self.i_A * self.v_per_A
+        self.xq[self.v_pin] = int(self.va_V * self.q_per_V) + ADC_Q // 2
+        self.xq[self.i_pin] = int(self.ia_V * self.q_per_V) + ADC_Q // 2
 
     def changed(self):
         """The source, relay or range changed: integrate to now, then apply it."""
@@ -398,7 +396,12 @@ class Plant:
             self.relay = level
             self.changed()
         elif pin in self.range_pins:
+            self._range_changed()
             self.changed()
+
+    def _range_changed(self):
+        r = self.ranges[self.range_index()]
+        self.v_per_A = r["sense_ohm"] * r["gain"]  # sense amplifier output per cell amp
 
     def set_code(self, code, full):
         if code != self.code or full != self.full:

@@ -1,0 +1,227 @@
+"""cellbench fit: parameters recovered from logs of simulated cells with known parameters.
+
+The logs are made with cellbench.ecm (the reference simulator, not the fit code) by
+cellbench.benchmarks.fit: a C/20 OCV cycle and an HPPC pulse train, sampled at 1 s with
+0.3 mV voltage noise and 0.1 % current noise, written as BDF CSV.
+"""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cellbench import cli, ecm
+from cellbench.benchmarks import fit as gen
+from cellbench.errors import InputError
+from cellbench.fit import filters, fit_logs, ocv
+from cellbench.model import load_model
+from cellbench.paths import PROTOCOLS
+from cellbench.protocol import compile_protocol, load_protocol
+
+TWO_RC = ((60.0, 15.0), (80.0, 400.0))
+ONE_RC = ((70.0, 40.0),)
+
+
+@pytest.fixture(scope="module")
+def two_rc(tmp_path_factory):
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    path = gen.synthetic_log(tmp_path_factory.mktemp("two") / "char.bdf.csv", truth, seed=1)
+    model, report = fit_logs([path], rc=2)
+    return truth, path, model, report
+
+
+@pytest.fixture(scope="module")
+def one_rc(tmp_path_factory):
+    truth = gen.known_model(r0_ohm=150.0, rc=ONE_RC)
+    path = gen.synthetic_log(tmp_path_factory.mktemp("one") / "char.bdf.csv", truth, seed=2)
+    model, _ = fit_logs([path], rc=1)
+    return truth, path, model
+
+
+def _rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def _ocv_rms_V(model, truth):
+    grid = np.linspace(0, 1, 201)
+    return float(np.sqrt(np.mean((ecm.cellmodel.ocv(model, grid) - ecm.cellmodel.ocv(truth, grid)) ** 2)))
+
+
+def _held_out_rmse_V(model, truth, seed=7):
+    """Replay a pulse profile the fit never saw (from SoC 0.8, known) with both models."""
+    rng = np.random.default_rng(seed)
+    c = truth["capacity_Ah"]
+    durations = rng.integers(5, 120, 120)
+    currents = rng.choice([-1.0, -0.5, -0.3, 0.0, 0.0, 0.3, 0.5], durations.size) * c
+    steps = list(zip(currents, durations))
+    t_s, i_A, sim = gen.sample(truth, steps, 0.8)
+    v_meas = sim["v_V"] + rng.normal(0, 3e-4, t_s.size)
+    assert 0.05 < sim["soc"].min() and sim["soc"].max() < 0.95
+    replay = ecm.simulate(model, t_s, i_A, 0.8)
+    return float(np.sqrt(np.mean((replay["v_V"] - v_meas) ** 2)))
+
+
+def test_two_rc_cell_meets_the_targets(two_rc):
+    truth, _, model, _ = two_rc
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["r0_ohm"], truth["r0_ohm"]) < 0.02
+    for fitted, known in zip(model["rc"], truth["rc"]):
+        assert _rel(fitted["r_ohm"], known["r_ohm"]) < 0.10
+        assert _rel(fitted["tau_s"], known["tau_s"]) < 0.10
+    assert _ocv_rms_V(model, truth) < 0.002
+    assert _held_out_rmse_V(model, truth) < 0.005
+
+
+def test_one_rc_cell_meets_the_targets(one_rc):
+    truth, _, model = one_rc
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["r0_ohm"], truth["r0_ohm"]) < 0.02
+    (fitted,), (known,) = model["rc"], truth["rc"]
+    assert _rel(fitted["r_ohm"], known["r_ohm"]) < 0.10
+    assert _rel(fitted["tau_s"], known["tau_s"]) < 0.10
+    assert _ocv_rms_V(model, truth) < 0.002
+    assert _held_out_rmse_V(model, truth, seed=8) < 0.005
+
+
+def test_model_is_valid_with_provenance(two_rc):
+    _, path, model, _ = two_rc
+    assert load_model(json.loads(json.dumps(model))) == model
+    prov = model["provenance"]
+    assert path.name in prov["source"]
+    assert 0 < prov["fit_rmse_V"] < 0.002          # noise is 0.3 mV
+    assert len(prov["created"]) == 10 and "NNLS" in prov["method"]
+    assert np.all(np.diff(model["ocv"]["voltage_V"]) > 0)
+    assert model["window_V"][0] >= model["ocv"]["voltage_V"][0]
+
+
+def test_same_log_same_model_whatever_the_format(two_rc, tmp_path):
+    _, path, model, _ = two_rc
+    frame = pd.read_csv(path)
+    machine = tmp_path / "machine.csv"
+    frame.rename(columns={"Test Time / s": "test_time_second", "Voltage / V": "voltage_volt",
+                          "Current / A": "current_ampere", "Step Count / 1": "step_count"}).to_csv(machine, index=False)
+    parquet = tmp_path / "char.bdf.parquet"
+    frame.to_parquet(parquet)
+    for other in (path, machine, parquet):
+        again, _ = fit_logs([other], rc=2)
+        again["provenance"]["source"] = model["provenance"]["source"]   # names the file
+        again["cell"]["name"] = model["cell"]["name"]
+        assert again == model
+
+
+def test_steps_found_without_a_step_column(two_rc, tmp_path):
+    truth, path, _, _ = two_rc
+    frame = pd.read_csv(path).drop(columns=["Step Count / 1"])
+    bare = tmp_path / "bare.csv"
+    frame.to_csv(bare, index=False)
+    model, _ = fit_logs([bare], rc=2)
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["r0_ohm"], truth["r0_ohm"]) < 0.02
+
+
+def test_two_logs_split_by_protocol(tmp_path):
+    """An OCV log and a separate HPPC log: capacity/OCV from one, dynamics from both."""
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    state = ecm.new_state(truth, 0.5)
+    t_s, i_A, sim = gen.sample(truth, gen.ocv_cycle_steps(truth, state), 0.5)
+    ocv_log = gen.write_log(tmp_path / "ocv.csv", t_s, i_A, sim["v_V"])
+    z0 = state.soc
+    t_s, i_A, sim = gen.sample(truth, gen.hppc_steps(truth, state), z0)
+    hppc_log = gen.write_log(tmp_path / "hppc.csv", t_s, i_A, sim["v_V"])
+    model, report = fit_logs([ocv_log, hppc_log], rc=2)
+    assert _rel(model["r0_ohm"], truth["r0_ohm"]) < 0.02
+    assert _rel(model["rc"][1]["tau_s"], truth["rc"][1]["tau_s"]) < 0.10
+    assert abs(report["socs"][1][0] - z0) < 0.01
+    with pytest.raises(InputError, match="protocols/ocv-c20.json"):
+        fit_logs([hppc_log])
+
+
+def test_log_without_rests_names_the_pulse_protocol(tmp_path):
+    truth = gen.known_model()
+    state = ecm.new_state(truth, 0.5)
+    t_s, i_A, sim = gen.sample(truth, gen.ocv_cycle_steps(truth, state, rest_s=0), 0.5)
+    path = gen.write_log(tmp_path / "norest.csv", t_s, i_A, sim["v_V"])
+    with pytest.raises(InputError, match="protocols/hppc.json"):
+        fit_logs([path])
+
+
+def test_fast_cycle_is_not_a_capacity_measurement(tmp_path):
+    truth = gen.known_model()
+    state = ecm.new_state(truth, 0.5)
+    steps = gen.ocv_cycle_steps(truth, state, rate_C=0.5, rest_s=600)
+    t_s, i_A, sim = gen.sample(truth, steps, 0.5)
+    path = gen.write_log(tmp_path / "fast.csv", t_s, i_A, sim["v_V"])
+    with pytest.raises(InputError, match="capacity: .*protocols/ocv-c20.json"):
+        fit_logs([path])
+
+
+def test_hysteresis_is_recovered(tmp_path):
+    truth = gen.known_model(r0_ohm=100.0, rc=ONE_RC, m_V=0.012, gamma=30.0)
+    path = gen.synthetic_log(tmp_path / "hyst.csv", truth, seed=3)
+    plain, _ = fit_logs([path], rc=1)
+    model, report = fit_logs([path], rc=1, hysteresis=True)
+    assert _rel(model["hysteresis"]["m_V"], 0.012) < 0.25
+    assert model["provenance"]["fit_rmse_V"] < plain["provenance"]["fit_rmse_V"]
+    assert _ocv_rms_V(model, truth) < 0.002
+
+
+def test_cli_writes_model_and_report(two_rc, tmp_path, capsys):
+    _, path, model, _ = two_rc
+    out = tmp_path / "m.json"
+    assert cli.main(["fit", str(path), "--out", str(out), "--rc", "2", "--report", str(tmp_path / "rep")]) == 0
+    assert json.loads(out.read_text())["r0_ohm"] == pytest.approx(model["r0_ohm"])
+    for name in ("report.txt", "residuals.png", "ocv.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0
+    assert "RMSE" in (tmp_path / "rep" / "report.txt").read_text()
+    capsys.readouterr()
+    assert cli.main(["fit", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cellbench: error: --out:") and "\n" not in err
+
+
+def test_cli_refuses_unreadable_log(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Test Time / s,Voltage / V\n0,1\n")
+    assert cli.main(["fit", str(bad), "--out", str(tmp_path / "m.json")]) == 2
+    assert "Current / A" in capsys.readouterr().err
+
+
+def test_shipped_characterisation_protocols_compile():
+    board = json.loads((PROTOCOLS.parent / "boards" / "sim.json").read_text())
+    for name in ("ocv-c20", "hppc", "gitt"):
+        table = compile_protocol(load_protocol(PROTOCOLS / f"{name}.json"), board)
+        assert table["steps"]
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 50.0), st.floats(-1.0, 1.0)), min_size=1, max_size=60),
+       st.floats(0.05, 5000.0), st.floats(-1.0, 1.0))
+def test_scan_matches_the_plain_recurrence(rows, tau, x0):
+    dt = np.array([r[0] for r in rows])
+    b = np.array([r[1] for r in rows])
+    log_a = -dt / tau
+    expected = [x0]
+    for la, bk in zip(log_a, b):
+        expected.append(np.exp(la) * expected[-1] + bk)
+    assert np.allclose(filters.scan(log_a, b, x0), expected, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3.0, 3.0), min_size=2, max_size=80))
+def test_monotonic_ocv_is_strictly_increasing_and_close(values):
+    v = np.array(values)
+    out = ocv.monotonic(v)
+    assert np.all(np.diff(out) > 0)
+    if np.all(np.diff(v) > 2 * ocv.EPS_V):
+        assert np.allclose(out, v, atol=1e-12)
+    # isotonic least squares never does worse than the best constant (up to the
+    # EPS_V ramp that makes it strict, at most EPS_V * len(v) per point)
+    slack = 2 * len(v) * ocv.EPS_V * (np.abs(v - v.mean()).sum() + len(v) ** 2 * ocv.EPS_V)
+    assert np.sum((out - v) ** 2) <= np.sum((v - v.mean()) ** 2) + slack
