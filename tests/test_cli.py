@@ -181,16 +181,17 @@ def test_sim_run_follows_the_protocol(sim_run):
 @needs_sim
 def test_sim_log_matches_the_plant_truth(sim_run):
     _, log, _, truth, _ = sim_run
-    t = log["Test Time / s"]
-    # The plant's truth starts at its own clock; align on the end of the run.
-    t_truth = truth["t_s"] - truth["t_s"][0]
-    q_dch_truth = np.interp(t, t_truth, truth["q_dch_Ah"] - truth["q_dch_Ah"][0])
-    q_chg_truth = np.interp(t, t_truth, truth["q_chg_Ah"] - truth["q_chg_Ah"][0])
-    full = truth["q_dch_Ah"].max() - truth["q_dch_Ah"][0]
-    assert full > 0
-    # Counted charge follows the plant's to within 2 % of the total moved.
-    assert np.max(np.abs(log["Discharging Capacity / Ah"] - q_dch_truth)) < 0.02 * full
-    assert np.max(np.abs(log["Charging Capacity / Ah"] - q_chg_truth)) < 0.02 * full
+    # The plant's clock starts at boot, the log's at START: align on the first discharge.
+    t_log = log["Test Time / s"]
+    on_log = t_log[np.argmax(log["Current / A"] < -1e-4)]
+    on_truth = truth["t_s"][np.argmax(truth["i_A"] < -1e-4)]
+    t = t_log + (on_truth - on_log)
+    for column, key in (("Discharging Capacity / Ah", "q_dch_Ah"), ("Charging Capacity / Ah", "q_chg_Ah")):
+        q_truth = np.interp(t, truth["t_s"], truth[key]) - np.interp(t[0], truth["t_s"], truth[key])
+        assert q_truth[-1] > 1e-4
+        # Totals agree to 1 %; along the run to 3 % of the total (truth rows are 10 s apart).
+        assert abs(log[column][-1] - q_truth[-1]) < 0.01 * q_truth[-1]
+        assert np.max(np.abs(log[column] - q_truth)) < 0.03 * q_truth[-1]
 
 
 class Lossy:

@@ -225,3 +225,37 @@ def test_monotonic_ocv_is_strictly_increasing_and_close(values):
     # EPS_V ramp that makes it strict, at most EPS_V * len(v) per point)
     slack = 2 * len(v) * ocv.EPS_V * (np.abs(v - v.mean()).sum() + len(v) ** 2 * ocv.EPS_V)
     assert np.sum((out - v) ** 2) <= np.sum((v - v.mean()) ** 2) + slack
+
+
+def test_gitt_log_gives_a_rest_point_ocv(tmp_path):
+    """GITT (C/10 pulses of 5 %, 1 h rests, sampled every 5 s): OCV from the rest points."""
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    c, (low, high) = truth["capacity_Ah"], truth["window_V"]
+    state = ecm.new_state(truth, 0.5)
+    steps = [gen._cc(truth, state, 0.2 * c, high), gen._cc(truth, state, 0.0, until_s=3600)]
+    for sign, limit in ((-1, low), (1, high)):
+        for _ in range(22):
+            steps += [gen._cc(truth, state, sign * 0.1 * c, limit, 1800), gen._cc(truth, state, 0.0, until_s=3600)]
+    t_s, i_A, sim = gen.sample(truth, steps, 0.5)
+    keep = np.arange(0, t_s.size, 5)
+    noise = np.random.default_rng(4).normal(0, 3e-4, keep.size)
+    path = gen.write_log(tmp_path / "gitt.csv", t_s[keep], i_A[keep], sim["v_V"][keep] + noise)
+    model, report = fit_logs([path], rc=2)
+    assert "rest-point" in report["ocv"]["method"]
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    grid = np.linspace(0.05, 0.95, 91)
+    err = ecm.cellmodel.ocv(model, grid) - ecm.cellmodel.ocv(truth, grid)
+    assert np.sqrt(np.mean(err ** 2)) < 0.005      # 5 % SoC between rest points
+
+
+def test_r0_as_a_function_of_soc(tmp_path):
+    z = np.linspace(0, 1, 101)
+    r0_true = (100.0 + 200.0 * np.exp(-z / 0.25)).tolist()      # rises towards empty
+    truth = gen.known_model(r0_ohm=r0_true, rc=TWO_RC)
+    path = gen.synthetic_log(tmp_path / "r0z.csv", truth, seed=5)
+    model, _ = fit_logs([path], rc=2, r0_soc=True)
+    assert len(model["r0_ohm"]) == len(model["ocv"]["soc"])
+    inside = (z >= 0.1) & (z <= 0.9)
+    fitted = np.interp(z, model["ocv"]["soc"], model["r0_ohm"])
+    assert np.max(np.abs(fitted[inside] / np.array(r0_true)[inside] - 1)) < 0.05
+    assert _held_out_rmse_V(model, truth, seed=9) < 0.005

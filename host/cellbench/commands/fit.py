@@ -22,6 +22,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="model file to write (JSON)")
     parser.add_argument("--rc", type=int, choices=(1, 2), default=1, help="RC pairs (default 1)")
     parser.add_argument("--hysteresis", action="store_true", help="also fit one-state hysteresis")
+    parser.add_argument("--r0-soc", action="store_true", help="fit R0 as a function of SoC (every 10 %%)")
     parser.add_argument("--report", metavar="DIR", help="write report.txt, residuals.png, ocv.png here")
     parser.add_argument("--name", default="", help="cell name (default: from the log's sidecar)")
     parser.add_argument("--chemistry", default="", help="e.g. LTO/Li (default: from the sidecar)")
@@ -36,7 +37,8 @@ def run(args) -> int:
     if args.mass_mg < 0 or args.mass_mg != args.mass_mg:
         raise InputError(f"--mass-mg: must be > 0, got {args.mass_mg}")
     model, report = fit_logs(args.logs, rc=args.rc, hysteresis=args.hysteresis, name=args.name,
-                             chemistry=args.chemistry, mass_g=args.mass_mg / 1000.0)
+                             chemistry=args.chemistry, mass_g=args.mass_mg / 1000.0,
+                             r0_soc=args.r0_soc)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(model, indent=1) + "\n")
@@ -46,7 +48,7 @@ def run(args) -> int:
         written = fit_report.write(model, report, args.report)
         print(written[0].read_text(), end="")
     else:
-        print(f"capacity {model['capacity_Ah'] * 1e3:.5f} mAh, R0 {model['r0_ohm']:.3f} ohm, "
+        print(f"capacity {model['capacity_Ah'] * 1e3:.5f} mAh, "
               f"fit RMSE {model['provenance']['fit_rmse_V'] * 1e3:.3f} mV")
     print(f"wrote {out}")
     return 0

@@ -25,14 +25,19 @@ from .data import load
 DEFAULT_MASS_G = 0.002     # the presets' assumption when neither sidecar nor user gives one
 
 
+R0_KNOTS = np.linspace(0.0, 1.0, 11)   # with r0_soc: R0 piecewise linear, a value every 10 % SoC
+
+
 def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemistry: str = "",
-             mass_g: float = 0.0):
+             mass_g: float = 0.0, r0_soc: bool = False):
     """Fit a model to the logs at ``paths``; returns (model dict, report dict).
 
-    ``rc``: number of RC pairs (1 or 2). ``hysteresis``: also fit Plett's hysteresis
-    (m_V, m0_V, gamma). ``name``/``chemistry``/``mass_g`` describe the cell (defaults from
-    the first log's sidecar). Raises InputError naming the protocol that would provide
-    whatever the logs lack.
+    ``rc``: number of RC pairs (1 or 2); a pair the refinement finds no use for (zero
+    resistance) is left out and the report says so. ``hysteresis``: also fit Plett's
+    hysteresis (m_V, m0_V, gamma). ``r0_soc``: R0 as a function of SoC (knots every 10 %,
+    written on the OCV grid) instead of one value. ``name``/``chemistry``/``mass_g``
+    describe the cell (defaults from the first log's sidecar). Raises InputError naming
+    the protocol that would provide whatever the logs lack.
     """
     if rc not in (1, 2):
         raise InputError(f"rc: must be 1 or 2, got {rc}")
@@ -50,11 +55,9 @@ def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemi
     traces = [soc.trace(log, *args, r_dc_ohm=r0["r0_ohm"] + sum(relax["r_ohm"])) for log in logs]
     socs = [z for z, _ in traces]
     ocv_fn = lambda z: np.interp(z, grid, ocv_V)
-    try:
-        best = refine.refine(logs, socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis)
-    except ValueError:
-        raise InputError("logs: no samples between 5 % and 95 % SoC to refine on; "
-                         "run protocols/hppc.json") from None
+    best = refine.refine(logs, socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis,
+                         R0_KNOTS if r0_soc else None)
+    best = _usable(best, grid)
     model = _model(logs, cyc, curve, best, name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": cyc, "ocv": curve, "soc_anchor":
               [how for _, how in traces], "r0_edges": r0, "relaxations": relax, "refined": best,
@@ -62,11 +65,36 @@ def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemi
     return model, report
 
 
+def _usable(best: dict, grid) -> dict:
+    """Drop RC pairs NNLS set to zero; R0 knots it set to zero (no data) take their
+    neighbours' values; R0 per knot goes onto the OCV grid. InputError if nothing is left."""
+    best = dict(best)
+    kept = [p for p in best["rc"] if p["r_ohm"] > 0]
+    best["rc_dropped"] = len(best["rc"]) - len(kept)
+    if not kept:
+        raise InputError("rc: the logs show no RC relaxation the refinement can use; "
+                         "run protocols/hppc.json (pulses with long rests)")
+    best["rc"] = kept
+    r0 = np.atleast_1d(np.asarray(best["r0_ohm"], dtype=float))
+    if not np.any(r0 > 0):
+        raise InputError("r0: the refinement found no series resistance; run protocols/hppc.json")
+    if r0.size > 1:
+        good = r0 > 0
+        r0 = np.interp(R0_KNOTS, R0_KNOTS[good], r0[good])
+        best["r0_knots_ohm"] = r0.tolist()
+        best["r0_ohm"] = np.interp(grid, R0_KNOTS, r0).tolist()
+    return best
+
+
+def _r0_typical(best: dict) -> float:
+    return float(np.median(best["r0_ohm"]))
+
+
 def _gap_estimate(curve: dict, best: dict) -> float:
     """Hysteresis from the slow branches: half their gap less the IR part |I| * R_dc (V)."""
     half_gap = 0.5 * (curve["charge_V"] - curve["discharge_V"])
     inside = (curve["soc"] >= 0.05) & (curve["soc"] <= 0.95)
-    r_dc = best["r0_ohm"] + sum(p["r_ohm"] for p in best["rc"])
+    r_dc = _r0_typical(best) + sum(p["r_ohm"] for p in best["rc"])
     return max(0.0, float(np.median(half_gap[inside])) - curve["branch_A"] * r_dc)
 
 
@@ -114,9 +142,7 @@ def _model(logs, cyc, curve, best, name, chemistry, mass_g) -> dict:
             "rmse_soc_range": list(refine.SOC_RANGE),
         },
     }
-    if best["rc"] and any(p["r_ohm"] <= 0 for p in best["rc"]):
-        raise InputError("rc: the refinement found no RC response (a pair's resistance is 0); "
-                         "try --rc 1 or a log with longer rests from protocols/hppc.json")
-    if best["r0_ohm"] <= 0:
-        raise InputError("r0: the refinement found no series resistance; run protocols/hppc.json")
+    if best["rc_dropped"]:
+        doc["provenance"]["rc_dropped"] = (f"{best['rc_dropped']} RC pair(s) asked for had zero "
+                                           "resistance in the refinement and were left out")
     return load_model(doc)

@@ -64,9 +64,17 @@ def branch(log: Log, sweep: Sweep) -> np.ndarray:
 
 
 def rest_points(log: Log, sweep: Sweep):
-    """(soc, voltage) at the end of every rest inside ``sweep``."""
+    """(soc, voltage) at the end of every rest inside ``sweep`` and of the rest just before it.
+
+    The rest before the sweep is the relaxed window end it starts from (SoC 1 before a
+    discharge, 0 before a charge): without it the OCV's first or last grid points would
+    only be extrapolated.
+    """
     z = sweep_soc(log, sweep)
     points = []
+    first = sweep.steps[0]
+    if first > 0 and log.steps[first - 1].sign == 0:
+        points.append((0.0 if sweep.sign > 0 else 1.0, log.v_V[log.steps[first - 1].stop - 1]))
     for k in sweep.steps:
         step = log.steps[k]
         if step.sign == 0 and step.stop - 1 > step.start:

@@ -5,6 +5,9 @@ remaining parameters::
 
     v - OCV(z) = R0*i + sum_j R_j*x_j(tau_j) + M*h(gamma) + M0*s
 
+(with ``r0_knots``, R0(z) is piecewise linear between knots: ``R0(z)*i =
+sum_k R0_k * hat_k(z) * i``, still linear, one column per knot)
+
 with ``x_j`` the RC response per ohm and ``h`` the hysteresis state, both computed once
 per candidate value over every log (:mod:`.filters`). Each candidate combination is
 then one ``scipy.optimize.nnls`` solve (all parameters are >= 0). Only samples at
@@ -19,6 +22,7 @@ import itertools
 import numpy as np
 from scipy.optimize import nnls
 
+from ..errors import InputError
 from . import filters
 
 SOC_RANGE = (0.05, 0.95)
@@ -28,16 +32,29 @@ FINE_POINTS = 11
 GAMMAS = np.geomspace(1.0, 1000.0, 13)
 
 
+def hat(z, knots, k) -> np.ndarray:
+    """Weight of knot ``k`` in linear interpolation over ``knots`` at ``z`` (clamped)."""
+    unit = np.zeros(len(knots))
+    unit[k] = 1.0
+    return np.interp(z, knots, unit)
+
+
 class Problem:
     """Every log's samples at 5-95 % SoC and the columns candidates are built from."""
 
-    def __init__(self, logs, socs, ocv_fn, capacity_Ah, hysteresis):
+    def __init__(self, logs, socs, ocv_fn, capacity_Ah, hysteresis, r0_knots=None):
         self.logs, self.socs, self.ocv_fn = logs, socs, ocv_fn
         self.capacity_Ah, self.hysteresis = capacity_Ah, hysteresis
         self.masks = [(z >= SOC_RANGE[0]) & (z <= SOC_RANGE[1]) for z in socs]
         self.y = np.concatenate([(log.v_V - ocv_fn(z))[m] for log, z, m in zip(logs, socs, self.masks)])
         self.n = self.y.size
-        fixed = [self._stack(lambda log: log.i_A)]
+        if r0_knots is None:
+            fixed = [self._stack(lambda log: log.i_A)]
+        else:
+            fixed = [np.concatenate([(log.i_A * hat(z, r0_knots, k))[m]
+                                     for log, z, m in zip(logs, socs, self.masks)])
+                     for k in range(len(r0_knots))]
+        self.n_r0 = len(fixed)
         self.h_cols = []
         if hysteresis:
             fixed.append(self._stack(lambda log: filters.held_sign(log.i_A, log.rest_tol_A)))
@@ -53,16 +70,24 @@ class Problem:
 
 
 def _solve(gram, rhs, yy, n, idx):
-    """NNLS on the columns ``idx`` through their Gram matrix; returns (rmse_V, coefficients)."""
-    g = gram[np.ix_(idx, idx)]
-    c = rhs[idx]
-    scale = np.sqrt(np.maximum(np.diag(g), 1e-300))
-    gs = g / np.outer(scale, scale) + 1e-12 * np.eye(len(idx))
-    cs = c / scale
+    """NNLS on the columns ``idx`` through their Gram matrix; returns (rmse_V, coefficients).
+
+    Columns that are zero over the fitted samples (an R0 knot no sample is near) get a
+    zero coefficient instead of entering the solve.
+    """
+    idx = np.asarray(idx)
+    diag = np.diag(gram)[idx]
+    live = diag > 1e-24 * max(float(diag.max()), 1e-300)
+    x = np.zeros(idx.size)
+    use = idx[live]
+    g = gram[np.ix_(use, use)]
+    c = rhs[use]
+    scale = np.sqrt(np.diag(g))
+    gs = g / np.outer(scale, scale) + 1e-12 * np.eye(use.size)
     chol = np.linalg.cholesky(gs)
-    x_s, _ = nnls(chol.T, np.linalg.solve(chol, cs))
-    x = x_s / scale
-    sse = yy - 2.0 * c @ x + x @ g @ x
+    x_s, _ = nnls(chol.T, np.linalg.solve(chol, c / scale))
+    x[live] = x_s / scale
+    sse = yy - 2.0 * c @ x[live] + x[live] @ g @ x[live]
     return float(np.sqrt(max(sse, 0.0) / n)), x
 
 
@@ -90,13 +115,14 @@ def _search(problem: Problem, tau_grids: list) -> dict:
     return best
 
 
-def _unpack(best: dict, n_rc: int, hysteresis: bool) -> dict:
+def _unpack(best: dict, n_rc: int, hysteresis: bool, n_r0: int) -> dict:
     x = best["coef"]
-    out = {"rmse_V": best["rmse_V"], "r0_ohm": float(x[0]), "m0_V": 0.0, "m_V": 0.0, "gamma": 0.0}
-    k = 1
+    r0 = float(x[0]) if n_r0 == 1 else x[:n_r0].tolist()
+    out = {"rmse_V": best["rmse_V"], "r0_ohm": r0, "m0_V": 0.0, "m_V": 0.0, "gamma": 0.0}
+    k = n_r0
     if hysteresis:
-        out["m0_V"] = float(x[1])
-        k = 2
+        out["m0_V"] = float(x[k])
+        k += 1
     out["rc"] = [{"r_ohm": float(x[k + j]), "tau_s": float(best["tau_s"][j])} for j in range(n_rc)]
     if hysteresis:
         out["m_V"] = float(x[k + n_rc])
@@ -104,21 +130,24 @@ def _unpack(best: dict, n_rc: int, hysteresis: bool) -> dict:
     return out
 
 
-def refine(logs, socs, ocv_fn, capacity_Ah, tau0_s: list, hysteresis: bool = False) -> dict:
+def refine(logs, socs, ocv_fn, capacity_Ah, tau0_s: list, hysteresis: bool = False,
+           r0_knots=None) -> dict:
     """Jointly refit R0, the RC pairs (and hysteresis) over all ``logs``.
 
     ``socs``: SoC trace of each log; ``ocv_fn(z)`` the fitted OCV in V; ``tau0_s`` the
-    relaxation estimates (one per pair). Returns {"rmse_V", "r0_ohm", "rc": [{r_ohm,
-    tau_s}], "m_V", "m0_V", "gamma", "samples"}.
+    relaxation estimates (one per pair); ``r0_knots`` (SoC values) makes R0 piecewise
+    linear in SoC. Returns {"rmse_V", "r0_ohm" (float, or one value per knot), "rc":
+    [{r_ohm, tau_s}], "m_V", "m0_V", "gamma", "samples"}.
     """
-    problem = Problem(logs, socs, ocv_fn, capacity_Ah, hysteresis)
+    problem = Problem(logs, socs, ocv_fn, capacity_Ah, hysteresis, r0_knots)
     if problem.n == 0:
-        raise ValueError("no samples at 5-95 % SoC")
+        raise InputError("logs: no samples between 5 % and 95 % SoC to refine on; "
+                         "run protocols/hppc.json")
     coarse = [t * np.geomspace(1 / COARSE_SPAN, COARSE_SPAN, COARSE_POINTS) for t in sorted(tau0_s)]
     best = _search(problem, coarse)
     ratio = COARSE_SPAN ** (2.0 / (COARSE_POINTS - 1))    # one coarse step
     fine = [t * np.geomspace(1 / ratio, ratio, FINE_POINTS) for t in best["tau_s"]]
     best = min((best, _search(problem, fine)), key=lambda b: b["rmse_V"])
-    out = _unpack(best, len(tau0_s), hysteresis)
+    out = _unpack(best, len(tau0_s), hysteresis, problem.n_r0)
     out["samples"] = problem.n
     return out

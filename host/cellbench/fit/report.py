@@ -36,11 +36,15 @@ def text(model: dict, report: dict, replays: list) -> str:
     row("capacity", f"{model['capacity_Ah'] * 1e3:.5f} mAh", f"low-rate full cycle at C/{1 / cyc['rate_C']:.0f}")
     row("coulombic efficiency", f"{model['coulombic_efficiency']:.5f}", "discharge / charge of that cycle")
     row("window", f"{model['window_V'][0]:.3f}-{model['window_V'][1]:.3f} V", "the cycle's limits")
-    row("R0", f"{model['r0_ohm']:.3f} ohm", f"refined (edges: median {edges['r0_ohm']:.3f} ohm "
-        f"over {len(edges['edges_ohm'])})")
+    r0 = np.asarray(model["r0_ohm"], dtype=float)
+    r0_text = f"{float(r0):.3f} ohm" if r0.ndim == 0 else f"{r0.min():.1f}-{r0.max():.1f} ohm"
+    row("R0", r0_text, f"refined{'' if r0.ndim == 0 else ' per SoC'} (edges: median "
+        f"{edges['r0_ohm']:.3f} ohm over {len(edges['edges_ohm'])})")
     for k, (pair, tau0) in enumerate(zip(model["rc"], relax["tau_s"])):
         row(f"RC{k + 1} R", f"{pair['r_ohm']:.3f} ohm", "refined (NNLS)")
         row(f"RC{k + 1} tau", f"{pair['tau_s']:.3f} s", f"refined (relaxations: {tau0:.3f} s)")
+    if report["refined"].get("rc_dropped"):
+        lines.append(f"  ({report['refined']['rc_dropped']} RC pair(s) had zero resistance and were left out)")
     hyst = model["hysteresis"]
     if hyst["m_V"] or hyst["m0_V"]:
         row("hysteresis M", f"{hyst['m_V'] * 1e3:.3f} mV", f"refined (branch gap: "

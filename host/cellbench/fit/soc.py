@@ -1,7 +1,8 @@
 """State of charge along each log, by coulomb counting from window anchors.
 
 A sweep that ends at its log's top voltage leaves the cell at SoC 1, one that ends at the
-bottom at SoC 0 (the low-rate cycle defines SoC that way). Once the resistance is known
+bottom at SoC 0 (the low-rate cycle defines SoC that way); only sweeps that moved a
+sizeable charge count (a short pulse can hit a limit through its IR drop alone). Once the resistance is known
 (second pass) the end is placed more exactly: a sweep cut off at ``V`` while passing
 ``I`` stopped where ``OCV(z) = V - I * R_dc``, short of the limit by the IR drop, more so
 at higher rates. Each such end gives a value
@@ -14,7 +15,7 @@ model.
 
 import numpy as np
 
-from .capacity import ends_at
+from .capacity import LARGE_SWEEP, ends_at
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
@@ -36,8 +37,10 @@ def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=Non
     """(soc array, how it was anchored) for ``log``; ``r_dc_ohm`` refines the anchors."""
     q = counted_Ah(log, eta) / capacity_Ah
     starts = []
+    biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
     for sweep in log.sweeps:
-        end = ends_at(log, sweep)
+        # Only large sweeps anchor: a pulse cut off by its IR drop is nowhere near the end.
+        end = ends_at(log, sweep) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
         if end:
             k = sweep.stop - 1
             starts.append(_end_soc(log, k, end, ocv_soc, ocv_V, r_dc_ohm) - q[k])
