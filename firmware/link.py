@@ -11,6 +11,7 @@ Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers on the lin
 """
 
 import binascii
+import gc
 import json
 
 import frame
@@ -97,12 +98,17 @@ def frame_body_len(buf, n):
 class Controller:
     """One board's run: state, ring of records, replies waiting to be written.
 
-    capacity: ring slots (records + events) kept until the host acknowledges them;
-    ring: a record.Ring made by the caller; line: a bytearray(MAX_LINE) line buffer.
+    capacity: most ring slots (records + events) kept until the host acknowledges them;
+    ring: the initial record.Ring (default Ring(capacity)); at each START with nothing
+    unacknowledged the ring is re-made from the heap then free (record.make_ring), so
+    MODEL and LOAD get the memory first and the ring the rest, minus reserve_bytes.
+    line: a bytearray(MAX_LINE) line buffer (main.py allocates it first thing).
     """
 
-    def __init__(self, board, capacity=1500, ring=None, line=None):
+    def __init__(self, board, capacity=1500, ring=None, line=None, reserve_bytes=24 * 1024):
         self.board = board
+        self.max_slots = capacity
+        self.reserve_bytes = reserve_bytes
         self.ring = ring if ring is not None else record.Ring(capacity)
         self.trigger = record.Trigger()
         self.safety = safety.Safety(board)
@@ -250,14 +256,19 @@ class Controller:
         self._idle_only()
         if self.table is None:
             raise CommandError("state", "no step table (LOAD first)")
+        self.error = ""
+        est = self._reset_estimator()  # before the ring takes the heap: reset allocates
+        if self.ring.count() == 0:
+            self._refit_ring()
         if self.ring.free() <= RESERVE:
             raise CommandError("ring", "record buffer full (ACK first)")
+        self.est = est
+        self.soc_ppm = -1
+        self.std_ppm = -1
         self.fault = 0
         self.t_ms = 0
-        self.error = ""
         self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
         self.safety.reset()
-        self._start_estimator()
         self.engine.start()
         b = self.board
         self.trigger.mark(0, b.v_uV, b.i_nA)
@@ -265,6 +276,16 @@ class Controller:
         self.resync = True  # main.py restarts the tick clock: the first dt starts now
         seq = self._event(record.EV_START)
         return {"seq": seq, "tick_ms": self.tick_ms}
+
+    def _refit_ring(self):
+        # Drop the empty ring first so that its memory counts as free for the new one.
+        head = self.ring.head
+        self.ring = record.Ring(0, head)
+        gc.collect()
+        try:
+            self.ring = record.make_ring(self.max_slots, self.reserve_bytes, head)
+        except MemoryError:
+            pass  # START then refuses with ERR START ring
 
     def _pause(self, arg):
         _no_arg(arg)
@@ -334,21 +355,20 @@ class Controller:
 
     # ------------------------------------------------------------ estimator
 
-    def _start_estimator(self):
-        self.est = None
-        self.soc_ppm = -1
-        self.std_ppm = -1
+    def _reset_estimator(self):
+        """The MODEL's estimator reset for a new run (None without one or if it fails)."""
         est = self.model_est
         if est is None:
-            return
+            return None
         try:
             if hasattr(est, "reset"):
                 est.reset(None, self.board.v_uV, self.board.i_nA)  # SoC from the rested voltage
             else:
                 est = self.model_est = type(est)(self.model)
-            self.est = est
+            return est
         except Exception as ex:
             self.error = "estimator: " + repr(ex)[:60]
+            return None
 
     def _estimate(self, dt_ms):
         est = self.est

@@ -11,45 +11,23 @@ stdin for at most the time left (under the simulator that advances virtual time)
 import gc
 
 # Claimed before any import fragments the heap: the command line buffer (a MODEL line
-# is 5-8 KB) and a few blocks that stay free through the ring's allocation (below).
+# is 5-8 KB). The record ring is made later, at START (link.Controller._refit_ring), so
+# that the model and the step table get their memory first.
 LINE = bytearray(12288)
-_HELD = [bytearray(4096) for _ in range(4)]
 
 import select  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-import board  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
 
+link.estimator_class()  # compile the estimator now, not in the middle of a MODEL
+
+import board  # noqa: E402
+
 RING_MAX = 1500           # records + events kept until the host acknowledges them
-RING_MIN = 64
-HEAP_RESERVE = 24 * 1024  # left free after the ring (besides _HELD): replies, JSON, GC slack
-
-
-def make_ring():
-    """The record ring, as large as fits (up to RING_MAX) with HEAP_RESERVE bytes left.
-
-    Made after every import and board.load(), so it takes what is really left (the
-    compiler's peaks are over by then); if the fragmented heap refuses it, or it leaves
-    less than the reserve, it shrinks by a quarter and tries again (its small chunks
-    fit in the holes the imports left).
-    """
-    gc.collect()
-    n = max(RING_MIN, min(RING_MAX, (gc.mem_free() - HEAP_RESERVE) // record.BYTES_PER_SLOT))
-    while True:
-        try:
-            ring = record.Ring(n)
-            gc.collect()
-            if gc.mem_free() >= HEAP_RESERVE or n == RING_MIN:
-                return ring
-            del ring
-        except MemoryError:
-            if n == RING_MIN:
-                raise
-        gc.collect()
-        n = max(RING_MIN, n * 3 // 4)
+HEAP_RESERVE = 32 * 1024  # left free after the ring: replies, record lines, estimator, GC
 
 
 def _ports():
@@ -59,14 +37,11 @@ def _ports():
 
 
 def boot():
-    """Board up with the current off, controller made, the ring sized from what is left."""
+    """Board up with the current off, and its controller (the ring comes at START)."""
     b = board.load()
     b.off()
-    link.estimator_class()  # import the estimator at boot, not in the middle of a MODEL
-    ctl = link.Controller(b, ring=make_ring(), line=LINE)
-    # Freed only now, the held blocks are contiguous room for the copy of a long command
-    # line and its JSON: the ring's chunks would otherwise have filled every such hole.
-    del _HELD[:]
+    ctl = link.Controller(b, capacity=RING_MAX, ring=record.Ring(0), line=LINE,
+                          reserve_bytes=HEAP_RESERVE)
     gc.collect()
     return b, ctl
 

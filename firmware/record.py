@@ -11,6 +11,7 @@ energy uWh, SoC ppm; current > 0 charges the cell.
 """
 
 from array import array
+import gc
 import struct
 
 FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no",
@@ -58,12 +59,12 @@ class Ring:
     Slot k of field f is cols[f][k >> CHUNK_SHIFT][k & CHUNK_MASK].
     """
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, first_seq=0):
         self.cap = capacity
         self.cols = [_column(c, capacity) for c in CODES]
         self.kind = [bytearray(min(CHUNK, capacity - k)) for k in range(0, capacity, CHUNK)]
-        self.head = 0
-        self.tail = 0
+        self.head = first_seq
+        self.tail = first_seq
 
     def count(self):
         return self.head - self.tail
@@ -132,6 +133,34 @@ class Ring:
         if seq >= self.tail:
             self.tail = seq + 1
         return True
+
+
+def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
+    """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free.
+
+    Under CPython (no gc.mem_free) simply Ring(max_slots). On the board the size comes
+    from gc.mem_free(); if the fragmented heap still refuses it, or leaves less than the
+    reserve, it shrinks by a quarter and tries again (its small chunks fit in the holes).
+    """
+    try:
+        free = gc.mem_free()
+    except AttributeError:
+        return Ring(max_slots, first_seq)
+    gc.collect()
+    free = gc.mem_free()
+    n = max(min_slots, min(max_slots, (free - reserve_bytes) // BYTES_PER_SLOT))
+    while True:
+        try:
+            ring = Ring(n, first_seq)
+            gc.collect()
+            if gc.mem_free() >= reserve_bytes or n == min_slots:
+                return ring
+            del ring
+        except MemoryError:
+            if n == min_slots:
+                raise
+        gc.collect()
+        n = max(min_slots, n * 3 // 4)
 
 
 class Trigger:

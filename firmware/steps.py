@@ -13,7 +13,7 @@ nA*ms), so the product is split (see _add_charge). Energy is accumulated from th
 whole nAh: each nAh completed in a tick adds that tick's voltage times 1 nAh (v*i*dt
 itself would need 50-bit products). The sub-nAh remainder is thus priced at a later
 tick's voltage: the energy error is at most 1 nAh times (the highest voltage plus the
-total voltage travelled), e.g. 0.001 uWh per full 0.01-3 V cycle, plus the truncation
+total voltage travelled), e.g. 0.006 uWh per full 0.01-3 V cycle, plus the truncation
 of the uWh count.
 """
 

@@ -6,8 +6,8 @@ cellbench.benchmarks.fit: a C/20 OCV cycle and an HPPC pulse train, sampled at 1
 """
 
 import json
-import shutil
-import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -174,7 +174,7 @@ def test_cli_writes_model_and_report(two_rc, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert cli.main(["fit", str(path), "--out", str(out), "--rc", "2", "--report", str(tmp_path / "rep")]) == 0
     assert json.loads(out.read_text())["r0_ohm"] == pytest.approx(model["r0_ohm"])
-    for name in ("report.txt", "residuals.png", "ocv.png"):
+    for name in ("report.txt", "residuals.png", "ocv.png", "r0.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 0
     assert "RMSE" in (tmp_path / "rep" / "report.txt").read_text()
     capsys.readouterr()
@@ -259,3 +259,26 @@ def test_r0_as_a_function_of_soc(tmp_path):
     fitted = np.interp(z, model["ocv"]["soc"], model["r0_ohm"])
     assert np.max(np.abs(fitted[inside] / np.array(r0_true)[inside] - 1)) < 0.05
     assert _held_out_rmse_V(model, truth, seed=9) < 0.005
+
+
+def test_uneven_record_spacing(tmp_path):
+    """Records every 1-2 s (as a dt/dV-triggered logger writes them) fit just as well."""
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    path = gen.synthetic_log(tmp_path / "uneven.csv", truth, seed=6, samples=150_000)
+    model, _ = fit_logs([path], rc=2)
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["rc"][1]["tau_s"], truth["rc"][1]["tau_s"]) < 0.10
+    assert _held_out_rmse_V(model, truth, seed=10) < 0.005
+
+
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(st.floats(50, 300), st.floats(30, 150), st.floats(5, 30), st.floats(30, 150), st.floats(200, 800))
+def test_targets_hold_across_known_cells(r0, r1, tau1, r2, tau2):
+    truth = gen.known_model(r0_ohm=r0, rc=((r1, tau1), (r2, tau2)))
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = fit_logs([gen.synthetic_log(Path(tmp) / "cell.csv", truth, seed=int(r0))], rc=2)
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["r0_ohm"], r0) < 0.02
+    for fitted, known in zip(model["rc"], truth["rc"]):
+        assert _rel(fitted["r_ohm"], known["r_ohm"]) < 0.10
+        assert _rel(fitted["tau_s"], known["tau_s"]) < 0.10

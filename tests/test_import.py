@@ -74,6 +74,8 @@ def _check_log(path, t, v, i_A):
     assert np.all(np.diff(log["Discharging Capacity / Ah"]) >= 0)
     assert list(dict.fromkeys(log["Step Type"])) == ["REST", "CC_DCH", "CC_CHG"]
     assert list(np.unique(log["Step Count / 1"])) == [1, 2, 3]
+    import bdf                      # batterydf's own validator agrees it is a BDF log
+    assert bdf.validate(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path))["ok"]
     return log
 
 
@@ -93,6 +95,39 @@ def test_neware_nda_magnitudes_get_the_sign_from_the_status(tmp_path):
     out = tmp_path / "mag.bdf.parquet"
     importers.import_file(src, out)
     _check_log(out, t, v, i)
+
+
+def _ndc_record(index, step, status, time_ms, v, i_mA, when):
+    rec = bytearray(94)
+    rec[0] = 0x55                                  # bytes 0-7 are the record marker
+    struct.pack_into("<IIBB", rec, 8, index, 0, step, NDA_STATUS[status])
+    struct.pack_into("<Qii", rec, 23, int(time_ms), round(v * 10000), round(i_mA / 1e-5))
+    struct.pack_into("<HBBBBB", rec, 75, when.year, when.month, when.day, when.hour, when.minute, when.second)
+    struct.pack_into("<i", rec, 82, NDA_RANGE)
+    return bytes(rec)
+
+
+def write_ndax(path, t, v, i_A, status):
+    """An .ndax: a zip holding data.ndc (ndc version 2, file type 1, 94-byte records from 517)."""
+    import zipfile
+
+    header = bytearray(517)
+    header[0], header[2] = 1, 2
+    steps = np.cumsum(np.concatenate(([True], status[1:] != status[:-1])))
+    body = b"".join(_ndc_record(k + 1, int(steps[k]), status[k], t[k] * 1000, v[k], i_A[k] * 1e3,
+                                START + datetime.timedelta(seconds=float(t[k]))) for k in range(t.size))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("data.ndc", bytes(header) + body)
+    return path
+
+
+def test_neware_ndax(tmp_path):
+    t, v, i, status, _ = _profile()
+    src = write_ndax(tmp_path / "cell.ndax", t, v, i, status)
+    out = tmp_path / "cell.bdf.csv"
+    importers.import_file(src, out)
+    _check_log(out, t, v, i)
+    assert read_sidecar(out)["format"] == "Neware .ndax"
 
 
 # ---------------------------------------------------------------- BioLogic .mpr

@@ -417,7 +417,7 @@ def _sim_session(sb, lines):
         if not raw:
             break
         body = frame.decode(raw)
-        assert body is not None, raw
+        assert body is not None, raw + b"".join(sb.readline() for _ in range(8))
         if body.startswith("R "):
             recs.append([int(x) for x in body.split()[1:]])
             if len(recs) % 50 == 0:
@@ -468,3 +468,30 @@ def test_sim_run_counts_the_plants_charge(tmp_path):
         assert all(-50_000 <= x <= 1_050_000 for x in socs)
     else:
         assert set(socs) == {-1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=60),
+    st.text(max_size=40).map(lambda t: frame.encode(t).rstrip(b"\n")),
+    st.tuples(st.text(max_size=40), st.integers(0, 60), st.integers(0, 255)).map(
+        lambda a: _flip(frame.encode(a[0]).rstrip(b"\n"), a[1], a[2])),
+    st.text(max_size=20).map(lambda t: frame.encode(t).rstrip(b"\n") + b"\r\r"),
+))
+def test_in_place_frame_check_agrees_with_frame_decode(line):
+    """link checks frames in place (no copies of a 7 KB line); it must match frame.decode."""
+    buf = bytearray(line)
+    n = link.frame_body_len(buf, len(buf))
+    body = frame.decode(line)
+    if body is None:
+        assert n < 0
+    else:
+        assert n >= 0 and bytes(buf[:n]).decode("ascii") == body
+
+
+def _flip(line, k, byte):
+    if not line:
+        return line
+    b = bytearray(line)
+    b[k % len(b)] = byte
+    return bytes(b)

@@ -111,11 +111,13 @@ def run() -> list:
         n = sum(1 for _ in open(path)) - 1
         rows = []
         for rc, options in ((1, {}), (2, {}), (2, {"hysteresis": True, "r0_soc": True})):
-            start = time.perf_counter()
-            fitted, _ = fit_logs([path], rc=rc, **options)
-            elapsed = time.perf_counter() - start
+            elapsed = float("inf")
+            for _ in range(2):      # best of two: the machine is shared
+                start = time.perf_counter()
+                fitted, _ = fit_logs([path], rc=rc, **options)
+                elapsed = min(elapsed, time.perf_counter() - start)
             extra = "".join(f", {k}" for k in options)
             rows.append({"name": f"fit {n} samples, {rc} RC{extra}", "value": round(elapsed, 2), "unit": "s",
-                         "note": f"C/20 cycle + HPPC (about 1.4 s per record), target < 10 s; RMSE "
+                         "note": f"C/20 cycle + HPPC (about 1.4 s per record), target < 10 s (best of 2); RMSE "
                                  f"{fitted['provenance']['fit_rmse_V'] * 1e3:.2f} mV"})
     return rows

