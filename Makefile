@@ -13,7 +13,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/pip install -q --target $(STUBS) micropython-rp2-rpi_pico-stubs==1.29.0.post1
+	$(BIN)/pip install -q --upgrade --target $(STUBS) micropython-rp2-rpi_pico-stubs==1.29.0.post1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -82,9 +82,21 @@ def _required(log):
     return cols
 
 
-def active_sign(i_A, rest_A):
-    """-1 (discharge), 0 (rest) or +1 (charge) per sample."""
-    return np.where(i_A > rest_A, 1, np.where(i_A < -rest_A, -1, 0)).astype(np.int8)
+def active_sign(i_A, rest_A, step_type=None):
+    """-1 (discharge), 0 (rest) or +1 (charge) per sample.
+
+    A logged Step Type wins where it names the direction (REST/OCV, *_CHG, *_DCH): a rest
+    on a noisy channel must not count as a tiny discharge, however short the active steps
+    around it (a 10C step on a 2 s tick is one or two samples). Elsewhere |i| > rest_A.
+    """
+    sign = np.where(i_A > rest_A, 1, np.where(i_A < -rest_A, -1, 0)).astype(np.int8)
+    if step_type is None:
+        return sign
+    kind = np.asarray(step_type).astype(str)
+    sign[np.isin(kind, ("REST", "OCV"))] = 0
+    sign[np.char.endswith(kind, "_CHG")] = 1
+    sign[np.char.endswith(kind, "_DCH")] = -1
+    return sign
 
 
 def derive_cycles(sign):
@@ -204,7 +216,7 @@ def prepare(log):
     notes, sources = [], {}
     log, t_s, v_V, i_A = _usable_rows(log, notes)
     rest_A = max(REST_FRACTION * float(np.max(np.abs(i_A))), 1e-15)
-    sign = active_sign(i_A, rest_A)
+    sign = active_sign(i_A, rest_A, log.get("Step Type"))
     q_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, i_A, i_A))
     e_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, v_V * i_A, i_A))
     q_chg, q_dch = _cumulative_pair(log, (Q_CHG, Q_DCH), q_int, "capacity", sources, notes)

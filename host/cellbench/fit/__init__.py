@@ -48,11 +48,12 @@ def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemi
     curve = ocv.from_cycle(logs[cyc["log"]], cyc["charge"], cyc["discharge"])
     grid, ocv_V = curve["soc"], curve["voltage_V"]
     args = (cyc["capacity_Ah"], cyc["coulombic_efficiency"], grid, ocv_V)
-    socs = [soc.trace(log, *args)[0] for log in logs]
+    socs = [soc.trace(log, *args, defining=n == cyc["log"])[0] for n, log in enumerate(logs)]
     r0 = resistance.r0_from_edges(logs, socs)
     relax = resistance.rc_from_relaxations(logs, rc)
     # Second pass: anchors corrected for the IR drop at each cut-off.
-    traces = [soc.trace(log, *args, r_dc_ohm=r0["r0_ohm"] + sum(relax["r_ohm"])) for log in logs]
+    r_dc = r0["r0_ohm"] + sum(relax["r_ohm"])
+    traces = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == cyc["log"]) for n, log in enumerate(logs)]
     socs = [z for z, _ in traces]
     ocv_fn = lambda z: np.interp(z, grid, ocv_V)
     best = refine.refine(logs, socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis,

@@ -8,8 +8,9 @@ sizeable charge count (a short pulse can hit a limit through its IR drop alone).
 at higher rates. Each such end gives a value
 for the log's starting SoC; they must agree within ``AGREE_SOC`` (a pulse log that never
 reaches the window has a "top" and "bottom" that are only pulse ends, and they disagree).
-Without usable anchors the first sample is taken as rested and its voltage inverted
-through the OCV table. Charge current counts with the coulombic efficiency, as in the
+Logs other than the one with the low-rate cycle are better anchored by relaxed voltages
+at the end of rests where the OCV is steep (no IR drop to guess); without any of these
+the first sample is taken as rested and its voltage inverted through the OCV table. Charge current counts with the coulombic efficiency, as in the
 model.
 """
 
@@ -19,6 +20,8 @@ from .capacity import LARGE_SWEEP, ends_at
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
+STEEP_V_PER_SOC = 2.0     # 20 mV per % SoC: 1 mV of error is 0.05 % SoC
+MIN_REST_SAMPLES = 10
 
 
 def counted_Ah(log: Log, eta: float) -> np.ndarray:
@@ -33,9 +36,25 @@ def _end_soc(log: Log, k: int, end: int, ocv_soc, ocv_V, r_dc_ohm) -> float:
     return float(np.interp(log.v_V[k] - log.i_A[k] * r_dc_ohm, ocv_V, ocv_soc))
 
 
-def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=None) -> tuple:
-    """(soc array, how it was anchored) for ``log``; ``r_dc_ohm`` refines the anchors."""
-    q = counted_Ah(log, eta) / capacity_Ah
+def _rest_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V) -> list:
+    """Starting-SoC estimates from relaxed rests on steep parts of the OCV.
+
+    Where the OCV is steep (at least ``STEEP_V_PER_SOC``) a relaxed voltage pins the SoC
+    to well under 1 %, whatever the IR drop of the step before; on a plateau it cannot.
+    """
+    slope = np.gradient(np.asarray(ocv_V), np.asarray(ocv_soc))
+    out = []
+    for step in log.steps:
+        if step.sign == 0 and step.stop - step.start >= MIN_REST_SAMPLES:
+            k = step.stop - 1
+            z = float(np.interp(log.v_V[k], ocv_V, ocv_soc))
+            if np.interp(z, ocv_soc, slope) >= STEEP_V_PER_SOC:
+                out.append(z - q[k])
+    return out
+
+
+def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm) -> list:
+    """Starting-SoC estimates from large sweeps cut off at the window limits."""
     starts = []
     biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
     for sweep in log.sweeps:
@@ -44,7 +63,26 @@ def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=Non
         if end:
             k = sweep.stop - 1
             starts.append(_end_soc(log, k, end, ocv_soc, ocv_V, r_dc_ohm) - q[k])
-    if starts and np.ptp(starts) <= AGREE_SOC:
-        return float(np.mean(starts)) + q, f"window limits ({len(starts)} anchors)"
+    return starts
+
+
+def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=None,
+          defining: bool = False) -> tuple:
+    """(soc array, how it was anchored) for ``log``.
+
+    ``defining``: the log holds the low-rate cycle that defines SoC 0 and 1 (its sweep
+    ends are the anchors by definition). Other logs are anchored by relaxed rests on
+    steep OCV, else by their sweep ends (``r_dc_ohm`` corrects those for the IR drop),
+    else by their first voltage.
+    """
+    q = counted_Ah(log, eta) / capacity_Ah
+    sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm)
+    if defining and sweeps and np.ptp(sweeps) <= AGREE_SOC:
+        return float(np.mean(sweeps)) + q, f"the low-rate cycle's limits ({len(sweeps)} anchors)"
+    rests = _rest_starts(log, q, ocv_soc, ocv_V)
+    if rests:
+        return float(np.median(rests)) + q, f"relaxed voltages on steep OCV ({len(rests)} rests)"
+    if sweeps and np.ptp(sweeps) <= AGREE_SOC:
+        return float(np.mean(sweeps)) + q, f"window limits ({len(sweeps)} anchors)"
     z0 = float(np.interp(log.v_V[0], ocv_V, ocv_soc))
     return z0 + q, "first voltage through the OCV (no consistent window anchors)"
