@@ -359,6 +359,8 @@ def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path
     try:
         s.stream()
     except KeyboardInterrupt:
+        if progress:
+            progress(None)  # end the status line before the CLI's message
         s.stop("interrupted")
         raise
     except LinkError as exc:

@@ -1,17 +1,15 @@
-"""State of charge along each log, by coulomb counting from window anchors.
+"""State of charge along each log, by coulomb counting from anchors.
 
-A sweep that ends at its log's top voltage leaves the cell at SoC 1, one that ends at the
-bottom at SoC 0 (the low-rate cycle defines SoC that way); only sweeps that moved a
-sizeable charge count (a short pulse can hit a limit through its IR drop alone). Once the resistance is known
-(second pass) the end is placed more exactly: a sweep cut off at ``V`` while passing
-``I`` stopped where ``OCV(z) = V - I * R_dc``, short of the limit by the IR drop, more so
-at higher rates. Each such end gives a value
-for the log's starting SoC; they must agree within ``AGREE_SOC`` (a pulse log that never
-reaches the window has a "top" and "bottom" that are only pulse ends, and they disagree).
-Logs other than the one with the low-rate cycle are better anchored by relaxed voltages
-at the end of rests where the OCV is steep (no IR drop to guess); without any of these
-the first sample is taken as rested and its voltage inverted through the OCV table. Charge current counts with the coulombic efficiency, as in the
-model.
+The log with the low-rate cycle defines SoC: a large sweep that ends at its top voltage
+leaves the cell at SoC 1, one that ends at the bottom at SoC 0. Only sweeps that moved a
+sizeable charge count (a short pulse can hit a limit through its IR drop alone).
+
+Other logs are anchored by relaxed voltages at the end of rests where the OCV is steep
+(no IR drop to guess, and 1 mV of error is a tiny SoC error there); failing that by their
+window-limit sweep ends, placed where ``OCV(z) = V - I * R_dc`` once the resistance is
+known (second pass); failing that by their first voltage through the OCV. Sweep-end
+anchors must agree within ``AGREE_SOC``. Charge current counts with the coulombic
+efficiency, as in the model.
 """
 
 import numpy as np
