@@ -15,11 +15,26 @@ import time
 import machine
 
 SUB = 16  # RP2040 codes are summed in 1/16 LSB so the correction table can hold fractions
+DENSE_MIN = 256  # more non-zero corrections than this: a 4096-byte table, not a dict
+DENSE_ZERO = 128  # a dense table holds delta (1/16 LSB) + DENSE_ZERO in one unsigned byte
 WDT_MAX_MS = 8388  # the RP2040 watchdog's longest timeout
 ADS_CONFIG = 1  # ADS1115 register addresses
 ADS_RESULT = 0
 ADS_PGA = {6144: 0, 4096: 1, 2048: 2, 1024: 3, 512: 4, 256: 5}  # fsr_mV -> PGA bits
 ADS_DR = {8: 0, 16: 1, 32: 2, 64: 3, 128: 4, 250: 5, 475: 6, 860: 7}  # sps -> DR bits
+
+
+def _dense_table():
+    """4096 codes with delta 0: one 4 KB allocation, filled in place."""
+    table = bytearray(4096)
+    for c in range(4096):
+        table[c] = DENSE_ZERO
+    return table
+
+
+def _dense_entry(d):
+    """A delta in 1/16 LSB as a dense table byte (clamped to what a byte holds)."""
+    return (-DENSE_ZERO if d < -DENSE_ZERO else (127 if d > 127 else d)) + DENSE_ZERO
 
 
 def _read_json(path):
@@ -82,6 +97,10 @@ class Board:
         self.max_uV = int(round(lim["max_V"] * 1e6))
         self.min_uV = int(round(lim["min_V"] * 1e6))
         self.max_nA = int(round(lim["max_mA"] * 1e6))
+        # The source's output range: a terminal there means no cell (safety.py OPEN_CIRCUIT).
+        comp = cfg.get("compliance_V") or [0.0, 5.0]
+        self.compliance_lo_uV = int(round(comp[0] * 1e6))
+        self.compliance_hi_uV = int(round(comp[1] * 1e6))
         self.v_uV = 0
         self.i_nA = 0
         self._va = 0  # raw sums of the last sample, in converter units
@@ -161,13 +180,18 @@ class Board:
             self._setup_ads(ext)
             volt_per_unit = ext["fsr_V"] / 32768 / n
             max_x = 32768 * n
+            # Raw sums (_va, _ia) at which a converter is at its rail (safety.py ADC_RAIL).
+            self.raw_hi = 32767 * n
+            self.raw_lo = -32768 * n
         else:
             adc = cfg["adc"]
             self._vadc = machine.ADC(int(adc["voltage_pin"]))
             self._iadc = machine.ADC(int(adc["current_pin"]))
-            self._corr = self._correction_table(cal.get("adc_correction"))
+            self._corr, self._dense = self._correction_table(cal.get("adc_correction"))
             volt_per_unit = adc["vref_V"] / 4096 / SUB / n
             max_x = 4096 * SUB * n
+            self.raw_hi = (4095 * SUB - SUB // 2) * n  # every conversion at code 4095
+            self.raw_lo = (SUB // 2) * n                # every conversion at code 0
         self._v_num, self._v_s, self._v_b = scaler(volt_per_unit / divider * 1e6 * vg, max_x)
         self._setup_current_scale(cfg["current"], cal.get("current", {}), volt_per_unit, max_x)
 
@@ -189,16 +213,45 @@ class Board:
             self._i_c.append(int(round(float(c.get("offset_A", 0.0)) * 1e9 - g * mid_V / ohm * 1e9)))
 
     def _correction_table(self, corr):
-        """{code: delta in 1/16 LSB} from a sparse {code: delta_codes} map or a 4096 list.
+        """``(sparse, dense)`` deltas in 1/16 LSB from a {code: delta_codes} map, a 4096
+        list, or ``{"segments": ...}`` (see _segment_table).
 
-        Only non-zero deltas are kept, so the RP2040's few DNL spikes cost a small dict.
+        Up to DENSE_MIN non-zero deltas (the RP2040's few DNL spikes): a small dict and
+        dense None. More (a full-range table such as the published default): {} and a
+        4 KB bytearray holding delta + DENSE_ZERO per code (a dict that size would cost
+        tens of KB), deltas clamped to +-8 LSB.
         """
-        table = {}
-        items = enumerate(corr) if isinstance(corr, list) else ((int(k), v) for k, v in (corr or {}).items())
-        for code, delta in items:
+        if isinstance(corr, dict) and "segments" in corr:
+            return {}, self._segment_table(corr["segments"])
+
+        def items():
+            if isinstance(corr, list):
+                return enumerate(corr)
+            return ((int(k), v) for k, v in (corr or {}).items())
+
+        n = 0
+        for code, delta in items():
+            if int(round(float(delta) * SUB)) and 0 <= code < 4096:
+                n += 1
+        dense = n > DENSE_MIN
+        table = _dense_table() if dense else {}
+        for code, delta in items():
             d = int(round(float(delta) * SUB))
             if d and 0 <= code < 4096:
-                table[code] = d
+                table[code] = _dense_entry(d) if dense else d
+        return ({}, table) if dense else (table, None)
+
+    def _segment_table(self, segments):
+        """Dense table from ``[[first, last, delta_first, delta_last], ...]`` (LSB): linear
+        within each segment of codes. A full-range table (the published default) stays
+        a few hundred bytes of JSON instead of 4096 entries to parse."""
+        table = _dense_table()
+        for seg in segments:
+            a, b = max(0, int(seg[0])), min(4095, int(seg[1]))
+            d0, d1 = float(seg[2]), float(seg[3])
+            for c in range(a, b + 1):
+                d = d0 if b == a else d0 + (d1 - d0) * (c - a) / (b - a)
+                table[c] = _dense_entry(int(round(d * SUB)))
         return table
 
     def _setup_ads(self, ext):
@@ -227,6 +280,14 @@ class Board:
         va = 0
         ia = 0
         k = self.oversample
+        tab = self._dense
+        if tab is not None:
+            while k:
+                c = vadc.read_u16() >> 4
+                va += (c << 4) + tab[c] - DENSE_ZERO
+                c = iadc.read_u16() >> 4
+                ia += (c << 4) + tab[c] - DENSE_ZERO
+                k -= 1
         while k:
             c = vadc.read_u16() >> 4
             va += (c << 4) + corr.get(c, 0)
@@ -267,6 +328,46 @@ class Board:
         self.v_uV = mul(self._va, self._v_num, self._v_s, self._v_b) + self._v_off
         k = self.range
         self.i_nA = mul(self._ia, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
+
+    # ---- calibration --------------------------------------------------------------
+    def code_histogram(self, ch, n):
+        """``{code: count}`` of ``n`` raw conversions of channel ``ch`` (0 voltage, 1 current).
+
+        Raw: RP2040 12-bit codes before the correction table, or ADS1115 signed 16-bit
+        codes; no scaling, no calibration. The host fits calibrations from these
+        (cellbench.calibrate), whatever calibration the board has loaded. Allocates and
+        takes n conversions, so it is for the idle board only, never for a tick.
+        """
+        counts = {}
+        if self._ext:
+            config = self._ads_v if ch == 0 else self._ads_i
+            for k in range(n):
+                c = self._ads_once(config)
+                counts[c] = counts.get(c, 0) + 1
+                if k & 255 == 255:
+                    self.feed()  # an ADS1115 conversion takes ~1.3 ms
+        else:
+            adc = self._vadc if ch == 0 else self._iadc
+            for k in range(n):
+                c = adc.read_u16() >> 4
+                counts[c] = counts.get(c, 0) + 1
+        return counts
+
+    def _ads_once(self, config):
+        """One single-shot ADS1115 conversion (signed 16-bit code), as _sum_ads does it."""
+        buf = self._ads_buf
+        self._ads.writeto_mem(self._ads_addr, ADS_CONFIG, config)
+        time.sleep_us(self._ads_wait_us)
+        tries = 10
+        while tries:
+            self._ads.readfrom_mem_into(self._ads_addr, ADS_CONFIG, buf)
+            if buf[0] & 0x80:
+                break
+            time.sleep_us(100)
+            tries -= 1
+        self._ads.readfrom_mem_into(self._ads_addr, ADS_RESULT, buf)
+        code = (buf[0] << 8) | buf[1]
+        return code - 65536 if code & 0x8000 else code
 
     # ---- output -------------------------------------------------------------------
     def _write_code(self, code):

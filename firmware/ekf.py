@@ -27,7 +27,14 @@ separate pending sum and folded into x[0] only when they reach FOLD, so a 32-bit
 board does not lose small per-tick increments to rounding (see docs/estimator.md).
 """
 
+import gc
 import math
+from array import array
+
+# Typecode of the model tables: the port's own float ('f' on the RP2040's single-precision
+# build, 'd' on the 64-bit unix port), so an array holds exactly what a float would and
+# the filter's numerics do not depend on where the tables live.
+FLOAT = "f" if 1.0 + 1e-9 == 1.0 else "d"
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
@@ -60,6 +67,208 @@ def _num(d, key, default):
     return float(v)
 
 
+def _table(values):
+    """A model table as an array of the port's floats (8 or 4 bytes a value, against a
+    list's slot plus a float object per value), sized once. An array is kept as it is:
+    the only arrays here are read_model's, already of FLOAT (MicroPython's arrays have
+    no typecode attribute to check)."""
+    if isinstance(values, array):
+        return values
+    out = array(FLOAT, range(len(values)))  # range has a length: one exact allocation
+    for k in range(len(values)):
+        out[k] = float(values[k])
+    return out
+
+
+def _zeros(n):
+    return [0.0] * n
+
+
+def _zeros_unused(n):
+    out = array(FLOAT, range(n))
+    for k in range(n):
+        out[k] = 0.0
+    return out
+
+
+class JsonError(ValueError):
+    """The MODEL text is not valid JSON (or not a JSON object); ``field`` is the link's
+    ERR field for it."""
+
+    field = "json"
+
+
+# What the filter reads of a model (docs/design.md): ALL keeps a value whole (lists of
+# numbers become float arrays), a dict keeps only the listed members of an object, and
+# everything else (provenance, fade, sim_*, ...) is checked for syntax and skipped
+# without making a single object.
+ALL = 1
+MODEL_KEYS = {"capacity_Ah": ALL, "r0_ohm": ALL, "rc": ALL, "hysteresis": ALL,
+              "coulombic_efficiency": ALL, "estimator": ALL,
+              "ocv": {"soc": ALL, "voltage_V": ALL, "charge_V": ALL, "discharge_V": ALL}}
+_WS = b" \t\r\n"
+_NUM = b"+-0123456789.eE"
+
+
+class _Reader:
+    """A JSON reader over bytes (or a memoryview of a line buffer) that builds only
+    what a ``keep`` pattern asks for. Numbers go through float() / int() of their text,
+    as json.loads does, so the values are the same."""
+
+    def __init__(self, buf):
+        self.b = buf
+        self.k = 0
+        self.n = len(buf)
+
+    def fail(self, what="not valid JSON"):
+        raise JsonError(what)
+
+    def peek(self):
+        b, k, n = self.b, self.k, self.n
+        while k < n and b[k] in _WS:
+            k += 1
+        self.k = k
+        if k >= n:
+            self.fail()
+        return b[k]
+
+    def expect(self, c):
+        if self.peek() != c:
+            self.fail()
+        self.k += 1
+
+    def value(self, keep):
+        c = self.peek()
+        if c == 123:  # {
+            return self.obj(keep)
+        if c == 91:   # [
+            return self.arr(keep)
+        if c == 34:   # "
+            return self.string(keep)
+        if c in _NUM:
+            return self.number(keep)
+        for word, v in ((b"true", True), (b"false", False), (b"null", None)):
+            if bytes(self.b[self.k:self.k + len(word)]) == word:
+                self.k += len(word)
+                return v if keep else None
+        self.fail()
+
+    def obj(self, keep):
+        self.k += 1
+        out = {} if keep else None
+        if self.peek() == 125:
+            self.k += 1
+            return out
+        while True:
+            if self.peek() != 34:
+                self.fail()
+            key = self.string(ALL)
+            self.expect(58)  # :
+            sub = keep if keep == ALL else (keep.get(key) if keep else None)
+            v = self.value(sub)
+            if sub:
+                out[key] = v
+            c = self.peek()
+            self.k += 1
+            if c == 125:
+                return out
+            if c != 44:
+                self.fail()
+
+    def arr(self, keep):
+        self.k += 1
+        if keep and self.peek() in _NUM:
+            return self.numbers()
+        out = [] if keep else None
+        if self.peek() == 93:
+            self.k += 1
+            return out
+        while True:
+            v = self.value(keep)
+            if keep:
+                out.append(v)
+            c = self.peek()
+            self.k += 1
+            if c == 93:
+                return out
+            if c != 44:
+                self.fail()
+
+    def numbers(self):
+        """A list of numbers straight into a float array: counted first, allocated once
+        (no list, no float objects kept), so MODEL needs no block larger than the table
+        itself even on a heap the run has fragmented."""
+        b, k, n = self.b, self.k, self.n
+        count = 1
+        while k < n and b[k] != 93:
+            if b[k] == 44:
+                count += 1
+            k += 1
+        out = array(FLOAT, range(count))
+        for j in range(count):
+            if self.peek() not in _NUM:
+                self.fail()
+            out[j] = self.number(ALL)
+            c = self.peek()
+            self.k += 1
+            if c != (93 if j == count - 1 else 44):
+                self.fail()
+        return out
+
+    def string(self, keep):
+        b, k, n = self.b, self.k + 1, self.n
+        start = k
+        esc = False
+        while k < n and b[k] != 34:
+            if b[k] == 92:  # backslash: the next byte is escaped
+                esc = True
+                k += 1
+            k += 1
+        if k >= n:
+            self.fail()
+        self.k = k + 1
+        if not keep:
+            return None
+        text = bytes(b[start:k])
+        if esc:
+            import json  # rare (keys and kept strings are plain ASCII): let json decode it
+            return json.loads(b'"' + text + b'"')
+        return text.decode()
+
+    def number(self, keep):
+        b, k, n = self.b, self.k, self.n
+        start = k
+        while k < n and b[k] in _NUM:
+            k += 1
+        self.k = k
+        text = bytes(b[start:k])
+        try:
+            v = float(text) if (b"." in text or b"e" in text or b"E" in text) else int(text)
+        except ValueError:
+            self.fail()
+        return v if keep else None
+
+
+def read_model(text, keep=MODEL_KEYS):
+    """The members of the model JSON ``text`` (bytes-like) that the filter uses, as a
+    small dict whose number lists are float arrays; JsonError if the text is not one
+    JSON object. A 9 KB model file costs a few KB this way instead of tens as a dict."""
+    if isinstance(text, str):
+        text = text.encode()
+    # Collect first: MicroPython then allocates from the bottom of the heap, so the
+    # tables go into the lowest holes, not wherever the last ticks' garbage left off.
+    gc.collect()
+    r = _Reader(text)
+    if r.peek() != 123:
+        r.fail("must be a JSON object")
+    out = r.obj(keep)
+    while r.k < r.n and r.b[r.k] in _WS:
+        r.k += 1
+    if r.k != r.n:
+        r.fail()
+    return out
+
+
 class Ekf:
     """Board SoC estimator. Ekf(model_dict) takes a models/*.json document (SI units).
 
@@ -76,20 +285,30 @@ class Ekf:
         self.n = n
         self.ih = 1 + self.nrc
         self.ib = self.ih + 1 if self.bias else -1
-        self.x = [0.0] * n
-        self.P = [0.0] * (n * n)
-        self._M = [0.0] * (n * n)
-        self._d = [0.0] * n    # diagonal of the state transition
-        self._g = [0.0] * n    # d(x')/d(i): input sensitivity
-        self._q = [0.0] * n    # process variance per second
-        self._floor = [0.0] * n
-        self._u = [0.0] * n
-        self._h = [0.0] * n    # measurement Jacobian
-        self._ph = [0.0] * n   # P h
-        self._k = [0.0] * n    # gain
-        self._xp = [0.0] * n   # prior state during an update
+        # State, covariance and work vectors are float arrays, preallocated: storing into
+        # an array keeps no float object alive between ticks, so the filter does not
+        # leave dozens of live floats scattered over a MicroPython heap (holes the next
+        # MODEL or ring could not use).
+        self.x = _zeros(n)
+        self.P = _zeros(n * n)
+        self._M = _zeros(n * n)
+        self._d = _zeros(n)    # diagonal of the state transition
+        self._g = _zeros(n)    # d(x')/d(i): input sensitivity
+        self._q = _zeros(n)    # process variance per second
+        self._floor = _zeros(n)
+        self._u = _zeros(n)
+        self._h = _zeros(n)    # measurement Jacobian
+        self._ph = _zeros(n)   # P h
+        self._k = _zeros(n)    # gain
+        self._xp = _zeros(n)   # prior state during an update
         self._fill_q_floor()
         self.reset()
+
+    @classmethod
+    def from_json(cls, text):
+        """An Ekf from the model's JSON text (bytes-like), without building the whole
+        document: only what read_model keeps. JsonError for text that is not JSON."""
+        return cls(read_model(text))
 
     def _load_cell(self, model):
         cap = float(model["capacity_Ah"])
@@ -109,20 +328,20 @@ class Ekf:
                 raise ValueError("ocv.soc: grid must be uniform")
             if k and not float(vs[k]) > float(vs[k - 1]):
                 raise ValueError("ocv.voltage_V: must be strictly increasing")
-        self.ocv_V = [float(v) for v in vs]
+        self.ocv_V = _table(vs)
         r0 = model["r0_ohm"]
-        if isinstance(r0, (list, tuple)):
+        if isinstance(r0, (int, float)):
+            self.r0_ohm = _table([r0] * npt)
+        else:
             if len(r0) != npt:
                 raise ValueError("r0_ohm: table needs one value per ocv.soc")
-            self.r0_ohm = [float(r) for r in r0]
-        else:
-            self.r0_ohm = [float(r0)] * npt
+            self.r0_ohm = _table(r0)
         rc = model.get("rc") or []
         if len(rc) > 2:
             raise ValueError("rc: at most 2 pairs")
         self.nrc = len(rc)
-        self.rc_ohm = [float(p["r_ohm"]) for p in rc]
-        self.rc_tau_s = [float(p["tau_s"]) for p in rc]
+        self.rc_ohm = _table([p["r_ohm"] for p in rc])
+        self.rc_tau_s = _table([p["tau_s"] for p in rc])
         for tau in self.rc_tau_s:
             if not tau > 0:
                 raise ValueError("rc.tau_s: must be > 0")
@@ -134,9 +353,11 @@ class Ekf:
         if cv and dv:
             if len(cv) != npt or len(dv) != npt:
                 raise ValueError("ocv.charge_V/discharge_V: one value per ocv.soc")
-            self.m_tab = [0.5 * (float(c) - float(d)) for c, d in zip(cv, dv)]
+            m = self.m_tab = array(FLOAT, range(npt))
+            for k in range(npt):
+                m[k] = 0.5 * (float(cv[k]) - float(dv[k]))
         else:
-            self.m_tab = [self.m_V] * npt
+            self.m_tab = _table([self.m_V] * npt)
         self.m0_V = _num(hy, "m0_V", 0.0)
         self.gamma = _num(hy, "gamma", 0.0)
         self.eta = _num(model, "coulombic_efficiency", 1.0)

@@ -15,6 +15,7 @@ import gc
 import json
 
 import frame
+import journal
 import record
 import safety
 import steps
@@ -24,8 +25,23 @@ LINK_VERSION = 1
 MAX_LINE = 12288      # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)
 RESERVE = 4           # ring slots kept for the events that end or pause a run
 SEND_BURST = 16       # ring lines written per output() call, so a re-send never stalls a tick
+SET_MS = 60000        # SET: default time the forced current stays on (calibration)
+SET_MAX_MS = 600000   # SET: longest; the current goes off by itself after it
+HIST_MAX_N = 20000    # HIST: most conversions per command (~40 ms RP2040, ~26 s ADS1115)
+HIST_MAX_SPAN = 1024  # HIST: widest spread of codes replied (an unsteady input is refused)
 
 T_MASK = 0xFFFFFFFF   # record t_ms field width (array 'I')
+
+# Run journal (firmware/journal.py: why these numbers, and the flash wear they give).
+JOURNAL_MS = 300000   # within a long step, save the position at least every 5 min
+JOURNAL_GAP_MS = 10000  # never more often (a step boundary inside the gap waits for it)
+SEQ_STRIDE = 512      # ... except every 512 seqs, so that a reset never reuses a seq:
+SEQ_SLACK = 16        # after one, seqs go on from the journal's seq + SEQ_STRIDE + SEQ_SLACK
+
+# Events this module adds to record.EVENTS (record.py is not this module's: extended here).
+if "RECOVER" not in record.EVENTS:
+    setattr(record, "EVENTS", record.EVENTS + ("RECOVER",))  # setattr: its type is fixed there
+EV_RECOVER = record.EVENTS.index("RECOVER")
 
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
@@ -77,7 +93,7 @@ def frame_body_len(buf, n):
     Same rules as frame.decode (last '*', 8 hex digits, CRC-32 of the body, ASCII body),
     checked in place: a 7 KB MODEL line needs no copies before its JSON is parsed.
     """
-    while n and buf[n - 1] == 13:
+    while n and (buf[n - 1] == 13 or buf[n - 1] == 10):  # as frame.decode's rstrip
         n -= 1
     cut = n - 9
     if cut < 0 or buf[cut] != frame.SEP:
@@ -105,7 +121,8 @@ class Controller:
     line: a bytearray(MAX_LINE) line buffer (main.py allocates it first thing).
     """
 
-    def __init__(self, board, capacity=1500, ring=None, line=None, reserve_bytes=24 * 1024):
+    def __init__(self, board, capacity=1500, ring=None, line=None, reserve_bytes=24 * 1024,
+                 journal=None):
         self.board = board
         self.max_slots = capacity
         self.reserve_bytes = reserve_bytes
@@ -129,6 +146,7 @@ class Controller:
         self.lost = 0            # events that found no free slot
         self.error = ""          # the last internal error, for STATUS
         self.replies = []        # framed reply lines waiting for output()
+        self.set_ms = 0          # ms left of a SET current (0: none), outside runs only
         # One line buffer for the whole run (main.py allocates it first thing): growing a
         # bytearray byte by byte would reallocate it again and again and chop the heap.
         self._line = line if line is not None else bytearray(MAX_LINE)
@@ -137,8 +155,16 @@ class Controller:
         self._cmds = {"ID": self._id, "LOAD": self._load, "MODEL": self._model,
                       "START": self._start, "PAUSE": self._pause, "RESUME": self._resume,
                       "STOP": self._stop, "STATUS": self._status, "SEND": self._send,
-                      "ACK": self._ack}
+                      "ACK": self._ack, "SET": self._set, "HIST": self._hist}
         board.off()
+        self._cmds["RECOVER"] = self._recover
+        self.journal = journal   # a journal.Journal (main.py), or None: no journal
+        self.table_crc = 0       # the loaded table's checksum (journal W_TABLE)
+        self.interrupted = None  # summary of an unfinished journaled run found at boot
+        self.j_t_ms = 0          # t_ms and ring.head at the last journal save
+        self.j_seq = 0
+        self.j_due = False       # a step boundary waits for JOURNAL_GAP_MS
+        self._boot_journal()
 
     # ------------------------------------------------------------ input
 
@@ -213,7 +239,7 @@ class Controller:
                 "calibration": b.calibration_id, "tick_ms": b.tick_ms,
                 "max_uV": b.max_uV, "min_uV": b.min_uV, "max_nA": b.max_nA,
                 "range_max_nA": b.range_max_nA, "capacity": self.ring.cap,
-                "fields": " ".join(record.FIELDS)}
+                "fields": " ".join(record.FIELDS), "interrupted": self.interrupted}
 
     def _idle_only(self):
         if self.state in ACTIVE:
@@ -230,21 +256,30 @@ class Controller:
         rec = table.get("record") or {}
         self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0))
         self.table = table
+        self.table_crc = binascii.crc32(arg) & 0x3FFFFFFF  # RECOVER checks it (journal.W_TABLE)
         self.state = READY
         return {"steps": len(table["steps"]), "tick_ms": table.get("tick_ms", self.board.tick_ms)}
 
     def _model(self, arg):
         self._idle_only()
-        model = _json_arg(arg)
-        if not isinstance(model, dict):
-            raise CommandError("json", "must be a JSON object")
+        if self.ring.count() == 0 and self.ring.cap:
+            # An empty ring is made again at START anyway: its memory goes to the model
+            # first (after a run the heap is too fragmented to hold both for long).
+            self.ring = record.Ring(0, self.ring.head)
         factory = estimator_class()
+        # An estimator that reads the text itself (ekf.Ekf.from_json) keeps only its
+        # tables: the whole parsed document would be ~30 KB of objects at once.
+        compact = getattr(factory, "from_json", None)
+        model = None if compact else _json_arg(arg)
+        if model is not None and not isinstance(model, dict):
+            raise CommandError("json", "must be a JSON object")
         est = None
         if factory is not None:
             try:
-                est = factory(model)  # refuse a model the estimator cannot use, now
+                est = compact(arg) if compact else factory(model)  # refuse a bad model now
             except Exception as ex:
-                raise CommandError("model", repr(ex)[:80])
+                field = getattr(ex, "field", "model")  # ekf.JsonError: "json"
+                raise CommandError(field, ex.args[0] if field == "json" else repr(ex)[:80])
         # Keep the estimator, not the parsed JSON (a 7 KB model is tens of KB of objects);
         # the dict is kept only for an estimator that cannot reset() itself.
         self.model_est = est
@@ -269,12 +304,15 @@ class Controller:
         self.t_ms = 0
         self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
         self.safety.reset()
+        self.set_ms = 0  # a run takes the source over from SET
         self.engine.start()
         b = self.board
         self.trigger.mark(0, b.v_uV, b.i_nA)
         self.state = RUNNING
         self.resync = True  # main.py restarts the tick clock: the first dt starts now
         seq = self._event(record.EV_START)
+        self.interrupted = None  # a new run replaces the interrupted one
+        self._journal_save(1)
         return {"seq": seq, "tick_ms": self.tick_ms}
 
     def _refit_ring(self):
@@ -305,9 +343,11 @@ class Controller:
         # Always accepted: whatever the state, the host can make the current zero.
         _no_arg(arg)
         self.board.off()
+        self.set_ms = 0
         if self.state in ACTIVE:
             self.state = STOPPED
             self._event(record.EV_STOP)
+            self._journal_save(0)
         return {"state": self.state}
 
     def _status(self, arg):
@@ -322,7 +362,9 @@ class Controller:
                 "seq_next": self.ring.head, "seq_oldest": self.ring.tail,
                 "free": self.ring.free(), "lost": self.lost, "tick_ms": self.tick_ms,
                 "table": self.table is not None, "model": self.model is not None,
-                "estimator": self.est is not None, "error": self.error}
+                "estimator": self.est is not None, "error": self.error,
+                "interrupted": self.interrupted,
+                "journal": "" if self.journal is None else self.journal.error}
 
     def _send(self, arg):
         n = _seq_arg(arg, "from_seq")
@@ -348,21 +390,166 @@ class Controller:
                 self._continue()
         return {"oldest": r.tail, "free": r.free()}
 
+    def _set(self, arg):
+        """SET <i_nA> [<for_ms>]: force a current outside runs (calibration points).
+
+        The board's own limits hold: |i| <= max_nA, and the current goes off (like STOP)
+        at the first tick whose voltage is outside [min_uV, max_uV] or once for_ms passed.
+        """
+        self._idle_only()
+        parts = _text(arg).split()
+        if not 1 <= len(parts) <= 2:
+            raise CommandError("args", "SET <i_nA> [<for_ms>]")
+        try:
+            i_nA = int(parts[0])
+            for_ms = int(parts[1]) if len(parts) > 1 else SET_MS
+        except ValueError:
+            raise CommandError("i_nA", "must be an integer")
+        b = self.board
+        if i_nA > b.max_nA or -i_nA > b.max_nA:
+            raise CommandError("i_nA", "outside the board limit %d" % b.max_nA)
+        if not 0 < for_ms <= SET_MAX_MS:
+            raise CommandError("for_ms", "must be 1..%d" % SET_MAX_MS)
+        if not b.min_uV <= b.v_uV <= b.max_uV:
+            raise CommandError("v_uV", "%d outside the board limits" % b.v_uV)
+        applied = b.set_current(i_nA)
+        self.set_ms = for_ms
+        return {"i_set_nA": applied, "range": b.range, "for_ms": for_ms}
+
+    def _hist(self, arg):
+        """HIST <V|I> <n>: histogram of n raw conversions of one channel (calibration)."""
+        self._idle_only()
+        parts = _text(arg).split()
+        if len(parts) != 2 or parts[0] not in ("V", "I"):
+            raise CommandError("args", "HIST <V|I> <n>")
+        try:
+            n = int(parts[1])
+        except ValueError:
+            raise CommandError("n", "must be an integer")
+        if not 0 < n <= HIST_MAX_N:
+            raise CommandError("n", "must be 1..%d" % HIST_MAX_N)
+        b = self.board
+        counts = b.code_histogram(0 if parts[0] == "V" else 1, n)
+        lo = min(counts)
+        span = max(counts) - lo + 1
+        if span > HIST_MAX_SPAN:
+            raise CommandError("span", "codes spread over %d > %d: input not steady" % (span, HIST_MAX_SPAN))
+        hist = [0] * span
+        for c in counts:
+            hist[c - lo] = counts[c]
+        return {"ch": parts[0], "n": n, "lo": lo, "counts": hist,
+                "i_set_nA": b.setpoint_nA, "range": b.range}
+
+    def _set_tick(self, dt_ms):
+        # A SET current obeys the board's voltage limits and its time, like a run would.
+        b = self.board
+        self.set_ms -= dt_ms
+        if self.set_ms <= 0 or not b.min_uV <= b.v_uV <= b.max_uV:
+            b.off()
+            self.set_ms = 0
+
     def _continue(self):
         self.engine.resume()
         self.state = RUNNING
         self._event(record.EV_RESUME)
 
+    # ------------------------------------------------------------ journal
+
+    def _boot_journal(self):
+        """At boot: report an unfinished journaled run and keep seqs clear of its own."""
+        j = self.journal
+        if j is None or not j.load() or not j.words[journal.W_ACTIVE]:
+            return
+        w = j.words
+        e = journal.W_ENGINE
+        seq = w[journal.W_SEQ] + SEQ_STRIDE + SEQ_SLACK  # past any seq the run may have sent
+        self.interrupted = {"step_no": w[e], "step_count": w[e + 1], "cycle": w[e + 2],
+                            "t_ms": _t_ms(w), "seq": w[journal.W_SEQ],
+                            "q_chg_nAh": w[e + 8 + steps.Q_CHG], "q_dch_nAh": w[e + 8 + steps.Q_DCH],
+                            "soc_ppm": w[journal.W_SOC], "table_crc": w[journal.W_TABLE]}
+        if self.ring.count() == 0:
+            self.ring = record.Ring(self.ring.cap, seq + 1)
+        # The boot event is written once, not held in the ring (it has no slots yet).
+        self._reply("E %d INTERRUPTED %s" % (seq, json.dumps(self.interrupted)))
+
+    def _journal_save(self, active):
+        j = self.journal
+        if j is None or self.table is None:
+            return
+        w = j.words
+        w[journal.W_ACTIVE] = active
+        w[journal.W_TABLE] = self.table_crc
+        w[journal.W_T_LO] = self.t_ms & 0x3FFFFFFF
+        w[journal.W_T_HI] = self.t_ms >> 30
+        w[journal.W_SEQ] = self.ring.head
+        w[journal.W_SOC] = self.soc_ppm
+        w[journal.W_STD] = self.std_ppm
+        w[journal.W_FAULT] = self.fault
+        if not self.engine.save_state(w, journal.W_ENGINE, journal.MAX_LOOPS):
+            w[journal.W_ACTIVE] = 0  # too many LOOPs to keep: the run cannot be recovered
+            j.error = "journal: more than %d LOOP steps" % journal.MAX_LOOPS
+        j.save()
+        self.j_t_ms = self.t_ms
+        self.j_seq = self.ring.head
+        self.j_due = False
+
+    def _journal_tick(self):
+        # Rationed flash writes (journal.py): boundaries and the periodic save wait for the
+        # gap; the seq stride does not, so a reset can never make a seq be used twice.
+        if self.journal is None or self.state not in ACTIVE:
+            return
+        since = self.t_ms - self.j_t_ms
+        if self.ring.head - self.j_seq >= SEQ_STRIDE or \
+                (since >= JOURNAL_GAP_MS and (self.j_due or since >= JOURNAL_MS)):
+            self._journal_save(1)
+
+    def _recover(self, arg):
+        """RECOVER: continue the run the journal found unfinished at boot (docs/link.md)."""
+        _no_arg(arg)
+        self._idle_only()
+        if self.interrupted is None:
+            raise CommandError("journal", "no interrupted run to recover")
+        w = self.journal.words
+        if self.table is None or self.table_crc != w[journal.W_TABLE]:
+            raise CommandError("table", "LOAD the interrupted run's step table (the same JSON) first")
+        if not self.engine.fits_state(w, journal.W_ENGINE):
+            raise CommandError("journal", "does not fit the loaded table")
+        self.error = ""
+        soc = w[journal.W_SOC]
+        est = self._reset_estimator(soc / 1000000 if soc >= 0 else None)
+        if self.ring.count() == 0:
+            self._refit_ring()
+        if self.ring.free() <= RESERVE:
+            raise CommandError("ring", "record buffer full (ACK first)")
+        self.est = est
+        self.soc_ppm = soc if est is not None else -1
+        self.std_ppm = w[journal.W_STD] if est is not None else -1
+        self.fault = w[journal.W_FAULT]
+        self.t_ms = _t_ms(w)
+        self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
+        self.safety.reset()
+        self.set_ms = 0
+        self.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
+        b = self.board
+        self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
+        self.state = RUNNING
+        self.resync = True
+        seq = self._event(EV_RECOVER)
+        self.interrupted = None
+        self._journal_save(1)
+        return {"seq": seq, "tick_ms": self.tick_ms, "step_no": self.engine.step_no,
+                "step_count": self.engine.step_count, "cycle": self.engine.cycle}
+
     # ------------------------------------------------------------ estimator
 
-    def _reset_estimator(self):
+    def _reset_estimator(self, soc=None):
         """The MODEL's estimator reset for a new run (None without one or if it fails)."""
         est = self.model_est
         if est is None:
             return None
         try:
             if hasattr(est, "reset"):
-                est.reset(None, self.board.v_uV, self.board.i_nA)  # SoC from the rested voltage
+                est.reset(soc, self.board.v_uV, self.board.i_nA)  # None: from the rested voltage
             else:
                 est = self.model_est = type(est)(self.model)
             return est
@@ -394,6 +581,9 @@ class Controller:
             self.board.sample()
             if self.state in ACTIVE:
                 self._run_tick(dt_ms)
+                self._journal_tick()
+            elif self.set_ms:
+                self._set_tick(dt_ms)
         except Exception as ex:
             self._internal(ex)
         self.board.led(self.state in LED_ON)
@@ -424,6 +614,8 @@ class Controller:
             self._end(FAULT, record.EV_FAULT)
         elif ended and not eng.advance():
             self._end(DONE, record.EV_END)
+        elif ended:
+            self.j_due = True  # a step boundary: the journal saves the new position
         st = self.state
         if (st == RUNNING or st == PAUSED) and self.ring.free() <= RESERVE:
             # Pause at this safe point rather than overwrite what the host has not got.
@@ -436,6 +628,7 @@ class Controller:
         self.engine.stop()
         self.state = state
         self._event(kind)
+        self._journal_save(0)
 
     def _internal(self, ex):
         self.board.off()
@@ -479,6 +672,10 @@ class Controller:
             self.cursor += 1
             n += 1
         return out
+
+
+def _t_ms(words):
+    return (words[journal.W_T_HI] << 30) | words[journal.W_T_LO]
 
 
 def estimator_class():

@@ -19,6 +19,7 @@ import select  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import journal  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
 
@@ -36,12 +37,20 @@ def _ports():
     return inp, out
 
 
+JOURNAL = "journal.bin"   # the run journal in the flash root (firmware/journal.py)
+
+
 def boot():
-    """Board up with the current off, and its controller (the ring comes at START)."""
+    """Board up with the current off, and its controller (the ring comes at START).
+
+    After any reset (watchdog, brown-out, power cut) this is where the board starts: the
+    current is off before anything else, and an unfinished run found in the journal is
+    reported (INTERRUPTED event, ID/STATUS "interrupted") but resumed only on RECOVER.
+    """
     b = board.load()
     b.off()
     ctl = link.Controller(b, capacity=RING_MAX, ring=record.Ring(0), line=LINE,
-                          reserve_bytes=HEAP_RESERVE)
+                          reserve_bytes=HEAP_RESERVE, journal=journal.Journal(JOURNAL))
     gc.collect()
     return b, ctl
 

@@ -136,31 +136,47 @@ class Ring:
 
 
 def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
-    """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free.
+    """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free,
+    in one piece where the heap has one.
 
     Under CPython (no gc.mem_free) simply Ring(max_slots). On the board the size comes
-    from gc.mem_free(); if the fragmented heap still refuses it, or leaves less than the
-    reserve, it shrinks by a quarter and tries again (its small chunks fit in the holes).
+    from gc.mem_free(). While the ring is made, a bytearray holds the reserve in one
+    contiguous block, so the ring's small chunks fill the holes the imports left and the
+    reserve stays whole: a later MODEL needs blocks of about 1 KB, which 30 KB of free
+    holes of a few hundred bytes each could not give. If the heap still refuses the
+    ring, or leaves less than the reserve, it shrinks by a quarter and tries again.
     """
     try:
-        free = gc.mem_free()
+        gc.mem_free()
     except AttributeError:
         return Ring(max_slots, first_seq)
     gc.collect()
-    free = gc.mem_free()
-    n = max(min_slots, min(max_slots, (free - reserve_bytes) // BYTES_PER_SLOT))
+    n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // BYTES_PER_SLOT))
     while True:
+        hold = _hold(reserve_bytes)
         try:
             ring = Ring(n, first_seq)
+            hold = None
             gc.collect()
             if gc.mem_free() >= reserve_bytes or n == min_slots:
                 return ring
-            del ring
+            ring = None
         except MemoryError:
+            hold = None
             if n == min_slots:
                 raise
         gc.collect()
         n = max(min_slots, n * 3 // 4)
+
+
+def _hold(nbytes):
+    # The largest contiguous block up to nbytes, in steps of halves (None if not even 1 KB).
+    while nbytes >= 1024:
+        try:
+            return bytearray(nbytes)
+        except MemoryError:
+            nbytes //= 2
+    return None
 
 
 class Trigger:

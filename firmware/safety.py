@@ -9,6 +9,20 @@ on the first tick that exceeds it), so one noisy sample cannot end a week-long t
 board's own limits (board.max_uV, board.min_uV, board.max_nA) trip at once: they protect
 the hardware. A trip switches the current off in the same tick (board.off()).
 
+Hardware faults (docs/link.md "Hardware faults") are recognised from signatures that no
+healthy cell and board produce, each on N consecutive samples while the source is on
+(board.setpoint_nA != 0); when another limit trips on a sample, a signature present on
+that same sample is reported at once, so the record says why the limit was crossed:
+  OPEN_CIRCUIT  |i| < |set|/4 and the terminal at the source's compliance voltage on
+                the side the setpoint drives it to (OPEN_TICKS)
+  SHORT         |v| <= SHORT_uV while |i| >= |set|/2 (SHORT_TICKS)
+  SOURCE        |i - set| > |set|/5 + full scale of the range/50, neither of the above
+                (SOURCE_TICKS)
+  ADC_STUCK     both raw ADC sums identical tick after tick (STUCK_TICKS)
+  ADC_RAIL      a raw sum at the converter's rail: any tick while RUNNING (RAIL_TICKS)
+Boards without setpoint_nA (test fakes) skip the current checks; without raw sums
+(_va, _ia) the ADC checks.
+
 Fault bits (also in docs/link.md; the record field ``fault`` carries them):
 """
 
@@ -17,15 +31,26 @@ UNDER_VOLTAGE = 2      # v_uV < safety.min_uV
 OVER_CURRENT = 4       # i_nA > safety.max_nA or i_nA < safety.min_nA
 OVER_CHARGE = 8        # |charge moved in the step| > safety.max_q_nAh
 BOARD_LIMIT = 16       # outside the board's own max_uV / min_uV / max_nA
-OPEN_CIRCUIT = 32      # reserved: relay closed but no current flows
-SHORT = 64             # reserved: voltage collapsed under current
-ADC_STUCK = 128        # reserved: identical raw readings for many ticks
-SOURCE = 256           # reserved: measured current does not follow the setpoint
-WATCHDOG = 512         # reserved: the board restarted from a watchdog reset
+OPEN_CIRCUIT = 32      # source on, no current, terminal at the compliance voltage
+SHORT = 64             # voltage collapsed to ~0 under current
+ADC_STUCK = 128        # identical raw readings for many ticks while current flows
+SOURCE = 256           # measured current does not follow the setpoint
+WATCHDOG = 512         # the run was interrupted by a reset (set on a RECOVERed run)
 INTERNAL = 1024        # an exception in the tick loop (current switched off)
+ADC_RAIL = 2048        # an ADC reads at its rail (saturated)
 
 NAMES = ("OVER_VOLTAGE", "UNDER_VOLTAGE", "OVER_CURRENT", "OVER_CHARGE", "BOARD_LIMIT",
-         "OPEN_CIRCUIT", "SHORT", "ADC_STUCK", "SOURCE", "WATCHDOG", "INTERNAL")
+         "OPEN_CIRCUIT", "SHORT", "ADC_STUCK", "SOURCE", "WATCHDOG", "INTERNAL", "ADC_RAIL")
+
+# Detection bounds, in consecutive samples (ticks) showing the signature.
+OPEN_TICKS = 2
+SHORT_TICKS = 3
+SOURCE_TICKS = 3
+STUCK_TICKS = 10       # 16x oversampled noisy sums repeat by chance far less than that
+RAIL_TICKS = 2
+SHORT_uV = 3000        # below a graphite half cell's 5-10 mV cut-off
+COMPLIANCE_MARGIN_uV = 100000
+I_MIN_nA = 1000        # smaller setpoints are not checked against the measurement
 
 KEYS = ("max_uV", "min_uV", "max_nA", "min_nA", "max_q_nAh", "delay_ms")
 
@@ -41,6 +66,12 @@ class Safety:
 
     def __init__(self, board):
         self.board = board
+        # What this board exposes for the hardware checks (see the module docstring).
+        self.hw_current = hasattr(board, "setpoint_nA")
+        self.hw_adc = hasattr(board, "_va") and hasattr(board, "raw_hi")
+        self.fs_nA = getattr(board, "_fs_nA", None) or [board.range_max_nA]
+        self.comp_lo_uV = getattr(board, "compliance_lo_uV", board.min_uV)
+        self.comp_hi_uV = getattr(board, "compliance_hi_uV", board.max_uV)
         self.configure(None)
 
     def configure(self, section):
@@ -71,6 +102,14 @@ class Safety:
         self.uv_ms = 0
         self.oc_ms = 0
         self.oq_ms = 0
+        # Hardware signatures: consecutive samples showing each (see hardware()).
+        self.n_open = 0
+        self.n_short = 0
+        self.n_source = 0
+        self.n_stuck = 0
+        self.n_rail = 0
+        self.last_va = -1
+        self.last_ia = -1
 
     def _held(self, over, held, dt_ms):
         # 0 while inside the limit; otherwise 1 + the ms since the first sample outside it
@@ -106,6 +145,70 @@ class Safety:
             bits |= OVER_CURRENT
         if self.oq_ms >= d:
             bits |= OVER_CHARGE
+        bits |= self.hardware(bits != 0)
         if bits:
             b.off()
+        return bits
+
+    def hardware(self, tripped):
+        """Fault bits of the hardware signatures on the last sample (module docstring).
+
+        A signature counts once seen on its N consecutive samples, or at once when
+        ``tripped`` (another limit ends the run on this sample). Small ints only.
+        """
+        b = self.board
+        bits = 0
+        if self.hw_adc:
+            bits = self._adc(b, tripped)
+        if not self.hw_current:
+            return bits
+        sp = b.setpoint_nA
+        if -I_MIN_nA < sp < I_MIN_nA:
+            self.n_open = 0
+            self.n_short = 0
+            self.n_source = 0
+            return bits
+        v = b.v_uV
+        i = b.i_nA
+        mag = sp if sp > 0 else -sp
+        am = i if i > 0 else -i
+        if sp > 0:
+            at_comp = v >= self.comp_hi_uV - COMPLIANCE_MARGIN_uV
+        else:
+            at_comp = v <= self.comp_lo_uV + COMPLIANCE_MARGIN_uV
+        is_open = am * 4 < mag and at_comp
+        is_short = am * 2 >= mag and -SHORT_uV <= v <= SHORT_uV
+        err = i - sp
+        if err < 0:
+            err = -err
+        k = b.range if b.range < len(self.fs_nA) else len(self.fs_nA) - 1
+        is_src = not is_open and not is_short and err > mag // 5 + self.fs_nA[k] // 50
+        self.n_open = self.n_open + 1 if is_open else 0
+        self.n_short = self.n_short + 1 if is_short else 0
+        self.n_source = self.n_source + 1 if is_src else 0
+        if is_open and (tripped or self.n_open >= OPEN_TICKS):
+            bits |= OPEN_CIRCUIT
+        if is_short and (tripped or self.n_short >= SHORT_TICKS):
+            bits |= SHORT
+        if is_src and (tripped or self.n_source >= SOURCE_TICKS):
+            bits |= SOURCE
+        return bits
+
+    def _adc(self, b, tripped):
+        va = b._va
+        ia = b._ia
+        bits = 0
+        rail = va >= b.raw_hi or ia >= b.raw_hi or ia <= b.raw_lo
+        self.n_rail = self.n_rail + 1 if rail else 0
+        if rail and (tripped or self.n_rail >= RAIL_TICKS):
+            bits |= ADC_RAIL
+        # Stuck: only meaningful while current flows (a resting, noiseless channel may
+        # legitimately repeat); both channels must repeat, tick after tick.
+        flowing = self.hw_current and b.setpoint_nA != 0
+        same = flowing and va == self.last_va and ia == self.last_ia
+        self.n_stuck = self.n_stuck + 1 if same else 0
+        self.last_va = va
+        self.last_ia = ia
+        if self.n_stuck >= STUCK_TICKS - 1:  # N identical samples = N - 1 repeats
+            bits |= ADC_STUCK
         return bits

@@ -378,6 +378,70 @@ class Engine:
         else:
             self.board.off()
 
+    # ------------------------------------------------------------ journal
+
+    def save_state(self, words, base, max_loops):
+        """Write the run's position and counters into words[base:] (journal.py layout).
+
+        base+0 step_no, +1 step_count, +2 cycle, +3 first_sign, +4 last_sign, +5 r_ohm,
+        +6 i_cmd_nA, +7 step_type, +8..+19 the accumulators (acc), +20 number of LOOP
+        steps, +21.. their remaining counts in table order. False if the table has more
+        than max_loops LOOP steps (the position could not be kept).
+        """
+        vals = (self.step_no, self.step_count, self.cycle, self.first_sign, self.last_sign,
+                self.r_ohm, self.i_cmd_nA, self.step_type)
+        for k in range(8):
+            words[base + k] = vals[k]
+        for k in range(N_ACC):
+            words[base + 8 + k] = self.acc[k]
+        n = 0
+        for k in range(len(self.steps)):
+            if self.steps[k][0] == K_LOOP:
+                if n >= max_loops:
+                    return False
+                words[base + 21 + n] = self.loops[k]
+                n += 1
+        words[base + 20] = n
+        return True
+
+    def fits_state(self, words, base):
+        """True if journal words saved by save_state can continue the loaded table."""
+        no = words[base]
+        n_loops = 0
+        for s in self.steps:
+            if s[0] == K_LOOP:
+                n_loops += 1
+        return 0 <= no < len(self.steps) and self.steps[no][0] != K_LOOP \
+            and words[base + 20] == n_loops
+
+    def restore_state(self, words, base):
+        """Continue a journaled run: counters and loop counts from words[base:], then
+        re-enter the journaled step with its step time and step charge restarted.
+
+        The re-entered step counts as a new step (step_count + 1: its time restarts) but
+        not as a new cycle: its sign is the journal's last sign, so _count_cycle leaves the
+        cycle alone. Returns False if the words do not fit the loaded table.
+        """
+        if not self.fits_state(words, base):
+            return False
+        no = words[base]
+        self._clear()
+        self.step_count = words[base + 1]
+        self.cycle = words[base + 2]
+        self.first_sign = words[base + 3]
+        self.last_sign = words[base + 4]
+        self.r_ohm = words[base + 5]
+        self.i_cmd_nA = words[base + 6]  # a CV step starts again from its last setpoint
+        for k in range(N_ACC):
+            self.acc[k] = words[base + 8 + k]
+        n = 0
+        for k in range(len(self.steps)):
+            if self.steps[k][0] == K_LOOP:
+                self.loops[k] = words[base + 21 + n]
+                n += 1
+        self._enter(no)
+        return True
+
     # ------------------------------------------------------------ per tick
 
     def count(self, dt_ms):

@@ -20,7 +20,7 @@ def _record(k, **over):
     rec = dict(t_ms=1000 * k, v_uV=1_500_000 + 7 * k, i_nA=-350_000, cycle=1 + k // 4,
                step_count=1 + k // 2, step_index=k % 2, step_type=k % 5, fault=0,
                q_chg_nAh=11 * k, q_dch_nAh=97 * k, q_step_nAh=-3 * k, e_chg_uWh=5 * k,
-               e_dch_uWh=150 * k, soc_ppm=10_000 * k, soc_std_ppm=1000)
+               e_dch_uWh=150 * k, soc_ppm=10_000 * k, soc_std_ppm=1000, seq=k + 1)
     rec.update(over)
     return rec
 
@@ -74,10 +74,11 @@ def test_columns_in_design_order_and_soc_only_with_model(tmp_path):
                       "Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Step Type",
                       "Charging Capacity / Ah", "Discharging Capacity / Ah",
                       "Step Capacity / Ah", "Charging Energy / Wh",
-                      "Discharging Energy / Wh", "Fault Flags / 1"]
+                      "Discharging Energy / Wh", "Fault Flags / 1", "Record Seq / 1"]
     with_model = bdflog.LogWriter(tmp_path / "b.bdf.csv", with_soc=True)
     with_model.close()
-    assert (tmp_path / "b.bdf.csv").read_text().splitlines()[0].endswith(",SOC / 1,SOC Std / 1")
+    assert (tmp_path / "b.bdf.csv").read_text().splitlines()[0].endswith(
+        ",SOC / 1,SOC Std / 1,Record Seq / 1")
 
 
 def test_log_passes_bdf_validate(tmp_path):
@@ -170,3 +171,93 @@ def test_missing_log_and_bad_sidecar(tmp_path):
     (tmp_path / "y.json").write_text(json.dumps([1]))
     with pytest.raises(InputError, match="sidecar"):
         bdflog.read_sidecar(tmp_path / "y.bdf.csv")
+
+
+# ---------------------------------------------------------------- resume support
+
+
+def _log(path, n, with_soc=False, **meta):
+    with bdflog.LogWriter(path, with_soc=with_soc, start_unix_s=1000.0, meta=meta,
+                          force=True) as log:  # force: hypothesis reuses tmp_path
+        for k in range(n):
+            log.write(_record(k))
+    return path.read_bytes()
+
+
+def test_seq_column_round_trips_and_records_without_seq_leave_it_empty(tmp_path):
+    path = tmp_path / "q.bdf.csv"
+    with bdflog.LogWriter(path) as log:
+        log.write(_record(0))
+        log.write({k: v for k, v in _record(1).items() if k != "seq"})
+    got = bdflog.read_log(path)["Record Seq / 1"]
+    assert got[0] == 1 and np.isnan(got[1])
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 40), cut=st.floats(0, 1), chunk=st.sampled_from([7, 64, 65536]))
+def test_last_seq_reads_the_tail_like_a_full_read(tmp_path, n, cut, chunk):
+    """last_seq / last_row agree with read_log on any truncation of a log (chunk sizes
+    smaller than a row exercise the backwards scan)."""
+    path = tmp_path / "t.bdf.csv"
+    full = _log(path, n)
+    header_end = full.index(b"\n") + 1
+    at = header_end + int(cut * (len(full) - header_end))
+    path.write_bytes(full[:at])
+    old, bdflog.TAIL_CHUNK = bdflog.TAIL_CHUNK, chunk
+    try:
+        seq = bdflog.last_seq(path)
+        row = bdflog.last_row(path)
+    finally:
+        bdflog.TAIL_CHUNK = old
+    rows = full[:at].count(b"\n") - 1
+    if rows == 0:
+        assert seq is None and row is None
+    else:
+        assert seq == int(bdflog.read_log(path)["Record Seq / 1"][-1]) == rows  # seq = k + 1
+        assert float(row["Test Time / s"]) == (rows - 1) * 1.0
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 12), cut=st.floats(0, 1))
+def test_reopen_cuts_a_partial_line_and_appends_a_valid_log(tmp_path, n, cut):
+    path = tmp_path / "r.bdf.csv"
+    full = _log(path, n, with_soc=True, board="sim")
+    header_end = full.index(b"\n") + 1
+    at = header_end + int(cut * (len(full) - header_end))
+    path.write_bytes(full[:at])
+    kept = full[:at].count(b"\n") - 1
+    log = bdflog.LogWriter.reopen(path)
+    assert log.with_soc and log.rows == kept and log.start_unix_s == 1000.0
+    for k in range(kept, n):
+        log.write(_record(k))
+    log.close(stop_reason="end")
+    assert path.read_bytes() == full  # exactly the log an uninterrupted writer leaves
+    report = bdf.validate(pd.read_csv(path), raise_on_error=True)
+    assert report["ok"] and report["time_stats"]["monotonic"]
+    meta = bdflog.read_sidecar(path)
+    assert meta["board"] == "sim" and meta["rows"] == n and meta["stop_reason"] == "end"
+
+
+def test_reopen_refuses_foreign_or_headless_logs(tmp_path):
+    path = tmp_path / "f.bdf.csv"
+    path.write_text("Test Time / s,Voltage / V,Current / A\n0,1,0\n")
+    with pytest.raises(InputError, match="resume: .*columns differ"):
+        bdflog.LogWriter.reopen(path)
+    path.write_bytes(b"Test Time / s,Volt")
+    with pytest.raises(InputError, match="header"):
+        bdflog.LogWriter.reopen(path)
+    with pytest.raises(InputError, match="resume: no log"):
+        bdflog.LogWriter.reopen(tmp_path / "none.bdf.csv")
+
+
+def test_board_events_are_logged_once_by_seq(tmp_path):
+    path = tmp_path / "e.bdf.csv"
+    _log(path, 2)
+    log = bdflog.LogWriter.reopen(path)
+    log.event("FULL", seq=7, data=None)
+    log.event("FULL", seq=7, data=None)  # fetched again after a resume
+    log.event("resume", from_seq=3)
+    log.event("resume", from_seq=8)     # host events have no seq: always kept
+    log.close()
+    kinds = [(e["kind"], e.get("seq")) for e in bdflog.read_sidecar(path)["events"]]
+    assert kinds == [("FULL", 7), ("resume", None), ("resume", None)]

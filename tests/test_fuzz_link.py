@@ -83,3 +83,106 @@ def test_random_sessions_keep_invariants(ops, capacity):
             if word[0] == "ACK" and ctl.replies and frame.decode(ctl.replies[-1]).startswith("OK ACK"):
                 state["acked"] = max(state["acked"], int(word[1]) + 1)
         check(ctl, b, ctl.output(burst=1000), state)
+
+
+# ---------------------------------------------------------------- under MicroPython (HIL)
+# The same firmware on the simulated board (MicroPython unix port, the board's heap): a
+# batch of random byte strings, mutated frames and well-framed random commands per board
+# process, many batches. Never a traceback or a dead loop, never an OK for a line whose
+# checksum is wrong, never current without a valid LOAD + START, and a corrupted command
+# in the middle of a run changes neither the state nor the current.
+
+import pytest  # noqa: E402
+
+from cellbench import sim  # noqa: E402
+from cellbench.paths import FIRMWARE  # noqa: E402
+from test_hil import MODEL, Link  # noqa: E402
+
+RUN_TABLE = {"v": 1, "tick_ms": 200, "steps": [["CC", 150_000, 3_600_000, 0]]}
+VALID = ["STOP", "PAUSE", "RESUME", "START", "ID", "STATUS", "SEND 0", "ACK 0", "RECOVER",
+         "LOAD " + json.dumps(RUN_TABLE), "MODEL {}"]
+IDLE_SAFE = st.one_of(  # well-framed commands that cannot start a run with no table
+    st.sampled_from(["ID", "STATUS", "START", "PAUSE", "RESUME", "STOP", "RECOVER", "MODEL []",
+                     "MODEL {", "LOAD {}", "LOAD []", "LOAD " + json.dumps({"v": 1, "steps": []}),
+                     "START 1", "FOO", "", " ", "ACK x", "SEND -1", "\x7f"]),
+    st.integers(-5, 10**12).map(lambda n: "ACK %d" % n),
+    st.integers(-5, 10**12).map(lambda n: "SEND %d" % n),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+)
+
+
+def _mutate(body, flips):
+    line = bytearray(frame.encode(body).rstrip(b"\n"))
+    for pos, x in flips:
+        line[pos % len(line)] ^= x
+    return bytes(line)
+
+
+MUTATED = st.tuples(st.sampled_from(VALID),
+                    st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)),
+                             min_size=1, max_size=4, unique_by=lambda f: f[0])).map(
+    lambda a: _mutate(a[0], a[1])).filter(lambda b: frame.decode(b) is None)
+
+IDLE_ITEMS = st.one_of(st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"") + b"\n"),
+                       MUTATED.map(lambda b: b + b"\n"),
+                       IDLE_SAFE.map(frame.encode))
+BATCH = 150
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    cell = tmp / "cell.json"
+    cell.write_text(json.dumps(MODEL))
+    return tmp, cell
+
+
+def _lines_until_status(lk):
+    """Every body the board writes until the reply to a STATUS sent now."""
+    lk.board.write(frame.encode("STATUS"))
+    out = []
+    while True:
+        body = lk._line()
+        out.append(body)
+        if body.startswith(("OK STATUS", "ERR STATUS")):
+            return out, json.loads(body[len("OK STATUS "):])
+
+
+def _check_frames_only(lk):
+    assert not lk.junk, "".join(lk.junk[-5:]) + lk.board.stderr_text()[-500:]
+
+
+@pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(idle=st.lists(IDLE_ITEMS, min_size=BATCH, max_size=BATCH),
+       running=st.lists(MUTATED, min_size=BATCH // 2, max_size=BATCH // 2))
+def test_micropython_board_survives_random_and_corrupted_frames(sim_files, idle, running):
+    tmp, cell = sim_files
+    board = sim.start_board(cell, calibration="ideal", workdir=tmp / "w", seed=1, soc0=0.5)
+    lk = Link(board)
+    try:
+        # idle: whatever arrives, the board answers, stays without current, keeps going
+        board.write(b"".join(idle))
+        out, status = _lines_until_status(lk)
+        _check_frames_only(lk)
+        assert status["state"] in ("IDLE", "READY") and status["i_set_nA"] == 0, status
+        assert not [b for b in out if b.startswith("E ")]  # no run ever started
+        # running: corrupted frames (a STOP, a LOAD, a PAUSE with a bad checksum...) are
+        # each refused, and the run goes on at its current
+        assert lk.cmd("STOP").startswith("OK")
+        assert lk.cmd("LOAD " + json.dumps(RUN_TABLE)).startswith("OK")
+        assert lk.cmd("START").startswith("OK")
+        board.write(b"".join(b + b"\n" for b in running))
+        out, status = _lines_until_status(lk)
+        _check_frames_only(lk)
+        replies = [b for b in out[:-1] if b.startswith(("OK", "ERR"))]
+        assert replies and all(b.startswith("ERR ? frame") for b in replies), replies[:5]
+        assert status["state"] == "RUNNING" and status["i_set_nA"] == 150_000
+        assert all(e.split()[2] == "START" for e in lk.events), lk.events
+        assert lk.cmd("STOP").startswith("OK STOP")
+    finally:
+        board.close()
+    truth = sim.read_truth(board.truth_path)
+    i_on = truth["i_A"][truth["i_A"] != 0]
+    # current only from the START on, and only the table's (within the source's error)
+    assert ((i_on > 0.9 * 150e-6) & (i_on < 1.1 * 150e-6)).all()

@@ -39,6 +39,10 @@ BASE_COLUMNS = [
     ("Fault Flags / 1", "fault_flags"),
 ]
 SOC_COLUMNS = [("SOC / 1", "soc"), ("SOC Std / 1", "soc_std")]
+# The board's sequence number of each record: always the last column, so a resumed run
+# (cellbench run --resume) finds where the log stops by reading only the file's tail.
+# Not a BDF column; bdf.validate reports it under "extras" and accepts the file.
+SEQ_COLUMN = ("Record Seq / 1", "record_seq")
 OTHER_COLUMNS = [
     ("Ambient Temperature / degC", "ambient_temperature_celsius"),
     ("Net Capacity / Ah", "net_capacity_ah"),
@@ -54,13 +58,14 @@ OTHER_COLUMNS = [
 
 REQUIRED = ("Test Time / s", "Voltage / V", "Current / A")
 TEXT_COLUMNS = ("Step Type",)
-INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Fault Flags / 1")
+INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Fault Flags / 1",
+               "Record Seq / 1")
 
 # Board step_type number -> BDF step type name (docs/design.md, record fields).
 STEP_TYPES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
 
 _CANONICAL = {}
-for _pref, _machine in BASE_COLUMNS + SOC_COLUMNS + OTHER_COLUMNS:
+for _pref, _machine in BASE_COLUMNS + SOC_COLUMNS + [SEQ_COLUMN] + OTHER_COLUMNS:
     _CANONICAL[_pref] = _pref
     _CANONICAL[_machine] = _pref
 
@@ -115,6 +120,8 @@ def record_row(rec, start_unix_s, with_soc):
         for key in ("soc_ppm", "soc_std_ppm"):
             value = rec.get(key, -1)
             row.append(fixed(value, 6) if value >= 0 else "")
+    seq = rec.get("seq")  # records built off the link (tests, imports) may have none
+    row.append("" if seq is None else str(seq))
     return row
 
 
@@ -147,7 +154,7 @@ class LogWriter:
 
     def columns(self):
         """Header names, in file order."""
-        cols = BASE_COLUMNS + (SOC_COLUMNS if self.with_soc else [])
+        cols = BASE_COLUMNS + (SOC_COLUMNS if self.with_soc else []) + [SEQ_COLUMN]
         return [pref for pref, _ in cols]
 
     def write(self, rec):
@@ -156,8 +163,46 @@ class LogWriter:
         self._file.flush()
         self.rows += 1
 
+    @classmethod
+    def reopen(cls, path):
+        """Continue an existing log (``cellbench run --resume``): append rows after its last
+        complete line. A partial last line (the writer was killed mid-row) is cut off first.
+        The sidecar supplies the metadata; the header must be one this writer writes.
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.sidecar = sidecar_path(self.path)
+        if not self.path.is_file():
+            raise InputError(f"resume: no log {self.path}")
+        repair_tail(self.path)
+        header = read_header(self.path)
+        self.with_soc = SOC_COLUMNS[0][0] in header
+        if header != self.columns():
+            raise InputError(f"resume: {self.path.name} was not written by this bench "
+                             f"(its columns differ), cannot append to it")
+        self.meta = read_sidecar(self.path)
+        if "started_unix_s" not in self.meta:
+            raise InputError(f"resume: {self.sidecar.name} has no started_unix_s")
+        self.start_unix_s = float(self.meta["started_unix_s"])
+        self.meta.setdefault("events", [])
+        self.meta.pop("ended_unix_s", None)  # the run goes on
+        self.rows = count_rows(self.path)
+        self._file = open(self.path, "a", newline="")
+        return self
+
+    def logged_seqs(self):
+        """Sequence numbers of the events already in the sidecar (to skip repeats)."""
+        return {e["seq"] for e in self.meta["events"] if isinstance(e.get("seq"), int)}
+
     def event(self, kind, **data):
-        """Note an event (fault, stop reason, link trouble) in the sidecar."""
+        """Note an event (fault, stop reason, link trouble) in the sidecar.
+
+        A board event (``seq=`` given) that is already there is not added twice: a resumed
+        run re-fetches from the last logged record, which may precede logged events.
+        """
+        seq = data.get("seq")
+        if isinstance(seq, int) and any(e.get("seq") == seq for e in self.meta["events"]):
+            return
         entry = {"kind": kind, "unix_s": round(time.time(), 3)}
         entry.update(data)
         self.meta["events"].append(entry)
@@ -170,6 +215,11 @@ class LogWriter:
             json.dump(self.meta, f, indent=1, sort_keys=True, default=_json_default)
             f.write("\n")
         os.replace(tmp, self.sidecar)
+
+    def close_file(self):
+        """Close the CSV only, leaving the sidecar as it is (a resume that gave up)."""
+        if not self._file.closed:
+            self._file.close()
 
     def close(self, **final):
         """Close the CSV and write the final sidecar (ended time, plus ``final`` keys)."""
@@ -186,6 +236,93 @@ class LogWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+TAIL_CHUNK = 65536  # bytes read from the end per step when looking for the last row
+
+
+def repair_tail(path):
+    """Cut a partial last line (a writer killed mid-row) off a CSV log; bytes removed.
+
+    The header line is never cut: a log holding only part of its header is unusable
+    and raises InputError.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb+") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - TAIL_CHUNK)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                if keep < size:
+                    f.truncate(keep)
+                return size - keep
+            end = start
+    raise InputError(f"log: {p} has no complete header line")
+
+
+def read_header(path):
+    """The column names of a CSV log (its first line)."""
+    with open(path, "rb") as f:
+        line = f.readline(1 << 16)
+    if not line.endswith(b"\n"):
+        raise InputError(f"log: {path} has no complete header line")
+    return [c.strip() for c in line.decode("utf-8", "replace").rstrip("\r\n").split(",")]
+
+
+def last_row(path):
+    """The last complete data row of a CSV log as {column: text}, or None if it has none.
+
+    Reads only the header and the file's tail, so it is cheap for a log of any length
+    (a resumed run needs the last ``Record Seq / 1``). A partial last line is ignored.
+    """
+    header = read_header(path)
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        f.seek(0)
+        header_len = len(f.readline(1 << 16))
+        end, tail = size, b""
+        while end > header_len:
+            start = max(header_len, end - TAIL_CHUNK)
+            f.seek(start)
+            tail = f.read(end - start) + tail
+            end = start
+            complete = tail[: tail.rfind(b"\n") + 1]
+            lines = complete.rstrip(b"\n").split(b"\n")
+            if complete and (len(lines) > 1 or end == header_len):
+                values = lines[-1].decode("utf-8", "replace").rstrip("\r").split(",")
+                if len(values) != len(header):
+                    raise InputError(f"log: the last row of {p.name} has {len(values)} fields, "
+                                     f"not {len(header)}")
+                return dict(zip(header, values))
+    return None
+
+
+def last_seq(path):
+    """The board sequence number of the log's last complete record (None: no records)."""
+    row = last_row(path)
+    if row is None:
+        return None
+    text = row.get(SEQ_COLUMN[0], row.get(SEQ_COLUMN[1], ""))
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"log: the last row of {Path(path).name} has no record seq "
+                         f"({SEQ_COLUMN[0]!r}); it cannot be resumed") from None
+
+
+def count_rows(path):
+    """Complete data rows in a CSV log (newlines after the header's)."""
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+    return max(0, n - 1)
 
 
 def _json_default(obj):

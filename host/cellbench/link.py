@@ -116,6 +116,9 @@ class Link:
         self.resend_wait_s = resend_wait_s
         self.retries = retries
         self.next_seq = 0          # the next sequence number the host needs
+        # The first seq not yet handed over and consumed: ACKs never go past it, so a host
+        # killed after an ACK has logged everything it acknowledged (the board keeps the rest).
+        self.delivered_seq = 0
         self.stats = {"crc_errors": 0, "gaps": 0, "duplicates": 0, "resends": 0,
                       "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0, "lost": 0}
         self._pending = []         # in-order (kind, message) not yet yielded
@@ -206,9 +209,16 @@ class Link:
     def reset_sequence(self, first_seq):
         """Expect the stream to continue at ``first_seq`` (the START reply's seq)."""
         self.next_seq = int(first_seq)
+        self.delivered_seq = self.next_seq
         self._pending.clear()
         self._resend_at = None
         self._unacked = 0
+
+    def resend_from(self, first_seq):
+        """Continue the stream at ``first_seq`` with everything the board still holds from
+        there (a host reattaching after a crash): SEND first_seq, then live messages."""
+        self.reset_sequence(first_seq)
+        self._ask_resend()
 
     # ------------------------------------------------------------ the stream
 
@@ -223,7 +233,10 @@ class Link:
         while True:
             while self._pending:
                 last = time.monotonic()
-                yield self._pending.pop(0)
+                kind, msg = self._pending.pop(0)
+                yield kind, msg
+                # The caller asked for the next one: it has dealt with (logged) this one.
+                self.delivered_seq = msg["seq"] + 1
             if self.at_end():
                 return
             if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
@@ -235,10 +248,16 @@ class Link:
         t = self.transport
         return bool(getattr(t, "eof", False)) or getattr(t, "returncode", None) is not None
 
+    def consumed(self, seq):
+        """The caller has dealt with message ``seq`` without asking for the next one (it
+        stopped at an end event): let the next ACK cover it."""
+        self.delivered_seq = max(self.delivered_seq, int(seq) + 1)
+
     def acknowledge(self):
-        """ACK everything received in order so far (the board frees those slots)."""
-        if self.next_seq > 0:
-            self.send(f"ACK {self.next_seq - 1}")
+        """ACK everything consumed from :meth:`messages` so far (the board frees those
+        slots). Messages received but not yet consumed stay held on the board."""
+        if self.delivered_seq > 0:
+            self.send(f"ACK {self.delivered_seq - 1}")
         self._unacked = 0
         self._last_ack_s = time.monotonic()
 

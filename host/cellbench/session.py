@@ -17,6 +17,8 @@ from .paths import BOARDS, CALIBRATIONS
 
 # Events after which the board is idle and the run is over (firmware/record.py EVENTS).
 END_EVENTS = ("END", "FAULT", "STOP")
+# Board states after a run (docs/link.md "States") and the stop reason each stands for.
+FINAL_STATES = {"DONE": "end", "STOPPED": "stop", "FAULT": "fault"}
 PROGRESS_PERIOD_S = 0.25
 # Model keys the board has no use for (simulator-only or bookkeeping): not sent with MODEL.
 HOST_ONLY_MODEL_KEYS = ("provenance", "fade", "sim_soc0")
@@ -205,6 +207,33 @@ def preflight(protocol_path, out_path, board=None, mass_mg=None, model_path=None
     return protocol, board, model
 
 
+def preflight_resume(log_path):
+    """Check, without touching the file or a board, that a log can be resumed; its sidecar.
+
+    InputError unless the log exists, was written by this bench (header), its sidecar
+    holds what a resume needs (table, protocol, start_seq), and its run has not ended.
+    """
+    path = Path(log_path)
+    if not path.is_file():
+        raise InputError(f"resume: no log {path}")
+    header = bdflog.read_header(path)
+    writer = bdflog.LogWriter.__new__(bdflog.LogWriter)
+    writer.with_soc = bdflog.SOC_COLUMNS[0][0] in header
+    if header != writer.columns():
+        raise InputError(f"resume: {path.name} was not written by this bench "
+                         f"(its columns differ), cannot append to it")
+    meta = bdflog.read_sidecar(path)
+    for key in ("table", "protocol", "start_seq", "started_unix_s"):
+        if key not in meta:
+            raise InputError(f"resume: the sidecar of {path.name} has no {key!r}; "
+                             f"it was not written by a resumable run")
+    ended = [e for e in meta.get("events", []) if e.get("kind") in END_EVENTS and "seq" in e]
+    if ended:
+        raise InputError(f"resume: the run in {path.name} already ended "
+                         f"({ended[-1]['kind']} at seq {ended[-1]['seq']})")
+    return meta
+
+
 class Session:
     """One run's state: link, compiled table, log. Use :func:`run` for the whole thing."""
 
@@ -275,14 +304,23 @@ class Session:
 
     def stream(self):
         """START, open the log, and log every record until an end event (or the board goes quiet)."""
-        capacity = (self.protocol.get("sample") or {}).get("capacity_mAh")
-        durations = proto.planned_durations_s(self.table, capacity)
-        show = Progress(self.table, durations, self.mass_mg, self.progress) if self.progress else None
         started = self.link.command("START")
         self.link.reset_sequence(started["seq"])  # the START event's seq opens this run
         # The log exists only once the board runs: a refused START leaves no empty log.
+        meta = dict(self._meta(self.ident), start_seq=started["seq"])
         self.log = bdflog.LogWriter(self.out_path, with_soc=self.model is not None,
-                                    meta=self._meta(self.ident), force=self.force)
+                                    meta=meta, force=self.force)
+        self.follow()
+
+    def follow(self):
+        """Log records and events from the link until an end event (or the board goes quiet).
+
+        Each message is written before the next is asked for, and the link acknowledges
+        only what was asked past, so whatever the board has freed is on disk.
+        """
+        capacity = (self.protocol.get("sample") or {}).get("capacity_mAh")
+        durations = proto.planned_durations_s(self.table, capacity)
+        show = Progress(self.table, durations, self.mass_mg, self.progress) if self.progress else None
         last = None
         for kind, msg in self.link.messages(idle_timeout_s=self._idle_s()):
             if kind == "record":
@@ -291,22 +329,90 @@ class Session:
                 if show:
                     show.update(msg)
                 continue
+            if msg["kind"] == "START" and msg["seq"] != self.log.meta.get("start_seq"):
+                # Another run began on the board after ours (only after records were lost).
+                self.summary["stop_reason"] = "board started another run"
+                break
             self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
             if msg["kind"] == "FAULT":
                 self.summary["faults"] = self.summary.get("faults", 0) + 1
             if msg["kind"] in END_EVENTS:
+                self.link.consumed(msg["seq"])
                 self.summary["stop_reason"] = _end_reason(msg)
                 break
         else:
             self.summary["stop_reason"] = "link lost"
         try:
             self.link.acknowledge()  # free the board's ring for the next run
-        except OSError:
+        except (OSError, LinkError):
             pass
         if show and last:
             show.update(last, force=True)
             show.done()
         self._finish(last)
+
+    @classmethod
+    def reattach(cls, log_path, transport, progress=None):
+        """A Session continuing the log at ``log_path`` (its partial last line cut off)."""
+        s = cls.__new__(cls)
+        s.out_path = Path(log_path)
+        preflight_resume(s.out_path)
+        s.log = bdflog.LogWriter.reopen(s.out_path)
+        meta = s.log.meta
+        s.protocol_path = Path(meta.get("protocol_file") or "")
+        s.protocol, s.table, s.model = meta["protocol"], meta["table"], meta.get("model")
+        s.board = (meta.get("board") or {}).get("file") or {}
+        s.model_path, s.mass_mg = meta.get("model_file"), meta.get("mass_mg")
+        s.tick_ms, s.force, s.progress = None, False, progress
+        s.extra_meta = {}
+        s.link = Link(transport)
+        s.ident = None
+        s.summary = {"out": str(s.out_path), "rows": 0, "stop_reason": None}
+        return s
+
+    def check_board(self):
+        """ID and STATUS: the same board, still holding our run. Returns the seq to fetch from.
+
+        InputError when the board is another one, has restarted since, or no longer holds
+        anything of this run.
+        """
+        meta = self.log.meta
+        last = bdflog.last_seq(self.out_path)
+        # Consumed in order: records to the CSV, events to the sidecar, each before the next
+        # was read. The newest of either is where the log stops (events may follow the last
+        # record, and the board may have freed them already on the old host's ACK).
+        logged = [int(meta["start_seq"])] + list(self.log.logged_seqs())
+        from_seq = max([-1 if last is None else last] + logged) + 1
+        ident = self._command("ID")
+        want = (meta.get("board") or {}).get("id")
+        got = ident.get("board") if isinstance(ident, dict) else None
+        if want and got and want != got:
+            raise InputError(f"resume: the board is {got!r}, the log was written by {want!r}")
+        status = self._command("STATUS")
+        seq_next = int(status.get("seq_next", 0))
+        if seq_next < from_seq:
+            raise InputError(f"resume: the board has restarted since the log was written "
+                             f"(its next seq is {seq_next}, the log needs {from_seq}); "
+                             f"the rest of the run is lost")
+        self.ident = ident
+        self._status = status
+        self.log.event("resume", from_seq=from_seq, last_logged_seq=last,
+                       board_state=status.get("state"), seq_next=seq_next,
+                       seq_oldest=status.get("seq_oldest"), board_lost=status.get("lost"))
+        return from_seq
+
+    def catch_up(self, from_seq):
+        """Fetch everything from ``from_seq`` (SEND), then follow the run live to its end."""
+        status = self._status
+        if status.get("state") in FINAL_STATES and int(status.get("seq_next", 0)) <= from_seq:
+            # The run ended and everything up to its end is logged; nothing to fetch.
+            self.summary["stop_reason"] = FINAL_STATES[status["state"]]
+            return
+        self.link.resend_from(from_seq)
+        self.follow()
+        lost = self.link.stats.get("lost", 0)
+        if lost:
+            self.log.event("records_lost", count=lost)
 
     def _idle_s(self):
         # The board sends at least one record per record.dt_ms of test time; on a real board
@@ -356,11 +462,33 @@ def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path
     s = Session(protocol_path, transport, out_path, board, mass_mg, model_path, tick_ms,
                 force, progress, extra_meta)
     s.prepare()  # nothing runs yet: errors here need no STOP
+    return _guarded(s, s.stream)
+
+
+def resume(log_path, transport, progress=None):
+    """Reattach to a board whose host went away mid-run and complete its log.
+
+    Reads the log's last record seq (its tail only) and the sidecar, checks with ID and
+    STATUS that the board is the one and still holds the run, asks it to re-send from the
+    next seq, appends exactly the missing records (no gap, no duplicate), then follows
+    the run live to its end. Returns the summary dict, like :func:`run`.
+    """
+    s = Session.reattach(log_path, transport, progress)
     try:
-        s.stream()
+        from_seq = s.check_board()
+    except BaseException:
+        s.log.close_file()
+        raise
+    return _guarded(s, lambda: s.catch_up(from_seq))
+
+
+def _guarded(s, body):
+    """Run ``body`` (streaming into s.log); on any failure stop the board, close the log."""
+    try:
+        body()
     except KeyboardInterrupt:
-        if progress:
-            progress(None)  # end the status line before the CLI's message
+        if s.progress:
+            s.progress(None)  # end the status line before the CLI's message
         s.stop("interrupted")
         raise
     except LinkError as exc:

@@ -7,6 +7,8 @@ checksums and re-sends are the link's business (cellbench.link), not the transpo
 
 from .errors import InputError
 
+MAX_PARTIAL = 1 << 16  # longer than any frame (docs/link.md: 12288 bytes)
+
 
 class SerialTransport:
     """A board on a serial port. ``timeout_s`` bounds each ``readline`` (then ``b""``)."""
@@ -21,6 +23,7 @@ class SerialTransport:
             raise InputError(f"port: cannot open {port}: {exc}") from None
         self.port = port
         self.eof = False  # a serial port never reaches end of stream; it only times out
+        self._partial = b""  # the start of a line whose end had not arrived at the timeout
         # Bytes left from a previous session would look like the start of this one.
         self._serial.reset_input_buffer()
 
@@ -30,8 +33,20 @@ class SerialTransport:
         self._serial.flush()
 
     def readline(self):
-        """One line including its newline, a partial line, or b"" after the timeout."""
-        return self._serial.readline()
+        """One whole line including its newline, or b"" when none completed within the timeout.
+
+        A line cut by the timeout is kept and completed by the next call, so the link
+        never sees half a line (which would count as a checksum error and cost a re-send).
+        """
+        data = self._serial.readline()
+        if not data.endswith(b"\n"):
+            self._partial += data
+            if len(self._partial) > MAX_PARTIAL:  # noise with no newline: let the link see it
+                data, self._partial = self._partial, b""
+                return data
+            return b""
+        line, self._partial = self._partial + data, b""
+        return line
 
     def close(self):
         """Close the port; safe to call twice."""

@@ -12,34 +12,77 @@ HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
 
 
 def add_arguments(parser):
-    parser.add_argument("protocol", help="protocol JSON file (aurora-unicycler format)")
-    where = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("protocol", nargs="?",
+                        help="protocol JSON file (aurora-unicycler format); not with --resume")
+    where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", help="serial port of a real board (e.g. /dev/ttyACM0)")
     where.add_argument("--cell", help="model JSON of the simulated cell (with --board sim)")
+    where.add_argument("--board-dir", help="directory of a detached simulated board "
+                       "(started with --cell ... --detach-dir)")
     parser.add_argument("--board", help="board id or board file (default: sim with --cell, "
                         "else the id the board reports)")
-    parser.add_argument("--out", required=True, help="log path, e.g. run.bdf.csv (sidecar: run.json)")
+    parser.add_argument("--out", help="log path, e.g. run.bdf.csv (sidecar: run.json)")
     parser.add_argument("--mass-mg", type=float, help="active mass in mg (for mAh/g)")
     parser.add_argument("--model", help="model JSON loaded on the board for SoC estimation")
     parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (with --cell)")
+    parser.add_argument("--detach-dir", help="with --cell: run the simulated board detached in "
+                        "this directory, so that it outlives this process (see --resume)")
+    parser.add_argument("--keep-board", action="store_true", help="leave a detached simulated "
+                        "board running after the run ends")
+    parser.add_argument("--resume", metavar="LOG", help="reattach to the board (--port or "
+                        "--board-dir) of an interrupted run and complete its log LOG")
     parser.add_argument("--force", action="store_true", help="overwrite an existing log")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def open_transport(args):
-    """(transport, board) for the arguments: a started SimBoard or a serial port."""
+    """(transport, board) for the arguments: a started SimBoard, a detached simulated
+    board (started now with --detach-dir, or an existing one with --board-dir), or a
+    serial port."""
     if args.cell:
         board = args.board or "sim"
         cell = Path(args.cell)
         if not cell.is_file():
             raise InputError(f"cell: no such model file {cell}")
+        if args.detach_dir:
+            from ..sim import detached
+
+            detached.spawn(cell, args.detach_dir, board=board, seed=args.seed)
+            return detached.DetachedTransport(args.detach_dir), board
         from ..sim import start_board
 
         return start_board(str(cell), board=board, seed=args.seed), board
+    if args.board_dir:
+        from ..sim import detached
+
+        return detached.DetachedTransport(args.board_dir), args.board
     from ..transport import SerialTransport
 
     return SerialTransport(args.port), args.board
+
+
+def check_arguments(args):
+    """The combinations argparse cannot express; InputError naming the option."""
+    if args.tick_ms is not None and args.tick_ms <= 0:
+        raise InputError("tick_ms: must be > 0")
+    if args.detach_dir and not args.cell:
+        raise InputError("detach_dir: only with --cell (a simulated board)")
+    if args.resume:
+        if not (args.port or args.board_dir):
+            raise InputError("resume: give the board's --port or --board-dir")
+        extra = [name for name in ("protocol", "out", "model", "mass_mg", "tick_ms")
+                 if getattr(args, name) is not None]
+        if extra:
+            raise InputError(f"resume: --{extra[0].replace('_', '-')} comes from the log's "
+                             f"sidecar, not the command line")
+        return
+    if not args.protocol:
+        raise InputError("protocol: a protocol file is required (or --resume LOG)")
+    if not args.out:
+        raise InputError("out: --out is required")
+    if not (args.port or args.cell or args.board_dir):
+        raise InputError("board: give --port, --cell or --board-dir")
 
 
 def report_link_error(exc, transport):
@@ -54,10 +97,10 @@ def report_link_error(exc, transport):
 
 def sim_meta(args, transport):
     """Sidecar entries naming the simulated cell (the plant) and where its truth went."""
-    if not args.cell:
+    if not (args.cell or args.board_dir):
         return None
     truth = getattr(transport, "truth_path", None)
-    return {"sim": {"cell_file": str(args.cell), "seed": args.seed,
+    return {"sim": {"cell_file": str(args.cell) if args.cell else None, "seed": args.seed,
                     "truth_path": str(truth) if truth else None}}
 
 
@@ -79,8 +122,9 @@ def print_summary(summary, mass_mg, stream=sys.stdout):
 
 
 def run(args):
-    if args.tick_ms is not None and args.tick_ms <= 0:
-        raise InputError("tick_ms: must be > 0")
+    check_arguments(args)
+    if args.resume:
+        return resume(args)
     board = args.board or ("sim" if args.cell else None)
     # Everything the host can check is checked before a board is started or opened.
     session.preflight(args.protocol, args.out, board, args.mass_mg, args.model,
@@ -98,4 +142,32 @@ def run(args):
     finally:
         transport.close()
     print_summary(summary, args.mass_mg)
+    finished(args, summary)
     return 0 if summary["stop_reason"] not in ("link lost",) else 1
+
+
+def resume(args):
+    """--resume LOG: reattach, fetch what the log misses, follow the run to its end."""
+    session.preflight_resume(args.resume)  # before the port is opened
+    transport, _ = open_transport(args)
+    try:
+        summary = session.resume(args.resume, transport,
+                                 progress=None if args.quiet else session._write_stderr)
+    except LinkError as exc:
+        report_link_error(exc, transport)
+        return 1
+    finally:
+        transport.close()
+    print_summary(summary, None)
+    finished(args, summary)
+    return 0 if summary["stop_reason"] not in ("link lost",) else 1
+
+
+def finished(args, summary):
+    """A detached simulated board whose run is over is shut down (unless --keep-board):
+    unlike a real board, it would otherwise go on using a CPU for nothing."""
+    where = args.board_dir or (args.detach_dir if args.cell else None)
+    if where and not args.keep_board and summary["stop_reason"] != "link lost":
+        from ..sim import detached
+
+        detached.shutdown(where)

@@ -86,24 +86,40 @@ def compile_sim_modules(dest):
     return dest
 
 
-# Run by ``micropython -c`` before the firmware: the simulator's own modules are loaded
-# and the plant built first, then a ballast takes all the heap above what the board
-# leaves free, so the firmware starts with exactly heap_kb free whatever the simulator
-# costs (measured, not guessed). The figures go to the heap report (read_heap_report).
-BOOT = """
+# Run by ``micropython -c`` in place of the board's boot. The board's heap comes first,
+# in one piece at the bottom of the process heap, as a fresh RP2040 has it; the
+# simulator's modules and plant are then loaded above it (their objects scattered by the
+# garbage of loading, which is why they must not share the board's region), measured,
+# and the simulator's leftover free space is filled with ballast. Freeing the board's
+# block leaves the firmware exactly heap_kb free, contiguous, whatever the simulator
+# costs: measured, not guessed. The figures go to the heap report (read_heap_report).
+BOOT = r"""
 import gc, sys
+_board = bytearray({heap_bytes})
 import time, select, machine
 gc.collect()
-_sim = gc.mem_alloc()
-_free = gc.mem_free()
-_want = {heap_bytes}
-_ballast = bytearray(_free - _want - 64) if _free - _want > 1024 else None
+_sim = gc.mem_alloc() - len(_board)
+_ballast = []
+_n = gc.mem_free()
+while _n >= 256 and gc.mem_free() >= 256:
+    try:
+        _ballast.append(bytearray(_n))
+    except MemoryError:
+        _n //= 2
+_board = None
 gc.collect()
+# What the simulator left unreachable only now (conservative GC) is ballast too.
+_n = gc.mem_free() - {heap_bytes}
+if _n > 256:
+    _ballast.append(bytearray(_n - 64))
+    gc.collect()
+_spare = sum(len(b) for b in _ballast)
+_total = gc.mem_alloc() + gc.mem_free()
 with open({report!r}, "w") as _f:
     _f.write("total %d\nsim %d\nballast %d\nfirmware_free %d\n" % (
-        _free + _sim, _sim, len(_ballast) if _ballast else 0, gc.mem_free()))
-del _f
-import main
+        _total, _sim, _spare, gc.mem_free()))
+_f = None
+import {entry}
 """
 
 
@@ -159,6 +175,7 @@ class SimBoard:
         self.flash_dir = Path(flash_dir)
         self.truth_path = Path(truth_path)
         self.stats_path = self.flash_dir.parent / "stats.txt"
+        self.heap_path = self.flash_dir.parent / "heap.txt"
         self.timeout_s = timeout_s  # wall seconds readline waits before TimeoutError
         self._buf = b""
         self._fd = proc.stdout.fileno()
@@ -181,6 +198,10 @@ class SimBoard:
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line + b"\n"
+
+    def heap(self):
+        """The heap report written at boot (see :func:`read_heap_report`), in bytes."""
+        return read_heap_report(self.heap_path)
 
     def stderr_text(self) -> str:
         try:
@@ -216,16 +237,20 @@ class SimBoard:
 
 
 def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,
-                soc0=None, faults=None):
+                soc0=None, faults=None, entry="main", entry_dir=None):
     """Start the firmware on a simulated board holding the cell model ``cell`` (a path).
 
     board: board name or path (its ``sim`` section sets the imperfections and heap).
     calibration: None, a path, a dict, or ``"ideal"`` (:func:`ideal_calibration`).
     workdir: where the flash dir, truth CSV and stats go (a new temp dir if None).
-    seed: noise seed. heap_kb: MicroPython heap for the firmware (default: env
-    CELLBENCH_SIM_HEAP_KB, else the board's ``sim.heap_kb``; the simulator's own
-    ``sim.overhead_kb`` is added on top).
+    seed: noise seed. heap_kb: heap the firmware finds free at boot, KB (default: env
+    CELLBENCH_SIM_HEAP_KB, else the board's ``sim.heap_kb``). The process gets
+    ``heap_kb + sim.overhead_kb``; the simulator loads its own modules and plant first,
+    measures them and reserves the rest above heap_kb (see BOOT and the heap report,
+    ``SimBoard.heap()``).
     soc0: initial SoC (default the board's ``sim.soc0``). faults: CELLBENCH_SIM_FAULTS.
+    entry, entry_dir: the module run after the boot (``main``: firmware/main.py) and a
+    directory searched first for it (benchmarks run their own drivers on the same boot).
     """
     cfg = _load_json(board_path(board), "board")
     sim = cfg.get("sim") or {}
@@ -242,16 +267,21 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     truth = work / "truth.csv"
     if heap_kb is None:
         heap_kb = os.environ.get("CELLBENCH_SIM_HEAP_KB") or sim.get("heap_kb", 180)
-    heap = int(heap_kb) + int(sim.get("overhead_kb", 0))
+    heap_bytes = int(float(heap_kb) * 1024)
+    heap = heap_bytes // 1024 + int(sim.get("overhead_kb", 0))
     simlib = compile_sim_modules(work / "simlib")
-    env = dict(os.environ, MICROPYPATH=f"{simlib}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
+    report = work / "heap.txt"
+    path = f"{simlib}:{FIRMWARE}" if entry_dir is None else f"{entry_dir}:{simlib}:{FIRMWARE}"
+    env = dict(os.environ, MICROPYPATH=path, CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),
                CELLBENCH_SIM_STATS=str(work / "stats.txt"))
     if soc0 is not None:
         env["CELLBENCH_SIM_SOC0"] = repr(float(soc0))
     if faults:
         env["CELLBENCH_SIM_FAULTS"] = faults
-    cmd = [micropython_binary(), "-X", f"heapsize={heap}K", str(FIRMWARE / "main.py")]
+    # main.py is found last on the path and compiled from source, as on the board.
+    boot = BOOT.format(heap_bytes=heap_bytes, report=str(report), entry=entry)
+    cmd = [micropython_binary(), "-X", f"heapsize={heap}K", "-c", boot]
     with open(flash / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=flash, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err)

@@ -7,6 +7,7 @@ status WDT_EXIT, which is how a watchdog reset looks from outside. ``reset()`` e
 with RESET_EXIT.
 """
 
+import json
 import sys
 
 import simcell
@@ -16,6 +17,43 @@ WDT_EXIT = 86
 RESET_EXIT = 87
 
 _plant = simcell.plant()
+
+
+def _sense_errors(plant):
+    """Gain and offset errors of the simulated sense paths (sim section ``sense_error``).
+
+    What the ADCs see (both the RP2040 and the ADS1115) becomes, at the cell's terms,
+    ``V * (1 + gain) + offset_V`` and, per range, ``I * (1 + gain) + offset_A``, as the
+    divider's and sense resistors' tolerances and the amplifiers' offsets would make it;
+    the plant's truth keeps the real V and I, which is what a calibration must recover.
+    Wraps the plant's input update on this one instance, so simcell.py stays exact.
+    """
+    with open("board.json") as f:
+        err = (json.load(f).get("sim") or {}).get("sense_error") or {}
+    if not err:
+        return
+    v = err.get("voltage") or {}
+    vg = 1.0 + float(v.get("gain", 0.0))
+    vo = float(v.get("offset_V", 0.0))
+    cur = err.get("current") or {}
+    ig = [1.0 + float((cur.get(r["name"]) or {}).get("gain", 0.0)) for r in plant.ranges]
+    io = [float((cur.get(r["name"]) or {}).get("offset_A", 0.0)) for r in plant.ranges]
+    update = plant._update_inputs  # the exact one, bound to this plant
+    half = simcell.ADC_Q // 2
+
+    def update_with_errors():
+        update()
+        k = plant.range_index()
+        plant.va_V = (plant.v_V * vg + vo) * plant.divider
+        plant.ia_V = plant.mid_V + (plant.i_A * ig[k] + io[k]) * plant.v_per_A
+        plant.xq[plant.v_pin] = int(plant.va_V * plant.q_per_V) + half
+        plant.xq[plant.i_pin] = int(plant.ia_V * plant.q_per_V) + half
+
+    plant._update_inputs = update_with_errors
+    update_with_errors()
+
+
+_sense_errors(_plant)
 
 
 def _pin_id(p):

@@ -25,9 +25,18 @@ CELLBENCH_SIM_SOC0 (initial SoC; default the model's ``sim_soc0``, else the boar
 ``sim.soc0``, else 1.0), CELLBENCH_SIM_SEED, CELLBENCH_SIM_TRUTH (CSV of truth rows
 ``t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah`` every ``sim.truth_dt_s`` and at every current
 change, each row handed to the OS at once), CELLBENCH_SIM_STATS (memory/time statistics, see
-:meth:`Plant.write_stats`), CELLBENCH_SIM_FAULTS (comma-separated ``kind@t_s``; kind
-``open``: the cell is removed at t_s, the terminal then reads the compliance limit in
-the direction of the setpoint and no current flows).
+:meth:`Plant.write_stats`), CELLBENCH_SIM_FAULTS (comma-separated ``kind@t_s``, t_s in virtual seconds since boot):
+``open``: the cell is removed, the terminal then reads the compliance limit in the
+direction of the setpoint and no current flows; ``short``: the terminals are shorted
+(SHORT_OHM) behind the sense resistor, the source's current flows through the short and
+not the cell; ``stuck``: every ADC input returns the code it read first after t_s;
+``saturate``: every ADC input reads its top code (RP2040 4095, ADS1115 32767);
+``source``: the current source's gain collapses to SOURCE_COLLAPSE of its setpoint.
+
+Restart after a kill (a power cut of the simulated board): the plant appends a state
+line (STATE_SUFFIX file next to the truth CSV) with every truth row; a new plant started
+with the same truth path continues from the last complete state line (cell state and
+time), appending to the truth file, so the cell's SoC and charge counters carry on.
 """
 
 import json
@@ -45,6 +54,10 @@ ADC_Q = 1024  # fixed point of the simulated RP2040 input: 1/1024 LSB
 NOISE_N = 1024  # entries in the seeded standard-normal table
 NOISE_Q = 1024  # its fixed point
 STATS_DT_US = 600000000  # virtual time between lines of the stats file
+SHORT_OHM = 0.01  # a shorted cell's terminals (the relay's contact and the short)
+SOURCE_COLLAPSE = 0.1  # delivered / set current once the source's gain collapses
+STATE_SUFFIX = ".state"
+FAULT_KINDS = ("open", "short", "stuck", "saturate", "source")
 
 
 def _getenv(name, default=None):
@@ -102,6 +115,23 @@ class Cell:
     def cycles(self):
         """Equivalent full cycles so far: charge throughput / (2 * fresh capacity)."""
         return (self.q_chg_Ah + self.q_dch_Ah) / (2 * self.c0_Ah)
+
+    STATE = ("z", "h", "s", "q_chg_Ah", "q_dch_Ah", "cap_Ah", "r_mult", "irr_left_Ah")
+
+    def state_line(self):
+        """The cell's full state as one text line (for a restart after a kill)."""
+        vals = [getattr(self, k) for k in Cell.STATE] + self.v_rc
+        return " ".join(["%r" % float(x) for x in vals])
+
+    def restore(self, line):
+        """Take the state from a state_line(); ValueError if it is not one."""
+        vals = [float(x) for x in line.split()]
+        n = len(Cell.STATE)
+        if len(vals) != n + len(self.v_rc):
+            raise ValueError("state line has %d values" % len(vals))
+        for k in range(n):
+            setattr(self, Cell.STATE[k], vals[k])
+        self.v_rc = vals[n:]
 
     def step(self, i_A, dt_s):
         """Advance ``dt_s`` seconds at constant current ``i_A`` (> 0 charges), exactly."""
@@ -276,6 +306,14 @@ class Plant:
         self.truth_dt_us = int(float(sim.get("truth_dt_s", 10.0)) * 1e6)
         self.faults = self._parse_faults(faults)
         self.removed = False
+        self.shorted = False
+        self.stuck = False
+        self.saturated = False
+        self.adc_fault = False  # stuck or saturated: adc_u16 leaves its fast path
+        self.frozen = {}  # ADC pin -> the code a stuck converter keeps returning
+        self.src_scale = 1.0
+        self.t0_us = 0  # virtual time before this boot (restart after a kill)
+        self._state = None
         self.i_A = 0.0
         self.v_V = cell.voltage(0.0)
         self.xq = {}  # ADC pin -> ideal input (LSB * ADC_Q, +0.5 LSB)
@@ -286,8 +324,11 @@ class Plant:
         self._stats = open(stats_path, "w") if stats_path else None
         self._stats_last_us = self.t_us
         if truth_path:
-            self._truth = open(truth_path, "w")
-            self._truth.write("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n")
+            resumed = self._restore(truth_path + STATE_SUFFIX)
+            self._truth = open(truth_path, "a" if resumed else "w")
+            if not resumed:
+                self._truth.write("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n")
+            self._state = open(truth_path + STATE_SUFFIX, "a" if resumed else "w")
         self._update_inputs()
         self._row()
 
@@ -297,8 +338,31 @@ class Plant:
         for item in (text or "").split(","):
             if "@" in item:
                 kind, t = item.strip().split("@")
+                if kind not in FAULT_KINDS:
+                    raise ValueError("CELLBENCH_SIM_FAULTS: unknown fault %r" % kind)
                 out.append((kind, int(float(t) * 1e6)))
         return out
+
+    def _restore(self, state_path):
+        """Continue from the last complete line of a previous plant's state file."""
+        try:
+            with open(state_path, "rb") as f:  # only its tail: the file grows with the run
+                size = f.seek(0, 2)
+                f.seek(max(0, size - 2048))
+                lines = f.read().decode().split("\n")
+        except (OSError, UnicodeError):
+            return False
+        if size > 2048:
+            lines = lines[1:]  # cut by the seek
+        for line in reversed(lines[:-1]):  # the last is empty, or torn by the kill
+            parts = line.split(" ", 1)
+            try:
+                self.cell.restore(parts[1])
+                self.t0_us = int(parts[0])
+                return True
+            except (ValueError, IndexError):
+                continue
+        return False
 
     # ---- state ------------------------------------------------------------------
     def range_index(self):
@@ -320,7 +384,7 @@ class Plant:
         k = self.range_index()
         fs = self.ranges[k]["full_scale_mA"] * 1e-3
         gain, off = self.src_err[k]
-        return (self.code / self.full - 0.5) * 2 * fs * (1 + gain) + off
+        return ((self.code / self.full - 0.5) * 2 * fs * (1 + gain) + off) * self.src_scale
 
     def terminal_V(self):
         """Terminal voltage: the cell's, or the compliance limit once the cell is removed."""
@@ -328,6 +392,8 @@ class Plant:
             if not self.relay:
                 return 0.0
             return self.compliance_V[1] if self.code * 2 > self.full else self.compliance_V[0]
+        if self.shorted:
+            return self.i_A * SHORT_OHM
         return self.cell.voltage(self.i_A)
 
     def sync(self, force=False):
@@ -341,7 +407,7 @@ class Plant:
             for kind, tf in self.faults:
                 if self.t_us < tf < t:
                     t = tf
-            self.cell.step(self.i_A, (t - self.t_us) * 1e-6)
+            self.cell.step(0.0 if self.shorted else self.i_A, (t - self.t_us) * 1e-6)
             self.t_us = t
             self._apply_faults()
             if self._truth and t - self._truth_last_us >= self.truth_dt_us:
@@ -356,9 +422,20 @@ class Plant:
 
     def _apply_faults(self):
         for kind, tf in self.faults:
-            if kind == "open" and self.t_us >= tf and not self.removed:
+            if self.t_us < tf:
+                continue
+            if kind == "open" and not self.removed:
                 self.removed = True
                 self.i_A = 0.0
+            elif kind == "short":
+                self.shorted = True
+            elif kind == "stuck":
+                self.stuck = self.adc_fault = True
+            elif kind == "saturate":
+                self.saturated = self.adc_fault = True
+            elif kind == "source" and self.src_scale == 1.0:
+                self.src_scale = SOURCE_COLLAPSE
+                self.i_A = self.delivered_A()
 
     def _update_inputs(self):
         """Recompute terminal voltage and the ideal ADC inputs for the current state."""
@@ -381,8 +458,12 @@ class Plant:
         if not self._truth:
             return
         c = self.cell
+        t_us = self.t0_us + self.t_us
+        i_cell = 0.0 if self.shorted else self.i_A
         self._truth.write("%.6f,%.9e,%.6f,%.8f,%.9e,%.9e\n" % (
-            self.t_us * 1e-6, self.i_A, self.v_V, c.z, c.q_chg_Ah, c.q_dch_Ah))
+            t_us * 1e-6, i_cell, self.v_V, c.z, c.q_chg_Ah, c.q_dch_Ah))
+        if self._state:
+            self._state.write("%d %s\n" % (t_us, c.state_line()))
         # no flush(): MicroPython's posix files write() straight to the OS (no user-space
         # buffer), so a killed process leaves every row; flush() would fsync (~2 ms each)
         self._truth_last_us = self.t_us
@@ -418,6 +499,8 @@ class Plant:
         """
         if self.clock() - self.t_us >= 1000:
             self.sync()
+        if self.adc_fault:
+            return self._faulty_u16(pin)
         s = (self.rs * 1103515245 + 12345) & 0x3FFFFFFF
         self.rs = s
         xq = self.xq.get(pin, 0) + ((self.noise[s >> 20] * self.adc_sig) >> 10)
@@ -425,6 +508,17 @@ class Plant:
         if code < 0 or code > 4095 or self.dnl_zone[code]:
             code = adc_code(xq, self.blocks)
         return (code << 4) | (code >> 8)
+
+    def _faulty_u16(self, pin):
+        # Saturated: the top code. Stuck: the first code read after the fault, forever.
+        if self.saturated:
+            return 0xFFFF
+        code = self.frozen.get(pin)
+        if code is None:
+            self.adc_fault = False
+            code = self.frozen[pin] = self.adc_u16(pin)
+            self.adc_fault = True
+        return code
 
     def ads_code(self, ch, fsr_V):
         """One ADS1115 conversion of input ``ch`` (signed 16-bit code, noise included)."""
@@ -436,10 +530,19 @@ class Plant:
             v = self.ia_V
         else:
             v = 0.0
+        if self.saturated:
+            return 32767
+        if self.stuck:
+            code = self.frozen.get(-1 - ch)
+            if code is not None:
+                return code
         self.rs = (self.rs * 1103515245 + 12345) & 0x3FFFFFFF
         x = v / fsr_V * 32768 + self.noise[self.rs >> 20] / NOISE_Q * self.ads_sig
         code = int(math.floor(x + 0.5))
-        return -32768 if code < -32768 else (32767 if code > 32767 else code)
+        code = -32768 if code < -32768 else (32767 if code > 32767 else code)
+        if self.stuck:
+            self.frozen[-1 - ch] = code
+        return code
 
     def write_stats(self, f):
         """One line (every STATS_DT_US of virtual time, to CELLBENCH_SIM_STATS): virtual s,

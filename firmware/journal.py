@@ -1,0 +1,123 @@
+"""The run journal: where a run was, kept in flash so that a reset does not lose it.
+
+A board reset (watchdog, brown-out, power cut) clears RAM; the journal file in the
+board's filesystem (``journal.bin`` in the cwd, the flash root) keeps the last saved
+position of the run: the step (step_no, loop counters), step_count, cycle, the integer
+charge and energy counters with their remainders, the next seq, the estimator's SoC and
+the step table's checksum (link.Controller fills it, steps.Engine.save_state).
+
+Two alternating slots, each SLOT_WORDS int32 words: data words then the CRC-32 of their
+bytes. Entry n is written to slot n % 2, so a write torn by a reset (a truncated or
+half-written slot) leaves the other slot, the previous entry, intact; load() takes the
+valid slot with the larger generation number. Units as in the record: ms, nAh, uWh, ppm.
+
+Flash wear (RP2040 boards: 2 MB QSPI NOR, 100k erase cycles per 4 KB sector, littlefs
+over ~1.4 MB = ~350 blocks with dynamic wear levelling): a journal write rewrites the
+file's data block and commits its metadata, at most ~2 block erases. link.Controller
+writes at step boundaries, at most every JOURNAL_MS within a long step and never more
+often than every GAP_MS (a boundary inside the gap waits for it), plus once per
+SEQ_STRIDE seqs. Worst case (a step ending on every 10 s): 8640 writes/day = 17k
+erases/day over 350 blocks = 50 cycles/block/day: 100k cycles last 5.5 years of
+continuous worst-case cycling; a usual protocol (steps of an hour, 5 min saves) writes
+~300/day: centuries.
+"""
+
+from array import array
+import binascii
+
+MAGIC = 0x434A4E31     # "CJN1": journal format 1
+MAX_LOOPS = 64         # LOOP steps a journal can hold counters for
+
+# Word offsets in a slot.
+W_MAGIC = 0
+W_GEN = 1              # entry number, +1 per write
+W_ACTIVE = 2           # 1: a run is in progress (RUNNING, PAUSED, FULL); 0: it ended
+W_TABLE = 3            # the step table's checksum (Controller: CRC-32 of the LOAD JSON, 30 bits)
+W_T_LO = 4             # run time at the save: t_ms = W_T_HI << 30 | W_T_LO
+W_T_HI = 5
+W_SEQ = 6              # the next seq at the save
+W_SOC = 7              # estimator soc_ppm (-1: none)
+W_STD = 8              # estimator soc_std_ppm
+W_FAULT = 9            # the run's fault bits
+W_ENGINE = 10          # steps.Engine.save_state's words start here
+N_DATA = W_ENGINE + 8 + 12 + 1 + MAX_LOOPS   # see steps.Engine.save_state
+SLOT_WORDS = N_DATA + 1                      # + the CRC word
+SLOT_BYTES = SLOT_WORDS * 4
+
+
+def _crc_word(words):
+    # CRC-32 of the data words' bytes, folded into a signed int32 for the 'i' array.
+    c = binascii.crc32(memoryview(words)[:N_DATA]) & 0xFFFFFFFF
+    return c - 0x100000000 if c & 0x80000000 else c
+
+
+class Journal:
+    """Two-slot journal in the file ``path``. ``words`` is the entry being built/read."""
+
+    def __init__(self, path="journal.bin"):
+        self.path = path
+        self.words = array("i", bytes(SLOT_BYTES))
+        self.gen = 0
+        self.error = ""   # the last write's failure, "" if none
+
+    def load(self):
+        """Read the newest valid entry into ``words``; True if there is one.
+
+        A missing file, a short file, a slot with a bad magic or CRC (torn write) are
+        all "no entry" for that slot; never raises.
+        """
+        best = -1
+        slot = array("i", bytes(SLOT_BYTES))
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return False
+        try:
+            for k in range(2):
+                f.seek(k * SLOT_BYTES)
+                n = f.readinto(slot)
+                if n != SLOT_BYTES or slot[W_MAGIC] != MAGIC or slot[N_DATA] != _crc_word(slot):
+                    continue
+                if slot[W_GEN] > best:
+                    best = slot[W_GEN]
+                    for j in range(SLOT_WORDS):
+                        self.words[j] = slot[j]
+        except OSError:
+            pass
+        finally:
+            f.close()
+        if best < 0:
+            return False
+        self.gen = best
+        return True
+
+    def save(self):
+        """Write ``words`` as the next entry (the other slot); True if it was written.
+
+        Never raises: a flash error is kept in ``error`` and the run goes on.
+        """
+        w = self.words
+        self.gen += 1
+        w[W_MAGIC] = MAGIC
+        w[W_GEN] = self.gen
+        w[N_DATA] = _crc_word(w)
+        try:
+            try:
+                f = open(self.path, "r+b")
+            except OSError:
+                f = open(self.path, "w+b")
+            try:
+                f.seek((self.gen & 1) * SLOT_BYTES)
+                f.write(w)
+            finally:
+                f.close()
+        except OSError as ex:
+            self.error = "journal: " + repr(ex)[:40]
+            return False
+        self.error = ""
+        return True
+
+    def clear_active(self):
+        """Mark the run as ended (one more entry with W_ACTIVE = 0)."""
+        self.words[W_ACTIVE] = 0
+        return self.save()

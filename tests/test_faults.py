@@ -1,0 +1,92 @@
+"""Hardware faults on the simulated board (HIL, MicroPython unix port with the board heap):
+each injected fault (CELLBENCH_SIM_FAULTS via start_board(faults=...)) is detected within
+its documented bound of ticks (firmware/safety.py), the current goes off in the plant,
+the fault bit is in the record and a FAULT event ends the run.
+"""
+
+import json
+import sys
+import time
+
+import pytest
+
+from cellbench import sim
+from cellbench.paths import FIRMWARE
+
+sys.path.insert(0, str(FIRMWARE))
+import frame  # noqa: E402
+import safety  # noqa: E402
+
+from test_hil import MODEL, Link  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+
+TICK_MS = 1000
+I_nA = 150_000
+FAULT_S = 60  # virtual seconds since boot (the run starts when the host's START arrives)
+
+
+def run_with_fault(tmp_path, fault, i_nA, name=None):
+    """Run a 1 h CC step with ``fault`` injected at FAULT_S; return (end, link, truth)."""
+    name = name or fault
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(MODEL))
+    cfg = json.loads(sim.board_path("sim").read_text())
+    cfg["sim"]["truth_dt_s"] = 1.0
+    board_file = tmp_path / f"{name}-board.json"
+    board_file.write_text(json.dumps(cfg))
+    board = sim.start_board(cell, board=board_file, calibration="ideal", workdir=tmp_path / name,
+                            seed=3, soc0=0.5, faults=f"{fault}@{FAULT_S}")
+    link = Link(board)
+    table = {"v": 1, "tick_ms": TICK_MS, "record": {"dt_ms": 1000},
+             "steps": [["CC", i_nA, 3_600_000, 0]]}
+    try:
+        assert link.cmd("LOAD " + json.dumps(table)).startswith("OK")
+        assert link.cmd("START").startswith("OK")
+        end = link.run_to_end()
+        for _ in range(50):  # the board samples on in idle: a later STATUS shows ~0 A
+            time.sleep(0.05)  # virtual time runs while the board waits for input
+            status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
+            if abs(status["i_nA"]) < 2_000:
+                break
+    finally:
+        board.close()
+    return end, link, status, sim.read_truth(board.truth_path)
+
+
+CASES = [  # fault, current, bit expected, bound in ticks after the fault
+    ("open", -I_nA, safety.OPEN_CIRCUIT, safety.OPEN_TICKS),
+    ("open", I_nA, safety.OPEN_CIRCUIT, 1),  # 5 V compliance: over the board limit at once
+    ("short", -I_nA, safety.SHORT, safety.SHORT_TICKS),
+    ("stuck", I_nA, safety.ADC_STUCK, safety.STUCK_TICKS),
+    ("saturate", I_nA, safety.ADC_RAIL, 1),
+    ("source", I_nA, safety.SOURCE, safety.SOURCE_TICKS),
+]
+
+
+@pytest.mark.parametrize("fault,i_nA,bit,bound", CASES, ids=[f"{c[0]}{'+' if c[1] > 0 else '-'}" for c in CASES])
+def test_fault_is_detected_within_its_bound_and_switches_off(tmp_path, fault, i_nA, bit, bound):
+    end, link, status, truth = run_with_fault(tmp_path, fault, i_nA,
+                                              name=fault + ("p" if i_nA > 0 else "n"))
+    assert end == "FAULT"
+    clean = [r for r in link.records if not r["fault"]]
+    faulted = [r for r in link.records if r["fault"]]
+    assert faulted, link.records[-3:]
+    first = faulted[0]
+    assert first["fault"] & bit, (first, safety.NAMES)
+    # the run's t_ms = 0 is when the plant's current came on (virtual s since boot)
+    t_start = truth["t_s"][truth["i_A"] != 0][0]
+    fault_ms = (FAULT_S - t_start) * 1000
+    # nothing was wrong before the fault (no false alarm), and within the bound: the
+    # fault starts between two ticks, the N-th sample showing it trips
+    assert clean
+    assert fault_ms < first["t_ms"] <= fault_ms + bound * TICK_MS
+    fault_events = [e for e in link.events if e.split()[2] == "FAULT"]
+    assert len(fault_events) == 1 and json.loads(fault_events[0].split(" ", 3)[3])["fault"] & bit
+    # the plant: the source is off (no current) from the fault record's tick on
+    # (virtual time since boot runs a few ms ahead of the run's t_ms)
+    on = truth["t_s"][truth["i_A"] != 0]
+    assert truth["i_A"][-1] == 0 and on.max() <= t_start + first["t_ms"] / 1000 + 0.01
+    assert status["state"] == "FAULT"
+    if fault in ("open", "short", "source"):  # the ADC still reads: it sees no current
+        assert abs(status["i_nA"]) < 2_000, status

@@ -1,0 +1,455 @@
+"""Host gone mid-run (issue 6): the board carries on under its own limits, a new host
+reattaches with `cellbench run --resume` and the log ends up complete: every record and
+event seq of the run exactly once, no gap, no duplicate, valid BDF.
+
+The host runs as a separate `cellbench run` process on a detached simulated board and is
+killed with SIGKILL, as a crash or a pulled cable would end it.
+"""
+
+import json
+import os
+import pty
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bdf
+from cellbench import bdflog, cli, fw
+from cellbench.link import Link
+from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
+
+needs_sim = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
+
+CELL = MODELS / "lto-li-coin.json"
+CYCLES = 8
+KILL_AFTER_ROWS = 300
+SAFETY_V = (0.8, 3.0)  # the protocol's window (lto-100-cycles-1C.json)
+WAIT_S = 180.0         # generous: the machine is shared; nothing here is a timing assertion
+
+
+def cellbench(*argv, **kw):
+    return subprocess.Popen([sys.executable, "-m", "cellbench.cli", *map(str, argv)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def wait_for(cond, what, timeout_s=WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rows(path):
+    try:
+        return bdflog.count_rows(path)
+    except OSError:
+        return 0
+
+
+def status(board_dir):
+    """STATUS of a detached board over a fresh connection (no ACK: nothing is freed)."""
+    from cellbench.sim.detached import DetachedTransport
+
+    frame = fw.module("frame")
+    with DetachedTransport(board_dir, timeout_s=30.0) as t:
+        t.write(frame.encode("STATUS"))
+        while True:
+            body = frame.decode(t.readline())
+            if body and body.startswith("OK STATUS "):
+                return json.loads(body[len("OK STATUS "):])
+
+
+@pytest.fixture
+def protocol(tmp_path):
+    doc = json.loads((PROTOCOLS / "lto-100-cycles-1C.json").read_text())
+    doc["method"][-1]["cycle_count"] = CYCLES
+    path = tmp_path / "cycles.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def killed_run(tmp_path, protocol):
+    """A detached sim run whose host was SIGKILLed mid-run: (log, board_dir)."""
+    from cellbench.sim import detached
+
+    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
+    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
+                     "--quiet")
+    try:
+        wait_for(lambda: rows(log) >= KILL_AFTER_ROWS or host.poll() is not None, "log rows")
+        assert host.poll() is None, host.communicate()
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+        yield log, board_dir
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        host.stdout.close()
+        host.stderr.close()
+        detached.shutdown(board_dir)
+
+
+def check_board_carries_on(board_dir):
+    """With no host the board keeps time, fills its ring, pauses with the current off
+    (FULL) and never leaves its limits."""
+    from cellbench.sim import detached, read_truth
+
+    assert detached.alive(board_dir)
+    first = status(board_dir)
+    assert first["state"] in ("RUNNING", "FULL") and first["fault"] == 0
+    full = wait_for(lambda: (lambda s: s if s["state"] == "FULL" else None)(status(board_dir)),
+                    "the ring to fill (FULL)")
+    assert full["t_ms"] >= first["t_ms"] and full["seq_next"] >= first["seq_next"]
+    later = wait_for(lambda: (lambda s: s if s["t_ms"] > full["t_ms"] else None)(status(board_dir)),
+                     "board time to advance")
+    # Paused for want of ring space: no fault, and the measured current is off (< 1 % of
+    # the 1C step's 350 uA; i_set_nA is the step's setpoint, kept for when it resumes).
+    assert later["state"] == "FULL" and later["fault"] == 0 and abs(later["i_nA"]) < 3500
+    truth = read_truth(detached.info(board_dir)["truth_path"])
+    assert SAFETY_V[0] <= truth["v_V"].min() and truth["v_V"].max() <= SAFETY_V[1]
+    assert truth["i_A"][-1] == 0.0  # the plant sees the current off while FULL
+    return full
+
+
+def check_complete_log(log, board_dir):
+    """Every seq of the run exactly once (records in the CSV, events in the sidecar),
+    continuous counters, valid BDF, and the charge the plant itself counted."""
+    from cellbench.sim import detached, read_truth
+
+    data = bdflog.read_log(log)
+    meta = bdflog.read_sidecar(log)
+    rec_seq = data["Record Seq / 1"].tolist()
+    ev_seq = [e["seq"] for e in meta["events"] if "seq" in e]
+    kinds = [e["kind"] for e in meta["events"] if "seq" in e]
+    assert kinds[0] == "START" and kinds[-1] == "END" and "FULL" in kinds
+    assert np.all(np.diff(rec_seq) > 0)
+    assert sorted(rec_seq + ev_seq) == list(range(meta["start_seq"], ev_seq[-1] + 1))
+    t = data["Test Time / s"]
+    assert np.all(np.diff(t) > 0)
+    cycles = data["Cycle Count / 1"]
+    assert cycles[0] == 1 and cycles[-1] == CYCLES and set(np.diff(cycles)) <= {0, 1}
+    assert set(np.diff(data["Step Count / 1"])) <= {0, 1}
+    for col in ("Charging Capacity / Ah", "Discharging Capacity / Ah"):
+        assert np.all(np.diff(data[col]) >= 0)
+    # Same cell charge as the plant's own counters over the run (1 %: sense noise/offset).
+    truth = read_truth(detached.info(board_dir)["truth_path"])
+    for col, key in (("Charging Capacity / Ah", "q_chg_Ah"), ("Discharging Capacity / Ah", "q_dch_Ah")):
+        assert data[col][-1] == pytest.approx(truth[key][-1] - truth[key][0], rel=0.01)
+    report = bdf.validate(pd.read_csv(log), raise_on_error=True)
+    assert report["ok"] and report["time_stats"]["monotonic"]
+    assert meta["stop_reason"] == "end" and meta["rows"] == len(t)
+    assert [e["kind"] for e in meta["events"]].count("resume") == 1
+
+
+@needs_sim
+def test_host_killed_board_carries_on_and_resume_completes_the_log(killed_run):
+    log, board_dir = killed_run
+    check_board_carries_on(board_dir)
+    resumed = cellbench("run", "--resume", log, "--board-dir", board_dir, "--quiet")
+    out, err = resumed.communicate(timeout=WAIT_S)
+    assert resumed.returncode == 0, err
+    assert b"stopped: end" in out
+    check_complete_log(log, board_dir)
+    from cellbench.sim import detached
+
+    assert not detached.alive(board_dir)  # a finished detached board is shut down
+
+
+class PtyBridge:
+    """A pseudo-terminal whose far end is the detached board: a stand-in for the USB
+    serial port of a real board, so --resume --port runs through SerialTransport."""
+
+    def __init__(self, board_dir):
+        from cellbench.sim.detached import info
+
+        self.master, self.slave = pty.openpty()
+        tty.setraw(self.slave)  # no echo or newline translation before pyserial opens it
+        self.port = os.ttyname(self.slave)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(info(board_dir)["socket"])
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            ready, _, _ = select.select([self.master, self.sock], [], [], 0.1)
+            try:
+                if self.master in ready:
+                    self.sock.sendall(os.read(self.master, 65536))
+                if self.sock in ready:
+                    data = self.sock.recv(65536)
+                    if not data:
+                        return
+                    os.write(self.master, data)
+            except OSError:
+                return
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.sock.close()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@needs_sim
+def test_log_cut_mid_row_resumes_through_a_serial_port(killed_run):
+    """The host died while writing a row: the log ends at an arbitrary byte. --resume
+    (here over a serial port) cuts the partial row and fetches from the last whole one."""
+    log, board_dir = killed_run
+    held = wait_for(lambda: (lambda s: s if s["state"] == "FULL" else None)(status(board_dir)),
+                    "FULL")["seq_oldest"]
+    data = log.read_bytes()
+    lines = data.split(b"\n")
+    seqs = [int(line.rsplit(b",", 1)[1]) for line in lines[1:-1]]
+    # Rows the board still holds (not yet acknowledged) are the ones a kill can cut.
+    unacked = [k for k, s in enumerate(seqs) if s >= held]
+    rng = random.Random(6)
+    if unacked:
+        start = len(b"\n".join(lines[: unacked[0] + 1])) + 1
+        cut = rng.randrange(start, len(data))
+        log.write_bytes(data[:cut])
+    else:  # every logged row was acknowledged: the kill hit the next row's first bytes
+        log.write_bytes(data + lines[-2][: rng.randrange(1, len(lines[-2]))])
+    bridge = PtyBridge(board_dir)
+    try:
+        resumed = cellbench("run", "--resume", log, "--port", bridge.port, "--quiet",
+                            "--keep-board")
+        out, err = resumed.communicate(timeout=WAIT_S)
+    finally:
+        bridge.close()
+    assert resumed.returncode == 0, err
+    check_complete_log(log, board_dir)
+    from cellbench.sim import detached
+
+    assert detached.alive(board_dir)  # --port: the host does not own the board
+
+
+# ---------------------------------------------------------------- refusals (exit 2, one line)
+
+
+def _bad(argv, capsys, starts):
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cellbench: error: {starts}"), err
+
+
+def _small_log(path, ended):
+    with bdflog.LogWriter(path, meta={"table": {}, "protocol": {}, "start_seq": 0}) as log:
+        log.write({"seq": 1, "t_ms": 0, "v_uV": 1, "i_nA": 0, "cycle": 1, "step_count": 1,
+                   "step_index": 0, "step_type": 0, "fault": 0, "q_chg_nAh": 0, "q_dch_nAh": 0,
+                   "q_step_nAh": 0, "e_chg_uWh": 0, "e_dch_uWh": 0})
+        if ended:
+            log.event("END", seq=2, data=None)
+    return path
+
+
+def test_resume_refusals(tmp_path, capsys):
+    done = _small_log(tmp_path / "done.bdf.csv", ended=True)
+    going = _small_log(tmp_path / "going.bdf.csv", ended=False)
+    _bad(["run", "--resume", done], capsys, "resume: give the board's --port or --board-dir")
+    _bad(["run", "--resume", going, "--board-dir", tmp_path / "nothing"], capsys,
+         "board_dir: no detached simulated board")
+    (tmp_path / "plain.bdf.csv").write_text("Test Time / s,Voltage / V,Current / A\n0,1,0\n")
+    _bad(["run", "--resume", tmp_path / "plain.bdf.csv", "--port", "/dev/null"], capsys,
+         "resume: plain.bdf.csv was not written by this bench")
+    (tmp_path / "going.json").write_text(json.dumps({"started_unix_s": 0}))
+    _bad(["run", "--resume", going, "--port", "/dev/null"], capsys,
+         "resume: the sidecar of going.bdf.csv has no 'table'")
+    _bad(["run", "x.json", "--resume", done, "--port", "/dev/null"], capsys, "resume: --protocol")
+    _bad(["run", "--resume", tmp_path / "none.bdf.csv", "--port", "/dev/null"], capsys,
+         "resume: no log")
+    _bad(["run", "--resume", done, "--port", "/dev/null"], capsys, "resume: the run in done.bdf.csv already ended")
+    _bad(["run", str(PROTOCOLS / "smoke.json"), "--port", "/dev/null", "--out", done], capsys, "out:")
+    _bad(["run", str(PROTOCOLS / "smoke.json"), "--out", tmp_path / "n.bdf.csv"], capsys, "board:")
+    _bad(["run", str(PROTOCOLS / "smoke.json"), "--port", "/dev/null", "--detach-dir", tmp_path],
+         capsys, "detach_dir:")
+
+
+# ---------------------------------------------------------------- the ACK discipline
+
+
+class ScriptedBoard:
+    """A transport that plays board lines and records what the host writes."""
+
+    def __init__(self, bodies):
+        frame = fw.module("frame")
+        self.lines = [frame.encode(b) for b in bodies]
+        self.sent = []
+        self.decode = frame.decode
+
+    def write(self, data):
+        self.sent.append(self.decode(data))
+
+    def readline(self):
+        return self.lines.pop(0) if self.lines else b""
+
+
+def test_acks_cover_only_messages_the_caller_has_taken():
+    """A host killed after an ACK must have logged what it acknowledged: the link ACKs a
+    message only once the caller has asked for the one after it (or marked it consumed)."""
+    n = 70
+    bodies = [f"R {k} {k * 1000} 1 0 1 {k} 1 0 0 0 0 0 0 0 0 -1 -1" for k in range(n)]
+    board = ScriptedBoard(bodies + ["E 70 END {}"])
+    link = Link(board, ack_every=8)
+    taken = []
+    for kind, msg in link.messages(idle_timeout_s=0.2):
+        acked = [int(s.split()[1]) for s in board.sent if s.startswith("ACK ")]
+        assert not acked or max(acked) < msg["seq"]  # never the one in hand
+        taken.append(msg["seq"])
+        if kind == "event":
+            link.consumed(msg["seq"])
+            break
+    link.acknowledge()
+    assert taken == list(range(n + 1))
+    assert board.sent[-1] == f"ACK {n}"
+
+
+# ---------------------------------------------------------------- resume logic on a scripted board
+
+
+def _rec(seq):
+    t = 1000 * seq
+    return f"R {seq} {t} 1500000 -350000 1 {seq} 1 0 2 0 0 {10 * seq} {10 * seq} 0 {15 * seq} -1 -1"
+
+
+class RingBoard:
+    """A board with a ring holding seqs oldest..next-1 (docs/link.md SEND / ACK / STATUS)."""
+
+    def __init__(self, held, state="DONE", board_id="sim"):
+        self.frame = fw.module("frame")
+        self.held = dict(held)  # seq -> body
+        self.state, self.board_id = state, board_id
+        self.out = []
+        self.sent = []
+
+    def _reply(self, body):
+        self.out.append(self.frame.encode(body))
+
+    def write(self, data):
+        body = self.frame.decode(data)
+        self.sent.append(body)
+        cmd, _, arg = body.partition(" ")
+        oldest = min(self.held) if self.held else None
+        nxt = max(self.held) + 1 if self.held else 0
+        if cmd == "ID":
+            self._reply('OK ID {"board": "%s", "fw": "test"}' % self.board_id)
+        elif cmd == "STATUS":
+            self._reply("OK STATUS " + json.dumps({"state": self.state, "seq_next": nxt,
+                                                   "seq_oldest": oldest, "lost": 0}))
+        elif cmd == "SEND":
+            n = int(arg)
+            if oldest is not None and n < oldest:
+                self._reply(f"ERR SEND from_seq freed by ACK; oldest held is {oldest}")
+                n = oldest
+            else:
+                self._reply('OK SEND {"from": %d, "to": %d}' % (n, nxt - 1))
+            for seq in sorted(self.held):
+                if seq >= n:
+                    self._reply(self.held[seq])
+        elif cmd == "ACK":
+            for seq in [s for s in self.held if s <= int(arg)]:
+                del self.held[seq]
+            self._reply("OK ACK {}")
+        elif cmd == "STOP":
+            self._reply('OK STOP {"state": "STOPPED"}')
+
+    def readline(self):
+        return self.out.pop(0) if self.out else b""
+
+
+def _interrupted_log(tmp_path, seqs, events):
+    from cellbench import protocol as proto, session
+
+    table = proto.compile(proto.load_protocol(PROTOCOLS / "smoke.json"), session.load_board("sim"))
+    path = tmp_path / "cut.bdf.csv"
+    meta = {"table": table, "protocol": {}, "start_seq": 0, "board": {"id": "sim"}}
+    log = bdflog.LogWriter(path, start_unix_s=0.0, meta=meta)
+    for seq in seqs:
+        log.write(dict(zip(("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle",
+                            "step_no", "step_type", "fault", "q_chg_nAh", "q_dch_nAh",
+                            "q_step_nAh", "e_chg_uWh", "e_dch_uWh", "soc_ppm", "soc_std_ppm"),
+                           map(int, _rec(seq).split()[1:]))))
+    for seq, kind in events:
+        log.event(kind, seq=seq, data=None)
+    log.close_file()  # killed: no final sidecar
+    return path
+
+
+def test_resume_fetches_after_the_newest_logged_seq_record_or_event(tmp_path):
+    """The old host logged records 1-5 and events FULL 6, RESUME 7 and ACKed them all;
+    the board holds 8-12. Nothing is reported lost and nothing is logged twice."""
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START"), (6, "FULL"), (7, "RESUME")])
+    held = {s: _rec(s) for s in range(8, 12)}
+    held[12] = 'E 12 END {"t_ms": 12000, "fault": 0}'
+    board = RingBoard(held)
+    summary = session.resume(path, board)
+    assert summary["stop_reason"] == "end" and summary["link"]["lost"] == 0
+    assert "SEND 8" in board.sent and not board.held  # all acknowledged at the end
+    data = bdflog.read_log(path)
+    meta = bdflog.read_sidecar(path)
+    assert data["Record Seq / 1"].tolist() == [1, 2, 3, 4, 5, 8, 9, 10, 11]
+    assert [(e["kind"], e.get("seq")) for e in meta["events"]] == [
+        ("START", 0), ("FULL", 6), ("RESUME", 7), ("resume", None), ("END", 12)]
+    assert meta["rows"] == 9 and meta["stop_reason"] == "end"
+
+
+def test_resume_of_a_run_that_ended_with_everything_logged_fetches_nothing(tmp_path):
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 4), [(0, "START")])
+    board = RingBoard({}, state="DONE")
+    # An empty ring whose next seq is 4 (everything up to the END event was acknowledged).
+    board.write = _status_only(board, seq_next=4, state="DONE")
+    summary = session.resume(path, board)
+    assert summary["stop_reason"] == "end"
+    assert bdflog.read_log(path)["Record Seq / 1"].tolist() == [1, 2, 3]
+
+
+def _status_only(board, seq_next, state):
+    def write(data):
+        body = board.frame.decode(data)
+        board.sent.append(body)
+        if body == "ID":
+            board._reply('OK ID {"board": "sim"}')
+        elif body == "STATUS":
+            board._reply("OK STATUS " + json.dumps({"state": state, "seq_next": seq_next,
+                                                   "seq_oldest": seq_next, "lost": 0}))
+    return write
+
+
+@pytest.mark.parametrize("board_id, seq_next, match", [
+    ("other", 20, "resume: the board is 'other'"),
+    ("sim", 3, "resume: the board has restarted"),
+])
+def test_resume_refuses_another_or_restarted_board(tmp_path, board_id, seq_next, match):
+    from cellbench import session
+    from cellbench.errors import InputError
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START")])
+    before = path.read_bytes()
+    board = RingBoard({s: _rec(s) for s in range(6, seq_next)}, state="RUNNING", board_id=board_id)
+    if seq_next <= 6:
+        board.write = _status_only(board, seq_next=seq_next, state="RUNNING")
+    with pytest.raises(InputError, match=match):
+        session.resume(path, board)
+    assert path.read_bytes() == before
+    assert not any(s.startswith(("SEND", "STOP", "ACK")) for s in board.sent)  # board untouched
