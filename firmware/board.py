@@ -338,7 +338,7 @@ class Board:
         (cellbench.calibrate), whatever calibration the board has loaded. Allocates and
         takes n conversions, so it is for the idle board only, never for a tick.
         """
-        counts = {}
+        counts: dict = {}
         if self._ext:
             config = self._ads_v if ch == 0 else self._ads_i
             for k in range(n):

@@ -166,6 +166,17 @@ class Controller:
         self.j_due = False       # a step boundary waits for JOURNAL_GAP_MS
         self._boot_journal()
 
+    @property
+    def t_ms(self):
+        """Run time since START, ms: t_hi * record.T_WRAP + t_lo. The tick adds to t_lo,
+        which stays a MicroPython small int; the full value (a big int on the RP2040
+        after 12.4 days) is only made where it is reported (records, STATUS, journal)."""
+        return self.t_hi * record.T_WRAP + self.t_lo
+
+    @t_ms.setter
+    def t_ms(self, value):
+        self.t_hi, self.t_lo = divmod(value, record.T_WRAP)
+
     # ------------------------------------------------------------ input
 
     def feed(self, data):
@@ -592,7 +603,10 @@ class Controller:
     def _run_tick(self, dt_ms):
         eng = self.engine
         st = self.state
-        self.t_ms += dt_ms
+        self.t_lo += dt_ms  # small ints only (t_ms would outgrow them after 12.4 days)
+        if self.t_lo >= record.T_WRAP:
+            self.t_lo -= record.T_WRAP
+            self.t_hi += 1
         eng.count(dt_ms)
         bits = 0
         ended = False
@@ -607,9 +621,9 @@ class Controller:
                 force = ended or eng.step_index == 0
         self._estimate(dt_ms)
         b = self.board
-        if st != FULL and (force or self.trigger.due(self.t_ms, b.v_uV, b.i_nA)):
+        if st != FULL and (force or self.trigger.due(self.t_lo, b.v_uV, b.i_nA)):
             if self._push(record.RECORD) >= 0:
-                self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
+                self.trigger.mark(self.t_lo, b.v_uV, b.i_nA)
         if bits:
             self._end(FAULT, record.EV_FAULT)
         elif ended and not eng.advance():

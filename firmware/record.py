@@ -21,6 +21,11 @@ FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no"
 CODES = "IiiiiiHBHiiiiiii"
 BYTES_PER_SLOT = 58   # the arrays above plus the kind byte (chunk headers not counted)
 
+# Run time is kept as t_hi * T_WRAP + t_lo ms (link.Controller.t_ms) so the per-tick sums
+# stay MicroPython small ints (< 2**30 on the RP2040; t_ms itself passes that after 12.4
+# days, and each tick would then allocate). 10**9 ms = 11.6 days; t_lo + a tick < 2**30.
+T_WRAP = 1000000000
+
 # Slot kinds: 0 is a record, the rest are events (their name is the link's event kind).
 RECORD = 0
 EVENTS = ("", "START", "END", "FAULT", "FULL", "STOP", "PAUSE", "RESUME", "ESTIMATOR")
@@ -160,7 +165,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
             gc.collect()
             if gc.mem_free() >= reserve_bytes or n == min_slots:
                 return ring
-            ring = None
+            del ring
         except MemoryError:
             hold = None
             if n == min_slots:
@@ -182,28 +187,37 @@ def _hold(nbytes):
 class Trigger:
     """Decides when a sample becomes a record: every dt_ms, or on |dv| >= dv_uV or
     |di| >= di_nA since the last record (0 switches a criterion off; all three off
-    records every tick), plus whenever the caller forces one (step start and end)."""
+    records every tick), plus whenever the caller forces one (step start and end).
+
+    Times are taken modulo T_WRAP (the caller passes link's t_lo, or any t_ms), so the
+    per-tick test is small-int arithmetic however long the run. A dt_ms of T_WRAP or
+    more (11.6 days; steps.validate allows up to 2**30) records every T_WRAP - 1 ms.
+    """
 
     def __init__(self):
         self.configure(0, 0, 0)
 
     def configure(self, dt_ms, dv_uV, di_nA):
-        self.dt_ms = dt_ms
+        self.dt_ms = min(dt_ms, T_WRAP - 1)
         self.dv_uV = dv_uV
         self.di_nA = di_nA
         self.mark(0, 0, 0)
 
     def mark(self, t_ms, v_uV, i_nA):
         """Remember the last recorded point."""
-        self.t_ms = t_ms
+        self.t_ms = t_ms % T_WRAP
         self.v_uV = v_uV
         self.i_nA = i_nA
 
     def due(self, t_ms, v_uV, i_nA):
         if not (self.dt_ms or self.dv_uV or self.di_nA):
             return True
-        if self.dt_ms and t_ms - self.t_ms >= self.dt_ms:
-            return True
+        if self.dt_ms:
+            dt = t_ms % T_WRAP - self.t_ms
+            if dt < 0:
+                dt += T_WRAP  # t wrapped since the mark
+            if dt >= self.dt_ms:
+                return True
         dv = v_uV - self.v_uV
         if self.dv_uV and (dv >= self.dv_uV or -dv >= self.dv_uV):
             return True

@@ -35,7 +35,7 @@ OPEN_CIRCUIT = 32      # source on, no current, terminal at the compliance volta
 SHORT = 64             # voltage collapsed to ~0 under current
 ADC_STUCK = 128        # identical raw readings for many ticks while current flows
 SOURCE = 256           # measured current does not follow the setpoint
-WATCHDOG = 512         # the run was interrupted by a reset (set on a RECOVERed run)
+WATCHDOG = 512         # reserved: a reset is reported by the INTERRUPTED event instead
 INTERNAL = 1024        # an exception in the tick loop (current switched off)
 ADC_RAIL = 2048        # an ADC reads at its rail (saturated)
 

@@ -9,7 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+import numpy as np
+
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -137,15 +139,18 @@ def sim_files(tmp_path_factory):
     return tmp, cell
 
 
+SYNC = "ZQXSYNC"  # an unknown command word no strategy here produces: marks the batch's end
+
+
 def _lines_until_status(lk):
-    """Every body the board writes until the reply to a STATUS sent now."""
-    lk.board.write(frame.encode("STATUS"))
+    """Every body the board writes until the reply to a marker sent now, then STATUS."""
+    lk.board.write(frame.encode(SYNC))
     out = []
     while True:
         body = lk._line()
+        if body == "ERR %s cmd unknown command" % SYNC:
+            return out, json.loads(lk.cmd("STATUS")[len("OK STATUS "):])
         out.append(body)
-        if body.startswith(("OK STATUS", "ERR STATUS")):
-            return out, json.loads(body[len("OK STATUS "):])
 
 
 def _check_frames_only(lk):
@@ -153,7 +158,8 @@ def _check_frames_only(lk):
 
 
 @pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # shrinking: a process each
 @given(idle=st.lists(IDLE_ITEMS, min_size=BATCH, max_size=BATCH),
        running=st.lists(MUTATED, min_size=BATCH // 2, max_size=BATCH // 2))
 def test_micropython_board_survives_random_and_corrupted_frames(sim_files, idle, running):
@@ -170,12 +176,13 @@ def test_micropython_board_survives_random_and_corrupted_frames(sim_files, idle,
         # running: corrupted frames (a STOP, a LOAD, a PAUSE with a bad checksum...) are
         # each refused, and the run goes on at its current
         assert lk.cmd("STOP").startswith("OK")
-        assert lk.cmd("LOAD " + json.dumps(RUN_TABLE)).startswith("OK")
+        reply = lk.cmd("LOAD " + json.dumps(RUN_TABLE))
+        assert reply.startswith("OK"), reply
         assert lk.cmd("START").startswith("OK")
         board.write(b"".join(b + b"\n" for b in running))
         out, status = _lines_until_status(lk)
         _check_frames_only(lk)
-        replies = [b for b in out[:-1] if b.startswith(("OK", "ERR"))]
+        replies = [b for b in out if b.startswith(("OK", "ERR"))]
         assert replies and all(b.startswith("ERR ? frame") for b in replies), replies[:5]
         assert status["state"] == "RUNNING" and status["i_set_nA"] == 150_000
         assert all(e.split()[2] == "START" for e in lk.events), lk.events
@@ -186,3 +193,58 @@ def test_micropython_board_survives_random_and_corrupted_frames(sim_files, idle,
     i_on = truth["i_A"][truth["i_A"] != 0]
     # current only from the START on, and only the table's (within the source's error)
     assert ((i_on > 0.9 * 150e-6) & (i_on < 1.1 * 150e-6)).all()
+
+
+def _status(lk):
+    return json.loads(lk.cmd("STATUS")[len("OK STATUS "):])
+
+
+@pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+def test_micropython_board_refuses_out_of_order_commands_and_unsafe_tables(sim_files):
+    """Hand-made frames a host library would never send: each refused with ERR naming the
+    field, the state and the current unchanged (the board checks, whatever the host did)."""
+    tmp, cell = sim_files
+    board = sim.start_board(cell, calibration="ideal", workdir=tmp / "order", seed=2, soc0=0.5)
+    lk = Link(board)
+    bad_tables = [  # (table, the ERR field)
+        ({"v": 1, "steps": [["CC", 25_000_000, 1000, 0]]}, "steps[0].i_nA"),  # > range 20 mA
+        ({"v": 1, "steps": [["CC", -20_000_001, 1000, 0]]}, "steps[0].i_nA"),
+        ({"v": 1, "safety": {"max_uV": 5_500_000}, "steps": [["OCV", 1000]]}, "safety.max_uV"),
+        ({"v": 1, "safety": {"min_uV": -1}, "steps": [["OCV", 1000]]}, "safety.min_uV"),
+        ({"v": 1, "steps": [["CV", 4_900_000, 1000, 0]]}, "steps[0].v_uV"),   # > board 4.8 V
+        ({"v": 1, "steps": [["CC", 100_000, 1000, 5_000_000]]}, "steps[0].until_uV"),
+        ({"v": 1, "safety": {"max_nA": 1_000_000}, "steps": [["CC", 2_000_000, 1000, 0]]},
+         "steps[0].i_nA"),
+        ({"v": 1, "steps": [["CC", 100_000, 0, 0]]}, "steps[0].until_ms"),    # never ends
+        ({"v": 1, "steps": [["CC", 100.5, 1000, 0]]}, "steps[0].i_nA"),       # not an integer
+        ({"v": 1, "steps": [["LOOP", 0, 3]]}, "steps[0].to_step_no"),
+    ]
+    try:
+        for text in ("START", "PAUSE", "RESUME", "RECOVER", "START now", "FROB", "ACK x",
+                     "SEND -4", "LOAD {nope", "MODEL [1]"):
+            reply = lk.cmd(text)
+            assert reply.startswith("ERR "), (text, reply)
+        for table, field in bad_tables:
+            reply = lk.cmd("LOAD " + json.dumps(table))
+            assert reply.startswith("ERR LOAD " + field + " "), (table, reply)
+        s = _status(lk)
+        assert s["state"] == "IDLE" and not s["table"] and s["i_set_nA"] == 0
+        assert lk.cmd("LOAD " + json.dumps(RUN_TABLE)).startswith("OK")
+        assert lk.cmd("START").startswith("OK")
+        before = _status(lk)
+        for text in ["LOAD " + json.dumps(RUN_TABLE), "MODEL {}", "START", "RESUME", "RECOVER",
+                     "LOAD " + json.dumps(bad_tables[0][0]), "STOP please", "FROB", "PAUSE 3"]:
+            reply = lk.cmd(text)
+            assert reply.startswith("ERR "), (text, reply)
+        after = _status(lk)
+        assert after["state"] == before["state"] == "RUNNING"
+        assert after["i_set_nA"] == before["i_set_nA"] == 150_000
+        assert after["step_count"] == 1 and after["fault"] == 0
+        assert [e.split()[2] for e in lk.events] == ["START"]
+        assert lk.cmd("STOP").startswith("OK STOP")
+    finally:
+        board.close()
+    truth = sim.read_truth(board.truth_path)
+    on = truth["i_A"] != 0
+    # one block of current, START to STOP, never interrupted by the refused commands
+    assert on.any() and np.all(np.diff(np.flatnonzero(on)) == 1)

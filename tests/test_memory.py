@@ -14,8 +14,10 @@ is conservative for the board.
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cellbench import sim
+from cellbench import fw, sim
 from cellbench.link import Link, LinkError
 from cellbench.paths import MODELS
 
@@ -27,15 +29,16 @@ MIN_RING = 300
 MODEL_LINE = json.dumps(json.loads(LTO.read_text()))  # one line: the whole file, unchanged
 
 
-def _table(model, rec_dt_ms=60_000):
-    """1C discharge to the window's low end, 10 min rest, 2C charge to the high end."""
+def _table(model, rec_dt_ms=30_000):
+    """1C discharge to the window's low end, 10 min rest, 1C charge to the high end:
+    about 2 h of cell time from SoC 0.5, a few thousand ticks and GC cycles."""
     i_nA = int(round(model["capacity_Ah"] * 1e9))
     lo, hi = (int(round(v * 1e6)) for v in model["window_V"])
     return {"v": 1, "tick_ms": 1000, "record": {"dt_ms": rec_dt_ms},
-            "steps": [["CC", -i_nA, 0, lo], ["OCV", 600_000], ["CC", 2 * i_nA, 0, hi]]}
+            "steps": [["CC", -i_nA, 0, lo], ["OCV", 600_000], ["CC", i_nA, 0, hi]]}
 
 
-def _start(tmp_path, seed, heap_kb=BOARD_HEAP_KB, soc0=0.3):
+def _start(tmp_path, seed, heap_kb=BOARD_HEAP_KB, soc0=0.5):
     board = sim.start_board(LTO, workdir=tmp_path / f"s{seed}-{heap_kb}", seed=seed,
                             heap_kb=heap_kb, soc0=soc0)
     return board, Link(board, reply_timeout_s=30.0)
@@ -143,3 +146,82 @@ def test_headroom_below_the_board_heap(tmp_path):
     finally:
         board.close()
     _assert_no_memory_error(board)
+
+
+# ---------------------------------------------------------------- long runs, small ints
+
+record = fw.module("record")
+link_fw = fw.module("link")
+SMALL_INT_MAX = (1 << 30) - 1  # MicroPython small ints on the RP2040 (31-bit signed)
+
+
+@given(st.integers(0, 10**13))
+def test_run_time_splits_into_small_ints(t_ms):
+    """Controller.t_ms (ms since START) is t_hi * T_WRAP + t_lo with t_lo small."""
+    ctl = link_fw.Controller.__new__(link_fw.Controller)  # only the clock attributes
+    ctl.t_ms = t_ms
+    assert ctl.t_ms == t_ms
+    assert 0 <= ctl.t_lo < record.T_WRAP and record.T_WRAP + 60_000 <= SMALL_INT_MAX
+
+
+@given(st.integers(0, 10**13), st.integers(1, 10**7), st.integers(0, 10**7))
+def test_record_interval_is_kept_across_the_wrap(t0_ms, dt_ms, elapsed_ms):
+    """The trigger sees only t modulo T_WRAP and still fires exactly when dt_ms passed."""
+    trig = record.Trigger()
+    trig.configure(dt_ms, 0, 0)
+    trig.mark(t0_ms % record.T_WRAP, 0, 0)
+    assert trig.due((t0_ms + elapsed_ms) % record.T_WRAP, 0, 0) == (elapsed_ms >= dt_ms)
+
+
+# ---------------------------------------------------------------- MODEL without the dict
+
+ekf = fw.module("ekf")
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12)
+_NUMBERS = st.lists(st.floats(-10.0, 10.0) | st.integers(-5, 5), min_size=1, max_size=12)
+
+
+def _expected(doc, keep):
+    """read_model's result by the reference json.loads: kept members only, number lists as lists."""
+    if keep == ekf.ALL:
+        return doc
+    return {k: _expected(v, keep[k]) for k, v in doc.items() if k in keep and isinstance(v, dict)
+            or k in keep and keep[k] == ekf.ALL}
+
+
+def _plain(value):
+    if isinstance(value, ekf.array):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=5), _NUMBERS, _NUMBERS,
+       st.floats(1e-6, 1.0), _JSON, st.sampled_from([None, 0, 2]))
+def test_read_model_keeps_what_json_loads_gives(extra, soc, volts, cap, junk, indent):
+    doc = dict(extra)
+    doc.update({"capacity_Ah": cap, "provenance": junk,
+                "ocv": {"soc": soc, "voltage_V": volts, "notes": junk}, "estimator": {"gate": 4.0}})
+    text = json.dumps(doc, indent=indent)
+    got = ekf.read_model(memoryview(bytearray(text.encode())))
+    want = _expected(json.loads(text), ekf.MODEL_KEYS)
+    assert _plain(got) == want
+    assert isinstance(got["ocv"]["soc"], ekf.array)  # the tables are float arrays
+
+
+@given(st.text(max_size=40))
+def test_read_model_refuses_what_is_not_a_json_object(text):
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        return
+    with pytest.raises(ekf.JsonError):
+        ekf.read_model(text)

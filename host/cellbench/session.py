@@ -390,7 +390,7 @@ class Session:
             raise InputError(f"resume: the board is {got!r}, the log was written by {want!r}")
         status = self._command("STATUS")
         seq_next = int(status.get("seq_next", 0))
-        if seq_next < from_seq:
+        if seq_next < from_seq or status.get("state") == "IDLE":  # IDLE: no table since boot
             raise InputError(f"resume: the board has restarted since the log was written "
                              f"(its next seq is {seq_next}, the log needs {from_seq}); "
                              f"the rest of the run is lost")

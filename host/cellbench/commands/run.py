@@ -148,7 +148,7 @@ def run(args):
 
 def resume(args):
     """--resume LOG: reattach, fetch what the log misses, follow the run to its end."""
-    session.preflight_resume(args.resume)  # before the port is opened
+    meta = session.preflight_resume(args.resume)  # before the port is opened
     transport, _ = open_transport(args)
     try:
         summary = session.resume(args.resume, transport,
@@ -158,7 +158,7 @@ def resume(args):
         return 1
     finally:
         transport.close()
-    print_summary(summary, None)
+    print_summary(summary, meta.get("mass_mg"))
     finished(args, summary)
     return 0 if summary["stop_reason"] not in ("link lost",) else 1
 

@@ -61,8 +61,11 @@ def info(board_dir):
 def alive(board_dir):
     """True while the relay of ``board_dir`` runs (and so its board)."""
     try:
-        pid = int(info(board_dir)["pid"])
+        meta = info(board_dir)
+        pid = int(meta["pid"])
     except (InputError, KeyError, ValueError):
+        return False
+    if "exit" in meta:  # the relay said goodbye (its pid may since belong to another process)
         return False
     try:
         os.kill(pid, 0)
@@ -323,9 +326,7 @@ def serve(argv=None):
     meta = {"pid": os.getpid(), "board_pid": board.proc.pid, "socket": path,
             "flash_dir": str(board.flash_dir), "truth_path": str(board.truth_path),
             "cell": args.cell, "board": args.board, "seed": args.seed}
-    tmp = d / (INFO + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, d / INFO)  # written last: its presence means "ready"
+    _write_info(d, meta)  # written last: its presence means "ready"
     try:
         relay.run()
     finally:
@@ -336,9 +337,16 @@ def serve(argv=None):
             os.unlink(path)
         except OSError:
             pass
+        _write_info(d, dict(meta, exit=code, dropped_lines=relay.dropped_lines))
         print(f"relay: board ended (exit {code}), {relay.dropped_lines} lines with no host",
               file=sys.stderr)
     return 0
+
+
+def _write_info(d, meta):
+    tmp = d / (INFO + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, d / INFO)
 
 
 if __name__ == "__main__":
