@@ -413,9 +413,12 @@ class Controller:
             raise CommandError("args", "SET <i_nA> [<for_ms>]")
         try:
             i_nA = int(parts[0])
-            for_ms = int(parts[1]) if len(parts) > 1 else SET_MS
         except ValueError:
             raise CommandError("i_nA", "must be an integer")
+        try:
+            for_ms = int(parts[1]) if len(parts) > 1 else SET_MS
+        except ValueError:
+            raise CommandError("for_ms", "must be an integer")
         b = self.board
         if i_nA > b.max_nA or -i_nA > b.max_nA:
             raise CommandError("i_nA", "outside the board limit %d" % b.max_nA)

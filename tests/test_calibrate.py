@@ -12,6 +12,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -306,6 +307,32 @@ def test_the_board_applies_the_full_default_table(tmp_path):
     expected = np.mean([table.get(c, 0.0) for c in range(code - 4, code + 5)]) * LSB_CELL_V
     assert abs(expected) > 2 * LSB_CELL_V
     assert with_table - without == pytest.approx(expected, abs=0.2 * LSB_CELL_V)
+
+
+def test_set_keeps_the_board_limits(tmp_path):
+    """SET outside a run: refused beyond max_nA or during a run; off at a voltage limit."""
+    model = tmp_path / "source.json"
+    model.write_text(json.dumps(benches.reference_source_model()))
+    board = sim.start_board(str(model), board=ERR_BOARD, workdir=tmp_path / "b", soc0=1.0)  # 4.6 V
+    try:
+        link = Link(board)
+        with pytest.raises(Exception, match="i_nA"):
+            link.command("SET", 30_000_000)
+        assert link.command("SET", 5_000_000)["i_set_nA"] > 0  # 4.6 V + 50 ohm * 5 mA > 4.8 V
+        for _ in range(500):  # the board ticks while the host waits
+            if link.command("HIST", "I", 1)["i_set_nA"] == 0:
+                break
+            time.sleep(0.01)
+        assert link.command("HIST", "I", 1)["i_set_nA"] == 0
+        assert sim.read_truth(board.truth_path)["i_A"][-1] == 0.0
+        link.command("LOAD", json.dumps({"v": 1, "steps": [["OCV", 60000]]}))
+        link.command("START")
+        with pytest.raises(Exception, match="state"):
+            link.command("SET", 1000)
+        with pytest.raises(Exception, match="state"):
+            link.command("HIST", "V", 10)
+    finally:
+        board.close()
 
 
 # ---- the command ---------------------------------------------------------------------

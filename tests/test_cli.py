@@ -249,10 +249,19 @@ def test_lossy_link_loses_and_repeats_nothing(sim_run, sim_files):
     assert summary["stop_reason"] == "end"
     assert summary["link"]["crc_errors"] > 0 and summary["link"]["resends"] > 0
     t = got["Test Time / s"]
-    # Nothing twice: time strictly increases. Nothing lost: the board records at least
-    # every record.time_s (10 s), so no gap exceeds that plus one tick.
+    # Nothing lost, nothing twice: every seq of the run, records and events, exactly once.
+    seqs = got["Record Seq / 1"].tolist() + [e["seq"] for e in meta["events"] if "seq" in e]
+    assert sorted(seqs) == list(range(meta["start_seq"], max(seqs) + 1))
     assert np.all(np.diff(t) > 0)
-    assert np.max(np.diff(t)) <= 10 + 1
+    # The board records at least every record.time_s (10 s), so no gap exceeds that plus
+    # one tick, except while it was paused for ring space (FULL .. RESUME): a host slowed
+    # down by a loaded machine falls behind the simulator, whose clock does not wait.
+    pauses = [(e["data"]["t_ms"] / 1e3, r["data"]["t_ms"] / 1e3)
+              for e, r in zip(meta["events"], meta["events"][1:])
+              if e["kind"] == "FULL" and r["kind"] == "RESUME"]
+    for k in np.flatnonzero(np.diff(t) > 10 + 1):
+        assert any(t[k] - 11 <= full and resume - 11 <= t[k + 1] <= resume + 11
+                   for full, resume in pauses), (t[k], t[k + 1], pauses)
     kinds = [e["kind"] for e in meta["events"]]
     assert kinds.count("START") == 1 and kinds.count("END") == 1
     # The same protocol on the same plant: the same run, up to the ADC noise.

@@ -90,3 +90,64 @@ def test_fault_is_detected_within_its_bound_and_switches_off(tmp_path, fault, i_
     assert status["state"] == "FAULT"
     if fault in ("open", "short", "source"):  # the ADC still reads: it sees no current
         assert abs(status["i_nA"]) < 2_000, status
+
+
+ALLOC_MPY = """
+import gc, json, sys
+sys.path.insert(0, %r)
+import link, frame, safety
+
+class B:
+    # The board API with what safety.py's hardware checks read (board.py has them all).
+    id = "mpy"; tick_ms = 1000; oversample = 1; max_uV = 4800000; min_uV = 0
+    max_nA = 20000000; range_max_nA = 20000000; calibration_id = ""
+    compliance_lo_uV = 0; compliance_hi_uV = 5000000; raw_hi = 1040000; raw_lo = 128
+    _fs_nA = [200000, 2000000, 20000000]
+    def __init__(self):
+        self.v_uV = 1500000; self.i_nA = 0; self.setpoint_nA = 0; self.range = 1; self.q = 0
+        self._va = 0; self._ia = 0
+    def off(self): self.setpoint_nA = 0
+    def set_current(self, i): self.setpoint_nA = i; return i
+    def sample(self):
+        self.i_nA = self.setpoint_nA
+        self.q += self.setpoint_nA
+        self.v_uV = 1500000 + self.q // 1000 + self.setpoint_nA // 10
+        self._va = self.v_uV // 100
+        self._ia = 500000 + self.i_nA // 10
+    def led(self, on): pass
+    def feed(self): pass
+
+b = B()
+ctl = link.Controller(b, 200)
+t = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 600000},
+     "steps": [["CC", 1234567, 0, 4000000]]}
+ctl.feed(frame.encode("LOAD " + json.dumps(t)))
+ctl.feed(frame.encode("START"))
+ctl.output(1000)
+for k in range(5):
+    ctl.tick(1000)
+ctl.output(1000)
+gc.collect()
+gc.disable()
+before = gc.mem_alloc()
+k = 0
+while k < 50:
+    ctl.tick(1000)  # sample, safety with the hardware checks, engine, record
+    k += 1
+after = gc.mem_alloc()
+gc.enable()
+print("alloc", after - before, ctl.state, ctl.fault)
+"""
+
+
+def test_hardware_checks_keep_the_tick_allocation_free(tmp_path):
+    """Under MicroPython with the board's heap: a tick with every hardware check active
+    holds no new objects (small ints only), and a healthy run raises none of them."""
+    import subprocess
+
+    exe = sim.micropython_binary()
+    p = subprocess.run([exe, "-X", "heapsize=180K", "-c", ALLOC_MPY % str(FIRMWARE)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr + p.stdout
+    out = [x.split() for x in p.stdout.splitlines() if x.startswith("alloc")][0]
+    assert out[1:] == ["0", "RUNNING", "0"], out

@@ -6,7 +6,6 @@ truth), and the RP2040 ADC's non-linearity table from a code-density ramp. ``cel
 flash`` then installs the file on the board; runs record its id in the log's sidecar.
 """
 
-import json
 import tempfile
 from pathlib import Path
 
