@@ -20,6 +20,9 @@ SEQ_STRIDE seqs. Worst case (a step ending on every 10 s): 8640 writes/day = 17k
 erases/day over 350 blocks = 50 cycles/block/day: 100k cycles last 5.5 years of
 continuous worst-case cycling; a usual protocol (steps of an hour, 5 min saves) writes
 ~300/day: centuries.
+A write blocks the tick it happens in for the sector erase and program (tens of ms on
+the RP2040, with interrupts off); main.py skips a tick that comes late rather than
+bursting, and charge is counted over the real elapsed ms, so nothing is lost.
 """
 
 from array import array

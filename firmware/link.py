@@ -657,6 +657,10 @@ class Controller:
                 self._event(record.EV_FAULT)
             except Exception:
                 self.lost += 1
+            try:
+                self._journal_save(0)  # a faulted run is not one to recover
+            except Exception:
+                pass
 
     def _push(self, kind):
         e = self.engine

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from cellbench import sim
@@ -151,3 +152,48 @@ def test_hardware_checks_keep_the_tick_allocation_free(tmp_path):
     assert p.returncode == 0, p.stderr + p.stdout
     out = [x.split() for x in p.stdout.splitlines() if x.startswith("alloc")][0]
     assert out[1:] == ["0", "RUNNING", "0"], out
+
+
+def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_path):
+    """Out of record memory while the host is away (HIL): nothing unacknowledged is
+    dropped; the run pauses at a safe point with the current off (FULL) and goes on
+    once the host acknowledges."""
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(MODEL))
+    board = sim.start_board(cell, calibration="ideal", workdir=tmp_path / "full", seed=4, soc0=0.5)
+    link = Link(board)
+    table = {"v": 1, "tick_ms": 100, "steps": [["CC", I_nA, 3_600_000, 0]]}  # a record a tick
+    try:
+        assert link.cmd("LOAD " + json.dumps(table)).startswith("OK")
+        start = json.loads(link.cmd("START")[len("OK START "):])
+        while not link.events or link.events[-1].split()[2] != "FULL":
+            link._line()  # read, never ACK: as if no host were there
+        full_seq = int(link.events[-1].split()[1])
+        for _ in range(50):  # let board time pass while FULL
+            time.sleep(0.05)
+            status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
+            if abs(status["i_nA"]) < 2_000:
+                break
+        assert status["state"] == "FULL" and status["fault"] == 0
+        # FULL came when RESERVE slots were left; its own event took one of them
+        assert status["free"] == link_module_reserve() - 1 and status["seq_next"] == full_seq + 1
+        seqs = [r["seq"] for r in link.records] + [int(e.split()[1]) for e in link.events]
+        assert sorted(seqs) == list(range(start["seq"], full_seq + 1))  # nothing dropped
+        link.cmd("ACK %d" % full_seq)
+        while link.events[-1].split()[2] != "RESUME":
+            link._line()
+        status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
+        assert status["state"] == "RUNNING" and status["free"] > link_module_reserve()
+        assert link.cmd("STOP").startswith("OK STOP")
+    finally:
+        board.close()
+    truth = sim.read_truth(board.truth_path)
+    on = truth["i_A"] != 0
+    gaps = np.flatnonzero(np.diff(on.astype(int)) == -1)  # current went off: FULL, then STOP
+    assert len(gaps) == 2 and on.any()
+
+
+def link_module_reserve():
+    import link as fw_link
+
+    return fw_link.RESERVE
