@@ -38,10 +38,6 @@ JOURNAL_GAP_MS = 10000  # never more often (a step boundary inside the gap waits
 SEQ_STRIDE = 512      # ... except every 512 seqs, so that a reset never reuses a seq:
 SEQ_SLACK = 16        # after one, seqs go on from the journal's seq + SEQ_STRIDE + SEQ_SLACK
 
-# Events this module adds to record.EVENTS (record.py is not this module's: extended here).
-if "RECOVER" not in record.EVENTS:
-    setattr(record, "EVENTS", record.EVENTS + ("RECOVER",))  # setattr: its type is fixed there
-EV_RECOVER = record.EVENTS.index("RECOVER")
 
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
@@ -548,7 +544,7 @@ class Controller:
         self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
         self.state = RUNNING
         self.resync = True
-        seq = self._event(EV_RECOVER)
+        seq = self._event(record.EV_RECOVER)
         self.interrupted = None
         self._journal_save(1)
         return {"seq": seq, "tick_ms": self.tick_ms, "step_no": self.engine.step_no,

@@ -122,4 +122,10 @@ class Loop:
             self.deadline = time.ticks_add(self.last, self.ctl.tick_ms)
 
 
-Loop(*boot()).run()
+BOARD, CONTROLLER = boot()
+try:
+    Loop(BOARD, CONTROLLER).run()
+finally:
+    # Whatever ends the loop (a bug, Ctrl-C at the REPL), the cell is left with no
+    # current; the watchdog, no longer fed, then resets the board into boot().
+    BOARD.off()

@@ -28,7 +28,8 @@ T_WRAP = 1000000000
 
 # Slot kinds: 0 is a record, the rest are events (their name is the link's event kind).
 RECORD = 0
-EVENTS = ("", "START", "END", "FAULT", "FULL", "STOP", "PAUSE", "RESUME", "ESTIMATOR")
+EVENTS = ("", "START", "END", "FAULT", "FULL", "STOP", "PAUSE", "RESUME", "ESTIMATOR",
+          "RECOVER")
 EV_START = 1
 EV_END = 2
 EV_FAULT = 3
@@ -37,6 +38,7 @@ EV_STOP = 5
 EV_PAUSE = 6
 EV_RESUME = 7
 EV_ESTIMATOR = 8
+EV_RECOVER = 9
 
 
 CHUNK_SHIFT = 7                 # columns are stored in chunks of 128 slots (<= 512 bytes)
