@@ -35,12 +35,19 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def rate_rows(log_path):
-    """(rate in C, rate label, cycles, mean mAh/g) per rate block, from the analysis helper."""
+def analyze_demo(log_path, out_dir):
+    """Run ``cellbench analyze`` on the demo's own log: tables and figures into out_dir.
+
+    Returns the AnalysisResult (its rate blocks feed the printed table)."""
     from ..analyze import analyze_log
+
+    return analyze_log(log_path, mass_mg=MASS_MG, out_dir=out_dir, figures=True)
+
+
+def rate_rows(result):
+    """(rate in C, rate label, cycles, mean mAh/g) per rate block of an AnalysisResult."""
     from ..analyze.rates import rate_label
 
-    result = analyze_log(log_path, mass_mg=MASS_MG, figures=False)
     return [(b["rate"] if b["rate_unit"] == "C" else None, rate_label(b["rate"], b["rate_unit"]),
              f"{b['first_cycle']}-{b['last_cycle']}", b["mean_q_dch"]) for b in result.rate_blocks]
 
@@ -78,7 +85,9 @@ def run(args):
     wall0 = time.monotonic()
     board = start_board(str(CELL), board="sim", seed=args.seed)
     try:
-        summary = session.run(PROTOCOL, board, log, board="sim", mass_mg=MASS_MG,
+        # The same preset is the estimator's model, so every record carries SoC and its
+        # standard deviation and the analysis draws the SoC figure.
+        summary = session.run(PROTOCOL, board, log, board="sim", mass_mg=MASS_MG, model_path=CELL,
                               tick_ms=TICK_MS, force=True,  # the demo may replace its own output
                               progress=None if args.quiet else session._write_stderr,
                               extra_meta={"sim": {"cell_file": str(CELL), "seed": args.seed}})
@@ -90,5 +99,8 @@ def run(args):
     wall = time.monotonic() - wall0
     print(f"log: {log} ({summary['rows']} rows, {summary.get('test_time_s', 0) / 3600:.1f} h "
           f"of test time in {wall:.0f} s), stopped: {summary['stop_reason']}")
-    print(format_table(rate_rows(log)))
+    analysis = out / "lto-rate_analysis"
+    result = analyze_demo(log, analysis)
+    print(format_table(rate_rows(result)))
+    print(f"analysis: {len(result.files)} files (cycles.csv, summary.json, figures) in {analysis}")
     return 0 if summary["stop_reason"] != "link lost" else 1
