@@ -199,8 +199,13 @@ def test_sim_log_matches_the_plant_truth(sim_run):
 
 
 class Lossy:
-    """A transport that damages every ``every``-th board line: flips a bit (bad CRC),
-    drops it, or delivers it twice, in turn."""
+    """A transport that damages every ``every``-th record or event line: flips a bit (bad
+    CRC), drops it, or delivers it twice, in turn.
+
+    Only stream lines are counted and damaged, so which lines suffer depends on the stream
+    alone, not on how replies interleave with it on a loaded machine (a lost reply to a
+    command that must not be repeated, START, would end the run: that is test_link's
+    subject, not this one's)."""
 
     def __init__(self, inner, every=7):
         self.inner, self.every, self.n = inner, every, 0
@@ -217,15 +222,17 @@ class Lossy:
         if self.queue:
             return self.queue.pop(0)
         line = self.inner.readline(*a, **kw)
+        if not line.startswith((b"R ", b"E ")):
+            return line
         self.n += 1
-        if not line or self.n % self.every:
+        if self.n % self.every:
             return line
         self.damaged += 1
         kind = (self.n // self.every) % 3
         if kind == 0:
             return line[:5] + bytes([line[5] ^ 1]) + line[6:]  # flipped bit: bad CRC
         if kind == 1:
-            return self.inner.readline(*a, **kw)                # dropped
+            return self.readline(*a, **kw)                      # dropped
         self.queue.append(line)                                 # twice
         return line
 
@@ -399,3 +406,117 @@ def test_link_command_errors_and_garbled_retry():
     with pytest.raises(LinkError, match="no reply"):
         Link(board, reply_timeout_s=0.05).command("STATUS")
     assert board.sent == ["STATUS"] * 3
+
+
+class SlowClock:
+    """Stands in for the link's ``time``: every clock reading is ``step_s`` later, as on
+    a host so slow (or so loaded) that each line it handles takes that long."""
+
+    def __init__(self, step_s):
+        self.now, self.step_s = 0.0, step_s
+
+    def monotonic(self):
+        self.now += self.step_s
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+def test_slow_host_reading_a_backlog_sends_few_resends(monkeypatch):
+    """Lines the board wrote before it saw our SEND are stale: their gaps ask nothing new,
+    and an unanswered SEND is repeated with a doubling wait, never once per line (the old
+    link re-sent on every gap line once resend_wait_s had passed, and a slow host's
+    re-sends made the board repeat its ring until the link was lost)."""
+    from cellbench import link as link_mod
+
+    clock = SlowClock(0.4)  # each reading 0.4 s later: 2.5 lines per resend_wait_s
+    monkeypatch.setattr(link_mod, "time", clock)
+    stale = [_r(s, s * 1000) for s in range(7, 60)]  # 6 lost; 53 lines already on their way
+    resent = [_r(s, s * 1000) for s in range(6, 60)]
+    end = "E 60 END {\"t_ms\":60000,\"step_count\":1,\"step_no\":0,\"cycle\":1,\"fault\":0}"
+    board = Scripted([_r(5, 5000)] + stale + ["OK SEND {\"from\": 6, \"to\": 59}"] + resent
+                     + [end])
+    lk = link_mod.Link(board, resend_wait_s=1.0)
+    lk.reset_sequence(5)
+    got = [m["seq"] for _, m in lk.messages()]
+    assert got == list(range(5, 61))
+    sends = [b for b in board.sent if b.startswith("SEND")]
+    assert set(sends) == {"SEND 6"}  # idempotent: always from the first missing seq
+    # 53 stale lines over ~21 s of the slow clock: 1 + a few doubling retries (1+2+4+8+16).
+    assert 1 <= len(sends) <= 6, sends
+    assert lk.stats["gaps"] == 1 and lk.stats["lost"] == 0
+
+
+def test_gap_after_the_send_reply_is_a_new_loss_asked_at_once():
+    """After ``OK SEND`` every line comes from the board's re-send cursor, in order: a gap
+    then is a new loss (a line damaged during the re-send) and is asked for at once."""
+    from cellbench.link import Link
+
+    board = Scripted([_r(5, 0), _r(7, 2000), "OK SEND {\"from\": 6, \"to\": 7}",
+                      _r(7, 2000),                       # 6 damaged again in the re-send
+                      "OK SEND {\"from\": 6, \"to\": 7}", _r(6, 1000), _r(7, 2000),
+                      "E 8 END {\"t_ms\":3000,\"step_count\":1,\"step_no\":0,\"cycle\":1,\"fault\":0}"])
+    link = Link(board, resend_wait_s=60)  # no time-based retry can explain a second SEND
+    link.reset_sequence(5)
+    assert [m["seq"] for _, m in link.messages()] == [5, 6, 7, 8]
+    assert board.sent.count("SEND 6") == 2
+
+
+def test_interrupted_event_is_handed_over_at_once_not_as_a_gap():
+    """INTERRUPTED (a board reset) is outside the sequence: no SEND for its seq jump, and
+    the run's host stops with "board reset" instead of waiting for records that never come."""
+    from cellbench.link import Link
+
+    info = {"step_no": 1, "step_count": 2, "cycle": 1, "t_ms": 30000, "seq": 3,
+            "q_chg_nAh": 0, "q_dch_nAh": 100, "soc_ppm": -1, "table_crc": 1}
+    board = Scripted([_r(5, 0), f"E 531 INTERRUPTED {json.dumps(info)}"])
+    link = Link(board, resend_wait_s=60)
+    link.reset_sequence(5)
+    got = list(link.messages())
+    assert [(k, m["seq"]) for k, m in got] == [("record", 5), ("event", 531)]
+    assert got[1][1]["data"] == info
+    assert not [b for b in board.sent if b.startswith("SEND")]
+    assert link.delivered_seq == 6  # ACKs never claim seqs of the reset's jump
+
+
+@needs_sim
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, monkeypatch,
+                                                        calibrated, capsys):
+    """`run --cell` starts the simulated board with boards/calibration/<board-id>.json when
+    it exists; the sidecar records the id the board reports and, when it is that file's,
+    the file itself; "none" when the board runs uncalibrated."""
+    from cellbench import session
+    from cellbench.commands import run as run_cmd
+    from cellbench.sim import ideal_calibration
+
+    cal_dir = tmp_path / "calibration"
+    cal_dir.mkdir()
+    cal = dict(ideal_calibration("sim"), id="sim-test-cal")
+    if calibrated:
+        (cal_dir / "sim.json").write_text(json.dumps(cal))
+    monkeypatch.setattr(run_cmd, "CALIBRATIONS", cal_dir)
+    monkeypatch.setattr(session, "CALIBRATIONS", cal_dir)
+    out = tmp_path / "cal.bdf.csv"
+    code = cli.main(["run", str(sim_files / "fast.json"), "--cell", str(sim_files / "cell.json"),
+                     "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = bdflog.read_sidecar(out)
+    if calibrated:
+        assert meta["id_reply"]["calibration"] == "sim-test-cal"
+        assert meta["calibration"] == {"id": "sim-test-cal", "file": cal, "file_matches": True}
+    else:
+        assert meta["id_reply"]["calibration"] in ("", None)
+        assert meta["calibration"]["id"] == "none" and meta["calibration"]["file"] is None
+
+
+def test_calibration_in_force_names_a_file_only_when_the_board_applies_it(tmp_path, monkeypatch):
+    from cellbench import session
+
+    monkeypatch.setattr(session, "CALIBRATIONS", tmp_path)
+    (tmp_path / "b1.json").write_text(json.dumps({"board": "b1", "created": "2026-11-01"}))
+    assert session.calibration_in_force({"calibration": "b1@2026-11-01"}, "b1")["file_matches"]
+    other = session.calibration_in_force({"calibration": "b1@2026-10-01"}, "b1")
+    assert other == {"id": "b1@2026-10-01", "file": None, "file_matches": False}
+    assert session.calibration_in_force({"calibration": ""}, "b1")["id"] == "none"

@@ -140,6 +140,40 @@ def test_two_logs_split_by_protocol(tmp_path):
         fit_logs([hppc_log])
 
 
+def test_formation_discharge_is_left_out(tmp_path):
+    """A fresh cell's first discharge spends a third of its charge on side reactions that
+    the SoC never sees (first-cycle irreversible capacity, as the LTO preset has): the
+    logged current is 1.5x what moved the SoC. The targets must still hold."""
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    state = ecm.new_state(truth, 1.0)            # pristine: at the top, first step discharges
+    steps = gen.ocv_cycle_steps(truth, state) + gen.hppc_steps(truth, state)
+    t_s, i_A, sim = gen.sample(truth, steps, 1.0)
+    labels = np.repeat(np.arange(1, len(steps) + 1), [int(round(s)) for _, s in steps])
+    logged_A = np.where(labels == 3, 1.5 * i_A, i_A)   # step 3: the first C/20 discharge
+    noise = np.random.default_rng(5).normal(0.0, 3e-4, t_s.size)
+    path = gen.write_log(tmp_path / "fresh.csv", t_s, logged_A, sim["v_V"] + noise, labels)
+    model, _ = fit_logs([path], rc=2)
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
+    assert _rel(model["r0_ohm"], truth["r0_ohm"]) < 0.02
+    for fitted, known in zip(model["rc"], truth["rc"]):
+        assert _rel(fitted["r_ohm"], known["r_ohm"]) < 0.10
+        assert _rel(fitted["tau_s"], known["tau_s"]) < 0.10
+    assert _ocv_rms_V(model, truth) < 0.002
+
+
+def test_fit_names_the_options_the_logs_call_for(tmp_path):
+    """R0 that triples across SoC and a hysteresis gap: the fit says which options to add."""
+    z = np.linspace(0.0, 1.0, 101)
+    base = gen.known_model(r0_ohm=100.0, rc=ONE_RC, m_V=0.012, gamma=30.0)
+    truth = load_model({**base, "r0_ohm": (300.0 - 200.0 * z).tolist()})
+    path = gen.synthetic_log(tmp_path / "varying.csv", truth, seed=4)
+    _, plain = fit_logs([path], rc=1)
+    assert any("--r0-soc" in w for w in plain["warnings"])
+    assert any("--hysteresis" in w for w in plain["warnings"])
+    _, full = fit_logs([path], rc=1, hysteresis=True, r0_soc=True)
+    assert full["warnings"] == []
+
+
 def test_log_without_rests_names_the_pulse_protocol(tmp_path):
     truth = gen.known_model()
     state = ecm.new_state(truth, 0.5)

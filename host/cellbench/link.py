@@ -23,6 +23,9 @@ RECORD_FIELDS = ("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cyc
 # re-sent only when the board said it could not read our line ("ERR ? frame ...").
 RETRY_SAFE = ("ID", "STATUS", "LOAD", "MODEL", "STOP")
 GARBLED = "?"  # the cmd of the board's reply to a line it could not decode
+# Events outside the sequence: written once at boot, never held in the ring (no SEND or
+# ACK), and their seq jumps past everything sent before the reset. Delivered at once.
+OUT_OF_BAND = ("INTERRUPTED",)
 # Longest single blocking read on a transport that accepts a timeout (the simulator's
 # readline blocks until a line comes): short, so reply and idle deadlines are kept.
 READ_SLICE_S = 0.5
@@ -125,7 +128,12 @@ class Link:
         self._replies = []         # (status, cmd, value) not yet claimed by a command
         self._unacked = 0
         self._last_ack_s = time.monotonic()
+        # The outstanding SEND, if any: when it went out, whether its OK came back, and the
+        # current wait before it is repeated (doubling: a slow host never floods the board).
         self._resend_at = None     # when the last SEND went out (None: none outstanding)
+        self._resend_answered = False
+        self._resend_wait = resend_wait_s
+        self._last_line_s = time.monotonic()
         self._garbled = False      # the board said it could not decode a line of ours
         self._timed_read = _takes_timeout(transport.readline)
         self._noise = []           # the last unframed lines read (see _last_words)
@@ -211,7 +219,7 @@ class Link:
         self.next_seq = int(first_seq)
         self.delivered_seq = self.next_seq
         self._pending.clear()
-        self._resend_at = None
+        self._resend_done()
         self._unacked = 0
 
     def resend_from(self, first_seq):
@@ -236,7 +244,8 @@ class Link:
                 kind, msg = self._pending.pop(0)
                 yield kind, msg
                 # The caller asked for the next one: it has dealt with (logged) this one.
-                self.delivered_seq = msg["seq"] + 1
+                if msg.get("kind") not in OUT_OF_BAND:
+                    self.delivered_seq = msg["seq"] + 1
             if self.at_end():
                 return
             if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
@@ -281,6 +290,7 @@ class Link:
                 time.sleep(0.002)  # a serial read already waited; this only stops a spin
             self._maybe_resend()
             return
+        self._last_line_s = time.monotonic()
         body = self.frame.decode(line)
         if body is None:
             self._note_noise(line)
@@ -300,18 +310,24 @@ class Link:
         if cmd == GARBLED:
             self.stats["garbled_sent"] += 1
             self._garbled = True
-            self._resend_at = None if self._resend_at is None else 0.0  # maybe our SEND: repeat
+            if self._resend_at is not None and not self._resend_answered:
+                self._resend_at = 0.0  # maybe our SEND was the garbled line: repeat it now
+                self._resend_wait = self.resend_wait_s
             return
         if cmd in ("SEND", "ACK"):
             # Housekeeping needs no answer. An ERR is counted; a SEND for slots already
             # freed means they are gone: accept the loss and go on from the oldest held.
+            if cmd == "SEND" and self._resend_at is not None:
+                # Every line the board writes after this reply comes from the re-send
+                # cursor, in order: a gap seen from now on is a new loss.
+                self._resend_answered = True
             if status == "ERR":
                 self.stats["housekeeping_errors"] += 1
                 oldest = _oldest_held(value[1]) if cmd == "SEND" else None
                 if oldest is not None and oldest > self.next_seq:
                     self.stats["lost"] += oldest - self.next_seq
                     self.next_seq = oldest
-                    self._resend_at = None
+                    self._resend_done()
             return
         self._replies.append(reply)
 
@@ -320,31 +336,58 @@ class Link:
         if msg is None:
             raise LinkError(body.split(" ", 1)[0], "", f"malformed line: {body[:60]!r}")
         seq = msg["seq"]
+        if msg.get("kind") in OUT_OF_BAND:
+            # The board was reset: hand it over now, not as a gap to fill (nothing held on
+            # the board fills it); the caller decides what a reset means for its run.
+            self._pending.append(("event", msg))
+            return
         if seq < self.next_seq:
             self.stats["duplicates"] += 1
             return
         if seq > self.next_seq:
-            if self._resend_at is None:
+            if self._resend_at is None or self._resend_answered:
                 self.stats["gaps"] += 1
             self._ask_resend()
             return  # it comes again, in order, after the re-send
         self.next_seq = seq + 1
-        self._resend_at = None
+        if self._resend_at is not None:
+            # Only the re-send can fill a gap (later lines of the old stream are all past
+            # it), even when its OK was lost: the re-send is arriving in order.
+            self._resend_done()
         self._unacked += 1
         self._pending.append(("record" if body[0] == "R" else "event", msg))
 
     def _ask_resend(self):
-        """SEND from the first missing seq, unless one went out less than resend_wait_s ago."""
+        """SEND from the first missing seq, at most one outstanding at a time.
+
+        Lines read between a SEND and its OK were written before the board saw it (a slow
+        host reads a backlog of them): their gaps are not new losses and ask nothing. A gap
+        after the OK is a new loss and asks at once (SEND is idempotent: it only moves the
+        board's cursor). An unanswered SEND is repeated only when the line has gone quiet
+        for ``resend_wait_s``, or after a wait that doubles each time (its request or reply
+        was lost), so a host slower than the board never floods it with re-sends.
+        """
         now = time.monotonic()
-        if self._resend_at is None or now - self._resend_at > self.resend_wait_s:
-            self.stats["resends"] += 1
-            self._resend_at = now
-            self.send(f"SEND {self.next_seq}")
+        if self._resend_at is not None and not self._resend_answered:
+            quiet = now - self._last_line_s > self.resend_wait_s
+            waited = now - self._resend_at
+            if not (waited > self._resend_wait or (quiet and waited > self.resend_wait_s)):
+                return
+            self._resend_wait = min(2 * self._resend_wait, 60.0)
+        self.stats["resends"] += 1
+        self._resend_at = now
+        self._resend_answered = False
+        self.send(f"SEND {self.next_seq}")
+
+    def _resend_done(self):
+        self._resend_at = None
+        self._resend_answered = False
+        self._resend_wait = self.resend_wait_s
 
     def _maybe_resend(self):
         # Nothing arrived: if a re-send is outstanding (its request or reply may be lost
-        # too), ask again once resend_wait_s has passed.
-        if self._resend_at is not None:
+        # too), ask again once it has waited long enough (see _ask_resend).
+        if self._resend_at is not None and not self._resend_answered:
             self._ask_resend()
 
     def _maybe_ack(self):

@@ -5,10 +5,13 @@ the compiled step table and write down what comes back. Ctrl-C sends STOP, waits
 for the board to confirm, and closes the log cleanly; the current is off either way.
 """
 
+import binascii
 import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import bdflog, protocol as proto
 from .errors import InputError
@@ -17,6 +20,8 @@ from .paths import BOARDS, CALIBRATIONS
 
 # Events after which the board is idle and the run is over (firmware/record.py EVENTS).
 END_EVENTS = ("END", "FAULT", "STOP")
+# The stop reason of a run whose board was reset: resumable with --resume ... --recover.
+BOARD_RESET = "board reset"
 # Board states after a run (docs/link.md "States") and the stop reason each stands for.
 FINAL_STATES = {"DONE": "end", "STOPPED": "stop", "FAULT": "fault"}
 PROGRESS_PERIOD_S = 0.25
@@ -70,6 +75,26 @@ def calibration_for(board_id):
     """The calibration file of a board (boards/calibration/<id>.json) or None."""
     p = CALIBRATIONS / f"{board_id}.json"
     return read_json(p, "calibration") if p.is_file() else None
+
+
+def calibration_id(cal, board_id):
+    """The id a board reports for calibration file contents ``cal`` (firmware/board.py)."""
+    return str(cal.get("id") or f"{board_id}@{cal.get('created', '')}")
+
+
+def calibration_in_force(ident, board_id):
+    """Sidecar entry for the calibration the board says it applies (its ID reply).
+
+    {"id": the board's calibration id, or "none" when it runs uncalibrated, "file": the
+    contents of boards/calibration/<board-id>.json when that file is the one in force
+    (same id), else None; "file_matches": whether it is}.
+    """
+    got = ident.get("calibration") if isinstance(ident, dict) else None
+    if not got:
+        return {"id": "none", "file": None, "file_matches": False}
+    cal = calibration_for(board_id) if board_id else None
+    matches = cal is not None and calibration_id(cal, board_id) == got
+    return {"id": got, "file": cal if matches else None, "file_matches": matches}
 
 
 def load_model_file(path):
@@ -251,6 +276,7 @@ class Session:
         self.log = None
         self.ident = None
         self.table = None
+        self.offsets = {}  # added to record fields after a board reset (see recover)
         self.summary = {"out": str(self.out_path), "rows": 0, "stop_reason": None}
 
     def prepare(self):
@@ -268,6 +294,7 @@ class Session:
             raise InputError(f"method: the step table is {len(table_json)} bytes, more than a link "
                              f"line holds ({limit}); use loops instead of repeated steps")
         self._command("LOAD", table_json)
+        self.table_json = table_json  # the exact text: RECOVER checks its CRC-32
         if self.model is not None:
             model_json = _compact({k: v for k, v in self.model.items() if k not in HOST_ONLY_MODEL_KEYS})
             if len(model_json) > limit:
@@ -293,10 +320,10 @@ class Session:
             "protocol_file": str(self.protocol_path),
             "protocol": self.protocol,
             "table": self.table,
+            "table_json": getattr(self, "table_json", None),
             "model_file": str(self.model_path) if self.model_path else None,
             "model": self.model,
-            "calibration": {"id": ident.get("calibration") if isinstance(ident, dict) else None,
-                            "file": calibration_for(self.board.get("id", ""))},
+            "calibration": calibration_in_force(ident, self.board.get("id", "")),
             "mass_mg": self.mass_mg,
             "host": "cellbench",
             **self.extra_meta,
@@ -324,6 +351,7 @@ class Session:
         last = None
         for kind, msg in self.link.messages(idle_timeout_s=self._idle_s()):
             if kind == "record":
+                msg = self._continued(msg)
                 self.log.write(msg)
                 last = msg
                 if show:
@@ -334,6 +362,11 @@ class Session:
                 self.summary["stop_reason"] = "board started another run"
                 break
             self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
+            if msg["kind"] == "INTERRUPTED":
+                # The board was reset mid-run: current off, the run waits for the user.
+                self.summary["stop_reason"] = BOARD_RESET
+                self.summary["journal"] = msg.get("data")
+                break
             if msg["kind"] == "FAULT":
                 self.summary["faults"] = self.summary.get("faults", 0) + 1
             if msg["kind"] in END_EVENTS:
@@ -365,8 +398,12 @@ class Session:
         s.model_path, s.mass_mg = meta.get("model_file"), meta.get("mass_mg")
         s.tick_ms, s.force, s.progress = None, False, progress
         s.extra_meta = {}
+        s.table_json = meta.get("table_json") or _compact(s.table)
+        recovered = [e for e in meta.get("events", []) if e.get("kind") == "recover"]
+        s.offsets = dict(recovered[-1].get("offsets") or {}) if recovered else {}
         s.link = Link(transport)
         s.ident = None
+        s._journal = None
         s.summary = {"out": str(s.out_path), "rows": 0, "stop_reason": None}
         return s
 
@@ -388,6 +425,11 @@ class Session:
         got = ident.get("board") if isinstance(ident, dict) else None
         if want and got and want != got:
             raise InputError(f"resume: the board is {got!r}, the log was written by {want!r}")
+        journal = ident.get("interrupted") if isinstance(ident, dict) else None
+        if journal:
+            # Reset mid-run: it holds none of the records sent before (RECOVER continues).
+            self.ident, self._journal = ident, journal
+            return None
         status = self._command("STATUS")
         seq_next = int(status.get("seq_next", 0))
         if seq_next < from_seq or status.get("state") == "IDLE":  # IDLE: no table since boot
@@ -400,6 +442,96 @@ class Session:
                        board_state=status.get("state"), seq_next=seq_next,
                        seq_oldest=status.get("seq_oldest"), board_lost=status.get("lost"))
         return from_seq
+
+    def journal_text(self):
+        """The board's journal summary in words: step, cycle, time and counters."""
+        j, steps = self._journal, self.table["steps"]
+        no = j.get("step_no", -1)
+        kind = steps[no][0] if 0 <= no < len(steps) else "?"
+        return (f"step {no + 1}/{len(steps)} {kind} (step count {j.get('step_count')}), "
+                f"cycle {j.get('cycle')}, test time {_hms(j.get('t_ms', 0) / 1000)}, "
+                f"charged {j.get('q_chg_nAh', 0) / 1e6:.4f} mAh, "
+                f"discharged {j.get('q_dch_nAh', 0) / 1e6:.4f} mAh, seq {j.get('seq')}")
+
+    def check_recover(self, recover):
+        """The board was reset mid-run: refuse unless the user said ``recover`` and the
+        board's interrupted run is this log's (its step table's CRC-32). Changes nothing."""
+        said = f"the board was reset mid-run (current off); its journal: {self.journal_text()}"
+        crc = binascii.crc32(self.table_json.encode("ascii")) & 0x3FFFFFFF
+        if self._journal.get("table_crc") != crc:
+            raise InputError(f"resume: {said}; but its step table is not this log's "
+                             f"(checksum {self._journal.get('table_crc')} != {crc})")
+        if not recover:
+            raise InputError(f"resume: {said}; nothing was sent to it: run the same command "
+                             f"with --recover to continue the run from that step")
+
+    def recover(self):
+        """LOAD the run's table text again (and MODEL), RECOVER, then follow the run.
+
+        The board continues from its journal: its t_ms and counters go back to the last
+        save, and its seq jumps (journal seq + 528). The host records the seq jump as a
+        ``seq_gap`` event (not lost records) and offsets t_ms and the q/e counters by what
+        the log already holds beyond the journal, so the log's time and cumulative
+        capacities stay monotonic and count nothing twice.
+        """
+        self._command("LOAD", self.table_json)
+        if self.model is not None:
+            self._command("MODEL", _compact({k: v for k, v in self.model.items()
+                                             if k not in HOST_ONLY_MODEL_KEYS}))
+        offsets = self._offsets_after_reset(self._journal)
+        reply = self._command("RECOVER")
+        seq = int(reply["seq"])
+        last = self._last_logged_seq()
+        # Up to the boot's INTERRUPTED event (logged if a host was attached), else RECOVER.
+        boot = [e["seq"] for e in self.log.meta["events"] if e.get("kind") == "INTERRUPTED"
+                and isinstance(e.get("seq"), int) and last < e["seq"] < seq]
+        end = min(boot + [seq]) - 1
+        self.log.event("seq_gap", first=last + 1, last=end, count=end - last,
+                       reason="board reset: seqs the board never sent")
+        self.log.event("recover", journal=self._journal, recover_seq=seq, reply=reply,
+                       offsets=offsets)
+        self.offsets = offsets
+        self.link.reset_sequence(seq)
+        self.follow()
+
+    def _last_logged_seq(self):
+        """The newest seq in the log (record or event), the out-of-band INTERRUPTED aside."""
+        last = bdflog.last_seq(self.out_path)
+        logged = [int(self.log.meta["start_seq"])] + [
+            e["seq"] for e in self.log.meta["events"]
+            if isinstance(e.get("seq"), int) and e.get("kind") != "INTERRUPTED"]
+        return max([-1 if last is None else last] + logged)
+
+    def _offsets_after_reset(self, journal):
+        """Offsets for record fields after RECOVER: the logged value past the journal's.
+
+        t_ms and charge come from the journal summary (exact); energies, which it lacks,
+        from the last logged record before the journal's seq. All >= the previous offsets.
+        """
+        prev = self.offsets
+        row = bdflog.last_row(self.out_path)
+        if row is None:
+            return dict(prev)
+        logged = _row_counters(row)
+        off = {"t_ms": logged["t_ms"] - journal.get("t_ms", 0),
+               "q_chg_nAh": logged["q_chg_nAh"] - journal.get("q_chg_nAh", 0),
+               "q_dch_nAh": logged["q_dch_nAh"] - journal.get("q_dch_nAh", 0)}
+        log = bdflog.read_log(self.out_path)
+        before = np.flatnonzero(log["Record Seq / 1"] < journal.get("seq", 0))
+        for key, col, scale in (("e_chg_uWh", "Charging Energy / Wh", 1e6),
+                                ("e_dch_uWh", "Discharging Energy / Wh", 1e6)):
+            at = round(float(log[col][before[-1]]) * scale) if len(before) else logged[key]
+            off[key] = prev.get(key, 0) + logged[key] - at
+        return {k: max(int(v), int(prev.get(k, 0))) for k, v in off.items()}
+
+    def _continued(self, rec):
+        """A record with the offsets of earlier board resets added (itself if none)."""
+        if not self.offsets:
+            return rec
+        rec = dict(rec)
+        for key, value in self.offsets.items():
+            rec[key] += value
+        return rec
 
     def catch_up(self, from_seq):
         """Fetch everything from ``from_seq`` (SEND), then follow the run live to its end."""
@@ -429,7 +561,7 @@ class Session:
                 return
             for kind, msg in self.link.messages(idle_timeout_s=3.0):
                 if kind == "record":
-                    self.log.write(msg)
+                    self.log.write(self._continued(msg))
                     continue
                 self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
                 if msg["kind"] in END_EVENTS:
@@ -465,20 +597,39 @@ def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path
     return _guarded(s, s.stream)
 
 
-def resume(log_path, transport, progress=None):
+def _row_counters(row):
+    """Board integers (t_ms, q_*_nAh, e_*_uWh) of a log row read by bdflog.last_row."""
+    def num(col, scale):
+        return int(round(float(row[col]) * scale))
+    return {"t_ms": num("Test Time / s", 1e3),
+            "q_chg_nAh": num("Charging Capacity / Ah", 1e9),
+            "q_dch_nAh": num("Discharging Capacity / Ah", 1e9),
+            "e_chg_uWh": num("Charging Energy / Wh", 1e6),
+            "e_dch_uWh": num("Discharging Energy / Wh", 1e6)}
+
+
+def resume(log_path, transport, progress=None, recover=False):
     """Reattach to a board whose host went away mid-run and complete its log.
 
     Reads the log's last record seq (its tail only) and the sidecar, checks with ID and
     STATUS that the board is the one and still holds the run, asks it to re-send from the
     next seq, appends exactly the missing records (no gap, no duplicate), then follows
     the run live to its end. Returns the summary dict, like :func:`run`.
+
+    A board reset since (it reports an interrupted run) is continued only with
+    ``recover`` (the user's word): LOAD of the log's exact table text, MODEL, RECOVER
+    (:meth:`Session.recover`); without it, InputError saying what the journal holds.
     """
     s = Session.reattach(log_path, transport, progress)
     try:
         from_seq = s.check_board()
+        if from_seq is None:
+            s.check_recover(recover)  # the user's word first: nothing sent before it
     except BaseException:
         s.log.close_file()
         raise
+    if from_seq is None:
+        return _guarded(s, s.recover)
     return _guarded(s, lambda: s.catch_up(from_seq))
 
 

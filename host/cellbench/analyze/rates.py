@@ -114,7 +114,7 @@ def format_rate_table(blocks, reference=None):
         return "no rate blocks (no cycle has a discharge)"
     q_unit = blocks[0]["q_unit"]
     digits = 1 if q_unit == "mAh/g" else 4  # a coin cell holds well under 1 mAh
-    head = ["rate", "cycles", f"mean {q_unit}", "% of first"]
+    head = ["rate", "cycles", f"mean {q_unit}", "% of 1st at rate"]
     rows = [[rate_label(b["rate"], b["rate_unit"]),
              f"{b['first_cycle']}-{b['last_cycle']}" if b["n_cycles"] > 1 else str(b["first_cycle"]),
              f"{b['mean_q_dch']:.{digits}f}", f"{b['pct_of_first']:.1f}"] for b in blocks]

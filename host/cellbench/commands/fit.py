@@ -50,5 +50,7 @@ def run(args) -> int:
     else:
         print(f"capacity {model['capacity_Ah'] * 1e3:.5f} mAh, "
               f"fit RMSE {model['provenance']['fit_rmse_V'] * 1e3:.3f} mV")
+        for warning in report["warnings"]:
+            print(f"warning: {warning}")
     print(f"wrote {out}")
     return 0

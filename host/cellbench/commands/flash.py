@@ -40,18 +40,45 @@ def tool(name):
     return found
 
 
-def firmware_modules():
-    """The firmware's modules: those firmware/manifest.py lists (``module("x.py")``), else
-    every firmware/*.py but the manifest itself. main.py included."""
+def manifest_modules():
+    """The modules firmware/manifest.py lists (``module("x.py")``), [] without a manifest."""
     manifest = FIRMWARE / "manifest.py"
-    if manifest.is_file():
-        names = re.findall(r"^\s*module\(\s*[\"']([^\"']+\.py)[\"']", manifest.read_text(), re.M)
-        if names:
-            missing = [n for n in names if not (FIRMWARE / n).is_file()]
-            if missing:
-                raise InputError(f"firmware.manifest: {missing[0]} is listed but missing")
-            return [FIRMWARE / n for n in names]
-    return sorted(p for p in FIRMWARE.glob("*.py") if p.name != "manifest.py")
+    if not manifest.is_file():
+        return []
+    names = re.findall(r"^\s*module\(\s*[\"']([^\"']+\.py)[\"']", manifest.read_text(), re.M)
+    missing = [n for n in names if not (FIRMWARE / n).is_file()]
+    if missing:
+        raise InputError(f"firmware.manifest: {missing[0]} is listed but missing")
+    return names
+
+
+def imported_modules(name):
+    """Firmware modules (firmware/<x>.py) that firmware/<name> imports, at any indent."""
+    text = (FIRMWARE / name).read_text()
+    found = re.findall(r"^\s*(?:import\s+(\w+)|from\s+(\w+)\s+import)", text, re.M)
+    return [f"{a or b}.py" for a, b in found if (FIRMWARE / f"{a or b}.py").is_file()]
+
+
+def firmware_modules():
+    """Every firmware module the board needs, main.py included: the manifest's list plus
+    whatever those modules import from firmware/ (followed transitively), so a module the
+    manifest forgot is still installed instead of failing with ImportError at boot.
+    Without a manifest: main.py and what it imports."""
+    names = manifest_modules() or ["main.py"]
+    todo = list(names)
+    while todo:
+        for dep in imported_modules(todo.pop()):
+            if dep not in names:
+                names.append(dep)
+                todo.append(dep)
+    return [FIRMWARE / n for n in names]
+
+
+def unlisted_modules():
+    """Modules the firmware imports that firmware/manifest.py does not list (a frozen build
+    from the manifest would miss them)."""
+    listed = manifest_modules()
+    return [p.name for p in firmware_modules() if listed and p.name not in listed]
 
 
 def compile_firmware(build_dir):
@@ -98,6 +125,9 @@ def run(args):
         if calibration is None:
             print(f"note: no calibration for board {board_id!r} (boards/calibration/{board_id}.json); "
                   "the firmware uses nominal values")
+        for name in unlisted_modules():
+            print(f"note: firmware/manifest.py does not list {name}, which the firmware imports; "
+                  "it is installed anyway")
         mpy = compile_firmware(build)
         print(f"compiled {len(mpy)} modules for {MARCH} into {build}")
         if args.dry_run:

@@ -6,6 +6,7 @@ from pathlib import Path
 from .. import session
 from ..errors import InputError
 from ..link import LinkError
+from ..paths import CALIBRATIONS
 
 NAME = "run"
 HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
@@ -32,6 +33,9 @@ def add_arguments(parser):
                         "board running after the run ends")
     parser.add_argument("--resume", metavar="LOG", help="reattach to the board (--port or "
                         "--board-dir) of an interrupted run and complete its log LOG")
+    parser.add_argument("--recover", action="store_true", help="with --resume: continue a "
+                        "run whose board was reset mid-run from the board's journal (LOAD the "
+                        "log's step table again, then RECOVER)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing log")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -45,14 +49,17 @@ def open_transport(args):
         cell = Path(args.cell)
         if not cell.is_file():
             raise InputError(f"cell: no such model file {cell}")
+        cal = calibration_file(board)
         if args.detach_dir:
             from ..sim import detached
 
-            detached.spawn(cell, args.detach_dir, board=board, seed=args.seed)
+            # reboot: a killed board process boots again, as a real board after a reset
+            detached.spawn(cell, args.detach_dir, board=board, seed=args.seed,
+                           calibration=cal, reboot=True)
             return detached.DetachedTransport(args.detach_dir), board
         from ..sim import start_board
 
-        return start_board(str(cell), board=board, seed=args.seed), board
+        return start_board(str(cell), board=board, seed=args.seed, calibration=cal), board
     if args.board_dir:
         from ..sim import detached
 
@@ -62,12 +69,22 @@ def open_transport(args):
     return SerialTransport(args.port), args.board
 
 
+def calibration_file(board):
+    """boards/calibration/<board-id>.json of a board name or file, if it exists (issue 4:
+    the simulated board runs with the calibration a real one would have deployed)."""
+    board_id = session.load_board(board).get("id", "")
+    path = CALIBRATIONS / f"{board_id}.json"
+    return str(path) if board_id and path.is_file() else None
+
+
 def check_arguments(args):
     """The combinations argparse cannot express; InputError naming the option."""
     if args.tick_ms is not None and args.tick_ms <= 0:
         raise InputError("tick_ms: must be > 0")
     if args.detach_dir and not args.cell:
         raise InputError("detach_dir: only with --cell (a simulated board)")
+    if args.recover and not args.resume:
+        raise InputError("recover: only with --resume LOG (a run whose board was reset)")
     if args.resume:
         if not (args.port or args.board_dir):
             raise InputError("resume: give the board's --port or --board-dir")
@@ -104,8 +121,9 @@ def sim_meta(args, transport):
                     "truth_path": str(truth) if truth else None}}
 
 
-def print_summary(summary, mass_mg, stream=sys.stdout):
-    """Print the run's outcome: rows, stop reason, capacities."""
+def print_summary(summary, mass_mg, stream=None):
+    """Print the run's outcome: rows, stop reason, capacities (to stdout by default)."""
+    stream = stream or sys.stdout  # looked up now: sys.stdout may have been replaced
     print(f"log: {summary['out']} ({summary['rows']} rows), stopped: {summary['stop_reason']}",
           file=stream)
     if "q_dch_Ah" in summary:
@@ -143,7 +161,7 @@ def run(args):
         transport.close()
     print_summary(summary, args.mass_mg)
     finished(args, summary)
-    return 0 if summary["stop_reason"] not in ("link lost",) else 1
+    return exit_code(args, summary)
 
 
 def resume(args):
@@ -151,7 +169,7 @@ def resume(args):
     meta = session.preflight_resume(args.resume)  # before the port is opened
     transport, _ = open_transport(args)
     try:
-        summary = session.resume(args.resume, transport,
+        summary = session.resume(args.resume, transport, recover=args.recover,
                                  progress=None if args.quiet else session._write_stderr)
     except LinkError as exc:
         report_link_error(exc, transport)
@@ -160,14 +178,28 @@ def resume(args):
         transport.close()
     print_summary(summary, meta.get("mass_mg"))
     finished(args, summary)
-    return 0 if summary["stop_reason"] not in ("link lost",) else 1
+    return exit_code(args, summary)
+
+
+def exit_code(args, summary):
+    """0 when the run ended on the board; 1 when the link was lost or the board was reset
+    (then one line says how to continue: the user decides whether the cell may go on)."""
+    reason = summary["stop_reason"]
+    if reason == session.BOARD_RESET:
+        where = f"--port {args.port}" if args.port else f"--board-dir {args.board_dir or args.detach_dir}"
+        print(f"cellbench: the board was reset mid-run (current off); to continue the run "
+              f"from its journal: cellbench run --resume {args.resume or args.out} {where} "
+              f"--recover", file=sys.stderr)
+        return 1
+    return 0 if reason != "link lost" else 1
 
 
 def finished(args, summary):
     """A detached simulated board whose run is over is shut down (unless --keep-board):
     unlike a real board, it would otherwise go on using a CPU for nothing."""
     where = args.board_dir or (args.detach_dir if args.cell else None)
-    if where and not args.keep_board and summary["stop_reason"] != "link lost":
+    if where and not args.keep_board and summary["stop_reason"] not in ("link lost",
+                                                                         session.BOARD_RESET):
         from ..sim import detached
 
         detached.shutdown(where)

@@ -56,14 +56,61 @@ def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemi
     traces = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == cyc["log"]) for n, log in enumerate(logs)]
     socs = [z for z, _ in traces]
     ocv_fn = lambda z: np.interp(z, grid, ocv_V)
-    best = refine.refine(logs, socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis,
+    fit_socs = _from_cycle(socs, cyc)
+    best = refine.refine(logs, fit_socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis,
                          R0_KNOTS if r0_soc else None)
     best = _usable(best, grid)
     model = _model(logs, cyc, curve, best, name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": cyc, "ocv": curve, "soc_anchor":
               [how for _, how in traces], "r0_edges": r0, "relaxations": relax, "refined": best,
-              "socs": socs, "log_data": logs, "hysteresis_gap_V": _gap_estimate(curve, best)}
+              "socs": socs, "fit_socs": fit_socs, "log_data": logs,
+              "hysteresis_gap_V": _gap_estimate(curve, best)}
+    report["warnings"] = _hints(report, hysteresis, r0_soc)
     return model, report
+
+
+R0_SPREAD = 1.5            # decile medians of the edge R0 this far apart: R0 depends on SoC
+GAP_HINT_V = 0.002         # a branch gap beyond IR this large is hysteresis worth fitting
+
+
+def _hints(report: dict, hysteresis: bool, r0_soc: bool) -> list:
+    """Options the logs say the fit should have used (the defaults stay simple and fast).
+
+    R0: medians of the current-step edges per 10 % SoC bin (5-95 %, bins with at least
+    two edges); a spread beyond R0_SPREAD means one R0 cannot describe the cell (the
+    LTO preset's R0 varies 30-fold). Hysteresis: half the slow branches' gap less their
+    IR drop (V).
+    """
+    out = []
+    edges = report["r0_edges"]
+    z, r = np.asarray(edges["edges_soc"]), np.asarray(edges["edges_ohm"])
+    bins = np.floor(np.clip(z, 0.0, 0.999) * 10).astype(int)
+    inside = (z >= 0.05) & (z <= 0.95)
+    medians = [float(np.median(r[inside & (bins == b)])) for b in range(10)
+               if np.count_nonzero(inside & (bins == b)) >= 2]
+    if not r0_soc and len(medians) >= 3 and min(medians) > 0 and max(medians) / min(medians) > R0_SPREAD:
+        out.append(f"R0 at the current-step edges varies {max(medians) / min(medians):.1f}-fold "
+                   "with SoC: refit with --r0-soc")
+    if not hysteresis and report["hysteresis_gap_V"] > GAP_HINT_V:
+        out.append(f"the slow branches are {report['hysteresis_gap_V'] * 1e3:.1f} mV apart beyond "
+                   "their IR drop: refit with --hysteresis")
+    return out
+
+
+def _from_cycle(socs: list, cyc: dict) -> list:
+    """SoC traces for the refinement: the defining log's samples before its low-rate cycle
+    become NaN (outside every SoC mask).
+
+    Its SoC is counted back from the cycle's limits, and before the cycle a fresh cell's
+    first (formation) discharge spends charge on side reactions that coulomb counting
+    cannot see (first-cycle irreversible capacity): there the count can be off by that
+    charge over the capacity (0.5 SoC on the LTO preset), which would bias everything.
+    """
+    out = list(socs)
+    z = np.array(out[cyc["log"]], dtype=float)
+    z[:min(cyc["charge"].start, cyc["discharge"].start)] = np.nan
+    out[cyc["log"]] = z
+    return out
 
 
 def _usable(best: dict, grid) -> dict:

@@ -15,12 +15,19 @@ from .refine import SOC_RANGE
 
 
 def replay(model: dict, report: dict) -> list:
-    """Per log: dict(t_s, residual_V (model - measured), mask (5-95 % SoC), rmse_V)."""
+    """Per log: dict(t_s, residual_V (model - measured), mask (5-95 % SoC), rmse_V).
+
+    Each replay starts at the first sample the refinement used (the defining log's
+    low-rate cycle; see :func:`cellbench.fit._from_cycle`); residuals before it are NaN.
+    """
     out = []
-    for log, z in zip(report["log_data"], report["socs"]):
-        sim = ecm.simulate(model, log.t_s, log.i_A, float(z[0]))
-        resid = sim["v_V"] - log.v_V
-        mask = (z >= SOC_RANGE[0]) & (z <= SOC_RANGE[1])
+    for log, z in zip(report["log_data"], report.get("fit_socs", report["socs"])):
+        k0 = int(np.argmax(np.isfinite(z)))
+        sim = ecm.simulate(model, log.t_s[k0:], log.i_A[k0:], float(np.clip(z[k0], 0.0, 1.0)))
+        resid = np.full(log.t_s.size, np.nan)
+        resid[k0:] = sim["v_V"] - log.v_V[k0:]
+        with np.errstate(invalid="ignore"):
+            mask = (z >= SOC_RANGE[0]) & (z <= SOC_RANGE[1])
         rmse = float(np.sqrt(np.mean(resid[mask] ** 2))) if mask.any() else float("nan")
         out.append({"name": log.name, "t_s": log.t_s, "residual_V": resid, "mask": mask, "rmse_V": rmse})
     return out
@@ -57,6 +64,7 @@ def text(model: dict, report: dict, replays: list) -> str:
               f"(refinement: {report['refined']['rmse_V'] * 1e3:.3f} mV):"]
     for rep, how in zip(replays, report["soc_anchor"]):
         lines.append(f"  {rep['name']}: {rep['rmse_V'] * 1e3:.3f} mV replayed open loop (SoC from {how})")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,13 @@ CLIENT_BUFFER bytes wait for it, then lines are dropped (the link re-sends them)
 Files in the board directory: ``relay.json`` (pids, socket path, flash dir, truth CSV),
 ``relay.log`` (the relay's stderr), ``sim/`` (the simulator's work dir: flash, truth).
 The relay exits when the board process ends, or on SIGTERM (:func:`shutdown`), after
-closing the board's stdin so the firmware switches the current off.
+closing the board's stdin so the firmware switches the current off. With ``reboot``
+(``spawn(..., reboot=True)``, ``--reboot``) a board process killed by a signal (SIGKILL
+stands for a power cut or a watchdog reset) is started again on the same flash directory
+and plant state, as a real board boots again by itself: it then finds its run journal and
+reports the interrupted run (docs/link.md "Resets and the journal"). The connected host
+stays connected across the reboot; ``relay.json`` gets the new ``board_pid`` and counts
+``reboots``. A board that exits by itself (an error, or its stdin closed) is not restarted.
 """
 
 import argparse
@@ -84,7 +90,7 @@ def _not_zombie(pid):
         return True  # no /proc: trust kill(0)
 
 
-def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None):
+def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None, reboot=False):
     """Start a detached simulated board holding ``cell`` in ``board_dir``; its info dict.
 
     Returns once the board answers on its socket. InputError if ``board_dir`` already has
@@ -104,6 +110,8 @@ def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None):
         cmd += ["--calibration", str(calibration)]
     if heap_kb is not None:
         cmd += ["--heap-kb", str(int(heap_kb))]
+    if reboot:
+        cmd += ["--reboot"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "host"), env.get("PYTHONPATH")]))
     with open(d / "relay.log", "ab") as log:
@@ -221,8 +229,9 @@ def _lines(buf):
 class Relay:
     """Moves whole lines between the board process and at most one host connection."""
 
-    def __init__(self, board, server):
+    def __init__(self, board, server, restart=None):
         self.board = board
+        self.restart = restart   # callable -> a new board after a reset, or None
         self.server = server
         self.client = None
         self.from_board = b""    # partial line from the board
@@ -232,6 +241,22 @@ class Relay:
         self.stopping = False
 
     def run(self):
+        while not self.stopping:
+            self._serve_board()
+            if self.stopping or not self._rebooted():
+                return
+
+    def _rebooted(self):
+        """After the board process ended: start it again if it was killed (a reset)."""
+        code = self.board.proc.wait()
+        if self.restart is None or code >= 0:
+            return False
+        self.board.close()
+        self.from_board = b""  # the torn last line of the dead process
+        self.board = self.restart()
+        return True
+
+    def _serve_board(self):
         out_fd = self.board.proc.stdout.fileno()
         while not self.stopping:
             reads = [out_fd, self.server] + ([self.client] if self.client else [])
@@ -281,7 +306,10 @@ class Relay:
             return
         lines, self.from_client = _lines(self.from_client + chunk)
         if lines:
-            self.board.write(lines)
+            try:
+                self.board.write(lines)
+            except OSError:
+                pass  # the board is dead or rebooting: the line is lost, as on a real one
 
     def _to_host(self):
         try:
@@ -306,33 +334,49 @@ def serve(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibration")
     ap.add_argument("--heap-kb", type=int)
+    ap.add_argument("--reboot", action="store_true",
+                    help="start the board again when its process is killed (a reset)")
     args = ap.parse_args(argv)
     d = Path(args.dir)
-    board = start_board(args.cell, board=args.board, calibration=args.calibration,
-                        workdir=d / "sim", seed=args.seed, heap_kb=args.heap_kb)
+
+    def boot():
+        return start_board(args.cell, board=args.board, calibration=args.calibration,
+                           workdir=d / "sim", seed=args.seed, heap_kb=args.heap_kb)
+
+    board = boot()
     path = _socket_path(d)
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(2)
-    relay = Relay(board, server)
+    meta = {}
+
+    def reboot():
+        new = boot()
+        meta.update(board_pid=new.proc.pid, reboots=meta.get("reboots", 0) + 1)
+        _write_info(d, meta)
+        print(f"relay: board killed, booted again (pid {new.proc.pid})", file=sys.stderr)
+        return new
+
+    relay = Relay(board, server, restart=reboot if args.reboot else None)
 
     def stop(signum, frame):
         relay.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started it may go
-    meta = {"pid": os.getpid(), "board_pid": board.proc.pid, "socket": path,
-            "flash_dir": str(board.flash_dir), "truth_path": str(board.truth_path),
-            "cell": args.cell, "board": args.board, "seed": args.seed}
+    meta.update({"pid": os.getpid(), "board_pid": board.proc.pid, "socket": path,
+                 "flash_dir": str(board.flash_dir), "truth_path": str(board.truth_path),
+                 "cell": args.cell, "board": args.board, "seed": args.seed,
+                 "calibration": args.calibration, "reboot": args.reboot})
     _write_info(d, meta)  # written last: its presence means "ready"
     try:
         relay.run()
     finally:
         relay._drop_client()
         server.close()
-        code = board.close()  # stdin closed: the firmware ends with the current off
+        code = relay.board.close()  # stdin closed: the firmware ends with the current off
         try:
             os.unlink(path)
         except OSError:
