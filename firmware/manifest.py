@@ -1,5 +1,5 @@
-# mypy: ignore-errors
-# (metadata() and module() are provided by MicroPython's manifest loader, not imports.)
+# (metadata() and module() are provided by MicroPython's manifest loader, not imports;
+# cellbench.typecheck skips this file for that reason.)
 # micropython-lib style manifest of the cellbench firmware (the files copied to the board).
 # Freeze it into an rp2 build with FROZEN_MANIFEST=<this file>, or deploy the same files
 # with mpy-cross + mpremote (docs/link.md describes what they speak once running).
@@ -12,5 +12,6 @@ module("safety.py")    # per-tick limits and fault bits
 module("steps.py")     # step table validation and the step engine
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
+module("journal.py")   # the run journal in flash (recovery after a reset)
 module("link.py")      # commands, replies, the run state machine
 module("main.py")      # the tick loop
