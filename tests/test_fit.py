@@ -224,6 +224,33 @@ def test_cli_refuses_unreadable_log(tmp_path, capsys):
     assert "Current / A" in capsys.readouterr().err
 
 
+def test_cli_simulate_counts_charge_and_reads_ocv_at_rest(tmp_path, capsys):
+    """cellbench simulate on a rest / C/2 discharge / rest log: SoC is the coulomb count
+    from --soc0 (computed here by hand), and at rest with relaxed RC pairs the voltage is
+    the OCV table's value at that SoC."""
+    truth = gen.known_model(r0_ohm=100.0, rc=ONE_RC)
+    model_file = tmp_path / "m.json"
+    model_file.write_text(json.dumps(truth))
+    c = truth["capacity_Ah"]
+    i_A = np.concatenate([np.zeros(10), np.full(600, -0.5 * c), np.zeros(2000)])
+    t_s = np.arange(i_A.size, dtype=float)
+    log = gen.write_log(tmp_path / "log.csv", t_s, i_A, np.full(t_s.size, 1.6))
+    out = tmp_path / "sim.csv"
+    assert cli.main(["simulate", str(log), "--model", str(model_file), "--soc0", "0.8",
+                     "--out", str(out)]) == 0
+    sim = pd.read_csv(out)
+    assert list(sim.columns) == ["Test Time / s", "Voltage Model / V", "SOC / 1"]
+    expected_soc = 0.8 - 0.5 * np.clip(t_s - 10.0, 0.0, 600.0) / 3600.0
+    assert np.allclose(sim["SOC / 1"], expected_soc, atol=2e-6)
+    table = truth["ocv"]
+    assert sim["Voltage Model / V"][0] == pytest.approx(np.interp(0.8, table["soc"], table["voltage_V"]), abs=2e-6)
+    assert sim["Voltage Model / V"].iloc[-1] == pytest.approx(
+        np.interp(expected_soc[-1], table["soc"], table["voltage_V"]), abs=1e-4)   # 2000 s = 50 tau
+    assert cli.main(["simulate", str(log), "--model", str(model_file), "--soc0", "1.5",
+                     "--out", str(out)]) == 2
+    assert "--soc0" in capsys.readouterr().err
+
+
 def test_shipped_characterisation_protocols_compile():
     board = json.loads((PROTOCOLS.parent / "boards" / "sim.json").read_text())
     for name in ("ocv-c20", "hppc", "gitt"):
