@@ -189,12 +189,12 @@ def test_existing_bdf_log_with_machine_names_is_rewritten(tmp_path):
 
 
 def test_noisy_rests_of_a_bdf_log_stay_one_step(tmp_path):
-    """A board's log: rest noise (+-80 nA) above 0.1 % of its largest current (10 uA).
+    """A board's log: rest noise (+-80 nA) above 0.1 % of its largest current (50 uA).
     Its own Step Count marks three steps; record-by-record signs would make dozens."""
     t, v, i, status, _ = _profile()
     steps = np.cumsum(np.concatenate(([True], status[1:] != status[:-1])))
     noise = np.random.default_rng(3).choice([-8e-8, 8e-8], t.size)
-    i_noisy = np.where(status == "Rest", noise, i * 0.1)
+    i_noisy = np.where(status == "Rest", noise, i * 0.5)
     src = tmp_path / "board.csv"
     pd.DataFrame({"Test Time / s": t, "Voltage / V": v, "Current / A": i_noisy,
                   "Step Count / 1": steps}).to_csv(src, index=False)
