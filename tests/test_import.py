@@ -210,15 +210,16 @@ def test_noisy_rests_of_a_bdf_log_stay_one_step(tmp_path):
 
 @pytest.mark.parametrize("name, content", [
     ("broken.nda", b"NEWARE" + bytes(200)),
+    ("plain.nda", b"not a Neware file at all"),
     ("broken.ndax", b"not a zip at all"),
     ("broken.mpr", b"BIO-LOGIC but not really"),
     ("notes.txt", b"hello\nworld\n"),
 ])
-def test_unreadable_input_is_one_line_naming_the_file(tmp_path, capsys, name, content):
+def test_unreadable_input_is_one_line_naming_the_file(tmp_path, capfd, name, content):
     src = tmp_path / name
     src.write_bytes(content)
     assert cli.main(["import", str(src), "--out", str(tmp_path / "x.bdf.csv")]) == 2
-    err = capsys.readouterr().err.strip()
+    err = capfd.readouterr().err.strip()   # fd level: a reader's own log handler counts too
     assert err.startswith(f"cellbench: error: {name}:") and "\n" not in err
     assert not (tmp_path / "x.bdf.csv").exists()
 

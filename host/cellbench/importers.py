@@ -50,7 +50,7 @@ def _neware(path: Path) -> Raw:
     """Neware .nda/.ndax through NewareNDA (columns Time s, Voltage V, Current(mA), Status)."""
     import NewareNDA
 
-    df = NewareNDA.read(str(path), log_level="WARNING")
+    df = NewareNDA.read(str(path), log_level="CRITICAL")   # its errors come back as our one line
     meta = {"reader": f"NewareNDA {getattr(NewareNDA, '__version__', '')}".strip()}
     try:
         info = NewareNDA.read_metadata(str(path))
