@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -20,13 +19,13 @@ import pytest
 import bdf
 from cellbench import bdflog
 from cellbench.paths import FIRMWARE, MODELS, ROOT
+from polling import WAIT_S, wait_for
 
 needs_sim = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
 
 CELL = MODELS / "lto-li-coin.json"
 CYCLES = 3
 REST_S = 300
-WAIT_S = 240.0  # generous: the machine is shared; nothing here is a timing assertion
 PROTOCOL = {
     "sample": {"name": "LTO/Li short cycling with long rests", "capacity_mAh": 0.35},
     "record": {"time_s": 10, "voltage_V": 0.01, "current_mA": 0.01},
@@ -48,14 +47,6 @@ def cellbench(*argv):
                           capture_output=True, text=True, timeout=WAIT_S * 2)
 
 
-def wait_for(cond, what, timeout_s=WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def in_second_rest(log):

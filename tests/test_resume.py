@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tty
 
 import numpy as np
@@ -27,6 +26,7 @@ import bdf
 from cellbench import bdflog, cli, fw
 from cellbench.link import Link
 from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
+from polling import WAIT_S, wait_for
 
 needs_sim = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
 
@@ -34,7 +34,6 @@ CELL = MODELS / "lto-li-coin.json"
 CYCLES = 8
 KILL_AFTER_ROWS = 300
 SAFETY_V = (0.8, 3.0)  # the protocol's window (lto-100-cycles-1C.json)
-WAIT_S = 180.0         # generous: the machine is shared; nothing here is a timing assertion
 
 
 def cellbench(*argv, **kw):
@@ -42,14 +41,6 @@ def cellbench(*argv, **kw):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def wait_for(cond, what, timeout_s=WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rows(path):
