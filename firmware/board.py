@@ -301,20 +301,8 @@ class Board:
         """Sum of ``oversample`` single-shot ADS1115 conversions (signed 16-bit codes)."""
         acc = 0
         k = self.oversample
-        buf = self._ads_buf
         while k:
-            self._ads.writeto_mem(self._ads_addr, ADS_CONFIG, config)
-            time.sleep_us(self._ads_wait_us)
-            tries = 10
-            while tries:  # OS bit reads 1 once the conversion is done
-                self._ads.readfrom_mem_into(self._ads_addr, ADS_CONFIG, buf)
-                if buf[0] & 0x80:
-                    break
-                time.sleep_us(100)
-                tries -= 1
-            self._ads.readfrom_mem_into(self._ads_addr, ADS_RESULT, buf)
-            code = (buf[0] << 8) | buf[1]
-            acc += code - 65536 if code & 0x8000 else code
+            acc += self._ads_once(config)
             k -= 1
         return acc
 
@@ -354,12 +342,12 @@ class Board:
         return counts
 
     def _ads_once(self, config):
-        """One single-shot ADS1115 conversion (signed 16-bit code), as _sum_ads does it."""
+        """One single-shot ADS1115 conversion (signed 16-bit code); allocates nothing."""
         buf = self._ads_buf
         self._ads.writeto_mem(self._ads_addr, ADS_CONFIG, config)
         time.sleep_us(self._ads_wait_us)
         tries = 10
-        while tries:
+        while tries:  # the OS bit reads 1 once the conversion is done
             self._ads.readfrom_mem_into(self._ads_addr, ADS_CONFIG, buf)
             if buf[0] & 0x80:
                 break
