@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from cellbench.benchmarks.ekf import FLAT, SLOPED, board_truth, cycling_profile, measured
-from cellbench.estimate import estimate, load_estimator_model
+from cellbench.estimate import estimate
+from cellbench.model import load_model
 from cellbench.paths import FIRMWARE, MODELS, ROOT
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
@@ -59,7 +60,7 @@ def _board_log(model, samples, seed):
 
 def _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0):
     (tmp_path / "driver.py").write_text(DRIVER)
-    (tmp_path / "model.json").write_text(json.dumps(load_estimator_model(model)))
+    (tmp_path / "model.json").write_text(json.dumps(load_model(model)))
     np.savetxt(tmp_path / "log.txt", np.column_stack([t_ms, v_uV, i_nA]), fmt="%d")
     # soc0 None: the filter starts from the OCV at the first sample
     args = [str(MICROPYTHON), "-X", "heapsize=180K", "driver.py", "model.json", "log.txt",
@@ -80,7 +81,7 @@ LTO = MODELS / "lto-li-coin.json"
 def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
     if isinstance(model, str) and not LTO.exists():
         pytest.skip("models/lto-li-coin.json not present")
-    model = load_estimator_model(model)
+    model = load_model(model)
     t_ms, v_uV, i_nA = _board_log(model, 2500, seed=11)
     board = _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0)
     host = estimate(model, t_ms / 1000.0, i_nA * 1e-9, v_uV * 1e-6, soc0=soc0)

@@ -15,7 +15,6 @@ Units: t_s seconds, i_A amperes (> 0 charges the cell), v_V volts; SoC 1 = full.
 
 import ctypes
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import numpy as np
 
 from . import fw
 from .errors import InputError
+from .model import load_model
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
@@ -404,54 +404,11 @@ def filter_for(model) -> "object":
 
     Bad model fields raise InputError naming the field.
     """
-    model = load_estimator_model(model)
+    model = load_model(model)
     try:
         return fw.module("ekf").Ekf(model)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"model: {exc}") from None
-
-
-# Estimator settings this filter reads beyond docs/design.md's list (defaults in
-# firmware/ekf.py DEFAULTS): the optional current-bias state and the prior variances.
-EXTRA_ESTIMATOR_KEYS = ("bias", "q_bias_A2", "p0_bias_A2", "p0_rc_V2", "p0_h")
-
-
-def load_estimator_model(path_or_dict) -> dict:
-    """cellbench.model.load_model plus the filter's own optional estimator keys.
-
-    The extra keys are checked here and passed through whether or not the model
-    validator knows them yet.
-    """
-    from .model import load_model
-    if isinstance(path_or_dict, dict):
-        doc = path_or_dict
-    else:
-        try:
-            with open(path_or_dict) as f:
-                doc = json.load(f)
-        except OSError as exc:
-            raise InputError(f"model: cannot read {path_or_dict}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise InputError(f"model: {path_or_dict} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError("model: must be a JSON object")
-    est = doc.get("estimator")
-    extra = {k: est[k] for k in EXTRA_ESTIMATOR_KEYS if k in est} if isinstance(est, dict) else {}
-    if extra:
-        doc = dict(doc, estimator={k: v for k, v in est.items() if k not in extra})
-    model = load_model(doc)
-    for key, value in extra.items():
-        _check_extra(key, value)
-    model["estimator"].update(extra)
-    return model
-
-
-def _check_extra(key, value):
-    if key == "bias":
-        if not isinstance(value, bool):
-            raise InputError("estimator.bias: must be true or false")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InputError(f"estimator.{key}: must be a number >= 0")
 
 
 def _params(ekf, soc0) -> tuple:

@@ -25,7 +25,8 @@ from scipy.signal import lfilter
 
 from .. import ecm
 from .. import model as cellmodel
-from ..estimate import estimate, load_estimator_model
+from ..estimate import estimate
+from ..model import load_model
 from ..paths import FIRMWARE, MODELS, ROOT
 
 # A sloped coin cell (NMC-like OCV, 1 mAh) for the sloped-cell rows and tests.
@@ -81,7 +82,7 @@ def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
     convention (i[k] flows after t[k]); shifting the series by one sample and rebuilding
     the output equation converts it. Returns soc, v_V, h, v_rc, ocv_V arrays.
     """
-    model = load_estimator_model(model)
+    model = load_model(model)
     i_A = np.asarray(i_A, dtype=float)
     shifted = np.append(i_A[1:], i_A[-1])
     sim = ecm.simulate(model, t_s, shifted, soc0, h0=h0, v_rc0=v_rc0)
@@ -100,7 +101,7 @@ def cycling_profile(model, cycles, dt_s=1.0, rate_C=1.0, z_hi=0.97, z_lo=0.03, r
     returns to z_hi. With pulses, the discharge carries 30 s pulses at 2x rate every 10
     minutes, so the RC states are excited. Returns (t_s, i_A).
     """
-    model = load_estimator_model(model)
+    model = load_model(model)
     c_Ah, eta = model["capacity_Ah"], model["coulombic_efficiency"]
     i1 = rate_C * c_Ah
     span_s = (z_hi - z_lo) * 3600.0 / rate_C
@@ -125,7 +126,7 @@ def fit_one_rc(model, t_s, i_A, truth) -> dict:
     and solve least squares for R1 on the overpotential v - OCV - M*h - M0*s - R0(z)*i
     (R0 keeps the model's table); keep the tau with the smallest residual.
     """
-    model = load_estimator_model(model)
+    model = load_model(model)
     hy = model["hysteresis"]
     m_z = cellmodel.hysteresis_V(model, truth["soc"])
     over = (truth["v_V"] - truth["ocv_V"] - m_z * truth["h"]
@@ -159,7 +160,7 @@ def mismatch_rmse(model, cycles=10, dt_s=1.0, offset_C=0.005, soc_error=0.2, see
     The truth starts at 0.97 with the filter told soc0 = 0.97 - soc_error; the measured
     current has an offset of offset_C (fraction of 1C) and noise sigma_i_A of the model.
     """
-    model = load_estimator_model(model)
+    model = load_model(model)
     t, i = cycling_profile(model, cycles, dt_s)
     truth = board_truth(model, t, i, 0.97)
     est_model = fit_one_rc(model, t[: t.size // cycles], i[: t.size // cycles],
@@ -202,7 +203,7 @@ class FilterpyTwin:
         from filterpy.kalman import ExtendedKalmanFilter
         from .. import fw
         defaults = fw.module("ekf").DEFAULTS
-        m = load_estimator_model(model)
+        m = load_model(model)
         est = dict(defaults, **m["estimator"])
         self.m, self.est = m, est
         self.nrc = len(m["rc"])
@@ -345,7 +346,7 @@ print(time.ticks_diff(t1, t0) / N, b - a)
     micropython = ROOT / ".venv" / "bin" / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bench.py").write_text(script)
-        (Path(tmp) / "model.json").write_text(json.dumps(load_estimator_model(model)))
+        (Path(tmp) / "model.json").write_text(json.dumps(load_model(model)))
         res = subprocess.run([str(micropython), "-X", "heapsize=180K", "bench.py", "model.json"],
                              cwd=tmp, capture_output=True, text=True, timeout=300,
                              env={"MICROPYPATH": str(FIRMWARE)})
