@@ -15,6 +15,7 @@ import numpy as np
 
 from . import bdflog, protocol as proto
 from .errors import InputError
+from .jsonfile import read_json
 from .link import Link, LinkError
 from .paths import BOARDS, CALIBRATIONS
 
@@ -50,20 +51,6 @@ def board_path(board):
         known = ", ".join(sorted(x.stem for x in BOARDS.glob("*.json"))) or "none"
         raise InputError(f"board: no board file {p} (known boards: {known})")
     return p
-
-
-def read_json(path, field):
-    """A JSON file as a dict; InputError naming ``field`` otherwise."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise InputError(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise InputError(f"{field}: {Path(path).name} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{field}: {Path(path).name} must hold a JSON object")
-    return data
 
 
 def load_board(board):

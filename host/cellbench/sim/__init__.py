@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..jsonfile import read_json
 from ..paths import BOARDS, FIRMWARE, SIM_MPY
 
 TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
@@ -144,20 +145,13 @@ def board_path(board):
     return p
 
 
-def _load_json(path, field):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{field}: cannot read {path}: {e}") from None
-
-
 def ideal_calibration(board="sim"):
     """A calibration for a simulated board from its known imperfections.
 
     Only the ADC correction table is needed: the sim's sense path is otherwise exact
     (its source errors change the delivered current, which the sense path measures).
     """
-    cfg = _load_json(board_path(board), "board") if not isinstance(board, dict) else board
+    cfg = read_json(board_path(board), "board") if not isinstance(board, dict) else board
     from .mpy import simcell  # plain Python, importable on the host
 
     return {"board": cfg["id"], "created": "sim", "id": f"{cfg['id']}-ideal",
@@ -252,17 +246,17 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     entry, entry_dir: the module run after the boot (``main``: firmware/main.py) and a
     directory searched first for it (benchmarks run their own drivers on the same boot).
     """
-    cfg = _load_json(board_path(board), "board")
+    cfg = read_json(board_path(board), "board")
     sim = cfg.get("sim") or {}
     cell = Path(cell).resolve()
-    _load_json(cell, "cell")
+    read_json(cell, "cell")
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellbench-sim-"))
     flash = work / "flash"
     flash.mkdir(parents=True, exist_ok=True)
     (flash / "board.json").write_text(json.dumps(cfg, indent=1))
     if calibration is not None:
         cal = ideal_calibration(cfg) if calibration == "ideal" else (
-            calibration if isinstance(calibration, dict) else _load_json(calibration, "calibration"))
+            calibration if isinstance(calibration, dict) else read_json(calibration, "calibration"))
         (flash / "calibration.json").write_text(json.dumps(cal))
     truth = work / "truth.csv"
     if heap_kb is None:
