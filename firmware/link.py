@@ -261,7 +261,9 @@ class Controller:
         self.engine.load(table)
         self.safety.configure(table.get("safety"))
         rec = table.get("record") or {}
-        self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0))
+        tick_ms = table.get("tick_ms", self.board.tick_ms)
+        self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0),
+                               tick_ms // 2)
         self.table = table
         self.table_crc = binascii.crc32(arg) & 0x3FFFFFFF  # RECOVER checks it (journal.W_TABLE)
         self.state = READY

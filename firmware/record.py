@@ -191,6 +191,10 @@ class Trigger:
     |di| >= di_nA since the last record (0 switches a criterion off; all three off
     records every tick), plus whenever the caller forces one (step start and end).
 
+    A record falls due up to half a tick early (slack_ms), so a tick that ran a few ms
+    late does not push the next record a whole tick later: "every dt_ms" then means every
+    dt_ms / tick_ms ticks, which is what a host replaying the log expects.
+
     Times are taken modulo T_WRAP (the caller passes link's t_lo, or any t_ms), so the
     per-tick test is small-int arithmetic however long the run. A dt_ms of T_WRAP or
     more (11.6 days; steps.validate allows up to 2**30) records every T_WRAP - 1 ms.
@@ -199,8 +203,9 @@ class Trigger:
     def __init__(self):
         self.configure(0, 0, 0)
 
-    def configure(self, dt_ms, dv_uV, di_nA):
+    def configure(self, dt_ms, dv_uV, di_nA, slack_ms=0):
         self.dt_ms = min(dt_ms, T_WRAP - 1)
+        self.slack_ms = slack_ms
         self.dv_uV = dv_uV
         self.di_nA = di_nA
         self.mark(0, 0, 0)
@@ -218,7 +223,7 @@ class Trigger:
             dt = t_ms % T_WRAP - self.t_ms
             if dt < 0:
                 dt += T_WRAP  # t wrapped since the mark
-            if dt >= self.dt_ms:
+            if dt + self.slack_ms >= self.dt_ms:
                 return True
         dv = v_uV - self.v_uV
         if self.dv_uV and (dv >= self.dv_uV or -dv >= self.dv_uV):

@@ -495,3 +495,19 @@ def _flip(line, k, byte):
     b = bytearray(line)
     b[k % len(b)] = byte
     return bytes(b)
+
+
+@given(st.lists(st.integers(-40, 40), min_size=5, max_size=200), st.integers(1, 5))
+def test_a_record_every_n_ticks_survives_tick_jitter(jitter_ms, n):
+    """With record.dt_ms = n ticks, ticks a few ms late or early still give exactly one
+    record every n ticks (the host replays exactly the samples the board filtered)."""
+    tick_ms = 1000
+    trig = record.Trigger()
+    trig.configure(n * tick_ms, 0, 0, tick_ms // 2)
+    recorded = []
+    for k, j in enumerate(jitter_ms, start=1):
+        t_ms = k * tick_ms + j
+        if trig.due(t_ms, 0, 0):
+            trig.mark(t_ms, 0, 0)
+            recorded.append(k)
+    assert recorded == list(range(n, len(jitter_ms) + 1, n))
