@@ -119,8 +119,3 @@ class Journal:
             return False
         self.error = ""
         return True
-
-    def clear_active(self):
-        """Mark the run as ended (one more entry with W_ACTIVE = 0)."""
-        self.words[W_ACTIVE] = 0
-        return self.save()

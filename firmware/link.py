@@ -151,9 +151,9 @@ class Controller:
         self._cmds = {"ID": self._id, "LOAD": self._load, "MODEL": self._model,
                       "START": self._start, "PAUSE": self._pause, "RESUME": self._resume,
                       "STOP": self._stop, "STATUS": self._status, "SEND": self._send,
-                      "ACK": self._ack, "SET": self._set, "HIST": self._hist}
+                      "ACK": self._ack, "SET": self._set, "HIST": self._hist,
+                      "RECOVER": self._recover}
         board.off()
-        self._cmds["RECOVER"] = self._recover
         self.journal = journal   # a journal.Journal (main.py), or None: no journal
         self.table_crc = 0       # the loaded table's checksum (journal W_TABLE)
         self.interrupted = None  # summary of an unfinished journaled run found at boot
@@ -267,7 +267,7 @@ class Controller:
         self.table = table
         self.table_crc = binascii.crc32(arg) & 0x3FFFFFFF  # RECOVER checks it (journal.W_TABLE)
         self.state = READY
-        return {"steps": len(table["steps"]), "tick_ms": table.get("tick_ms", self.board.tick_ms)}
+        return {"steps": len(table["steps"]), "tick_ms": tick_ms}
 
     def _model(self, arg):
         self._idle_only()
@@ -300,29 +300,39 @@ class Controller:
         self._idle_only()
         if self.table is None:
             raise CommandError("state", "no step table (LOAD first)")
-        self.error = ""
-        est = self._reset_estimator()  # before the ring takes the heap: reset allocates
-        if self.ring.count() == 0:
-            self._refit_ring()
-        if self.ring.free() <= RESERVE:
-            raise CommandError("ring", "record buffer full (ACK first)")
+        est = self._prepare_run(None)
         self.est = est
         self.soc_ppm = -1
         self.std_ppm = -1
         self.fault = 0
         self.t_ms = 0
-        self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
+        self.engine.start()
+        return {"seq": self._begin_run(self.table, record.EV_START), "tick_ms": self.tick_ms}
+
+    def _prepare_run(self, soc):
+        """START and RECOVER before the run's state changes: the estimator reset (None
+        without one), the ring made; refused while the ring has no room."""
+        self.error = ""
+        est = self._reset_estimator(soc)  # before the ring takes the heap: reset allocates
+        if self.ring.count() == 0:
+            self._refit_ring()
+        if self.ring.free() <= RESERVE:
+            raise CommandError("ring", "record buffer full (ACK first)")
+        return est
+
+    def _begin_run(self, table, kind):
+        """START and RECOVER once the engine is set: RUNNING, the event, the journal."""
+        self.tick_ms = table.get("tick_ms", self.board.tick_ms)
         self.safety.reset()
         self.set_ms = 0  # a run takes the source over from SET
-        self.engine.start()
         b = self.board
-        self.trigger.mark(0, b.v_uV, b.i_nA)
+        self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
         self.state = RUNNING
         self.resync = True  # main.py restarts the tick clock: the first dt starts now
-        seq = self._event(record.EV_START)
+        seq = self._event(kind)
         self.interrupted = None  # a new run replaces the interrupted one
         self._journal_save(1)
-        return {"seq": seq, "tick_ms": self.tick_ms}
+        return seq
 
     def _refit_ring(self):
         # Drop the empty ring first so that its memory counts as free for the new one.
@@ -526,29 +536,15 @@ class Controller:
             raise CommandError("table", "LOAD the interrupted run's step table (the same JSON) first")
         if not self.engine.fits_state(w, journal.W_ENGINE):
             raise CommandError("journal", "does not fit the loaded table")
-        self.error = ""
         soc = w[journal.W_SOC]
-        est = self._reset_estimator(soc / 1000000 if soc >= 0 else None)
-        if self.ring.count() == 0:
-            self._refit_ring()
-        if self.ring.free() <= RESERVE:
-            raise CommandError("ring", "record buffer full (ACK first)")
+        est = self._prepare_run(soc / 1000000 if soc >= 0 else None)
         self.est = est
         self.soc_ppm = soc if est is not None else -1
         self.std_ppm = w[journal.W_STD] if est is not None else -1
         self.fault = w[journal.W_FAULT]
         self.t_ms = _t_ms(w)
-        self.tick_ms = self.table.get("tick_ms", self.board.tick_ms)
-        self.safety.reset()
-        self.set_ms = 0
         self.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
-        b = self.board
-        self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
-        self.state = RUNNING
-        self.resync = True
-        seq = self._event(record.EV_RECOVER)
-        self.interrupted = None
-        self._journal_save(1)
+        seq = self._begin_run(self.table, record.EV_RECOVER)
         return {"seq": seq, "tick_ms": self.tick_ms, "step_no": self.engine.step_no,
                 "step_count": self.engine.step_count, "cycle": self.engine.cycle}
 

@@ -55,10 +55,16 @@ I_MIN_nA = 1000        # smaller setpoints are not checked against the measureme
 KEYS = ("max_uV", "min_uV", "max_nA", "min_nA", "max_q_nAh", "delay_ms")
 
 
-def defaults(board):
-    """The limits a step table gets for the keys its ``safety`` section leaves out."""
-    return {"max_uV": board.max_uV, "min_uV": board.min_uV, "max_nA": board.max_nA,
-            "min_nA": -board.max_nA, "max_q_nAh": 0, "delay_ms": 0}
+def limits(board, section):
+    """The limits of a step table's ``safety`` section (a dict or None); the keys it
+    leaves out get the board's own limits (no charge limit, no delay)."""
+    lim = {"max_uV": board.max_uV, "min_uV": board.min_uV, "max_nA": board.max_nA,
+           "min_nA": -board.max_nA, "max_q_nAh": 0, "delay_ms": 0}
+    if section:
+        for key in KEYS:
+            if key in section:
+                lim[key] = section[key]
+    return lim
 
 
 class Safety:
@@ -80,11 +86,7 @@ class Safety:
         max_nA >= 0 bounds charge current, min_nA <= 0 bounds discharge current,
         max_q_nAh = 0 means no charge limit, delay_ms >= 0.
         """
-        lim = defaults(self.board)
-        if section:
-            for key in KEYS:
-                if key in section:
-                    lim[key] = section[key]
+        lim = limits(self.board, section)
         self.max_uV = lim["max_uV"]
         self.min_uV = lim["min_uV"]
         self.max_nA = lim["max_nA"]

@@ -80,12 +80,7 @@ def _check_int(x, field, lo, hi):
 def _limits(table, board):
     """The effective safety limits of a table (missing keys: the board's own)."""
     import safety
-    lim = safety.defaults(board)
-    sec = table.get("safety") or {}
-    for key in safety.KEYS:
-        if key in sec:
-            lim[key] = sec[key]
-    return lim
+    return safety.limits(board, table.get("safety"))
 
 
 def _validate_safety(table, board):
@@ -125,24 +120,22 @@ def _validate_record(table):
     return None
 
 
-def _validate_current(i, field, board, lim):
-    err = _check_int(i, field, -board.range_max_nA, board.range_max_nA)
-    if err:
-        return err
-    if i > lim["max_nA"] or i < lim["min_nA"]:
-        return (field, "outside the safety limits [%d, %d]" % (lim["min_nA"], lim["max_nA"]))
+def _check_safe(x, field, lo, hi):
+    if x > hi or x < lo:
+        return (field, "outside the safety limits [%d, %d]" % (lo, hi))
     return None
+
+
+def _validate_current(i, field, board, lim):
+    return _check_int(i, field, -board.range_max_nA, board.range_max_nA) or \
+        _check_safe(i, field, lim["min_nA"], lim["max_nA"])
 
 
 def _validate_voltage(v, field, board, lim, zero_ok):
     if zero_ok and v == 0 and _int(v):
         return None
-    err = _check_int(v, field, board.min_uV, board.max_uV)
-    if err:
-        return err
-    if v > lim["max_uV"] or v < lim["min_uV"]:
-        return (field, "outside the safety limits [%d, %d]" % (lim["min_uV"], lim["max_uV"]))
-    return None
+    return _check_int(v, field, board.min_uV, board.max_uV) or \
+        _check_safe(v, field, lim["min_uV"], lim["max_uV"])
 
 
 def _validate_step(k, s, steps, board, lim):

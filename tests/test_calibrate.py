@@ -128,8 +128,10 @@ def test_fixture_errors_name_the_field(tmp_path):
     with pytest.raises(InputError, match=r"fixture\.current\[0\]\.ref_mA"):
         benches.FixtureReference(p)
     p.write_text("{")
-    with pytest.raises(InputError, match="fixture: cannot read"):
+    with pytest.raises(InputError, match="fixture: fx.json is not valid JSON"):
         benches.FixtureReference(p)
+    with pytest.raises(InputError, match="fixture: cannot read"):
+        benches.FixtureReference(tmp_path / "missing.json")
 
 
 # ---- the whole procedure on the simulated board ----------------------------------

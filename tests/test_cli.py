@@ -488,7 +488,6 @@ def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, mo
     it exists; the sidecar records the id the board reports and, when it is that file's,
     the file itself; "none" when the board runs uncalibrated."""
     from cellbench import session
-    from cellbench.commands import run as run_cmd
     from cellbench.sim import ideal_calibration
 
     cal_dir = tmp_path / "calibration"
@@ -496,7 +495,6 @@ def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, mo
     cal = dict(ideal_calibration("sim"), id="sim-test-cal")
     if calibrated:
         (cal_dir / "sim.json").write_text(json.dumps(cal))
-    monkeypatch.setattr(run_cmd, "CALIBRATIONS", cal_dir)
     monkeypatch.setattr(session, "CALIBRATIONS", cal_dir)
     out = tmp_path / "cal.bdf.csv"
     code = cli.main(["run", str(sim_files / "fast.json"), "--cell", str(sim_files / "cell.json"),

@@ -6,7 +6,6 @@ the fault bit is in the record and a FAULT event ends the run.
 
 import json
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -45,11 +44,7 @@ def run_with_fault(tmp_path, fault, i_nA, name=None):
         assert link.cmd("LOAD " + json.dumps(table)).startswith("OK")
         assert link.cmd("START").startswith("OK")
         end = link.run_to_end()
-        for _ in range(50):  # the board samples on in idle: a later STATUS shows ~0 A
-            time.sleep(0.05)  # virtual time runs while the board waits for input
-            status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
-            if abs(status["i_nA"]) < 2_000:
-                break
+        status = link.idle_status()  # the board samples on in idle: ~0 A after the run
     finally:
         board.close()
     return end, link, status, sim.read_truth(board.truth_path)
@@ -169,11 +164,7 @@ def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_p
         while not link.events or link.events[-1].split()[2] != "FULL":
             link._line()  # read, never ACK: as if no host were there
         full_seq = int(link.events[-1].split()[1])
-        for _ in range(50):  # let board time pass while FULL
-            time.sleep(0.05)
-            status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
-            if abs(status["i_nA"]) < 2_000:
-                break
+        status = link.idle_status()  # let board time pass while FULL
         assert status["state"] == "FULL" and status["fault"] == 0
         # FULL came when RESERVE slots were left; its own event took one of them
         assert status["free"] == link_module_reserve() - 1 and status["seq_next"] == full_seq + 1
@@ -182,7 +173,7 @@ def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_p
         link.cmd("ACK %d" % full_seq)
         while link.events[-1].split()[2] != "RESUME":
             link._line()
-        status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
+        status = link.status()
         assert status["state"] == "RUNNING" and status["free"] > link_module_reserve()
         assert link.cmd("STOP").startswith("OK STOP")
     finally:

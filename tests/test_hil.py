@@ -70,6 +70,18 @@ class Link:
             if body.startswith(("OK ", "ERR ")) and body.split()[1] == text.split()[0]:
                 return body
 
+    def status(self):
+        return json.loads(self.cmd("STATUS")[len("OK STATUS "):])
+
+    def idle_status(self):
+        """STATUS once the board, sampling on in idle, reads ~0 A (else the last one)."""
+        for _ in range(50):
+            time.sleep(0.05)  # virtual time runs while the board waits for input
+            status = self.status()
+            if abs(status["i_nA"]) < 2_000:
+                break
+        return status
+
     def run_to_end(self, ack_every=100):
         """Read until the END or FAULT event, acknowledging records as a host does."""
         while True:
@@ -202,11 +214,7 @@ def test_safety_cutoff_switches_off_within_one_tick(tmp_path):
     board, link = _start(tmp_path, table, "cutoff")
     try:
         end = link.run_to_end()
-        for _ in range(50):  # the board samples on in idle: a later STATUS shows ~0 A
-            time.sleep(0.05)  # virtual time runs while the board waits for input
-            status = json.loads(link.cmd("STATUS")[len("OK STATUS "):])
-            if abs(status["i_nA"]) < 2_000:
-                break
+        status = link.idle_status()  # the board samples on in idle: ~0 A after the run
     finally:
         board.close()
     truth = sim.read_truth(board.truth_path)

@@ -5,6 +5,7 @@ RC pair), so every expectation here comes from that truth or from a separate
 reference implementation of a rule, never from captured engine output.
 """
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 
+import frame  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
 import safety  # noqa: E402
@@ -106,8 +108,8 @@ def make(step_list, cell=None, capacity=5000, **kw):
     b.sample()
     t = table(step_list, **kw)
     assert steps.validate(t, b) is None
-    for body in ("LOAD " + __import__("json").dumps(t), "START"):
-        ctl.handle(__import__("frame").encode(body))
+    for body in ("LOAD " + json.dumps(t), "START"):
+        ctl.handle(frame.encode(body))
     assert [x.split(b" ")[0] for x in ctl.replies] == [b"OK", b"OK"], ctl.replies
     ctl.replies = []
     return ctl, b
@@ -447,5 +449,5 @@ def test_ring_full_pauses_and_ack_resumes():
         b.elapse(1000)
         ctl.tick(1000)
     assert ctl.ring.count() == held and ctl.engine.step_ms == step_ms  # paused, nothing lost
-    ctl.handle(__import__("frame").encode("ACK %d" % (ctl.ring.head - 1)))
+    ctl.handle(frame.encode("ACK %d" % (ctl.ring.head - 1)))
     assert ctl.state == link.RUNNING

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .jsonfile import read_json
 
 # (preferred BDF header, machine name). The first 14 are written by this bench, in order;
 # the rest are read from other tools' logs.
@@ -154,8 +155,7 @@ class LogWriter:
 
     def columns(self):
         """Header names, in file order."""
-        cols = BASE_COLUMNS + (SOC_COLUMNS if self.with_soc else []) + [SEQ_COLUMN]
-        return [pref for pref, _ in cols]
+        return header_columns(self.with_soc)
 
     def write(self, rec):
         """Append one record (dict of board integers) and flush it to disk."""
@@ -175,11 +175,7 @@ class LogWriter:
         if not self.path.is_file():
             raise InputError(f"resume: no log {self.path}")
         repair_tail(self.path)
-        header = read_header(self.path)
-        self.with_soc = SOC_COLUMNS[0][0] in header
-        if header != self.columns():
-            raise InputError(f"resume: {self.path.name} was not written by this bench "
-                             f"(its columns differ), cannot append to it")
+        self.with_soc = appendable_with_soc(self.path)
         self.meta = read_sidecar(self.path)
         if "started_unix_s" not in self.meta:
             raise InputError(f"resume: {self.sidecar.name} has no started_unix_s")
@@ -272,6 +268,23 @@ def read_header(path):
     if not line.endswith(b"\n"):
         raise InputError(f"log: {path} has no complete header line")
     return [c.strip() for c in line.decode("utf-8", "replace").rstrip("\r\n").split(",")]
+
+
+def header_columns(with_soc):
+    """The header names LogWriter writes, in file order."""
+    cols = BASE_COLUMNS + (SOC_COLUMNS if with_soc else []) + [SEQ_COLUMN]
+    return [pref for pref, _ in cols]
+
+
+def appendable_with_soc(path):
+    """Whether a log this writer can append to has the SoC columns; InputError if its
+    header is not one this writer writes."""
+    header = read_header(path)
+    with_soc = SOC_COLUMNS[0][0] in header
+    if header != header_columns(with_soc):
+        raise InputError(f"resume: {Path(path).name} was not written by this bench "
+                         f"(its columns differ), cannot append to it")
+    return with_soc
 
 
 def last_row(path):
@@ -407,13 +420,4 @@ def read_sidecar(path):
     """The sidecar dict of a log (pass the log path or the sidecar path); {} if none."""
     p = Path(path)
     side = p if p.suffix == ".json" else sidecar_path(p)
-    if not side.is_file():
-        return {}
-    try:
-        with open(side) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"sidecar: cannot read {side}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"sidecar: {side} is not a JSON object")
-    return meta
+    return read_json(side, "sidecar") if side.is_file() else {}

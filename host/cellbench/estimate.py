@@ -476,9 +476,7 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
         return _estimate_python(ekf, t_s, i_A, v_V, soc0, full)
     ns, n = len(t_s), ekf.n
     p, keep = _params(ekf, soc0)
-    out = {k: np.empty(ns) for k in ("soc", "soc_std", "v_model")}
-    x = np.empty((ns, n)) if full else None
-    P = np.empty((ns, n, n)) if full else None
+    out, x, P = _outputs(ns, n, full)
     dp = ctypes.POINTER(ctypes.c_double)
     ptr = lambda a: a.ctypes.data_as(dp) if a is not None else None  # noqa: E731
     rc = lib.ekf_run(ctypes.byref(p), ns, ptr(t_s), ptr(i_A), ptr(v_V), ptr(out["soc"]),
@@ -491,12 +489,19 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
     return out
 
 
+def _outputs(ns, n, full):
+    """Empty result arrays for ns samples of an n-state filter: (out dict, x, P); x and P
+    are None unless ``full``."""
+    out = {k: np.empty(ns) for k in ("soc", "soc_std", "v_model")}
+    if not full:
+        return out, None, None
+    return out, np.empty((ns, n)), np.empty((ns, n, n))
+
+
 def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
     """Fallback without a C compiler: the firmware filter itself, one sample at a time."""
     ns, n = len(t_s), ekf.n
-    out = {k: np.empty(ns) for k in ("soc", "soc_std", "v_model")}
-    x = np.empty((ns, n)) if full else None
-    P = np.empty((ns, n, n)) if full else None
+    out, x, P = _outputs(ns, n, full)
     if soc0 is not None:
         ekf.reset(soc=soc0)
     else:

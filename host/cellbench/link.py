@@ -16,9 +16,8 @@ import time
 
 from . import fw
 
-RECORD_FIELDS = ("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle",
-                 "step_no", "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh",
-                 "e_chg_uWh", "e_dch_uWh", "soc_ppm", "soc_std_ppm")
+# The fields of an ``R`` line: seq, then the firmware's record fields (firmware/record.py).
+RECORD_FIELDS = ("seq",) + tuple(fw.module("record").FIELDS)
 # Commands whose repetition does no harm, re-sent when their reply is lost. START is
 # re-sent only when the board said it could not read our line ("ERR ? frame ...").
 RETRY_SAFE = ("ID", "STATUS", "LOAD", "MODEL", "STOP")

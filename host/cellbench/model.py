@@ -14,13 +14,13 @@ See :mod:`cellbench.ecm` for the dynamics.
 """
 
 import copy
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .jsonfile import read_json
 
 SCHEMA_VERSION = 1
 MAX_RC_PAIRS = 2
@@ -51,7 +51,7 @@ def load_model(path_or_dict) -> dict:
     Raises InputError("<field>: <message>") naming the first bad field. The input dict
     is not modified; the result is a deep copy with defaults filled in.
     """
-    doc = _read(path_or_dict) if isinstance(path_or_dict, (str, Path)) else path_or_dict
+    doc = read_json(path_or_dict, "model") if isinstance(path_or_dict, (str, Path)) else path_or_dict
     if not isinstance(doc, dict):
         raise InputError("model: must be a JSON object")
     _check_finite(doc, "model")
@@ -71,18 +71,6 @@ def load_model(path_or_dict) -> dict:
     _check_sim_soc0(model)
     _check_provenance(model)
     return model
-
-
-def _read(path) -> dict:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"model: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"model: {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
 
 
 # --------------------------------------------------------------------------- checks

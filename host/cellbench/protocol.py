@@ -19,10 +19,8 @@ integers in nA, uV, ms and nAh, tags resolved to 0-based step numbers. Every pro
 InputError naming the field, e.g. ``method[3].constant_current: no end condition``.
 """
 
-import json
-from pathlib import Path
-
 from .errors import InputError
+from .jsonfile import read_json
 
 TABLE_VERSION = 1
 UNSUPPORTED_STEPS = ("impedance_spectroscopy", "voltage_scan")
@@ -49,18 +47,7 @@ _MAX_UNROLLED = 200_000
 
 def load_protocol(path):
     """Read a protocol JSON file into a dict; InputError if unreadable or not JSON."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"protocol: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"protocol: {p.name} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"protocol: {p.name} must hold a JSON object")
-    return data
+    return read_json(path, "protocol")
 
 
 def _number(value, field, positive=False, allow_zero=True):

@@ -58,10 +58,16 @@ def load_board(board):
     return read_json(board_path(board), "board")
 
 
-def calibration_for(board_id):
-    """The calibration file of a board (boards/calibration/<id>.json) or None."""
+def calibration_path(board_id):
+    """The path of a board's calibration file (boards/calibration/<id>.json) or None."""
     p = CALIBRATIONS / f"{board_id}.json"
-    return read_json(p, "calibration") if p.is_file() else None
+    return p if board_id and p.is_file() else None
+
+
+def calibration_for(board_id):
+    """The contents of a board's calibration file (boards/calibration/<id>.json) or None."""
+    p = calibration_path(board_id)
+    return read_json(p, "calibration") if p else None
 
 
 def calibration_id(cal, board_id):
@@ -228,12 +234,7 @@ def preflight_resume(log_path):
     path = Path(log_path)
     if not path.is_file():
         raise InputError(f"resume: no log {path}")
-    header = bdflog.read_header(path)
-    writer = bdflog.LogWriter.__new__(bdflog.LogWriter)
-    writer.with_soc = bdflog.SOC_COLUMNS[0][0] in header
-    if header != writer.columns():
-        raise InputError(f"resume: {path.name} was not written by this bench "
-                         f"(its columns differ), cannot append to it")
+    bdflog.appendable_with_soc(path)
     meta = bdflog.read_sidecar(path)
     for key in ("table", "protocol", "start_seq", "started_unix_s"):
         if key not in meta:
@@ -496,14 +497,13 @@ class Session:
         from the last logged record before the journal's seq. All >= the previous offsets.
         """
         prev = self.offsets
-        row = bdflog.last_row(self.out_path)
-        if row is None:
+        log = bdflog.read_log(self.out_path)
+        if not len(log["Record Seq / 1"]):
             return dict(prev)
-        logged = _row_counters(row)
+        logged = _row_counters({col: values[-1] for col, values in log.items()})
         off = {"t_ms": logged["t_ms"] - journal.get("t_ms", 0),
                "q_chg_nAh": logged["q_chg_nAh"] - journal.get("q_chg_nAh", 0),
                "q_dch_nAh": logged["q_dch_nAh"] - journal.get("q_dch_nAh", 0)}
-        log = bdflog.read_log(self.out_path)
         before = np.flatnonzero(log["Record Seq / 1"] < journal.get("seq", 0))
         for key, col, scale in (("e_chg_uWh", "Charging Energy / Wh", 1e6),
                                 ("e_dch_uWh", "Discharging Energy / Wh", 1e6)):
@@ -585,7 +585,7 @@ def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path
 
 
 def _row_counters(row):
-    """Board integers (t_ms, q_*_nAh, e_*_uWh) of a log row read by bdflog.last_row."""
+    """Board integers (t_ms, q_*_nAh, e_*_uWh) of one log row ({column: value})."""
     def num(col, scale):
         return int(round(float(row[col]) * scale))
     return {"t_ms": num("Test Time / s", 1e3),

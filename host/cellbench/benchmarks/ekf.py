@@ -26,8 +26,10 @@ from scipy.signal import lfilter
 from .. import ecm
 from .. import model as cellmodel
 from ..estimate import estimate
+from ..fit.filters import held_sign
 from ..model import load_model
 from ..paths import FIRMWARE, MODELS, ROOT
+from . import best_of
 
 # A sloped coin cell (NMC-like OCV, 1 mAh) for the sloped-cell rows and tests.
 SLOPED = {
@@ -65,14 +67,6 @@ FLAT = {
 }
 
 
-def held_sign(i_A, s0=0.0) -> np.ndarray:
-    """sign(i) per sample, holding the last non-zero sign through rests (s0 before any)."""
-    sign = np.sign(i_A)
-    idx = np.where(sign != 0, np.arange(sign.size), -1)
-    last = np.maximum.accumulate(idx)
-    return np.where(last >= 0, sign[np.maximum(last, 0)], np.sign(s0))
-
-
 def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
     """Exact cell response in the board's sampling convention.
 
@@ -87,7 +81,7 @@ def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
     shifted = np.append(i_A[1:], i_A[-1])
     sim = ecm.simulate(model, t_s, shifted, soc0, h0=h0, v_rc0=v_rc0)
     hy = model["hysteresis"]
-    s = held_sign(i_A)
+    s = held_sign(i_A, 0.0)
     v = (sim["ocv_V"] + cellmodel.hysteresis_V(model, sim["soc"]) * sim["h"] + hy["m0_V"] * s
          + cellmodel.r0(model, sim["soc"]) * i_A + sim["v_rc"].sum(axis=1))
     return {"soc": sim["soc"], "v_V": v, "h": sim["h"], "v_rc": sim["v_rc"], "ocv_V": sim["ocv_V"]}
@@ -130,7 +124,7 @@ def fit_one_rc(model, t_s, i_A, truth) -> dict:
     hy = model["hysteresis"]
     m_z = cellmodel.hysteresis_V(model, truth["soc"])
     over = (truth["v_V"] - truth["ocv_V"] - m_z * truth["h"]
-            - hy["m0_V"] * held_sign(i_A) - cellmodel.r0(model, truth["soc"]) * i_A)
+            - hy["m0_V"] * held_sign(i_A, 0.0) - cellmodel.r0(model, truth["soc"]) * i_A)
     best = None
     dt = float(t_s[1] - t_s[0])  # the profiles here are uniformly sampled
     for tau in np.geomspace(2.0, 3000.0, 40):
@@ -180,14 +174,8 @@ def _host_speed():
     truth = board_truth(SLOPED, t, i, 0.97)
     i_m, v_m = measured(truth, i, 0.0, 2e-6, 0.003)
     estimate(SLOPED, t[:10], i_m[:10], v_m[:10])  # compile once, outside the timing
-    best = min(_timed(lambda: estimate(SLOPED, t, i_m, v_m)) for _ in range(3))
+    best = best_of(lambda: estimate(SLOPED, t, i_m, v_m))
     return t.size / best, (t, i_m, v_m)
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 class FilterpyTwin:
@@ -223,6 +211,7 @@ class FilterpyTwin:
         self.grid, self.dz = grid, grid[1] - grid[0]
         r0 = m["r0_ohm"]
         self.r0_tab = np.asarray(r0 if isinstance(r0, list) else [r0] * grid.size, dtype=float)
+        self.m_tab = cellmodel.hysteresis_V(m, grid)
 
     def _current(self, i_meas):
         return i_meas - (self.kf.x[-1, 0] if self.bias else 0.0)
@@ -267,8 +256,7 @@ class FilterpyTwin:
         inside = self.grid[0] < z < self.grid[-1] and z != self.grid[j]
         dr0 = (self.r0_tab[j + 1] - self.r0_tab[j]) / self.dz if inside else 0.0
         m_z = float(cellmodel.hysteresis_V(m, z))
-        m_tab = cellmodel.hysteresis_V(m, self.grid)
-        dm = (m_tab[j + 1] - m_tab[j]) / self.dz if inside else 0.0
+        dm = (self.m_tab[j + 1] - self.m_tab[j]) / self.dz if inside else 0.0
         hy = m["hysteresis"]
         v = ocv + m_z * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum()
         H = np.zeros((1, self.n))

@@ -235,11 +235,9 @@ def _in_process(work):
     return out
 
 
-def _smallest_heap_kb(work, lo_kb=60, hi_kb=None):
-    """Smallest heap (KB, to 2 KB) on which the LTO session starts with a MIN_RING ring."""
-    from .. import sim
-
-    hi_kb = hi_kb or json.loads(sim.board_path("sim").read_text())["sim"]["heap_kb"]
+def _smallest_heap_kb(work, hi_kb, lo_kb=60):
+    """Smallest heap (KB, to 2 KB, at most ``hi_kb``) on which the LTO session starts with a
+    MIN_RING ring."""
 
     def fits(kb):
         try:
@@ -263,11 +261,11 @@ def _smallest_heap_kb(work, lo_kb=60, hi_kb=None):
 def run() -> list[dict]:
     from .. import sim
 
-    heap_kb = json.loads(sim.board_path("sim").read_text())["sim"]["heap_kb"]
+    heap_kb = sim.load_board("sim")["sim"]["heap_kb"]
     with tempfile.TemporaryDirectory() as tmp:
         e2e = _end_to_end(Path(tmp) / "e2e")
         drv = _in_process(Path(tmp) / "drv")
-        smallest = _smallest_heap_kb(Path(tmp) / "bisect")
+        smallest = _smallest_heap_kb(Path(tmp) / "bisect", heap_kb)
     ticks = e2e["t_ms"] / TICK_MS
     stats = e2e["stats"][1:] or e2e["stats"]
     at = f"at the board's heap ({heap_kb} KB)"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..jsonfile import read_json
 from ..link import Link
 
 SIM_LOAD_V = (0.2, 4.6)    # the simulated reference source spans this (V at SoC 0..1)
@@ -166,12 +167,7 @@ class FixtureReference:
     """
 
     def __init__(self, path):
-        try:
-            spec = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise InputError(f"fixture: cannot read {path}: {e}") from None
-        if not isinstance(spec, dict):
-            raise InputError("fixture: must be a JSON object")
+        spec = read_json(path, "fixture")
         self.voltages_V = [_number(v, f"fixture.voltage_V[{k}]")
                            for k, v in enumerate(spec.get("voltage_V") or [])]
         self.currents = []

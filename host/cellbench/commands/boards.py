@@ -1,7 +1,7 @@
 """``cellbench boards``: the board files in boards/, one line each."""
 
-import json
-
+from ..errors import InputError
+from ..jsonfile import read_json
 from ..paths import BOARDS, CALIBRATIONS
 from ..transport import list_ports
 
@@ -30,9 +30,8 @@ def run(args):
         print(f"no board files in {BOARDS}")
     for path in paths:
         try:
-            with open(path) as f:
-                board = json.load(f)
-        except (OSError, ValueError) as exc:
+            board = read_json(path, "board")
+        except InputError as exc:
             print(f"{path.stem:<14} unreadable: {exc}")
             continue
         print(describe(board, (CALIBRATIONS / f"{board.get('id', path.stem)}.json").is_file()))

@@ -7,7 +7,6 @@ rates.txt, dqdv.csv, figures) and prints the mean discharge capacity per rate bl
 the paper's figures.
 """
 
-import sys
 import time
 from pathlib import Path
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from .. import session
 from ..errors import InputError
 from ..link import LinkError
-from ..paths import CALIBRATIONS
 
 NAME = "run"
 HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
@@ -72,9 +71,8 @@ def open_transport(args):
 def calibration_file(board):
     """boards/calibration/<board-id>.json of a board name or file, if it exists (issue 4:
     the simulated board runs with the calibration a real one would have deployed)."""
-    board_id = session.load_board(board).get("id", "")
-    path = CALIBRATIONS / f"{board_id}.json"
-    return str(path) if board_id and path.is_file() else None
+    path = session.calibration_path(session.load_board(board).get("id", ""))
+    return str(path) if path else None
 
 
 def check_arguments(args):

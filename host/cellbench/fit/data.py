@@ -130,9 +130,3 @@ def _sweeps(log: Log) -> list:
         end = min(sw.stop, log.q_Ah.size - 1)
         sw.charge_Ah = abs(float(log.q_Ah[end] - log.q_Ah[sw.start]))
     return sweeps
-
-
-def step_charge_Ah(log: Log, step: Step) -> float:
-    """Signed charge passed during ``step`` (Ah)."""
-    end = min(step.stop, log.q_Ah.size - 1)
-    return float(log.q_Ah[end] - log.q_Ah[step.start])

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..jsonfile import read_json
-from ..paths import BOARDS, FIRMWARE, SIM_MPY
+from ..paths import FIRMWARE, SIM_MPY
+from ..session import board_path, load_board  # noqa: F401 (board_path: sim.board_path callers)
 
 TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
 WDT_EXIT = 86  # exit status of a watchdog reset (sim/mpy/machine.py)
@@ -135,23 +136,13 @@ def read_heap_report(path):
         raise InputError(f"sim: no heap report {path}: {e}") from None
 
 
-def board_path(board):
-    """Path of a board file: a name in boards/ (``"sim"``) or a path."""
-    p = Path(board)
-    if p.suffix != ".json":
-        p = BOARDS / f"{board}.json"
-    if not p.exists():
-        raise InputError(f"board: no board file {p}")
-    return p
-
-
 def ideal_calibration(board="sim"):
     """A calibration for a simulated board from its known imperfections.
 
     Only the ADC correction table is needed: the sim's sense path is otherwise exact
     (its source errors change the delivered current, which the sense path measures).
     """
-    cfg = read_json(board_path(board), "board") if not isinstance(board, dict) else board
+    cfg = load_board(board) if not isinstance(board, dict) else board
     from .mpy import simcell  # plain Python, importable on the host
 
     return {"board": cfg["id"], "created": "sim", "id": f"{cfg['id']}-ideal",
@@ -246,7 +237,7 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     entry, entry_dir: the module run after the boot (``main``: firmware/main.py) and a
     directory searched first for it (benchmarks run their own drivers on the same boot).
     """
-    cfg = read_json(board_path(board), "board")
+    cfg = load_board(board)
     sim = cfg.get("sim") or {}
     cell = Path(cell).resolve()
     read_json(cell, "cell")
