@@ -518,3 +518,32 @@ def test_calibration_in_force_names_a_file_only_when_the_board_applies_it(tmp_pa
     other = session.calibration_in_force({"calibration": "b1@2026-10-01"}, "b1")
     assert other == {"id": "b1@2026-10-01", "file": None, "file_matches": False}
     assert session.calibration_in_force({"calibration": ""}, "b1")["id"] == "none"
+
+
+def test_lost_last_lines_are_fetched_once_the_stream_goes_quiet(monkeypatch):
+    """When the final lines of a stream are lost, no later line shows the gap: after
+    PROBE_QUIET_S without a line the host asks ``SEND <next seq>`` and gets them."""
+    from cellbench import link as link_mod
+
+    clock = SlowClock(0.5)
+    monkeypatch.setattr(link_mod, "time", clock)
+    end = "E 7 END {\"t_ms\":7000,\"step_count\":1,\"step_no\":0,\"cycle\":1,\"fault\":0}"
+    # 5 arrives, 6 and the END are lost; the board answers a SEND 6 by sending them again.
+    board = Scripted([_r(5, 5000)], {"SEND": ["OK SEND {\"from\": 6, \"to\": 7}"]}, ends=False)
+    real_write = board.write
+
+    def write(data):
+        real_write(data)
+        if board.sent[-1] == "SEND 6":
+            board.lines += [board.frame.encode(_r(6, 6000)), board.frame.encode(end)]
+    board.write = write
+    lk = link_mod.Link(board, resend_wait_s=1.0)
+    lk.reset_sequence(5)
+    got = []
+    for kind, msg in lk.messages(idle_timeout_s=30.0):
+        got.append(msg["seq"])
+        if kind == "event" and msg["kind"] == "END":
+            break
+    assert got == [5, 6, 7]
+    # Nothing showed a gap: only the quiet probe asked.
+    assert [b for b in board.sent if b.startswith("SEND")][0] == "SEND 6"

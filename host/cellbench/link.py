@@ -30,6 +30,9 @@ OUT_OF_BAND = ("INTERRUPTED",)
 READ_SLICE_S = 0.5
 
 
+PROBE_QUIET_S = 3.0  # wall seconds without a line before the host probes with SEND
+
+
 def _oldest_held(message):
     """N from the board's "freed by ACK; oldest held is N" (docs/link.md), else None."""
     head, sep, tail = message.rpartition("oldest held is ")
@@ -133,6 +136,7 @@ class Link:
         self._resend_answered = False
         self._resend_wait = resend_wait_s
         self._last_line_s = time.monotonic()
+        self._probe_s = self._last_line_s  # when the stream was last probed (see _maybe_resend)
         self._garbled = False      # the board said it could not decode a line of ours
         self._timed_read = _takes_timeout(transport.readline)
         self._noise = []           # the last unframed lines read (see _last_words)
@@ -387,6 +391,13 @@ class Link:
         # Nothing arrived: if a re-send is outstanding (its request or reply may be lost
         # too), ask again once it has waited long enough (see _ask_resend).
         if self._resend_at is not None and not self._resend_answered:
+            self._ask_resend()
+        elif time.monotonic() - max(self._last_line_s, self._probe_s) > PROBE_QUIET_S:
+            # A lost last line leaves no later line to show the gap: once the stream has
+            # been quiet a while, ask from the next seq; the board re-sends what is newer,
+            # or nothing (SEND is idempotent).
+            self._probe_s = time.monotonic()
+            self._resend_done()
             self._ask_resend()
 
     def _maybe_ack(self):
