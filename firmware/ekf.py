@@ -27,14 +27,9 @@ separate pending sum and folded into x[0] only when they reach FOLD, so a 32-bit
 board does not lose small per-tick increments to rounding (see docs/estimator.md).
 """
 
-import gc
 import math
-from array import array
 
-# Typecode of the model tables: the port's own float ('f' on the RP2040's single-precision
-# build, 'd' on the 64-bit unix port), so an array holds exactly what a float would and
-# the filter's numerics do not depend on where the tables live.
-FLOAT = "f" if 1.0 + 1e-9 == 1.0 else "d"
+from cellmodel import floats, read_model, table
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
@@ -67,215 +62,33 @@ def _num(d, key, default):
     return float(v)
 
 
-def _table(values):
-    """A model table as an array of the port's floats (8 or 4 bytes a value, against a
-    list's slot plus a float object per value), sized once. An array is kept as it is:
-    the only arrays here are read_model's, already of FLOAT (MicroPython's arrays have
-    no typecode attribute to check)."""
-    if isinstance(values, array):
-        return values
-    out = _floats(len(values))
-    for k in range(len(values)):
-        out[k] = float(values[k])
-    return out
-
-
-def _floats(n):
-    """An array of n FLOATs (contents to be overwritten) in one exact allocation: range
-    has a length, which array() uses to size itself; a list of zeros would be a second
-    block of the same size."""
-    return array(FLOAT, range(n))
-
-
 def _zeros(n):
     return [0.0] * n
 
 
-class JsonError(ValueError):
-    """The MODEL text is not valid JSON (or not a JSON object); ``field`` is the link's
-    ERR field for it."""
-
-    field = "json"
-
-
-# What the filter reads of a model (docs/design.md): ALL keeps a value whole (lists of
-# numbers become float arrays), a dict keeps only the listed members of an object, and
-# everything else (provenance, fade, sim_*, ...) is checked and skipped, keeping nothing
-# (its few numbers are parsed to check them and dropped at once).
-ALL = 1
-MODEL_KEYS = {"capacity_Ah": ALL, "r0_ohm": ALL, "rc": ALL, "hysteresis": ALL,
-              "coulombic_efficiency": ALL, "estimator": ALL,
-              "ocv": {"soc": ALL, "voltage_V": ALL, "charge_V": ALL, "discharge_V": ALL}}
-_WS = b" \t\r\n"
-_NUM = b"+-0123456789.eE"
-
-
-class _Reader:
-    """A JSON reader over bytes (or a memoryview of a line buffer) that builds only
-    what a ``keep`` pattern asks for. Numbers go through float() / int() of their text,
-    as json.loads does, so the values are the same."""
-
-    def __init__(self, buf):
-        self.b = buf
-        self.k = 0
-        self.n = len(buf)
-
-    def fail(self, what="not valid JSON"):
-        raise JsonError(what)
-
-    def peek(self):
-        b, k, n = self.b, self.k, self.n
-        while k < n and b[k] in _WS:
-            k += 1
-        self.k = k
-        if k >= n:
-            self.fail()
-        return b[k]
-
-    def expect(self, c):
-        if self.peek() != c:
-            self.fail()
-        self.k += 1
-
-    def value(self, keep):
-        c = self.peek()
-        if c == 123:  # {
-            return self.obj(keep)
-        if c == 91:   # [
-            return self.arr(keep)
-        if c == 34:   # "
-            return self.string(keep)
-        if c in _NUM:
-            return self.number(keep)
-        for word, v in ((b"true", True), (b"false", False), (b"null", None)):
-            if bytes(self.b[self.k:self.k + len(word)]) == word:
-                self.k += len(word)
-                return v if keep else None
-        self.fail()
-
-    def obj(self, keep):
-        self.k += 1
-        out: dict = {}  # stays empty when skipped
-        if self.peek() == 125:
-            self.k += 1
-            return out if keep else None
-        while True:
-            if self.peek() != 34:
-                self.fail()
-            key = self.string(ALL if keep else None)
-            self.expect(58)  # :
-            sub = keep if keep == ALL else (keep.get(key) if keep else None)
-            v = self.value(sub)
-            if sub:
-                out[key] = v
-            c = self.peek()
-            self.k += 1
-            if c == 125:
-                return out if keep else None
-            if c != 44:
-                self.fail()
-
-    def arr(self, keep):
-        self.k += 1
-        if keep and self.peek() in _NUM:
-            return self.numbers()
-        out: list = []  # stays empty when skipped
-        if self.peek() == 93:
-            self.k += 1
-            return out if keep else None
-        while True:
-            v = self.value(keep)
-            if keep:
-                out.append(v)
-            c = self.peek()
-            self.k += 1
-            if c == 93:
-                return out if keep else None
-            if c != 44:
-                self.fail()
-
-    def numbers(self):
-        """A kept list that starts with a number, straight into a float array: counted
-        first, allocated once (no list, no float objects kept), so MODEL needs no block
-        larger than the table itself even on a heap the run has fragmented. Such a list
-        must hold only numbers (a model's tables do); anything else is refused."""
-        b, k, n = self.b, self.k, self.n
-        count = 1
-        while k < n and b[k] != 93:
-            if b[k] == 44:
-                count += 1
-            k += 1
-        out = _floats(count)
-        for j in range(count):
-            if self.peek() not in _NUM:
-                self.fail()
-            out[j] = self.number(ALL)
-            c = self.peek()
-            self.k += 1
-            if c != (93 if j == count - 1 else 44):
-                self.fail()
-        return out
-
-    def string(self, keep):
-        b, k, n = self.b, self.k + 1, self.n
-        start = k
-        esc = False
-        while k < n and b[k] != 34:
-            if b[k] == 92:  # backslash: the next byte is escaped
-                esc = True
-                k += 1
-            k += 1
-        if k >= n:
-            self.fail()
-        self.k = k + 1
-        if not keep:
-            return None
-        text = bytes(b[start:k])
-        if esc:
-            import json  # rare (keys and kept strings are plain ASCII): let json decode it
-            return json.loads(b'"' + text + b'"')
-        return text.decode()
-
-    def number(self, keep):
-        b, k, n = self.b, self.k, self.n
-        start = k
-        while k < n and b[k] in _NUM:
-            k += 1
-        self.k = k
-        text = bytes(b[start:k])  # parsed even when skipped: that checks it (garbage only)
-        try:
-            v = float(text) if (b"." in text or b"e" in text or b"E" in text) else int(text)
-        except ValueError:
-            self.fail()
-        return v if keep else None
-
-
-def read_model(text, keep=MODEL_KEYS):
-    """The members of the model JSON ``text`` (bytes-like) that the filter uses, as a
-    small dict whose number lists are float arrays; JsonError if the text is not one
-    JSON object. A 9 KB model file costs a few KB this way instead of tens as a dict."""
-    if isinstance(text, str):
-        text = text.encode()
-    # Collect first: MicroPython then allocates from the bottom of the heap, so the
-    # tables go into the lowest holes, not wherever the last ticks' garbage left off.
-    gc.collect()
-    r = _Reader(text)
-    if r.peek() != 123:
-        r.fail("must be a JSON object")
-    out = r.obj(keep)
-    while r.k < r.n and r.b[r.k] in _WS:
-        r.k += 1
-    if r.k != r.n:
-        r.fail()
-    return out
-
-
 class Ekf:
-    """Board SoC estimator. Ekf(model_dict) takes a models/*.json document (SI units).
+    """Board SoC estimator. Ekf(model_dict) takes a models/*.json document (SI units);
+    Ekf.from_json(text) the same from its JSON text (cellmodel.read_model).
 
     After reset(), call step(i_nA, v_uV, dt_ms) once per sample; it sets soc (float),
     soc_ppm and std_ppm (ints, parts per million of full SoC) and v_model (float, V, the
     one-step-ahead predicted terminal voltage for that sample).
+
+    Parameters, set from the model once and only read after (public: the host's replay
+    kernel, cellbench.estimate, runs the same filter from them):
+        n, nrc, ih, ib      states, RC pairs, index of h, index of the bias (-1: none)
+        bias                True when the current-bias state is on
+        z0, dz              first SoC of the OCV grid and its uniform step
+        ocv_V, r0_ohm, m_tab  tables on that grid: OCV (V), R0 (ohm), M(z) (V)
+        rc_ohm, rc_tau_s    RC pairs: resistance (ohm), time constant (s)
+        q_As                capacity (A s)
+        eta                 coulombic efficiency (applies on charge)
+        m0_V, gamma         instantaneous hysteresis (V) and its rate (dimensionless)
+        sigma_v, sigma_i    measurement noise std: voltage (V), current (A)
+        gate                innovation gate (standard deviations)
+        i_rest              |current| (A) below which the hysteresis sign s holds
+        q, floor, p0        per state: process variance per second, diagonal floor of P,
+                            prior variance at reset (p0[0] = p0_soc)
     """
 
     def __init__(self, model):
@@ -286,6 +99,10 @@ class Ekf:
         self.n = n
         self.ih = 1 + self.nrc
         self.ib = self.ih + 1 if self.bias else -1
+        self.q = _zeros(n)
+        self.floor = _zeros(n)
+        self.p0 = _zeros(n)
+        self._load_priors(est)
         # State, covariance and work vectors stay lists, preallocated and updated in
         # place: they are read many times a step, and an array would box a new float on
         # every read (measured: 1.5x the time per step, 1.7x the garbage on the unix
@@ -295,14 +112,11 @@ class Ekf:
         self._M = _zeros(n * n)
         self._d = _zeros(n)    # diagonal of the state transition
         self._g = _zeros(n)    # d(x')/d(i): input sensitivity
-        self._q = _zeros(n)    # process variance per second
-        self._floor = _zeros(n)
         self._u = _zeros(n)
         self._h = _zeros(n)    # measurement Jacobian
         self._ph = _zeros(n)   # P h
         self._k = _zeros(n)    # gain
         self._xp = _zeros(n)   # prior state during an update
-        self._fill_q_floor()
         self.reset()
 
     @classmethod
@@ -329,20 +143,20 @@ class Ekf:
                 raise ValueError("ocv.soc: grid must be uniform")
             if k and not float(vs[k]) > float(vs[k - 1]):
                 raise ValueError("ocv.voltage_V: must be strictly increasing")
-        self.ocv_V = _table(vs)
+        self.ocv_V = table(vs)
         r0 = model["r0_ohm"]
         if isinstance(r0, (int, float)):
-            self.r0_ohm = _table([r0] * npt)
+            self.r0_ohm = table([r0] * npt)
         else:
             if len(r0) != npt:
                 raise ValueError("r0_ohm: table needs one value per ocv.soc")
-            self.r0_ohm = _table(r0)
+            self.r0_ohm = table(r0)
         rc = model.get("rc") or []
         if len(rc) > 2:
             raise ValueError("rc: at most 2 pairs")
         self.nrc = len(rc)
-        self.rc_ohm = _table([p["r_ohm"] for p in rc])
-        self.rc_tau_s = _table([p["tau_s"] for p in rc])
+        self.rc_ohm = table([p["r_ohm"] for p in rc])
+        self.rc_tau_s = table([p["tau_s"] for p in rc])
         for tau in self.rc_tau_s:
             if not tau > 0:
                 raise ValueError("rc.tau_s: must be > 0")
@@ -354,11 +168,11 @@ class Ekf:
         if cv and dv:
             if len(cv) != npt or len(dv) != npt:
                 raise ValueError("ocv.charge_V/discharge_V: one value per ocv.soc")
-            m = self.m_tab = _floats(npt)
+            m = self.m_tab = floats(npt)
             for k in range(npt):
                 m[k] = 0.5 * (float(cv[k]) - float(dv[k]))
         else:
-            self.m_tab = _table([self.m_V] * npt)
+            self.m_tab = table([self.m_V] * npt)
         self.m0_V = _num(hy, "m0_V", 0.0)
         self.gamma = _num(hy, "gamma", 0.0)
         self.eta = _num(model, "coulombic_efficiency", 1.0)
@@ -371,21 +185,20 @@ class Ekf:
         # Below this |i| the cell counts as resting for the instantaneous hysteresis sign:
         # measured noise around zero must not flip s every tick.
         self.i_rest = 3.0 * self.sigma_i
-        self._est = est
 
-    def _fill_q_floor(self):
-        est = self._est
-        q, f = self._q, self._floor
-        q[0] = _num(est, "q_soc", DEFAULTS["q_soc"])
-        f[0] = FLOOR_SOC
+    def _load_priors(self, est):
+        """Per state: process variance per second (q), floor (floor), prior (p0)."""
+        self._prior(0, est, "q_soc", FLOOR_SOC, "p0_soc")
         for j in range(self.nrc):
-            q[1 + j] = _num(est, "q_rc_V2", DEFAULTS["q_rc_V2"])
-            f[1 + j] = FLOOR_RC_V2
-        q[self.ih] = _num(est, "q_h", DEFAULTS["q_h"])
-        f[self.ih] = FLOOR_H
+            self._prior(1 + j, est, "q_rc_V2", FLOOR_RC_V2, "p0_rc_V2")
+        self._prior(self.ih, est, "q_h", FLOOR_H, "p0_h")
         if self.bias:
-            q[self.ib] = _num(est, "q_bias_A2", DEFAULTS["q_bias_A2"])
-            f[self.ib] = FLOOR_BIAS_A2
+            self._prior(self.ib, est, "q_bias_A2", FLOOR_BIAS_A2, "p0_bias_A2")
+
+    def _prior(self, r, est, q_key, floor, p0_key):
+        self.q[r] = _num(est, q_key, DEFAULTS[q_key])
+        self.floor[r] = floor
+        self.p0[r] = _num(est, p0_key, DEFAULTS[p0_key])
 
     # --- OCV table -------------------------------------------------------------------
     def _lookup(self, z):
@@ -452,16 +265,12 @@ class Ekf:
             P[k] = 0.0
         for k in range(n):
             x[k] = 0.0
-        est = self._est
         defer = False
-        p0_soc = _num(est, "p0_soc", DEFAULTS["p0_soc"])
-        p0_h = _num(est, "p0_h", DEFAULTS["p0_h"])
+        p0 = self.p0
+        for k in range(1, n):
+            P[k * (n + 1)] = p0[k]
+        p0_soc, p0_h = p0[0], p0[self.ih]
         ih = self.ih
-        P[ih * n + ih] = p0_h
-        for j in range(self.nrc):
-            P[(1 + j) * (n + 1)] = _num(est, "p0_rc_V2", DEFAULTS["p0_rc_V2"])
-        if self.bias:
-            P[self.ib * (n + 1)] = _num(est, "p0_bias_A2", DEFAULTS["p0_bias_A2"])
         if soc is not None:
             x[0] = min(max(float(soc), SOC_MIN), SOC_MAX)
             P[0] = p0_soc
@@ -555,7 +364,7 @@ class Ekf:
 
     def _propagate_cov(self, dt):
         """P = F P F' + sigma_i^2 g g' + Q dt, with F = diag(d) - g e_b' (bias column)."""
-        n, P, d, g, q, u = self.n, self.P, self._d, self._g, self._q, self._u
+        n, P, d, g, q, u = self.n, self.P, self._d, self._g, self.q, self._u
         si2 = self.sigma_i * self.sigma_i
         ib = self.ib
         if ib >= 0:
@@ -674,7 +483,7 @@ class Ekf:
             x[ih] = -1.0
         self._cap(0, VAR_SOC_MAX)
         self._cap(ih, VAR_H_MAX)
-        f = self._floor
+        f = self.floor
         for r in range(n):
             if P[r * n + r] < f[r]:
                 P[r * n + r] = f[r]

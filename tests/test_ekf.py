@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from cellbench import cli
+from cellbench import bdflog, cli
 from cellbench.benchmarks.ekf import (FLAT, SLOPED, FilterpyTwin, board_truth,
                                       cycling_profile, measured)
 from cellbench.errors import InputError
@@ -218,7 +218,7 @@ def test_cli_takes_the_model_from_the_sidecar(tmp_path):
     log, out = tmp_path / "run.bdf.csv", tmp_path / "est.csv"
     _write_log(log, t, i_m, v_m)
     assert cli.main(["estimate", str(log), "--out", str(out)]) == 2  # no sidecar yet
-    (tmp_path / "run.json").write_text(json.dumps({"model": SLOPED}))
+    bdflog.sidecar_path(log).write_text(json.dumps({"model": SLOPED}))
     assert cli.main(["estimate", str(log), "--soc0", "0.9", "--out", str(out)]) == 0
     got = np.loadtxt(out, delimiter=",", skiprows=1)
     ref = estimate(SLOPED, np.round(t, 9), np.round(i_m, 9), np.round(v_m, 9), soc0=0.9)

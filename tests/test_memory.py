@@ -175,7 +175,7 @@ def test_record_interval_is_kept_across_the_wrap(t0_ms, dt_ms, elapsed_ms):
 
 # ---------------------------------------------------------------- MODEL without the dict
 
-ekf = fw.module("ekf")
+cellmodel = fw.module("cellmodel")
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
@@ -186,14 +186,14 @@ _NUMBERS = st.lists(st.floats(-10.0, 10.0) | st.integers(-5, 5), min_size=1, max
 
 def _expected(doc, keep):
     """read_model's result by the reference json.loads: kept members only, number lists as lists."""
-    if keep == ekf.ALL:
+    if keep == cellmodel.ALL:
         return doc
     return {k: _expected(v, keep[k]) for k, v in doc.items() if k in keep and isinstance(v, dict)
-            or k in keep and keep[k] == ekf.ALL}
+            or k in keep and keep[k] == cellmodel.ALL}
 
 
 def _plain(value):
-    if isinstance(value, ekf.array):
+    if isinstance(value, cellmodel.array):
         return list(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -209,10 +209,10 @@ def test_read_model_keeps_what_json_loads_gives(extra, soc, volts, cap, junk, in
     doc.update({"capacity_Ah": cap, "provenance": junk,
                 "ocv": {"soc": soc, "voltage_V": volts, "notes": junk}, "estimator": {"gate": 4.0}})
     text = json.dumps(doc, indent=indent)
-    got = ekf.read_model(memoryview(bytearray(text.encode())))
-    want = _expected(json.loads(text), ekf.MODEL_KEYS)
+    got = cellmodel.read_model(memoryview(bytearray(text.encode())))
+    want = _expected(json.loads(text), cellmodel.MODEL_KEYS)
     assert _plain(got) == want
-    assert isinstance(got["ocv"]["soc"], ekf.array)  # the tables are float arrays
+    assert isinstance(got["ocv"]["soc"], cellmodel.array)  # the tables are float arrays
 
 
 @given(st.text(max_size=40))
@@ -223,5 +223,5 @@ def test_read_model_refuses_what_is_not_a_json_object(text):
         doc = None
     if isinstance(doc, dict):
         return
-    with pytest.raises(ekf.JsonError):
-        ekf.read_model(text)
+    with pytest.raises(cellmodel.JsonError):
+        cellmodel.read_model(text)

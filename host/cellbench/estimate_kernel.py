@@ -1,0 +1,357 @@
+"""The board's SoC filter (firmware/ekf.py) as a numba kernel, for whole logs on the host.
+
+The same equations in the same order as ``Ekf.reset`` / ``Ekf.step`` (docs/estimator.md
+gives them): a per-sample Python loop cannot replay a log at a million samples a second,
+this compiled loop does. Its numbers come from the firmware, never from here: the
+filter's parameters are the firmware filter's public attributes and its constants
+(SOC_MIN, FOLD, ...) are firmware/ekf.py's, packed into arrays by ``pack`` at every call,
+so a change there cannot be shadowed by a stale compiled copy.
+
+Precision: every float the filter computes has the dtype of the packed arrays: float64
+(the reference; what the unix-port simulator computes) or float32 (what the RP2040's
+single-precision floats compute). numba compiles one specialisation per dtype from this
+one source and caches both on disk (``cache=True``). No float literal appears in the
+arithmetic: numba types a Python float as float64, which would silently widen a float32
+expression; constants are written ``R(1)`` with ``R = f.dtype.type``. Only the time step
+is taken in float64 (the difference of two log times), then rounded to the dtype.
+
+Units: t_s seconds, i_A amperes (> 0 charges the cell), v_V volts; SoC 1 = full.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Scalars of the filter, f[...]: its parameters (the firmware filter's attributes of the
+# same names), firmware/ekf.py's constants, the initial SoC, then working values.
+PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest")
+CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKNOWN")
+(Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST,
+ SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
+ SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, NF) = range(26)
+# Integers, ip[...]: states, RC pairs, h and bias indices (-1: no bias), table points,
+# iterated-update passes at most, and whether soc0 is given.
+N, NRC, IH, IB, NPT, ITER_MAX, SOC_GIVEN, NI = range(8)
+# Per-state vectors, vec[...]: state, transition diagonal, input sensitivity, work,
+# measurement Jacobian, P h, gain, prior state, process variance, floor, prior variance.
+X, D, G, U, H, PH, K, XP, Q, FLOOR, P0, NV = range(12)
+NX = 5  # states at most: SoC, 2 RC, h, bias
+PM, MM = range(2)  # mat[...]: covariance P and the Joseph-form work matrix, row-major
+OCV_T, R0_T, M_T = range(3)  # tab[...]: the OCV, R0 and M(z) tables
+RC_OHM, RC_TAU = range(2)    # rc[...]: RC pairs' resistance (ohm) and time constant (s)
+
+
+def pack(ekf, firmware, soc0, dtype):
+    """The kernel's arrays (f, ip, vec, mat, tab, rc) for the firmware filter ``ekf``
+    (an ekf.Ekf), the firmware module ``firmware`` (its constants) and ``soc0`` (None:
+    from the OCV at the first sample), in ``dtype`` (np.float32 or np.float64)."""
+    f = np.zeros(NF)
+    f[Z0:Z0 + len(PARAMS)] = [getattr(ekf, name) for name in PARAMS]
+    f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [getattr(firmware, name) for name in CONSTANTS]
+    f[SOC0] = 0.0 if soc0 is None else soc0
+    ip = np.zeros(NI, dtype=np.int64)
+    ip[[N, NRC, IH, IB, NPT]] = ekf.n, ekf.nrc, ekf.ih, ekf.ib, len(ekf.ocv_V)
+    ip[ITER_MAX], ip[SOC_GIVEN] = firmware.ITER_MAX, soc0 is not None
+    vec = np.zeros((NV, NX))
+    for row, values in ((Q, ekf.q), (FLOOR, ekf.floor), (P0, ekf.p0)):
+        vec[row, :ekf.n] = values
+    tab = np.array([ekf.ocv_V, ekf.r0_ohm, ekf.m_tab], dtype=np.float64)
+    rc = np.zeros((2, 2))
+    rc[RC_OHM, :ekf.nrc], rc[RC_TAU, :ekf.nrc] = ekf.rc_ohm, ekf.rc_tau_s
+    return (f.astype(dtype), ip, vec.astype(dtype), np.zeros((2, NX * NX), dtype),
+            tab.astype(dtype), rc.astype(dtype))
+
+
+@njit(cache=True)
+def lookup(f, ip, tab, z):
+    """Set OCV, SLOPE, R0, DR0, M, DM at SoC z (Ekf._lookup); returns the table segment."""
+    R = f.dtype.type
+    pos = (z - f[Z0]) / f[DZ]
+    last = ip[NPT] - 2
+    j = int(pos) if pos > 0 else 0
+    if j > last:
+        j = last
+    frac = pos - R(j)
+    v, r, m = tab[OCV_T], tab[R0_T], tab[M_T]
+    f[SLOPE] = (v[j + 1] - v[j]) / f[DZ]
+    f[OCV] = v[j] + frac * (v[j + 1] - v[j])
+    if frac <= 0:
+        f[R0], f[M], f[DR0], f[DM] = r[j], m[j], R(0), R(0)
+    elif frac >= 1:
+        f[R0], f[M], f[DR0], f[DM] = r[j + 1], m[j + 1], R(0), R(0)
+    else:
+        f[R0] = r[j] + frac * (r[j + 1] - r[j])
+        f[DR0] = (r[j + 1] - r[j]) / f[DZ]
+        f[M] = m[j] + frac * (m[j + 1] - m[j])
+        f[DM] = (m[j + 1] - m[j]) / f[DZ]
+    return j
+
+
+@njit(cache=True)
+def soc_at(f, ip, tab, v_V):
+    """(SoC whose OCV is v_V clamped to [SOC_MIN, SOC_MAX], whether it was outside)."""
+    R = f.dtype.type
+    v = tab[OCV_T]
+    last = ip[NPT] - 2
+    j = 0
+    while j < last and v_V > v[j + 1]:
+        j += 1
+    z = f[Z0] + (R(j) + (v_V - v[j]) / (v[j + 1] - v[j])) * f[DZ]
+    outside = z < f[SOC_MIN] or z > f[SOC_MAX]
+    return min(max(z, f[SOC_MIN]), f[SOC_MAX]), outside
+
+
+@njit(cache=True)
+def cap(P, n, r, vmax):
+    """Scale row and column r of P so P[r, r] <= vmax (Ekf._cap)."""
+    prr = P[r * n + r]
+    if prr <= vmax:
+        return
+    s = math.sqrt(vmax / prr)
+    for c in range(n):
+        P[r * n + c] *= s
+        P[c * n + r] *= s
+
+
+@njit(cache=True)
+def condition(f, ip, vec, mat):
+    """Clamp SoC and h, cap their variances, floor the diagonal of P (Ekf._condition)."""
+    R = f.dtype.type
+    n, ih = ip[N], ip[IH]
+    x, P, floor = vec[X], mat[PM], vec[FLOOR]
+    z = x[0] + f[PEND]
+    if z < f[SOC_MIN] or z > f[SOC_MAX]:
+        x[0] = min(max(z, f[SOC_MIN]), f[SOC_MAX])
+        f[PEND] = R(0)
+    if x[ih] > 1:
+        x[ih] = R(1)
+    elif x[ih] < -1:
+        x[ih] = R(-1)
+    cap(P, n, 0, f[VAR_SOC_MAX])
+    cap(P, n, ih, f[VAR_H_MAX])
+    for r in range(n):
+        if P[r * n + r] < floor[r]:
+            P[r * n + r] = floor[r]
+
+
+@njit(cache=True)
+def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
+    """Ekf.reset(soc) or, without soc_given, Ekf.reset(v, i) from a sample; returns
+    True when no OCV explains v (the filter restarts at the next sample)."""
+    R = f.dtype.type
+    n, ih = ip[N], ip[IH]
+    x, P, p0 = vec[X], mat[PM], vec[P0]
+    P[:] = R(0)
+    x[:] = R(0)
+    for k in range(n):
+        P[k * n + k] = p0[k]
+    outside = False
+    if soc_given:
+        x[0] = min(max(soc, f[SOC_MIN]), f[SOC_MAX])
+    else:
+        z, outside = soc_at(f, ip, tab, v)
+        lookup(f, ip, tab, z)
+        z, outside = soc_at(f, ip, tab, v - f[R0] * i)
+        lookup(f, ip, tab, z)
+        x[0] = z
+        if outside:
+            P[0] = f[VAR_UNKNOWN]
+        else:
+            p0_h = P[ih * n + ih]
+            c = f[M] / f[SLOPE]
+            sv = f[SIGMA_V] / f[SLOPE]
+            P[0] = c * c * p0_h + sv * sv
+            P[ih] = P[ih * n] = -c * p0_h
+    f[PEND] = R(0)
+    f[S] = R(0)
+    condition(f, ip, vec, mat)
+    return outside
+
+
+@njit(cache=True)
+def propagate_cov(f, ip, vec, mat, dt):
+    """P = F P F' + sigma_i^2 g g' + Q dt (Ekf._propagate_cov)."""
+    R = f.dtype.type
+    n, ib = ip[N], ip[IB]
+    P, d, g, u, q = mat[PM], vec[D], vec[G], vec[U], vec[Q]
+    si2 = f[SIGMA_I] * f[SIGMA_I]
+    pbb = R(0)
+    if ib >= 0:
+        for r in range(n):
+            u[r] = d[r] * P[r * n + ib]
+        pbb = P[ib * n + ib]
+    for r in range(n):
+        for c in range(r, n):
+            v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+            if ib >= 0:
+                v = v - u[r] * g[c] - g[r] * u[c] + g[r] * g[c] * pbb
+            if r == c:
+                v = v + q[r] * dt
+            P[r * n + c] = v
+            P[c * n + r] = v
+
+
+@njit(cache=True)
+def predict(f, ip, vec, mat, rc, i, dt):
+    """Propagate x and P over dt seconds with the bias-corrected current i (Ekf._predict)."""
+    R = f.dtype.type
+    x, d, g = vec[X], vec[D], vec[G]
+    k = dt / f[Q_AS]
+    if i > 0:
+        k = k * f[ETA]
+    d[0] = R(1)
+    g[0] = k
+    f[PEND] += k * i
+    for j in range(ip[NRC]):
+        a = math.exp(-dt / rc[RC_TAU, j])
+        b = rc[RC_OHM, j] * (R(1) - a)
+        x[1 + j] = a * x[1 + j] + b * i
+        d[1 + j] = a
+        g[1 + j] = b
+    ih, ib = ip[IH], ip[IB]
+    sg = R(1) if i > 0 else (R(-1) if i < 0 else R(0))
+    kh = f[GAMMA] * dt / f[Q_AS]
+    ah = math.exp(-abs(i) * kh)
+    h = x[ih]
+    x[ih] = ah * h + (R(1) - ah) * sg
+    d[ih] = ah
+    g[ih] = -kh * sg * ah * (h - sg)
+    if ib >= 0:
+        d[ib] = R(1)
+        g[ib] = R(0)
+    propagate_cov(f, ip, vec, mat, dt)
+    if f[PEND] >= f[FOLD] or f[PEND] <= -f[FOLD]:
+        x[0] += f[PEND]
+        f[PEND] = R(0)
+
+
+@njit(cache=True)
+def measure(f, ip, vec, tab, z, i):
+    """(model voltage at SoC z and the other states, table segment of z); the Jacobian
+    row goes into vec[H] (Ekf._measure)."""
+    R = f.dtype.type
+    x, Hr = vec[X], vec[H]
+    ih, ib = ip[IH], ip[IB]
+    seg = lookup(f, ip, tab, z)
+    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i
+    for j in range(ip[NRC]):
+        vm += x[1 + j]
+        Hr[1 + j] = R(1)
+    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih]
+    Hr[ih] = f[M]
+    if ib >= 0:
+        Hr[ib] = -f[R0]
+    return vm, seg
+
+
+@njit(cache=True)
+def gain(ip, vec, mat, Rv):
+    """vec[PH] = P h, vec[K] = P h / (h P h' + Rv); returns h P h'."""
+    R = mat.dtype.type
+    n = ip[N]
+    P, Hr, ph, Kg = mat[PM], vec[H], vec[PH], vec[K]
+    hph = R(0)
+    for r in range(n):
+        acc = R(0)
+        for c in range(n):
+            acc += P[r * n + c] * Hr[c]
+        ph[r] = acc
+        hph += Hr[r] * acc
+    Sv = hph + Rv
+    for r in range(n):
+        Kg[r] = ph[r] / Sv
+    return hph
+
+
+@njit(cache=True)
+def update(f, ip, vec, mat, tab, i, v):
+    """Iterated-EKF correction with voltage v (Ekf._update); returns the prior model voltage."""
+    R = f.dtype.type
+    n = ip[N]
+    x, P, Hr, ph, Kg, Mw, w, xp = (vec[X], mat[PM], vec[H], vec[PH], vec[K], mat[MM],
+                                   vec[U], vec[XP])
+    for r in range(n):
+        xp[r] = x[r]
+    zp = x[0] + f[PEND]
+    z = zp
+    vm0, seg = measure(f, ip, vec, tab, z, i)
+    e = v - vm0
+    rv = f[SIGMA_I] * f[R0] + f[SIGMA_V]
+    Rv = rv * rv
+    hph = gain(ip, vec, mat, Rv)
+    if e * e > f[GATE] * f[GATE] * (hph + Rv):
+        Rv = e * e / (f[GATE] * f[GATE]) - hph
+        gain(ip, vec, mat, Rv)
+    dz = R(0)
+    for it in range(ip[ITER_MAX]):
+        dz = Kg[0] * e
+        zn = zp + dz
+        for r in range(1, n):
+            x[r] = xp[r] + Kg[r] * e
+        if lookup(f, ip, tab, zn) == seg or it == ip[ITER_MAX] - 1:
+            break
+        # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
+        z = zn
+        vm, seg = measure(f, ip, vec, tab, z, i)
+        e = v - vm - Hr[0] * (zp - z)
+        for r in range(1, n):
+            e -= Hr[r] * (xp[r] - x[r])
+        gain(ip, vec, mat, Rv)
+    f[PEND] += dz
+    for r in range(n):
+        for c in range(n):
+            Mw[r * n + c] = P[r * n + c] - Kg[r] * ph[c]
+    for r in range(n):
+        acc = R(0)
+        for c in range(n):
+            acc += Mw[r * n + c] * Hr[c]
+        w[r] = acc
+    for r in range(n):
+        kr = Kg[r] * Rv
+        for c in range(r, n):
+            P[r * n + c] = P[c * n + r] = Mw[r * n + c] - w[r] * Kg[c] + kr * Kg[c]
+    return vm0
+
+
+@njit(cache=True)
+def run(f, ip, vec, mat, tab, rc, t_s, i_A, v_V, soc, std, v_model, x_out, P_out, full):
+    """The filter over every sample (t_s, i_A, v_V: float64), as the board runs it from a
+    reset at the first sample: soc, std, v_model (float64, one per sample) are written;
+    with ``full`` also x_out (samples x n, SoC with its pending sum) and P_out."""
+    R = f.dtype.type
+    n, ib = ip[N], ip[IB]
+    x, P = vec[X], mat[PM]
+    defer = False
+    for s in range(t_s.size):
+        # the board receives integer nA, uV, ms and scales them into its own floats
+        i, v = R(i_A[s]), R(v_V[s])
+        dt = t_s[s] - t_s[s - 1] if s else 0.0
+        first = s == 0
+        if first:
+            defer = reset(f, ip, vec, mat, tab, ip[SOC_GIVEN] != 0, f[SOC0], v, i)
+        elif defer:  # no credible OCV yet: restart from this sample
+            defer = reset(f, ip, vec, mat, tab, False, R(0), v, i)
+            first = True
+            dt = 0.0
+        if first or dt > 0:
+            if ib >= 0:
+                i = i - x[ib]
+            if i > f[I_REST]:
+                f[S] = R(1)
+            elif i < -f[I_REST]:
+                f[S] = R(-1)
+            if dt > 0:
+                predict(f, ip, vec, mat, rc, i, R(dt))
+            v_model[s] = update(f, ip, vec, mat, tab, i, v)
+            condition(f, ip, vec, mat)
+        else:  # a repeated sample: nothing new
+            v_model[s] = v_model[s - 1]
+        soc[s] = x[0] + f[PEND]
+        std[s] = math.sqrt(P[0])
+        if full:
+            for k in range(n):
+                x_out[s, k] = x[k]
+            x_out[s, 0] = soc[s]
+            for k in range(n * n):
+                P_out[s, k // n, k % n] = P[k]
