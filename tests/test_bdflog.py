@@ -133,7 +133,7 @@ def test_sidecar_contents_and_events(tmp_path):
     log.event("fault", flags=4)
     log.close(stop_reason="end")
     meta = bdflog.read_sidecar(path)
-    assert (tmp_path / "s.json").is_file()
+    assert (tmp_path / "s.bdf.csv.json").is_file() and not (tmp_path / "s.json").exists()
     assert meta["board"] == "sim" and meta["mass_mg"] == 2.0
     assert meta["started_unix_s"] == 123.0 and meta["ended_unix_s"] >= 123.0
     assert meta["stop_reason"] == "end"
@@ -165,12 +165,39 @@ def test_bad_logs_raise_input_error(tmp_path, text):
 def test_missing_log_and_bad_sidecar(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         bdflog.read_log(tmp_path / "nope.bdf.csv")
-    (tmp_path / "x.json").write_text("[1, 2")
+    (tmp_path / "x.bdf.csv.json").write_text("[1, 2")
     with pytest.raises(InputError, match="sidecar"):
         bdflog.read_sidecar(tmp_path / "x.bdf.csv")
-    (tmp_path / "y.json").write_text(json.dumps([1]))
+    (tmp_path / "y.bdf.csv.json").write_text(json.dumps([1]))
     with pytest.raises(InputError, match="sidecar"):
         bdflog.read_sidecar(tmp_path / "y.bdf.csv")
+
+
+def test_a_protocol_named_like_the_log_is_neither_its_sidecar_nor_in_the_way(tmp_path):
+    """X.json next to X.bdf.csv is the user's (a protocol): the log is written beside it,
+    untouched, and is not read as the log's sidecar."""
+    protocol = tmp_path / "x.json"
+    protocol.write_text(json.dumps({"method": []}))
+    with bdflog.LogWriter(tmp_path / "x.bdf.csv", meta={"board": "sim"}) as log:
+        log.write(_record(0))
+    assert json.loads(protocol.read_text()) == {"method": []}
+    assert bdflog.read_sidecar(tmp_path / "x.bdf.csv")["board"] == "sim"
+    (tmp_path / "x.bdf.csv.json").unlink()
+    assert bdflog.read_sidecar(tmp_path / "x.bdf.csv") == {}
+
+
+def test_an_older_log_keeps_its_sidecar_name_when_resumed(tmp_path):
+    """Logs written before the sidecar was renamed have it at X.json: read there, and a
+    resumed run goes on writing it there (one sidecar per log)."""
+    path = tmp_path / "old.bdf.csv"
+    _log(path, 2)
+    (tmp_path / "old.bdf.csv.json").rename(tmp_path / "old.json")
+    assert bdflog.read_sidecar(path)["events"] == []
+    log = bdflog.LogWriter.reopen(path)
+    log.write(_record(2))
+    log.close(stop_reason="end")
+    assert json.loads((tmp_path / "old.json").read_text())["rows"] == 3
+    assert not (tmp_path / "old.bdf.csv.json").exists()
 
 
 # ---------------------------------------------------------------- resume support

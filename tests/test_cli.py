@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from cellbench import bdflog, cli
+from cellbench import bdflog, boards, cli
 from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
 
 SMOKE = PROTOCOLS / "smoke.json"
@@ -358,7 +358,7 @@ class Scripted:
         if queue:
             self.lines.append(self.frame.encode(queue.pop(0)))
 
-    def readline(self):
+    def readline(self, timeout_s=None):
         if not self.lines:
             self.eof = self.ends
             return b""
@@ -495,7 +495,7 @@ def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, mo
     cal = dict(ideal_calibration("sim"), id="sim-test-cal")
     if calibrated:
         (cal_dir / "sim.json").write_text(json.dumps(cal))
-    monkeypatch.setattr(session, "CALIBRATIONS", cal_dir)
+    monkeypatch.setattr(boards, "CALIBRATIONS", cal_dir)
     out = tmp_path / "cal.bdf.csv"
     code = cli.main(["run", str(sim_files / "fast.json"), "--cell", str(sim_files / "cell.json"),
                      "--out", str(out), "--quiet"])
@@ -510,14 +510,12 @@ def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, mo
 
 
 def test_calibration_in_force_names_a_file_only_when_the_board_applies_it(tmp_path, monkeypatch):
-    from cellbench import session
-
-    monkeypatch.setattr(session, "CALIBRATIONS", tmp_path)
+    monkeypatch.setattr(boards, "CALIBRATIONS", tmp_path)
     (tmp_path / "b1.json").write_text(json.dumps({"board": "b1", "created": "2026-11-01"}))
-    assert session.calibration_in_force({"calibration": "b1@2026-11-01"}, "b1")["file_matches"]
-    other = session.calibration_in_force({"calibration": "b1@2026-10-01"}, "b1")
+    assert boards.calibration_in_force({"calibration": "b1@2026-11-01"}, "b1")["file_matches"]
+    other = boards.calibration_in_force({"calibration": "b1@2026-10-01"}, "b1")
     assert other == {"id": "b1@2026-10-01", "file": None, "file_matches": False}
-    assert session.calibration_in_force({"calibration": ""}, "b1")["id"] == "none"
+    assert boards.calibration_in_force({"calibration": ""}, "b1")["id"] == "none"
 
 
 def test_lost_last_lines_are_fetched_once_the_stream_goes_quiet(monkeypatch):

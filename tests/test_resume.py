@@ -25,6 +25,7 @@ import pytest
 import bdf
 from cellbench import bdflog, cli, fw
 from cellbench.link import Link
+from cellbench.transport import Transport
 from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
 from polling import WAIT_S, wait_for
 
@@ -260,7 +261,7 @@ def test_resume_refusals(tmp_path, capsys):
     (tmp_path / "plain.bdf.csv").write_text("Test Time / s,Voltage / V,Current / A\n0,1,0\n")
     _bad(["run", "--resume", tmp_path / "plain.bdf.csv", "--port", "/dev/null"], capsys,
          "resume: plain.bdf.csv was not written by this bench")
-    (tmp_path / "going.json").write_text(json.dumps({"started_unix_s": 0}))
+    (tmp_path / "going.bdf.csv.json").write_text(json.dumps({"started_unix_s": 0}))
     _bad(["run", "--resume", going, "--port", "/dev/null"], capsys,
          "resume: the sidecar of going.bdf.csv has no 'table'")
     _bad(["run", "x.json", "--resume", done, "--port", "/dev/null"], capsys, "resume: --protocol")
@@ -276,8 +277,11 @@ def test_resume_refusals(tmp_path, capsys):
 # ---------------------------------------------------------------- the ACK discipline
 
 
-class ScriptedBoard:
+class ScriptedBoard(Transport):
     """A transport that plays board lines and records what the host writes."""
+
+    eof = False
+    close = lambda self: None  # noqa: E731
 
     def __init__(self, bodies):
         frame = fw.module("frame")
@@ -288,7 +292,7 @@ class ScriptedBoard:
     def write(self, data):
         self.sent.append(self.decode(data))
 
-    def readline(self):
+    def readline(self, timeout_s=None):
         return self.lines.pop(0) if self.lines else b""
 
 
@@ -320,8 +324,11 @@ def _rec(seq):
     return f"R {seq} {t} 1500000 -350000 1 {seq} 1 0 2 0 0 {10 * seq} {10 * seq} 0 {15 * seq} -1 -1"
 
 
-class RingBoard:
+class RingBoard(Transport):
     """A board with a ring holding seqs oldest..next-1 (docs/link.md SEND / ACK / STATUS)."""
+
+    eof = False
+    close = lambda self: None  # noqa: E731
 
     def __init__(self, held, state="DONE", board_id="sim"):
         self.frame = fw.module("frame")
@@ -361,7 +368,7 @@ class RingBoard:
         elif cmd == "STOP":
             self._reply('OK STOP {"state": "STOPPED"}')
 
-    def readline(self):
+    def readline(self, timeout_s=None):
         return self.out.pop(0) if self.out else b""
 
 
@@ -444,3 +451,32 @@ def test_resume_refuses_another_or_restarted_board(tmp_path, board_id, seq_next,
         session.resume(path, board)
     assert path.read_bytes() == before
     assert not any(s.startswith(("SEND", "STOP", "ACK")) for s in board.sent)  # board untouched
+
+
+class StreamingRingBoard(RingBoard):
+    """A RingBoard whose run goes on while the new host says hello: a live record comes
+    before its ID reply and the run's END event before its STATUS reply, streamed from
+    the cursor the old host left, as a board does."""
+
+    def write(self, data):
+        body = self.frame.decode(data)
+        if body in ("ID", "STATUS"):
+            seq = max(self.held) + 1
+            self.held[seq] = _rec(seq) if body == "ID" else 'E %d END {"fault": 0}' % seq
+            self._reply(self.held[seq])
+        super().write(data)
+
+
+def test_lines_streamed_before_the_resume_asks_are_not_counted_lost(tmp_path):
+    """Records the board streams while the host sends ID and STATUS (before its SEND) are
+    neither gaps nor losses: nothing is lost, so the summary and sidecar say 0."""
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START")])
+    board = StreamingRingBoard({s: _rec(s) for s in range(6, 10)}, state="RUNNING")
+    summary = session.resume(path, board)
+    assert summary["stop_reason"] == "end" and summary["link"]["lost"] == 0
+    meta = bdflog.read_sidecar(path)
+    assert "records_lost" not in [e["kind"] for e in meta["events"]]
+    assert bdflog.read_log(path)["Record Seq / 1"].tolist() == list(range(1, 11))
+    assert [e.get("seq") for e in meta["events"] if e["kind"] == "END"] == [11]

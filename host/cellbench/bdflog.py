@@ -1,6 +1,10 @@
 """Battery Data Format logs: write records as they arrive, read any BDF log back.
 
-A log is ``<name>.bdf.csv`` plus a JSON sidecar ``<name>.json`` (docs/design.md, "Log").
+A log is ``<name>.bdf.csv`` plus a JSON sidecar ``<name>.bdf.csv.json`` (docs/design.md,
+"Log"): the log's own file name with ``.json`` added, so it never takes the name of a
+protocol or model next to it (``<name>.json``), of a BDF table in JSON (``<name>.bdf.json``)
+or of BDF's JSON-LD metadata (``<name>.jsonld``). Sidecars of older logs (``<name>.json``)
+are still read.
 Units in the file are BDF's: seconds, volts, amps (current > 0 charges the cell),
 amp-hours, watt-hours. The board sends integers (ms, uV, nA, nAh, uWh, ppm); the
 conversion here is exact decimal scaling, so no float noise is written.
@@ -20,6 +24,7 @@ import numpy as np
 
 from .errors import InputError
 from .jsonfile import read_json
+from .outputs import check_output
 
 # (preferred BDF header, machine name). The first 14 are written by this bench, in order;
 # the rest are read from other tools' logs.
@@ -74,13 +79,35 @@ _LOG_SUFFIXES = (".bdf.csv", ".bdf.parquet", ".bdf.gz", ".bdf.csv.gz", ".csv.gz"
 
 
 def sidecar_path(log_path):
-    """The sidecar of a log: ``run.bdf.csv`` -> ``run.json`` (same folder)."""
+    """The sidecar a log gets: ``run.bdf.csv`` -> ``run.bdf.csv.json`` (same folder)."""
     p = Path(log_path)
-    name = p.name
+    return p.with_name(p.name + ".json")
+
+
+def _legacy_sidecar_path(log_path):
+    """Where older versions put the sidecar: ``run.bdf.csv`` -> ``run.json``."""
+    p = Path(log_path)
     for suffix in _LOG_SUFFIXES:
-        if name.endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".json")
-    return p.with_name(name + ".json")
+        if p.name.endswith(suffix):
+            return p.with_name(p.name[: -len(suffix)] + ".json")
+    return None
+
+
+def existing_sidecar_path(log_path):
+    """The sidecar file a log has: its own (:func:`sidecar_path`), else an older-style
+    ``<name>.json`` that holds a sidecar (not, say, the protocol), else None."""
+    own = sidecar_path(log_path)
+    if own.is_file():
+        return own
+    old = _legacy_sidecar_path(log_path)
+    if old is not None and old.is_file():
+        try:
+            meta = read_json(old, "sidecar")
+        except InputError:
+            return None
+        if "events" in meta or "imported_from" in meta or meta.get("host") == "cellbench":
+            return old
+    return None
 
 
 def fixed(n, digits):
@@ -135,18 +162,24 @@ class LogWriter:
     Refuses to replace an existing log or sidecar unless ``force``.
     """
 
-    def __init__(self, path, with_soc=False, start_unix_s=None, meta=None, force=False):
+    def __init__(self, path, with_soc=False, start_unix_s=None, meta=None, force=False,
+                 append_to=None):
         self.path = Path(path)
-        self.sidecar = sidecar_path(self.path)
-        for p in (self.path, self.sidecar):
-            if p.exists() and not force:
-                raise InputError(f"out: {p} exists (use --force to overwrite)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sidecar = append_to or sidecar_path(self.path)
+        if append_to is None:
+            for p in (self.path, self.sidecar):
+                check_output(p, force)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.with_soc = bool(with_soc)
         self.start_unix_s = time.time() if start_unix_s is None else float(start_unix_s)
         self.meta = dict(meta or {})
         self.meta.setdefault("started_unix_s", self.start_unix_s)
         self.meta.setdefault("events", [])
+        if append_to is not None:
+            self.meta.pop("ended_unix_s", None)  # the run goes on
+            self.rows = count_rows(self.path)
+            self._file = open(self.path, "a", newline="")
+            return
         self.rows = 0
         self._file = open(self.path, "w", newline="")
         self._file.write(",".join(self.columns()) + "\n")
@@ -164,27 +197,22 @@ class LogWriter:
         self.rows += 1
 
     @classmethod
-    def reopen(cls, path):
+    def reopen(cls, path, meta=None):
         """Continue an existing log (``cellbench run --resume``): append rows after its last
         complete line. A partial last line (the writer was killed mid-row) is cut off first.
-        The sidecar supplies the metadata; the header must be one this writer writes.
+        ``meta``: its sidecar, already read (read now if None); it is written back where
+        it was found. The header must be one this writer writes.
         """
-        self = cls.__new__(cls)
-        self.path = Path(path)
-        self.sidecar = sidecar_path(self.path)
-        if not self.path.is_file():
-            raise InputError(f"resume: no log {self.path}")
-        repair_tail(self.path)
-        self.with_soc = appendable_with_soc(self.path)
-        self.meta = read_sidecar(self.path)
-        if "started_unix_s" not in self.meta:
-            raise InputError(f"resume: {self.sidecar.name} has no started_unix_s")
-        self.start_unix_s = float(self.meta["started_unix_s"])
-        self.meta.setdefault("events", [])
-        self.meta.pop("ended_unix_s", None)  # the run goes on
-        self.rows = count_rows(self.path)
-        self._file = open(self.path, "a", newline="")
-        return self
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"resume: no log {path}")
+        repair_tail(path)
+        with_soc = appendable_with_soc(path)
+        side = existing_sidecar_path(path) or sidecar_path(path)
+        meta = read_sidecar(path) if meta is None else meta
+        if "started_unix_s" not in meta:
+            raise InputError(f"resume: {side.name} has no started_unix_s")
+        return cls(path, with_soc, float(meta["started_unix_s"]), meta, append_to=side)
 
     def logged_seqs(self):
         """Sequence numbers of the events already in the sidecar (to skip repeats)."""
@@ -419,5 +447,5 @@ def read_log(path):
 def read_sidecar(path):
     """The sidecar dict of a log (pass the log path or the sidecar path); {} if none."""
     p = Path(path)
-    side = p if p.suffix == ".json" else sidecar_path(p)
-    return read_json(side, "sidecar") if side.is_file() else {}
+    side = p if p.suffix == ".json" else existing_sidecar_path(p)
+    return read_json(side, "sidecar") if side is not None and side.is_file() else {}

@@ -10,7 +10,6 @@ the board can free its ring (it holds every unacknowledged line, and pauses the 
 a FULL event rather than drop one).
 """
 
-import inspect
 import json
 import time
 
@@ -25,8 +24,8 @@ GARBLED = "?"  # the cmd of the board's reply to a line it could not decode
 # Events outside the sequence: written once at boot, never held in the ring (no SEND or
 # ACK), and their seq jumps past everything sent before the reset. Delivered at once.
 OUT_OF_BAND = ("INTERRUPTED",)
-# Longest single blocking read on a transport that accepts a timeout (the simulator's
-# readline blocks until a line comes): short, so reply and idle deadlines are kept.
+# Longest single blocking read (Transport.readline's timeout): short, so reply and idle
+# deadlines are kept.
 READ_SLICE_S = 0.5
 
 
@@ -40,15 +39,6 @@ def _oldest_held(message):
         return int(tail.strip()) if sep else None
     except ValueError:
         return None
-
-
-def _takes_timeout(readline):
-    """True if ``readline`` accepts ``timeout_s=`` (SimBoard does; pyserial's does not)."""
-    try:
-        params = inspect.signature(readline).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "timeout_s" or p.kind == p.VAR_KEYWORD for p in params)
 
 
 class LinkError(Exception):
@@ -105,22 +95,24 @@ def parse_reply(body):
 class Link:
     """Framed commands and an exactly-once, in-order stream of records and events.
 
-    ``transport``: write(bytes) / readline() -> bytes. An empty read means "nothing yet"
-    on a serial port and "end of stream" on a transport whose ``returncode`` is set (the
-    simulator's process ended) or whose ``eof`` is true.
+    ``transport``: a cellbench.transport.Transport (readline(timeout_s), write, eof,
+    close). An empty read means "nothing yet" unless the transport is at ``eof``.
+    ``first_seq``: the seq the stream starts at; None: no stream is followed until
+    :meth:`reset_sequence` or :meth:`resend_from` says where it starts (lines before
+    that are the board's business with an earlier host, neither gaps nor losses).
     ``reply_timeout_s``: how long a command waits for its OK/ERR.
     ``ack_every``: acknowledge after this many new messages (and at least each second).
     """
 
     def __init__(self, transport, reply_timeout_s=5.0, ack_every=32, resend_wait_s=1.0,
-                 retries=2):
+                 retries=2, first_seq=0):
         self.transport = transport
         self.frame = fw.module("frame")
         self.reply_timeout_s = reply_timeout_s
         self.ack_every = ack_every
         self.resend_wait_s = resend_wait_s
         self.retries = retries
-        self.next_seq = 0          # the next sequence number the host needs
+        self.next_seq = first_seq  # the next sequence number the host needs (None: none yet)
         # The first seq not yet handed over and consumed: ACKs never go past it, so a host
         # killed after an ACK has logged everything it acknowledged (the board keeps the rest).
         self.delivered_seq = 0
@@ -138,7 +130,6 @@ class Link:
         self._last_line_s = time.monotonic()
         self._probe_s = self._last_line_s  # when the stream was last probed (see _maybe_resend)
         self._garbled = False      # the board said it could not decode a line of ours
-        self._timed_read = _takes_timeout(transport.readline)
         self._noise = []           # the last unframed lines read (see _last_words)
 
     # ------------------------------------------------------------ commands
@@ -258,6 +249,7 @@ class Link:
     def at_end(self):
         """True once the transport can deliver nothing more."""
         t = self.transport
+        # cellbench.sim's SimBoard predates Transport.eof: its ended process is its eof.
         return bool(getattr(t, "eof", False)) or getattr(t, "returncode", None) is not None
 
     def consumed(self, seq):
@@ -277,9 +269,7 @@ class Link:
 
     def _readline(self):
         try:
-            if self._timed_read:
-                return self.transport.readline(timeout_s=READ_SLICE_S)
-            return self.transport.readline()
+            return self.transport.readline(timeout_s=READ_SLICE_S)
         except TimeoutError:  # the simulator's blocking read gave up: nothing arrived
             return b""
         except OSError as exc:  # checked after TimeoutError, which is an OSError too
@@ -327,7 +317,7 @@ class Link:
             if status == "ERR":
                 self.stats["housekeeping_errors"] += 1
                 oldest = _oldest_held(value[1]) if cmd == "SEND" else None
-                if oldest is not None and oldest > self.next_seq:
+                if oldest is not None and self.next_seq is not None and oldest > self.next_seq:
                     self.stats["lost"] += oldest - self.next_seq
                     self.next_seq = oldest
                     self._resend_done()
@@ -344,6 +334,8 @@ class Link:
             # the board fills it); the caller decides what a reset means for its run.
             self._pending.append(("event", msg))
             return
+        if self.next_seq is None:
+            return  # no stream followed yet: the SEND that starts ours fetches it again
         if seq < self.next_seq:
             self.stats["duplicates"] += 1
             return
@@ -370,6 +362,8 @@ class Link:
         for ``resend_wait_s``, or after a wait that doubles each time (its request or reply
         was lost), so a host slower than the board never floods it with re-sends.
         """
+        if self.next_seq is None:
+            return  # nothing to ask for before a stream is followed
         now = time.monotonic()
         if self._resend_at is not None and not self._resend_answered:
             quiet = now - self._last_line_s > self.resend_wait_s

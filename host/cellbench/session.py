@@ -1,31 +1,37 @@
 """Run one test: ID, LOAD, (MODEL), START, then log records until the run ends.
 
 The board runs the test on its own (limits included), so the host's job is to hand it
-the compiled step table and write down what comes back. Ctrl-C sends STOP, waits briefly
+the compiled step table and write down what comes back. Ctrl-C stops the board (or, on a
+board that outlives this process, pauses it so ``--resume`` can continue), waits briefly
 for the board to confirm, and closes the log cleanly; the current is off either way.
+
+The files a run needs (protocol, board, model) are read once, by :func:`preflight`, into
+:class:`RunFiles`; a resumed run gets the same from its log's sidecar, read once by
+:func:`preflight_resume`.
 """
 
 import binascii
 import json
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from . import bdflog, protocol as proto
+from .boards import calibration_in_force, load_board
 from .errors import InputError
-from .jsonfile import read_json
 from .link import Link, LinkError
-from .paths import BOARDS, CALIBRATIONS
+from .outputs import check_output
 
 # Events after which the board is idle and the run is over (firmware/record.py EVENTS).
 END_EVENTS = ("END", "FAULT", "STOP")
 # The stop reason of a run whose board was reset: resumable with --resume ... --recover.
 BOARD_RESET = "board reset"
+# The stop reason of a run paused by Ctrl-C on a board that outlives the host.
+PAUSED = "interrupted (paused)"
 # Board states after a run (docs/link.md "States") and the stop reason each stands for.
 FINAL_STATES = {"DONE": "end", "STOPPED": "stop", "FAULT": "fault"}
-PROGRESS_PERIOD_S = 0.25
 # Model keys the board has no use for (simulator-only or bookkeeping): not sent with MODEL.
 HOST_ONLY_MODEL_KEYS = ("provenance", "fade", "sim_soc0")
 
@@ -39,135 +45,98 @@ def max_line():
         return 4096
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after the board was stopped (or paused) and the log closed.
+
+    ``summary``: the run's summary dict (log path, rows, stop reason), for the message.
+    """
+
+    def __init__(self, summary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
 # ---------------------------------------------------------------- files
 
 
-def board_path(board):
-    """The board file for a name ("sim") or a path; InputError if there is none."""
-    p = Path(board)
-    if p.suffix != ".json":
-        p = BOARDS / f"{board}.json"
-    if not p.is_file():
-        known = ", ".join(sorted(x.stem for x in BOARDS.glob("*.json"))) or "none"
-        raise InputError(f"board: no board file {p} (known boards: {known})")
-    return p
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run reads from files, read once: the protocol (dict and path), the board
+    file (dict; None: the one the board names in its ID reply), the estimator's model
+    (dict and path, or None), the active mass (mg) and the tick override (ms)."""
 
+    protocol_path: Path
+    protocol: dict
+    board: Optional[dict] = None
+    model_path: Optional[Path] = None
+    model: Optional[dict] = None
+    mass_mg: Optional[float] = None
+    tick_ms: Optional[int] = None
 
-def load_board(board):
-    """Board file dict for a name or path."""
-    return read_json(board_path(board), "board")
-
-
-def calibration_path(board_id):
-    """The path of a board's calibration file (boards/calibration/<id>.json) or None."""
-    p = CALIBRATIONS / f"{board_id}.json"
-    return p if board_id and p.is_file() else None
-
-
-def calibration_for(board_id):
-    """The contents of a board's calibration file (boards/calibration/<id>.json) or None."""
-    p = calibration_path(board_id)
-    return read_json(p, "calibration") if p else None
-
-
-def calibration_id(cal, board_id):
-    """The id a board reports for calibration file contents ``cal`` (firmware/board.py)."""
-    return str(cal.get("id") or f"{board_id}@{cal.get('created', '')}")
-
-
-def calibration_in_force(ident, board_id):
-    """Sidecar entry for the calibration the board says it applies (its ID reply).
-
-    {"id": the board's calibration id, or "none" when it runs uncalibrated, "file": the
-    contents of boards/calibration/<board-id>.json when that file is the one in force
-    (same id), else None; "file_matches": whether it is}.
-    """
-    got = ident.get("calibration") if isinstance(ident, dict) else None
-    if not got:
-        return {"id": "none", "file": None, "file_matches": False}
-    cal = calibration_for(board_id) if board_id else None
-    matches = cal is not None and calibration_id(cal, board_id) == got
-    return {"id": got, "file": cal if matches else None, "file_matches": matches}
+    @classmethod
+    def from_sidecar(cls, meta):
+        """The files of a logged run, as its sidecar recorded them (nothing is re-read)."""
+        return cls(protocol_path=Path(meta.get("protocol_file") or ""), protocol=meta["protocol"],
+                   board=(meta.get("board") or {}).get("file") or {},
+                   model_path=meta.get("model_file"), model=meta.get("model"),
+                   mass_mg=meta.get("mass_mg"))
 
 
 def load_model_file(path):
-    """A model file validated by cellbench.model (plain JSON if that module is absent)."""
-    try:
-        from .model import load_model
-    except ImportError:
-        return read_json(path, "model")
+    """A model file validated by cellbench.model."""
+    from .model import load_model
+
     return load_model(str(path))
 
 
-# ---------------------------------------------------------------- progress
+def preflight(protocol_path, out_path, board=None, mass_mg=None, model_path=None,
+              tick_ms=None, force=False):
+    """Check all the host can before a board is touched; the run's :class:`RunFiles`.
+
+    Reads the protocol, board file and model once, refuses an existing log or sidecar
+    without ``force`` (and over an input file always) and, when the board is known,
+    compiles the protocol for it. ``board`` None stays None (the board names itself).
+    """
+    if mass_mg is not None and not mass_mg > 0:
+        raise InputError(f"mass_mg: must be > 0, got {mass_mg}")
+    inputs = [protocol_path, model_path]
+    for p in (out_path, bdflog.sidecar_path(out_path)):
+        check_output(p, force, inputs)
+    protocol = proto.load_protocol(protocol_path)
+    board = load_board(board) if board is not None else None
+    model = load_model_file(model_path) if model_path else None
+    if board is not None:
+        proto.compile(protocol, board, tick_ms, model)
+    return RunFiles(Path(protocol_path), protocol, board,
+                    Path(model_path) if model_path else None, model, mass_mg, tick_ms)
 
 
-def _hms(seconds):
+def preflight_resume(log_path):
+    """Check, without touching the file or a board, that a log can be resumed; its sidecar.
+
+    InputError unless the log exists, was written by this bench (header), its sidecar
+    holds what a resume needs (table, protocol, start_seq), and its run has not ended.
+    """
+    path = Path(log_path)
+    if not path.is_file():
+        raise InputError(f"resume: no log {path}")
+    bdflog.appendable_with_soc(path)
+    meta = bdflog.read_sidecar(path)
+    for key in ("table", "protocol", "start_seq", "started_unix_s"):
+        if key not in meta:
+            raise InputError(f"resume: the sidecar of {path.name} has no {key!r}; "
+                             f"it was not written by a resumable run")
+    ended = [e for e in meta.get("events", []) if e.get("kind") in END_EVENTS and "seq" in e]
+    if ended:
+        raise InputError(f"resume: the run in {path.name} already ended "
+                         f"({ended[-1]['kind']} at seq {ended[-1]['seq']})")
+    return meta
+
+
+def hms(seconds):
+    """"H:MM:SS" for a duration in seconds (negative: 0)."""
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """One status line from records, rate-limited to a few refreshes per second of wall time.
-
-    ``durations_s``: expected duration of each executed step (protocol.planned_durations_s),
-    used for the remaining-time estimate; ``mass_mg`` adds mAh/g.
-    """
-
-    def __init__(self, table, durations_s, mass_mg=None, write=None, period_s=PROGRESS_PERIOD_S):
-        self.table = table
-        self.mass_mg = mass_mg
-        self.write = write or _write_stderr
-        self.period_s = period_s
-        self._tail = [0.0] * (len(durations_s) + 1)  # remaining planned time after step k
-        for k in range(len(durations_s) - 1, -1, -1):
-            self._tail[k] = self._tail[k + 1] + durations_s[k]
-        self._durations = durations_s
-        self._step_count = None
-        self._step_t0_ms = 0
-        self._shown_at = None
-
-    def remaining_s(self, rec):
-        """Estimated test time left (s) at this record."""
-        k = rec["step_count"] - 1  # step_count counts from 1
-        if rec["step_count"] != self._step_count:
-            self._step_count, self._step_t0_ms = rec["step_count"], rec["t_ms"]
-        if not 0 <= k < len(self._durations):
-            return 0.0
-        in_step = (rec["t_ms"] - self._step_t0_ms) / 1000
-        return max(0.0, self._durations[k] - in_step) + self._tail[k + 1]
-
-    def line(self, rec):
-        """The status text for a record."""
-        steps = self.table["steps"]
-        no = rec["step_no"]
-        kind = steps[no][0] if 0 <= no < len(steps) else "?"
-        q_mAh = rec["q_step_nAh"] / 1e6
-        cap = f"{q_mAh:+.4f} mAh"
-        if self.mass_mg:
-            cap += f" {q_mAh / (self.mass_mg / 1000):+.1f} mAh/g"
-        return (f"step {no + 1}/{len(steps)} {kind} cycle {rec['cycle']} "
-                f"{rec['v_uV'] / 1e6:.4f} V {rec['i_nA'] / 1e6:+.4f} mA {cap} "
-                f"t {_hms(rec['t_ms'] / 1000)} left ~{_hms(self.remaining_s(rec))}")
-
-    def update(self, rec, force=False):
-        """Show the line for ``rec`` unless one was shown less than ``period_s`` ago."""
-        text = self.line(rec)  # always computed: it tracks step starts for the estimate
-        now = time.monotonic()
-        if force or self._shown_at is None or now - self._shown_at >= self.period_s:
-            self._shown_at = now
-            self.write(text)
-
-    def done(self):
-        self.write(None)
-
-
-def _write_stderr(text):
-    if text is None:
-        sys.stderr.write("\n")
-    else:
-        sys.stderr.write("\r" + text[:150].ljust(150))
-    sys.stderr.flush()
 
 
 # ---------------------------------------------------------------- the run
@@ -204,68 +173,51 @@ def _compact(obj):
     return json.dumps(obj, separators=(",", ":"))
 
 
-def preflight(protocol_path, out_path, board=None, mass_mg=None, model_path=None,
-              tick_ms=None, force=False):
-    """Check all the host can before a board is touched: (protocol, board dict, model).
-
-    Reads the protocol, board file and model, refuses an existing log without ``force``
-    and, when the board is known, compiles the protocol for it. ``board`` None stays None.
-    """
-    if mass_mg is not None and not mass_mg > 0:
-        raise InputError(f"mass_mg: must be > 0, got {mass_mg}")
-    protocol = proto.load_protocol(protocol_path)
-    for p in (Path(out_path), bdflog.sidecar_path(out_path)):
-        if p.exists() and not force:
-            raise InputError(f"out: {p} exists (use --force to overwrite)")
-    if board is not None and not isinstance(board, dict):
-        board = load_board(board)
-    model = load_model_file(model_path) if model_path else None
-    if board is not None:
-        proto.compile(protocol, board, tick_ms, model)
-    return protocol, board, model
-
-
-def preflight_resume(log_path):
-    """Check, without touching the file or a board, that a log can be resumed; its sidecar.
-
-    InputError unless the log exists, was written by this bench (header), its sidecar
-    holds what a resume needs (table, protocol, start_seq), and its run has not ended.
-    """
-    path = Path(log_path)
-    if not path.is_file():
-        raise InputError(f"resume: no log {path}")
-    bdflog.appendable_with_soc(path)
-    meta = bdflog.read_sidecar(path)
-    for key in ("table", "protocol", "start_seq", "started_unix_s"):
-        if key not in meta:
-            raise InputError(f"resume: the sidecar of {path.name} has no {key!r}; "
-                             f"it was not written by a resumable run")
-    ended = [e for e in meta.get("events", []) if e.get("kind") in END_EVENTS and "seq" in e]
-    if ended:
-        raise InputError(f"resume: the run in {path.name} already ended "
-                         f"({ended[-1]['kind']} at seq {ended[-1]['seq']})")
-    return meta
-
-
 class Session:
-    """One run's state: link, compiled table, log. Use :func:`run` for the whole thing."""
+    """One run's state: link, compiled table, log. Use :func:`run` / :func:`resume`.
 
-    def __init__(self, protocol_path, transport, out_path, board=None, mass_mg=None,
-                 model_path=None, tick_ms=None, force=False, progress=None, extra_meta=None):
-        self.extra_meta = dict(extra_meta or {})
-        self.protocol_path = Path(protocol_path)
+    ``files``: the run's :class:`RunFiles`. ``table``, ``table_json``: the compiled step
+    table and its exact text once known (a reattached run has them from its sidecar).
+    ``log``: the open log of a reattached run (None: :meth:`stream` creates it).
+    ``offsets``: added to record fields after a board reset (see :meth:`recover`).
+    ``progress``: a factory ``progress(table, protocol, mass_mg)`` of a status display
+    with ``update(rec, force=False)`` and ``done()`` (the run command's), or None.
+    ``on_interrupt``: what Ctrl-C does to the board: "stop", or "pause" on a board that
+    outlives this process (``--resume`` then continues the run).
+    """
+
+    def __init__(self, files, transport, out_path, table=None, table_json=None, log=None,
+                 offsets=None, force=False, progress=None, extra_meta=None,
+                 on_interrupt="stop"):
+        self.files = files
+        self.protocol, self.board, self.model = files.protocol, files.board, files.model
         self.out_path = Path(out_path)
-        self.protocol, self.board, self.model = preflight(
-            protocol_path, out_path, board, mass_mg, model_path, tick_ms, force)
-        self.model_path = model_path
-        self.mass_mg, self.tick_ms, self.force = mass_mg, tick_ms, force
+        self.table, self.table_json = table, table_json
+        self.log = log
+        self.offsets = dict(offsets or {})
+        self.force = force
         self.progress = progress
-        self.link = Link(transport)
-        self.log = None
+        self.show = None  # the status display of the current follow()
+        self.extra_meta = dict(extra_meta or {})
+        self.on_interrupt = on_interrupt
+        # The link follows no stream until START or SEND says where ours starts: lines a
+        # board sends meanwhile (to an earlier host) are neither gaps nor losses.
+        self.link = Link(transport, first_seq=None)
         self.ident = None
-        self.table = None
-        self.offsets = {}  # added to record fields after a board reset (see recover)
+        self._journal = None
+        self._status = None
         self.summary = {"out": str(self.out_path), "rows": 0, "stop_reason": None}
+
+    @classmethod
+    def reattach(cls, log_path, meta, transport, progress=None, on_interrupt="stop"):
+        """A Session continuing the log at ``log_path`` (its partial last line cut off),
+        whose sidecar ``meta`` (:func:`preflight_resume`) holds the run's files and table."""
+        log = bdflog.LogWriter.reopen(log_path, meta)
+        recovered = [e for e in meta.get("events", []) if e.get("kind") == "recover"]
+        return cls(RunFiles.from_sidecar(meta), transport, log_path, table=meta["table"],
+                   table_json=meta.get("table_json") or _compact(meta["table"]), log=log,
+                   offsets=recovered[-1].get("offsets") if recovered else None,
+                   progress=progress, on_interrupt=on_interrupt)
 
     def prepare(self):
         """ID, compile against the board, LOAD, MODEL. Returns the table."""
@@ -275,7 +227,7 @@ class Session:
             if not board_id:
                 raise InputError("board: the board did not say which it is; pass --board")
             self.board = load_board(board_id)
-        self.table = proto.compile(self.protocol, self.board, self.tick_ms, self.model)
+        self.table = proto.compile(self.protocol, self.board, self.files.tick_ms, self.model)
         limit = max_line() - 20  # room for the command word and the checksum
         table_json = _compact(self.table)
         if len(table_json) > limit:
@@ -296,23 +248,28 @@ class Session:
         try:
             return self.link.command(name, *args)
         except LinkError as exc:
-            if exc.field:  # the board rejected our input: the user can fix it
-                raise InputError(f"{name.lower()}.{exc.field}: {exc.message} (board)") from None
-            raise
+            if not exc.field:
+                raise
+            # The board rejected our input: name the field of the file the user wrote.
+            if name == "LOAD":
+                field = proto.source_field(self.protocol, exc.field)
+            else:
+                field = f"{name.lower()}.{exc.field}"
+            raise InputError(f"{field}: {exc.message} (board)") from None
 
     def _meta(self, ident):
         return {
             "board": {"id": self.board.get("id"), "file": self.board},
             "id_reply": ident,
             "firmware_version": _firmware_version(ident),
-            "protocol_file": str(self.protocol_path),
+            "protocol_file": str(self.files.protocol_path),
             "protocol": self.protocol,
             "table": self.table,
-            "table_json": getattr(self, "table_json", None),
-            "model_file": str(self.model_path) if self.model_path else None,
+            "table_json": self.table_json,
+            "model_file": str(self.files.model_path) if self.files.model_path else None,
             "model": self.model,
             "calibration": calibration_in_force(ident, self.board.get("id", "")),
-            "mass_mg": self.mass_mg,
+            "mass_mg": self.files.mass_mg,
             "host": "cellbench",
             **self.extra_meta,
         }
@@ -333,9 +290,8 @@ class Session:
         Each message is written before the next is asked for, and the link acknowledges
         only what was asked past, so whatever the board has freed is on disk.
         """
-        capacity = (self.protocol.get("sample") or {}).get("capacity_mAh")
-        durations = proto.planned_durations_s(self.table, capacity)
-        show = Progress(self.table, durations, self.mass_mg, self.progress) if self.progress else None
+        show = self.show = (self.progress(self.table, self.protocol, self.files.mass_mg)
+                            if self.progress else None)
         last = None
         for kind, msg in self.link.messages(idle_timeout_s=self._idle_s()):
             if kind == "record":
@@ -371,29 +327,6 @@ class Session:
             show.update(last, force=True)
             show.done()
         self._finish(last)
-
-    @classmethod
-    def reattach(cls, log_path, transport, progress=None):
-        """A Session continuing the log at ``log_path`` (its partial last line cut off)."""
-        s = cls.__new__(cls)
-        s.out_path = Path(log_path)
-        preflight_resume(s.out_path)
-        s.log = bdflog.LogWriter.reopen(s.out_path)
-        meta = s.log.meta
-        s.protocol_path = Path(meta.get("protocol_file") or "")
-        s.protocol, s.table, s.model = meta["protocol"], meta["table"], meta.get("model")
-        s.board = (meta.get("board") or {}).get("file") or {}
-        s.model_path, s.mass_mg = meta.get("model_file"), meta.get("mass_mg")
-        s.tick_ms, s.force, s.progress = None, False, progress
-        s.extra_meta = {}
-        s.table_json = meta.get("table_json") or _compact(s.table)
-        recovered = [e for e in meta.get("events", []) if e.get("kind") == "recover"]
-        s.offsets = dict(recovered[-1].get("offsets") or {}) if recovered else {}
-        s.link = Link(transport)
-        s.ident = None
-        s._journal = None
-        s.summary = {"out": str(s.out_path), "rows": 0, "stop_reason": None}
-        return s
 
     def check_board(self):
         """ID and STATUS: the same board, still holding our run. Returns the seq to fetch from.
@@ -437,7 +370,7 @@ class Session:
         no = j.get("step_no", -1)
         kind = steps[no][0] if 0 <= no < len(steps) else "?"
         return (f"step {no + 1}/{len(steps)} {kind} (step count {j.get('step_count')}), "
-                f"cycle {j.get('cycle')}, test time {_hms(j.get('t_ms', 0) / 1000)}, "
+                f"cycle {j.get('cycle')}, test time {hms(j.get('t_ms', 0) / 1000)}, "
                 f"charged {j.get('q_chg_nAh', 0) / 1e6:.4f} mAh, "
                 f"discharged {j.get('q_dch_nAh', 0) / 1e6:.4f} mAh, seq {j.get('seq')}")
 
@@ -528,6 +461,9 @@ class Session:
             self.summary["stop_reason"] = FINAL_STATES[status["state"]]
             return
         self.link.resend_from(from_seq)
+        if status.get("state") == "PAUSED":
+            # Paused by Ctrl-C (the only PAUSE a host sends): the user asked to continue.
+            self._command("RESUME")
         self.follow()
         lost = self.link.stats.get("lost", 0)
         if lost:
@@ -538,12 +474,21 @@ class Session:
         # that is wall time. Allow generous slack before calling the link lost.
         return max(30.0, 3 * self.table["record"]["dt_ms"] / 1000)
 
-    def stop(self, reason):
-        """Ask the board to stop (current off) and log what it still sends. Never raises
-        LinkError: the stop is best effort on a link that may be gone."""
+    def halt(self, reason, command="STOP"):
+        """Switch the current off: STOP the run, or PAUSE it (``command``) so that
+        ``--resume`` can continue it; then log what the board still sends up to that
+        event. A board that cannot pause (its run is not going) is stopped. Never raises
+        LinkError: this is best effort on a link that may be gone."""
         self.summary["stop_reason"] = reason
+        until = END_EVENTS + (("PAUSE",) if command == "PAUSE" else ())
         try:
-            self.link.command("STOP")
+            try:
+                self.link.command(command)
+            except LinkError as exc:
+                if not exc.field:
+                    raise
+                self.link.command("STOP")  # always accepted, whatever the state
+                until = END_EVENTS
             if self.log is None:
                 return
             for kind, msg in self.link.messages(idle_timeout_s=3.0):
@@ -551,8 +496,10 @@ class Session:
                     self.log.write(self._continued(msg))
                     continue
                 self.log.event(msg["kind"], seq=msg["seq"], data=msg.get("data"))
-                if msg["kind"] in END_EVENTS:
+                if msg["kind"] in until:
+                    self.link.consumed(msg["seq"])
                     break
+            self.link.acknowledge()
         except (LinkError, OSError) as exc:
             if self.log is not None:
                 self.log.event("stop_failed", message=str(exc))
@@ -569,17 +516,21 @@ class Session:
             self.log.close(stop_reason=self.summary["stop_reason"], link=self.summary["link"])
 
 
-def run(protocol_path, transport, out_path, board=None, mass_mg=None, model_path=None,
-        tick_ms=None, force=False, progress=None, extra_meta=None):
+def run(protocol, transport, out_path, board=None, mass_mg=None, model_path=None,
+        tick_ms=None, force=False, progress=None, extra_meta=None, on_interrupt="stop"):
     """Run a protocol on a board and log it; returns the summary dict.
 
+    ``protocol``: the :class:`RunFiles` of :func:`preflight` (then ``board``, ``mass_mg``,
+    ``model_path`` and ``tick_ms`` are ignored), or a protocol path, read now.
     ``board``: board file dict, name or path (None: the board id from the ID reply).
-    ``progress``: callable(str | None) for the status line (None: no display).
+    ``progress``, ``on_interrupt``: see :class:`Session`.
     ``extra_meta``: more sidecar entries (e.g. the simulated cell).
-    Ctrl-C stops the board and closes the log, then re-raises KeyboardInterrupt.
+    Ctrl-C stops (or pauses) the board and closes the log, then raises :class:`Interrupted`.
     """
-    s = Session(protocol_path, transport, out_path, board, mass_mg, model_path, tick_ms,
-                force, progress, extra_meta)
+    files = protocol if isinstance(protocol, RunFiles) else preflight(
+        protocol, out_path, board, mass_mg, model_path, tick_ms, force)
+    s = Session(files, transport, out_path, force=force, progress=progress,
+                extra_meta=extra_meta, on_interrupt=on_interrupt)
     s.prepare()  # nothing runs yet: errors here need no STOP
     return _guarded(s, s.stream)
 
@@ -595,7 +546,7 @@ def _row_counters(row):
             "e_dch_uWh": num("Discharging Energy / Wh", 1e6)}
 
 
-def resume(log_path, transport, progress=None, recover=False):
+def resume(log_path, transport, progress=None, recover=False, meta=None, on_interrupt="stop"):
     """Reattach to a board whose host went away mid-run and complete its log.
 
     Reads the log's last record seq (its tail only) and the sidecar, checks with ID and
@@ -606,8 +557,10 @@ def resume(log_path, transport, progress=None, recover=False):
     A board reset since (it reports an interrupted run) is continued only with
     ``recover`` (the user's word): LOAD of the log's exact table text, MODEL, RECOVER
     (:meth:`Session.recover`); without it, InputError saying what the journal holds.
+    ``meta``: the sidecar as :func:`preflight_resume` returned it (read now if None).
     """
-    s = Session.reattach(log_path, transport, progress)
+    meta = preflight_resume(log_path) if meta is None else meta
+    s = Session.reattach(log_path, meta, transport, progress, on_interrupt)
     try:
         from_seq = s.check_board()
         if from_seq is None:
@@ -625,17 +578,21 @@ def _guarded(s, body):
     try:
         body()
     except KeyboardInterrupt:
-        if s.progress:
-            s.progress(None)  # end the status line before the CLI's message
-        s.stop("interrupted")
-        raise
+        if s.show:
+            s.show.done()  # end the status line before the message
+        if s.on_interrupt == "pause":
+            s.halt(PAUSED, "PAUSE")
+        else:
+            s.halt("interrupted")
+        s.close()
+        raise Interrupted(s.summary) from None
     except LinkError as exc:
         if s.log is not None:
             s.log.event("link_error", message=str(exc))
-        s.stop(f"link error: {exc}")
+        s.halt(f"link error: {exc}")
         raise
     except BaseException as exc:  # a host bug or a full disk: the current goes off first
-        s.stop(f"host error: {exc!r}")
+        s.halt(f"host error: {exc!r}")
         raise
     finally:
         s.close()

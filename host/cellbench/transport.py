@@ -1,17 +1,54 @@
-"""The byte transport to a real board: its USB serial port (pyserial).
+"""The byte transport to a board: one declared interface, and a real board's serial port.
 
-Same interface as the simulator's ``SimBoard``: ``write(data)``, ``readline()`` (one
-line of bytes, ``b""`` when nothing arrived within the timeout), ``close()``. Framing,
-checksums and re-sends are the link's business (cellbench.link), not the transport's.
+Every transport (a USB serial port here, the simulated board's process and a detached
+simulated board in cellbench.sim) is a :class:`Transport`, as mpremote's transports are:
+``readline(timeout_s)``, ``write(data)``, ``eof``, ``close()``. Framing, checksums and
+re-sends are the link's business (cellbench.link), not the transport's.
 """
+
+from abc import ABC, abstractmethod
 
 from .errors import InputError
 
 MAX_PARTIAL = 1 << 16  # longer than any frame (docs/link.md: 12288 bytes)
 
 
-class SerialTransport:
-    """A board on a serial port. ``timeout_s`` bounds each ``readline`` (then ``b""``)."""
+class Transport(ABC):
+    """A line-oriented byte stream to a board.
+
+    ``readline(timeout_s)`` returns one whole line including its newline; when none
+    completed within ``timeout_s`` seconds it returns ``b""`` or raises TimeoutError (both
+    mean "nothing yet"). ``eof`` is True once the stream can deliver nothing more (the
+    board's process ended); a serial port never reaches it. ``write(data)`` writes all
+    bytes or raises OSError. ``close()`` may be called twice.
+    """
+
+    @abstractmethod
+    def readline(self, timeout_s=None) -> bytes:
+        """One line with its newline; b"" (or TimeoutError) when none came in ``timeout_s``."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` (one or more framed lines)."""
+
+    @property
+    @abstractmethod
+    def eof(self) -> bool:
+        """True once nothing more can arrive."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the stream; safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SerialTransport(Transport):
+    """A board on a serial port. ``timeout_s`` bounds a ``readline`` given no timeout."""
 
     def __init__(self, port, baud=115200, timeout_s=0.5):
         import serial  # imported here so the host works without pyserial for sim-only use
@@ -22,22 +59,29 @@ class SerialTransport:
         except (serial.SerialException, ValueError, OSError) as exc:
             raise InputError(f"port: cannot open {port}: {exc}") from None
         self.port = port
-        self.eof = False  # a serial port never reaches end of stream; it only times out
+        self.timeout_s = timeout_s
         self._partial = b""  # the start of a line whose end had not arrived at the timeout
         # Bytes left from a previous session would look like the start of this one.
         self._serial.reset_input_buffer()
+
+    @property
+    def eof(self):
+        return False  # a serial port never reaches end of stream; it only times out
 
     def write(self, data):
         """Write all bytes (a framed line)."""
         self._serial.write(data)
         self._serial.flush()
 
-    def readline(self):
+    def readline(self, timeout_s=None):
         """One whole line including its newline, or b"" when none completed within the timeout.
 
         A line cut by the timeout is kept and completed by the next call, so the link
         never sees half a line (which would count as a checksum error and cost a re-send).
         """
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        if self._serial.timeout != limit:
+            self._serial.timeout = limit
         data = self._serial.readline()
         if not data.endswith(b"\n"):
             self._partial += data
@@ -52,12 +96,6 @@ class SerialTransport:
         """Close the port; safe to call twice."""
         if self._serial.is_open:
             self._serial.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def list_ports():

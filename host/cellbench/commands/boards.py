@@ -1,8 +1,8 @@
 """``cellbench boards``: the board files in boards/, one line each."""
 
+from ..boards import calibration_path, load_board
 from ..errors import InputError
-from ..jsonfile import read_json
-from ..paths import BOARDS, CALIBRATIONS
+from ..paths import BOARDS
 from ..transport import list_ports
 
 NAME = "boards"
@@ -30,11 +30,11 @@ def run(args):
         print(f"no board files in {BOARDS}")
     for path in paths:
         try:
-            board = read_json(path, "board")
+            board = load_board(path)
         except InputError as exc:
             print(f"{path.stem:<14} unreadable: {exc}")
             continue
-        print(describe(board, (CALIBRATIONS / f"{board.get('id', path.stem)}.json").is_file()))
+        print(describe(board, calibration_path(board.get("id", path.stem)) is not None))
     if args.ports:
         ports = list_ports()
         for device, desc in ports:

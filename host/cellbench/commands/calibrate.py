@@ -9,7 +9,7 @@ flash`` then installs the file on the board; runs record its id in the log's sid
 import tempfile
 from pathlib import Path
 
-from .. import session
+from ..boards import board_path, load_board
 from ..calibrate import bench as benches
 from ..calibrate import calibrate, default_plan, write_calibration
 from ..errors import InputError
@@ -69,20 +69,20 @@ def run(args):
         bench = benches.SerialBench(args.port, confirm=fixture is not None)
         try:
             ident = bench.link.command("ID")
-            board = session.load_board(args.board or ident.get("board", ""))
+            board = load_board(args.board or ident.get("board", ""))
             reference = fixture or benches.TypedReference()
             out = _out_path(args, board)
             cal = calibrate(bench, reference, board, _plan(board, fixture), adc=args.adc)
         finally:
             bench.close()
     else:
-        board = session.load_board(args.board)
+        board = load_board(args.board)
         if not board.get("sim"):
             raise InputError(f"board: {board.get('id')!r} has no 'sim' section to simulate; "
                              "give --port for a real board")
         out = _out_path(args, board)
         with tempfile.TemporaryDirectory(prefix="cellbench-calibrate-") as work:
-            bench = benches.SimBench(str(session.board_path(args.board)), work, seed=args.seed)
+            bench = benches.SimBench(str(board_path(args.board)), work, seed=args.seed)
             try:
                 reference = fixture or benches.TruthReference(bench)
                 cal = calibrate(bench, reference, board, _plan(board, fixture), adc=args.adc)

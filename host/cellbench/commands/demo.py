@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import session
 from ..errors import InputError
 from ..link import LinkError
-from .run import report_link_error
+from .run import Progress, report_link_error
 from ..paths import MODELS, PROTOCOLS
 
 NAME = "demo"
@@ -91,7 +91,7 @@ def run(args):
         # loaded machine (`cellbench run ... --model` shows the SoC columns and figure).
         summary = session.run(PROTOCOL, board, log, board="sim", mass_mg=MASS_MG,
                               tick_ms=TICK_MS, force=True,  # the demo may replace its own output
-                              progress=None if args.quiet else session._write_stderr,
+                              progress=None if args.quiet else Progress.for_run,
                               extra_meta={"sim": {"cell_file": str(CELL), "seed": args.seed}})
     except LinkError as exc:
         report_link_error(exc, board)

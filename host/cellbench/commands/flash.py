@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import session
+from ..boards import board_path, calibration_path, load_board
 from ..errors import InputError
-from ..paths import CALIBRATIONS, FIRMWARE
+from ..paths import FIRMWARE
 
 NAME = "flash"
 HELP = "compile the firmware (mpy-cross) and copy it, the board file and calibration to a board"
@@ -110,10 +110,9 @@ def copy_commands(port, mpy_files, board_file, calibration):
 
 
 def run(args):
-    board_file = session.board_path(args.board)
-    board_id = session.load_board(args.board).get("id", board_file.stem)
-    calibration = CALIBRATIONS / f"{board_id}.json"
-    calibration = calibration if calibration.is_file() else None
+    board_file = board_path(args.board)
+    board_id = load_board(board_file).get("id", board_file.stem)
+    calibration = calibration_path(board_id)
     tmp = None
     if args.build_dir:
         build = Path(args.build_dir)

@@ -1,11 +1,19 @@
-"""``cellbench run``: run a protocol on a board (real, or simulated) and log it as BDF."""
+"""``cellbench run``: run a protocol on a board (real, or simulated) and log it as BDF.
+
+The command opens the board, shows a status line while :mod:`cellbench.session` runs the
+protocol, and says how the run ended (or, after Ctrl-C, how to continue it).
+"""
 
 import sys
+import time
 from pathlib import Path
 
-from .. import session
+from .. import bdflog, protocol as proto, session
+from ..boards import calibration_path, load_board
 from ..errors import InputError
 from ..link import LinkError
+
+PROGRESS_PERIOD_S = 0.25
 
 NAME = "run"
 HELP = "run an aurora-unicycler protocol on a board and write a BDF log"
@@ -21,7 +29,7 @@ def add_arguments(parser):
                        "(started with --cell ... --detach-dir)")
     parser.add_argument("--board", help="board id or board file (default: sim with --cell, "
                         "else the id the board reports)")
-    parser.add_argument("--out", help="log path, e.g. run.bdf.csv (sidecar: run.json)")
+    parser.add_argument("--out", help="log to write, e.g. run.bdf.csv (sidecar: run.bdf.csv.json)")
     parser.add_argument("--mass-mg", type=float, help="active mass in mg (for mAh/g)")
     parser.add_argument("--model", help="model JSON loaded on the board for SoC estimation")
     parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
@@ -35,7 +43,7 @@ def add_arguments(parser):
     parser.add_argument("--recover", action="store_true", help="with --resume: continue a "
                         "run whose board was reset mid-run from the board's journal (LOAD the "
                         "log's step table again, then RECOVER)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing log")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -71,7 +79,7 @@ def open_transport(args):
 def calibration_file(board):
     """boards/calibration/<board-id>.json of a board name or file, if it exists (issue 4:
     the simulated board runs with the calibration a real one would have deployed)."""
-    path = session.calibration_path(session.load_board(board).get("id", ""))
+    path = calibration_path(load_board(board).get("id", ""))
     return str(path) if path else None
 
 
@@ -142,19 +150,21 @@ def run(args):
     if args.resume:
         return resume(args)
     board = args.board or ("sim" if args.cell else None)
-    # Everything the host can check is checked before a board is started or opened.
-    session.preflight(args.protocol, args.out, board, args.mass_mg, args.model,
-                      args.tick_ms, args.force)
+    # Everything the host can check is checked before a board is started or opened, and
+    # the files are read this once.
+    files = session.preflight(args.protocol, args.out, board, args.mass_mg, args.model,
+                              args.tick_ms, args.force)
     transport, board = open_transport(args)
     try:
-        summary = session.run(args.protocol, transport, args.out, board=board,
-                              mass_mg=args.mass_mg, model_path=args.model,
-                              tick_ms=args.tick_ms, force=args.force,
-                              progress=None if args.quiet else session._write_stderr,
-                              extra_meta=sim_meta(args, transport))
+        summary = session.run(files, transport, args.out, force=args.force,
+                              progress=None if args.quiet else Progress.for_run,
+                              extra_meta=sim_meta(args, transport),
+                              on_interrupt=on_interrupt(args))
     except LinkError as exc:
         report_link_error(exc, transport)
         return 1
+    except session.Interrupted as exc:
+        return report_interrupted(args, exc.summary, args.out)
     finally:
         transport.close()
     print_summary(summary, args.mass_mg)
@@ -164,14 +174,17 @@ def run(args):
 
 def resume(args):
     """--resume LOG: reattach, fetch what the log misses, follow the run to its end."""
-    meta = session.preflight_resume(args.resume)  # before the port is opened
+    meta = session.preflight_resume(args.resume)  # before the port is opened; read once
     transport, _ = open_transport(args)
     try:
-        summary = session.resume(args.resume, transport, recover=args.recover,
-                                 progress=None if args.quiet else session._write_stderr)
+        summary = session.resume(args.resume, transport, recover=args.recover, meta=meta,
+                                 progress=None if args.quiet else Progress.for_run,
+                                 on_interrupt=on_interrupt(args))
     except LinkError as exc:
         report_link_error(exc, transport)
         return 1
+    except session.Interrupted as exc:
+        return report_interrupted(args, exc.summary, args.resume)
     finally:
         transport.close()
     print_summary(summary, meta.get("mass_mg"))
@@ -179,15 +192,43 @@ def resume(args):
     return exit_code(args, summary)
 
 
+def board_option(args):
+    """The option that reaches the board of this run again: --port or --board-dir."""
+    if args.port:
+        return f"--port {args.port}"
+    return f"--board-dir {args.board_dir or args.detach_dir}"
+
+
+def on_interrupt(args):
+    """Ctrl-C pauses a board that outlives this process (a real one, a detached simulated
+    one), so the run can be continued; a simulated board ending with us is stopped."""
+    return "pause" if (args.port or args.board_dir or args.detach_dir) else "stop"
+
+
+def report_interrupted(args, summary, log):
+    """After Ctrl-C: the current is off, where the log is and what it holds, how to go on.
+    Exit status 130 (interrupted)."""
+    rows = summary["rows"]
+    said = (f"cellbench: interrupted: the current is off; log {log} holds {rows} records "
+            f"(sidecar {bdflog.sidecar_path(log).name})")
+    if summary["stop_reason"] == session.PAUSED:
+        print(f"{said}; the run is paused on the board; to continue it: "
+              f"cellbench run --resume {log} {board_option(args)}", file=sys.stderr)
+    else:
+        print(f"{said}; the run was stopped ({summary['stop_reason']}) and cannot be "
+              f"continued{'' if args.port else ' (start with --detach-dir to keep a simulated board)'}",
+              file=sys.stderr)
+    return 130
+
+
 def exit_code(args, summary):
     """0 when the run ended on the board; 1 when the link was lost or the board was reset
     (then one line says how to continue: the user decides whether the cell may go on)."""
     reason = summary["stop_reason"]
     if reason == session.BOARD_RESET:
-        where = f"--port {args.port}" if args.port else f"--board-dir {args.board_dir or args.detach_dir}"
         print(f"cellbench: the board was reset mid-run (current off); to continue the run "
-              f"from its journal: cellbench run --resume {args.resume or args.out} {where} "
-              f"--recover", file=sys.stderr)
+              f"from its journal: cellbench run --resume {args.resume or args.out} "
+              f"{board_option(args)} --recover", file=sys.stderr)
         return 1
     return 0 if reason != "link lost" else 1
 
@@ -201,3 +242,75 @@ def finished(args, summary):
         from ..sim import detached
 
         detached.shutdown(where)
+
+
+# ---------------------------------------------------------------- the status line
+
+
+class Progress:
+    """One status line from records, rate-limited to a few refreshes per second of wall time.
+
+    ``durations_s``: expected duration of each executed step (protocol.planned_durations_s),
+    used for the remaining-time estimate; ``mass_mg`` adds mAh/g.
+    """
+
+    def __init__(self, table, durations_s, mass_mg=None, write=None, period_s=PROGRESS_PERIOD_S):
+        self.table = table
+        self.mass_mg = mass_mg
+        self.write = write or _write_stderr
+        self.period_s = period_s
+        self._tail = [0.0] * (len(durations_s) + 1)  # remaining planned time after step k
+        for k in range(len(durations_s) - 1, -1, -1):
+            self._tail[k] = self._tail[k + 1] + durations_s[k]
+        self._durations = durations_s
+        self._step_count = None
+        self._step_t0_ms = 0
+        self._shown_at = None
+
+    @classmethod
+    def for_run(cls, table, protocol, mass_mg):
+        """The status line of a run (the session's ``progress`` factory), on stderr."""
+        capacity = (protocol.get("sample") or {}).get("capacity_mAh")
+        return cls(table, proto.planned_durations_s(table, capacity), mass_mg)
+
+    def remaining_s(self, rec):
+        """Estimated test time left (s) at this record."""
+        k = rec["step_count"] - 1  # step_count counts from 1
+        if rec["step_count"] != self._step_count:
+            self._step_count, self._step_t0_ms = rec["step_count"], rec["t_ms"]
+        if not 0 <= k < len(self._durations):
+            return 0.0
+        in_step = (rec["t_ms"] - self._step_t0_ms) / 1000
+        return max(0.0, self._durations[k] - in_step) + self._tail[k + 1]
+
+    def line(self, rec):
+        """The status text for a record."""
+        steps = self.table["steps"]
+        no = rec["step_no"]
+        kind = steps[no][0] if 0 <= no < len(steps) else "?"
+        q_mAh = rec["q_step_nAh"] / 1e6
+        cap = f"{q_mAh:+.4f} mAh"
+        if self.mass_mg:
+            cap += f" {q_mAh / (self.mass_mg / 1000):+.1f} mAh/g"
+        return (f"step {no + 1}/{len(steps)} {kind} cycle {rec['cycle']} "
+                f"{rec['v_uV'] / 1e6:.4f} V {rec['i_nA'] / 1e6:+.4f} mA {cap} "
+                f"t {session.hms(rec['t_ms'] / 1000)} left ~{session.hms(self.remaining_s(rec))}")
+
+    def update(self, rec, force=False):
+        """Show the line for ``rec`` unless one was shown less than ``period_s`` ago."""
+        text = self.line(rec)  # always computed: it tracks step starts for the estimate
+        now = time.monotonic()
+        if force or self._shown_at is None or now - self._shown_at >= self.period_s:
+            self._shown_at = now
+            self.write(text)
+
+    def done(self):
+        self.write(None)
+
+
+def _write_stderr(text):
+    if text is None:
+        sys.stderr.write("\n")
+    else:
+        sys.stderr.write("\r" + text[:150].ljust(150))
+    sys.stderr.flush()

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..jsonfile import read_json
 from ..paths import FIRMWARE, SIM_MPY
-from ..session import board_path, load_board  # noqa: F401 (board_path: sim.board_path callers)
+from ..boards import board_path, load_board  # noqa: F401 (board_path: sim.board_path callers)
 
 TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
 WDT_EXIT = 86  # exit status of a watchdog reset (sim/mpy/machine.py)
