@@ -1,5 +1,6 @@
 """The host SoC filter (cellbench.estimate) against references: filterpy's EKF, the
-firmware filter itself run under CPython, float64 vs float32, and the CLI around it.
+firmware filter itself run under CPython, float64 vs float32, the fallback when the
+compiled kernel cannot run, and the CLI around it.
 
 Truth comes from cellbench.ecm.simulate (via benchmarks.ekf.board_truth), never from the
 filter code.
@@ -9,10 +10,15 @@ import copy
 import csv
 import json
 
+import numba
 import numpy as np
 import pytest
+from numba import types
+from numba.core import compiler, ir, typed_passes
+from numba.core.registry import cpu_target
 
-from cellbench import bdflog, cli
+from cellbench import bdflog, cli, estimate_kernel, fw
+from cellbench import estimate as estimate_mod
 from cellbench.benchmarks.ekf import (FLAT, SLOPED, FilterpyTwin, board_truth,
                                       cycling_profile, measured)
 from cellbench.errors import InputError
@@ -34,6 +40,16 @@ def _branch_model():
     gap = [0.01 + 0.03 * k / 20 for k in range(21)]
     m["ocv"]["charge_V"] = [v + g for v, g in zip(m["ocv"]["voltage_V"], gap)]
     m["ocv"]["discharge_V"] = [v - g for v, g in zip(m["ocv"]["voltage_V"], gap)]
+    return m
+
+
+def _fine_table_model():
+    """SLOPED with its OCV and R0 on a 1001-point grid (the kernel has no table limit)."""
+    m = copy.deepcopy(SLOPED)
+    grid = np.linspace(0.0, 1.0, 1001)
+    m["ocv"] = {"soc": grid.tolist(),
+                "voltage_V": np.interp(grid, SLOPED["ocv"]["soc"], SLOPED["ocv"]["voltage_V"]).tolist()}
+    m["r0_ohm"] = (40.0 + 10.0 * (grid - 0.5) ** 2).tolist()
     return m
 
 
@@ -91,19 +107,118 @@ def test_spikes_move_the_estimate_little():
     assert np.max(np.abs(spiked - clean)) < 0.01
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_kernel_matches_firmware_filter_in_cpython(name):
-    """The C kernel and firmware/ekf.py are one algorithm: agree to rounding."""
-    model = MODELS[name]
+def _python_filter(model, t, i_m, v_m, soc0):
+    """firmware/ekf.py itself over the log (estimate's fallback, called directly)."""
+    return _estimate_python(filter_for(model), t, i_m, v_m, soc0, True)
+
+
+@pytest.fixture
+def compiled_only(monkeypatch):
+    """estimate() that fails instead of falling back to the Python filter: a comparison
+    of the kernel with firmware/ekf.py must never compare the fallback with itself."""
+    def no_fallback(*args):
+        raise AssertionError("the compiled kernel did not run (numba unavailable or "
+                             "CELLBENCH_NO_JIT set): nothing to compare the filter with")
+    monkeypatch.delenv(estimate_mod.NO_JIT, raising=False)
+    monkeypatch.setattr(estimate_mod, "_estimate_python", no_fallback)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + ["fine_table"])
+def test_kernel_matches_firmware_filter_in_cpython(name, compiled_only):
+    """The numba kernel and firmware/ekf.py are one algorithm: agree to rounding."""
+    model = MODELS.get(name) or _fine_table_model()
     t, i_m, v_m, _ = _log(model, samples=1200)
     t, v_m = t.copy(), v_m.copy()
     t[600] = t[599]  # a repeated sample
     v_m[:3] = 0.0    # no credible OCV yet (a board sampled before the cell was connected)
     for soc0 in (None, 0.6):
         fast = estimate(model, t, i_m, v_m, soc0=soc0, full=True)
-        slow = _estimate_python(filter_for(model), t, i_m, v_m, soc0, True)
+        slow = _python_filter(model, t, i_m, v_m, soc0)
         for key in ("soc", "soc_std", "v_model", "x", "P"):
             assert np.max(np.abs(fast[key] - slow[key])) < 1e-10, key
+
+
+def test_firmware_constants_are_the_kernels(compiled_only, monkeypatch):
+    """The kernel takes SOC_MAX, FOLD, ... from firmware/ekf.py at every call: with the
+    firmware's SoC clamp moved to 0.9 the kernel clamps there too, like the filter."""
+    t, i_m, v_m, _ = _log(SLOPED, samples=600)
+    i_m = np.abs(i_m) + 1e-4  # charging hard: the estimate runs into the clamp
+    monkeypatch.setattr(fw.module("ekf"), "SOC_MAX", 0.9)
+    fast = estimate(SLOPED, t, i_m, v_m, soc0=0.85)
+    slow = _python_filter(SLOPED, t, i_m, v_m, 0.85)
+    assert fast["soc"].max() == pytest.approx(0.9, abs=1e-12)
+    assert np.max(np.abs(fast["soc"] - slow["soc"])) < 1e-10
+
+
+def _float64_ops(func, sig, seen):
+    """(function, line, expression) of every float64 arithmetic operation or call that
+    the kernel function ``func`` performs for argument types ``sig``, its kernel callees'
+    included: numba's type inference alone (what decides the types), no code generation."""
+    interp = compiler.run_frontend(func.py_func)
+    typing = cpu_target.typing_context
+    typing.refresh()
+    typed = typed_passes.type_inference_stage(typing, cpu_target.target_context, interp, sig,
+                                              None)
+    found = []
+    for expr, call in typed.calltypes.items():
+        if not isinstance(expr, ir.Expr) or call is None:
+            continue
+        ftype = typed.typemap[expr.func.name] if expr.op == "call" else None
+        if isinstance(ftype, types.Dispatcher):
+            key = (ftype.dispatcher, call.args)
+            if key not in seen:
+                seen.add(key)
+                found += _float64_ops(ftype.dispatcher, call.args, seen)
+        elif call.return_type == types.float64 and expr.op in ("binop", "inplace_binop",
+                                                                  "unary", "call"):
+            found.append((func.py_func.__name__, expr.loc.line, str(expr)))
+    return found
+
+
+def test_float32_kernel_computes_in_float32():
+    """numba types a Python float literal as float64, which would widen a float32
+    expression silently: the float32 specialisation may do float64 arithmetic only for
+    the time step (the difference of two float64 log times)."""
+    ekf = filter_for(SLOPED)
+    out = [np.empty(3) for _ in range(3)]
+    args = (*estimate_kernel.pack(ekf, fw.module("ekf"), 0.5, np.float32), np.arange(3.0),
+            np.zeros(3), np.full(3, 3.7), *out, np.empty((0, ekf.n)),
+            np.empty((0, ekf.n, ekf.n)), False)
+    ops = _float64_ops(estimate_kernel.run, tuple(numba.typeof(a) for a in args), set())
+    assert len(ops) == 1 and ops[0][0] == "run" and " - " in ops[0][2], ops
+
+
+def test_no_jit_falls_back_with_one_warning(monkeypatch, capsys):
+    t, i_m, v_m, _ = _log(SLOPED, samples=300)
+    fast = estimate(SLOPED, t, i_m, v_m, soc0=0.9, full=True)
+    capsys.readouterr()
+    monkeypatch.setenv(estimate_mod.NO_JIT, "1")
+    monkeypatch.setattr(estimate_mod, "_warned", set())
+    slow = estimate(SLOPED, t, i_m, v_m, soc0=0.9, full=True)
+    estimate(SLOPED, t, i_m, v_m, soc0=0.9)  # warned once, not at every call
+    err = capsys.readouterr().err
+    assert err.startswith("cellbench: warning: ") and err.count("\n") == 1
+    assert "CELLBENCH_NO_JIT" in err
+    for key in ("soc", "soc_std", "v_model", "x", "P"):
+        assert np.max(np.abs(fast[key] - slow[key])) < 1e-10, key
+    with pytest.raises(InputError, match="float32"):
+        estimate(SLOPED, t, i_m, v_m, soc0=0.9, dtype="float32")
+
+
+def test_a_failing_kernel_falls_back_with_one_warning(monkeypatch, capsys):
+    """A kernel that does not compile (a broken numba or LLVM) is the same as none."""
+    class Broken:
+        def compile(self, sig):
+            raise RuntimeError("LLVM ERROR: out of memory\nmore detail")
+
+    t, i_m, v_m, _ = _log(FLAT, samples=300)
+    monkeypatch.setattr(estimate_kernel, "run", Broken())
+    monkeypatch.setattr(estimate_mod, "_warned", set())
+    got = estimate(FLAT, t, i_m, v_m, soc0=0.9)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: LLVM ERROR: out of memory" in err
+    ref = _python_filter(FLAT, t, i_m, v_m, 0.9)
+    assert np.array_equal(got["soc"], ref["soc"])
 
 
 def test_reset_without_a_sample_starts_from_the_first_credible_one():
@@ -211,6 +326,24 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     code = cli.main(["estimate", str(tmp_path / "missing.csv"), "--model", str(model),
                      "--out", str(tmp_path / "o.csv")])
     assert code == 2
+
+
+def test_cli_without_the_kernel(tmp_path, monkeypatch, capsys):
+    """No compiled kernel: float64 still writes the estimate (one warning line), float32
+    is one error line and exit 2, never a traceback."""
+    t, i_m, v_m, _ = _log(SLOPED, samples=200)
+    log, model, out = tmp_path / "run.bdf.csv", tmp_path / "m.json", tmp_path / "est.csv"
+    _write_log(log, t, i_m, v_m)
+    model.write_text(json.dumps(SLOPED))
+    monkeypatch.setenv(estimate_mod.NO_JIT, "1")
+    monkeypatch.setattr(estimate_mod, "_warned", set())
+    args = ["estimate", str(log), "--model", str(model), "--soc0", "0.9"]
+    assert cli.main(args + ["--out", str(out)]) == 0
+    assert capsys.readouterr().err.startswith("cellbench: warning: ")
+    assert np.loadtxt(out, delimiter=",", skiprows=1).shape == (t.size, 4)
+    assert cli.main(args + ["--float32", "--out", str(tmp_path / "e32.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellbench: error: ") and err.count("\n") == 1
 
 
 def test_cli_takes_the_model_from_the_sidecar(tmp_path):

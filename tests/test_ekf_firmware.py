@@ -15,9 +15,8 @@ import pytest
 from cellbench.benchmarks.ekf import FLAT, SLOPED, board_truth, cycling_profile, measured
 from cellbench.estimate import estimate
 from cellbench.model import load_model
-from cellbench.paths import FIRMWARE, MODELS, ROOT
-
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+from cellbench.paths import FIRMWARE, MODELS
+from cellbench.sim import micropython_binary
 
 DRIVER = """
 import sys, json
@@ -43,9 +42,6 @@ for line in open(sys.argv[2]):
     print("%r %r %d %d" % (f.soc, f.P[0] ** 0.5, f.soc_ppm, f.std_ppm))
 """
 
-pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port missing")
-
-
 def _board_log(model, samples, seed):
     t, i = cycling_profile(model, 1, 1.0)
     t, i = t[:samples], i[:samples]
@@ -63,7 +59,7 @@ def _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0):
     (tmp_path / "model.json").write_text(json.dumps(load_model(model)))
     np.savetxt(tmp_path / "log.txt", np.column_stack([t_ms, v_uV, i_nA]), fmt="%d")
     # soc0 None: the filter starts from the OCV at the first sample
-    args = [str(MICROPYTHON), "-X", "heapsize=180K", "driver.py", "model.json", "log.txt",
+    args = [micropython_binary(), "-X", "heapsize=180K", "driver.py", "model.json", "log.txt",
             "ocv" if soc0 is None else repr(soc0)]
     env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
     res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -79,8 +75,6 @@ LTO = MODELS / "lto-li-coin.json"
                                         (str(LTO), 0.9)],
                          ids=["sloped-soc0", "sloped-ocv", "flat-soc0", "lto-preset"])
 def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
-    if isinstance(model, str) and not LTO.exists():
-        pytest.skip("models/lto-li-coin.json not present")
     model = load_model(model)
     t_ms, v_uV, i_nA = _board_log(model, 2500, seed=11)
     board = _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0)
@@ -93,8 +87,9 @@ def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
     assert np.all(np.abs(board[:, 3] - board[:, 1] * 1e6) <= 0.5 + 1e-6)
 
 
-def test_ekf_module_has_no_host_only_imports():
-    """The board has no numpy/typing/dataclasses: the module must import without them."""
-    src = (FIRMWARE / "ekf.py").read_text()
+@pytest.mark.parametrize("module", ["ekf.py", "cellmodel.py"])
+def test_estimator_modules_have_no_host_only_imports(module):
+    """The board has no numpy/typing/dataclasses: the modules must import without them."""
+    src = (FIRMWARE / module).read_text()
     for name in ("numpy", "typing", "dataclasses", "machine"):
         assert f"import {name}" not in src and f"from {name}" not in src

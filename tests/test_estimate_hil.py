@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 
 from cellbench import bdflog, cli, session
-from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS
+from cellbench.paths import MODELS, PROTOCOLS
 
 LTO = MODELS / "lto-li-coin.json"
-pytestmark = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file() or not LTO.is_file(),
-                                reason="no firmware or LTO preset")
 
 
 @pytest.fixture(scope="module")
