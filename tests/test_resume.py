@@ -480,3 +480,92 @@ def test_lines_streamed_before_the_resume_asks_are_not_counted_lost(tmp_path):
     assert "records_lost" not in [e["kind"] for e in meta["events"]]
     assert bdflog.read_log(path)["Record Seq / 1"].tolist() == list(range(1, 11))
     assert [e.get("seq") for e in meta["events"] if e["kind"] == "END"] == [11]
+
+
+# ---------------------------------------------------------------- many kills, Ctrl-C
+
+
+def true_gaps(log):
+    """Seqs of the run that are in neither the CSV (records) nor the sidecar (events)."""
+    data, meta = bdflog.read_log(log), bdflog.read_sidecar(log)
+    have = set(data["Record Seq / 1"].tolist()) | {e["seq"] for e in meta["events"] if "seq" in e}
+    return sorted(set(range(meta["start_seq"], max(have) + 1)) - have)
+
+
+def reported_lost(log, stdout):
+    """What the host says it lost: the sidecar's link counter, its records_lost events and
+    the summary line's "lost N" (all of them must agree)."""
+    meta = bdflog.read_sidecar(log)
+    events = sum(e["count"] for e in meta["events"] if e["kind"] == "records_lost")
+    printed = [int(w.split()[1]) for line in stdout.splitlines() if line.startswith("link: ")
+               for w in line[len("link: "):].split(", ") if w.startswith("lost ")]
+    return meta["link"]["lost"], events, printed
+
+
+@needs_sim
+def test_four_kills_and_resumes_report_exactly_the_true_losses(tmp_path, protocol):
+    """The host is killed four times, each time resumed at once while the board runs on
+    (it streams to nobody meanwhile): the log ends complete, and every loss counter equals
+    the records really missing from it (none)."""
+    from cellbench.sim import detached
+
+    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
+    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
+                     "--quiet")
+    try:
+        for _ in range(4):
+            target = rows(log) + 150
+            wait_for(lambda: rows(log) >= target or host.poll() is not None, "more log rows")
+            assert host.poll() is None, host.communicate()
+            host.kill()
+            host.communicate()
+            host = cellbench("run", "--resume", log, "--board-dir", board_dir, "--quiet")
+        out, err = host.communicate(timeout=WAIT_S)
+        assert host.returncode == 0, err
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.communicate()
+        detached.shutdown(board_dir)
+    meta = bdflog.read_sidecar(log)
+    assert meta["stop_reason"] == "end"
+    assert [e["kind"] for e in meta["events"]].count("resume") == 4
+    gaps = true_gaps(log)
+    sidecar_lost, event_lost, printed = reported_lost(log, out.decode())
+    assert gaps == [] and sidecar_lost == event_lost == len(gaps)
+    assert printed in ([], [len(gaps)])
+
+
+@needs_sim
+def test_ctrl_c_pauses_a_detached_board_and_says_how_to_continue(tmp_path, protocol):
+    """Ctrl-C: the current goes off (the run pauses on the board), the message names the
+    log, its record count and the command that continues; that command completes the run."""
+    from cellbench.sim import detached
+
+    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
+    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
+                     "--quiet")
+    try:
+        wait_for(lambda: rows(log) >= 100 or host.poll() is not None, "log rows")
+        host.send_signal(signal.SIGINT)
+        _, err = host.communicate(timeout=WAIT_S)
+        err = err.decode().strip().splitlines()
+        assert host.returncode == 130 and len(err) == 1, err
+        said = err[0]
+        assert "the current is off" in said and f"log {log} holds {rows(log)} records" in said
+        command = f"cellbench run --resume {log} --board-dir {board_dir}"
+        assert said.endswith(command), said
+        paused = status(board_dir)
+        assert paused["state"] == "PAUSED" and abs(paused["i_nA"]) < 3500
+        resumed = cellbench(*command.split()[1:], "--quiet")
+        out, err = resumed.communicate(timeout=WAIT_S)
+        assert resumed.returncode == 0, err
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.communicate()
+        detached.shutdown(board_dir)
+    meta = bdflog.read_sidecar(log)
+    kinds = [e["kind"] for e in meta["events"]]
+    assert meta["stop_reason"] == "end" and "PAUSE" in kinds and "RESUME" in kinds
+    assert true_gaps(log) == [] and b"stopped: end" in out
