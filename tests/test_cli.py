@@ -545,3 +545,70 @@ def test_lost_last_lines_are_fetched_once_the_stream_goes_quiet(monkeypatch):
     assert got == [5, 6, 7]
     # Nothing showed a gap: only the quiet probe asked.
     assert [b for b in board.sent if b.startswith("SEND")][0] == "SEND 6"
+
+
+# ---------------------------------------------------------------- outputs: --force, never an input
+
+LTO = MODELS / "lto-li-coin.json"
+
+
+def _tiny_log(path):
+    """A three-record bench log (and its sidecar) to feed the commands that read logs."""
+    with bdflog.LogWriter(path, start_unix_s=0.0, meta={"mass_mg": 2.0}) as log:
+        for k in range(3):
+            log.write({"seq": k + 1, "t_ms": 1000 * k, "v_uV": 1_500_000, "i_nA": -350_000,
+                       "cycle": 1, "step_count": 1, "step_index": k, "step_type": 2, "fault": 0,
+                       "q_chg_nAh": 0, "q_dch_nAh": 97 * k, "q_step_nAh": -97 * k,
+                       "e_chg_uWh": 0, "e_dch_uWh": k})
+    return path
+
+
+# Each writing command with {inp} (one of its inputs) and {out}.
+WRITERS = {
+    "estimate": ["estimate", "{inp}", "--model", LTO, "--out", "{out}"],
+    "simulate": ["simulate", "{inp}", "--model", LTO, "--soc0", "0.5", "--out", "{out}"],
+    "fit": ["fit", "{inp}", "--out", "{out}"],
+    "import": ["import", "{inp}", "--out", "{out}"],
+    "run": ["run", "{inp}", "--cell", LTO, "--out", "{out}"],
+    "calibrate": ["calibrate", "--board", "sim", "--fixture", "{inp}", "--out", "{out}"],
+    "analyze": ["analyze", "{inp}", "--no-figures", "--out", "{out}"],
+}
+
+
+def _argv(name, inp, out, *extra):
+    return [str(a).format(inp=inp, out=out) for a in WRITERS[name]] + list(extra)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_command_refuses_an_existing_output_without_force(name, tmp_path, capsys):
+    inp = SMOKE if name == "run" else _tiny_log(tmp_path / "in.bdf.csv")
+    out = tmp_path / "taken"
+    if name == "analyze":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    else:
+        out.write_text("mine\n")
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    assert cli.main(_argv(name, inp, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cellbench: error: out: {out} exists (use --force to overwrite)"]
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()) == before
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_no_command_writes_over_its_own_input_even_with_force(name, tmp_path, capsys):
+    """`estimate LOG --out LOG --force` and the like: refused, the input untouched."""
+    if name == "run":
+        inp = tmp_path / "smoke.json"
+        inp.write_text(SMOKE.read_text())
+    elif name == "calibrate":
+        inp = tmp_path / "fixture.json"
+        inp.write_text("{}")
+    else:
+        inp = _tiny_log(tmp_path / "in.bdf.csv")
+    out = tmp_path if name == "analyze" else inp
+    before = inp.read_bytes()
+    assert cli.main(_argv(name, inp, out, "--force")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cellbench: error: out: {out} "), err
+    assert "input" in err[0] and inp.read_bytes() == before

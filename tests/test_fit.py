@@ -215,7 +215,7 @@ def test_cli_writes_model_and_report(two_rc, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["fit", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("cellbench: error: --out:") and "\n" not in err
+    assert err.startswith(f"cellbench: error: out: {out} exists (use --force to overwrite)") and "\n" not in err
 
 
 def test_cli_refuses_unreadable_log(tmp_path, capsys):

@@ -84,6 +84,11 @@ def sidecar_path(log_path):
     return p.with_name(p.name + ".json")
 
 
+# Top-level keys of the user's own JSON files that may sit at an older sidecar's name:
+# a protocol (method) or a cell model (ocv). A sidecar holds them only nested.
+NOT_A_SIDECAR = {"method", "ocv"}
+
+
 def _legacy_sidecar_path(log_path):
     """Where older versions put the sidecar: ``run.bdf.csv`` -> ``run.json``."""
     p = Path(log_path)
@@ -95,7 +100,7 @@ def _legacy_sidecar_path(log_path):
 
 def existing_sidecar_path(log_path):
     """The sidecar file a log has: its own (:func:`sidecar_path`), else an older-style
-    ``<name>.json`` that holds a sidecar (not, say, the protocol), else None."""
+    ``<name>.json`` that holds a sidecar (not a protocol or model), else None."""
     own = sidecar_path(log_path)
     if own.is_file():
         return own
@@ -105,7 +110,7 @@ def existing_sidecar_path(log_path):
             meta = read_json(old, "sidecar")
         except InputError:
             return None
-        if "events" in meta or "imported_from" in meta or meta.get("host") == "cellbench":
+        if not NOT_A_SIDECAR & meta.keys():
             return old
     return None
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from ..analyze import analyze_log, format_rate_table
 from ..analyze.reference import PAPER_RATES
+from ..bdflog import existing_sidecar_path
 from ..errors import InputError
+from ..outputs import check_output_dir
 
 NAME = "analyze"
 HELP = "per-cycle table, rate capability, dQ/dV, DC resistance and figures from a BDF log"
@@ -42,6 +44,7 @@ def add_arguments(parser):
     parser.add_argument("--paper", choices=sorted(PAPER_RATES),
                         help="print the paper's rate table (coin-cells.md) next to the measured one")
     parser.add_argument("--no-figures", action="store_true", help="write tables only")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it holds files")
 
 
 def _default_out(log):
@@ -68,7 +71,8 @@ def _headline(summary):
 def run(args) -> int:
     if args.sigma_mV is not None and args.sigma_mV < 0:
         raise InputError("sigma_mV: must be >= 0")
-    out = Path(args.out) if args.out else _default_out(args.log)
+    out = check_output_dir(args.out or _default_out(args.log), args.force,
+                           inputs=(args.log, existing_sidecar_path(args.log)))
     result = analyze_log(args.log, mass_mg=args.mass_mg, mode=args.mode, out_dir=out,
                          ref_cycle=args.ref_cycle, capacity_mAh=args.capacity_mAh,
                          dqdv_cycles=_cycles(args.dqdv_cycles, "dqdv_cycles"),

@@ -13,6 +13,7 @@ from ..boards import board_path, load_board
 from ..calibrate import bench as benches
 from ..calibrate import calibrate, default_plan, write_calibration
 from ..errors import InputError
+from ..outputs import check_output
 from ..paths import CALIBRATIONS
 
 NAME = "calibrate"
@@ -30,7 +31,7 @@ def add_arguments(parser):
                         help="RP2040 non-linearity table: measure it with a ramp (default), use "
                         "the published default table, or none")
     parser.add_argument("--out", help="calibration file to write (default: boards/calibration/<id>.json)")
-    parser.add_argument("--force", action="store_true", help="replace an existing calibration file")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (simulated board)")
 
 
@@ -42,9 +43,8 @@ def _plan(board, fixture):
 
 def _out_path(args, board):
     path = Path(args.out) if args.out else CALIBRATIONS / f"{board['id']}.json"
-    if path.exists() and not args.force:  # refuse before an interactive session, not after
-        raise InputError(f"out: {path} exists; use --force to replace it")
-    return path
+    # Refused before an interactive session, not after.
+    return check_output(path, args.force, inputs=(args.fixture,))
 
 
 def _report(cal, path):
@@ -64,6 +64,8 @@ def _report(cal, path):
 def run(args):
     if not (args.port or args.board):
         raise InputError("board: give --port PORT (a real board) or --board BOARD (simulated)")
+    if args.out:  # before anything is read or started (the default path needs the board id)
+        check_output(args.out, args.force, inputs=(args.fixture,))
     fixture = benches.FixtureReference(args.fixture) if args.fixture else None
     if args.port:
         bench = benches.SerialBench(args.port, confirm=fixture is not None)

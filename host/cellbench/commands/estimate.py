@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import check_output
 
 NAME = "estimate"
 HELP = "replay the state-of-charge filter over a log and write SoC, its std and the model voltage"
@@ -24,7 +25,8 @@ def add_arguments(parser):
                         help="initial SoC (0..1); default: from the OCV at the first sample")
     parser.add_argument("--float32", action="store_true",
                         help="compute in 32-bit floats, as the RP2040 board does")
-    parser.add_argument("--out", required=True, help="output CSV")
+    parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
 def _model(args):
@@ -44,13 +46,14 @@ def write_csv(path, t_s, result) -> None:
         np.savetxt(path, table, delimiter=",", header=",".join(COLUMNS), comments="",
                    fmt=["%.6f", "%.9f", "%.9f", "%.9f"])
     except OSError as exc:
-        raise InputError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"out: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def run(args) -> int:
     from ..estimate import estimate, read_log_columns
     if not Path(args.log).exists():
         raise InputError(f"log: no such file {args.log}")
+    check_output(args.out, args.force, inputs=(args.log, args.model))
     cols = read_log_columns(args.log)
     t_s, i_A, v_V = cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"]
     result = estimate(_model(args), t_s, i_A, v_V, soc0=args.soc0,

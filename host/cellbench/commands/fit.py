@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..fit import fit_logs
 from ..fit import report as fit_report
+from ..outputs import check_output, check_output_dir
 
 NAME = "fit"
 HELP = "fit a cell model (OCV, capacity, R0, RC pairs, hysteresis) to BDF logs"
@@ -27,15 +28,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", default="", help="cell name (default: from the log's sidecar)")
     parser.add_argument("--chemistry", default="", help="e.g. LTO/Li (default: from the sidecar)")
     parser.add_argument("--mass-mg", type=float, default=0.0, help="active mass in mg (default: sidecar)")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--force", action="store_true", help="overwrite --out (and --report) if it exists")
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise InputError(f"--out: {out} exists (use --force to overwrite)")
+    out = check_output(args.out, args.force, inputs=args.logs)
+    if args.report:
+        check_output_dir(args.report, args.force, inputs=args.logs + [args.out], field="report")
     if args.mass_mg < 0 or args.mass_mg != args.mass_mg:
-        raise InputError(f"--mass-mg: must be > 0, got {args.mass_mg}")
+        raise InputError(f"mass_mg: must be > 0, got {args.mass_mg}")
     model, report = fit_logs(args.logs, rc=args.rc, hysteresis=args.hysteresis, name=args.name,
                              chemistry=args.chemistry, mass_g=args.mass_mg / 1000.0,
                              r0_soc=args.r0_soc)
@@ -43,7 +44,7 @@ def run(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(model, indent=1) + "\n")
     except OSError as exc:
-        raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+        raise InputError(f"out: cannot write {out}: {exc.strerror or exc}") from None
     if args.report:
         written = fit_report.write(model, report, args.report)
         print(written[0].read_text(), end="")

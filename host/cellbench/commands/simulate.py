@@ -16,6 +16,7 @@ from .. import ecm
 from ..bdflog import read_log
 from ..errors import InputError
 from ..model import load_model
+from ..outputs import check_output
 
 NAME = "simulate"
 HELP = "replay a log's current through a cell model (open loop) and write its voltage and SoC"
@@ -30,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--soc0", type=float, required=True, help="SoC at the log's first sample, 0..1")
     parser.add_argument("--h0", type=float, default=0.0, help="initial hysteresis state, -1..1 (default 0)")
     parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
 def run(args) -> int:
@@ -37,6 +39,7 @@ def run(args) -> int:
         raise InputError(f"--soc0: must be within [0, 1], got {args.soc0}")
     if not (math.isfinite(args.h0) and -1.0 <= args.h0 <= 1.0):
         raise InputError(f"--h0: must be within [-1, 1], got {args.h0}")
+    check_output(args.out, args.force, inputs=(args.log, args.model))
     model = load_model(args.model)
     t_s, i_A = _time_and_current(read_log(args.log))
     result = ecm.simulate(model, t_s, i_A, args.soc0, h0=args.h0)
@@ -67,4 +70,4 @@ def _write(path: Path, t_s, v_V, soc) -> None:
             for row in zip(t_s.tolist(), v_V.tolist(), soc.tolist()):
                 writer.writerow([f"{row[0]:.3f}", f"{row[1]:.6f}", f"{row[2]:.6f}"])
     except OSError as exc:
-        raise InputError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"out: cannot write {path}: {exc.strerror or exc}") from None
