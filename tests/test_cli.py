@@ -612,3 +612,18 @@ def test_no_command_writes_over_its_own_input_even_with_force(name, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"cellbench: error: out: {out} "), err
     assert "input" in err[0] and inp.read_bytes() == before
+
+
+def test_a_table_the_board_refuses_is_reported_by_the_protocol_field(tmp_path):
+    """The board names the step table's field (steps[4].count); the user reads the field
+    of the protocol file they wrote, and no log is started."""
+    from cellbench import session
+    from cellbench.errors import InputError
+
+    board = Scripted([], {"ID": ['OK ID {"board": "sim"}'],
+                          "LOAD": ["ERR LOAD steps[4].count must be in [0, 0]"]}, ends=False)
+    out = tmp_path / "x.bdf.csv"
+    with pytest.raises(InputError) as err:
+        session.run(SMOKE, board, out, board="sim")
+    assert str(err.value) == "method[5].loop.cycle_count: must be in [0, 0] (board)"
+    assert not out.exists() and "START" not in board.sent

@@ -227,3 +227,49 @@ def test_load_protocol_errors(tmp_path):
         proto.load_protocol(bad)
     with pytest.raises(InputError, match="protocol: cannot read"):
         proto.load_protocol(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------- errors in the user's words
+
+
+def test_a_loop_count_the_board_cannot_hold_is_refused_on_the_host_by_its_protocol_name():
+    """The board keeps count - 1 jumps in a counter of at most steps.MAX_LOOP_COUNT: one
+    pass more is refused here (not as the table's steps[4].count by the board)."""
+    from cellbench import fw
+
+    most = fw.module("steps").MAX_LOOP_COUNT + 1
+    doc = copy.deepcopy(BASE)
+    doc["method"][5]["cycle_count"] = most
+    assert proto.compile(doc, BOARD)["steps"][4] == ["LOOP", 1, most - 1]
+    doc["method"][5]["cycle_count"] = most + 1
+    with pytest.raises(InputError) as err:
+        proto.compile(doc, BOARD)
+    assert str(err.value).startswith(f"method[5].loop.cycle_count: at most {most}")
+
+
+@pytest.mark.parametrize("table_field, protocol_field", [
+    ("steps[4].count", "method[5].loop.cycle_count"),       # tag "c" at method[1] is no step
+    ("steps[4].to_step_no", "method[5].loop.loop_to"),
+    ("steps[1].i_nA", "method[2].constant_current.rate_C"),
+    ("steps[2].i_nA", "method[3].constant_current.current_mA"),
+    ("steps[1].until_uV", "method[2].constant_current.until_voltage_V"),
+    ("steps[3].until_nA", "method[4].constant_voltage.until_rate_C"),
+    ("steps[5].until_nA", "method[6].constant_voltage.until_current_mA"),
+    ("steps[0].until_ms", "method[0].open_circuit_voltage.until_time_s"),
+    ("steps[0]", "method[0].open_circuit_voltage"),
+    ("safety.max_uV", "safety.max_voltage_V"),
+    ("record.dt_ms", "record.time_s"),
+    ("steps[99].count", "load.steps[99].count"),
+])
+def test_board_fields_map_back_to_the_protocol(table_field, protocol_field):
+    assert proto.source_field(BASE, table_field) == protocol_field
+
+
+def test_every_step_table_field_the_board_names_maps_to_a_protocol_field():
+    """Whatever field firmware/steps.validate names for a table compiled from BASE, the
+    user is told a field of the protocol (never a bare steps[k] / load. name)."""
+    table = proto.compile(BASE, BOARD)
+    for k, step in enumerate(table["steps"]):
+        for key in proto._STEP_SOURCES[step[0]]:
+            named = proto.source_field(BASE, f"steps[{k}].{key}")
+            assert named.startswith("method[") and "steps" not in named, named

@@ -19,6 +19,9 @@ integers in nA, uV, ms and nAh, tags resolved to 0-based step numbers. Every pro
 InputError naming the field, e.g. ``method[3].constant_current: no end condition``.
 """
 
+import re
+
+from . import fw
 from .errors import InputError
 from .jsonfile import read_json
 
@@ -299,6 +302,9 @@ def _loop(step, k, pos, tags, here):
     count = step.get("cycle_count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InputError(f"{field}.cycle_count: must be an integer >= 1")
+    most = fw.module("steps").MAX_LOOP_COUNT + 1  # the board counts jumps back: one less
+    if count > most:
+        raise InputError(f"{field}.cycle_count: at most {most} (the board's loop counter)")
     if isinstance(target, str):
         if target not in tags:
             raise InputError(f"{field}.loop_to: no tag {target!r}")
@@ -370,11 +376,76 @@ def compile_protocol(protocol, board, tick_ms=None, model=None):
     if all(s[0] == "LOOP" for s in steps):
         raise InputError("method: no steps to run")
     _check_nesting(steps)
-    return {"v": TABLE_VERSION, "tick_ms": tick, "safety": safety,
-            "record": _record(protocol, tick), "steps": steps}
+    table = {"v": TABLE_VERSION, "tick_ms": tick, "safety": safety,
+             "record": _record(protocol, tick), "steps": steps}
+    _check_as_the_board_will(table, limits, protocol)
+    return table
 
 
 compile = compile_protocol  # the name the brief uses; shadows the builtin inside this module only
+
+
+# ---------------------------------------------------------------- the board's own check
+
+# Step table field -> the protocol keys it comes from (the first one present is named).
+_STEP_SOURCES = {
+    "CC": {"i_nA": ("rate_C", "current_mA"), "until_ms": ("until_time_s",),
+           "until_uV": ("until_voltage_V",)},
+    "CV": {"v_uV": ("voltage_V",), "until_ms": ("until_time_s",),
+           "until_nA": ("until_current_mA", "until_rate_C")},
+    "OCV": {"until_ms": ("until_time_s",)},
+    "LOOP": {"count": ("cycle_count",), "to_step_no": ("loop_to",)},
+}
+_SECTION_SOURCES = {
+    "safety": {"max_uV": "max_voltage_V", "min_uV": "min_voltage_V", "max_nA": "max_current_mA",
+               "min_nA": "min_current_mA", "max_q_nAh": "max_capacity_mAh", "delay_ms": "delay_s"},
+    "record": {"dt_ms": "time_s", "dv_uV": "voltage_V", "di_nA": "current_mA"},
+}
+
+
+class _BoardLimits:
+    """The board as firmware/steps.validate sees it: its integer limits (board_limits)."""
+
+    def __init__(self, limits):
+        self.__dict__.update(limits)
+
+
+def _check_as_the_board_will(table, limits, protocol):
+    """Run the board's own table check (firmware/steps.validate) here, so a table the
+    board would refuse is refused before it is sent, naming the protocol's field."""
+    err = fw.module("steps").validate(table, _BoardLimits(limits))
+    if err:
+        field, message = err
+        raise InputError(f"{source_field(protocol, field)}: {message} (step table {field})")
+
+
+def source_field(protocol, table_field):
+    """The protocol field a step table field ("steps[1].count", "safety.max_uV") comes
+    from ("method[2].loop.cycle_count", "safety.max_voltage_V"); the board names table
+    fields in its errors, the user wrote the protocol. Unknown fields: ``load.<field>``."""
+    section, _, key = table_field.partition(".")
+    if section in _SECTION_SOURCES and key in _SECTION_SOURCES[section]:
+        return f"{section}.{_SECTION_SOURCES[section][key]}"
+    if section == "tick_ms":
+        return "tick_ms"
+    m = re.fullmatch(r"steps\[(\d+)\]", section)
+    method = protocol.get("method") if isinstance(protocol, dict) else None
+    if not m or not isinstance(method, list):
+        return f"load.{table_field}"
+    k = int(m.group(1))
+    run = [j for j, step in enumerate(method) if isinstance(step, dict) and step.get("step") != "tag"]
+    if k >= len(run):
+        return f"load.{table_field}"
+    j = run[k]
+    step = method[j]
+    kind = step.get("step")
+    where = f"method[{j}].{kind}"
+    table_kind = {"constant_current": "CC", "constant_voltage": "CV",
+                  "open_circuit_voltage": "OCV", "loop": "LOOP"}.get(kind)
+    sources = _STEP_SOURCES.get(table_kind, {}).get(key)
+    if not sources:
+        return where
+    return f"{where}.{next((s for s in sources if s in step), sources[0])}"
 
 
 # ---------------------------------------------------------------- time estimate
