@@ -31,6 +31,7 @@ from scipy.optimize import brentq
 
 from . import model as cellmodel
 from .errors import InputError
+from .fit.filters import held_sign, hysteresis_state, rc_response
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -54,11 +55,10 @@ def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
     cap_As = model["capacity_Ah"] * SECONDS_PER_HOUR
     eff = np.where(i > 0, model["coulombic_efficiency"], 1.0)
     soc = float(soc0) + np.concatenate(([0.0], np.cumsum(eff[:-1] * i[:-1] * dt) / cap_As))
-    s = _held_sign(i, s0)
-    v_rc = np.column_stack([_relax(dt, i, pair["tau_s"], pair["r_ohm"] * i, v0)
+    s = held_sign(i, 0.0, s0)
+    v_rc = np.column_stack([rc_response(t, i, pair["tau_s"], pair["r_ohm"], v0)
                             for pair, v0 in zip(model["rc"], _initial_rc(model, v_rc0))])
-    decay_h = np.exp(-np.abs(i[:-1] * model["hysteresis"]["gamma"] * dt / cap_As))
-    h = _recurrence(decay_h, (1.0 - decay_h) * np.sign(i[:-1]), h0)
+    h = hysteresis_state(t, i, model["hysteresis"]["gamma"], model["capacity_Ah"], h0)
     ocv_V = cellmodel.ocv(model, soc)
     v = (ocv_V + cellmodel.hysteresis_V(model, soc) * h + model["hysteresis"]["m0_V"] * s
          + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1))
@@ -83,30 +83,6 @@ def _initial_rc(model: dict, v_rc0):
     if values.size != pairs:
         raise InputError(f"v_rc0: needs {pairs} values, one per RC pair")
     return values
-
-
-def _held_sign(i: np.ndarray, s0: float) -> np.ndarray:
-    """sign(i), with zero-current samples holding the last non-zero sign (s0 before any)."""
-    sign = np.sign(i)
-    idx = np.where(sign != 0, np.arange(sign.size), -1)
-    last = np.maximum.accumulate(idx)
-    return np.where(last >= 0, sign[np.maximum(last, 0)], float(np.sign(s0)))
-
-
-def _relax(dt, i, tau_s, target, v0):
-    """Exact first-order lag x' = (target - x)/tau with target constant over each interval."""
-    decay = np.exp(-dt / tau_s)
-    return _recurrence(decay, (1.0 - decay) * target[:-1], v0)
-
-
-def _recurrence(a, b, x0) -> np.ndarray:
-    """x[0] = x0, x[k+1] = a[k]*x[k] + b[k]; a plain loop (a time-varying filter)."""
-    out = [float(x0)]
-    x = float(x0)
-    for ak, bk in zip(a.tolist(), b.tolist()):
-        x = ak * x + bk
-        out.append(x)
-    return np.asarray(out)
 
 
 # --------------------------------------------------------------------------- CC steps

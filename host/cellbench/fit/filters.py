@@ -1,7 +1,9 @@
-"""Fast first-order recurrences x[k+1] = a[k]*x[k] + b[k] over a whole log.
+"""The cell model's state recurrences x[k+1] = a[k]*x[k] + b[k] over a whole log.
 
-The RC voltages and the hysteresis state of the cell model are such recurrences with a
-time-varying ``a`` (any, also irregular, sampling). A Python loop over 200,000 samples is
+The RC voltages, the hysteresis state and the held current sign of the cell model
+(docs/design.md) are such recurrences with a time-varying ``a`` (any, also irregular,
+sampling); this is their one implementation, used by the open-loop simulator
+(cellbench.ecm.simulate) and by the fit. A Python loop over 200,000 samples is
 slow, so this evaluates the closed form ``x[k+1] = P_k * (x_s + sum_{m<=k} b_m / P_m)``
 (``P_k`` the running product of ``a`` since block start ``s``) with numpy, in blocks
 short enough that ``1 / P`` cannot overflow.
@@ -30,22 +32,27 @@ def scan(log_a, b, x0: float = 0.0) -> np.ndarray:
     return out
 
 
-def rc_response(t_s, i_A, tau_s: float) -> np.ndarray:
-    """RC voltage per ohm (V/ohm = A) at each sample, from rest: v_rc = R * this."""
+def rc_response(t_s, i_A, tau_s: float, r_ohm: float = 1.0, v0_V: float = 0.0) -> np.ndarray:
+    """Voltage (V) of an RC pair (``r_ohm``, ``tau_s``) at each sample, from ``v0_V``:
+    exact for current held constant from each sample to the next. With the default
+    ``r_ohm`` 1 and rest it is the response per ohm (V/ohm = A) a fit scales by R."""
     dt = np.diff(t_s)
     log_a = -dt / tau_s
-    return scan(log_a, -np.expm1(log_a) * i_A[:-1])
+    return scan(log_a, -np.expm1(log_a) * r_ohm * np.asarray(i_A)[:-1], v0_V)
 
 
 def hysteresis_state(t_s, i_A, gamma: float, capacity_Ah: float, h0: float = 0.0) -> np.ndarray:
-    """Plett's hysteresis state h (-1..1) at each sample (docs/design.md)."""
+    """Plett's hysteresis state h (-1..1) at each sample, from ``h0`` (docs/design.md):
+    dh/dt = -|i*gamma/(3600*C)| * (h - sign(i)), current held from sample to sample."""
+    i_A = np.asarray(i_A)
     dt = np.diff(t_s)
     log_a = -np.abs(i_A[:-1] * gamma * dt / (3600.0 * capacity_Ah))
     return scan(log_a, -np.expm1(log_a) * np.sign(i_A[:-1]), h0)
 
 
 def held_sign(i_A, rest_tol_A: float, s0: float = 0.0) -> np.ndarray:
-    """sign(i) with rests (|i| <= rest_tol_A) holding the last non-zero sign."""
+    """sign(i) with rests (|i| <= rest_tol_A) holding the last non-zero sign (``s0``, the
+    sign before the series, until there is one): the model's s."""
     sign = np.where(np.abs(i_A) > rest_tol_A, np.sign(i_A), 0.0)
     idx = np.where(sign != 0, np.arange(sign.size), -1)
     last = np.maximum.accumulate(idx)
