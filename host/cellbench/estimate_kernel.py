@@ -23,6 +23,10 @@ import math
 import numpy as np
 from numba import njit
 
+# Compiled once per dtype and cached on disk; divisions are plain IEEE ones (no Python
+# ZeroDivisionError check in the loop: cellbench.model's validation keeps divisors > 0).
+JIT = {"cache": True, "error_model": "numpy"}
+
 # Scalars of the filter, f[...]: its parameters (the firmware filter's attributes of the
 # same names), firmware/ekf.py's constants, the initial SoC, then working values.
 PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest")
@@ -63,7 +67,7 @@ def pack(ekf, firmware, soc0, dtype):
             tab.astype(dtype), rc.astype(dtype))
 
 
-@njit(cache=True)
+@njit(**JIT)
 def lookup(f, ip, tab, z):
     """Set OCV, SLOPE, R0, DR0, M, DM at SoC z (Ekf._lookup); returns the table segment."""
     R = f.dtype.type
@@ -88,7 +92,7 @@ def lookup(f, ip, tab, z):
     return j
 
 
-@njit(cache=True)
+@njit(**JIT)
 def soc_at(f, ip, tab, v_V):
     """(SoC whose OCV is v_V clamped to [SOC_MIN, SOC_MAX], whether it was outside)."""
     R = f.dtype.type
@@ -102,7 +106,7 @@ def soc_at(f, ip, tab, v_V):
     return min(max(z, f[SOC_MIN]), f[SOC_MAX]), outside
 
 
-@njit(cache=True)
+@njit(**JIT)
 def cap(P, n, r, vmax):
     """Scale row and column r of P so P[r, r] <= vmax (Ekf._cap)."""
     prr = P[r * n + r]
@@ -114,7 +118,7 @@ def cap(P, n, r, vmax):
         P[c * n + r] *= s
 
 
-@njit(cache=True)
+@njit(**JIT)
 def condition(f, ip, vec, mat):
     """Clamp SoC and h, cap their variances, floor the diagonal of P (Ekf._condition)."""
     R = f.dtype.type
@@ -135,7 +139,7 @@ def condition(f, ip, vec, mat):
             P[r * n + r] = floor[r]
 
 
-@njit(cache=True)
+@njit(**JIT)
 def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
     """Ekf.reset(soc) or, without soc_given, Ekf.reset(v, i) from a sample; returns
     True when no OCV explains v (the filter restarts at the next sample)."""
@@ -169,7 +173,7 @@ def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
     return outside
 
 
-@njit(cache=True)
+@njit(**JIT)
 def propagate_cov(f, ip, vec, mat, dt):
     """P = F P F' + sigma_i^2 g g' + Q dt (Ekf._propagate_cov)."""
     R = f.dtype.type
@@ -192,7 +196,7 @@ def propagate_cov(f, ip, vec, mat, dt):
             P[c * n + r] = v
 
 
-@njit(cache=True)
+@njit(**JIT)
 def predict(f, ip, vec, mat, rc, i, dt):
     """Propagate x and P over dt seconds with the bias-corrected current i (Ekf._predict)."""
     R = f.dtype.type
@@ -226,7 +230,7 @@ def predict(f, ip, vec, mat, rc, i, dt):
         f[PEND] = R(0)
 
 
-@njit(cache=True)
+@njit(**JIT)
 def measure(f, ip, vec, tab, z, i):
     """(model voltage at SoC z and the other states, table segment of z); the Jacobian
     row goes into vec[H] (Ekf._measure)."""
@@ -245,7 +249,7 @@ def measure(f, ip, vec, tab, z, i):
     return vm, seg
 
 
-@njit(cache=True)
+@njit(**JIT)
 def gain(ip, vec, mat, Rv):
     """vec[PH] = P h, vec[K] = P h / (h P h' + Rv); returns h P h'."""
     R = mat.dtype.type
@@ -264,7 +268,7 @@ def gain(ip, vec, mat, Rv):
     return hph
 
 
-@njit(cache=True)
+@njit(**JIT)
 def update(f, ip, vec, mat, tab, i, v):
     """Iterated-EKF correction with voltage v (Ekf._update); returns the prior model voltage."""
     R = f.dtype.type
@@ -314,7 +318,7 @@ def update(f, ip, vec, mat, tab, i, v):
     return vm0
 
 
-@njit(cache=True)
+@njit(**JIT)
 def run(f, ip, vec, mat, tab, rc, t_s, i_A, v_V, soc, std, v_model, x_out, P_out, full):
     """The filter over every sample (t_s, i_A, v_V: float64), as the board runs it from a
     reset at the first sample: soc, std, v_model (float64, one per sample) are written;

@@ -4,8 +4,9 @@ Rows (docs/estimator.md explains the targets):
 - SoC RMSE after convergence when the truth is a 2-RC + hysteresis cell measured with a
   current offset and noise and the filter runs a fitted 1-RC model: sloped cell (target
   <= 1 %) and the LTO preset (target <= 2 %).
-- host replay samples per second (target >= 1e6) and the speed-up over a filterpy
-  ExtendedKalmanFilter loop on the same log (target >= 50x).
+- host replay samples per second (target >= 1e6) in float64 and float32, the speed-up
+  over a filterpy ExtendedKalmanFilter loop on the same log (target >= 50x), and the
+  Python fallback's rate (firmware/ekf.py per sample, when the kernel cannot run).
 - firmware Ekf.step microseconds and bytes allocated per step under the MicroPython unix
   port (64-bit floats, so every float op allocates a 16-byte object there; see the doc).
 
@@ -28,7 +29,8 @@ from .. import model as cellmodel
 from ..estimate import estimate
 from ..fit.filters import held_sign
 from ..model import load_model
-from ..paths import FIRMWARE, MODELS, ROOT
+from ..paths import FIRMWARE, MODELS
+from ..sim import micropython_binary
 from . import best_of
 
 # A sloped coin cell (NMC-like OCV, 1 mAh) for the sloped-cell rows and tests.
@@ -169,20 +171,30 @@ def mismatch_rmse(model, cycles=10, dt_s=1.0, offset_C=0.005, soc_error=0.2, see
     return float(np.sqrt(np.mean(err ** 2))), est_model
 
 
-def _host_speed():
+def _host_speed(dtype="float64"):
+    """(samples per second of estimate() over a 20-cycle log, the log)."""
     t, i = cycling_profile(SLOPED, 20, 1.0)
     truth = board_truth(SLOPED, t, i, 0.97)
     i_m, v_m = measured(truth, i, 0.0, 2e-6, 0.003)
-    estimate(SLOPED, t[:10], i_m[:10], v_m[:10])  # compile once, outside the timing
-    best = best_of(lambda: estimate(SLOPED, t, i_m, v_m))
+    estimate(SLOPED, t[:10], i_m[:10], v_m[:10], dtype=dtype)  # compile (or load) first
+    best = best_of(lambda: estimate(SLOPED, t, i_m, v_m, dtype=dtype))
     return t.size / best, (t, i_m, v_m)
+
+
+def python_fallback_rate(model, t, i_m, v_m, samples=20000) -> float:
+    """Samples per second of the fallback (firmware/ekf.py in CPython, one sample at a time)."""
+    from ..estimate import _estimate_python, filter_for
+    n = min(samples, t.size)
+    start = time.perf_counter()
+    _estimate_python(filter_for(model), t[:n], i_m[:n], v_m[:n], None, False)
+    return n / (time.perf_counter() - start)
 
 
 class FilterpyTwin:
     """The reference: filterpy's ExtendedKalmanFilter set up with the same model and noise.
 
     Written from docs/estimator.md's equations with numpy, independently of firmware/ekf.py
-    and the C kernel; filterpy does the covariance algebra (its update is the Joseph form,
+    and the host kernel; filterpy does the covariance algebra (its update is the Joseph form,
     like the board's). It clamps SoC and h like the board but has no variance caps or
     floors: compare in a regime where those do not act. Units: A, V, s; current > 0 charges.
     """
@@ -331,11 +343,10 @@ f.step(-350000, 3700000, 1000)
 b = gc.mem_alloc()
 print(time.ticks_diff(t1, t0) / N, b - a)
 """ % steps
-    micropython = ROOT / ".venv" / "bin" / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bench.py").write_text(script)
         (Path(tmp) / "model.json").write_text(json.dumps(load_model(model)))
-        res = subprocess.run([str(micropython), "-X", "heapsize=180K", "bench.py", "model.json"],
+        res = subprocess.run([micropython_binary(), "-X", "heapsize=180K", "bench.py", "model.json"],
                              cwd=tmp, capture_output=True, text=True, timeout=300,
                              env={"MICROPYPATH": str(FIRMWARE)})
     if res.returncode != 0:
@@ -363,7 +374,13 @@ def run() -> list:
                      "value": round(100 * rmse, 3), "unit": "%", "note": note})
     rate, log = _host_speed()
     rows.append({"name": "host replay speed", "value": round(rate / 1e6, 2),
-                 "unit": "M samples/s", "note": "target >= 1; C kernel via ctypes, float64"})
+                 "unit": "M samples/s", "note": "target >= 1; numba kernel, float64"})
+    rate32, _ = _host_speed("float32")
+    rows.append({"name": "host replay speed, float32", "value": round(rate32 / 1e6, 2),
+                 "unit": "M samples/s", "note": "numba kernel, every operation in float32"})
+    slow = python_fallback_rate(SLOPED, *log)
+    rows.append({"name": "host replay speed, Python fallback", "value": round(slow / 1e3, 1),
+                 "unit": "k samples/s", "note": "firmware/ekf.py per sample (CELLBENCH_NO_JIT=1)"})
     fp = filterpy_rate(SLOPED, *log)
     if fp > 0:
         rows.append({"name": "speed-up over filterpy EKF loop", "value": round(rate / fp, 1),
