@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cellbench demo --out out/demo
+	$(BIN)/cellbench demo --out out/demo --force
 
 typecheck: $(STAMP)
 	$(BIN)/python -m cellbench.typecheck $(STUBS)

@@ -627,3 +627,12 @@ def test_a_table_the_board_refuses_is_reported_by_the_protocol_field(tmp_path):
         session.run(SMOKE, board, out, board="sim")
     assert str(err.value) == "method[5].loop.cycle_count: must be in [0, 0] (board)"
     assert not out.exists() and "START" not in board.sent
+
+
+def test_demo_refuses_to_replace_its_output_without_force(tmp_path, capsys):
+    log = tmp_path / "lto-rate.bdf.csv"
+    log.write_text("mine\n")
+    assert cli.main(["demo", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cellbench: error: out: {log} exists (use --force to overwrite)"]
+    assert log.read_text() == "mine\n"

@@ -32,7 +32,7 @@ def add_arguments(parser):
                         "the published default table, or none")
     parser.add_argument("--out", help="calibration file to write (default: boards/calibration/<id>.json)")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (simulated board)")
+    parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (a simulated board)")
 
 
 def _plan(board, fixture):

@@ -7,11 +7,14 @@ rates.txt, dqdv.csv, figures) and prints the mean discharge capacity per rate bl
 the paper's figures.
 """
 
+import sys
 import time
 from pathlib import Path
 
 from .. import session
+from ..bdflog import sidecar_path
 from ..errors import InputError
+from ..outputs import check_output, check_output_dir
 from ..link import LinkError
 from .run import Progress, report_link_error
 from ..paths import MODELS, PROTOCOLS
@@ -32,6 +35,8 @@ PAPER_MAH_G = [(0.2, 210.0), (0.5, 167.0), (1.0, 150.0), (3.0, 91.0), (5.0, 59.0
 
 def add_arguments(parser):
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the demo's log and analysis in --out if they exist")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -79,8 +84,12 @@ def run(args):
         if not path.is_file():
             raise InputError(f"{what}: {path} is missing")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     log = out / "lto-rate.bdf.csv"
+    analysis = out / "lto-rate_analysis"
+    for path in (log, sidecar_path(log)):
+        check_output(path, args.force)
+    check_output_dir(analysis, args.force)
+    out.mkdir(parents=True, exist_ok=True)
     from ..sim import start_board
 
     wall0 = time.monotonic()
@@ -90,18 +99,22 @@ def run(args):
         # under the unix port, which would put the demo over its two-minute budget on a
         # loaded machine (`cellbench run ... --model` shows the SoC columns and figure).
         summary = session.run(PROTOCOL, board, log, board="sim", mass_mg=MASS_MG,
-                              tick_ms=TICK_MS, force=True,  # the demo may replace its own output
+                              tick_ms=TICK_MS, force=args.force,
                               progress=None if args.quiet else Progress.for_run,
                               extra_meta={"sim": {"cell_file": str(CELL), "seed": args.seed}})
     except LinkError as exc:
         report_link_error(exc, board)
         return 1
+    except session.Interrupted as exc:
+        print(f"cellbench: interrupted: the current is off; log {log} holds "
+              f"{exc.summary['rows']} records; run `cellbench demo` again to start over",
+              file=sys.stderr)
+        return 130
     finally:
         board.close()
     wall = time.monotonic() - wall0
     print(f"log: {log} ({summary['rows']} rows, {summary.get('test_time_s', 0) / 3600:.1f} h "
           f"of test time in {wall:.0f} s), stopped: {summary['stop_reason']}")
-    analysis = out / "lto-rate_analysis"
     result = analyze_demo(log, analysis)
     print(format_table(rate_rows(result)))
     print(f"analysis: {len(result.files)} files (cycles.csv, summary.json, figures) in {analysis}")

@@ -19,10 +19,10 @@ COLUMNS = ("Test Time / s", "SOC / 1", "SOC Std / 1", "Voltage Model / V")
 
 def add_arguments(parser):
     parser.add_argument("log", help="Battery Data Format log (.bdf.csv, .csv or .parquet)")
-    parser.add_argument("--model", help="model file (models/*.json); default: the model in "
-                        "the log's sidecar JSON, when the run had one")
+    parser.add_argument("--model", help="cell model file (models/*.json); default: the model "
+                        "in the log's sidecar, when the run had one")
     parser.add_argument("--soc0", type=float, default=None,
-                        help="initial SoC (0..1); default: from the OCV at the first sample")
+                        help="SoC at the log's first sample, 0..1 (default: from the OCV there)")
     parser.add_argument("--float32", action="store_true",
                         help="compute in 32-bit floats, as the RP2040 board does")
     parser.add_argument("--out", required=True, help="CSV to write")

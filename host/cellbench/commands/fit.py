@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write report.txt, residuals.png, ocv.png, r0.png here")
     parser.add_argument("--name", default="", help="cell name (default: from the log's sidecar)")
     parser.add_argument("--chemistry", default="", help="e.g. LTO/Li (default: from the sidecar)")
-    parser.add_argument("--mass-mg", type=float, default=0.0, help="active mass in mg (default: sidecar)")
+    parser.add_argument("--mass-mg", type=float, default=0.0, help="active mass in mg (default: the sidecar's mass_mg)")
     parser.add_argument("--force", action="store_true", help="overwrite --out (and --report) if it exists")
 
 

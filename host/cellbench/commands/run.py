@@ -24,16 +24,16 @@ def add_arguments(parser):
                         help="protocol JSON file (aurora-unicycler format); not with --resume")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", help="serial port of a real board (e.g. /dev/ttyACM0)")
-    where.add_argument("--cell", help="model JSON of the simulated cell (with --board sim)")
+    where.add_argument("--cell", help="cell model file (models/*.json) of the simulated cell (a simulated board)")
     where.add_argument("--board-dir", help="directory of a detached simulated board "
                        "(started with --cell ... --detach-dir)")
     parser.add_argument("--board", help="board id or board file (default: sim with --cell, "
                         "else the id the board reports)")
     parser.add_argument("--out", help="log to write, e.g. run.bdf.csv (sidecar: run.bdf.csv.json)")
     parser.add_argument("--mass-mg", type=float, help="active mass in mg (for mAh/g)")
-    parser.add_argument("--model", help="model JSON loaded on the board for SoC estimation")
+    parser.add_argument("--model", help="cell model file (models/*.json) for the board's SoC estimator")
     parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
-    parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (with --cell)")
+    parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (a simulated board)")
     parser.add_argument("--detach-dir", help="with --cell: run the simulated board detached in "
                         "this directory, so that it outlives this process (see --resume)")
     parser.add_argument("--keep-board", action="store_true", help="leave a detached simulated "
@@ -47,16 +47,16 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def open_transport(args):
+def open_transport(args, board_file=None):
     """(transport, board) for the arguments: a started SimBoard, a detached simulated
     board (started now with --detach-dir, or an existing one with --board-dir), or a
-    serial port."""
+    serial port. ``board_file``: the board file dict already read, if any."""
     if args.cell:
         board = args.board or "sim"
         cell = Path(args.cell)
         if not cell.is_file():
             raise InputError(f"cell: no such model file {cell}")
-        cal = calibration_file(board)
+        cal = calibration_file(board_file or board)
         if args.detach_dir:
             from ..sim import detached
 
@@ -77,7 +77,7 @@ def open_transport(args):
 
 
 def calibration_file(board):
-    """boards/calibration/<board-id>.json of a board name or file, if it exists (issue 4:
+    """boards/calibration/<board-id>.json of a board (name, file or dict), if it exists (issue 4:
     the simulated board runs with the calibration a real one would have deployed)."""
     path = calibration_path(load_board(board).get("id", ""))
     return str(path) if path else None
@@ -154,7 +154,7 @@ def run(args):
     # the files are read this once.
     files = session.preflight(args.protocol, args.out, board, args.mass_mg, args.model,
                               args.tick_ms, args.force)
-    transport, board = open_transport(args)
+    transport, board = open_transport(args, files.board)
     try:
         summary = session.run(files, transport, args.out, force=args.force,
                               progress=None if args.quiet else Progress.for_run,

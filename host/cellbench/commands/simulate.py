@@ -27,7 +27,7 @@ CURRENT = "Current / A"
 
 def add_arguments(parser) -> None:
     parser.add_argument("log", help="BDF log (.bdf.csv, .csv or .parquet)")
-    parser.add_argument("--model", required=True, help="model file (models/*.json)")
+    parser.add_argument("--model", required=True, help="cell model file (models/*.json)")
     parser.add_argument("--soc0", type=float, required=True, help="SoC at the log's first sample, 0..1")
     parser.add_argument("--h0", type=float, default=0.0, help="initial hysteresis state, -1..1 (default 0)")
     parser.add_argument("--out", required=True, help="CSV to write")
