@@ -489,6 +489,8 @@ class Session:
                     raise
                 self.link.command("STOP")  # always accepted, whatever the state
                 until = END_EVENTS
+                if command == "PAUSE":  # nothing left to pause: the run is not going on
+                    self.summary["stop_reason"] = "interrupted"
             if self.log is None:
                 return
             for kind, msg in self.link.messages(idle_timeout_s=3.0):
