@@ -9,6 +9,7 @@ import pytest
 
 from cellbench import bdflog, boards, cli
 from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
+from cellbench.transport import Transport
 
 SMOKE = PROTOCOLS / "smoke.json"
 
@@ -335,7 +336,7 @@ def test_cli_run_on_sim(sim_files):
 
 # ---------------------------------------------------------------- link rules, scripted board
 
-class Scripted:
+class Scripted(Transport):
     """A transport that plays back framed board lines and keeps what the host wrote.
 
     ``answers``: command word -> list of reply bodies, one per time the host sends it.
@@ -357,6 +358,9 @@ class Scripted:
         queue = self.answers.get(body.split(" ")[0])
         if queue:
             self.lines.append(self.frame.encode(queue.pop(0)))
+
+    def close(self):
+        pass
 
     def readline(self, timeout_s=None):
         if not self.lines:

@@ -280,7 +280,6 @@ def test_resume_refusals(tmp_path, capsys):
 class ScriptedBoard(Transport):
     """A transport that plays board lines and records what the host writes."""
 
-    eof = False
     close = lambda self: None  # noqa: E731
 
     def __init__(self, bodies):
@@ -327,7 +326,6 @@ def _rec(seq):
 class RingBoard(Transport):
     """A board with a ring holding seqs oldest..next-1 (docs/link.md SEND / ACK / STATUS)."""
 
-    eof = False
     close = lambda self: None  # noqa: E731
 
     def __init__(self, held, state="DONE", board_id="sim"):

@@ -31,10 +31,8 @@ class Transport(ABC):
     def write(self, data: bytes) -> None:
         """Write all of ``data`` (one or more framed lines)."""
 
-    @property
-    @abstractmethod
-    def eof(self) -> bool:
-        """True once nothing more can arrive."""
+    # True once nothing more can arrive (an attribute or a property of the transport).
+    eof = False
 
     @abstractmethod
     def close(self) -> None:
@@ -48,7 +46,9 @@ class Transport(ABC):
 
 
 class SerialTransport(Transport):
-    """A board on a serial port. ``timeout_s`` bounds a ``readline`` given no timeout."""
+    """A board on a serial port. ``timeout_s`` bounds a ``readline`` given no timeout.
+
+    ``eof`` stays False: a serial port never reaches end of stream, it only times out."""
 
     def __init__(self, port, baud=115200, timeout_s=0.5):
         import serial  # imported here so the host works without pyserial for sim-only use
@@ -63,10 +63,6 @@ class SerialTransport(Transport):
         self._partial = b""  # the start of a line whose end had not arrived at the timeout
         # Bytes left from a previous session would look like the start of this one.
         self._serial.reset_input_buffer()
-
-    @property
-    def eof(self):
-        return False  # a serial port never reaches end of stream; it only times out
 
     def write(self, data):
         """Write all bytes (a framed line)."""
