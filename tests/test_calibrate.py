@@ -383,6 +383,6 @@ def test_flash_deploys_the_board_calibration(tmp_path, monkeypatch):
     from cellbench.commands import flash
 
     (tmp_path / "sim.json").write_text(json.dumps({"board": "sim"}))
-    monkeypatch.setattr(flash, "CALIBRATIONS", tmp_path)
+    monkeypatch.setattr("cellbench.boards.CALIBRATIONS", tmp_path)
     cmds = flash.copy_commands("/dev/null", [], ROOT / "boards" / "sim.json", tmp_path / "sim.json")
     assert any(c[-1] == ":calibration.json" and c[-2] == str(tmp_path / "sim.json") for c in cmds)
