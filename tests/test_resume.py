@@ -371,9 +371,9 @@ class RingBoard(Transport):
 
 
 def _interrupted_log(tmp_path, seqs, events):
-    from cellbench import protocol as proto, session
+    from cellbench import boards, protocol as proto
 
-    table = proto.compile(proto.load_protocol(PROTOCOLS / "smoke.json"), session.load_board("sim"))
+    table = proto.compile(proto.load_protocol(PROTOCOLS / "smoke.json"), boards.load_board("sim"))
     path = tmp_path / "cut.bdf.csv"
     meta = {"table": table, "protocol": {}, "start_seq": 0, "board": {"id": "sim"}}
     log = bdflog.LogWriter(path, start_unix_s=0.0, meta=meta)
