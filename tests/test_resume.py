@@ -6,6 +6,7 @@ The host runs as a separate `cellbench run` process on a detached simulated boar
 killed with SIGKILL, as a crash or a pulled cable would end it.
 """
 
+import contextlib
 import json
 import os
 import pty
@@ -76,24 +77,12 @@ def protocol(tmp_path):
 @pytest.fixture
 def killed_run(tmp_path, protocol):
     """A detached sim run whose host was SIGKILLed mid-run: (log, board_dir)."""
-    from cellbench.sim import detached
-
-    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
-    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
-                     "--quiet")
-    try:
-        wait_for(lambda: rows(log) >= KILL_AFTER_ROWS or host.poll() is not None, "log rows")
-        assert host.poll() is None, host.communicate()
-        host.send_signal(signal.SIGKILL)
-        host.wait()
+    with detached_run(tmp_path, protocol) as (log, board_dir, hosts):
+        wait_for(lambda: rows(log) >= KILL_AFTER_ROWS or hosts[0].poll() is not None, "log rows")
+        assert hosts[0].poll() is None, hosts[0].communicate()
+        hosts[0].send_signal(signal.SIGKILL)
+        hosts[0].wait()
         yield log, board_dir
-    finally:
-        if host.poll() is None:
-            host.kill()
-            host.wait()
-        host.stdout.close()
-        host.stderr.close()
-        detached.shutdown(board_dir)
 
 
 def check_board_carries_on(board_dir):
@@ -500,31 +489,42 @@ def reported_lost(log, stdout):
     return meta["link"]["lost"], events, printed
 
 
+@contextlib.contextmanager
+def detached_run(tmp_path, protocol):
+    """`cellbench run` on a detached simulated board: (log, board_dir, hosts), ``hosts`` the
+    host processes so far (a test appends its resumes); afterwards every host still
+    running is killed and the board shut down."""
+    from cellbench.sim import detached
+
+    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
+    hosts = [cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
+                       "--quiet")]
+    try:
+        yield log, board_dir, hosts
+    finally:
+        for host in hosts:
+            if host.poll() is None:
+                host.kill()
+            host.wait()
+            host.stdout.close()
+            host.stderr.close()
+        detached.shutdown(board_dir)
+
+
 @needs_sim
 def test_four_kills_and_resumes_report_exactly_the_true_losses(tmp_path, protocol):
     """The host is killed four times, each time resumed at once while the board runs on
     (it streams to nobody meanwhile): the log ends complete, and every loss counter equals
     the records really missing from it (none)."""
-    from cellbench.sim import detached
-
-    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
-    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
-                     "--quiet")
-    try:
+    with detached_run(tmp_path, protocol) as (log, board_dir, hosts):
         for _ in range(4):
             target = rows(log) + 150
-            wait_for(lambda: rows(log) >= target or host.poll() is not None, "more log rows")
-            assert host.poll() is None, host.communicate()
-            host.kill()
-            host.communicate()
-            host = cellbench("run", "--resume", log, "--board-dir", board_dir, "--quiet")
-        out, err = host.communicate(timeout=WAIT_S)
-        assert host.returncode == 0, err
-    finally:
-        if host.poll() is None:
-            host.kill()
-            host.communicate()
-        detached.shutdown(board_dir)
+            wait_for(lambda: rows(log) >= target or hosts[-1].poll() is not None, "more log rows")
+            assert hosts[-1].poll() is None, hosts[-1].communicate()
+            hosts[-1].kill()
+            hosts.append(cellbench("run", "--resume", log, "--board-dir", board_dir, "--quiet"))
+        out, err = hosts[-1].communicate(timeout=WAIT_S)
+        assert hosts[-1].returncode == 0, err
     meta = bdflog.read_sidecar(log)
     assert meta["stop_reason"] == "end"
     assert [e["kind"] for e in meta["events"]].count("resume") == 4
@@ -538,31 +538,21 @@ def test_four_kills_and_resumes_report_exactly_the_true_losses(tmp_path, protoco
 def test_ctrl_c_pauses_a_detached_board_and_says_how_to_continue(tmp_path, protocol):
     """Ctrl-C: the current goes off (the run pauses on the board), the message names the
     log, its record count and the command that continues; that command completes the run."""
-    from cellbench.sim import detached
-
-    log, board_dir = tmp_path / "run.bdf.csv", tmp_path / "board"
-    host = cellbench("run", protocol, "--cell", CELL, "--out", log, "--detach-dir", board_dir,
-                     "--quiet")
-    try:
-        wait_for(lambda: rows(log) >= 100 or host.poll() is not None, "log rows")
-        host.send_signal(signal.SIGINT)
-        _, err = host.communicate(timeout=WAIT_S)
+    with detached_run(tmp_path, protocol) as (log, board_dir, hosts):
+        wait_for(lambda: rows(log) >= 100 or hosts[0].poll() is not None, "log rows")
+        hosts[0].send_signal(signal.SIGINT)
+        _, err = hosts[0].communicate(timeout=WAIT_S)
         err = err.decode().strip().splitlines()
-        assert host.returncode == 130 and len(err) == 1, err
+        assert hosts[0].returncode == 130 and len(err) == 1, err
         said = err[0]
         assert "the current is off" in said and f"log {log} holds {rows(log)} records" in said
         command = f"cellbench run --resume {log} --board-dir {board_dir}"
         assert said.endswith(command), said
         paused = status(board_dir)
         assert paused["state"] == "PAUSED" and abs(paused["i_nA"]) < 3500
-        resumed = cellbench(*command.split()[1:], "--quiet")
-        out, err = resumed.communicate(timeout=WAIT_S)
-        assert resumed.returncode == 0, err
-    finally:
-        if host.poll() is None:
-            host.kill()
-            host.communicate()
-        detached.shutdown(board_dir)
+        hosts.append(cellbench(*command.split()[1:], "--quiet"))
+        out, err = hosts[-1].communicate(timeout=WAIT_S)
+        assert hosts[-1].returncode == 0, err
     meta = bdflog.read_sidecar(log)
     kinds = [e["kind"] for e in meta["events"]]
     assert meta["stop_reason"] == "end" and "PAUSE" in kinds and "RESUME" in kinds
