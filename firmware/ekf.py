@@ -1,8 +1,10 @@
 """State-of-charge extended Kalman filter, run on the board once per tick.
 
 Plain Python: runs under MicroPython (the board, 32-bit floats; the unix port, 64-bit
-floats) and CPython (host tests). The host twin is cellbench.estimate (same equations in C);
-docs/estimator.md gives the derivation and the tuning guide.
+floats) and CPython (host tests). The host twin is cellbench.estimate (the same equations
+compiled by numba, from this filter's public parameters and this module's constants);
+docs/estimator.md gives the derivation and the tuning guide. The model's JSON text is
+read by cellmodel.py.
 
 State x (SI units), n = 3..5 entries:
     x[0]            SoC z (1 = full), clamped to [SOC_MIN, SOC_MAX]

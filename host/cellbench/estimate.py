@@ -10,7 +10,7 @@ RP2040's 32-bit floats compute), so the board's float32 behaviour is tested on t
 
 When the compiled kernel cannot run (numba missing or failing, or CELLBENCH_NO_JIT=1 in
 the environment) the float64 mode says so in one line on stderr and runs firmware/ekf.py
-itself, one sample at a time (the same numbers, about 100x slower); the float32 mode then
+itself, one sample at a time (the same numbers, over 100x slower); the float32 mode then
 raises InputError.
 
 Units: t_s seconds, i_A amperes (> 0 charges the cell), v_V volts; SoC 1 = full.
@@ -116,16 +116,17 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
         raise InputError("dtype: must be float64 or float32")
     out, x, P = _outputs(len(t_s), ekf.n, full)
     kernel = _kernel()
-    args = kernel and (*kernel.pack(ekf, _ekf, soc0, DTYPES[dtype]), t_s, i_A, v_V,
-                       out["soc"], out["soc_std"], out["v_model"], x, P, full)
-    if kernel is None or not _compiles(kernel, args):
-        if dtype == "float32":
-            raise InputError("dtype: float32 needs the compiled estimator (numba)")
-        return _estimate_python(ekf, t_s, i_A, v_V, soc0, full)
-    kernel.run(*args)
-    if full:
-        out["x"], out["P"] = x, P
-    return out
+    if kernel is not None:
+        args = (*kernel.pack(ekf, _ekf, soc0, DTYPES[dtype]), t_s, i_A, v_V, out["soc"],
+                out["soc_std"], out["v_model"], x, P, full)
+        if _compiles(kernel, args):
+            kernel.run(*args)
+            if full:
+                out["x"], out["P"] = x, P
+            return out
+    if dtype == "float32":
+        raise InputError("dtype: float32 needs the compiled estimator (numba)")
+    return _estimate_python(ekf, t_s, i_A, v_V, soc0, full)
 
 
 def _outputs(ns, n, full):
