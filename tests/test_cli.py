@@ -610,12 +610,15 @@ def test_no_command_writes_over_its_own_input_even_with_force(name, tmp_path, ca
         inp.write_text("{}")
     else:
         inp = _tiny_log(tmp_path / "in.bdf.csv")
-    out = tmp_path if name == "analyze" else inp
-    before = inp.read_bytes()
-    assert cli.main(_argv(name, inp, out, "--force")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"cellbench: error: out: {out} "), err
-    assert "input" in err[0] and inp.read_bytes() == before
+    outs = [tmp_path] if name == "analyze" else [inp]
+    if name in ("estimate", "simulate", "fit"):  # commands that may read the log's sidecar
+        outs.append(bdflog.sidecar_path(inp))
+    for out in outs:
+        before = out.read_bytes() if out.is_file() else None
+        assert cli.main(_argv(name, inp, out, "--force")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"cellbench: error: out: {out} "), err
+        assert "input" in err[0] and (before is None or out.read_bytes() == before)
 
 
 def test_a_table_the_board_refuses_is_reported_by_the_protocol_field(tmp_path):

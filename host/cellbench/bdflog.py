@@ -115,6 +115,12 @@ def existing_sidecar_path(log_path):
     return None
 
 
+def log_files(*logs):
+    """Every file of these logs that a command reads: each log and its sidecar, if any
+    (the inputs an output must never overwrite)."""
+    return [f for log in logs for f in (Path(log), existing_sidecar_path(log)) if f is not None]
+
+
 def fixed(n, digits):
     """Format the integer ``n * 10**-digits`` as an exact decimal string ("-0.00035")."""
     n = int(n)

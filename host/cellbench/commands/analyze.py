@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..analyze import analyze_log, format_rate_table
 from ..analyze.reference import PAPER_RATES
-from ..bdflog import existing_sidecar_path
+from ..bdflog import log_files
 from ..errors import InputError
 from ..outputs import check_output_dir
 
@@ -72,7 +72,7 @@ def run(args) -> int:
     if args.sigma_mV is not None and args.sigma_mV < 0:
         raise InputError("sigma_mV: must be >= 0")
     out = check_output_dir(args.out or _default_out(args.log), args.force,
-                           inputs=(args.log, existing_sidecar_path(args.log)))
+                           inputs=log_files(args.log))
     result = analyze_log(args.log, mass_mg=args.mass_mg, mode=args.mode, out_dir=out,
                          ref_cycle=args.ref_cycle, capacity_mAh=args.capacity_mAh,
                          dqdv_cycles=_cycles(args.dqdv_cycles, "dqdv_cycles"),

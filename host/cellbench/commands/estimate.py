@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bdflog import log_files
 from ..errors import InputError
 from ..outputs import check_output
 
@@ -53,7 +54,7 @@ def run(args) -> int:
     from ..estimate import estimate, read_log_columns
     if not Path(args.log).exists():
         raise InputError(f"log: no such file {args.log}")
-    check_output(args.out, args.force, inputs=(args.log, args.model))
+    check_output(args.out, args.force, inputs=log_files(args.log) + [args.model])
     cols = read_log_columns(args.log)
     t_s, i_A, v_V = cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"]
     result = estimate(_model(args), t_s, i_A, v_V, soc0=args.soc0,

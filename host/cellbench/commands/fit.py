@@ -9,6 +9,7 @@ of the protocol in protocols/ that would provide it.
 import json
 from pathlib import Path
 
+from ..bdflog import log_files
 from ..errors import InputError
 from ..fit import fit_logs
 from ..fit import report as fit_report
@@ -32,9 +33,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    out = check_output(args.out, args.force, inputs=args.logs)
+    out = check_output(args.out, args.force, inputs=log_files(*args.logs))
     if args.report:
-        check_output_dir(args.report, args.force, inputs=args.logs + [args.out], field="report")
+        check_output_dir(args.report, args.force, inputs=log_files(*args.logs) + [args.out],
+                         field="report")
     if args.mass_mg < 0 or args.mass_mg != args.mass_mg:
         raise InputError(f"mass_mg: must be > 0, got {args.mass_mg}")
     model, report = fit_logs(args.logs, rc=args.rc, hysteresis=args.hysteresis, name=args.name,

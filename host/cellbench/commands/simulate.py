@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import ecm
-from ..bdflog import read_log
+from ..bdflog import log_files, read_log
 from ..errors import InputError
 from ..model import load_model
 from ..outputs import check_output
@@ -39,7 +39,7 @@ def run(args) -> int:
         raise InputError(f"--soc0: must be within [0, 1], got {args.soc0}")
     if not (math.isfinite(args.h0) and -1.0 <= args.h0 <= 1.0):
         raise InputError(f"--h0: must be within [-1, 1], got {args.h0}")
-    check_output(args.out, args.force, inputs=(args.log, args.model))
+    check_output(args.out, args.force, inputs=log_files(args.log) + [args.model])
     model = load_model(args.model)
     t_s, i_A = _time_and_current(read_log(args.log))
     result = ecm.simulate(model, t_s, i_A, args.soc0, h0=args.h0)
