@@ -313,7 +313,7 @@ def write(columns: dict, out, meta: dict, force: bool = False) -> Path:
     side = sidecar_path(out)
     for p in (out, side):
         if p.exists() and not force:
-            raise InputError(f"--out: {p} exists (use --force to overwrite)")
+            raise InputError(f"out: {p} exists (use --force to overwrite)")
     frame = pd.DataFrame(columns)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ def write(columns: dict, out, meta: dict, force: bool = False) -> Path:
             frame.to_csv(out, index=False, float_format="%.9g")
         side.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     except OSError as exc:
-        raise InputError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+        raise InputError(f"out: cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 

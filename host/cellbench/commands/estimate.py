@@ -36,7 +36,7 @@ def _model(args):
     from ..bdflog import read_sidecar
     model = read_sidecar(args.log).get("model")
     if not isinstance(model, dict):
-        raise InputError("--model: required (the log's sidecar holds no model)")
+        raise InputError("model: --model is required (the log's sidecar holds no model)")
     return model
 
 

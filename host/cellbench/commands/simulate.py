@@ -36,9 +36,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if not (math.isfinite(args.soc0) and 0.0 <= args.soc0 <= 1.0):
-        raise InputError(f"--soc0: must be within [0, 1], got {args.soc0}")
+        raise InputError(f"soc0: must be within [0, 1], got {args.soc0}")
     if not (math.isfinite(args.h0) and -1.0 <= args.h0 <= 1.0):
-        raise InputError(f"--h0: must be within [-1, 1], got {args.h0}")
+        raise InputError(f"h0: must be within [-1, 1], got {args.h0}")
     check_output(args.out, args.force, inputs=log_files(args.log) + [args.model])
     model = load_model(args.model)
     t_s, i_A = _time_and_current(read_log(args.log))
