@@ -643,3 +643,26 @@ def test_demo_refuses_to_replace_its_output_without_force(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"cellbench: error: out: {log} exists (use --force to overwrite)"]
     assert log.read_text() == "mine\n"
+
+
+@needs_sim
+def test_a_run_reads_its_protocol_board_and_model_files_once(sim_files, tmp_path, monkeypatch, capsys):
+    """Protocol, board file and estimator model are read once per run (by the preflight),
+    not again by the session or the simulated board's start."""
+    import builtins
+
+    watched = {str(sim_files / "fast.json"), str(ROOT / "boards" / "sim.json"), str(LTO)}
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kw):
+        if str(file) in watched:
+            opened.append(str(file))
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    out = tmp_path / "once.bdf.csv"
+    code = cli.main(["run", str(sim_files / "fast.json"), "--cell", str(sim_files / "cell.json"),
+                     "--model", str(LTO), "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(opened) == sorted(watched)

@@ -66,7 +66,8 @@ def open_transport(args, board_file=None):
             return detached.DetachedTransport(args.detach_dir), board
         from ..sim import start_board
 
-        return start_board(str(cell), board=board, seed=args.seed, calibration=cal), board
+        return start_board(str(cell), board=board_file or board, seed=args.seed,
+                           calibration=cal), board
     if args.board_dir:
         from ..sim import detached
 
