@@ -557,3 +557,25 @@ def test_ctrl_c_pauses_a_detached_board_and_says_how_to_continue(tmp_path, proto
     kinds = [e["kind"] for e in meta["events"]]
     assert meta["stop_reason"] == "end" and "PAUSE" in kinds and "RESUME" in kinds
     assert true_gaps(log) == [] and b"stopped: end" in out
+
+
+def test_resume_reads_the_sidecar_once(tmp_path, monkeypatch):
+    import builtins
+
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START")])
+    side = str(bdflog.sidecar_path(path))
+    reads = []
+    real_open = builtins.open
+
+    def counting_open(file, mode="r", *args, **kw):
+        if str(file) == side and "r" in mode:
+            reads.append(mode)
+        return real_open(file, mode, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    held = {s: _rec(s) for s in range(6, 9)}
+    held[9] = 'E 9 END {"t_ms": 9000, "fault": 0}'
+    assert session.resume(path, RingBoard(held))["stop_reason"] == "end"
+    assert len(reads) == 1
