@@ -260,6 +260,6 @@ def test_cli_simulate_bad_input_exits_2(tmp_path, capsys):
     write_log(tmp_path / "run.csv", [0, 1], [3.5, 3.5], [0, 0])
     args = ["simulate", str(tmp_path / "run.csv"), "--model", str(model_path), "--out", str(tmp_path / "o.csv")]
     assert cli_main(args + ["--soc0", "1.5"]) == 2
-    assert "--soc0" in capsys.readouterr().err
+    assert "error: soc0: must be within [0, 1]" in capsys.readouterr().err
     model_path.write_text("{}")
     assert cli_main(args + ["--soc0", "0.5"]) == 2

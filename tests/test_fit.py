@@ -249,7 +249,7 @@ def test_cli_simulate_counts_charge_and_reads_ocv_at_rest(tmp_path, capsys):
         np.interp(expected_soc[-1], table["soc"], table["voltage_V"]), abs=1e-4)   # 2000 s = 50 tau
     assert cli.main(["simulate", str(log), "--model", str(model_file), "--soc0", "1.5",
                      "--out", str(out)]) == 2
-    assert "--soc0" in capsys.readouterr().err
+    assert "error: soc0: must be within [0, 1]" in capsys.readouterr().err
 
 
 def test_shipped_characterisation_protocols_compile():
