@@ -1,0 +1,164 @@
+"""A reader's :class:`~.raw.Raw` table -> the log columns of docs/design.md.
+
+What the tester recorded wins over what can be derived:
+
+* cycle number: the tester's own (renumbered from 1 if it counts from 0), else the rule
+  of docs/design.md (+1 when a step of the first active sign follows the other sign);
+* step type: the tester's label, else the sign of the tester step's mean current (a
+  rest's noise does not make it a charge or discharge); impedance records stay ``EIS``;
+* capacities and energies: the tester's counters, made cumulative from the test start
+  as BDF defines them whatever the tester reset them on; else the trapezoid integral of
+  current and power over the non-impedance records;
+* current sign: a record labelled charge or discharge gets that sign (files that
+  export magnitudes or count discharge positive come out charge > 0);
+* test time never goes back (step-relative clocks are made cumulative).
+"""
+
+import numpy as np
+
+SECONDS_PER_HOUR = 3600.0
+# Columns written, in docs/design.md's order (a tester's faults are not ours: no Fault Flags).
+COLUMNS = ["Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Cycle Count / 1",
+           "Step Count / 1", "Step Index / 1", "Step Type", "Charging Capacity / Ah",
+           "Discharging Capacity / Ah", "Step Capacity / Ah", "Charging Energy / Wh",
+           "Discharging Energy / Wh"]
+REST_FRACTION = 1e-3        # a step whose mean |I| is below this share of the largest is a rest
+
+
+def test_time_s(t_s, unix_s=None):
+    """A test clock that never goes back: wall-clock offsets if known, else step clocks summed."""
+    t = np.asarray(t_s, dtype=float)
+    if np.all(np.diff(t) >= 0):
+        return t - t[0] if t[0] < 0 else t
+    if unix_s is not None and np.all(np.isfinite(unix_s)) and np.all(np.diff(unix_s) >= 0):
+        return unix_s - unix_s[0]
+    # Step-relative clock: each reset starts from where the previous record ended, plus
+    # the typical record interval (the gap between steps is not in the file).
+    dt = np.diff(t)
+    typical = float(np.median(dt[dt > 0])) if np.any(dt > 0) else 1.0
+    dt = np.where(dt < 0, typical + np.maximum(t[1:], 0.0), dt)
+    return np.concatenate(([0.0], np.cumsum(dt)))
+
+
+def _runs(keys):
+    """(start index, length) of each run of equal consecutive values."""
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return starts, np.diff(np.concatenate((starts, [keys.size])))
+
+
+def step_types(step_type, step, i_A):
+    """BDF Step Type per record: the tester's label where it gave one, else from the
+    sign of its step's mean current."""
+    derived = _from_current(step, i_A)
+    if step_type is None:
+        return derived
+    given = np.asarray(step_type, dtype=str)
+    return np.where(given == "", derived, given)
+
+
+def _from_current(step, i_A):
+    keys = step if step is not None else np.arange(i_A.size)
+    starts, lengths = _runs(np.nan_to_num(np.asarray(keys, dtype=float), nan=-1.0))
+    means = np.repeat(np.add.reduceat(i_A, starts) / lengths, lengths)
+    rest = np.abs(means) <= REST_FRACTION * max(float(np.max(np.abs(i_A))), 1e-30)
+    return np.where(rest, "REST", np.where(means > 0, "CC_CHG", "CC_DCH"))
+
+
+def step_counts(step, types):
+    """Step Count (1, 2, ...): a new step wherever the tester's step number or the type changes."""
+    change = np.zeros(types.size, dtype=bool)
+    change[1:] = types[1:] != types[:-1]
+    if step is not None:
+        s = np.nan_to_num(np.asarray(step, dtype=float), nan=-1.0)
+        change[1:] |= s[1:] != s[:-1]
+    return np.cumsum(change) + 1
+
+
+def step_index(counts):
+    """Point number within each step, from 1."""
+    starts, lengths = _runs(counts)
+    return np.arange(counts.size) - np.repeat(starts, lengths) + 1
+
+
+def _sign(types):
+    t = np.char.upper(np.asarray(types, dtype=str))
+    return np.where(np.char.find(t, "DCH") >= 0, -1, np.where(np.char.find(t, "CHG") >= 0, 1, 0))
+
+
+def cycle_counts(types):
+    """Cycle Count as docs/design.md defines it: +1 when a step of the first active sign
+    starts after a step of the other sign ran."""
+    sign = _sign(types)
+    active = sign[sign != 0]
+    if active.size == 0:
+        return np.ones(sign.size, dtype=np.int64)
+    first = active[0]
+    # Index of each active record among the active ones; a cycle starts at an active
+    # record of the first sign whose previous active record had the other sign.
+    idx = np.flatnonzero(sign)
+    s = sign[idx]
+    starts_at = idx[1:][(s[1:] == first) & (s[:-1] == -first)]
+    rises = np.zeros(sign.size, dtype=np.int64)
+    rises[starts_at] = 1
+    return np.cumsum(rises) + 1
+
+
+def tester_cycles(cycle):
+    """The tester's cycle numbers from 1, gaps (NaN) filled from the record before."""
+    c = np.asarray(cycle, dtype=float)
+    if np.isnan(c).all():
+        return None
+    ok = np.isfinite(c)
+    c = c[np.maximum.accumulate(np.where(ok, np.arange(c.size), 0))]
+    c = np.where(np.isfinite(c), c, np.nanmin(c))
+    c = c.astype(np.int64)
+    return c - c.min() + 1 if c.min() < 1 else c
+
+
+def accumulated(counter):
+    """A tester's capacity/energy counter (magnitudes, reset per step or cycle or never)
+    as a BDF counter that accumulates from the test start and never resets."""
+    c = np.abs(np.nan_to_num(np.asarray(counter, dtype=float)))
+    inc = np.diff(c, prepend=0.0)
+    scale = max(float(c.max()), 1e-30)
+    reset = inc < -1e-9 * scale
+    inc = np.where(reset, c, inc)          # the counter restarted from 0 and reached c
+    return np.cumsum(inc) - inc[0]
+
+
+def _integral(t_s, rate):
+    """Trapezoid integral of ``rate`` (per second) over ``t_s``, from 0, per hour."""
+    return np.concatenate(([0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(t_s)))) / SECONDS_PER_HOUR
+
+
+def to_bdf(raw):
+    """The log columns (docs/design.md order, no Fault Flags) as numpy arrays."""
+    t = test_time_s(raw.t_s, raw.unix_s)
+    i = np.asarray(raw.i_A, dtype=float)
+    v = np.asarray(raw.v_V, dtype=float)
+    types = step_types(raw.step_type, raw.step, i)
+    # A record the tester labels charge or discharge takes its sign from the label: some
+    # export magnitudes, some count discharge positive.
+    sign = _sign(types)
+    i = np.where(sign != 0, sign * np.abs(i), i)
+    counts = step_counts(raw.step, types)
+    cycles = tester_cycles(raw.cycle) if raw.cycle is not None else None
+    flowing = np.where(types == "EIS", 0.0, 1.0)     # impedance records pass no net charge
+    q_chg = (accumulated(raw.q_chg_Ah) if raw.q_chg_Ah is not None
+             else _integral(t, np.maximum(i, 0.0) * flowing))
+    q_dch = (accumulated(raw.q_dch_Ah) if raw.q_dch_Ah is not None
+             else _integral(t, np.maximum(-i, 0.0) * flowing))
+    p = v * i * flowing
+    e_chg = accumulated(raw.e_chg_Wh) if raw.e_chg_Wh is not None else _integral(t, np.maximum(p, 0.0))
+    e_dch = accumulated(raw.e_dch_Wh) if raw.e_dch_Wh is not None else _integral(t, np.maximum(-p, 0.0))
+    through = q_chg + q_dch
+    starts, lengths = _runs(counts)
+    cols = {
+        "Test Time / s": t, "Voltage / V": v, "Current / A": i, "Unix Time / s": raw.unix_s,
+        "Cycle Count / 1": cycles if cycles is not None else cycle_counts(types),
+        "Step Count / 1": counts, "Step Index / 1": step_index(counts), "Step Type": types,
+        "Charging Capacity / Ah": q_chg, "Discharging Capacity / Ah": q_dch,
+        "Step Capacity / Ah": through - np.repeat(through[starts], lengths),
+        "Charging Energy / Wh": e_chg, "Discharging Energy / Wh": e_dch,
+    }
+    return {name: cols[name] for name in COLUMNS if cols.get(name) is not None}

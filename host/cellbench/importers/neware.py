@@ -1,0 +1,115 @@
+"""Neware: binary .nda/.ndax through NewareNDA, and the BTS client's CSV/XLSX exports.
+
+NewareNDA gives per record Time (s, step-relative), Voltage (V), Current(mA), Status
+(CC_Chg, CC_DChg, Rest, ...), Step, Cycle, the tester's Charge_/Discharge_Capacity(mAh)
+and Energy(mWh) counters (reset per step) and a Timestamp. The BTS "regular" export
+nests records under step rows under cycle rows (``,,DataPoint,Time,Total Time,...``):
+each record gets the cycle and step type of the rows above it. Flat exports
+(``Record,Cycle,Step,Total Time(s),Current(A),Voltage(V)...``) are plain tables.
+"""
+
+import io
+
+import numpy as np
+
+from ..errors import InputError
+from .raw import Raw, step_labels
+from .table import as_text, find, integers, optional_si, read_text
+from .units import durations_s, numbers, timestamps_s
+
+FORMAT_BINARY = "Neware .nda/.ndax"
+FORMAT_CSV = "Neware CSV export"
+
+
+def _col(df, name):
+    return np.asarray(df[name], dtype=float) if name in df else None
+
+
+def read_binary(path):
+    import NewareNDA
+
+    df = NewareNDA.read(str(path), log_level="CRITICAL")
+    if len(df) == 0:
+        raise InputError("no records")
+    unix = None
+    if "Timestamp" in df:
+        unix = df["Timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    status = np.asarray(df["Status"].astype(str))
+    mAh = lambda name: None if name not in df else _col(df, name) / 1e3
+    return Raw(_col(df, "Time"), _col(df, "Voltage"), _col(df, "Current(mA)") / 1e3,
+               step_type=step_labels(status), step=_col(df, "Step"), cycle=_col(df, "Cycle"),
+               unix_s=unix, q_chg_Ah=mAh("Charge_Capacity(mAh)"), q_dch_Ah=mAh("Discharge_Capacity(mAh)"),
+               e_chg_Wh=mAh("Charge_Energy(mWh)"), e_dch_Wh=mAh("Discharge_Energy(mWh)"),
+               columns={"voltage": "Voltage (V, NewareNDA)", "current": "Current(mA)"},
+               meta={"reader": f"NewareNDA {getattr(NewareNDA, '__version__', '')}".strip()})
+
+
+def detect_csv(lines):
+    """The BTS nested export (a ``,,DataPoint`` record header) or a flat export."""
+    if len(lines) >= 3 and lines[0].startswith("Cycle Index") and lines[2].startswith(",,DataPoint"):
+        return True
+    head = lines[0] if lines else ""
+    return "Total Time" in head and "Voltage(V)" in head.replace(" ", "")
+
+
+def read_csv(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if first.startswith("Cycle Index"):
+        return _nested(path)
+    import pandas as pd
+
+    return _records(pd.read_csv(path, low_memory=False, skipinitialspace=True), None, None)
+
+
+def _nested(path):
+    """Split the three-level export into record lines, carrying cycle and step labels."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    header = lines[2][2:]
+    rows, cycles, steps, labels = [], [], [], []
+    cycle, step, label = np.nan, np.nan, ""
+    for line in lines[3:]:
+        if line.startswith(",,"):
+            rows.append(line[2:])
+            cycles.append(cycle)
+            steps.append(step)
+            labels.append(label)
+        elif line.startswith(","):
+            parts = line.split(",")
+            step, label = float(parts[2]), parts[3]      # Step Number, Step Type
+        elif line.strip():
+            cycle = float(line.split(",", 1)[0])
+    if not rows:
+        raise InputError("no record rows (',,' lines) in the export")
+    df = read_text(header + "\n" + "\n".join(rows), ",")
+    return _records(df, np.array(cycles), (np.array(steps), np.array(labels)))
+
+
+def _records(df, cycles, steps):
+    t_h = find(df, "Total Time", "Total Time(s)", required="Total Time")
+    unit = "s" if "(" in str(t_h) else None
+    t = durations_s(df[t_h]) if unit is None else numbers(df[t_h])
+    v, v_h = optional_si(df, "voltage", "Voltage")
+    i, i_h = optional_si(df, "current", "Current")
+    if v is None or i is None:
+        raise InputError("no Voltage or Current column")
+    date = find(df, "Date", "Realtime", "Absolute Time")
+    unix = timestamps_s(df[date]) if date is not None else None
+    if steps is not None:
+        step, labels = steps
+        kinds = step_labels(labels)
+    else:
+        step, kinds = integers(df, find(df, "Step", "Step Index")), None
+        label = find(df, "Step Type", "Status")
+        kinds = None if label is None else step_labels(as_text(df, label))
+    if cycles is None:
+        cycles = integers(df, find(df, "Cycle", "Cycle Index"))
+    q, _ = optional_si(df, "charge", "Capacity")
+    q_chg = q_dch = None
+    if q is not None and kinds is not None:
+        # the export's Capacity counts per step; the step type says which direction
+        q_chg = np.where(np.char.find(kinds, "CHG") >= 0, np.abs(q), 0.0)
+        q_dch = np.where(np.char.find(kinds, "DCH") >= 0, np.abs(q), 0.0)
+    return Raw(t, v, i, step_type=kinds, step=step, cycle=cycles, unix_s=unix,
+               q_chg_Ah=q_chg, q_dch_Ah=q_dch, columns={"time": t_h, "voltage": v_h, "current": i_h})
