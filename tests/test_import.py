@@ -1,11 +1,14 @@
-"""cellbench import: Neware .nda, BioLogic .mpr and batterydf-read exports -> BDF logs.
+"""cellbench import on synthetic files: Neware .nda, BioLogic .mpr and exports -> BDF logs.
 
-No package ships sample files, so the tests build small ones from the formats as the
-readers parse them (NewareNDA's nda version-29 records, galvani's MPR modules) from a
-known current/voltage series, import them, and compare with that series.
+These tests build small files from the formats as the readers parse them (NewareNDA's
+nda version-29 records, galvani's MPR modules) from a known current/voltage series,
+import them, and compare with that series. The second half imports real testers' files
+(tests/data/realdata/, sources and licences in its SOURCES.txt) and checks them against
+the format's own reader or the tester's own counters.
 """
 
 import datetime
+from pathlib import Path
 import struct
 
 import numpy as np
@@ -166,7 +169,7 @@ def test_biologic_mpr(tmp_path):
 # ---------------------------------------------------------------- batterydf formats
 
 
-def test_neware_csv_export_through_batterydf(tmp_path):
+def test_neware_flat_csv_export(tmp_path):
     t, v, i, status, step_t = _profile()
     steps = np.cumsum(np.concatenate(([True], status[1:] != status[:-1])))
     src = tmp_path / "neware_export.csv"
@@ -175,7 +178,7 @@ def test_neware_csv_export_through_batterydf(tmp_path):
                   "Voltage(V)": v}).to_csv(src, index=False)
     out = tmp_path / "export.bdf.csv"
     meta = importers.import_file(src, out)
-    assert meta["format"] == "batterydf format"
+    assert meta["format"] == "Neware CSV export"
     _check_log(out, t, v, i)
 
 
@@ -259,3 +262,218 @@ def test_cycle_count_rises_only_on_the_first_active_sign(types):
         first = active[0]
         rises = np.flatnonzero(np.diff(cycles)) + 1
         assert all(types[k] == first for k in rises)
+
+
+# ================================================================ real testers' files
+
+REAL = Path(__file__).parent / "data" / "realdata"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REL = 1e-3      # 0.1 %
+
+
+def _imported(tmp_path, name):
+    out = tmp_path / (name + ".bdf.csv")
+    meta = importers.import_file(REAL / name, out)
+    return read_log(out), meta
+
+
+def _per_cycle_from_log(log):
+    """{cycle: (charge Ah, discharge Ah)} from the log's cumulative counters."""
+    cyc, qc, qd = log["Cycle Count / 1"], log["Charging Capacity / Ah"], log["Discharging Capacity / Ah"]
+    out = {}
+    for c in np.unique(cyc):
+        k = np.flatnonzero(cyc == c)
+        lo = max(k[0] - 1, 0)   # the interval into the cycle's first record belongs to it
+        out[int(c)] = (qc[k[-1]] - qc[lo], qd[k[-1]] - qd[lo])
+    return out
+
+
+def test_biologic_gcpl_mpr_current_from_dq_matches_the_mpt_export(tmp_path):
+    """GCPL .mpr without I/mA: current from dq/dt; the .mpt export of the same run holds
+    the instrument's <I>/mA, read here with pandas alone."""
+    log, meta = _imported(tmp_path, "yadg_gcpl.issue_149.mpr")
+    assert meta["format"] == "BioLogic .mpr"
+    mpt = pd.read_csv(REAL / "yadg_gcpl.issue_149.mpt", sep="\t", skiprows=80, encoding="cp1252",
+                      decimal=",", index_col=False)
+    i_ref = mpt["<I>/mA"].to_numpy() / 1e3
+    flowing = np.abs(i_ref) > 1e-6
+    assert flowing.sum() > 50
+    assert np.allclose(log["Current / A"][flowing], i_ref[flowing], rtol=REL)
+    t = mpt["time/s"].to_numpy()
+    assert log["Test Time / s"][-1] - log["Test Time / s"][0] == pytest.approx(t[-1] - t[0], rel=1e-9)
+    # the .mpt itself imports to the same log
+    again, meta2 = _imported(tmp_path, "yadg_gcpl.issue_149.mpt")
+    assert meta2["format"] == "BioLogic .mpt/CSV export"
+    assert np.allclose(again["Current / A"], log["Current / A"], rtol=1e-6, atol=1e-12)
+
+
+def test_biologic_gcpl_capacities_are_the_instruments_half_cycle_counters(tmp_path):
+    from galvani import BioLogic
+
+    data = BioLogic.MPRfile(str(REAL / "yadg_gcpl.issue_149.mpr")).data
+    log, _ = _imported(tmp_path, "yadg_gcpl.issue_149.mpr")
+    half, q = data["half cycle"], data["Q charge/discharge/mA.h"]
+    ref_chg = sum(q[half == h].max() for h in np.unique(half) if q[half == h].max() > 0) / 1e3
+    ref_dch = sum(-q[half == h].min() for h in np.unique(half) if q[half == h].min() < 0) / 1e3
+    assert log["Charging Capacity / Ah"][-1] == pytest.approx(ref_chg, rel=REL)
+    assert log["Discharging Capacity / Ah"][-1] == pytest.approx(ref_dch, rel=REL)
+    assert set(log["Step Type"]) == {"REST", "CC_CHG", "CC_DCH"}     # mode 3 is a rest
+    assert log["Cycle Count / 1"].max() == np.floor(half.max() / 2) + 1
+
+
+def test_neware_nda_against_newarenda_counters(tmp_path):
+    import NewareNDA
+
+    df = NewareNDA.read(str(REAL / "neware_new_nda_file.nda"), log_level="CRITICAL")
+    log, _ = _imported(tmp_path, "neware_new_nda_file.nda")
+    assert log["Cycle Count / 1"].max() == df["Cycle"].max()
+    per_step = df.groupby(["Cycle", "Step"])[["Charge_Capacity(mAh)", "Discharge_Capacity(mAh)"]].max()
+    ref = per_step.groupby(level=0).sum() / 1e3
+    got = _per_cycle_from_log(log)
+    for c, row in ref.iterrows():
+        assert got[c][0] == pytest.approx(row["Charge_Capacity(mAh)"], rel=REL, abs=1e-12)
+        assert got[c][1] == pytest.approx(row["Discharge_Capacity(mAh)"], rel=REL, abs=1e-12)
+    assert np.all(np.diff(log["Test Time / s"]) >= 0)
+    stamps = df["Timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    assert log["Unix Time / s"] == pytest.approx(stamps, abs=1e-6)     # written at full precision
+
+
+def test_neware_csv_export_against_its_cycle_rows(tmp_path):
+    """The BTS export's cycle rows hold the tester's own per-cycle capacities."""
+    name = "cellpy_nw_regular_export_ife_example_3cycles.csv"
+    lines = (REAL / name).read_text().splitlines()
+    rows = [line.split(",") for line in lines[3:] if line[:1].isdigit()]
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "Neware CSV export"
+    got = _per_cycle_from_log(log)
+    assert sorted(got) == [int(r[0]) for r in rows]
+    for r in rows:
+        assert got[int(r[0])][0] == pytest.approx(float(r[1]), rel=REL)
+        assert got[int(r[0])][1] == pytest.approx(float(r[2]), rel=REL)
+    steps = [line for line in lines[3:] if line.startswith(",") and not line.startswith(",,")]
+    inline = [r for r in rows if len(r) > 10 and r[10]]        # first step on the cycle row
+    assert log["Step Count / 1"].max() == len(steps) + len(inline)
+    assert log["Step Type"][0] == "REST" and inline[0][10] == "Rest"
+
+
+def test_maccor_text_against_its_amp_hr_counter(tmp_path):
+    name = "beep_maccor_PreDiag_000229_1500rows.034"
+    df = pd.read_csv(REAL / name, sep="\t", skiprows=1, index_col=False)
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "Maccor text"
+    ends = df.groupby(["Step", "State"])["Amp-hr"].max().reset_index()
+    assert log["Charging Capacity / Ah"][-1] == pytest.approx(ends[ends.State == "C"]["Amp-hr"].sum(), rel=REL)
+    assert log["Discharging Capacity / Ah"][-1] == pytest.approx(ends[ends.State == "D"]["Amp-hr"].sum(), rel=REL)
+    assert log["Test Time / s"][-1] == pytest.approx(df["Test (Sec)"].iloc[-1], rel=1e-9)
+    dch = (df["State"] == "D").to_numpy()
+    assert np.all(log["Current / A"][dch] <= 0) and np.all(log["Current / A"][~dch] >= 0)
+
+
+def test_arbin_csv_and_blank_indices(tmp_path):
+    name = "beep_arbin_FastCharge_000025_CH8.csv"
+    df = pd.read_csv(REAL / name)
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "Arbin CSV/XLSX export"
+    assert log["Test Time / s"][-1] == pytest.approx(df["Test_Time"].iloc[-1], rel=1e-9)
+    assert log["Unix Time / s"] == pytest.approx(df["DateTime"].to_numpy(), abs=1e-6)
+    blank = df.astype(object)
+    blank.loc[5:20, ["Step_Index", "Cycle_Index"]] = ""
+    src = tmp_path / "blank_arbin.csv"
+    blank.to_csv(src, index=False)
+    out = tmp_path / "blank.bdf.csv"
+    importers.import_file(src, out)
+    again = read_log(out)
+    assert np.array_equal(again["Cycle Count / 1"], log["Cycle Count / 1"])
+    assert np.allclose(again["Voltage / V"], log["Voltage / V"])
+
+
+def test_novonix_csv_time_span_and_counters(tmp_path):
+    name = "beep_nova_Form-CH01-01_1200rows.csv"
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "Novonix CSV"
+    lines = (REAL / name).read_text(encoding="utf-8").splitlines()
+    start = lines.index("[Data]") + 1
+    last = lines[-1].strip('"').split(",")
+    header = lines[start].strip('"').split(",")
+    assert log["Test Time / s"][-1] == pytest.approx(float(last[header.index("Run Time (h)")]) * 3600, rel=1e-9)
+    assert log["Voltage / V"].max() < 5 and len(log["Voltage / V"]) == len(lines) - start - 1
+
+
+def test_bdf_in_hours_with_discharge_positive_current(tmp_path):
+    """batmo's BDF: ``Test Time / h`` and a current positive on discharge steps."""
+    name = "cellpy_batmo_bdf_3000rows.csv"
+    df = pd.read_csv(REAL / name)
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "BDF"
+    assert log["Test Time / s"] == pytest.approx(df["Test Time / h"].to_numpy() * 3600.0, rel=1e-12)
+    dch = (df["Step Type / 1"] == "discharge").to_numpy()
+    assert np.all(log["Current / A"][dch] <= 0) and np.all(log["Current / A"][~dch] >= 0)
+    assert dch.any() and (~dch).any()
+
+
+def test_units_from_headers_and_a_3000_volt_cell_is_refused(tmp_path, capsys):
+    """A PEC-style table in mV and mA comes in in V and A; the same numbers under a
+    volt header are refused with the column and unit named, and nothing is written."""
+    t = np.arange(50) * 10.0
+    mv = 3272.0 + t / 10
+    body = {"Total Time (Seconds)": t, "Cycle": 1, "Step": 1, "Current (mA)": 1640.0 / 1e3 * 0 + 16.4,
+            "Voltage (mV)": mv}
+    src = tmp_path / "pec.csv"
+    src.write_text("Test:,demo\n" + pd.DataFrame(body).to_csv(index=False))
+    out = tmp_path / "pec.bdf.csv"
+    assert cli.main(["import", str(src), "--out", str(out)]) == 0
+    log = read_log(out)
+    assert log["Voltage / V"] == pytest.approx(mv / 1e3) and log["Current / A"] == pytest.approx(0.0164)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Test:,demo\n" + pd.DataFrame(body).rename(columns={"Voltage (mV)": "Voltage (V)"}).to_csv(index=False))
+    capsys.readouterr()
+    assert cli.main(["import", str(bad), "--out", str(tmp_path / "bad.bdf.csv")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = captured.err.strip()
+    assert "\n" not in line and "bad.csv" in line and "'Voltage (V)'" in line and "V" in line
+    assert not (tmp_path / "bad.bdf.csv").exists()
+
+
+def test_unsupported_file_is_one_short_line(tmp_path, capfd):
+    src = tmp_path / "mystery.csv"
+    src.write_text("alpha,beta\n1,2\n" * 200)
+    assert cli.main(["import", str(src), "--out", str(tmp_path / "m.bdf.csv")]) == 2
+    cap = capfd.readouterr()
+    assert cap.out == ""
+    line = cap.err.strip()
+    assert line.startswith("cellbench: error: mystery.csv") and "\n" not in line and len(line) < 300
+    assert not (tmp_path / "m.bdf.csv").exists()
+
+
+def test_unix_time_keeps_sub_second_resolution(tmp_path):
+    t = np.arange(100) * 0.1
+    src = tmp_path / "fast.csv"
+    pd.DataFrame({"Test Time / s": t, "Voltage / V": 3.7, "Current / A": 0.001,
+                  "Unix Time / s": 1.7e9 + 0.123456 + t}).to_csv(src, index=False)
+    out = tmp_path / "fast.bdf.csv"
+    importers.import_file(src, out)
+    unix = read_log(out)["Unix Time / s"]
+    assert np.unique(unix).size == 100
+    assert unix == pytest.approx(1.7e9 + 0.123456 + t, abs=1e-6)
+
+
+def _shared_files():
+    if not SHARED.is_dir():
+        return []
+    return sorted(p for p in SHARED.iterdir() if p.name != "SOURCES.txt")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/realdata is not next to this checkout")
+@pytest.mark.parametrize("path", _shared_files(), ids=lambda p: p.name)
+def test_every_shared_real_file_imports_and_analyses(tmp_path, path, capfd):
+    """The whole ../shared/realdata set: imported and analysed without a traceback; a
+    file we cannot read (Arbin .res without mdbtools) is one line and exit 2."""
+    out = tmp_path / "log.bdf.csv"
+    code = cli.main(["import", str(path), "--out", str(out)])
+    err = capfd.readouterr().err
+    if path.suffix == ".res" and code == 2:
+        assert "mdbtools" in err and err.count("\n") == 1
+        return
+    assert code == 0, err
+    assert cli.main(["analyze", str(out), "--no-figures", "--out", str(tmp_path / "a")]) == 0, capfd.readouterr().err

@@ -2,8 +2,8 @@
 
 What the tester recorded wins over what can be derived:
 
-* cycle number: the tester's own (renumbered from 1 if it counts from 0), else the rule
-  of docs/design.md (+1 when a step of the first active sign follows the other sign);
+* cycle number: the tester's own (renumbered from 1 if it counts from 0) unless it
+  never advances while the steps alternate, else the rule of docs/design.md (+1 when a step of the first active sign follows the other sign);
 * step type: the tester's label, else the sign of the tester step's mean current (a
   rest's noise does not make it a charge or discharge); impedance records stay ``EIS``;
 * capacities and energies: the tester's counters, made cumulative from the test start
@@ -131,6 +131,15 @@ def _integral(t_s, rate):
     return np.concatenate(([0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(t_s)))) / SECONDS_PER_HOUR
 
 
+def _counter(counter, integral):
+    """The tester's counter made cumulative; the integral where the file has none or its
+    counter stayed at zero while charge flowed (a column the tester did not fill)."""
+    if counter is None:
+        return integral
+    c = accumulated(counter)
+    return integral if c[-1] == 0 and integral[-1] > 0 else c
+
+
 def to_bdf(raw):
     """The log columns (docs/design.md order, no Fault Flags) as numpy arrays."""
     t = test_time_s(raw.t_s, raw.unix_s)
@@ -143,19 +152,20 @@ def to_bdf(raw):
     i = np.where(sign != 0, sign * np.abs(i), i)
     counts = step_counts(raw.step, types)
     cycles = tester_cycles(raw.cycle) if raw.cycle is not None else None
+    derived = cycle_counts(types)
+    if cycles is not None and cycles.min() == cycles.max() and derived.max() > 1:
+        cycles = None       # a counter the procedure never advanced: the steps say more
     flowing = np.where(types == "EIS", 0.0, 1.0)     # impedance records pass no net charge
-    q_chg = (accumulated(raw.q_chg_Ah) if raw.q_chg_Ah is not None
-             else _integral(t, np.maximum(i, 0.0) * flowing))
-    q_dch = (accumulated(raw.q_dch_Ah) if raw.q_dch_Ah is not None
-             else _integral(t, np.maximum(-i, 0.0) * flowing))
     p = v * i * flowing
-    e_chg = accumulated(raw.e_chg_Wh) if raw.e_chg_Wh is not None else _integral(t, np.maximum(p, 0.0))
-    e_dch = accumulated(raw.e_dch_Wh) if raw.e_dch_Wh is not None else _integral(t, np.maximum(-p, 0.0))
+    q_chg = _counter(raw.q_chg_Ah, _integral(t, np.maximum(i, 0.0) * flowing))
+    q_dch = _counter(raw.q_dch_Ah, _integral(t, np.maximum(-i, 0.0) * flowing))
+    e_chg = _counter(raw.e_chg_Wh, _integral(t, np.maximum(p, 0.0)))
+    e_dch = _counter(raw.e_dch_Wh, _integral(t, np.maximum(-p, 0.0)))
     through = q_chg + q_dch
     starts, lengths = _runs(counts)
     cols = {
         "Test Time / s": t, "Voltage / V": v, "Current / A": i, "Unix Time / s": raw.unix_s,
-        "Cycle Count / 1": cycles if cycles is not None else cycle_counts(types),
+        "Cycle Count / 1": cycles if cycles is not None else derived,
         "Step Count / 1": counts, "Step Index / 1": step_index(counts), "Step Type": types,
         "Charging Capacity / Ah": q_chg, "Discharging Capacity / Ah": q_dch,
         "Step Capacity / Ah": through - np.repeat(through[starts], lengths),

@@ -26,7 +26,7 @@ def choose(path):
     """(format name, reader taking the path) for ``path``."""
     suffix = path.suffix.lower()
     if suffix in (".nda", ".ndax"):
-        return neware.FORMAT_BINARY, neware.read_binary
+        return f"Neware {suffix}", neware.read_binary
     if suffix == ".mpr":
         return biologic.FORMAT_MPR, biologic.read_mpr
     if suffix == ".res":

@@ -4,7 +4,8 @@ NewareNDA gives per record Time (s, step-relative), Voltage (V), Current(mA), St
 (CC_Chg, CC_DChg, Rest, ...), Step, Cycle, the tester's Charge_/Discharge_Capacity(mAh)
 and Energy(mWh) counters (reset per step) and a Timestamp. The BTS "regular" export
 nests records under step rows under cycle rows (``,,DataPoint,Time,Total Time,...``):
-each record gets the cycle and step type of the rows above it. Flat exports
+each record gets the cycle and step type of the rows above it (a cycle row may carry
+its first step's fields after its own eight). Flat exports
 (``Record,Cycle,Step,Total Time(s),Current(A),Voltage(V)...``) are plain tables.
 """
 
@@ -17,7 +18,6 @@ from .raw import Raw, step_labels
 from .table import as_text, find, integers, optional_si, read_text
 from .units import durations_s, numbers, timestamps_s
 
-FORMAT_BINARY = "Neware .nda/.ndax"
 FORMAT_CSV = "Neware CSV export"
 
 
@@ -79,7 +79,10 @@ def _nested(path):
             parts = line.split(",")
             step, label = float(parts[2]), parts[3]      # Step Number, Step Type
         elif line.strip():
-            cycle = float(line.split(",", 1)[0])
+            parts = line.split(",")
+            cycle = float(parts[0])
+            if len(parts) > 10 and parts[10]:   # a cycle row may carry its first step inline
+                step, label = float(parts[9]), parts[10]
     if not rows:
         raise InputError("no record rows (',,' lines) in the export")
     df = read_text(header + "\n" + "\n".join(rows), ",")
