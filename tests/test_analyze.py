@@ -71,7 +71,7 @@ def test_energy_and_mean_voltage_match_quadrature():
 def test_retention_rate_and_ref_cycle():
     cycles = plan(2, t_dch_s=15000.0) + plan(2, t_dch_s=12000.0)
     log, truth = make_log(lto_cell(), cycles, z0=0.95)
-    r = analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, ref_cycle=3, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, ref_cycle=3, mode="half", figures=False)
     t = r.table
     q = truth["q_dch_Ah"]
     np.testing.assert_allclose(t["retention_first_pct"], 100 * q / q[0], atol=0.1)
@@ -91,14 +91,30 @@ def test_derived_cycles_follow_first_step_sign():
 
 def test_half_and_full_conventions_in_summary():
     log, _ = make_log(lto_cell(), plan(2), z0=0.95)
-    half = analyze_log(log, mass_mg=MASS_MG, figures=False)
-    assert half.mode == "half"  # inferred: the first step discharges
+    half = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     conv = half.summary["conventions"]
     assert "discharge" in conv["lithiation"] and "charge" in conv["delithiation"]
     assert conv["coulombic_efficiency"].startswith("charge / discharge")
     np.testing.assert_allclose(half.table["ce_pct"], 98.0, atol=0.1)
     full = analyze_log(log, mass_mg=MASS_MG, mode="full", figures=False)
-    np.testing.assert_allclose(full.table["ce_pct"], 100 / 0.98, atol=0.1)
+    # a full cell's cycle is charge then discharge: the log's first discharge is cycle 0
+    assert full.table["cycle"].tolist() == [0, 1, 2] and np.isnan(full.table["ce_pct"][0])
+    assert "re-paired" in full.summary["conventions"]["cycle_pairing"]
+    ce = full.table["ce_pct"][1:]
+    assert np.isfinite(ce[0]) and 95.0 < ce[0] < 105.0
+
+
+def test_cell_kind_from_the_data():
+    """Discharge first and down to 0.1 V: an anode vs Li (half). Discharge first at 1-2.5 V
+    without a sidecar: nothing says Li metal, so the full-cell convention (the pre-charged
+    commercial cell case), with the reason stated."""
+    graphite = PlateauCell(3.5e-4, plateaus_V=(0.1, 0.2), weights=(0.5, 0.4), window_V=(0.01, 1.5))
+    log, _ = make_log(graphite, plan(2), z0=0.95)
+    r = analyze_log(log, figures=False)
+    assert r.mode == "half" and "anode vs Li" in r.summary["conventions"]["mode_source"]
+    log, _ = make_log(lto_cell(), plan(2), z0=0.95)
+    r = analyze_log(log, figures=False)
+    assert r.mode == "full" and "not an anode vs Li" in r.summary["conventions"]["mode_source"]
 
 
 def paper_like_rate_plan():
@@ -116,7 +132,7 @@ def paper_like_rate_plan():
 def test_rate_blocks_found_with_recovery():
     blocks, cycles, _ = paper_like_rate_plan()
     log, truth = make_log(lto_cell(), cycles, dt_s=5.0, z0=0.95, columns=())
-    r = analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, mode="half", figures=False)
     got = r.rate_blocks
     assert [round(b["rate"], 6) for b in got] == [b[0] for b in blocks]
     assert [(b["first_cycle"], b["last_cycle"]) for b in got] == [(3 * k + 1, 3 * k + 3) for k in range(6)]
@@ -134,14 +150,14 @@ def test_rate_blocks_found_with_recovery():
 def test_rate_blocks_without_capacity_use_current_density():
     _, cycles, _ = paper_like_rate_plan()
     log, _ = make_log(lto_cell(), cycles, dt_s=20.0, z0=0.95)
-    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     assert {b["rate_unit"] for b in r.rate_blocks} == {"mA/g"}
     assert r.rate_blocks[0]["rate"] == pytest.approx(0.2 * 175, rel=1e-9)
 
 
 def test_resistance_exact_when_edges_recorded_at_the_step():
     log, _ = make_log(lto_cell(r0_ohm=123.0), plan(3), dt_s=10.0, rest_s=300.0, z0=0.95)
-    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     np.testing.assert_allclose(r.table["r_dc_ohm"], 123.0, rtol=1e-9)
     assert np.all(r.table["r_edges"] >= 3)
 
@@ -150,7 +166,7 @@ def test_resistance_growth_over_cycles_shows():
     r0 = [33.0, 40.0, 58.0, 90.0]
     cycles = [dict(c, r0_ohm=r) for c, r in zip(plan(4), r0)]
     log, _ = make_log(lto_cell(), cycles, dt_s=30.0, rest_s=60.0, z0=0.95, columns=())
-    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     # Every edge goes from or to a rest (zero current, so no IR drop) and is recorded at
     # the instant of the step: |dV/dI| is the R0 of the cycle the new step belongs to.
     np.testing.assert_allclose(r.table["r_dc_ohm"], r0, rtol=1e-9)
@@ -165,7 +181,7 @@ def test_resistance_within_sampling_error(delay_s):
     r0, r1, tau1, i_A = 60.0, 40.0, 200.0, 0.07e-3
     log, _ = make_log(lto_cell(r0_ohm=r0, rc=(r1, tau1)), plan(3, i_dch_A=i_A, i_chg_A=i_A),
                       dt_s=10.0, rest_s=1200.0, z0=0.95, delay_s=delay_s)
-    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     bound = 2 * r1 * (1 - np.exp(-delay_s / tau1)) + 0.002 / i_A
     assert np.all(np.abs(r.table["r_dc_ohm"] - r0) <= bound)
     assert np.all(r.edges["dt_s"] == pytest.approx(delay_s))
@@ -196,7 +212,8 @@ def write_csv(log, path, sidecar=None):
 def test_cli_writes_tables_from_a_logged_run(tmp_path, capsys):
     log, truth = make_log(lto_cell(), plan(3), z0=0.95, columns=("cycle", "step", "capacity"))
     path = tmp_path / "run.bdf.csv"
-    write_csv(log, path, sidecar={"mass_mg": 2.0, "protocol": {"sample": {"capacity_mAh": 0.35}}})
+    write_csv(log, path, sidecar={"mass_mg": 2.0, "protocol": {"sample": {"capacity_mAh": 0.35}},
+                                  "model": {"cell": {"chemistry": "LTO/Li"}}})
     out = tmp_path / "out"
     assert cli.main(["analyze", str(path), "--out", str(out), "--no-figures"]) == 0
     table = pd.read_csv(out / "cycles.csv")
@@ -304,7 +321,7 @@ def test_ecm_rate_test_analysed_to_model_truth():
             t0 += dur
     t, i = np.concatenate(t), np.concatenate(i)
     v = ecm.simulate(model, t, i, soc0=1.0)["v_V"]
-    r = analyze_log({"Test Time / s": t, "Voltage / V": v, "Current / A": i}, mass_mg=MASS_MG,
+    r = analyze_log({"Test Time / s": t, "Voltage / V": v, "Current / A": i}, mass_mg=MASS_MG, mode="half",
                     capacity_mAh=1e3 * CAP_AH, figures=False)
     np.testing.assert_allclose(r.table["q_dch_mAh"], 1e3 * truth["q_dch_Ah"], rtol=1e-3)
     np.testing.assert_allclose(r.table["q_chg_mAh"], 1e3 * truth["q_chg_Ah"], rtol=1e-3)

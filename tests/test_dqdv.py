@@ -84,7 +84,7 @@ def test_analysis_reports_peaks_per_selected_cycle():
     t_s = 0.9 * 3600 * CAP_AH / I_A
     cyc = [{"i_dch_A": I_A, "t_dch_s": t_s, "i_chg_A": I_A, "t_chg_s": t_s}] * 4
     log, _ = make_log(cell, cyc, dt_s=10.0, z0=0.95)
-    r = analyze_log(log, mass_mg=2.0, dqdv_cycles=[1, 4], figures=False)
+    r = analyze_log(log, mass_mg=2.0, dqdv_cycles=[1, 4], mode="half", figures=False)
     assert [(p["cycle"], p["branch"]) for p in r.summary["dqdv_peaks"]] == [
         (1, "charge"), (1, "discharge"), (4, "charge"), (4, "discharge")]
     assert all(p["unit"] == "mAh/(g V)" for p in r.summary["dqdv_peaks"])

@@ -22,7 +22,7 @@ def rate_result():
         i_A, t_s = rate * CAP_AH, depth * 3600 / rate
         cycles += [{"i_dch_A": i_A, "t_dch_s": t_s, "i_chg_A": i_A, "t_chg_s": t_s}] * 2
     log, truth = make_log(cell, cycles, dt_s=10.0, z0=0.95, columns=("cycle", "capacity", "soc"))
-    return analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, figures=False), truth
+    return analyze_log(log, mass_mg=MASS_MG, capacity_mAh=0.35, mode="half", figures=False), truth
 
 
 def test_voltage_capacity_lines_per_branch_and_range(rate_result):
@@ -45,8 +45,15 @@ def test_rate_capability_one_series_per_block(rate_result):
     r, truth = rate_result
     ax = figures.plot_rate_capability(r).axes[0]
     lines = ax.get_lines()
-    assert [ln.get_label() for ln in lines] == ["0.2C", "1C", "0.2C"]
     assert [len(ln.get_xdata()) for ln in lines] == [2, 2, 2]
+    # one colour and one legend entry per rate: the returning 0.2C block shares the first's
+    assert [ln.get_color() for ln in lines] == ["C0", "C1", "C0"]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["0.2C", "1C"]
+    fig = ax.figure
+    fig.canvas.draw()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= axes_box.x1            # beside the axes, not over the data
     y = np.concatenate([ln.get_ydata() for ln in lines])
     np.testing.assert_allclose(y, 1e3 * truth["q_dch_Ah"] / (MASS_MG / 1e3), rtol=1e-3)
     assert ax.get_ylabel() == "discharge capacity / mAh/g"
@@ -99,7 +106,7 @@ def test_no_soc_figure_without_estimator():
     cell = PlateauCell(CAP_AH, plateaus_V=(1.55,), weights=(0.9,))
     cyc = [{"i_dch_A": 0.07e-3, "t_dch_s": 9000.0, "i_chg_A": 0.07e-3, "t_chg_s": 9000.0}]
     log, _ = make_log(cell, cyc, z0=0.95)
-    r = analyze_log(log, mass_mg=MASS_MG, figures=False)
+    r = analyze_log(log, mass_mg=MASS_MG, mode="half", figures=False)
     assert figures.plot_soc(r) is None
 
 
@@ -110,3 +117,19 @@ def test_save_figures_writes_pngs(rate_result, tmp_path):
                                             "resistance.png", "soc.png", "voltage_capacity.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rate_labels_are_readable():
+    from cellbench.analyze.rates import rate_label
+    assert rate_label(3000.0, "mA") == "3 A" and rate_label(1500.0, "mA") == "1.5 A"
+    assert rate_label(0.35, "mA") == "0.35 mA" and rate_label(175.0, "mA/g") == "175 mA/g"
+    assert rate_label(0.2, "C") == "0.2C" and rate_label(10.0, "C") == "10C"
+    assert rate_label(12345.0, "mA/g") == "12300 mA/g"
+    assert all("e+" not in rate_label(x, u) for x in (1e-4, 0.5, 3e3, 4e5) for u in ("mA", "mA/g", "C"))
+
+
+def test_cycling_plot_keeps_every_point_inside_the_axes(rate_result):
+    r, _ = rate_result
+    ax = figures.plot_cycling(r).axes[0]
+    top = max(max(ln.get_ydata()) for ln in ax.get_lines())
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > top * 1.02

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InputError
 from . import cycles as cycles_mod
 from . import dqdv as dqdv_mod
+from . import kind
 from . import resistance
 from .output import write_outputs
 from .rates import DEFAULT_TOL, format_rate_table, rate_blocks
@@ -103,22 +104,6 @@ def _model_capacity_Ah(sidecar):
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
 
 
-def _mode(mode, series, sidecar):
-    """(mode, how it was chosen). Without a flag: a cell whose sidecar model chemistry is
-    "<electrode>/Li" is a half cell; otherwise a log whose first active step discharges
-    is a half cell (an anode vs Li is lithiated first), else a full cell."""
-    if mode is not None:
-        if mode not in cycles_mod.MODES:
-            raise InputError(f"mode: must be half or full, not {mode!r}")
-        return mode, "given"
-    chemistry = _dig(sidecar, "model", "cell", "chemistry")
-    if isinstance(chemistry, str) and chemistry.replace(" ", "").endswith("/Li"):
-        return "half", f"sidecar model chemistry {chemistry}"
-    nz = np.flatnonzero(series.sign)
-    first = series.sign[nz[0]] if len(nz) else 1
-    return ("half" if first < 0 else "full"), "inferred from the first active step's sign"
-
-
 def _check_cycles(table, chosen, name):
     """The chosen cycle numbers as ints; InputError naming the first not in the log."""
     present = set(table["cycle"].tolist())
@@ -178,7 +163,8 @@ def analyze_log(log, mass_mg=None, mode=None, out_dir=None, ref_cycle=None, capa
     series = prepare(columns)
     mass_g, mass_source = _mass_g(mass_mg, sidecar)
     nominal_Ah, nominal_source = _nominal_Ah(capacity_mAh, sidecar)
-    mode, mode_source = _mode(mode, series, sidecar)
+    mode, mode_source = kind.decide(mode, series, sidecar)
+    series.cycle, pairing = kind.pair(series, mode)
     table, ref = cycles_mod.cycle_table(series, mass_g, mode, ref_cycle, nominal_Ah)
     edge = resistance.edges(series, max_gap_s=max_gap_s)
     table["r_dc_ohm"], table["r_edges"] = resistance.per_cycle(edge, table["cycle"])
@@ -186,7 +172,8 @@ def analyze_log(log, mass_mg=None, mode=None, out_dir=None, ref_cycle=None, capa
                             dqdv=_curves(series, table, dqdv_cycles, ref, dv_V, sigma_V, mass_g),
                             edges=edge, summary={}, mass_g=mass_g, mode=mode, nominal_Ah=nominal_Ah,
                             model_capacity_Ah=_model_capacity_Ah(sidecar))
-    sources = {"mass": mass_source, "nominal_capacity": nominal_source, "mode": mode_source}
+    sources = {"mass": mass_source, "nominal_capacity": nominal_source, "mode": mode_source,
+               "cycles": pairing}
     settings = {"dv_V": dv_V, "sigma_V": sigma_V, "rate_tol": rate_tol, "rate_unit": rate_unit,
                 "max_gap_s": max_gap_s}
     result.summary = build_summary(result, ref, sources, settings)

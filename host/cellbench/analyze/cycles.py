@@ -8,16 +8,19 @@ Conventions (stated again in summary.json):
   lithiation = charge / discharge capacity (LTO or graphite vs Li).
 - Energy efficiency is the cell's round trip in both modes: discharge / charge energy.
 - Mean voltage = energy / capacity of that direction (the plateau position).
-- Retention is the discharge capacity against the first cycle and a reference cycle.
+- Retention is the discharge capacity against the first cycle (cycle 0, a lone half
+  before the first full cycle, is not one) and a reference cycle.
 - The cycle's rate comes from the median |current| of its discharge samples.
 """
 
 import numpy as np
 
 from ..errors import InputError
+from .kind import MODES
 from .groups import group_first_last, group_index, group_median, group_sum
 
-MODES = ("half", "full")
+
+END_TOL = 0.01     # share of a cycle's voltage range within which a half ended "at its limit"
 
 COLUMNS = (
     "cycle", "t_start_s", "t_end_s", "records",
@@ -43,9 +46,16 @@ def _per_cycle_sums(series, inverse, n):
             for name in ("q_chg_Ah", "q_dch_Ah", "e_chg_Wh", "e_dch_Wh")}
 
 
+def first_row(cycles):
+    """Row of the first real cycle: cycle 0 is the lone half before the first full cycle
+    (a pre-charged cell's first discharge), never the base of a retention."""
+    rows = np.flatnonzero(cycles >= 1)
+    return int(rows[0]) if len(rows) else 0
+
+
 def default_ref_cycle(cycles):
     """Cycle 2 (the first after formation) when the log has it, else the first cycle."""
-    return 2 if 2 in set(cycles.tolist()) else int(cycles[0])
+    return 2 if 2 in set(cycles.tolist()) else int(cycles[first_row(cycles)])
 
 
 def _ref_index(cycles, ref_cycle):
@@ -61,9 +71,19 @@ def _complete(series, inverse, n):
     """Cycles with both a charge and a discharge. Efficiencies need both: a cycle cut
     short (the log ends after its discharge) gets none rather than a misleading 0 %. A
     direction counts when the cycle has records beyond the rest threshold, so rest noise
-    does not."""
+    does not. The last cycle also needs its last half finished: the log ends at rest, or
+    at the voltage limit that half was driven to (its extreme within END_TOL of the
+    cycle's voltage range); a log that stops mid-half leaves that cycle without CE."""
     has = [np.bincount(inverse[series.sign == s], minlength=n) > 0 for s in (1, -1)]
-    return has[0] & has[1]
+    complete = has[0] & has[1]
+    last_sign = int(series.sign[-1])
+    if n and complete[-1] and last_sign != 0:
+        own = inverse == n - 1
+        v = series.v_V[own & (series.sign == last_sign)]
+        span = float(np.ptp(series.v_V[own])) or 1.0
+        limit = v.max() if last_sign > 0 else v.min()
+        complete[-1] = abs(float(series.v_V[-1]) - float(limit)) <= END_TOL * span
+    return complete
 
 
 def _efficiencies(q_chg, q_dch, e_chg, e_dch, complete, mode):
@@ -108,7 +128,7 @@ def cycle_table(series, mass_g=None, mode="half", ref_cycle=None, nominal_Ah=Non
         "q_chg_mAh_g": q_chg / mass, "q_dch_mAh_g": q_dch / mass,
         **_efficiencies(q_chg, q_dch, 1e3 * sums["e_chg_Wh"], 1e3 * sums["e_dch_Wh"],
                         _complete(series, inverse, n), mode),
-        "retention_first_pct": _ratio_pct(q_dch, np.full(n, q_dch[0])),
+        "retention_first_pct": _ratio_pct(q_dch, np.full(n, q_dch[first_row(cycles)])),
         "retention_ref_pct": _ratio_pct(q_dch, np.full(n, q_dch[ref_row])),
         **_rates(series, inverse, n, mass, nominal_Ah),
     }

@@ -57,23 +57,40 @@ def plot_voltage_capacity(result, cycles):
     return fig
 
 
+def _outside_legend(ax, handles=None, labels=None):
+    """A legend right of the axes, so it never covers data."""
+    args = (handles, labels) if handles is not None else ()
+    ax.legend(*args, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def _from_zero(ax):
+    """Y from 0 with headroom above the highest point, so no marker is clipped."""
+    top = ax.dataLim.y1 if np.isfinite(ax.dataLim.y1) else 1.0
+    ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+
+
 def plot_rate_capability(result):
-    """Discharge capacity per cycle, one marker series per rate block, labelled by rate."""
+    """Discharge capacity per cycle: one colour and one legend entry per rate (a rate
+    repeated later keeps its colour), labelled by rate, legend beside the axes."""
     from .rates import rate_label
     t = result.table
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     spec = result.mass_g is not None
     q = t["q_dch_mAh_g"] if spec else t["q_dch_mAh"]
-    for k, b in enumerate(result.rate_blocks):
+    colours = {}
+    for b in result.rate_blocks:
+        label = rate_label(b["rate"], b["rate_unit"])
+        first = label not in colours
+        colours.setdefault(label, f"C{len(colours) % 10}")
         sel = (t["cycle"] >= b["first_cycle"]) & (t["cycle"] <= b["last_cycle"])
-        ax.plot(t["cycle"][sel], q[sel], "o", color=f"C{k % 10}", label=rate_label(b["rate"], b["rate_unit"]))
+        ax.plot(t["cycle"][sel], q[sel], "o", color=colours[label], label=label if first else None)
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"discharge capacity / {'mAh/g' if spec else 'mAh'}")
-    ax.set_ylim(bottom=0)  # as papers draw it: the fall with rate at its true scale
+    _from_zero(ax)  # as papers draw it: the fall with rate at its true scale
     ax.set_title("rate capability")
     if result.rate_blocks:
-        ax.legend(fontsize="small", ncol=2)
+        _outside_legend(ax)
     return fig
 
 
@@ -87,16 +104,20 @@ def plot_cycling(result):
         ax.plot(t["cycle"], t[f"{col}_mAh_g" if spec else f"{col}_mAh"], mark, label=label)
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"capacity / {'mAh/g' if spec else 'mAh'}")
-    ax.set_ylim(bottom=0)
+    _from_zero(ax)
     ax2 = ax.twinx()
-    ax2.plot(t["cycle"], t["ce_pct"], "k.-", label="CE")
+    (ce_line,) = ax2.plot(t["cycle"], t["ce_pct"], "k.-", label="CE (complete cycles)")
     ax2.set_ylabel("coulombic efficiency / %")
     ce = t["ce_pct"][np.isfinite(t["ce_pct"])]
     if len(ce):
         # Without this a constant CE is drawn as an offset axis around 1e-10 wiggles.
         ax2.ticklabel_format(axis="y", useOffset=False)
         ax2.set_ylim(min(float(ce.min()), 100.0) - 2.0, max(float(ce.max()), 100.0) + 2.0)
-    ax.legend(loc="lower left", fontsize="small")
+    ax.set_zorder(ax2.get_zorder() + 1)   # capacity markers above the CE line
+    ax.patch.set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax2.legend(handles + [ce_line], labels + [ce_line.get_label()], fontsize="small",
+               loc="upper left", bbox_to_anchor=(1.15, 1.0), borderaxespad=0.0)
     ax.set_title("capacity and coulombic efficiency")
     return fig
 
@@ -114,7 +135,7 @@ def plot_resistance(result):
     ax.set_xlabel("cycle")
     ax.set_ylabel("DC resistance / ohm")
     ax.set_title("resistance from current steps")
-    ax.legend(fontsize="small")
+    _outside_legend(ax)
     return fig
 
 
@@ -129,7 +150,7 @@ def plot_dqdv(result):
     ax.set_ylabel(f"dQ/dV / ({result.dqdv[0]['unit'] if result.dqdv else 'mAh/V'})")
     ax.set_title("differential capacity")
     if result.dqdv:
-        ax.legend(fontsize="small")
+        _outside_legend(ax)
     return fig
 
 

@@ -89,9 +89,26 @@ def rate_blocks(table, tol=DEFAULT_TOL, unit=None):
     return blocks
 
 
+def _plain(x):
+    """A number to 3 significant digits, never in exponent notation ("3000", "0.35")."""
+    if not np.isfinite(x) or x == 0:
+        return f"{x:g}"
+    digits = 2 - int(np.floor(np.log10(abs(x))))
+    if digits <= 0:
+        return f"{round(x, digits):.0f}"
+    return f"{round(x, digits):.{digits}f}".rstrip("0").rstrip(".")
+
+
 def rate_label(rate, unit):
-    """'0.2C', '200 mA/g' or '0.35 mA'."""
-    return f"{rate:.3g}C" if unit == "C" else f"{rate:.3g} {unit}"
+    """'0.2C', '200 mA/g', '0.35 mA', '3 A' (currents of 1000 mA and up in A, below
+    1 uA in nA): readable at a glance, never '3e+03 mA'."""
+    if unit == "C":
+        return f"{_plain(rate)}C"
+    if unit == "mA" and abs(rate) >= 1000:
+        return f"{_plain(rate / 1000)} A"
+    if unit == "mA" and 0 < abs(rate) < 1e-3:
+        return f"{_plain(rate * 1e6)} nA"
+    return f"{_plain(rate)} {unit}"
 
 
 def _line(cells, widths):

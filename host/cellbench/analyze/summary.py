@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .cycles import COLUMNS, conventions
+from .cycles import COLUMNS, conventions, first_row
 
 
 def jsonable(value):
@@ -42,14 +42,15 @@ def build_summary(result, ref, sources, settings):
     summary = {
         "log": {"records": len(series), "duration_s": float(series.t_s[-1] - series.t_s[0]),
                 "columns_used": series.sources, "notes": series.notes},
-        "conventions": dict(conventions(result.mode), mode_source=sources["mode"]),
+        "conventions": dict(conventions(result.mode), mode_source=sources["mode"],
+                            cycle_pairing=sources["cycles"]),
         "mass_mg": None if result.mass_g is None else 1e3 * result.mass_g,
         "mass_source": sources["mass"],
         "nominal_capacity_mAh": None if result.nominal_Ah is None else 1e3 * result.nominal_Ah,
         "nominal_capacity_source": sources["nominal_capacity"],
         "cycles": len(cyc),
         "complete_cycles": len(done),
-        "first_cycle": table_row(table, 0),
+        "first_cycle": table_row(table, first_row(cyc)),
         "ref_cycle": int(ref),
         "reference": table_row(table, int(np.flatnonzero(cyc == ref)[0])),
         "last_cycle": table_row(table, len(cyc) - 1),

@@ -1,5 +1,7 @@
 """``cellbench analyze LOG``: the cycle table, rate capability, dQ/dV, resistance and figures."""
 
+import os
+import sys
 from pathlib import Path
 
 from ..analyze import analyze_log, format_rate_table
@@ -80,8 +82,21 @@ def run(args) -> int:
                          sigma_V=args.sigma_mV / 1e3, figures=not args.no_figures,
                          rate_unit=args.rate_unit)
     s = result.summary
-    print(f"{s['cycles']} cycles, mode {result.mode} (CE = {s['conventions']['coulombic_efficiency']})")
-    print("\n".join(_headline(s)))
-    print(format_rate_table(result, PAPER_RATES.get(args.paper)))
-    print(f"wrote {len(result.files)} files to {out}")
+    conv = s["conventions"]
+    kind = "half cell (working electrode vs Li)" if result.mode == "half" else "full cell"
+    lines = [f"{s['cycles']} cycles, {kind}: mode {result.mode} ({conv['mode_source']}; --mode to override); "
+             f"CE = {conv['coulombic_efficiency']}; cycles: {conv['cycle_pairing']}",
+             *_headline(s), format_rate_table(result, PAPER_RATES.get(args.paper)),
+             f"wrote {len(result.files)} files to {out}"]
+    return _print(lines)
+
+
+def _print(lines):
+    """Print the report; a reader that closes the pipe early (``| head -1``) ends it
+    quietly: the files are written already, so that is success, not a traceback."""
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # Python would report the failed flush again at exit; point stdout at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
