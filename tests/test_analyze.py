@@ -379,3 +379,27 @@ def test_trapezoid_split_sums_to_the_net_integral(points):
     pos, neg = trapezoid_split(t, i, i)
     assert pos[-1] - neg[-1] == pytest.approx(np.trapezoid(i, t), rel=1e-9, abs=1e-15)
     assert np.all(np.diff(pos) >= 0) and np.all(np.diff(neg) >= 0)
+
+
+def test_cell_kind_from_the_protocol_sample_name():
+    log, _ = make_log(lto_cell(), plan(2), z0=0.95)
+    r = analyze_log(log, figures=False, sidecar={"protocol": {"sample": {"name": "LTO/Li rate test"}}})
+    assert r.mode == "half" and "protocol sample name" in r.summary["conventions"]["mode_source"]
+    assert r.table["cycle"].tolist() == [1, 2]
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    """``cellbench analyze LOG --no-figures | head -1``: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    log, _ = make_log(lto_cell(), plan(3), z0=0.95)
+    path = tmp_path / "run.bdf.csv"
+    write_csv(log, path)
+    code = ("import sys; from cellbench import cli; "
+            f"sys.exit(cli.main(['analyze', {str(path)!r}, '--no-figures', '--mode', 'half', "
+            f"'--out', {str(tmp_path / 'o')!r}]))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                     # the reader goes away before anything is read
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err

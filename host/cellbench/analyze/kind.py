@@ -8,12 +8,17 @@ Two kinds, as the battery tools name them:
 * ``full``: a cell with two insertion electrodes (or a cathode against Li, which follows
   the same convention): a cycle is a charge then a discharge, and CE = discharge / charge.
 
-Without ``--mode`` the sidecar decides when its model names the chemistry
+Without ``--mode`` the sidecar decides when it names the chemistry: the estimator
+model's, the simulated cell's, or a protocol sample named "<electrode>/Li ..."
 ("<electrode>/Li" is a half cell); otherwise the data do: a cell whose first active step
 discharges and whose voltage falls below ANODE_MAX_V (but not below PLATING_MIN_V: a
 negative cell is wired another way) is an anode against Li (no full
 cell is cycled down there), anything else is cycled as a full cell.
 """
+
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -24,11 +29,36 @@ ANODE_MAX_V = 0.8      # V: only an anode against Li metal is cycled below this
 PLATING_MIN_V = -0.05  # V: an anode vs Li may overshoot below 0 V a little, not further
 
 
+_HALF_NAME = re.compile(r"[A-Za-z0-9]+\s*/\s*Li\b")
+
+
+def _dig(doc, *keys):
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def _sim_chemistry(sidecar):
+    """The simulated cell's chemistry, from the model file the sidecar names (if it is here)."""
+    path = _dig(sidecar, "sim", "cell_file")
+    if not isinstance(path, str):
+        return None
+    try:
+        return _dig(json.loads(Path(path).read_text()), "cell", "chemistry")
+    except (OSError, ValueError):
+        return None
+
+
 def _chemistry(sidecar):
-    model = sidecar.get("model") if isinstance(sidecar, dict) else None
-    cell = model.get("cell") if isinstance(model, dict) else None
-    chem = cell.get("chemistry") if isinstance(cell, dict) else None
-    return chem if isinstance(chem, str) else None
+    """(chemistry text, where it was found) from the sidecar, or (None, None)."""
+    for where, value in (("sidecar model chemistry", _dig(sidecar, "model", "cell", "chemistry")),
+                         ("simulated cell chemistry", _sim_chemistry(sidecar))):
+        if isinstance(value, str) and value.strip():
+            return value, where
+    name = _dig(sidecar, "protocol", "sample", "name")
+    if isinstance(name, str) and _HALF_NAME.search(name):
+        return _HALF_NAME.search(name).group(0), "protocol sample name"
+    return None, None
 
 
 def decide(mode, series, sidecar):
@@ -37,11 +67,11 @@ def decide(mode, series, sidecar):
         if mode not in MODES:
             raise InputError(f"mode: must be half or full, not {mode!r}")
         return mode, "given with --mode"
-    chem = _chemistry(sidecar)
+    chem, where = _chemistry(sidecar)
     if chem:
         if chem.replace(" ", "").endswith("/Li"):
-            return "half", f"sidecar model chemistry {chem} (working electrode vs Li)"
-        return "full", f"sidecar model chemistry {chem}"
+            return "half", f"{where} {chem} (working electrode vs Li)"
+        return "full", f"{where} {chem}"
     nz = np.flatnonzero(series.sign)
     if len(nz) == 0:
         return "full", "no charge or discharge in the log (full-cell convention)"
