@@ -41,7 +41,9 @@ EV_ESTIMATOR = 8
 EV_RECOVER = 9
 
 
-CHUNK_SHIFT = 7                 # columns are stored in chunks of 128 slots (<= 512 bytes)
+CHUNK_SHIFT = 6                 # columns are stored in chunks of 64 slots (<= 256 bytes):
+                                # they fit the holes MODEL leaves, so the larger blocks stay
+                                # free for the link (make_ring)
 CHUNK = 1 << CHUNK_SHIFT
 CHUNK_MASK = CHUNK - 1
 
@@ -143,15 +145,18 @@ class Ring:
 
 
 def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
-    """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free,
-    in one piece where the heap has one.
+    """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free
+    in blocks of at least HOLD_MIN bytes.
 
     Under CPython (no gc.mem_free) simply Ring(max_slots). On the board the size comes
-    from gc.mem_free(). While the ring is made, a bytearray holds the reserve in one
-    contiguous block, so the ring's small chunks fill the holes the imports left and the
-    reserve stays whole: a later MODEL needs blocks of about 1 KB, which 30 KB of free
-    holes of a few hundred bytes each could not give. If the heap still refuses the
-    ring, or leaves less than the reserve, it shrinks by a quarter and tries again.
+    from gc.mem_free(). What the link allocates after START (a reply, a record line, a
+    JSON document: a few hundred bytes to a few KB each) needs contiguous blocks, and
+    after MODEL the heap is a scatter of holes: counting free bytes is not enough (a
+    ring that left 40 KB free in holes of at most 500 bytes failed the next STATUS).
+    So while the ring is made, bytearrays hold HOLD_BYTES of the reserve in the largest
+    blocks the heap has (_hold), the ring's small chunks fill the holes around them, and the held
+    blocks are freed for the link. If the heap still refuses the ring, or leaves less
+    than the reserve, the ring shrinks by an eighth and tries again.
     """
     try:
         gc.mem_free()
@@ -160,7 +165,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     gc.collect()
     n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // BYTES_PER_SLOT))
     while True:
-        hold = _hold(reserve_bytes)
+        hold = _hold(min(reserve_bytes, HOLD_BYTES))
         try:
             ring = Ring(n, first_seq)
             hold = None
@@ -173,17 +178,27 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
             if n == min_slots:
                 raise
         gc.collect()
-        n = max(min_slots, n * 3 // 4)
+        n = max(min_slots, n * 7 // 8)
+
+
+HOLD_MIN = 1024     # smallest block held for the link: room for any reply or record line
+HOLD_BYTES = 8192   # held in such blocks while the ring is made (the rest of the reserve
+                    # may be holes: the estimator and the GC need no large blocks)
 
 
 def _hold(nbytes):
-    # The largest contiguous block up to nbytes, in steps of halves (None if not even 1 KB).
-    while nbytes >= 1024:
+    # The largest blocks the heap has, halving the size on each refusal, until nbytes are
+    # held or no block of HOLD_MIN is left (the list is what keeps them alive).
+    held = []
+    size = nbytes
+    total = 0
+    while total < nbytes and size >= HOLD_MIN:
         try:
-            return bytearray(nbytes)
+            held.append(bytearray(size))
+            total += size
         except MemoryError:
-            nbytes //= 2
-    return None
+            size //= 2
+    return held
 
 
 class Trigger:
