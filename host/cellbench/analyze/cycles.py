@@ -20,7 +20,7 @@ from .kind import MODES
 from .groups import group_first_last, group_index, group_median, group_sum
 
 
-END_TOL = 0.01     # share of a cycle's voltage range within which a half ended "at its limit"
+END_TOL = 0.02     # share of the voltage range within which two halves end "at the same cutoff"
 
 COLUMNS = (
     "cycle", "t_start_s", "t_end_s", "records",
@@ -67,23 +67,42 @@ def _ref_index(cycles, ref_cycle):
     return ref, int(hit[0])
 
 
+def _end_V(series, own, sign):
+    """Voltage of the last record of ``sign`` among the records ``own`` (None if none)."""
+    k = np.flatnonzero(own & (series.sign == sign))
+    return float(series.v_V[k[-1]]) if len(k) else None
+
+
 def _complete(series, inverse, n):
     """Cycles with both a charge and a discharge. Efficiencies need both: a cycle cut
     short (the log ends after its discharge) gets none rather than a misleading 0 %. A
     direction counts when the cycle has records beyond the rest threshold, so rest noise
-    does not. The last cycle also needs its last half finished: the log ends at rest, or
-    at the voltage limit that half was driven to (its extreme within END_TOL of the
-    cycle's voltage range); a log that stops mid-half leaves that cycle without CE."""
+    does not. The last cycle also needs its last half finished: it ends at the voltage
+    the previous cycle's same half ended at (the protocol's cutoff, within END_TOL of the
+    voltage range), or lasts or moves as much charge as that half did; a log that stops
+    mid-half leaves that cycle without CE."""
     has = [np.bincount(inverse[series.sign == s], minlength=n) > 0 for s in (1, -1)]
     complete = has[0] & has[1]
-    last_sign = int(series.sign[-1])
-    if n and complete[-1] and last_sign != 0:
-        own = inverse == n - 1
-        v = series.v_V[own & (series.sign == last_sign)]
-        span = float(np.ptp(series.v_V[own])) or 1.0
-        limit = v.max() if last_sign > 0 else v.min()
-        complete[-1] = abs(float(series.v_V[-1]) - float(limit)) <= END_TOL * span
+    if n >= 2 and complete[-1]:
+        own, before = inverse == n - 1, inverse == n - 2
+        last = int(series.sign[np.flatnonzero(own & (series.sign != 0))[-1]])
+        end, ref = _end_V(series, own, last), _end_V(series, before, last)
+        span = float(np.ptp(series.v_V[own | before])) or 1.0
+        if ref is not None:
+            # ...or it lasted or moved as much as the previous one (time- or
+            # capacity-limited steps end where the protocol says, not at a voltage)
+            t_own, t_ref = (_half_span(series, m, last) for m in (own, before))
+            complete[-1] = (abs(end - ref) <= END_TOL * span or t_own[0] >= (1 - END_TOL) * t_ref[0]
+                            or t_own[1] >= (1 - END_TOL) * t_ref[1])
     return complete
+
+
+def _half_span(series, rows, sign):
+    """(duration s, charge moved Ah) of the records of ``sign`` among ``rows``."""
+    k = np.flatnonzero(rows & (series.sign == sign))
+    q = series.q_chg_Ah if sign > 0 else series.q_dch_Ah
+    last = min(k[-1] + 1, len(series) - 1)
+    return float(series.t_s[last] - series.t_s[k[0]]), float(q[last] - q[k[0]])
 
 
 def _efficiencies(q_chg, q_dch, e_chg, e_dch, complete, mode):
