@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cellbench import unixport
 from cellbench.paths import BOARDS, FIRMWARE, SIM_MPY
 
 BOARD = json.loads((BOARDS / "cct-rp2040.json").read_text())
@@ -316,6 +317,7 @@ print("ALLOC", run(20), b.v_uV, b.i_nA)
 """
 
 
+@pytest.mark.hil
 def test_sample_allocates_nothing_under_micropython(tmp_path):
     """On the unix port with the simulator's mocks: 20 samples leave no garbage (GC off).
 
@@ -331,7 +333,7 @@ def test_sample_allocates_nothing_under_micropython(tmp_path):
     (tmp_path / "t.py").write_text(SAMPLE_ALLOC)
     env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SOC0="0.5")
-    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    mp = unixport.micropython_binary()
     out = subprocess.run([mp, "t.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -355,6 +357,7 @@ print(applied, b.v_uV, b.i_nA, b.range)
 """
 
 
+@pytest.mark.hil
 def test_ads1115_and_mcp4725_against_the_simulated_parts(tmp_path):
     """board.py's I2C code against the simulator's ADS1115 and MCP4725 register models."""
     sim = json.loads((BOARDS / "sim.json").read_text())
@@ -367,7 +370,7 @@ def test_ads1115_and_mcp4725_against_the_simulated_parts(tmp_path):
     (tmp_path / "t.py").write_text(I2C_PARTS)
     env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SOC0="0.5", CELLBENCH_SIM_TRUTH=str(tmp_path / "truth.csv"))
-    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    mp = unixport.micropython_binary()
     out = subprocess.run([mp, "t.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

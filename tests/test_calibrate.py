@@ -12,7 +12,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from cellbench.calibrate.procedure import pick_range
 from cellbench.errors import InputError
 from cellbench.link import Link
 from cellbench.paths import ROOT, SIM_MPY
+from polling import wait_for
 
 _spec = importlib.util.spec_from_file_location("simcell_cal", SIM_MPY / "simcell.py")
 simcell = importlib.util.module_from_spec(_spec)
@@ -321,11 +321,9 @@ def test_set_keeps_the_board_limits(tmp_path):
         with pytest.raises(Exception, match="i_nA"):
             link.command("SET", 30_000_000)
         assert link.command("SET", 5_000_000)["i_set_nA"] > 0  # 4.6 V + 50 ohm * 5 mA > 4.8 V
-        for _ in range(500):  # the board ticks while the host waits
-            if link.command("HIST", "I", 1)["i_set_nA"] == 0:
-                break
-            time.sleep(0.01)
-        assert link.command("HIST", "I", 1)["i_set_nA"] == 0
+        # the board ticks while the host waits, until the limit switches the source off
+        wait_for(lambda: link.command("HIST", "I", 1), "the source off (i_set_nA == 0) at the 4.8 V limit",
+                 until=lambda h: h["i_set_nA"] == 0)
         assert sim.read_truth(board.truth_path)["i_A"][-1] == 0.0
         link.command("LOAD", json.dumps({"v": 1, "steps": [["OCV", 60000]]}))
         link.command("START")

@@ -71,7 +71,7 @@ def test_boards_lists_every_board_file(capsys):
     assert all("mA" in line and " V" in line for line in lines)
 
 
-@pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="firmware/main.py not written yet")
+@pytest.mark.hil  # mpy-cross
 def test_flash_dry_run_compiles_every_module(tmp_path, capsys):
     code = cli.main(["flash", "--port", "/dev/ttyFAKE", "--board", "sim", "--dry-run",
                      "--build-dir", str(tmp_path)])
@@ -92,19 +92,11 @@ def test_flash_dry_run_compiles_every_module(tmp_path, capsys):
 
 # ---------------------------------------------------------------- end to end on the simulator
 
-def _sim_ready():
-    try:
-        from cellbench import sim  # noqa: F401
-    except ImportError:
-        return False
-    return (FIRMWARE / "main.py").is_file()
-
-
 # None: the board file's heap (an RP2040's). The library-level runs below may set more
 # while the firmware's own memory use is being trimmed; the CLI test always uses the default.
 SIM_HEAP_KB = None
 
-needs_sim = pytest.mark.skipif(not _sim_ready(), reason="simulator or firmware not written yet")
+needs_sim = pytest.mark.hil  # the firmware on the simulated board (tests/conftest.py)
 
 # A small LTO-like half cell (independent of the presets): flat 1.55 V plateau, steep ends.
 _Z = [k / 20 for k in range(21)]

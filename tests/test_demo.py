@@ -1,4 +1,4 @@
-"""`cellbench demo` end to end, as `make demo` runs it (one run of about a minute).
+"""`cellbench demo` end to end, as `make demo` runs it (one run per session, shared).
 
 Checked against the paper (../shared/reference/coin-cells.md, typed in here, not taken from
 the demo's own table) and against the Battery Data Format's own validator: the log
@@ -7,29 +7,17 @@ of the paper from 0.2C to 5C with the 10C collapse.
 """
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from cellbench import bdflog
-from cellbench.paths import FIRMWARE, ROOT
 
-pytestmark = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
+pytestmark = pytest.mark.hil
 
 # Ding et al., LTO/Li rate test: mean discharge capacity of 5 cycles per rate (mAh/g).
 PAPER = [(0.2, 210.0), (0.5, 167.0), (1.0, 150.0), (3.0, 91.0), (5.0, 59.0), (10.0, 0.8),
          (0.2, 177.0)]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    done = subprocess.run([sys.executable, "-m", "cellbench.cli", "demo", "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return out, done.stdout
 
 
 def _table(stdout):
@@ -45,11 +33,11 @@ def _table(stdout):
     return rows
 
 
-def test_demo_log_validates(demo):
+def test_demo_log_validates(demo_run):
     import bdf
     import pandas as pd
 
-    out, _ = demo
+    out, _ = demo_run
     log = out / "lto-rate.bdf.csv"
     assert bdf.validate(pd.read_csv(log), raise_on_error=True)["ok"]
     cols = bdflog.read_log(log)
@@ -59,8 +47,8 @@ def test_demo_log_validates(demo):
     assert meta["mass_mg"] == 2.0 and meta["stop_reason"] == "end"
 
 
-def test_demo_rate_table_matches_the_paper(demo):
-    _, stdout = demo
+def test_demo_rate_table_matches_the_paper(demo_run):
+    _, stdout = demo_run
     rows = _table(stdout)
     assert len(rows) == len(PAPER)
     for (rate, got), (want_rate, want) in zip(rows, PAPER):
@@ -71,8 +59,8 @@ def test_demo_rate_table_matches_the_paper(demo):
             assert got < 0.05 * PAPER[0][1]
 
 
-def test_demo_ran_analyze_on_its_own_log(demo):
-    out, stdout = demo
+def test_demo_ran_analyze_on_its_own_log(demo_run):
+    out, stdout = demo_run
     analysis = out / "lto-rate_analysis"
     summary = json.loads((analysis / "summary.json").read_text())
     assert summary["cycles"] == 35

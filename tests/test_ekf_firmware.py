@@ -74,6 +74,7 @@ LTO = MODELS / "lto-li-coin.json"
 @pytest.mark.parametrize("model,soc0", [(SLOPED, 0.8), (SLOPED, None), (FLAT, 0.9),
                                         (str(LTO), 0.9)],
                          ids=["sloped-soc0", "sloped-ocv", "flat-soc0", "lto-preset"])
+@pytest.mark.hil
 def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
     model = load_model(model)
     t_ms, v_uV, i_nA = _board_log(model, 2500, seed=11)

@@ -34,6 +34,7 @@ def board_log(tmp_path_factory):
     return d / "run.bdf.csv"
 
 
+@pytest.mark.hil
 def test_host_replay_of_the_board_log_matches_the_board_soc(board_log, tmp_path):
     est = tmp_path / "est.csv"
     assert cli.main(["estimate", str(board_log), "--model", str(LTO), "--out", str(est)]) == 0

@@ -13,11 +13,8 @@ import subprocess
 
 import pytest
 
-from cellbench import cli
-from cellbench.paths import FIRMWARE, ROOT
-
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
-pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="no MicroPython unix port")
+from cellbench import cli, unixport
+from cellbench.paths import FIRMWARE
 
 
 def main_imports():
@@ -31,6 +28,7 @@ def main_imports():
     return sorted(n for n in names if (FIRMWARE / f"{n}.py").is_file())
 
 
+@pytest.mark.hil
 def test_dry_run_installs_a_firmware_that_imports(tmp_path, capsys):
     build = tmp_path / "build"
     assert cli.main(["flash", "--port", "/dev/ttyFAKE", "--board", "cct-rp2040", "--dry-run",
@@ -52,7 +50,7 @@ def test_dry_run_installs_a_firmware_that_imports(tmp_path, capsys):
     (stub / "machine.py").write_text("")
     wanted = sorted(set(main_imports()) | {p.stem for p in mpy})
     assert "board" in wanted and "link" in wanted
-    done = subprocess.run([str(MICROPYTHON), "-c", "import " + ", ".join(wanted)],
+    done = subprocess.run([unixport.micropython_binary(), "-c", "import " + ", ".join(wanted)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           env={"MICROPYPATH": f"{flash}:{stub}"})
     assert done.returncode == 0, done.stdout + done.stderr

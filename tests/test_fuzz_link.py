@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import controller  # noqa: E402
 import frame  # noqa: E402
-import link  # noqa: E402
-from test_steps import FakeBoard, FakeCell  # noqa: E402
+from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
 
 TABLES = [
     {"v": 1, "tick_ms": 500, "steps": [["CC", 300_000, 3000, 2_000_000], ["OCV", 2000],
@@ -47,7 +47,7 @@ OPS = st.lists(st.one_of(
 
 
 def check(ctl, b, out, state):
-    assert b.applied_nA() == 0 or ctl.state == link.RUNNING
+    assert b.applied_nA() == 0 or ctl.state == controller.RUNNING
     r = ctl.ring
     assert 0 <= r.head - r.tail <= r.cap
     assert r.tail >= state["acked"]
@@ -69,7 +69,7 @@ def check(ctl, b, out, state):
 def test_random_sessions_keep_invariants(ops, capacity):
     b = FakeBoard(FakeCell(v0_uV=1_500_000, slope_uV_nAh=20.0))
     b.sample()
-    ctl = link.Controller(b, capacity=capacity)
+    ctl = Firmware(b, capacity=capacity)
     state = {"next": 0, "resend": None, "acked": 0}
     for kind, arg in ops:
         if kind == "tick":
@@ -97,7 +97,6 @@ def test_random_sessions_keep_invariants(ops, capacity):
 import pytest  # noqa: E402
 
 from cellbench import sim  # noqa: E402
-from cellbench.paths import FIRMWARE  # noqa: E402
 from test_hil import MODEL, Link  # noqa: E402
 
 RUN_TABLE = {"v": 1, "tick_ms": 200, "steps": [["CC", 150_000, 3_600_000, 0]]}
@@ -157,7 +156,7 @@ def _check_frames_only(lk):
     assert not lk.junk, "".join(lk.junk[-5:]) + lk.board.stderr_text()[-500:]
 
 
-@pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+@pytest.mark.hil
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck),
           phases=[Phase.explicit, Phase.reuse, Phase.generate])  # shrinking: a process each
 @given(idle=st.lists(IDLE_ITEMS, min_size=BATCH, max_size=BATCH),
@@ -199,7 +198,7 @@ def _status(lk):
     return json.loads(lk.cmd("STATUS")[len("OK STATUS "):])
 
 
-@pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+@pytest.mark.hil
 def test_micropython_board_refuses_out_of_order_commands_and_unsafe_tables(sim_files):
     """Hand-made frames a host library would never send: each refused with ERR naming the
     field, the state and the current unchanged (the board checks, whatever the host did)."""

@@ -15,12 +15,13 @@ from cellbench.paths import FIRMWARE
 
 sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, os.path.dirname(__file__))
+import controller  # noqa: E402
 import frame  # noqa: E402
 import journal  # noqa: E402
-import link  # noqa: E402
+import record  # noqa: E402
 
 from test_hil import MODEL, Link  # noqa: E402
-from test_steps import FakeBoard, FakeCell  # noqa: E402
+from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
 
 I_nA = 150_000
 TABLE = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 10_000, "dv_uV": 5_000},
@@ -84,7 +85,7 @@ def test_a_torn_last_write_falls_back_to_the_previous_entry(tmp_path_factory, n_
 def _controller(path, cell):
     b = FakeBoard(cell)
     b.sample()
-    return b, link.Controller(b, capacity=4000, journal=journal.Journal(str(path)))
+    return b, Firmware(b, capacity=4000, journal=journal.Journal(str(path)))
 
 
 def _cmd(ctl, text):
@@ -99,9 +100,9 @@ def _run(b, ctl, ticks):
         b.elapse(1000)
         ctl.tick(1000)
         lines += [frame.decode(x) for x in ctl.output(burst=100000)]
-        if ctl.state != link.RUNNING:
+        if ctl.state != controller.RUNNING:
             break
-    return [dict(zip(["seq"] + list(link.record.FIELDS), map(int, x.split()[1:])))
+    return [dict(zip(["seq"] + list(record.FIELDS), map(int, x.split()[1:])))
             for x in lines if x.startswith("R ")]
 
 
@@ -117,7 +118,7 @@ def test_recover_continues_where_the_journal_left_off(tmp_path):
     _cmd(ref, "LOAD " + json.dumps(FAKE_TABLE))
     _cmd(ref, "START")
     full = _run(ref_b, ref, 1000)
-    assert ref.state == link.DONE and full[-1]["cycle"] == 3
+    assert ref.state == controller.DONE and full[-1]["cycle"] == 3
     for kill_at in (5, 21, 30, 36, 100, 140):
         path = tmp_path / ("k%d.bin" % kill_at)
         b, ctl = _controller(path, FakeCell(v0_uV=1_500_000, slope_uV_nAh=20.0))
@@ -129,14 +130,14 @@ def test_recover_continues_where_the_journal_left_off(tmp_path):
         boot = [frame.decode(x) for x in ctl2.output()]
         assert boot[0].split()[2] == "INTERRUPTED"
         info = json.loads(boot[0].split(" ", 3)[3])
-        assert b2.applied_nA() == 0 and ctl2.state == link.IDLE
+        assert b2.applied_nA() == 0 and ctl2.state == controller.IDLE
         assert _cmd(ctl2, "RECOVER")[0].startswith("ERR RECOVER table")
         _cmd(ctl2, "LOAD " + json.dumps(FAKE_TABLE))
         ok, out = _cmd(ctl2, "RECOVER")
         assert ok.startswith("OK RECOVER"), ok
         assert ctl2.ring.head > before[-1]["seq"]  # seqs never reused after a reset
         after = _run(b2, ctl2, 1000)
-        assert ctl2.state == link.DONE
+        assert ctl2.state == controller.DONE
         assert after[0]["step_no"] == info["step_no"] and after[0]["cycle"] == info["cycle"]
         assert after[-1]["cycle"] == full[-1]["cycle"]  # no cycle lost or counted twice
         steps_after = [r["step_no"] for r in after if r["step_index"] == 0]
@@ -164,7 +165,7 @@ def _boot(tmp_path, work, cell):
     return board, Link(board)
 
 
-@pytest.mark.skipif(not (FIRMWARE / "main.py").exists(), reason="no firmware/main.py yet")
+@pytest.mark.hil
 def test_power_cut_mid_run_then_recover_matches_the_plant(tmp_path):
     cell = tmp_path / "cell.json"
     cell.write_text(json.dumps(MODEL))

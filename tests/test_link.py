@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from cellbench import unixport
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import controller  # noqa: E402
 import frame  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
 import safety  # noqa: E402
-from test_steps import FakeBoard, FakeCell  # noqa: E402
+from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
 
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 TABLE = {"v": 1, "tick_ms": 500, "record": {"dt_ms": 1000},
          "steps": [["CC", 200_000, 4000, 0], ["OCV", 3000], ["LOOP", 0, 1]]}
 
@@ -88,7 +90,7 @@ def board():
 
 @pytest.fixture
 def ctl(board):
-    return link.Controller(board, capacity=64)
+    return Firmware(board, capacity=64)
 
 
 def loaded(ctl):
@@ -110,7 +112,7 @@ def test_load_start_run_to_end(ctl, board):
     assert start["tick_ms"] == 500 and ctl.tick_ms == 500
     assert board.relay and board.set_nA == 200_000
     tick(ctl, board, 40)
-    assert ctl.state == link.DONE and not board.relay
+    assert ctl.state == controller.DONE and not board.relay
     lines = stream(ctl)
     seqs = [int(x.split()[1]) for x in lines]
     assert seqs == list(range(start["seq"], start["seq"] + len(lines)))
@@ -127,19 +129,19 @@ def test_status_model_pause_resume_stop(ctl, board):
     ok_json(reply(ctl, "START"), "START")
     tick(ctl, board, 2)
     ok_json(reply(ctl, "PAUSE"), "PAUSE")
-    assert ctl.state == link.PAUSED and not board.relay
+    assert ctl.state == controller.PAUSED and not board.relay
     step_ms = ctl.engine.step_ms
     tick(ctl, board, 3)
     assert ctl.engine.step_ms == step_ms  # a pause does not eat the step's time
     ok_json(reply(ctl, "RESUME"), "RESUME")
-    assert ctl.state == link.RUNNING and board.relay and board.set_nA == 200_000
+    assert ctl.state == controller.RUNNING and board.relay and board.set_nA == 200_000
     assert ok_json(reply(ctl, "STOP"), "STOP") == {"state": "STOPPED"}
     assert not board.relay
     kinds = [x.split()[2] for x in stream(ctl) if x.startswith("E ")]
     assert kinds == ["START", "PAUSE", "RESUME", "STOP"]
     # A new run may start after STOP.
     ok_json(reply(ctl, "START"), "START")
-    assert ctl.state == link.RUNNING
+    assert ctl.state == controller.RUNNING
 
 
 def test_model_without_or_with_estimator(ctl, board, monkeypatch):
@@ -178,7 +180,7 @@ def test_estimator_failure_keeps_the_run(ctl, board, monkeypatch):
     loaded(ctl)
     reply(ctl, "START")
     tick(ctl, board, 2)
-    assert ctl.state == link.RUNNING and ctl.est is None
+    assert ctl.state == controller.RUNNING and ctl.est is None
     kinds = [x.split()[2] for x in stream(ctl) if x.startswith("E ")]
     assert "ESTIMATOR" in kinds
 
@@ -225,9 +227,9 @@ def test_bad_checksum_is_not_applied(ctl, board):
     line[0] ^= 0x20  # "sTART": the CRC no longer matches
     ctl.feed(bytes(line))
     assert _drain_replies(ctl) == ["ERR ? frame checksum"]
-    assert ctl.state == link.READY and not board.relay
+    assert ctl.state == controller.READY and not board.relay
     ctl.feed(b"START\n")  # no frame at all
-    assert _drain_replies(ctl) == ["ERR ? frame checksum"] and ctl.state == link.READY
+    assert _drain_replies(ctl) == ["ERR ? frame checksum"] and ctl.state == controller.READY
 
 
 def test_overlong_line_is_refused_and_the_next_one_works(ctl):
@@ -249,11 +251,11 @@ def test_bytes_split_anywhere(ctl):
 def test_garbage_never_raises_or_moves_current(data):
     b = FakeBoard()
     b.sample()
-    ctl = link.Controller(b, capacity=16)
+    ctl = Firmware(b, capacity=16)
     ctl.feed(data + b"\n")
     for x in ctl.replies:
         assert frame.decode(x) is not None
-    assert not b.relay and ctl.state == link.IDLE
+    assert not b.relay and ctl.state == controller.IDLE
 
 
 # ---------------------------------------------------------------- SEND / ACK
@@ -290,20 +292,20 @@ def test_ack_frees_and_freed_cannot_be_resent(ctl, board):
 
 
 def test_ring_full_pauses_without_losing_and_resumes_on_ack(board):
-    ctl = link.Controller(board, capacity=12)
+    ctl = Firmware(board, capacity=12)
     reply(ctl, "LOAD " + json.dumps({**TABLE, "steps": [["CC", 100_000, 60_000, 0]]}))
     reply(ctl, "START")
     tick(ctl, board, 40)
-    assert ctl.state == link.FULL and not board.relay
+    assert ctl.state == controller.FULL and not board.relay
     lines = stream(ctl)
     seqs = [int(x.split()[1]) for x in lines]
     # It pauses while RESERVE slots are still free (for STOP/FAULT events), FULL last.
-    assert seqs == list(range(12 - link.RESERVE + 1)) and lines[-1].split()[2] == "FULL"
+    assert seqs == list(range(12 - controller.RESERVE + 1)) and lines[-1].split()[2] == "FULL"
     n = len(seqs)
     tick(ctl, board, 5)
-    assert stream(ctl) == [] and ctl.state == link.FULL
+    assert stream(ctl) == [] and ctl.state == controller.FULL
     ok_json(reply(ctl, "ACK %d" % seqs[-1]), "ACK")
-    assert ctl.state == link.RUNNING and board.relay
+    assert ctl.state == controller.RUNNING and board.relay
     tick(ctl, board, 2)
     more = stream(ctl)
     assert more[0].split()[:3] == ["E", str(n), "RESUME"] and int(more[1].split()[1]) == n + 1
@@ -319,7 +321,7 @@ def test_internal_error_in_tick_switches_off(ctl, board, monkeypatch):
 
     monkeypatch.setattr(ctl.engine, "control", broken)
     tick(ctl, board, 1)
-    assert ctl.state == link.FAULT and ctl.fault & safety.INTERNAL and not board.relay
+    assert ctl.state == controller.FAULT and ctl.fault & safety.INTERNAL and not board.relay
     assert ok_json(reply(ctl, "STATUS"), "STATUS")["error"].startswith("RuntimeError")
 
 
@@ -327,7 +329,7 @@ def test_internal_error_in_tick_switches_off(ctl, board, monkeypatch):
 
 FAKE_MPY = """
 import gc, json, sys
-import steps, link, safety, record, frame
+import steps, controller, link, safety, record, frame
 
 class B:
     id = "mpy"; tick_ms = 1000; oversample = 1; max_uV = 4800000; min_uV = 0
@@ -344,17 +346,18 @@ class B:
     def feed(self): pass
 
 b = B()
-ctl = link.Controller(b, 200)
+ctl = controller.Controller(b, 200)
+lk = link.Link(ctl)
 t = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 600000},
      "steps": [["CC", 123457, 0, 1600000], ["CV", 1600000, 0, 1000], ["CC", -123457, 5000, 0],
                ["LOOP", 0, 3]]}
-ctl.feed(frame.encode("LOAD " + json.dumps(t)))
-ctl.feed(frame.encode("START"))
-print(ctl.output()[0].decode().strip())
+lk.feed(frame.encode("LOAD " + json.dumps(t)))
+lk.feed(frame.encode("START"))
+print(lk.output()[0].decode().strip())
 e = ctl.engine
 for k in range(20):
     ctl.tick(1000)
-ctl.output(1000)
+lk.output(1000)
 gc.collect()
 gc.disable()
 before = gc.mem_alloc()
@@ -366,7 +369,7 @@ print("engine_alloc", after - before)
 n = 0
 while ctl.state == "RUNNING" and n < 20000:
     ctl.tick(1000)
-    ctl.output(1000)
+    lk.output(1000)
     n += 1
 print("state", ctl.state, e.step_count, e.cycle, e.acc[0], e.acc[2])
 """
@@ -374,11 +377,11 @@ print("state", ctl.state, e.step_count, e.cycle, e.acc[0], e.acc[2])
 
 def run_mpy(code):
     env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
-    return subprocess.run([str(MICROPYTHON), "-X", "heapsize=180K", "-c", code], env=env,
+    return subprocess.run([unixport.micropython_binary(), "-X", "heapsize=180K", "-c", code], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(not MICROPYTHON.exists(), reason="MicroPython unix port not installed")
+@pytest.mark.hil
 def test_firmware_runs_under_micropython():
     p = run_mpy(FAKE_MPY)
     assert p.returncode == 0, p.stderr + p.stdout
@@ -431,8 +434,10 @@ def _sim_session(sb, lines):
     return replies, recs, events
 
 
+@pytest.mark.hil
 def test_sim_run_counts_the_plants_charge(tmp_path):
-    sim = pytest.importorskip("cellbench.sim")
+    from cellbench import sim
+
     cell = tmp_path / "cell.json"
     cell.write_text(json.dumps(SIM_CELL))
     table = {"v": 1, "tick_ms": 1000, "record": {"dt_ms": 10_000},
@@ -481,7 +486,7 @@ def test_sim_run_counts_the_plants_charge(tmp_path):
 def test_in_place_frame_check_agrees_with_frame_decode(line):
     """link checks frames in place (no copies of a 7 KB line); it must match frame.decode."""
     buf = bytearray(line)
-    n = link.frame_body_len(buf, len(buf))
+    n = frame.body_len(buf, len(buf))
     body = frame.decode(line)
     if body is None:
         assert n < 0

@@ -18,10 +18,10 @@ import pytest
 
 import bdf
 from cellbench import bdflog
-from cellbench.paths import FIRMWARE, MODELS, ROOT
+from cellbench.paths import MODELS, ROOT
 from polling import WAIT_S, wait_for
 
-needs_sim = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
+needs_sim = pytest.mark.hil  # the firmware on the simulated board (tests/conftest.py)
 
 CELL = MODELS / "lto-li-coin.json"
 CYCLES = 3

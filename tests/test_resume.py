@@ -27,10 +27,10 @@ import bdf
 from cellbench import bdflog, cli, fw
 from cellbench.link import Link
 from cellbench.transport import Transport
-from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
+from cellbench.paths import MODELS, PROTOCOLS, ROOT
 from polling import WAIT_S, wait_for
 
-needs_sim = pytest.mark.skipif(not (FIRMWARE / "main.py").is_file(), reason="no firmware")
+needs_sim = pytest.mark.hil  # the firmware on the simulated board (tests/conftest.py)
 
 CELL = MODELS / "lto-li-coin.json"
 CYCLES = 8
@@ -93,11 +93,11 @@ def check_board_carries_on(board_dir):
     assert detached.alive(board_dir)
     first = status(board_dir)
     assert first["state"] in ("RUNNING", "FULL") and first["fault"] == 0
-    full = wait_for(lambda: (lambda s: s if s["state"] == "FULL" else None)(status(board_dir)),
-                    "the ring to fill (FULL)")
+    full = wait_for(lambda: status(board_dir), "the ring to fill (FULL)",
+                    until=lambda s: s["state"] == "FULL")
     assert full["t_ms"] >= first["t_ms"] and full["seq_next"] >= first["seq_next"]
-    later = wait_for(lambda: (lambda s: s if s["t_ms"] > full["t_ms"] else None)(status(board_dir)),
-                     "board time to advance")
+    later = wait_for(lambda: status(board_dir), "board time to advance",
+                     until=lambda s: s["t_ms"] > full["t_ms"])
     # Paused for want of ring space: no fault, and the measured current is off (< 1 % of
     # the 1C step's 350 uA; i_set_nA is the step's setpoint, kept for when it resumes).
     assert later["state"] == "FULL" and later["fault"] == 0 and abs(later["i_nA"]) < 3500
@@ -194,8 +194,7 @@ def test_log_cut_mid_row_resumes_through_a_serial_port(killed_run):
     """The host died while writing a row: the log ends at an arbitrary byte. --resume
     (here over a serial port) cuts the partial row and fetches from the last whole one."""
     log, board_dir = killed_run
-    held = wait_for(lambda: (lambda s: s if s["state"] == "FULL" else None)(status(board_dir)),
-                    "FULL")["seq_oldest"]
+    held = wait_for(lambda: status(board_dir), "FULL", until=lambda s: s["state"] == "FULL")["seq_oldest"]
     data = log.read_bytes()
     lines = data.split(b"\n")
     seqs = [int(line.rsplit(b",", 1)[1]) for line in lines[1:-1]]

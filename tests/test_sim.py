@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from cellbench import sim as simpkg
 from cellbench.errors import InputError
 from cellbench.paths import BOARDS, FIRMWARE, SIM_MPY
+from polling import wait_for
 
 _spec = importlib.util.spec_from_file_location("simcell_host", SIM_MPY / "simcell.py")
 simcell = importlib.util.module_from_spec(_spec)
@@ -186,7 +187,7 @@ def run_mpy(tmp_path, script, model=None, env_extra=None, board=None):
     env = dict(os.environ, MICROPYPATH=f"{SIM_MPY}:{FIRMWARE}", CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SOC0="0.5", CELLBENCH_SIM_TRUTH=str(tmp_path / "truth.csv"))
     env.update(env_extra or {})
-    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    mp = simpkg.micropython_binary()
     # stdin stays an open, empty pipe (as the host's link is) until the script ends
     proc = subprocess.Popen([mp, "t.py"], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -212,6 +213,7 @@ print(t0, t1, time.ticks_diff(t1, t0), time.ticks_diff(u1, u0), len(r), time.tic
 """
 
 
+@pytest.mark.hil
 def test_virtual_clock_wraps_and_poll_advances_it(tmp_path):
     out = run_mpy(tmp_path, CLOCK)
     assert out.returncode == 0, out.stderr
@@ -235,6 +237,7 @@ print("not reached")
 """
 
 
+@pytest.mark.hil
 def test_watchdog_resets_when_not_fed(tmp_path):
     out = run_mpy(tmp_path, WDT)
     assert out.returncode == simpkg.WDT_EXIT
@@ -259,6 +262,7 @@ print(adc.read_u16())
 """
 
 
+@pytest.mark.hil
 def test_plant_delivers_setpoint_with_source_error_and_writes_truth(tmp_path):
     out = run_mpy(tmp_path, PLANT, env_extra={"CELLBENCH_SIM_SEED": "3"})
     assert out.returncode == 0, out.stderr
@@ -282,6 +286,12 @@ def test_read_truth_drops_a_partial_last_line(tmp_path):
     p.write_text("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n0,0,1.5,0.5,0,0\n10,1e-3,1.6,0.5,1e-6,0\n20,1e-3,1.")
     t = simpkg.read_truth(p)
     assert list(t["t_s"]) == [0.0, 10.0] and t["i_A"][1] == 1e-3
+    # cut after its last comma, a row has every column and parses: still partial
+    p.write_text("t_s,i_A,v_V,soc,q_chg_Ah,q_dch_Ah\n0,0,1.5,0.5,0,0\n10,1e-3,1.6,0.5,1e-6,0.00")
+    assert list(simpkg.read_truth(p)["t_s"]) == [0.0]
+    p.write_text("t_s,i_A,v_V,soc,q_chg")  # a header being written: no truth file yet
+    with pytest.raises(InputError):
+        simpkg.read_truth(p)
     with pytest.raises(InputError):
         simpkg.read_truth(tmp_path / "missing.csv")
 
@@ -302,6 +312,7 @@ print(a, b)
 """
 
 
+@pytest.mark.hil
 def test_removed_cell_reads_compliance_and_takes_no_current(tmp_path):
     out = run_mpy(tmp_path, OPEN, env_extra={"CELLBENCH_SIM_FAULTS": "open@50"})
     assert out.returncode == 0, out.stderr
@@ -313,23 +324,28 @@ def test_removed_cell_reads_compliance_and_takes_no_current(tmp_path):
     assert truth["q_chg_Ah"][-1] == pytest.approx(truth["i_A"].max() * 50 / 3600, rel=1e-6)
 
 
+def truth_rows(path):
+    """Complete data rows of a truth file being written (0 before its header is whole)."""
+    try:
+        return len(simpkg.read_truth(path)["t_s"])
+    except InputError:  # not there yet, or its header not yet written
+        return 0
+
+
+@pytest.mark.hil
 def test_truth_survives_a_killed_board(tmp_path):
     cell = tmp_path / "cell.json"
     cell.write_text(json.dumps(linear_model()))
     # a generous heap: this is about the truth file, not whether the firmware fits
     board = simpkg.start_board(cell, workdir=tmp_path / "w", soc0=0.5, heap_kb=400)
-    try:
-        import time as _time
-        for _ in range(200):  # idle: virtual time runs, truth rows pile up
-            if (board.truth_path.exists() and
-                    len(board.truth_path.read_text().splitlines()) > 20):
-                break
-            _time.sleep(0.05)
+    try:  # idle: virtual time runs, truth rows pile up; count them as the assertion does
+        seen = wait_for(lambda: truth_rows(board.truth_path), "more than 20 complete truth rows",
+                        until=lambda n: n > 20)
     finally:
         board.proc.kill()
         board.close()
     truth = simpkg.read_truth(board.truth_path)
-    assert len(truth["t_s"]) > 20 and np.all(np.diff(truth["t_s"]) >= 0)
+    assert len(truth["t_s"]) >= seen and np.all(np.diff(truth["t_s"]) >= 0)
     assert np.allclose(truth["v_V"], V0 + SLOPE * 0.5, atol=1e-9)  # rested, no current
 
 

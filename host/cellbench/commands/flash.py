@@ -8,7 +8,6 @@ calibration (boards/calibration/<id>.json), if there is one, to ``:calibration.j
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from ..boards import board_path, calibration_path, load_board
 from ..errors import InputError
 from ..paths import FIRMWARE
+from ..unixport import find_tool as tool
 
 NAME = "flash"
 HELP = "compile the firmware (mpy-cross) and copy it, the board file and calibration to a board"
@@ -29,15 +29,6 @@ def add_arguments(parser):
     parser.add_argument("--dry-run", action="store_true",
                         help="compile and print the copy commands without running them")
     parser.add_argument("--build-dir", help="where the .mpy files go (default: a temporary folder)")
-
-
-def tool(name):
-    """Path of a console script of the venv this runs in (falls back to PATH)."""
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if not found:
-        raise InputError(f"{name}: not installed (pip install {name})")
-    return found
 
 
 def manifest_modules():

