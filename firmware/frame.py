@@ -6,7 +6,13 @@ binascii.crc32 of the ASCII body, so a flipped bit anywhere in the line is caugh
 
 import binascii
 
-SEP = 42  # ord("*")
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
+SEP = const(42)  # ord("*")
 
 
 def encode(body):
@@ -33,3 +39,27 @@ def decode(line):
         return body.decode("ascii")
     except (ValueError, UnicodeError):
         return None
+
+
+def body_len(buf, n):
+    """Length of the body of the framed line buf[:n] (no newline), or -1 if malformed.
+
+    Same rules as decode (last '*', 8 hex digits, CRC-32 of the body, ASCII body),
+    checked in place: a 7 KB MODEL line needs no copies before its JSON is parsed.
+    """
+    while n and (buf[n - 1] == 13 or buf[n - 1] == 10):  # as decode's rstrip
+        n -= 1
+    cut = n - 9
+    if cut < 0 or buf[cut] != SEP:
+        return -1
+    mv = memoryview(buf)
+    try:
+        crc = int(bytes(mv[cut + 1:n]), 16)
+    except ValueError:
+        return -1
+    if crc != binascii.crc32(mv[:cut]) & 0xFFFFFFFF:
+        return -1
+    for k in range(cut):
+        if buf[k] > 127:
+            return -1
+    return cut

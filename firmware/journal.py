@@ -4,7 +4,7 @@ A board reset (watchdog, brown-out, power cut) clears RAM; the journal file in t
 board's filesystem (``journal.bin`` in the cwd, the flash root) keeps the last saved
 position of the run: the step (step_no, loop counters), step_count, cycle, the integer
 charge and energy counters with their remainders, the next seq, the estimator's SoC and
-the step table's checksum (link.Controller fills it, steps.Engine.save_state).
+the step table's checksum (controller.Controller fills it, steps.Engine.save_state).
 
 Two alternating slots, each SLOT_WORDS int32 words: data words then the CRC-32 of their
 bytes. Entry n is written to slot n % 2, so a write torn by a reset (a truncated or
@@ -13,7 +13,7 @@ valid slot with the larger generation number. Units as in the record: ms, nAh, u
 
 Flash wear (RP2040 boards: 2 MB QSPI NOR, 100k erase cycles per 4 KB sector, littlefs
 over ~1.4 MB = ~350 blocks with dynamic wear levelling): a journal write rewrites the
-file's data block and commits its metadata, at most ~2 block erases. link.Controller
+file's data block and commits its metadata, at most ~2 block erases. controller.Controller
 writes at step boundaries, at most every JOURNAL_MS within a long step and never more
 often than every GAP_MS (a boundary inside the gap waits for it), plus once per
 SEQ_STRIDE seqs. Worst case (a step ending on every 10 s): 8640 writes/day = 17k
@@ -28,24 +28,47 @@ bursting, and charge is counted over the real elapsed ms, so nothing is lost.
 from array import array
 import binascii
 
-MAGIC = 0x434A4E31     # "CJN1": journal format 1
-MAX_LOOPS = 64         # LOOP steps a journal can hold counters for
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
 
-# Word offsets in a slot.
-W_MAGIC = 0
-W_GEN = 1              # entry number, +1 per write
-W_ACTIVE = 2           # 1: a run is in progress (RUNNING, PAUSED, FULL); 0: it ended
-W_TABLE = 3            # the step table's checksum (Controller: CRC-32 of the LOAD JSON, 30 bits)
-W_T_LO = 4             # run time at the save: t_ms = W_T_HI << 30 | W_T_LO
-W_T_HI = 5
-W_SEQ = 6              # the next seq at the save
-W_SOC = 7              # estimator soc_ppm (-1: none)
-W_STD = 8              # estimator soc_std_ppm
-W_FAULT = 9            # the run's fault bits
-W_ENGINE = 10          # steps.Engine.save_state's words start here
-N_DATA = W_ENGINE + 8 + 12 + 1 + MAX_LOOPS   # see steps.Engine.save_state
-SLOT_WORDS = N_DATA + 1                      # + the CRC word
-SLOT_BYTES = SLOT_WORDS * 4
+MAGIC = const(0x434A4E31)  # "CJN1": journal format 1
+MAX_LOOPS = const(64)      # LOOP steps a journal can hold counters for
+
+# Word offsets in a slot: the one statement of the layout (controller.py fills the W_
+# words, steps.Engine.save_state the E_ words from W_ENGINE on).
+W_MAGIC = const(0)
+W_GEN = const(1)       # entry number, +1 per write
+W_ACTIVE = const(2)    # 1: a run is in progress (RUNNING, PAUSED, FULL); 0: it ended
+W_TABLE = const(3)     # the step table's checksum (CRC-32 of the LOAD JSON, 30 bits)
+W_T_LO = const(4)      # run time at the save: t_ms = W_T_HI << 30 | W_T_LO
+W_T_HI = const(5)
+W_SEQ = const(6)       # the next seq at the save
+W_SOC = const(7)       # estimator soc_ppm (-1: none)
+W_STD = const(8)       # estimator soc_std_ppm
+W_FAULT = const(9)     # the run's fault bits
+W_ENGINE = const(10)   # the step engine's words start here; offsets from it:
+E_STEP_NO = const(0)
+E_STEP_COUNT = const(1)
+E_CYCLE = const(2)
+E_FIRST_SIGN = const(3)
+E_LAST_SIGN = const(4)
+E_R_OHM = const(5)
+E_I_CMD = const(6)     # i_cmd_nA: a CV step starts again from its last setpoint
+E_STEP_TYPE = const(7)
+E_ACC = const(8)       # steps.Engine.acc, N_ACC words
+E_N_LOOPS = const(20)  # number of LOOP steps in the table
+E_LOOPS = const(21)    # their remaining counts in table order, up to MAX_LOOPS words
+N_DATA = const(W_ENGINE + E_LOOPS + MAX_LOOPS)
+SLOT_WORDS = const(N_DATA + 1)  # + the CRC word
+SLOT_BYTES = const(SLOT_WORDS * 4)
+
+
+def t_ms(words):
+    """The run time (ms) an entry's words hold."""
+    return (words[W_T_HI] << 30) | words[W_T_LO]
 
 
 def _crc_word(words):

@@ -1,71 +1,53 @@
-"""The board's side of the link: commands, replies, and the run state machine.
+"""The board's side of the link: framed lines in, commands parsed and dispatched, replies
+and ring lines out (docs/link.md).
 
-Controller ties the parts of one tick together (docs/design.md data flow):
-board.sample() -> safety -> step engine -> estimator -> record; and it answers the
-host's commands (docs/link.md). It never raises out of its public methods: a command
-that fails in any way gets an ERR reply and leaves the state and the current unchanged,
-and an exception inside a tick switches the current off and ends the run with the
-INTERNAL fault bit. main.py only owns the clock and the serial port.
+Link reads bytes from the port into one line buffer, checks each line's frame in place
+(frame.body_len), parses the command's arguments and hands plain values to the run's
+controller.Controller; its answer becomes the OK reply, its refusal (CommandError) the
+ERR reply. Link never raises out of feed(): a command that fails in any way gets an ERR
+reply and leaves the state and the current unchanged. output() writes the replies, then
+the ring's records and events from the cursor SEND set. main.py only owns the clock and
+the serial port.
 
 Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers on the link.
 """
 
 import binascii
-import gc
 import json
 
+import controller
 import frame
-import journal
 import record
-import safety
-import steps
+from controller import CommandError
+
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
 
 FW_VERSION = "0.1.0"
-LINK_VERSION = 1
-MAX_LINE = 12288      # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)
-RESERVE = 4           # ring slots kept for the events that end or pause a run
-SEND_BURST = 16       # ring lines written per output() call, so a re-send never stalls a tick
-SET_MS = 60000        # SET: default time the forced current stays on (calibration)
-SET_MAX_MS = 600000   # SET: longest; the current goes off by itself after it
-HIST_MAX_N = 20000    # HIST: most conversions per command (~40 ms RP2040, ~26 s ADS1115)
-HIST_MAX_SPAN = 1024  # HIST: widest spread of codes replied (an unsteady input is refused)
-
-T_MASK = 0xFFFFFFFF   # record t_ms field width (array 'I')
-
-# Run journal (firmware/journal.py: why these numbers, and the flash wear they give).
-JOURNAL_MS = 300000   # within a long step, save the position at least every 5 min
-JOURNAL_GAP_MS = 10000  # never more often (a step boundary inside the gap waits for it)
-SEQ_STRIDE = 512      # ... except every 512 seqs, so that a reset never reuses a seq:
-SEQ_SLACK = 16        # after one, seqs go on from the journal's seq + SEQ_STRIDE + SEQ_SLACK
+LINK_VERSION = const(1)
+MAX_LINE = const(12288)   # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)
+SEND_BURST = const(16)    # ring lines written per output() call: a re-send never stalls a tick
+_NAME_MAX = const(16)     # longest command name looked up
 
 
-IDLE = "IDLE"         # no step table loaded
-READY = "READY"       # a table is loaded, no run yet
-RUNNING = "RUNNING"
-PAUSED = "PAUSED"     # PAUSE: current off, clock and records go on
-FULL = "FULL"         # the ring is full of unacknowledged slots: current off until ACK
-DONE = "DONE"         # the protocol ran to its end
-STOPPED = "STOPPED"   # STOP ended the run
-FAULT = "FAULT"       # a safety limit or an internal error ended the run
-ACTIVE = (RUNNING, PAUSED, FULL)
-LED_ON = (RUNNING, FULL)
-
-
-class CommandError(Exception):
-    """A command was refused: args are (field, message) for the ERR reply."""
-
-
-# Command arguments arrive as memoryviews into the line buffer (see Controller.feed).
+# Command arguments arrive as memoryviews into the line buffer (see Link.feed).
 
 def _text(arg):
     return bytes(arg).decode().strip()
 
 
-def _seq_arg(arg, field):
+def _int_arg(text, field):
     try:
-        n = int(_text(arg))
+        return int(text)
     except ValueError:
         raise CommandError(field, "must be an integer")
+
+
+def _seq_arg(arg, field):
+    n = _int_arg(_text(arg), field)
     if n < 0:
         raise CommandError(field, "must be >= 0")
     return n
@@ -83,68 +65,17 @@ def _json_arg(arg):
         raise CommandError("json", "not valid JSON")
 
 
-def frame_body_len(buf, n):
-    """Length of the body of the framed line buf[:n] (no newline), or -1 if malformed.
+class Link:
+    """Commands in, replies and records out, for one controller.Controller.
 
-    Same rules as frame.decode (last '*', 8 hex digits, CRC-32 of the body, ASCII body),
-    checked in place: a 7 KB MODEL line needs no copies before its JSON is parsed.
-    """
-    while n and (buf[n - 1] == 13 or buf[n - 1] == 10):  # as frame.decode's rstrip
-        n -= 1
-    cut = n - 9
-    if cut < 0 or buf[cut] != frame.SEP:
-        return -1
-    mv = memoryview(buf)
-    try:
-        crc = int(bytes(mv[cut + 1:n]), 16)
-    except ValueError:
-        return -1
-    if crc != binascii.crc32(mv[:cut]) & 0xFFFFFFFF:
-        return -1
-    for k in range(cut):
-        if buf[k] > 127:
-            return -1
-    return cut
-
-
-class Controller:
-    """One board's run: state, ring of records, replies waiting to be written.
-
-    capacity: most ring slots (records + events) kept until the host acknowledges them;
-    ring: the initial record.Ring (default Ring(capacity)); at each START with nothing
-    unacknowledged the ring is re-made from the heap then free (record.make_ring), so
-    MODEL and LOAD get the memory first and the ring the rest, minus reserve_bytes.
-    line: a bytearray(MAX_LINE) line buffer (main.py allocates it first thing).
+    line: a bytearray(MAX_LINE) line buffer (main.py allocates it first thing: growing a
+    bytearray byte by byte would reallocate it again and again and chop the heap).
     """
 
-    def __init__(self, board, capacity=1500, ring=None, line=None, reserve_bytes=24 * 1024,
-                 journal=None):
-        self.board = board
-        self.max_slots = capacity
-        self.reserve_bytes = reserve_bytes
-        self.ring = ring if ring is not None else record.Ring(capacity)
-        self.trigger = record.Trigger()
-        self.safety = safety.Safety(board)
-        self.engine = steps.Engine(board)
-        self.table = None
-        self.model = None        # {} once MODEL was accepted (see _model)
-        self.model_est = None    # the estimator MODEL built
-        self.est = None          # the estimator of the current run
-        self.state = IDLE
-        self.full_from = RUNNING
-        self.fault = 0
-        self.t_ms = 0
-        self.tick_ms = board.tick_ms
-        self.resync = False      # set by START: the loop should restart its tick clock
-        self.soc_ppm = -1
-        self.std_ppm = -1
+    def __init__(self, ctl, line=None):
+        self.ctl = ctl
         self.cursor = 0          # next seq to write to the link
-        self.lost = 0            # events that found no free slot
-        self.error = ""          # the last internal error, for STATUS
         self.replies = []        # framed reply lines waiting for output()
-        self.set_ms = 0          # ms left of a SET current (0: none), outside runs only
-        # One line buffer for the whole run (main.py allocates it first thing): growing a
-        # bytearray byte by byte would reallocate it again and again and chop the heap.
         self._line = line if line is not None else bytearray(MAX_LINE)
         self._n = 0
         self._skip = False       # discarding the rest of an overlong line
@@ -153,25 +84,9 @@ class Controller:
                       "STOP": self._stop, "STATUS": self._status, "SEND": self._send,
                       "ACK": self._ack, "SET": self._set, "HIST": self._hist,
                       "RECOVER": self._recover}
-        board.off()
-        self.journal = journal   # a journal.Journal (main.py), or None: no journal
-        self.table_crc = 0       # the loaded table's checksum (journal W_TABLE)
-        self.interrupted = None  # summary of an unfinished journaled run found at boot
-        self.j_t_ms = 0          # t_ms and ring.head at the last journal save
-        self.j_seq = 0
-        self.j_due = False       # a step boundary waits for JOURNAL_GAP_MS
-        self._boot_journal()
-
-    @property
-    def t_ms(self):
-        """Run time since START, ms: t_hi * record.T_WRAP + t_lo. The tick adds to t_lo,
-        which stays a MicroPython small int; the full value (a big int on the RP2040
-        after 12.4 days) is only made where it is reported (records, STATUS, journal)."""
-        return self.t_hi * record.T_WRAP + self.t_lo
-
-    @t_ms.setter
-    def t_ms(self, value):
-        self.t_hi, self.t_lo = divmod(value, record.T_WRAP)
+        if ctl.interrupted is not None:
+            # An unfinished run found at boot: said once, not held in the ring.
+            self._reply("E %d INTERRUPTED %s" % (ctl.boot_seq, json.dumps(ctl.interrupted)))
 
     # ------------------------------------------------------------ input
 
@@ -211,7 +126,7 @@ class Controller:
 
     def _dispatch(self):
         buf = self._line
-        end = frame_body_len(buf, self._n)
+        end = frame.body_len(buf, self._n)
         if end < 0:
             self._reply("ERR ? frame checksum")
             return
@@ -219,9 +134,9 @@ class Controller:
         while cut < end and buf[cut] != 32:
             cut += 1
         mv = memoryview(buf)
-        name = bytes(mv[:min(cut, 16)]).decode()
+        name = bytes(mv[:min(cut, _NAME_MAX)]).decode()
         arg = mv[cut + 1:end] if cut < end else mv[end:end]
-        fn = self._cmds.get(name) if cut <= 16 else None
+        fn = self._cmds.get(name) if cut <= _NAME_MAX else None
         if fn is None:
             shown = name if 0 < len(name) <= 12 and name.isalpha() else "?"
             self._reply("ERR %s cmd unknown command" % shown)
@@ -241,40 +156,22 @@ class Controller:
 
     def _id(self, arg):
         _no_arg(arg)
-        b = self.board
+        ctl = self.ctl
+        b = ctl.board
         return {"board": b.id, "fw": FW_VERSION, "link": LINK_VERSION,
                 "calibration": b.calibration_id, "tick_ms": b.tick_ms,
                 "max_uV": b.max_uV, "min_uV": b.min_uV, "max_nA": b.max_nA,
-                "range_max_nA": b.range_max_nA, "capacity": self.ring.cap,
-                "fields": " ".join(record.FIELDS), "interrupted": self.interrupted}
-
-    def _idle_only(self):
-        if self.state in ACTIVE:
-            raise CommandError("state", "run in progress (STOP first)")
+                "range_max_nA": b.range_max_nA, "capacity": ctl.ring.cap,
+                "fields": " ".join(record.FIELDS), "interrupted": ctl.interrupted}
 
     def _load(self, arg):
-        self._idle_only()
+        self.ctl.check_idle()
         table = _json_arg(arg)
-        err = steps.validate(table, self.board)
-        if err:
-            raise CommandError(err[0], err[1])
-        self.engine.load(table)
-        self.safety.configure(table.get("safety"))
-        rec = table.get("record") or {}
-        tick_ms = table.get("tick_ms", self.board.tick_ms)
-        self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0),
-                               tick_ms // 2)
-        self.table = table
-        self.table_crc = binascii.crc32(arg) & 0x3FFFFFFF  # RECOVER checks it (journal.W_TABLE)
-        self.state = READY
-        return {"steps": len(table["steps"]), "tick_ms": tick_ms}
+        return self.ctl.load(table, binascii.crc32(arg) & 0x3FFFFFFF)
 
     def _model(self, arg):
-        self._idle_only()
-        if self.ring.count() == 0 and self.ring.cap:
-            # An empty ring is made again at START anyway: its memory goes to the model
-            # first (after a run the heap is too fragmented to hold both for long).
-            self.ring = record.Ring(0, self.ring.head)
+        ctl = self.ctl
+        ctl.free_empty_ring()
         factory = estimator_class()
         # An estimator that reads the text itself (ekf.Ekf.from_json) keeps only its
         # tables: the whole parsed document would be ~30 KB of objects at once.
@@ -287,107 +184,37 @@ class Controller:
             try:
                 est = compact(arg) if compact else factory(model)  # refuse a bad model now
             except Exception as ex:
-                field = getattr(ex, "field", "model")  # ekf.JsonError: "json"
+                field = getattr(ex, "field", "model")  # cellmodel.JsonError: "json"
                 raise CommandError(field, ex.args[0] if field == "json" else repr(ex)[:80])
-        # Keep the estimator, not the parsed JSON (a 7 KB model is tens of KB of objects);
-        # the dict is kept only for an estimator that cannot reset() itself.
-        self.model_est = est
-        self.model = model if est is not None and not hasattr(est, "reset") else {}
-        return {"estimator": est is not None}
+        return ctl.set_estimator(est, model)
 
     def _start(self, arg):
         _no_arg(arg)
-        self._idle_only()
-        if self.table is None:
-            raise CommandError("state", "no step table (LOAD first)")
-        est = self._prepare_run(None)
-        self.est = est
-        self.soc_ppm = -1
-        self.std_ppm = -1
-        self.fault = 0
-        self.t_ms = 0
-        self.engine.start()
-        return {"seq": self._begin_run(self.table, record.EV_START), "tick_ms": self.tick_ms}
+        return self.ctl.start()
 
-    def _prepare_run(self, soc):
-        """START and RECOVER before the run's state changes: the estimator reset (None
-        without one), the ring made; refused while the ring has no room."""
-        self.error = ""
-        est = self._reset_estimator(soc)  # before the ring takes the heap: reset allocates
-        if self.ring.count() == 0:
-            self._refit_ring()
-        if self.ring.free() <= RESERVE:
-            raise CommandError("ring", "record buffer full (ACK first)")
-        return est
-
-    def _begin_run(self, table, kind):
-        """START and RECOVER once the engine is set: RUNNING, the event, the journal."""
-        self.tick_ms = table.get("tick_ms", self.board.tick_ms)
-        self.safety.reset()
-        self.set_ms = 0  # a run takes the source over from SET
-        b = self.board
-        self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
-        self.state = RUNNING
-        self.resync = True  # main.py restarts the tick clock: the first dt starts now
-        seq = self._event(kind)
-        self.interrupted = None  # a new run replaces the interrupted one
-        self._journal_save(1)
-        return seq
-
-    def _refit_ring(self):
-        # Drop the empty ring first so that its memory counts as free for the new one.
-        head = self.ring.head
-        self.ring = record.Ring(0, head)
-        gc.collect()
-        try:
-            self.ring = record.make_ring(self.max_slots, self.reserve_bytes, head)
-        except MemoryError:
-            pass  # START then refuses with ERR START ring
+    def _recover(self, arg):
+        _no_arg(arg)
+        return self.ctl.recover()
 
     def _pause(self, arg):
         _no_arg(arg)
-        if self.state not in (RUNNING, FULL):
-            raise CommandError("state", "not running (state %s)" % self.state)
-        self.engine.stop()
-        self.state = PAUSED
-        self._event(record.EV_PAUSE)
+        self.ctl.pause()
 
     def _resume(self, arg):
         _no_arg(arg)
-        if self.state != PAUSED:
-            raise CommandError("state", "not paused (state %s)" % self.state)
-        self._continue()
+        self.ctl.resume()
 
     def _stop(self, arg):
-        # Always accepted: whatever the state, the host can make the current zero.
         _no_arg(arg)
-        self.board.off()
-        self.set_ms = 0
-        if self.state in ACTIVE:
-            self.state = STOPPED
-            self._event(record.EV_STOP)
-            self._journal_save(0)
-        return {"state": self.state}
+        return self.ctl.stop()
 
     def _status(self, arg):
         _no_arg(arg)
-        e = self.engine
-        b = self.board
-        return {"state": self.state, "fault": self.fault, "t_ms": self.t_ms,
-                "step_no": e.step_no, "step_count": e.step_count, "step_index": e.step_index,
-                "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
-                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.q_chg_nAh(), "q_dch_nAh": e.q_dch_nAh(),
-                "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
-                "seq_next": self.ring.head, "seq_oldest": self.ring.tail,
-                "free": self.ring.free(), "lost": self.lost, "tick_ms": self.tick_ms,
-                "table": self.table is not None, "model": self.model is not None,
-                "estimator": self.est is not None, "error": self.error,
-                "interrupted": self.interrupted,
-                "journal": "" if self.journal is None else self.journal.error}
+        return self.ctl.status()
 
     def _send(self, arg):
         n = _seq_arg(arg, "from_seq")
-        r = self.ring
+        r = self.ctl.ring
         if n > r.head:
             raise CommandError("from_seq", "beyond the next seq %d" % r.head)
         if n < r.tail:
@@ -396,281 +223,28 @@ class Controller:
         return {"from": n, "to": r.head - 1}
 
     def _ack(self, arg):
-        n = _seq_arg(arg, "seq")
-        r = self.ring
-        if not r.ack(n):
-            raise CommandError("seq", "never sent (next seq is %d)" % r.head)
-        if self.cursor < r.tail:
-            self.cursor = r.tail
-        if self.state == FULL and r.free() > RESERVE:
-            if self.full_from == PAUSED:
-                self.state = PAUSED
-            else:
-                self._continue()
-        return {"oldest": r.tail, "free": r.free()}
+        out = self.ctl.ack(_seq_arg(arg, "seq"))
+        if self.cursor < self.ctl.ring.tail:
+            self.cursor = self.ctl.ring.tail
+        return out
 
     def _set(self, arg):
-        """SET <i_nA> [<for_ms>]: force a current outside runs (calibration points).
-
-        The board's own limits hold: |i| <= max_nA, and the current goes off (like STOP)
-        at the first tick whose voltage is outside [min_uV, max_uV] or once for_ms passed.
-        """
-        self._idle_only()
+        """SET <i_nA> [<for_ms>]: force a current outside runs (Controller.set_current)."""
+        self.ctl.check_idle()
         parts = _text(arg).split()
         if not 1 <= len(parts) <= 2:
             raise CommandError("args", "SET <i_nA> [<for_ms>]")
-        try:
-            i_nA = int(parts[0])
-        except ValueError:
-            raise CommandError("i_nA", "must be an integer")
-        try:
-            for_ms = int(parts[1]) if len(parts) > 1 else SET_MS
-        except ValueError:
-            raise CommandError("for_ms", "must be an integer")
-        b = self.board
-        if i_nA > b.max_nA or -i_nA > b.max_nA:
-            raise CommandError("i_nA", "outside the board limit %d" % b.max_nA)
-        if not 0 < for_ms <= SET_MAX_MS:
-            raise CommandError("for_ms", "must be 1..%d" % SET_MAX_MS)
-        if not b.min_uV <= b.v_uV <= b.max_uV:
-            raise CommandError("v_uV", "%d outside the board limits" % b.v_uV)
-        applied = b.set_current(i_nA)
-        self.set_ms = for_ms
-        return {"i_set_nA": applied, "range": b.range, "for_ms": for_ms}
+        i_nA = _int_arg(parts[0], "i_nA")
+        for_ms = _int_arg(parts[1], "for_ms") if len(parts) > 1 else controller.SET_MS
+        return self.ctl.set_current(i_nA, for_ms)
 
     def _hist(self, arg):
         """HIST <V|I> <n>: histogram of n raw conversions of one channel (calibration)."""
-        self._idle_only()
+        self.ctl.check_idle()
         parts = _text(arg).split()
         if len(parts) != 2 or parts[0] not in ("V", "I"):
             raise CommandError("args", "HIST <V|I> <n>")
-        try:
-            n = int(parts[1])
-        except ValueError:
-            raise CommandError("n", "must be an integer")
-        if not 0 < n <= HIST_MAX_N:
-            raise CommandError("n", "must be 1..%d" % HIST_MAX_N)
-        b = self.board
-        counts = b.code_histogram(0 if parts[0] == "V" else 1, n)
-        lo = min(counts)
-        span = max(counts) - lo + 1
-        if span > HIST_MAX_SPAN:
-            raise CommandError("span", "codes spread over %d > %d: input not steady" % (span, HIST_MAX_SPAN))
-        hist = [0] * span
-        for c in counts:
-            hist[c - lo] = counts[c]
-        return {"ch": parts[0], "n": n, "lo": lo, "counts": hist,
-                "i_set_nA": b.setpoint_nA, "range": b.range}
-
-    def _set_tick(self, dt_ms):
-        # A SET current obeys the board's voltage limits and its time, like a run would.
-        b = self.board
-        self.set_ms -= dt_ms
-        if self.set_ms <= 0 or not b.min_uV <= b.v_uV <= b.max_uV:
-            b.off()
-            self.set_ms = 0
-
-    def _continue(self):
-        self.engine.resume()
-        self.state = RUNNING
-        self._event(record.EV_RESUME)
-
-    # ------------------------------------------------------------ journal
-
-    def _boot_journal(self):
-        """At boot: report an unfinished journaled run and keep seqs clear of its own."""
-        j = self.journal
-        if j is None or not j.load() or not j.words[journal.W_ACTIVE]:
-            return
-        w = j.words
-        e = journal.W_ENGINE
-        seq = w[journal.W_SEQ] + SEQ_STRIDE + SEQ_SLACK  # past any seq the run may have sent
-        self.interrupted = {"step_no": w[e], "step_count": w[e + 1], "cycle": w[e + 2],
-                            "t_ms": _t_ms(w), "seq": w[journal.W_SEQ],
-                            "q_chg_nAh": w[e + 8 + steps.Q_CHG], "q_dch_nAh": w[e + 8 + steps.Q_DCH],
-                            "soc_ppm": w[journal.W_SOC], "table_crc": w[journal.W_TABLE]}
-        if self.ring.count() == 0:
-            self.ring = record.Ring(self.ring.cap, seq + 1)
-        # The boot event is written once, not held in the ring (it has no slots yet).
-        self._reply("E %d INTERRUPTED %s" % (seq, json.dumps(self.interrupted)))
-
-    def _journal_save(self, active):
-        j = self.journal
-        if j is None or self.table is None:
-            return
-        w = j.words
-        w[journal.W_ACTIVE] = active
-        w[journal.W_TABLE] = self.table_crc
-        w[journal.W_T_LO] = self.t_ms & 0x3FFFFFFF
-        w[journal.W_T_HI] = self.t_ms >> 30
-        w[journal.W_SEQ] = self.ring.head
-        w[journal.W_SOC] = self.soc_ppm
-        w[journal.W_STD] = self.std_ppm
-        w[journal.W_FAULT] = self.fault
-        if not self.engine.save_state(w, journal.W_ENGINE, journal.MAX_LOOPS):
-            w[journal.W_ACTIVE] = 0  # too many LOOPs to keep: the run cannot be recovered
-            j.error = "journal: more than %d LOOP steps" % journal.MAX_LOOPS
-        j.save()
-        self.j_t_ms = self.t_ms
-        self.j_seq = self.ring.head
-        self.j_due = False
-
-    def _journal_tick(self):
-        # Rationed flash writes (journal.py): boundaries and the periodic save wait for the
-        # gap; the seq stride does not, so a reset can never make a seq be used twice.
-        if self.journal is None or self.state not in ACTIVE:
-            return
-        since = self.t_ms - self.j_t_ms
-        if self.ring.head - self.j_seq >= SEQ_STRIDE or \
-                (since >= JOURNAL_GAP_MS and (self.j_due or since >= JOURNAL_MS)):
-            self._journal_save(1)
-
-    def _recover(self, arg):
-        """RECOVER: continue the run the journal found unfinished at boot (docs/link.md)."""
-        _no_arg(arg)
-        self._idle_only()
-        if self.interrupted is None:
-            raise CommandError("journal", "no interrupted run to recover")
-        w = self.journal.words
-        if self.table is None or self.table_crc != w[journal.W_TABLE]:
-            raise CommandError("table", "LOAD the interrupted run's step table (the same JSON) first")
-        if not self.engine.fits_state(w, journal.W_ENGINE):
-            raise CommandError("journal", "does not fit the loaded table")
-        soc = w[journal.W_SOC]
-        est = self._prepare_run(soc / 1000000 if soc >= 0 else None)
-        self.est = est
-        self.soc_ppm = soc if est is not None else -1
-        self.std_ppm = w[journal.W_STD] if est is not None else -1
-        self.fault = w[journal.W_FAULT]
-        self.t_ms = _t_ms(w)
-        self.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
-        seq = self._begin_run(self.table, record.EV_RECOVER)
-        return {"seq": seq, "tick_ms": self.tick_ms, "step_no": self.engine.step_no,
-                "step_count": self.engine.step_count, "cycle": self.engine.cycle}
-
-    # ------------------------------------------------------------ estimator
-
-    def _reset_estimator(self, soc=None):
-        """The MODEL's estimator reset for a new run (None without one or if it fails)."""
-        est = self.model_est
-        if est is None:
-            return None
-        try:
-            if hasattr(est, "reset"):
-                est.reset(soc, self.board.v_uV, self.board.i_nA)  # None: from the rested voltage
-            else:
-                est = self.model_est = type(est)(self.model)
-            return est
-        except Exception as ex:
-            self.error = "estimator: " + repr(ex)[:60]
-            return None
-
-    def _estimate(self, dt_ms):
-        est = self.est
-        if est is None:
-            return
-        try:
-            est.step(self.board.i_nA, self.board.v_uV, dt_ms)
-            self.soc_ppm = est.soc_ppm
-            self.std_ppm = est.std_ppm
-        except Exception as ex:
-            # The run matters more than the estimate: drop the estimator, say so.
-            self.est = None
-            self.soc_ppm = -1
-            self.std_ppm = -1
-            self.error = "estimator: " + repr(ex)[:60]
-            self._event(record.EV_ESTIMATOR)
-
-    # ------------------------------------------------------------ tick
-
-    def tick(self, dt_ms):
-        """One sampling tick; dt_ms = real ms since the previous tick. Never raises."""
-        try:
-            self.board.sample()
-            if self.state in ACTIVE:
-                self._run_tick(dt_ms)
-                self._journal_tick()
-            elif self.set_ms:
-                self._set_tick(dt_ms)
-        except Exception as ex:
-            self._internal(ex)
-        self.board.led(self.state in LED_ON)
-        self.board.feed()
-
-    def _run_tick(self, dt_ms):
-        eng = self.engine
-        st = self.state
-        self.t_lo += dt_ms  # small ints only (t_ms would outgrow them after 12.4 days)
-        if self.t_lo >= record.T_WRAP:
-            self.t_lo -= record.T_WRAP
-            self.t_hi += 1
-        eng.count(dt_ms)
-        bits = 0
-        ended = False
-        force = False
-        if st == RUNNING:
-            bits = self.safety.check(eng.acc[steps.Q_STEP], dt_ms)
-            if bits:
-                self.fault |= bits
-                force = True
-            else:
-                ended = eng.control(dt_ms)
-                force = ended or eng.step_index == 0
-        self._estimate(dt_ms)
-        b = self.board
-        if st != FULL and (force or self.trigger.due(self.t_lo, b.v_uV, b.i_nA)):
-            if self._push(record.RECORD) >= 0:
-                self.trigger.mark(self.t_lo, b.v_uV, b.i_nA)
-        if bits:
-            self._end(FAULT, record.EV_FAULT)
-        elif ended and not eng.advance():
-            self._end(DONE, record.EV_END)
-        elif ended:
-            self.j_due = True  # a step boundary: the journal saves the new position
-        st = self.state
-        if (st == RUNNING or st == PAUSED) and self.ring.free() <= RESERVE:
-            # Pause at this safe point rather than overwrite what the host has not got.
-            self.full_from = self.state
-            eng.stop()
-            self.state = FULL
-            self._event(record.EV_FULL)
-
-    def _end(self, state, kind):
-        self.engine.stop()
-        self.state = state
-        self._event(kind)
-        self._journal_save(0)
-
-    def _internal(self, ex):
-        self.board.off()
-        self.error = repr(ex)[:80]
-        if self.state in ACTIVE:
-            self.fault |= safety.INTERNAL
-            self.state = FAULT
-            try:
-                self._event(record.EV_FAULT)
-            except Exception:
-                self.lost += 1
-            try:
-                self._journal_save(0)  # a faulted run is not one to recover
-            except Exception:
-                pass
-
-    def _push(self, kind):
-        e = self.engine
-        b = self.board
-        a = e.acc
-        # t_ms is stored modulo 2**32 (49.7 days; the host unwraps it, it only grows).
-        return self.ring.put(kind, self.t_ms & T_MASK, b.v_uV, b.i_nA, e.step_count, e.step_index,
-                             e.cycle, e.step_no, e.step_type, self.fault, a[steps.Q_CHG],
-                             a[steps.Q_DCH], a[steps.Q_STEP], a[steps.E_CHG], a[steps.E_DCH],
-                             self.soc_ppm, self.std_ppm)
-
-    def _event(self, kind):
-        seq = self._push(kind)
-        if seq < 0:
-            self.lost += 1
-        return seq
+        return self.ctl.hist(parts[0], _int_arg(parts[1], "n"))
 
     # ------------------------------------------------------------ output
 
@@ -678,7 +252,7 @@ class Controller:
         """Framed lines to write now: replies first, then up to ``burst`` ring lines."""
         out = self.replies
         self.replies = []
-        r = self.ring
+        r = self.ctl.ring
         if self.cursor < r.tail:
             self.cursor = r.tail
         n = 0
@@ -687,10 +261,6 @@ class Controller:
             self.cursor += 1
             n += 1
         return out
-
-
-def _t_ms(words):
-    return (words[journal.W_T_HI] << 30) | words[journal.W_T_LO]
 
 
 def estimator_class():

@@ -1,7 +1,8 @@
 """Firmware entry point: the fixed-rate tick loop and the serial port.
 
-Everything else lives in importable modules (link.Controller does the work of a tick
-and of each command); this file owns only the clock and stdin/stdout. The tick is
+Everything else lives in importable modules (controller.Controller does the work of a
+tick, link.Link reads and answers the commands); this file owns only the clock and
+stdin/stdout. The tick is
 fixed-rate with time.ticks_* arithmetic (wraparound-safe): deadlines advance by tick_ms
 so jitter does not accumulate, a late tick is not repeated to catch up, and dt passed
 to the controller is always the real elapsed ms. Between ticks, select.poll waits on
@@ -11,7 +12,7 @@ stdin for at most the time left (under the simulator that advances virtual time)
 import gc
 
 # Claimed before any import fragments the heap: the command line buffer (a MODEL line
-# is 5-8 KB). The record ring is made later, at START (link.Controller._refit_ring), so
+# is 5-8 KB). The record ring is made later, at START (controller.Controller._refit_ring), so
 # that the model and the step table get their memory first.
 LINE = bytearray(12288)
 
@@ -19,6 +20,7 @@ import select  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import controller  # noqa: E402
 import journal  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
@@ -41,7 +43,7 @@ JOURNAL = "journal.bin"   # the run journal in the flash root (firmware/journal.
 
 
 def boot():
-    """Board up with the current off, and its controller (the ring comes at START).
+    """Board up with the current off, its controller and link (the ring comes at START).
 
     After any reset (watchdog, brown-out, power cut) this is where the board starts: the
     current is off before anything else, and an unfinished run found in the journal is
@@ -49,18 +51,20 @@ def boot():
     """
     b = board.load()
     b.off()
-    ctl = link.Controller(b, capacity=RING_MAX, ring=record.Ring(0), line=LINE,
-                          reserve_bytes=HEAP_RESERVE, journal=journal.Journal(JOURNAL))
+    ctl = controller.Controller(b, capacity=RING_MAX, ring=record.Ring(0),
+                                reserve_bytes=HEAP_RESERVE, journal=journal.Journal(JOURNAL))
+    lk = link.Link(ctl, line=LINE)
     gc.collect()
-    return b, ctl
+    return b, ctl, lk
 
 
 class Loop:
     """The fixed-rate tick and the non-blocking serial port around one Controller."""
 
-    def __init__(self, b, ctl):
+    def __init__(self, b, ctl, lk):
         self.board = b
         self.ctl = ctl
+        self.link = lk
         self.inp, self.out = _ports()
         self.poll = select.poll()
         self.poll.register(sys.stdin, select.POLLIN)
@@ -74,7 +78,7 @@ class Loop:
             wait = time.ticks_diff(self.deadline, time.ticks_ms())
             if wait <= 0:
                 self._tick()
-            elif not self._write(self.ctl.output()):
+            elif not self._write(self.link.output()):
                 self._read(wait)
         self.board.off()  # unix port: nothing can reconnect, end with the current off
 
@@ -114,7 +118,7 @@ class Loop:
                 self.reading = False
 
     def _feed(self, data):
-        self.ctl.feed(data)
+        self.link.feed(data)
         if self.ctl.resync:
             # A run starts: its ticks (and dt) count from now, at its tick_ms.
             self.ctl.resync = False
@@ -122,9 +126,9 @@ class Loop:
             self.deadline = time.ticks_add(self.last, self.ctl.tick_ms)
 
 
-BOARD, CONTROLLER = boot()
+BOARD, CONTROLLER, LINK = boot()
 try:
-    Loop(BOARD, CONTROLLER).run()
+    Loop(BOARD, CONTROLLER, LINK).run()
 finally:
     # Whatever ends the loop (a bug, Ctrl-C at the REPL), the cell is left with no
     # current; the watchdog, no longer fed, then resets the board into boot().

@@ -14,5 +14,6 @@ module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
 module("cellmodel.py")  # the model reader the estimator uses (MODEL)
 module("journal.py")   # the run journal in flash (recovery after a reset)
-module("link.py")      # commands, replies, the run state machine
+module("controller.py")  # the run state machine and the tick
+module("link.py")      # framed commands parsed and dispatched, replies and records out
 module("main.py")      # the tick loop

@@ -1,7 +1,7 @@
 """The step engine: runs a validated step table (docs/design.md "Step table") tick by tick.
 
 Units: voltage uV, current nA (> 0 charges the cell), time ms, charge nAh, energy uWh,
-all integers. Each tick the caller (link.Controller) does: board.sample(), count(dt_ms),
+all integers. Each tick the caller (controller.Controller) does: board.sample(), count(dt_ms),
 safety check, control(dt_ms); if control() says the step ended it records the last point
 of the step and then calls advance(). count() and control() allocate nothing: they use
 only small ints, attribute stores and a preallocated array('i') of accumulators.
@@ -18,6 +18,8 @@ of the uWh count.
 """
 
 from array import array
+
+import journal
 
 REST = 0
 CC_CHG = 1
@@ -374,38 +376,41 @@ class Engine:
     # ------------------------------------------------------------ journal
 
     def save_state(self, words, base, max_loops):
-        """Write the run's position and counters into words[base:] (journal.py layout).
-
-        base+0 step_no, +1 step_count, +2 cycle, +3 first_sign, +4 last_sign, +5 r_ohm,
-        +6 i_cmd_nA, +7 step_type, +8..+19 the accumulators (acc), +20 number of LOOP
-        steps, +21.. their remaining counts in table order. False if the table has more
-        than max_loops LOOP steps (the position could not be kept).
+        """Write the run's position and counters into words[base:] (the journal.E_*
+        offsets): step_no, step_count, cycle, the cycle signs, r_ohm, i_cmd_nA,
+        step_type, the accumulators (acc), the number of LOOP steps and their remaining
+        counts in table order. False if the table has more than max_loops LOOP steps
+        (the position could not be kept).
         """
-        vals = (self.step_no, self.step_count, self.cycle, self.first_sign, self.last_sign,
-                self.r_ohm, self.i_cmd_nA, self.step_type)
-        for k in range(8):
-            words[base + k] = vals[k]
+        words[base + journal.E_STEP_NO] = self.step_no
+        words[base + journal.E_STEP_COUNT] = self.step_count
+        words[base + journal.E_CYCLE] = self.cycle
+        words[base + journal.E_FIRST_SIGN] = self.first_sign
+        words[base + journal.E_LAST_SIGN] = self.last_sign
+        words[base + journal.E_R_OHM] = self.r_ohm
+        words[base + journal.E_I_CMD] = self.i_cmd_nA
+        words[base + journal.E_STEP_TYPE] = self.step_type
         for k in range(N_ACC):
-            words[base + 8 + k] = self.acc[k]
+            words[base + journal.E_ACC + k] = self.acc[k]
         n = 0
         for k in range(len(self.steps)):
             if self.steps[k][0] == K_LOOP:
                 if n >= max_loops:
                     return False
-                words[base + 21 + n] = self.loops[k]
+                words[base + journal.E_LOOPS + n] = self.loops[k]
                 n += 1
-        words[base + 20] = n
+        words[base + journal.E_N_LOOPS] = n
         return True
 
     def fits_state(self, words, base):
         """True if journal words saved by save_state can continue the loaded table."""
-        no = words[base]
+        no = words[base + journal.E_STEP_NO]
         n_loops = 0
         for s in self.steps:
             if s[0] == K_LOOP:
                 n_loops += 1
         return 0 <= no < len(self.steps) and self.steps[no][0] != K_LOOP \
-            and words[base + 20] == n_loops
+            and words[base + journal.E_N_LOOPS] == n_loops
 
     def restore_state(self, words, base):
         """Continue a journaled run: counters and loop counts from words[base:], then
@@ -417,20 +422,20 @@ class Engine:
         """
         if not self.fits_state(words, base):
             return False
-        no = words[base]
+        no = words[base + journal.E_STEP_NO]
         self._clear()
-        self.step_count = words[base + 1]
-        self.cycle = words[base + 2]
-        self.first_sign = words[base + 3]
-        self.last_sign = words[base + 4]
-        self.r_ohm = words[base + 5]
-        self.i_cmd_nA = words[base + 6]  # a CV step starts again from its last setpoint
+        self.step_count = words[base + journal.E_STEP_COUNT]
+        self.cycle = words[base + journal.E_CYCLE]
+        self.first_sign = words[base + journal.E_FIRST_SIGN]
+        self.last_sign = words[base + journal.E_LAST_SIGN]
+        self.r_ohm = words[base + journal.E_R_OHM]
+        self.i_cmd_nA = words[base + journal.E_I_CMD]  # a CV step restarts from it
         for k in range(N_ACC):
-            self.acc[k] = words[base + 8 + k]
+            self.acc[k] = words[base + journal.E_ACC + k]
         n = 0
         for k in range(len(self.steps)):
             if self.steps[k][0] == K_LOOP:
-                self.loops[k] = words[base + 21 + n]
+                self.loops[k] = words[base + journal.E_LOOPS + n]
                 n += 1
         self._enter(no)
         return True

@@ -151,14 +151,14 @@ def test_headroom_below_the_board_heap(tmp_path):
 # ---------------------------------------------------------------- long runs, small ints
 
 record = fw.module("record")
-link_fw = fw.module("link")
+controller = fw.module("controller")
 SMALL_INT_MAX = (1 << 30) - 1  # MicroPython small ints on the RP2040 (31-bit signed)
 
 
 @given(st.integers(0, 10**13))
 def test_run_time_splits_into_small_ints(t_ms):
     """Controller.t_ms (ms since START) is t_hi * T_WRAP + t_lo with t_lo small."""
-    ctl = link_fw.Controller.__new__(link_fw.Controller)  # only the clock attributes
+    ctl = controller.Controller.__new__(controller.Controller)  # only the clock attributes
     ctl.t_ms = t_ms
     assert ctl.t_ms == t_ms
     assert 0 <= ctl.t_lo < record.T_WRAP and record.T_WRAP + 60_000 <= SMALL_INT_MAX

@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
 
+import controller  # noqa: E402
 import frame  # noqa: E402
 import link  # noqa: E402
 import record  # noqa: E402
@@ -22,6 +23,34 @@ import safety  # noqa: E402
 import steps  # noqa: E402
 
 NAH = 3_600_000  # nA*ms per nAh
+
+
+class Firmware:
+    """A controller.Controller and its link.Link wired as main.py wires them: commands
+    and output go through the link, ticks and the run's state to the controller."""
+
+    def __init__(self, board, capacity=5000, line=None, **kw):
+        object.__setattr__(self, "ctl", controller.Controller(board, capacity, **kw))
+        object.__setattr__(self, "link", link.Link(self.ctl, line=line))
+
+    def feed(self, data):
+        self.link.feed(data)
+
+    def handle(self, line):
+        self.link.handle(line)
+
+    def output(self, burst=link.SEND_BURST):
+        return self.link.output(burst)
+
+    @property
+    def replies(self):
+        return self.link.replies
+
+    def __getattr__(self, name):
+        return getattr(self.ctl, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.link if name == "replies" else self.ctl, name, value)
 
 
 class FakeCell:
@@ -104,7 +133,7 @@ def table(step_list, safety_sec=None, rec=None, tick_ms=1000):
 def make(step_list, cell=None, capacity=5000, **kw):
     """A started Controller on a fake board (records every tick unless rec is given)."""
     b = FakeBoard(cell)
-    ctl = link.Controller(b, capacity)
+    ctl = Firmware(b, capacity)
     b.sample()
     t = table(step_list, **kw)
     assert steps.validate(t, b) is None
@@ -120,7 +149,7 @@ def run(ctl, b, dt_ms=1000, max_ticks=100_000, until=None):
     for _ in range(max_ticks):
         b.elapse(dt_ms)
         ctl.tick(dt_ms)
-        if ctl.state != link.RUNNING or (until and until(ctl)):
+        if ctl.state != controller.RUNNING or (until and until(ctl)):
             break
     return records(ctl)
 
@@ -150,7 +179,7 @@ def test_cc_charge_and_discharge_end_at_their_voltages():
     cell = FakeCell(v0_uV=1_500_000, slope_uV_nAh=50.0, r0_ohm=100.0)
     ctl, b = make([["CC", 400_000, 0, 2_400_000], ["CC", -400_000, 0, 1_400_000]], cell)
     recs = run(ctl, b)
-    assert ctl.state == link.DONE
+    assert ctl.state == controller.DONE
     runs = step_runs(recs)
     assert [(r[1], r[2]) for r in runs] == [(0, steps.CC_CHG), (1, steps.CC_DCH)]
     chg, dch = runs[0][4], runs[1][4]
@@ -309,7 +338,7 @@ def test_cv_converges_without_overshoot_and_ends_on_current(r1_ohm):
     tbl = [["CC", 500_000, 0, 2_000_000], ["CV", 2_000_000, 3_600_000, 20_000]]
     ctl, b = make(tbl, cell, safety_sec={"max_uV": 2_050_000})
     recs = run(ctl, b)
-    assert ctl.state == link.DONE and ctl.fault == 0
+    assert ctl.state == controller.DONE and ctl.fault == 0
     cv = [r for r in recs if r["step_no"] == 1]
     assert cv[0]["step_type"] == steps.CV_CHG
     # An integral loop at half gain lags an OCV ramp by 2 ticks of rise at most.
@@ -334,13 +363,13 @@ def test_cv_discharge_from_rest():
     # Undershoot bounded by the integral loop's lag: 2 ticks of OCV fall at peak current.
     fall_uV = 4.0 * max(-r["i_nA"] for r in cv) * 1000 / NAH
     assert min(r["v_uV"] for r in cv) >= 1_900_000 - 2 * fall_uV - 1000
-    assert ctl.state == link.DONE and abs(cv[-1]["i_nA"]) <= 10_000
+    assert ctl.state == controller.DONE and abs(cv[-1]["i_nA"]) <= 10_000
 
 
 def test_cv_ends_on_time():
     ctl, b = make([["CV", 1_200_000, 5000, 0]], FakeCell(v0_uV=1_000_000))
     recs = run(ctl, b)
-    assert recs[-1]["t_ms"] == 5000 and ctl.state == link.DONE
+    assert recs[-1]["t_ms"] == 5000 and ctl.state == controller.DONE
 
 
 # ---------------------------------------------------------------- safety
@@ -349,7 +378,7 @@ def test_over_voltage_trips_in_the_same_tick():
     cell = FakeCell(v0_uV=1_500_000, slope_uV_nAh=50.0)
     ctl, b = make([["CC", 400_000, 1_000_000, 0]], cell, safety_sec={"max_uV": 2_000_000})
     recs = run(ctl, b)
-    assert ctl.state == link.FAULT and ctl.fault == safety.OVER_VOLTAGE
+    assert ctl.state == controller.FAULT and ctl.fault == safety.OVER_VOLTAGE
     assert recs[-1]["fault"] == safety.OVER_VOLTAGE and recs[-1]["v_uV"] > 2_000_000
     assert all(r["v_uV"] <= 2_000_000 for r in recs[:-1])
     assert b.applied_nA() == 0 and not b.relay
@@ -441,7 +470,7 @@ def test_record_trigger_dt_dv_di():
 def test_ring_full_pauses_and_ack_resumes():
     ctl, b = make([["OCV", 100_000]], capacity=20)
     run(ctl, b, max_ticks=40)
-    assert ctl.state == link.FULL and b.applied_nA() == 0
+    assert ctl.state == controller.FULL and b.applied_nA() == 0
     assert ctl.ring.count() <= ctl.ring.cap
     held = ctl.ring.count()
     step_ms = ctl.engine.step_ms
@@ -450,4 +479,4 @@ def test_ring_full_pauses_and_ack_resumes():
         ctl.tick(1000)
     assert ctl.ring.count() == held and ctl.engine.step_ms == step_ms  # paused, nothing lost
     ctl.handle(frame.encode("ACK %d" % (ctl.ring.head - 1)))
-    assert ctl.state == link.RUNNING
+    assert ctl.state == controller.RUNNING

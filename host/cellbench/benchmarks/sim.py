@@ -128,15 +128,16 @@ DRIVER = r"""
 import gc, json, utime
 LINE = bytearray(12288)  # first, as main.py does
 import time, simcell
-import frame, link, record, board
+import frame, controller, link, record, board
 b = board.load()
 b.off()
-ctl = link.Controller(b, capacity=1500, ring=record.Ring(0), line=LINE, reserve_bytes=32 * 1024)
+ctl = controller.Controller(b, capacity=1500, ring=record.Ring(0), reserve_bytes=32 * 1024)
+lk = link.Link(ctl, line=LINE)
 plant = simcell.plant()
 
 def feed(body):
-    ctl.feed(frame.encode(body))
-    out = ctl.output(0)
+    lk.feed(frame.encode(body))
+    out = lk.output(0)
     if not out[0].startswith(b"OK"):
         raise RuntimeError(out[0])
 
@@ -145,8 +146,8 @@ with open(%(model)r, "rb") as f:  # the framed MODEL line, fed as the port would
         chunk = f.read(256)
         if not chunk:
             break
-        ctl.feed(chunk)
-if not ctl.output(0)[0].startswith(b"OK"):
+        lk.feed(chunk)
+if not lk.output(0)[0].startswith(b"OK"):
     raise RuntimeError("MODEL refused")
 feed("LOAD " + %(table)r)
 feed("START")
@@ -158,7 +159,7 @@ def tick():
     t1 = utime.ticks_us()
     ctl.tick(%(tick)d)
     t2 = utime.ticks_us()
-    ctl.output(1000)
+    lk.output(1000)
     if ctl.ring.count() > 100:
         ctl.ring.ack(ctl.ring.head - 1)
     return utime.ticks_diff(t1, t0), utime.ticks_diff(t2, t1)
@@ -178,7 +179,7 @@ def allocated(n):
     for k in range(n):
         time.sleep_ms(%(tick)d)
         plant.sync()
-        ctl.output(1000)
+        lk.output(1000)
         ctl.ring.ack(ctl.ring.head - 1) if ctl.ring.count() else None
         gc.collect()
         gc.disable()
