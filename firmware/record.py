@@ -21,7 +21,7 @@ FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no"
 CODES = "IiiiiiHBHiiiiiii"
 BYTES_PER_SLOT = 58   # the arrays above plus the kind byte (chunk headers not counted)
 
-# Run time is kept as t_hi * T_WRAP + t_lo ms (link.Controller.t_ms) so the per-tick sums
+# Run time is kept as t_hi * T_WRAP + t_lo ms (controller.Controller.t_ms) so the per-tick sums
 # stay MicroPython small ints (< 2**30 on the RP2040; t_ms itself passes that after 12.4
 # days, and each tick would then allocate). 10**9 ms = 11.6 days; t_lo + a tick < 2**30.
 T_WRAP = 1000000000
