@@ -476,4 +476,6 @@ def test_every_shared_real_file_imports_and_analyses(tmp_path, path, capfd):
         assert "mdbtools" in err and err.count("\n") == 1
         return
     assert code == 0, err
+    if path.name == "neware_test_2.ndax":       # its NdaxConfig.xml: BatteryMass="6E-06" (kg)
+        assert read_sidecar(out)["mass_mg"] == pytest.approx(6.0)
     assert cli.main(["analyze", str(out), "--no-figures", "--out", str(tmp_path / "a")]) == 0, capfd.readouterr().err

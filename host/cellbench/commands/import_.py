@@ -1,9 +1,10 @@
 """``cellbench import FILE --out LOG [--force]``: another tester's file as a BDF log.
 
-Neware .nda/.ndax (NewareNDA), BioLogic .mpr (galvani) and whatever batterydf converts
-(CSV/text exports of Neware, Landt, Digatron, Novonix, Basytec, BioLogic .mpt, ...).
-The log gets SI units, charge-positive current and the docs/design.md columns that can
-be derived (see :mod:`cellbench.importers`); its sidecar (``<log>.json``) records the source.
+Neware .nda/.ndax (NewareNDA) and CSV exports, BioLogic .mpr (galvani), .mpt and CSV
+exports, Arbin CSV/XLSX (and .res where mdbtools is installed), Maccor text, PEC CSV,
+Novonix CSV, BDF in any units, and whatever else batterydf converts. The log gets SI
+units from the file's own headers, charge-positive current, the tester's cycles, steps
+and counters (see :mod:`cellbench.importers`); its sidecar records the source.
 """
 
 from ..bdflog import sidecar_path
@@ -15,7 +16,8 @@ HELP = "convert a Neware/BioLogic/other tester's file to a Battery Data Format l
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("file", help="tester file (.nda, .ndax, .mpr, CSV/text export)")
+    parser.add_argument("file", help="tester file (.nda, .ndax, .mpr, .mpt, .res, Neware/BioLogic/Arbin/"
+                                     "PEC/Novonix CSV, Maccor text, BDF)")
     parser.add_argument("--out", required=True, help="log to write (.bdf.csv or .bdf.parquet)")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 

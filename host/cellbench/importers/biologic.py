@@ -65,6 +65,11 @@ def from_columns(get, n):
     mode = get("mode")
     if mode is not None:
         kinds[mode == 3] = "REST"
+        # potentiostatic records (CV, CA, CV holds): the current's own sign says the
+        # direction record by record, as it may change within one sequence
+        held = mode == 2
+        kinds[held & (i > 0)] = "CV_CHG"
+        kinds[held & (i < 0)] = "CV_DCH"
     freq = get("freq/Hz")
     if freq is not None:
         kinds[np.nan_to_num(freq) > 0] = "EIS"

@@ -18,7 +18,11 @@ MAX_DETAIL = 160    # characters of a reader's own message kept in our one-line 
 def _batterydf(path):
     import bdf as batterydf
 
-    df = batterydf.read(str(path), validate=False)
+    try:
+        df = batterydf.read(str(path), validate=False)
+    except Exception:  # batterydf's long multi-converter report is not for users
+        raise InputError("not a Neware, BioLogic, Arbin, Maccor, PEC, Novonix or BDF file, "
+                         "nor one batterydf converts") from None
     return bdf.from_frame(df)
 
 
@@ -46,7 +50,7 @@ def choose(path):
             return fmt, reader
     if suffix in (".xlsx", ".xls"):
         return arbin.FORMAT_CSV, arbin.read_csv
-    return "batterydf's converters (no tester format recognised)", _batterydf
+    return "unrecognised format", _batterydf
 
 
 def _short(exc):
@@ -56,7 +60,7 @@ def _short(exc):
 
 
 def read_foreign(path):
-    """Read any supported file as a checked Raw; InputError("<file> (<format>): ...")."""
+    """Read any supported file as a checked Raw; InputError("<file>: <format>: <problem>")."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -68,7 +72,7 @@ def read_foreign(path):
             warnings.simplefilter("ignore")
             raw = checked(reader(path))
     except InputError as exc:
-        raise InputError(f"{path.name} ({kind}): {_short(exc)}") from None
+        raise InputError(f"{path.name}: {kind}: {_short(exc)}") from None
     except Exception as exc:  # vendor readers raise anything from struct.error to KeyError
         raise InputError(f"{path.name}: cannot read as {kind}: {_short(exc)}") from None
     raw.meta["format"] = kind

@@ -2,7 +2,7 @@
 
 NewareNDA gives per record Time (s, step-relative), Voltage (V), Current(mA), Status
 (CC_Chg, CC_DChg, Rest, ...), Step, Cycle, the tester's Charge_/Discharge_Capacity(mAh)
-and Energy(mWh) counters (reset per step) and a Timestamp. The BTS "regular" export
+and Energy(mWh) counters (reset per step) and a Timestamp; an .ndax also names the active mass. The BTS "regular" export
 nests records under step rows under cycle rows (``,,DataPoint,Time,Total Time,...``):
 each record gets the cycle and step type of the rows above it (a cycle row may carry
 its first step's fields after its own eight). Flat exports
@@ -41,7 +41,24 @@ def read_binary(path):
                unix_s=unix, q_chg_Ah=mAh("Charge_Capacity(mAh)"), q_dch_Ah=mAh("Discharge_Capacity(mAh)"),
                e_chg_Wh=mAh("Charge_Energy(mWh)"), e_dch_Wh=mAh("Discharge_Energy(mWh)"),
                columns={"voltage": "Voltage (V, NewareNDA)", "current": "Current(mA)"},
-               meta={"reader": f"NewareNDA {getattr(NewareNDA, '__version__', '')}".strip()})
+               meta={"reader": f"NewareNDA {getattr(NewareNDA, '__version__', '')}".strip(),
+                     **_ndax_mass(path, NewareNDA)})
+
+
+def _ndax_mass(path, NewareNDA):
+    """{"mass_mg": ...} from an .ndax's NdaxConfig.xml ``BatteryMass`` (kg), when it is a
+    plausible active mass (0.01 mg to 10 g); {} otherwise. An .nda carries no mass worth
+    taking (its 1 mg is the client's placeholder), so none is read from it."""
+    if not str(path).lower().endswith(".ndax"):
+        return {}
+    try:
+        value = float(NewareNDA.read_metadata(str(path))["NdaxConfig"]["config"]["BatteryMass"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return {}
+    mg = value * 1e6
+    if not 0.01 <= mg <= 1e4:
+        return {}
+    return {"mass_mg": mg, "mass_source": "ndax NdaxConfig.xml BatteryMass (kg)"}
 
 
 def detect_csv(lines):
