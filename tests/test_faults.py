@@ -163,8 +163,8 @@ def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_p
     try:
         assert link.cmd("LOAD " + json.dumps(table)).startswith("OK")
         start = json.loads(link.cmd("START")[len("OK START "):])
-        while not link.events or link.events[-1].split()[2] != "FULL":
-            link._line()  # read, never ACK: as if no host were there
+        link.read_until(lambda: link.events and link.events[-1].split()[2] == "FULL",
+                        "the FULL event")  # read, never ACK: as if no host were there
         full_seq = int(link.events[-1].split()[1])
         status = link.idle_status()  # let board time pass while FULL
         assert status["state"] == "FULL" and status["fault"] == 0
@@ -173,8 +173,7 @@ def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_p
         seqs = [r["seq"] for r in link.records] + [int(e.split()[1]) for e in link.events]
         assert sorted(seqs) == list(range(start["seq"], full_seq + 1))  # nothing dropped
         link.cmd("ACK %d" % full_seq)
-        while link.events[-1].split()[2] != "RESUME":
-            link._line()
+        link.read_until(lambda: link.events[-1].split()[2] == "RESUME", "the RESUME event after the ACK")
         status = link.status()
         assert status["state"] == "RUNNING" and status["free"] > link_module_reserve()
         assert link.cmd("STOP").startswith("OK STOP")

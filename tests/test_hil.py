@@ -63,6 +63,12 @@ class Link:
             self.events.append(body)
         return body
 
+    def read_until(self, done, what):
+        """Read frames until ``done()`` holds (checked before each read: it may hold
+        already); fails naming ``what`` and the last frame read (polling.wait_for)."""
+        wait_for(lambda: None if done() else self._line(), what, until=lambda body: body is None,
+                 poll_s=0)
+
     def cmd(self, text):
         self.board.write(frame.encode(text))
         while True:

@@ -179,8 +179,8 @@ def test_power_cut_mid_run_then_recover_matches_the_plant(tmp_path):
         assert lk.cmd("LOAD " + table).startswith("OK")
         assert lk.cmd("START").startswith("OK")
         # run into the rest after the first discharge, then cut the power
-        while not (lk.records and lk.records[-1]["step_count"] == 2 and lk.records[-1]["step_index"] >= 20):
-            lk._line()
+        lk.read_until(lambda: lk.records and lk.records[-1]["step_count"] == 2
+                      and lk.records[-1]["step_index"] >= 20, "a record 20 ticks into the rest")
         board.proc.kill()  # SIGKILL: no clean-up, whatever was in RAM is gone
         board.proc.wait()
     finally:
