@@ -14,12 +14,19 @@ import time
 
 import machine
 
-SUB = 16  # RP2040 codes are summed in 1/16 LSB so the correction table can hold fractions
-DENSE_MIN = 256  # more non-zero corrections than this: a 4096-byte table, not a dict
-DENSE_ZERO = 128  # a dense table holds delta (1/16 LSB) + DENSE_ZERO in one unsigned byte
-WDT_MAX_MS = 8388  # the RP2040 watchdog's longest timeout
-ADS_CONFIG = 1  # ADS1115 register addresses
-ADS_RESULT = 0
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+_SUB = const(16)  # RP2040 codes are summed in 1/16 LSB so the correction table can hold fractions
+_DENSE_MIN = const(256)  # more non-zero corrections than this: a 4096-byte table, not a dict
+_DENSE_ZERO = const(128)  # a dense table holds delta (1/16 LSB) + _DENSE_ZERO in one unsigned byte
+_WDT_MAX_MS = const(8388)  # the RP2040 watchdog's longest timeout
+_ADS_CONFIG = const(1)  # ADS1115 register addresses
+_ADS_RESULT = const(0)
 ADS_PGA = {6144: 0, 4096: 1, 2048: 2, 1024: 3, 512: 4, 256: 5}  # fsr_mV -> PGA bits
 ADS_DR = {8: 0, 16: 1, 32: 2, 64: 3, 128: 4, 250: 5, 475: 6, 860: 7}  # sps -> DR bits
 
@@ -28,13 +35,13 @@ def _dense_table():
     """4096 codes with delta 0: one 4 KB allocation, filled in place."""
     table = bytearray(4096)
     for c in range(4096):
-        table[c] = DENSE_ZERO
+        table[c] = _DENSE_ZERO
     return table
 
 
 def _dense_entry(d):
     """A delta in 1/16 LSB as a dense table byte (clamped to what a byte holds)."""
-    return (-DENSE_ZERO if d < -DENSE_ZERO else (127 if d > 127 else d)) + DENSE_ZERO
+    return (-_DENSE_ZERO if d < -_DENSE_ZERO else (127 if d > 127 else d)) + _DENSE_ZERO
 
 
 def _read_json(path):
@@ -86,7 +93,10 @@ class Board:
     ``max_uV``/``min_uV``/``max_nA`` (board limits), ``range_max_nA``, ``v_uV``/``i_nA``
     (last calibrated sample), ``calibration_id`` ("" when none applied), ``cal_error``
     (why a calibration file was refused, "" otherwise), ``range`` (index of the selected
-    current range, smallest first) and ``setpoint_nA`` (last applied setpoint).
+    current range, smallest first) and ``setpoint_nA`` (last applied setpoint); for the
+    hardware checks of safety.py also ``range_fs_nA`` (each range's full scale),
+    ``compliance_lo_uV``/``compliance_hi_uV``, ``raw_v``/``raw_i`` (the last sample's raw
+    ADC sums) and ``raw_lo``/``raw_hi`` (those sums at the converters' rails).
     """
 
     def __init__(self, cfg, cal=None):
@@ -103,8 +113,8 @@ class Board:
         self.compliance_hi_uV = int(round(comp[1] * 1e6))
         self.v_uV = 0
         self.i_nA = 0
-        self._va = 0  # raw sums of the last sample, in converter units
-        self._ia = 0
+        self.raw_v = 0  # raw sums of the last sample, in converter units
+        self.raw_i = 0
         self.setpoint_nA = 0
         self.range = 0
         self.calibration_id = ""
@@ -133,11 +143,11 @@ class Board:
         rs = sorted(cur["ranges"], key=lambda r: r["full_scale_mA"])
         self._ranges = rs
         self.range_names = [str(r["name"]) for r in rs]
-        self._fs_nA = [int(round(r["full_scale_mA"] * 1e6)) for r in rs]
+        self.range_fs_nA = [int(round(r["full_scale_mA"] * 1e6)) for r in rs]
         margin = float(cur.get("range_margin", 0.9))
-        self._pick_nA = [int(fs * margin) for fs in self._fs_nA]
-        self._pick_nA[-1] = self._fs_nA[-1]  # the largest range is used up to full scale
-        self.range_max_nA = self._fs_nA[-1]
+        self._pick_nA = [int(fs * margin) for fs in self.range_fs_nA]
+        self._pick_nA[-1] = self.range_fs_nA[-1]  # the largest range is used up to full scale
+        self.range_max_nA = self.range_fs_nA[-1]
         self._limit_nA = min(self.range_max_nA, self.max_nA)
 
     def _i2c(self, bus, spec):
@@ -165,8 +175,8 @@ class Board:
             raise ValueError("source.type: unknown %r" % self._src_type)
         self._mid_code = (self._full + 1) // 2
         # code = (full + floor(i * full / fs) + 1) >> 1 and back: i = (2 code - full) * fs / full
-        self._to_code = [scaler(self._full / fs, fs) for fs in self._fs_nA]
-        self._to_nA = [scaler(fs / self._full, self._full) for fs in self._fs_nA]
+        self._to_code = [scaler(self._full / fs, fs) for fs in self.range_fs_nA]
+        self._to_nA = [scaler(fs / self._full, self._full) for fs in self.range_fs_nA]
         self._write_code(self._mid_code)
 
     def _setup_measure(self, cfg, cal):
@@ -180,7 +190,7 @@ class Board:
             self._setup_ads(ext)
             volt_per_unit = ext["fsr_V"] / 32768 / n
             max_x = 32768 * n
-            # Raw sums (_va, _ia) at which a converter is at its rail (safety.py ADC_RAIL).
+            # Raw sums (raw_v, raw_i) at which a converter is at its rail (safety.py ADC_RAIL).
             self.raw_hi = 32767 * n
             self.raw_lo = -32768 * n
         else:
@@ -188,10 +198,10 @@ class Board:
             self._vadc = machine.ADC(int(adc["voltage_pin"]))
             self._iadc = machine.ADC(int(adc["current_pin"]))
             self._corr, self._dense = self._correction_table(cal.get("adc_correction"))
-            volt_per_unit = adc["vref_V"] / 4096 / SUB / n
-            max_x = 4096 * SUB * n
-            self.raw_hi = (4095 * SUB - SUB // 2) * n  # every conversion at code 4095
-            self.raw_lo = (SUB // 2) * n                # every conversion at code 0
+            volt_per_unit = adc["vref_V"] / 4096 / _SUB / n
+            max_x = 4096 * _SUB * n
+            self.raw_hi = (4095 * _SUB - _SUB // 2) * n  # every conversion at code 4095
+            self.raw_lo = (_SUB // 2) * n                # every conversion at code 0
         self._v_num, self._v_s, self._v_b = scaler(volt_per_unit / divider * 1e6 * vg, max_x)
         self._setup_current_scale(cfg["current"], cal.get("current", {}), volt_per_unit, max_x)
 
@@ -216,9 +226,9 @@ class Board:
         """``(sparse, dense)`` deltas in 1/16 LSB from a {code: delta_codes} map, a 4096
         list, or ``{"segments": ...}`` (see _segment_table).
 
-        Up to DENSE_MIN non-zero deltas (the RP2040's few DNL spikes): a small dict and
+        Up to _DENSE_MIN non-zero deltas (the RP2040's few DNL spikes): a small dict and
         dense None. More (a full-range table such as the published default): {} and a
-        4 KB bytearray holding delta + DENSE_ZERO per code (a dict that size would cost
+        4 KB bytearray holding delta + _DENSE_ZERO per code (a dict that size would cost
         tens of KB), deltas clamped to +-8 LSB.
         """
         if isinstance(corr, dict) and "segments" in corr:
@@ -231,12 +241,12 @@ class Board:
 
         n = 0
         for code, delta in items():
-            if int(round(float(delta) * SUB)) and 0 <= code < 4096:
+            if int(round(float(delta) * _SUB)) and 0 <= code < 4096:
                 n += 1
-        dense = n > DENSE_MIN
+        dense = n > _DENSE_MIN
         table = _dense_table() if dense else {}
         for code, delta in items():
-            d = int(round(float(delta) * SUB))
+            d = int(round(float(delta) * _SUB))
             if d and 0 <= code < 4096:
                 table[code] = _dense_entry(d) if dense else d
         return ({}, table) if dense else (table, None)
@@ -251,7 +261,7 @@ class Board:
             d0, d1 = float(seg[2]), float(seg[3])
             for c in range(a, b + 1):
                 d = d0 if b == a else d0 + (d1 - d0) * (c - a) / (b - a)
-                table[c] = _dense_entry(int(round(d * SUB)))
+                table[c] = _dense_entry(int(round(d * _SUB)))
         return table
 
     def _setup_ads(self, ext):
@@ -284,9 +294,9 @@ class Board:
         if tab is not None:
             while k:
                 c = vadc.read_u16() >> 4
-                va += (c << 4) + tab[c] - DENSE_ZERO
+                va += (c << 4) + tab[c] - _DENSE_ZERO
                 c = iadc.read_u16() >> 4
-                ia += (c << 4) + tab[c] - DENSE_ZERO
+                ia += (c << 4) + tab[c] - _DENSE_ZERO
                 k -= 1
         while k:
             c = vadc.read_u16() >> 4
@@ -294,8 +304,8 @@ class Board:
             c = iadc.read_u16() >> 4
             ia += (c << 4) + corr.get(c, 0)
             k -= 1
-        self._va = va
-        self._ia = ia
+        self.raw_v = va
+        self.raw_i = ia
 
     def _sum_ads(self, config):
         """Sum of ``oversample`` single-shot ADS1115 conversions (signed 16-bit codes)."""
@@ -309,13 +319,13 @@ class Board:
     def sample(self):
         """Read voltage and current (oversampled, calibrated) into ``v_uV`` and ``i_nA``."""
         if self._ext:
-            self._va = self._sum_ads(self._ads_v)
-            self._ia = self._sum_ads(self._ads_i)
+            self.raw_v = self._sum_ads(self._ads_v)
+            self.raw_i = self._sum_ads(self._ads_i)
         else:
             self._sum_adc()
-        self.v_uV = mul(self._va, self._v_num, self._v_s, self._v_b) + self._v_off
+        self.v_uV = mul(self.raw_v, self._v_num, self._v_s, self._v_b) + self._v_off
         k = self.range
-        self.i_nA = mul(self._ia, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
+        self.i_nA = mul(self.raw_i, self._i_num[k], self._i_s[k], self._i_b[k]) + self._i_c[k]
 
     # ---- calibration --------------------------------------------------------------
     def code_histogram(self, ch, n):
@@ -344,16 +354,16 @@ class Board:
     def _ads_once(self, config):
         """One single-shot ADS1115 conversion (signed 16-bit code); allocates nothing."""
         buf = self._ads_buf
-        self._ads.writeto_mem(self._ads_addr, ADS_CONFIG, config)
+        self._ads.writeto_mem(self._ads_addr, _ADS_CONFIG, config)
         time.sleep_us(self._ads_wait_us)
         tries = 10
         while tries:  # the OS bit reads 1 once the conversion is done
-            self._ads.readfrom_mem_into(self._ads_addr, ADS_CONFIG, buf)
+            self._ads.readfrom_mem_into(self._ads_addr, _ADS_CONFIG, buf)
             if buf[0] & 0x80:
                 break
             time.sleep_us(100)
             tries -= 1
-        self._ads.readfrom_mem_into(self._ads_addr, ADS_RESULT, buf)
+        self._ads.readfrom_mem_into(self._ads_addr, _ADS_RESULT, buf)
         code = (buf[0] << 8) | buf[1]
         return code - 65536 if code & 0x8000 else code
 
@@ -415,7 +425,7 @@ class Board:
 
     def start_watchdog(self, timeout_ms):
         """Start the hardware watchdog (clamped to the RP2040's 1..8388 ms)."""
-        self._wdt = machine.WDT(timeout=max(1, min(WDT_MAX_MS, int(timeout_ms))))
+        self._wdt = machine.WDT(timeout=max(1, min(_WDT_MAX_MS, int(timeout_ms))))
 
     def feed(self):
         """Feed the watchdog (no-op before it is started)."""

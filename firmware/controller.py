@@ -23,6 +23,7 @@ except ImportError:  # CPython: const(x) is x
     def const(x):  # type: ignore[misc]
         return x
 
+
 RESERVE = const(4)          # ring slots kept for the events that end or pause a run
 SET_MS = const(60000)       # SET: default time the forced current stays on (calibration)
 SET_MAX_MS = const(600000)  # SET: longest; the current goes off by itself after it

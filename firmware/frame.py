@@ -12,6 +12,7 @@ except ImportError:  # CPython: const(x) is x
     def const(x):  # type: ignore[misc]
         return x
 
+
 SEP = const(42)  # ord("*")
 
 

@@ -34,6 +34,7 @@ except ImportError:  # CPython: const(x) is x
     def const(x):  # type: ignore[misc]
         return x
 
+
 MAGIC = const(0x434A4E31)  # "CJN1": journal format 1
 MAX_LOOPS = const(64)      # LOOP steps a journal can hold counters for
 

@@ -26,6 +26,7 @@ except ImportError:  # CPython: const(x) is x
     def const(x):  # type: ignore[misc]
         return x
 
+
 FW_VERSION = "0.1.0"
 LINK_VERSION = const(1)
 MAX_LINE = const(12288)   # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)

@@ -14,38 +14,45 @@ from array import array
 import gc
 import struct
 
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
+
 FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no",
           "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh", "e_chg_uWh",
           "e_dch_uWh", "soc_ppm", "soc_std_ppm")
 # t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536.
 CODES = "IiiiiiHBHiiiiiii"
-BYTES_PER_SLOT = 58   # the arrays above plus the kind byte (chunk headers not counted)
+BYTES_PER_SLOT = const(58)   # the arrays above plus the kind byte (chunk headers not counted)
 
 # Run time is kept as t_hi * T_WRAP + t_lo ms (controller.Controller.t_ms) so the per-tick sums
 # stay MicroPython small ints (< 2**30 on the RP2040; t_ms itself passes that after 12.4
 # days, and each tick would then allocate). 10**9 ms = 11.6 days; t_lo + a tick < 2**30.
-T_WRAP = 1000000000
+T_WRAP = const(1000000000)
 
 # Slot kinds: 0 is a record, the rest are events (their name is the link's event kind).
-RECORD = 0
+RECORD = const(0)
 EVENTS = ("", "START", "END", "FAULT", "FULL", "STOP", "PAUSE", "RESUME", "ESTIMATOR",
           "RECOVER")
-EV_START = 1
-EV_END = 2
-EV_FAULT = 3
-EV_FULL = 4
-EV_STOP = 5
-EV_PAUSE = 6
-EV_RESUME = 7
-EV_ESTIMATOR = 8
-EV_RECOVER = 9
+EV_START = const(1)
+EV_END = const(2)
+EV_FAULT = const(3)
+EV_FULL = const(4)
+EV_STOP = const(5)
+EV_PAUSE = const(6)
+EV_RESUME = const(7)
+EV_ESTIMATOR = const(8)
+EV_RECOVER = const(9)
 
 
-CHUNK_SHIFT = 6                 # columns are stored in chunks of 64 slots (<= 256 bytes):
+_CHUNK_SHIFT = const(6)                 # columns are stored in chunks of 64 slots (<= 256 bytes):
                                 # they fit the holes MODEL leaves, so the larger blocks stay
                                 # free for the link (make_ring)
-CHUNK = 1 << CHUNK_SHIFT
-CHUNK_MASK = CHUNK - 1
+_CHUNK = const(1 << _CHUNK_SHIFT)
+_CHUNK_MASK = const(_CHUNK - 1)
 
 
 def _column(code, capacity):
@@ -56,7 +63,7 @@ def _column(code, capacity):
     out = []
     left = capacity
     while left > 0:
-        n = min(left, CHUNK)
+        n = min(left, _CHUNK)
         out.append(array(code, bytearray(size * n)))
         left -= n
     return out
@@ -65,13 +72,13 @@ def _column(code, capacity):
 class Ring:
     """capacity slots; seqs tail..head-1 are held (unacknowledged), head is the next seq.
 
-    Slot k of field f is cols[f][k >> CHUNK_SHIFT][k & CHUNK_MASK].
+    Slot k of field f is cols[f][k >> _CHUNK_SHIFT][k & _CHUNK_MASK].
     """
 
     def __init__(self, capacity, first_seq=0):
         self.cap = capacity
         self.cols = [_column(c, capacity) for c in CODES]
-        self.kind = [bytearray(min(CHUNK, capacity - k)) for k in range(0, capacity, CHUNK)]
+        self.kind = [bytearray(min(_CHUNK, capacity - k)) for k in range(0, capacity, _CHUNK)]
         self.head = first_seq
         self.tail = first_seq
 
@@ -91,8 +98,8 @@ class Ring:
         if self.head - self.tail >= self.cap:
             return -1
         k = self.head % self.cap
-        ch = k >> CHUNK_SHIFT
-        j = k & CHUNK_MASK
+        ch = k >> _CHUNK_SHIFT
+        j = k & _CHUNK_MASK
         c = self.cols
         self.kind[ch][j] = kind
         c[0][ch][j] = t_ms
@@ -117,13 +124,13 @@ class Ring:
     def values(self, seq):
         """The 16 field values of a held seq (a new list), in FIELDS order."""
         k = seq % self.cap
-        ch = k >> CHUNK_SHIFT
-        j = k & CHUNK_MASK
+        ch = k >> _CHUNK_SHIFT
+        j = k & _CHUNK_MASK
         return [col[ch][j] for col in self.cols]
 
     def kind_of(self, seq):
         k = seq % self.cap
-        return self.kind[k >> CHUNK_SHIFT][k & CHUNK_MASK]
+        return self.kind[k >> _CHUNK_SHIFT][k & _CHUNK_MASK]
 
     def line(self, seq):
         """The link body for a held seq: ``R seq fields...`` or ``E seq KIND {json}``."""
@@ -144,16 +151,21 @@ class Ring:
         return True
 
 
+_HOLD_MIN = const(1024)     # smallest block held for the link: room for any reply or record line
+_HOLD_BYTES = const(8192)   # held in such blocks while the ring is made (the rest of the
+                            # reserve may be holes: the estimator and GC need no large blocks)
+
+
 def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     """A Ring as large as the heap allows (up to max_slots) with reserve_bytes left free
-    in blocks of at least HOLD_MIN bytes.
+    in blocks of at least _HOLD_MIN bytes.
 
     Under CPython (no gc.mem_free) simply Ring(max_slots). On the board the size comes
     from gc.mem_free(). What the link allocates after START (a reply, a record line, a
     JSON document: a few hundred bytes to a few KB each) needs contiguous blocks, and
     after MODEL the heap is a scatter of holes: counting free bytes is not enough (a
     ring that left 40 KB free in holes of at most 500 bytes failed the next STATUS).
-    So while the ring is made, bytearrays hold HOLD_BYTES of the reserve in the largest
+    So while the ring is made, bytearrays hold _HOLD_BYTES of the reserve in the largest
     blocks the heap has (_hold), the ring's small chunks fill the holes around them, and the held
     blocks are freed for the link. If the heap still refuses the ring, or leaves less
     than the reserve, the ring shrinks by an eighth and tries again.
@@ -165,7 +177,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     gc.collect()
     n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // BYTES_PER_SLOT))
     while True:
-        hold = _hold(min(reserve_bytes, HOLD_BYTES))
+        hold = _hold(min(reserve_bytes, _HOLD_BYTES))
         try:
             ring = Ring(n, first_seq)
             hold = None
@@ -181,18 +193,13 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
         n = max(min_slots, n * 7 // 8)
 
 
-HOLD_MIN = 1024     # smallest block held for the link: room for any reply or record line
-HOLD_BYTES = 8192   # held in such blocks while the ring is made (the rest of the reserve
-                    # may be holes: the estimator and the GC need no large blocks)
-
-
 def _hold(nbytes):
     # The largest blocks the heap has, halving the size on each refusal, until nbytes are
-    # held or no block of HOLD_MIN is left (the list is what keeps them alive).
+    # held or no block of _HOLD_MIN is left (the list is what keeps them alive).
     held = []
     size = nbytes
     total = 0
-    while total < nbytes and size >= HOLD_MIN:
+    while total < nbytes and size >= _HOLD_MIN:
         try:
             held.append(bytearray(size))
             total += size

@@ -15,42 +15,54 @@ healthy cell and board produce, each on N consecutive samples while the source i
 that same sample is reported at once, so the record says why the limit was crossed:
   OPEN_CIRCUIT  |i| < |set|/4 and the terminal at the source's compliance voltage on
                 the side the setpoint drives it to (OPEN_TICKS)
-  SHORT         |v| <= SHORT_uV while |i| >= |set|/2 (SHORT_TICKS)
+  SHORT         |v| <= _SHORT_uV while |i| >= |set|/2 (SHORT_TICKS)
   SOURCE        |i - set| > |set|/5 + full scale of the range/50, neither of the above
                 (SOURCE_TICKS)
   ADC_STUCK     both raw ADC sums identical tick after tick (STUCK_TICKS)
-  ADC_RAIL      a raw sum at the converter's rail: any tick while RUNNING (RAIL_TICKS)
-Boards without setpoint_nA (test fakes) skip the current checks; without raw sums
-(_va, _ia) the ADC checks.
+  ADC_RAIL      a raw sum at the converter's rail: any tick while RUNNING (_RAIL_TICKS)
+
+The board interface these checks read (board.Board has it; every simulated or test
+board must too, there is no silent skip): ``setpoint_nA`` (last applied setpoint, 0 =
+off), ``range`` (index of the selected current range) and ``range_fs_nA`` (full scale of
+each range, smallest first), ``compliance_lo_uV`` / ``compliance_hi_uV`` (the source's
+output range), ``raw_v`` / ``raw_i`` (the last sample's raw ADC sums, converter units)
+and ``raw_lo`` / ``raw_hi`` (the sums with every conversion at a rail).
 
 Fault bits (also in docs/link.md; the record field ``fault`` carries them):
 """
 
-OVER_VOLTAGE = 1       # v_uV > safety.max_uV
-UNDER_VOLTAGE = 2      # v_uV < safety.min_uV
-OVER_CURRENT = 4       # i_nA > safety.max_nA or i_nA < safety.min_nA
-OVER_CHARGE = 8        # |charge moved in the step| > safety.max_q_nAh
-BOARD_LIMIT = 16       # outside the board's own max_uV / min_uV / max_nA
-OPEN_CIRCUIT = 32      # source on, no current, terminal at the compliance voltage
-SHORT = 64             # voltage collapsed to ~0 under current
-ADC_STUCK = 128        # identical raw readings for many ticks while current flows
-SOURCE = 256           # measured current does not follow the setpoint
-WATCHDOG = 512         # reserved: a reset is reported by the INTERRUPTED event instead
-INTERNAL = 1024        # an exception in the tick loop (current switched off)
-ADC_RAIL = 2048        # an ADC reads at its rail (saturated)
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+OVER_VOLTAGE = const(1)       # v_uV > safety.max_uV
+UNDER_VOLTAGE = const(2)      # v_uV < safety.min_uV
+OVER_CURRENT = const(4)       # i_nA > safety.max_nA or i_nA < safety.min_nA
+OVER_CHARGE = const(8)        # |charge moved in the step| > safety.max_q_nAh
+BOARD_LIMIT = const(16)       # outside the board's own max_uV / min_uV / max_nA
+OPEN_CIRCUIT = const(32)      # source on, no current, terminal at the compliance voltage
+SHORT = const(64)             # voltage collapsed to ~0 under current
+ADC_STUCK = const(128)        # identical raw readings for many ticks while current flows
+SOURCE = const(256)           # measured current does not follow the setpoint
+WATCHDOG = const(512)         # reserved: a reset is reported by the INTERRUPTED event instead
+INTERNAL = const(1024)        # an exception in the tick loop (current switched off)
+ADC_RAIL = const(2048)        # an ADC reads at its rail (saturated)
 
 NAMES = ("OVER_VOLTAGE", "UNDER_VOLTAGE", "OVER_CURRENT", "OVER_CHARGE", "BOARD_LIMIT",
          "OPEN_CIRCUIT", "SHORT", "ADC_STUCK", "SOURCE", "WATCHDOG", "INTERNAL", "ADC_RAIL")
 
 # Detection bounds, in consecutive samples (ticks) showing the signature.
-OPEN_TICKS = 2
-SHORT_TICKS = 3
-SOURCE_TICKS = 3
-STUCK_TICKS = 10       # 16x oversampled noisy sums repeat by chance far less than that
-RAIL_TICKS = 2
-SHORT_uV = 3000        # below a graphite half cell's 5-10 mV cut-off
-COMPLIANCE_MARGIN_uV = 100000
-I_MIN_nA = 1000        # smaller setpoints are not checked against the measurement
+OPEN_TICKS = const(2)
+SHORT_TICKS = const(3)
+SOURCE_TICKS = const(3)
+STUCK_TICKS = const(10)       # 16x oversampled noisy sums repeat by chance far less than that
+_RAIL_TICKS = const(2)
+_SHORT_uV = const(3000)        # below a graphite half cell's 5-10 mV cut-off
+_COMPLIANCE_MARGIN_uV = const(100000)
+_I_MIN_nA = const(1000)        # smaller setpoints are not checked against the measurement
 
 KEYS = ("max_uV", "min_uV", "max_nA", "min_nA", "max_q_nAh", "delay_ms")
 
@@ -72,12 +84,10 @@ class Safety:
 
     def __init__(self, board):
         self.board = board
-        # What this board exposes for the hardware checks (see the module docstring).
-        self.hw_current = hasattr(board, "setpoint_nA")
-        self.hw_adc = hasattr(board, "_va") and hasattr(board, "raw_hi")
-        self.fs_nA = getattr(board, "_fs_nA", None) or [board.range_max_nA]
-        self.comp_lo_uV = getattr(board, "compliance_lo_uV", board.min_uV)
-        self.comp_hi_uV = getattr(board, "compliance_hi_uV", board.max_uV)
+        # The board interface of the hardware checks (module docstring).
+        self.fs_nA = board.range_fs_nA
+        self.comp_lo_uV = board.compliance_lo_uV
+        self.comp_hi_uV = board.compliance_hi_uV
         self.configure(None)
 
     def configure(self, section):
@@ -159,13 +169,9 @@ class Safety:
         ``tripped`` (another limit ends the run on this sample). Small ints only.
         """
         b = self.board
-        bits = 0
-        if self.hw_adc:
-            bits = self._adc(b, tripped)
-        if not self.hw_current:
-            return bits
+        bits = self._adc(b, tripped)
         sp = b.setpoint_nA
-        if -I_MIN_nA < sp < I_MIN_nA:
+        if -_I_MIN_nA < sp < _I_MIN_nA:
             self.n_open = 0
             self.n_short = 0
             self.n_source = 0
@@ -175,11 +181,11 @@ class Safety:
         mag = sp if sp > 0 else -sp
         am = i if i > 0 else -i
         if sp > 0:
-            at_comp = v >= self.comp_hi_uV - COMPLIANCE_MARGIN_uV
+            at_comp = v >= self.comp_hi_uV - _COMPLIANCE_MARGIN_uV
         else:
-            at_comp = v <= self.comp_lo_uV + COMPLIANCE_MARGIN_uV
+            at_comp = v <= self.comp_lo_uV + _COMPLIANCE_MARGIN_uV
         is_open = am * 4 < mag and at_comp
-        is_short = am * 2 >= mag and -SHORT_uV <= v <= SHORT_uV
+        is_short = am * 2 >= mag and -_SHORT_uV <= v <= _SHORT_uV
         err = i - sp
         if err < 0:
             err = -err
@@ -197,16 +203,16 @@ class Safety:
         return bits
 
     def _adc(self, b, tripped):
-        va = b._va
-        ia = b._ia
+        va = b.raw_v
+        ia = b.raw_i
         bits = 0
         rail = va >= b.raw_hi or ia >= b.raw_hi or ia <= b.raw_lo
         self.n_rail = self.n_rail + 1 if rail else 0
-        if rail and (tripped or self.n_rail >= RAIL_TICKS):
+        if rail and (tripped or self.n_rail >= _RAIL_TICKS):
             bits |= ADC_RAIL
         # Stuck: only meaningful while current flows (a resting, noiseless channel may
         # legitimately repeat); both channels must repeat, tick after tick.
-        flowing = self.hw_current and b.setpoint_nA != 0
+        flowing = b.setpoint_nA != 0
         same = flowing and va == self.last_va and ia == self.last_ia
         self.n_stuck = self.n_stuck + 1 if same else 0
         self.last_va = va

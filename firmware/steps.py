@@ -21,49 +21,56 @@ from array import array
 
 import journal
 
-REST = 0
-CC_CHG = 1
-CC_DCH = 2
-CV_CHG = 3
-CV_DCH = 4
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+REST = const(0)
+CC_CHG = const(1)
+CC_DCH = const(2)
+CV_CHG = const(3)
+CV_DCH = const(4)
 TYPE_NAMES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
 
 # Step kinds after compilation (the table's string tags).
-K_CC = 0
-K_CV = 1
-K_OCV = 2
-K_LOOP = 3
-KINDS = {"CC": K_CC, "CV": K_CV, "OCV": K_OCV, "LOOP": K_LOOP}
+_K_CC = const(0)
+_K_CV = const(1)
+_K_OCV = const(2)
+_K_LOOP = const(3)
+KINDS = {"CC": _K_CC, "CV": _K_CV, "OCV": _K_OCV, "LOOP": _K_LOOP}
 ARITY = {"CC": 4, "CV": 4, "OCV": 2, "LOOP": 3}
 
-VERSION = 1
-TICK_MIN_ms = 50
-TICK_MAX_ms = 60000
-MAX_STEPS = 500
-MAX_LOOP_COUNT = 1000000
-MAX_TIME_ms = 1 << 30          # keeps until_ms (and step_ms) a small int
+_VERSION = const(1)
+_TICK_MIN_ms = const(50)
+_TICK_MAX_ms = const(60000)
+_MAX_STEPS = const(500)
+MAX_LOOP_COUNT = const(1000000)
+_MAX_TIME_ms = const(1 << 30)          # keeps until_ms (and step_ms) a small int
 
-NAH_nAms = 3600000             # 1 nAh in nA*ms
-CHUNK_ms = 60000               # longest dt counted in one piece (keeps products small)
+_NAH_nAms = const(3600000)             # 1 nAh in nA*ms
+_CHUNK_ms = const(60000)               # longest dt counted in one piece (keeps products small)
 
 # Accumulator slots in Engine.acc: [whole, remainder, ...].
-Q_CHG = 0        # q_chg_nAh, remainder nA*ms
-Q_DCH = 2        # q_dch_nAh, remainder nA*ms
-Q_STEP = 4       # q_step_nAh (|charge| moved in this step), remainder nA*ms
-E_CHG = 6        # e_chg_uWh, remainder mV*nAh (1e-6 uWh), remainder uV*nAh (1e-9 uWh)
-E_DCH = 9        # e_dch_uWh, likewise
-N_ACC = 12
+Q_CHG = const(0)        # q_chg_nAh, remainder nA*ms
+Q_DCH = const(2)        # q_dch_nAh, remainder nA*ms
+Q_STEP = const(4)       # q_step_nAh (|charge| moved in this step), remainder nA*ms
+E_CHG = const(6)        # e_chg_uWh, remainder mV*nAh (1e-6 uWh), remainder uV*nAh (1e-9 uWh)
+E_DCH = const(9)        # e_dch_uWh, likewise
+N_ACC = const(12)
 
 # CV control (see Engine._cv).
-CV_GAIN_num = 500              # i += e_uV * 500 / R_ohm nA: half a Newton step on v = E + R*i
-CV_GAIN_PAST_num = 1000        # a full Newton step once the voltage is past the target
-CV_ERR_MAX_uV = 50000          # clamp on the error per tick: bounds the step of the setpoint
-CV_BAND_uV = 10000             # |v - target| within which "|i| <= until_nA" ends the step
-R_DEFAULT_ohm = 100            # before any measurement: a coin cell's series resistance
-R_MIN_ohm = 1
-R_MAX_ohm = 1000000
-R_MIN_STEP_nA = 10000          # current steps smaller than this don't update the estimate
-SIGN_MARGIN_uV = 20000         # CV sign from target vs voltage when they differ by more
+_CV_GAIN_num = const(500)              # i += e_uV * 500 / R_ohm nA: half a Newton step on v = E + R*i
+_CV_GAIN_PAST_num = const(1000)        # a full Newton step once the voltage is past the target
+_CV_ERR_MAX_uV = const(50000)          # clamp on the error per tick: bounds the step of the setpoint
+CV_BAND_uV = const(10000)             # |v - target| within which "|i| <= until_nA" ends the step
+_R_DEFAULT_ohm = const(100)            # before any measurement: a coin cell's series resistance
+_R_MIN_ohm = const(1)
+_R_MAX_ohm = const(1000000)
+_R_MIN_STEP_nA = const(10000)          # current steps smaller than this don't update the estimate
+_SIGN_MARGIN_uV = const(20000)         # CV sign from target vs voltage when they differ by more
 
 
 def _int(x):
@@ -158,8 +165,8 @@ def _validate_step(k, s, steps, board, lim):
             return (f + ".to_step_no", "must not be a LOOP step")
         return None
     if tag == "OCV":
-        return _check_int(s[1], f + ".until_ms", 1, MAX_TIME_ms)
-    err = _check_int(s[2], f + ".until_ms", 0, MAX_TIME_ms)
+        return _check_int(s[1], f + ".until_ms", 1, _MAX_TIME_ms)
+    err = _check_int(s[2], f + ".until_ms", 0, _MAX_TIME_ms)
     if err:
         return err
     if tag == "CC":
@@ -189,13 +196,13 @@ def validate(table, board):
     """
     if not isinstance(table, dict):
         return ("table", "must be a JSON object")
-    if table.get("v") != VERSION or not _int(table.get("v")):
-        return ("v", "must be %d" % VERSION)
+    if table.get("v") != _VERSION or not _int(table.get("v")):
+        return ("v", "must be %d" % _VERSION)
     for key in table:
         if key not in ("v", "tick_ms", "safety", "record", "steps"):
             return (str(key)[:20], "unknown key")
     if "tick_ms" in table:
-        err = _check_int(table["tick_ms"], "tick_ms", TICK_MIN_ms, TICK_MAX_ms)
+        err = _check_int(table["tick_ms"], "tick_ms", _TICK_MIN_ms, _TICK_MAX_ms)
         if err:
             return err
     err = _validate_safety(table, board) or _validate_record(table)
@@ -204,8 +211,8 @@ def validate(table, board):
     steps = table.get("steps")
     if not isinstance(steps, list) or not steps:
         return ("steps", "must be a non-empty list")
-    if len(steps) > MAX_STEPS:
-        return ("steps", "at most %d steps" % MAX_STEPS)
+    if len(steps) > _MAX_STEPS:
+        return ("steps", "at most %d steps" % _MAX_STEPS)
     lim = _limits(table, board)
     for k in range(len(steps)):
         err = _validate_step(k, steps[k], steps, board, lim)
@@ -236,7 +243,7 @@ class Engine:
         self.loops = array("i")
         self.hi_nA = 0
         self.lo_nA = 0
-        self.r_ohm = R_DEFAULT_ohm
+        self.r_ohm = _R_DEFAULT_ohm
         self._clear()
 
     def _clear(self):
@@ -265,7 +272,7 @@ class Engine:
                 args.append(0)
             steps.append((k, args[0], args[1], args[2]))
         self.steps = steps
-        self.loops = array("i", [s[2] if s[0] == K_LOOP else 0 for s in steps])
+        self.loops = array("i", [s[2] if s[0] == _K_LOOP else 0 for s in steps])
         lim = _limits(table, self.board)
         b = self.board
         self.hi_nA = min(lim["max_nA"], b.max_nA, b.range_max_nA)
@@ -278,9 +285,9 @@ class Engine:
         self._clear()
         for k in range(len(self.steps)):
             s = self.steps[k]
-            if s[0] == K_LOOP:
+            if s[0] == _K_LOOP:
                 self.loops[k] = s[2]
-        self.r_ohm = R_DEFAULT_ohm
+        self.r_ohm = _R_DEFAULT_ohm
         self._enter(0)
 
     def stop(self):
@@ -297,7 +304,7 @@ class Engine:
         steps = self.steps
         while no < len(steps):
             s = steps[no]
-            if s[0] != K_LOOP:
+            if s[0] != _K_LOOP:
                 self._enter(no)
                 return True
             if self.loops[no] > 0:
@@ -324,10 +331,10 @@ class Engine:
         self.v0_uV = b.v_uV
         self.i0_nA = b.i_nA
         sign = self._step_sign(s)
-        if s[0] == K_CC:
+        if s[0] == _K_CC:
             self.i_cmd_nA = s[1]
             self.step_type = (REST, CC_CHG, CC_DCH)[sign]
-        elif s[0] == K_CV:
+        elif s[0] == _K_CV:
             # Bumpless start: keep the previous setpoint if it drives the same way.
             if _sign(self.i_cmd_nA) != sign:
                 self.i_cmd_nA = 0
@@ -340,16 +347,16 @@ class Engine:
         self._apply()
 
     def _step_sign(self, s):
-        if s[0] == K_CC:
+        if s[0] == _K_CC:
             return _sign(s[1])
-        if s[0] != K_CV:
+        if s[0] != _K_CV:
             return 0
         # CV: charge if the target is clearly above the voltage, discharge if clearly
         # below; near it (CC -> CV hand-over) continue in the direction of travel.
         d = s[1] - self.board.v_uV
-        if d > SIGN_MARGIN_uV:
+        if d > _SIGN_MARGIN_uV:
             return 1
-        if d < -SIGN_MARGIN_uV:
+        if d < -_SIGN_MARGIN_uV:
             return -1
         if self.last_sign:
             return self.last_sign
@@ -368,7 +375,7 @@ class Engine:
 
     def _apply(self):
         s = self.steps[self.step_no]
-        if s[0] == K_CV or (s[0] == K_CC and s[1] != 0):
+        if s[0] == _K_CV or (s[0] == _K_CC and s[1] != 0):
             self.board.set_current(self.i_cmd_nA)
         else:
             self.board.off()
@@ -394,7 +401,7 @@ class Engine:
             words[base + journal.E_ACC + k] = self.acc[k]
         n = 0
         for k in range(len(self.steps)):
-            if self.steps[k][0] == K_LOOP:
+            if self.steps[k][0] == _K_LOOP:
                 if n >= max_loops:
                     return False
                 words[base + journal.E_LOOPS + n] = self.loops[k]
@@ -407,9 +414,9 @@ class Engine:
         no = words[base + journal.E_STEP_NO]
         n_loops = 0
         for s in self.steps:
-            if s[0] == K_LOOP:
+            if s[0] == _K_LOOP:
                 n_loops += 1
-        return 0 <= no < len(self.steps) and self.steps[no][0] != K_LOOP \
+        return 0 <= no < len(self.steps) and self.steps[no][0] != _K_LOOP \
             and words[base + journal.E_N_LOOPS] == n_loops
 
     def restore_state(self, words, base):
@@ -434,7 +441,7 @@ class Engine:
             self.acc[k] = words[base + journal.E_ACC + k]
         n = 0
         for k in range(len(self.steps)):
-            if self.steps[k][0] == K_LOOP:
+            if self.steps[k][0] == _K_LOOP:
                 self.loops[k] = words[base + journal.E_LOOPS + n]
                 n += 1
         self._enter(no)
@@ -444,9 +451,9 @@ class Engine:
 
     def count(self, dt_ms):
         """Add the last sample's charge and energy over dt_ms (the real elapsed ms)."""
-        while dt_ms > CHUNK_ms:
-            self._count(CHUNK_ms)
-            dt_ms -= CHUNK_ms
+        while dt_ms > _CHUNK_ms:
+            self._count(_CHUNK_ms)
+            dt_ms -= _CHUNK_ms
         if dt_ms > 0:
             self._count(dt_ms)
 
@@ -475,11 +482,11 @@ class Engine:
         s = self.steps[self.step_no]
         k = s[0]
         v = self.board.v_uV
-        if k == K_CC:
+        if k == _K_CC:
             if s[3] and ((s[1] > 0 and v >= s[3]) or (s[1] < 0 and v <= s[3])):
                 return True
             return 0 < s[2] <= self.step_ms
-        if k == K_CV:
+        if k == _K_CV:
             i = self.board.i_nA
             if s[2] and self.step_ms >= s[2]:
                 return True
@@ -494,20 +501,20 @@ class Engine:
         """Integral control of the current setpoint toward the target voltage.
 
         The board is a current source and the cell is roughly v = E + R*i, so a step of
-        e/R in current removes the error e; half of it (CV_GAIN_num = 1000/2) converges
+        e/R in current removes the error e; half of it (_CV_GAIN_num = 1000/2) converges
         without overshoot even when the slow RC part doubles the effective resistance.
         Once the voltage is past the target (toward the safety limit) the full step is
         taken, to get back quickly. The setpoint is the integrator, clamped to the step's
         direction and the current limits, so it cannot wind up.
         """
         e = target_uV - v_uV
-        if e > CV_ERR_MAX_uV:
-            e = CV_ERR_MAX_uV
-        elif e < -CV_ERR_MAX_uV:
-            e = -CV_ERR_MAX_uV
-        g = CV_GAIN_num
+        if e > _CV_ERR_MAX_uV:
+            e = _CV_ERR_MAX_uV
+        elif e < -_CV_ERR_MAX_uV:
+            e = -_CV_ERR_MAX_uV
+        g = _CV_GAIN_num
         if (e < 0) == (self.step_type == CV_CHG):
-            g = CV_GAIN_PAST_num  # past the target, toward the safety limit: correct fully
+            g = _CV_GAIN_PAST_num  # past the target, toward the safety limit: correct fully
         i = self.i_cmd_nA + e * g // self.r_ohm
         if self.step_type == CV_CHG:
             lo = 0
@@ -527,7 +534,7 @@ class Engine:
         # The voltage jump over the first tick of a step, divided by the current jump,
         # is the cell's fast resistance: the CV loop gain is scaled by it.
         di = self.board.i_nA - self.i0_nA
-        if -R_MIN_STEP_nA < di < R_MIN_STEP_nA:
+        if -_R_MIN_STEP_nA < di < _R_MIN_STEP_nA:
             return
         dv = self.board.v_uV - self.v0_uV
         if dv > 1000000:
@@ -535,10 +542,10 @@ class Engine:
         elif dv < -1000000:
             dv = -1000000
         r = dv * 1000 // di
-        if r < R_MIN_ohm:
+        if r < _R_MIN_ohm:
             return  # noise or a relaxing cell, not a resistance: keep the estimate
-        if r > R_MAX_ohm:
-            r = R_MAX_ohm
+        if r > _R_MAX_ohm:
+            r = _R_MAX_ohm
         self.r_ohm = r
 
     # ------------------------------------------------------------ counters
@@ -570,8 +577,8 @@ def _add_charge(acc, k, mag_nA, dt_ms):
     hd = h * dt_ms
     whole = hd // 1000
     rem = acc[k + 1] + (hd - whole * 1000) * 3600 + l * dt_ms
-    carry = rem // NAH_nAms
-    acc[k + 1] = rem - carry * NAH_nAms
+    carry = rem // _NAH_nAms
+    acc[k + 1] = rem - carry * _NAH_nAms
     whole += carry
     acc[k] += whole
     return whole

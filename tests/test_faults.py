@@ -99,18 +99,18 @@ class B:
     id = "mpy"; tick_ms = 1000; oversample = 1; max_uV = 4800000; min_uV = 0
     max_nA = 20000000; range_max_nA = 20000000; calibration_id = ""
     compliance_lo_uV = 0; compliance_hi_uV = 5000000; raw_hi = 1040000; raw_lo = 128
-    _fs_nA = [200000, 2000000, 20000000]
+    range_fs_nA = [200000, 2000000, 20000000]
     def __init__(self):
         self.v_uV = 1500000; self.i_nA = 0; self.setpoint_nA = 0; self.range = 1; self.q = 0
-        self._va = 0; self._ia = 0
+        self.raw_v = 0; self.raw_i = 0
     def off(self): self.setpoint_nA = 0
     def set_current(self, i): self.setpoint_nA = i; return i
     def sample(self):
         self.i_nA = self.setpoint_nA
         self.q += self.setpoint_nA
         self.v_uV = 1500000 + self.q // 1000 + self.setpoint_nA // 10
-        self._va = self.v_uV // 100
-        self._ia = 500000 + self.i_nA // 10
+        self.raw_v = self.v_uV // 100
+        self.raw_i = 500000 + self.i_nA // 10
     def led(self, on): pass
     def feed(self): pass
 

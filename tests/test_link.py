@@ -334,14 +334,18 @@ import steps, controller, link, safety, record, frame
 class B:
     id = "mpy"; tick_ms = 1000; oversample = 1; max_uV = 4800000; min_uV = 0
     max_nA = 20000000; range_max_nA = 20000000; calibration_id = ""
+    range_fs_nA = [20000000]; range = 0; compliance_lo_uV = 0; compliance_hi_uV = 5000000
+    raw_hi = 1 << 29; raw_lo = -(1 << 29)
     def __init__(self):
-        self.v_uV = 1500000; self.i_nA = 0; self.set = 0; self.q = 0
-    def off(self): self.set = 0
-    def set_current(self, i): self.set = i; return i
+        self.v_uV = 1500000; self.i_nA = 0; self.setpoint_nA = 0; self.q = 0
+        self.raw_v = 0; self.raw_i = 0
+    def off(self): self.setpoint_nA = 0
+    def set_current(self, i): self.setpoint_nA = i; return i
     def sample(self):
-        self.i_nA = self.set
-        self.q += self.set
-        self.v_uV = 1500000 + self.q // 1000 + self.set // 10
+        self.i_nA = self.setpoint_nA
+        self.q += self.setpoint_nA
+        self.v_uV = 1500000 + self.q // 1000 + self.setpoint_nA // 10
+        self.raw_v = self.v_uV; self.raw_i = self.i_nA  # an exact ADC
     def led(self, on): pass
     def feed(self): pass
 

@@ -72,7 +72,11 @@ class FakeCell:
 
 
 class FakeBoard:
-    """The board API of firmware/board.py over a FakeCell; records what it was told."""
+    """The board API of firmware/board.py over a FakeCell; records what it was told.
+
+    Its ADC is exact: the raw sums safety.py checks are the sample itself (uV, nA), with
+    rails beyond anything the cell reaches, and one current range.
+    """
 
     id = "fake"
     tick_ms = 1000
@@ -81,6 +85,12 @@ class FakeBoard:
     min_uV = 0
     max_nA = 20_000_000
     range_max_nA = 20_000_000
+    range_fs_nA = [20_000_000]
+    range = 0
+    compliance_lo_uV = -5_000_000
+    compliance_hi_uV = 10_000_000
+    raw_hi = 1 << 29
+    raw_lo = -(1 << 29)
     calibration_id = ""
 
     def __init__(self, cell=None):
@@ -89,6 +99,8 @@ class FakeBoard:
         self.relay = False
         self.i_nA = 0
         self.v_uV = int(round(self.cell.voltage_uV(0)))
+        self.raw_v = self.v_uV
+        self.raw_i = 0
         self.samples = []   # (v_uV, i_nA) of every sample, in order
         self.feeds = 0
         self.led_on = False
@@ -103,6 +115,10 @@ class FakeBoard:
         self.relay = True
         return i_nA
 
+    @property
+    def setpoint_nA(self):
+        return self.set_nA
+
     def applied_nA(self):
         return self.set_nA if self.relay else 0
 
@@ -112,6 +128,8 @@ class FakeBoard:
     def sample(self):
         self.i_nA = self.applied_nA()
         self.v_uV = int(round(self.cell.voltage_uV(self.i_nA)))
+        self.raw_v = self.v_uV
+        self.raw_i = self.i_nA
         self.samples.append((self.v_uV, self.i_nA))
 
     def led(self, on):
@@ -480,3 +498,25 @@ def test_ring_full_pauses_and_ack_resumes():
     assert ctl.ring.count() == held and ctl.engine.step_ms == step_ms  # paused, nothing lost
     ctl.handle(frame.encode("ACK %d" % (ctl.ring.head - 1)))
     assert ctl.state == controller.RUNNING
+
+
+def test_safety_reads_the_declared_raw_sums():
+    """The ADC checks read the board's declared raw_v/raw_i: sums frozen while current
+    flows trip ADC_STUCK on the STUCK_TICKS-th identical sample; a board that lacks the
+    interface is refused when the check is built, never silently skipped."""
+    b = FakeBoard()
+    b.set_current(100_000)
+    check = safety.Safety(b)
+    bits = n = 0
+    while not bits and n < 100:
+        b.sample()
+        b.raw_v = b.raw_i = 7  # a converter that stopped converting
+        n += 1
+        bits = check.check(0, 1000)
+    assert bits == safety.ADC_STUCK and n == safety.STUCK_TICKS
+
+    class Bare:
+        max_uV, min_uV, max_nA = 4_800_000, 0, 20_000_000
+
+    with pytest.raises(AttributeError):
+        safety.Safety(Bare())
