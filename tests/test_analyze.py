@@ -310,7 +310,8 @@ def ecm_model():
 def test_ecm_rate_test_analysed_to_model_truth():
     """Cross-check with the model helper's simulator: ecm.rate_test finds each CC step's
     cutoff exactly; the same currents replayed through ecm.simulate make the log."""
-    ecm = pytest.importorskip("cellbench.ecm")
+    from cellbench import ecm
+
     model = ecm_model()
     currents = [0.2 * CAP_AH, 1.0 * CAP_AH]
     truth = ecm.rate_test(model, currents, cycles_per_rate=3, soc0=1.0)

@@ -4,6 +4,7 @@ import copy
 import json
 import math
 
+import jsonschema
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -217,9 +218,6 @@ def test_specific_capacity():
 
 
 # ----------------------------------------------------------------- schema agreement
-
-jsonschema = pytest.importorskip("jsonschema")
-
 
 @pytest.fixture(scope="module")
 def validator():
