@@ -79,6 +79,10 @@ def test_dqdv_one_line_per_curve(rate_result):
         x, y = ln.get_xdata(), ln.get_ydata()
         assert 1.0 <= x.min() and x.max() <= 2.5
         assert 1.45 < x[np.argmax(y)] < 1.65  # the plateau
+    colour = {}
+    for c, ln in zip(r.dqdv, ax.get_lines()):       # a cycle's two branches share a colour
+        assert colour.setdefault(c["cycle"], ln.get_color()) == ln.get_color()
+    assert len(set(colour.values())) == len(colour)
 
 
 def test_resistance_per_cycle(rate_result):

@@ -479,3 +479,19 @@ def test_every_shared_real_file_imports_and_analyses(tmp_path, path, capfd):
     if path.name == "neware_test_2.ndax":       # its NdaxConfig.xml: BatteryMass="6E-06" (kg)
         assert read_sidecar(out)["mass_mg"] == pytest.approx(6.0)
     assert cli.main(["analyze", str(out), "--no-figures", "--out", str(tmp_path / "a")]) == 0, capfd.readouterr().err
+
+
+def test_neware_xlsx_record_sheet(tmp_path):
+    t, v, i, status, step_t = _profile()
+    steps = np.cumsum(np.concatenate(([True], status[1:] != status[:-1])))
+    src = tmp_path / "export.xlsx"
+    with pd.ExcelWriter(src) as xl:
+        pd.DataFrame({"Cycle": [1]}).to_excel(xl, sheet_name="cycle", index=False)
+        pd.DataFrame({"DataPoint": np.arange(1, t.size + 1), "Cycle Index": 1, "Step Index": steps,
+                      "Step Type": [{"Rest": "Rest", "CC_DChg": "CC DChg", "CC_Chg": "CC Chg"}[s] for s in status],
+                      "Total Time": [f"{int(x) // 3600:02d}:{int(x) // 60 % 60:02d}:{int(x) % 60:02d}" for x in t],
+                      "Current(mA)": i * 1e3, "Voltage(V)": v}).to_excel(xl, sheet_name="record", index=False)
+    out = tmp_path / "x.bdf.csv"
+    meta = importers.import_file(src, out)
+    assert meta["format"] == "Neware/Arbin XLSX export"
+    _check_log(out, t, v, i)

@@ -140,12 +140,15 @@ def plot_resistance(result):
 
 
 def plot_dqdv(result):
-    """dQ/dV vs voltage, one line per (cycle, branch)."""
+    """dQ/dV vs voltage, one line per (cycle, branch): a colour per cycle, solid charge,
+    dashed discharge."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
+    colours = {}
     for c in result.dqdv:
         style = "-" if c["branch"] == "charge" else "--"
-        ax.plot(c["v_V"], c["dqdv"], style, label=f"cycle {c['cycle']} {c['branch']}")
+        colour = colours.setdefault(c["cycle"], f"C{len(colours) % 10}")   # one colour per cycle
+        ax.plot(c["v_V"], c["dqdv"], style, color=colour, label=f"cycle {c['cycle']} {c['branch']}")
     ax.set_xlabel("voltage / V")
     ax.set_ylabel(f"dQ/dV / ({result.dqdv[0]['unit'] if result.dqdv else 'mAh/V'})")
     ax.set_title("differential capacity")

@@ -26,6 +26,17 @@ def _batterydf(path):
     return bdf.from_frame(df)
 
 
+def _xlsx(path):
+    """A spreadsheet export: Neware's ``record`` sheet or Arbin's ``Channel_*`` sheets."""
+    import pandas as pd
+
+    names = pd.ExcelFile(path).sheet_names
+    if "record" in [n.lower() for n in names]:
+        sheet = next(n for n in names if n.lower() == "record")
+        return neware.records(pd.read_excel(path, sheet_name=sheet))
+    return arbin.read_csv(path)
+
+
 def choose(path):
     """(format name, reader taking the path) for ``path``."""
     suffix = path.suffix.lower()
@@ -49,7 +60,7 @@ def choose(path):
         if detect(path, lines):
             return fmt, reader
     if suffix in (".xlsx", ".xls"):
-        return arbin.FORMAT_CSV, arbin.read_csv
+        return "Neware/Arbin XLSX export", _xlsx
     return "unrecognised format", _batterydf
 
 

@@ -6,7 +6,8 @@ and Energy(mWh) counters (reset per step) and a Timestamp; an .ndax also names t
 nests records under step rows under cycle rows (``,,DataPoint,Time,Total Time,...``):
 each record gets the cycle and step type of the rows above it (a cycle row may carry
 its first step's fields after its own eight). Flat exports
-(``Record,Cycle,Step,Total Time(s),Current(A),Voltage(V)...``) are plain tables.
+(``Record,Cycle,Step,Total Time(s),Current(A),Voltage(V)...``) and the XLSX export's
+``record`` sheet are plain tables.
 """
 
 import io
@@ -76,7 +77,7 @@ def read_csv(path):
         return _nested(path)
     import pandas as pd
 
-    return _records(pd.read_csv(path, low_memory=False, skipinitialspace=True), None, None)
+    return records(pd.read_csv(path, low_memory=False, skipinitialspace=True), None, None)
 
 
 def _nested(path):
@@ -103,10 +104,10 @@ def _nested(path):
     if not rows:
         raise InputError("no record rows (',,' lines) in the export")
     df = read_text(header + "\n" + "\n".join(rows), ",")
-    return _records(df, np.array(cycles), (np.array(steps), np.array(labels)))
+    return records(df, np.array(cycles), (np.array(steps), np.array(labels)))
 
 
-def _records(df, cycles, steps):
+def records(df, cycles=None, steps=None):
     t_h = find(df, "Total Time", "Total Time(s)", required="Total Time")
     unit = "s" if "(" in str(t_h) else None
     t = durations_s(df[t_h]) if unit is None else numbers(df[t_h])
