@@ -30,7 +30,7 @@ from ..estimate import estimate
 from ..fit.filters import held_sign
 from ..model import load_model
 from ..paths import FIRMWARE, MODELS
-from ..sim import micropython_binary
+from ..unixport import micropython_binary
 from . import best_of
 
 # A sloped coin cell (NMC-like OCV, 1 mAh) for the sloped-cell rows and tests.
