@@ -336,6 +336,13 @@ def test_neware_nda_against_newarenda_counters(tmp_path):
     assert np.all(np.diff(log["Test Time / s"]) >= 0)
     stamps = df["Timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
     assert log["Unix Time / s"] == pytest.approx(stamps, abs=1e-6)     # written at full precision
+    # test time at the step clock's resolution (0.1 s here, finer than the 1 s wall clock)
+    step_t = df["Time"].to_numpy()
+    same_step = np.diff(df["Step"].to_numpy()) == 0
+    assert np.allclose(np.diff(log["Test Time / s"])[same_step], np.diff(step_t)[same_step], atol=1e-9)
+    assert np.unique(log["Test Time / s"]).size > np.unique(stamps).size
+    span = log["Test Time / s"][-1] - log["Test Time / s"][0]
+    assert abs(span - (stamps[-1] - stamps[0])) <= 1.0        # anchored to the wall clock
 
 
 def test_neware_csv_export_against_its_cycle_rows(tmp_path):

@@ -26,18 +26,33 @@ REST_FRACTION = 1e-3        # a step whose mean |I| is below this share of the l
 
 
 def test_time_s(t_s, unix_s=None):
-    """A test clock that never goes back: wall-clock offsets if known, else step clocks summed."""
+    """A test clock that never goes back, at the tester clock's full resolution.
+
+    A clock that never goes back is kept. A step-relative clock (it restarts each step)
+    is laid end to end: each step starts where the wall clock says it started (its
+    first record's wall time minus its step time; wall clocks often tick in whole
+    seconds), never before the previous step ended, and within the step the tester's own
+    step time is used, so sub-second records keep their spacing. Without a wall clock a
+    step starts one typical record interval after the previous one ended.
+    """
     t = np.asarray(t_s, dtype=float)
     if np.all(np.diff(t) >= 0):
         return t - t[0] if t[0] < 0 else t
-    if unix_s is not None and np.all(np.isfinite(unix_s)) and np.all(np.diff(unix_s) >= 0):
-        return unix_s - unix_s[0]
-    # Step-relative clock: each reset starts from where the previous record ended, plus
-    # the typical record interval (the gap between steps is not in the file).
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(t) < 0)))
+    ends = np.concatenate((starts[1:], [t.size])) - 1
     dt = np.diff(t)
     typical = float(np.median(dt[dt > 0])) if np.any(dt > 0) else 1.0
-    dt = np.where(dt < 0, typical + np.maximum(t[1:], 0.0), dt)
-    return np.concatenate(([0.0], np.cumsum(dt)))
+    wall = unix_s is not None and np.all(np.isfinite(unix_s))
+    offsets = np.empty(starts.size)
+    previous_end = -np.inf
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        guess = (unix_s[a] - unix_s[0] - (t[a] - t[0]) if wall else previous_end + typical) if k else -t[0]
+        offset = max(guess, previous_end - t[a] + (0.0 if wall else typical)) if k else guess
+        offsets[k] = offset
+        previous_end = offset + t[b]
+    lengths = ends - starts + 1
+    out = t + np.repeat(offsets, lengths)
+    return np.maximum.accumulate(out)
 
 
 def _runs(keys):
