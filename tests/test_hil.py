@@ -237,3 +237,25 @@ def test_safety_cutoff_switches_off_within_one_tick(tmp_path):
     assert v_tick_before * 1e6 <= max_uV + 3_000
     assert truth["i_A"][-1] == 0
     assert abs(status["i_nA"]) < 2_000 and status["state"] == "FAULT"
+
+
+def test_sim_board_is_a_transport_whose_eof_waits_for_the_last_line(tmp_path):
+    """SimBoard is a cellbench Transport: eof is False while the process runs and while
+    lines it wrote before ending are unread, True once both are over."""
+    from cellbench.transport import Transport
+
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(MODEL))
+    board = sim.start_board(cell, workdir=tmp_path / "eof", seed=1)
+    try:
+        assert isinstance(board, Transport)
+        board.write(frame.encode("STOP"))
+        board.proc.stdin.close()  # the firmware answers, then ends with stdin closed
+        board.proc.wait(timeout=60)
+        assert not board.eof  # the reply to STOP is still unread
+        lines = []
+        while not board.eof:
+            lines.append(board.readline(timeout_s=10))
+        assert frame.decode(lines[0]).startswith("OK STOP") and board.readline(timeout_s=1) == b""
+    finally:
+        board.close()

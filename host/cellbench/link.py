@@ -247,10 +247,8 @@ class Link:
             self._pump()
 
     def at_end(self):
-        """True once the transport can deliver nothing more."""
-        t = self.transport
-        # cellbench.sim's SimBoard predates Transport.eof: its ended process is its eof.
-        return bool(getattr(t, "eof", False)) or getattr(t, "returncode", None) is not None
+        """True once the transport can deliver nothing more (Transport.eof)."""
+        return self.transport.eof
 
     def consumed(self, seq):
         """The caller has dealt with message ``seq`` without asking for the next one (it

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 from ..jsonfile import read_json
 from ..paths import FIRMWARE, SIM_MPY
+from ..transport import Transport
 from ..boards import board_path, load_board  # noqa: F401 (board_path: sim.board_path callers)
 from ..unixport import micropython_binary, mpy_cross_binary  # noqa: F401 (the one lookup)
 
@@ -134,8 +135,9 @@ def ideal_calibration(board="sim"):
             "provenance": "cellbench.sim.ideal_calibration: exact inverse of the sim's ADC DNL model"}
 
 
-class SimBoard:
-    """A running simulated board. ``readline`` blocks until a line or EOF (b"")."""
+class SimBoard(Transport):
+    """A running simulated board. ``readline`` blocks until a line or EOF (b"");
+    ``eof`` once the process has ended and everything it wrote has been read."""
 
     def __init__(self, proc, flash_dir, truth_path, timeout_s=300.0):
         self.proc = proc
@@ -180,6 +182,18 @@ class SimBoard:
     def returncode(self):
         return self.proc.poll()
 
+    @property
+    def eof(self):
+        if self._buf or self.proc.poll() is None:
+            return False
+        try:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            chunk = os.read(self._fd, 65536) if ready else b""
+        except (OSError, ValueError):  # closed: nothing more to read
+            return True
+        self._buf += chunk
+        return not chunk
+
     def close(self, timeout_s=10.0):
         """End the process (stdin closed first so the firmware can switch off cleanly)."""
         if self.proc.poll() is None:
@@ -195,12 +209,6 @@ class SimBoard:
             except OSError:
                 pass
         return self.proc.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..paths import ROOT
+from ..transport import Transport
 
 INFO = "relay.json"
 CLIENT_BUFFER = 4 << 20   # bytes queued for a connected host that is not reading
@@ -149,10 +150,10 @@ def shutdown(board_dir, timeout_s=15.0):
     return True
 
 
-class DetachedTransport:
+class DetachedTransport(Transport):
     """The serial line of a detached simulated board, over its relay's Unix socket.
 
-    Same interface as SimBoard / SerialTransport: ``write(data)``, ``readline(timeout_s)``
+    The Transport interface, as SimBoard and SerialTransport: ``write(data)``, ``readline(timeout_s)``
     (a line with its newline; TimeoutError when none came in time; b"" once the board has
     ended, after which ``eof`` is true), ``close()`` (detaches; the board keeps running).
     """
@@ -202,12 +203,6 @@ class DetachedTransport:
     def close(self):
         """Detach from the board (it keeps running); safe to call twice."""
         self._sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ---------------------------------------------------------------- the relay process
