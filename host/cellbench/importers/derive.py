@@ -55,6 +55,16 @@ def test_time_s(t_s, unix_s=None):
     return np.maximum.accumulate(out)
 
 
+def unix_time_s(unix_s, t_s):
+    """The tester's wall clock, or, where it is coarser than the test clock (whole seconds
+    against 0.1 s records: repeated stamps), its start plus the test time, so Unix Time
+    keeps the test clock's resolution. None without a wall clock."""
+    if unix_s is None or not np.all(np.isfinite(unix_s)):
+        return unix_s
+    coarse = np.any((np.diff(unix_s) <= 0) & (np.diff(t_s) > 0))
+    return unix_s[0] + (t_s - t_s[0]) if coarse else unix_s
+
+
 def _runs(keys):
     """(start index, length) of each run of equal consecutive values."""
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
@@ -179,7 +189,7 @@ def to_bdf(raw):
     through = q_chg + q_dch
     starts, lengths = _runs(counts)
     cols = {
-        "Test Time / s": t, "Voltage / V": v, "Current / A": i, "Unix Time / s": raw.unix_s,
+        "Test Time / s": t, "Voltage / V": v, "Current / A": i, "Unix Time / s": unix_time_s(raw.unix_s, t),
         "Cycle Count / 1": cycles if cycles is not None else derived,
         "Step Count / 1": counts, "Step Index / 1": step_index(counts), "Step Type": types,
         "Charging Capacity / Ah": q_chg, "Discharging Capacity / Ah": q_dch,
