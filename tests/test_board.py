@@ -7,7 +7,6 @@ under the MicroPython unix port with the simulator's mocks to show sample() allo
 nothing.
 """
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellbench import unixport
+from cellbench import fw, unixport
 from cellbench.paths import BOARDS, FIRMWARE, SIM_MPY
 
 BOARD = json.loads((BOARDS / "cct-rp2040.json").read_text())
@@ -132,9 +131,8 @@ def make_board(tmp_path, cfg=None, cal=None, monkeypatch=None):
     fm = FakeMachine()
     monkeypatch.setitem(sys.modules, "machine", fm)
     monkeypatch.setattr(time, "sleep_us", lambda us: None, raising=False)  # MicroPython-only
-    monkeypatch.syspath_prepend(str(FIRMWARE))
-    sys.modules.pop("board", None)
-    board = importlib.import_module("board")
+    monkeypatch.delitem(sys.modules, f"{fw.PACKAGE}.board", raising=False)  # a fresh one on fm
+    board = fw.module("board")
     bp = tmp_path / "board.json"
     bp.write_text(json.dumps(cfg or BOARD))
     cp = tmp_path / "calibration.json"

@@ -13,9 +13,8 @@ import pytest
 from cellbench import fw, sim
 from cellbench.paths import FIRMWARE
 
-sys.path.insert(0, str(FIRMWARE))
-import frame  # noqa: E402
-import safety  # noqa: E402
+frame = fw.module("frame")
+safety = fw.module("safety")
 
 from test_hil import MODEL, Link  # noqa: E402
 

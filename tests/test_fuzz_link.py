@@ -14,11 +14,12 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import controller  # noqa: E402
-import frame  # noqa: E402
+from cellbench import fw  # noqa: E402
+
+controller = fw.module("controller")
+frame = fw.module("frame")
 from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
 
 TABLES = [

@@ -8,17 +8,14 @@ safety max_uV must be switched off within one tick with the fault flag set.
 """
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from cellbench import sim
-from cellbench.paths import FIRMWARE
+from cellbench import fw, sim
 from polling import wait_for
 
-sys.path.insert(0, str(FIRMWARE))
-import frame  # noqa: E402  (firmware/frame.py, the link's framing)
+frame = fw.module("frame")  # firmware/frame.py, the link's framing
 
 pytestmark = pytest.mark.hil
 

@@ -10,15 +10,13 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cellbench import sim
-from cellbench.paths import FIRMWARE
+from cellbench import fw, sim
 
-sys.path.insert(0, str(FIRMWARE))
 sys.path.insert(0, os.path.dirname(__file__))
-import controller  # noqa: E402
-import frame  # noqa: E402
-import journal  # noqa: E402
-import record  # noqa: E402
+controller = fw.module("controller")
+frame = fw.module("frame")
+journal = fw.module("journal")
+record = fw.module("record")
 
 from test_hil import MODEL, Link  # noqa: E402
 from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402

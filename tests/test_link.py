@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cellbench import unixport
+from cellbench import fw, unixport
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import controller  # noqa: E402
-import frame  # noqa: E402
-import link  # noqa: E402
-import record  # noqa: E402
-import safety  # noqa: E402
+controller = fw.module("controller")
+frame = fw.module("frame")
+link = fw.module("link")
+record = fw.module("record")
+safety = fw.module("safety")
 from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
 
 TABLE = {"v": 1, "tick_ms": 500, "record": {"dt_ms": 1000},

@@ -7,20 +7,18 @@ reference implementation of a rule, never from captured engine output.
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
+from cellbench import fw
 
-import controller  # noqa: E402
-import frame  # noqa: E402
-import link  # noqa: E402
-import record  # noqa: E402
-import safety  # noqa: E402
-import steps  # noqa: E402
+controller = fw.module("controller")
+frame = fw.module("frame")
+link = fw.module("link")
+record = fw.module("record")
+safety = fw.module("safety")
+steps = fw.module("steps")
 
 NAH = 3_600_000  # nA*ms per nAh
 

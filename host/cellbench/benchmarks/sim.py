@@ -20,7 +20,6 @@ Three measurements:
 """
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +33,9 @@ MIN_RING = 300         # tests/test_memory.py and docs/link.md
 
 
 def _frame():
-    from ..paths import FIRMWARE
+    from .. import fw
 
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))
-    import frame
-
-    return frame
+    return fw.module("frame")
 
 
 def _lto():
