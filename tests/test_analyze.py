@@ -421,3 +421,15 @@ def test_a_last_cycle_cut_mid_half_gets_no_ce():
     short = {k: v[:cut] for k, v in log.items()}
     ce = analyze_log(short, mode="half", figures=False).table["ce_pct"]
     assert np.all(np.isfinite(ce[:-1])) and np.isnan(ce[-1])
+
+
+def test_impedance_and_rest_records_are_not_discharges():
+    """An EIS sequence with a non-zero mean current, then a real discharge: only the
+    discharge counts."""
+    t = np.arange(200.0)
+    i = np.where(t < 100, -0.1, -1e-3)
+    kind = np.where(t < 100, "EIS", "CC_DCH")
+    r = analyze_log({"Test Time / s": t, "Voltage / V": np.full(t.size, 3.6), "Current / A": i,
+                     "Step Type": kind}, mode="full", figures=False)
+    # 100 discharge records 1 s apart: 99 s inside the step and half the edge interval
+    assert r.table["q_dch_mAh"].sum() == pytest.approx(1e-3 * 99.5 / 3600 * 1e3, rel=1e-6)

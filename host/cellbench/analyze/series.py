@@ -85,7 +85,7 @@ def _required(log):
 def active_sign(i_A, rest_A, step_type=None):
     """-1 (discharge), 0 (rest) or +1 (charge) per sample.
 
-    A logged Step Type wins where it names the direction (REST/OCV, *_CHG, *_DCH): a rest
+    A logged Step Type wins where it names the direction (REST/OCV/EIS, *_CHG, *_DCH): a rest
     on a noisy channel must not count as a tiny discharge, however short the active steps
     around it (a 10C step on a 2 s tick is one or two samples). Elsewhere |i| > rest_A.
     """
@@ -93,7 +93,7 @@ def active_sign(i_A, rest_A, step_type=None):
     if step_type is None:
         return sign
     kind = np.asarray(step_type).astype(str)
-    sign[np.isin(kind, ("REST", "OCV"))] = 0
+    sign[np.isin(kind, ("REST", "OCV", "EIS"))] = 0      # impedance records move no net charge
     sign[np.char.endswith(kind, "_CHG")] = 1
     sign[np.char.endswith(kind, "_DCH")] = -1
     return sign
@@ -217,8 +217,11 @@ def prepare(log):
     log, t_s, v_V, i_A = _usable_rows(log, notes)
     rest_A = max(REST_FRACTION * float(np.max(np.abs(i_A))), 1e-15)
     sign = active_sign(i_A, rest_A, log.get("Step Type"))
-    q_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, i_A, i_A))
-    e_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, v_V * i_A, i_A))
+    # Intervals wholly inside a rest (or an impedance measurement) count no charge: their
+    # current is noise or an AC mean, not a charge or discharge.
+    active_i = np.where(sign != 0, i_A, 0.0)
+    q_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, active_i, active_i))
+    e_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, v_V * active_i, active_i))
     q_chg, q_dch = _cumulative_pair(log, (Q_CHG, Q_DCH), q_int, "capacity", sources, notes)
     e_chg, e_dch = _cumulative_pair(log, (E_CHG, E_DCH), e_int, "energy", sources, notes)
     soc, soc_std = _soc(log)
