@@ -13,6 +13,7 @@ reason, is a failure, because the HIL tests are what the suite is for.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -30,6 +31,12 @@ REQUIRE_HIL = "CELLBENCH_REQUIRE_HIL"
 
 
 def pytest_configure(config):
+    # Started in the background by a script (CI, nohup, `make test &`), the suite inherits
+    # SIGINT ignored, and so would every host it starts: a Ctrl-C test would then send a
+    # signal nobody hears and see the run end normally. Ctrl-C means here what it means
+    # at a terminal, in this process and (inherited) in the hosts the tests start.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "hil: runs the firmware under the MicroPython unix port (hardware in the "
         "loop); skipped only when the port is not installed, failed instead under "

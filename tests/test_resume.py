@@ -538,7 +538,9 @@ def test_ctrl_c_pauses_a_detached_board_and_says_how_to_continue(tmp_path, proto
     """Ctrl-C: the current goes off (the run pauses on the board), the message names the
     log, its record count and the command that continues; that command completes the run."""
     with detached_run(tmp_path, protocol) as (log, board_dir, hosts):
-        wait_for(lambda: rows(log) >= 100 or hosts[0].poll() is not None, "log rows")
+        seen = wait_for(lambda: (rows(log), hosts[0].poll()), "100 log rows (rows, host exit)",
+                        until=lambda s: s[0] >= 100 or s[1] is not None)
+        assert seen[1] is None, f"the host ended (exit {seen[1]}) after {seen[0]} rows, before Ctrl-C"
         hosts[0].send_signal(signal.SIGINT)
         _, err = hosts[0].communicate(timeout=WAIT_S)
         err = err.decode().strip().splitlines()
