@@ -4,6 +4,10 @@
 # Freeze it into an rp2 build with FROZEN_MANIFEST=<this file>, or deploy the same files
 # with mpy-cross + mpremote (docs/link.md describes what they speak once running).
 # main.py is the entry point; board.py is the only module that imports `machine`.
+# Installed compiled, never as source: from .py the board would compile at import and need
+# its whole 180 KB heap to boot, from .mpy 128 KB (the resident bytecode is the same either
+# way; only a frozen build moves it to flash). Measured: BENCHMARKS.md "install"
+# (host/cellbench/benchmarks/install.py).
 metadata(version="0.1.0", description="cellbench coin-cell tester firmware")
 
 module("frame.py")     # line frames with CRC-32
