@@ -137,3 +137,9 @@ def test_cycling_plot_keeps_every_point_inside_the_axes(rate_result):
     ax = figures.plot_cycling(r).axes[0]
     top = max(max(ln.get_ydata()) for ln in ax.get_lines())
     assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > top * 1.02
+    ax2 = ax.figure.axes[1]
+    ce = ax2.get_lines()[0].get_ydata()
+    ce = ce[np.isfinite(ce)]
+    lo, hi = ax2.get_ylim()
+    span = hi - lo
+    assert lo < ce.min() - 0.02 * span and ce.max() + 0.02 * span < hi

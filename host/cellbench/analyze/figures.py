@@ -112,7 +112,9 @@ def plot_cycling(result):
     if len(ce):
         # Without this a constant CE is drawn as an offset axis around 1e-10 wiggles.
         ax2.ticklabel_format(axis="y", useOffset=False)
-        ax2.set_ylim(min(float(ce.min()), 100.0) - 2.0, max(float(ce.max()), 100.0) + 2.0)
+        lo, hi = min(float(ce.min()), 100.0), max(float(ce.max()), 100.0)
+        pad = max(2.0, 0.05 * (hi - lo))        # markers at the extremes stay whole
+        ax2.set_ylim(lo - pad, hi + pad)
     ax.set_zorder(ax2.get_zorder() + 1)   # capacity markers above the CE line
     ax.patch.set_visible(False)
     handles, labels = ax.get_legend_handles_labels()
