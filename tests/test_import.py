@@ -505,3 +505,18 @@ def test_neware_xlsx_record_sheet(tmp_path):
     meta = importers.import_file(src, out)
     assert meta["format"] == "Neware/Arbin XLSX export"
     _check_log(out, t, v, i)
+
+
+def test_biologic_csv_export_with_dates_against_its_q_counters(tmp_path):
+    """An EC-Lab CSV export (``;``-separated, ``time/s`` written as dates): per-cycle
+    capacities against the instrument's own ``Q charge``/``Q discharge`` counters."""
+    name = "beep_biologic_MB_CE1_1800rows.csv"
+    df = pd.read_csv(REAL / name, sep=";", index_col=False)
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "BioLogic .mpt/CSV export"
+    stamps = pd.to_datetime(df["time/s"]).to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    assert log["Test Time / s"][-1] == pytest.approx(stamps[-1] - stamps[0], abs=1e-3)
+    got = _per_cycle_from_log(log)
+    for cyc, rows in df.groupby("cycle number"):
+        assert got[int(cyc) + 1][0] == pytest.approx(rows["Q charge/mA.h"].max() / 1e3, rel=REL)
+        assert got[int(cyc) + 1][1] == pytest.approx(rows["Q discharge/mA.h"].max() / 1e3, rel=REL, abs=1e-12)
