@@ -10,6 +10,7 @@ import pytest
 from cellbench import bdflog, boards, cli
 from cellbench.paths import FIRMWARE, MODELS, PROTOCOLS, ROOT
 from cellbench.transport import Transport
+from polling import wait_for
 
 SMOKE = PROTOCOLS / "smoke.json"
 
@@ -301,11 +302,14 @@ def test_ctrl_c_stops_the_board_and_closes_the_log(sim_files):
     try:
         with pytest.raises(KeyboardInterrupt):
             session.run(sim_files / "fast.json", Interrupting(board, after=12), out, board="sim")
-        status = session.Link(board).command("STATUS")
+        # Measured current after the stop (the board's next samples, not the one taken
+        # before STOP): zero up to the sense path's noise and offset.
+        link = session.Link(board)
+        status = wait_for(lambda: link.command("STATUS"), "a STATUS after the stop reading ~0 A",
+                          until=lambda s: abs(s["i_nA"]) < 2000)
     finally:
         board.close()
-    # Measured current after the stop: zero up to the sense path's noise and offset.
-    assert status["state"] == "STOPPED" and abs(status["i_nA"]) < 2000
+    assert status["state"] == "STOPPED"
     log = bdflog.read_log(out)
     meta = bdflog.read_sidecar(out)
     assert meta["stop_reason"] == "interrupted" and "ended_unix_s" in meta

@@ -2,13 +2,27 @@
 
 ``poll().poll(timeout_ms)`` first asks the real stdin/stdout whether they are ready
 (timeout 0). If something is, it returns at once, as the board would. If not, the board
-would have waited ``timeout_ms``: virtual time moves on by that much and ``[]`` comes back.
+would have waited ``timeout_ms``: virtual time moves on by that much and ``[]`` comes back,
+so a running board goes through its ticks as fast as the CPU allows.
+
+An idle board (no run, no SET current: the firmware's ``main.CONTROLLER.idle``; the loop
+polls only when it has nothing to write) has nothing to compute until a command comes:
+it waits on the real descriptors for ``timeout_ms / IDLE_SPEEDUP`` of real time instead
+of spinning, and virtual time moves on by IDLE_SPEEDUP times the real time waited (all of
+``timeout_ms`` when nothing came). Idle, a board thus costs a few ticks of CPU per real
+second instead of thousands, while a host that waits for idle ticks (a STATUS after the
+current went off) still sees them come a hundred times faster than on a real board;
+what the firmware does and sees is the same.
 A negative timeout (wait forever) blocks on the real descriptors with the clock stopped.
 """
 
+import sys
+import utime as _wall  # the host's real clock (time.py shadows the name `time`)
 import uselect as _real
 
 import time as _clock  # the virtual clock (time.py next to this file)
+
+IDLE_SPEEDUP = 100  # virtual ms per real ms while the firmware is idle (see above)
 
 POLLIN = _real.POLLIN
 POLLOUT = _real.POLLOUT
@@ -35,11 +49,23 @@ class _Poll:
             return ready
         if timeout is None or timeout < 0:
             return self._p.poll(-1)
+        if _idle():
+            t0 = _wall.ticks_us()
+            ready = self._p.poll(int(timeout) // IDLE_SPEEDUP)
+            waited_us = _wall.ticks_diff(_wall.ticks_us(), t0) * IDLE_SPEEDUP
+            _clock.advance_us(min(max(waited_us, 0), int(timeout) * 1000) if ready else int(timeout) * 1000)
+            return ready
         _clock.advance_us(int(timeout) * 1000)
         return []
 
     def ipoll(self, timeout=-1, flags=0):
         return iter(self.poll(timeout))
+
+
+def _idle():
+    # The firmware's own word for it (controller.Controller.idle), once main.py has booted.
+    ctl = getattr(sys.modules.get("main"), "CONTROLLER", None)
+    return ctl is not None and ctl.idle
 
 
 def poll():
