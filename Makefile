@@ -28,10 +28,17 @@ typecheck: $(STAMP)
 # No .pytest_cache: a fresh clone and a tenth run behave the same.
 TEST_JOBS ?= 2
 
-test: $(STAMP) typecheck
+# The emulated board's rp2040js (npm, pinned by host/cellbench/emu/package-lock.json);
+# without npm or network its tests skip with the reason instead of failing.
+EMU := host/cellbench/emu
+$(EMU)/node_modules/.installed: $(EMU)/package-lock.json
+	@if command -v npm >/dev/null && npm ci --prefix $(EMU) --no-audit --no-fund --silent; then \
+		touch $@; else echo "note: rp2040js not installed: the rp2040-emu tests will skip"; fi
+
+test: $(STAMP) $(EMU)/node_modules/.installed typecheck
 	CELLBENCH_REQUIRE_HIL=1 $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
-bench: $(STAMP)
+bench: $(STAMP) $(EMU)/node_modules/.installed
 	$(BIN)/python -m cellbench.bench --out BENCHMARKS.md
 
 clean:
