@@ -18,9 +18,20 @@ Controller, Link):
 The .py runs put copies of the sources first on MICROPYPATH (they shadow the .mpy the
 simulator installs); everything else is identical. The unix port is 64-bit: object
 sizes (pointers, dict slots) are up to twice the RP2040's; bytecode and strings are not.
-Frozen modules (an rp2 build with FROZEN_MANIFEST=firmware/manifest.py) would keep the
-bytecode in flash as well; that needs a custom MicroPython build and is not measured.
+Frozen modules keep the bytecode in flash as well. They need a MicroPython built with the
+firmware in it, so they are measured only when CELLBENCH_FROZEN_MICROPYTHON names such a
+unix port (same driver, its frozen modules first on the path), built from a MicroPython
+checkout with
+
+    make -C mpy-cross
+    make -C ports/unix FROZEN_MANIFEST=<cellbench>/firmware/manifest.py \
+        MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 MICROPY_PY_BTREE=0
+
+(the C modules switched off are ones the firmware does not use; an rp2 build takes the
+same FROZEN_MANIFEST).
 """
+
+import os
 
 import json
 import shutil
@@ -52,21 +63,25 @@ print(json.dumps(res))
 """
 
 
-def _boot(work, heap_kb, source):
+FROZEN_ENV = "CELLBENCH_FROZEN_MICROPYTHON"
+
+
+def _boot(work, heap_kb, kind):
     """Boot the driver on a simulated board of ``heap_kb``; its JSON dict, or None when it
-    does not boot (MemoryError). source: the firmware from .py (copies first on the path)
-    instead of the simulator's .mpy."""
+    does not boot (MemoryError). kind: "py" (source copies first on the path), "mpy" (the
+    simulator's .mpy, as `cellbench flash` installs them) or "frozen" (FROZEN_ENV's port)."""
     from .. import sim
     from ..paths import MODELS
 
     drv = Path(work) / "drv"
     drv.mkdir(parents=True, exist_ok=True)
     (drv / "fw_boot.py").write_text(DRIVER % {"line": LINE_BYTES})
-    if source:
+    if kind == "py":
         for src in sim.firmware_sources():
             shutil.copyfile(src, drv / src.name)
     board = sim.start_board(MODELS / "lto-li-coin.json", workdir=Path(work) / "run", heap_kb=heap_kb,
-                            entry="fw_boot", entry_dir=drv)
+                            entry="fw_boot", entry_dir=drv,
+                            binary=os.environ[FROZEN_ENV] if kind == "frozen" else None)
     try:
         while True:
             raw = board.readline(timeout_s=120)
@@ -78,33 +93,38 @@ def _boot(work, heap_kb, source):
         board.close()
 
 
-def _smallest_kb(work, hi_kb, source):
+def _smallest_kb(work, hi_kb, kind):
     """Smallest heap_kb (to 2 KB, at most hi_kb) on which the driver boots; None if none."""
-    if _boot(Path(work) / f"{hi_kb}", hi_kb, source) is None:
+    if _boot(Path(work) / f"{hi_kb}", hi_kb, kind) is None:
         return None
     lo_kb = LO_KB
     while hi_kb - lo_kb > 2:
         mid = (lo_kb + hi_kb) // 2
-        if _boot(Path(work) / f"{mid}", mid, source) is None:
+        if _boot(Path(work) / f"{mid}", mid, kind) is None:
             lo_kb = mid
         else:
             hi_kb = mid
     return hi_kb
 
 
+def kinds():
+    """The installs measured: "py" and "mpy", and "frozen" when FROZEN_ENV names a port."""
+    return ("py", "mpy", "frozen") if os.environ.get(FROZEN_ENV) else ("py", "mpy")
+
+
 def measure(heap_kb=None):
-    """{"py": ..., "mpy": ...}: each the driver's figures at heap_kb (default the sim
-    board's) plus "smallest_kb"."""
+    """{kind: the driver's figures at heap_kb (default the sim board's) plus "smallest_kb"}
+    for each of kinds()."""
     from .. import sim
 
     heap_kb = heap_kb or sim.load_board("sim")["sim"]["heap_kb"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, source in (("py", True), ("mpy", False)):
-            res = _boot(Path(tmp) / kind, heap_kb, source)
+        for kind in kinds():
+            res = _boot(Path(tmp) / kind, heap_kb, kind)
             if res is None:
-                raise RuntimeError(f"install bench: the firmware from .{kind} does not boot on {heap_kb} KB")
-            res["smallest_kb"] = _smallest_kb(Path(tmp) / f"{kind}-bisect", heap_kb, source)
+                raise RuntimeError(f"install bench: the firmware as {kind} does not boot on {heap_kb} KB")
+            res["smallest_kb"] = _smallest_kb(Path(tmp) / f"{kind}-bisect", heap_kb, kind)
             out[kind] = res
     return out
 
@@ -113,26 +133,42 @@ def _bytes(paths):
     return sum(p.stat().st_size for p in paths)
 
 
+def _version(binary):
+    import subprocess
+
+    done = subprocess.run([binary, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    return done.stdout.strip().split(";")[-1].strip() or "MicroPython ?"
+
+
+AS = {"py": "as .py (compiled on the board at import)", "mpy": "as .mpy (cellbench flash)",
+      "frozen": "frozen (FROZEN_MANIFEST=firmware/manifest.py)"}
+
+
 def run() -> list[dict]:
     from .. import sim
 
     heap_kb = sim.load_board("sim")["sim"]["heap_kb"]
     m = measure(heap_kb)
-    py, mpy = m["py"], m["mpy"]
     with tempfile.TemporaryDirectory() as tmp:
         files = sim.compile_sim_modules(tmp)
         mpy_bytes = _bytes(files / (p.stem + ".mpy") for p in sim.firmware_sources())
     py_bytes = _bytes(sim.firmware_sources())
     kb = lambda b: round(b / 1024, 1)  # noqa: E731
-    return [
-        {"name": "resident heap of the firmware modules", "value": kb(mpy["resident"]), "unit": "KB",
-         "note": f"as .mpy; {kb(py['resident'])} KB as .py: the same bytecode ends up in RAM either way "
-                 "(64-bit unix port)"},
-        {"name": "free heap after boot", "value": kb(mpy["free_after_boot"]), "unit": "KB",
-         "note": f"as .mpy, of {heap_kb} KB; {kb(py['free_after_boot'])} KB as .py (left for MODEL, LOAD, the ring)"},
-        {"name": "smallest heap that boots", "value": mpy["smallest_kb"] or -1, "unit": "KB",
-         "note": f"as .mpy; {py['smallest_kb'] or 'over ' + str(heap_kb)} KB as .py: compiling at import "
-                 f"needs {(py['smallest_kb'] or heap_kb) - (mpy['smallest_kb'] or 0)} KB more (parser and compiler)"},
-        {"name": "firmware size on flash", "value": kb(mpy_bytes), "unit": "KB",
-         "note": f"the .mpy files (bytecode, portable); {kb(py_bytes)} KB of .py source; main.py not included"},
-    ]
+    rows = []
+    for kind, res in m.items():
+        rows += [
+            {"name": f"resident heap of the firmware modules, {kind}", "value": kb(res["resident"]),
+             "unit": "KB", "note": f"{AS[kind]}; 64-bit unix port"},
+            {"name": f"free heap after boot, {kind}", "value": kb(res["free_after_boot"]), "unit": "KB",
+             "note": f"of {heap_kb} KB, left for MODEL, LOAD and the ring"},
+            {"name": f"smallest heap that boots, {kind}", "value": res["smallest_kb"], "unit": "KB",
+             "note": "bisection, 2 KB steps" + (": the compiler's peak at import" if kind == "py" else "")},
+        ]
+    if "frozen" in m:
+        rows[-3]["note"] += f", {_version(os.environ[FROZEN_ENV])}"
+    else:
+        rows.append({"name": "frozen", "value": "-", "unit": "",
+                     "note": f"not measured: set {FROZEN_ENV} to a unix port built with the firmware frozen in"})
+    rows.append({"name": "firmware size on flash", "value": kb(mpy_bytes), "unit": "KB",
+                 "note": f"the .mpy files; {kb(py_bytes)} KB of .py source; main.py not included"})
+    return rows

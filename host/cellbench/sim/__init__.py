@@ -212,7 +212,7 @@ class SimBoard(Transport):
 
 
 def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,
-                soc0=None, faults=None, entry="main", entry_dir=None):
+                soc0=None, faults=None, entry="main", entry_dir=None, binary=None):
     """Start the firmware on a simulated board holding the cell model ``cell`` (a path).
 
     board: board name or path (its ``sim`` section sets the imperfections and heap).
@@ -226,6 +226,9 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     soc0: initial SoC (default the board's ``sim.soc0``). faults: CELLBENCH_SIM_FAULTS.
     entry, entry_dir: the module run after the boot (``main``: firmware/main.py) and a
     directory searched first for it (benchmarks run their own drivers on the same boot).
+    binary: a unix port to run instead of cellbench.unixport's, its frozen modules first on
+    the path after entry_dir (benchmarks/install.py: the firmware frozen in, as a board
+    built with FROZEN_MANIFEST=firmware/manifest.py has it).
     """
     cfg = load_board(board)
     sim = cfg.get("sim") or {}
@@ -246,7 +249,7 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     heap = heap_bytes // 1024 + int(sim.get("overhead_kb", 0))
     simlib = compile_sim_modules(work / "simlib")
     report = work / "heap.txt"
-    path = f"{simlib}:{FIRMWARE}" if entry_dir is None else f"{entry_dir}:{simlib}:{FIRMWARE}"
+    path = ":".join(str(d) for d in (entry_dir, binary and ".frozen", simlib, FIRMWARE) if d)
     env = dict(os.environ, MICROPYPATH=path, CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),
                CELLBENCH_SIM_STATS=str(work / "stats.txt"))
@@ -256,7 +259,7 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
         env["CELLBENCH_SIM_FAULTS"] = faults
     # main.py is found last on the path and compiled from source, as on the board.
     boot = BOOT.format(heap_bytes=heap_bytes, report=str(report), entry=entry)
-    cmd = [micropython_binary(), "-X", f"heapsize={heap}K", "-c", boot]
+    cmd = [binary or micropython_binary(), "-X", f"heapsize={heap}K", "-c", boot]
     with open(flash / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=flash, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err)
