@@ -519,3 +519,37 @@ def test_a_record_every_n_ticks_survives_tick_jitter(jitter_ms, n):
             trig.mark(t_ms, 0, 0)
             recorded.append(k)
     assert recorded == list(range(n, len(jitter_ms) + 1, n))
+
+
+NAMESPACE_PROBE = r"""
+import json, sys
+path = list(sys.path)
+import cellbench.link
+from cellbench import fw
+from cellbench.paths import FIRMWARE
+names = sorted(p.stem for p in FIRMWARE.glob("*.py") if p.stem not in ("main", "manifest", "board"))
+mods = {n: fw.module(n) for n in names}
+mods["link"].estimator_class()  # a sibling imported inside a function, after the module ran
+print(json.dumps({"names": names, "bare": sorted(n for n in names + ["board"] if n in sys.modules),
+                  "path_same": sys.path == path,
+                  "full": {n: m.__name__ for n, m in mods.items()},
+                  "siblings": [mods["controller"].steps is mods["steps"],
+                               mods["link"].controller is mods["controller"],
+                               mods["steps"].journal is mods["journal"],
+                               sys.modules.get("cellbench.firmware.ekf") is mods["ekf"]]}))
+"""
+
+
+def test_firmware_imports_under_its_namespace_only():
+    """The host imports the firmware as cellbench.firmware.<name> (cellbench.fw.module): in a
+    fresh interpreter, importing the host link and every plain firmware module puts nothing
+    on sys.path and no top-level link, record, steps, ... in sys.modules, and a module's
+    bare sibling imports (also one inside a function) are those same namespaced modules."""
+    done = subprocess.run([sys.executable, "-c", NAMESPACE_PROBE], capture_output=True, text=True,
+                          cwd=ROOT / "tests")
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert {"controller", "link", "record", "steps", "frame"} <= set(got["names"])
+    assert got["bare"] == [] and got["path_same"]
+    assert got["full"] == {n: f"cellbench.firmware.{n}" for n in got["names"]}
+    assert all(got["siblings"])
