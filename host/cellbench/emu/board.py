@@ -216,4 +216,46 @@ class EmuBoard(Transport):
                 f.close()
             except (OSError, ValueError):
                 pass
+        self._reader.join(timeout_s)
+        # The plant's truth and state files are CPython-buffered here (MicroPython writes
+        # them through): close them so the truth is complete once the board is closed.
+        for f in (self.plant._truth, self.plant._state):
+            if f is not None and not f.closed:
+                f.close()
         return self.proc.returncode
+
+
+def start_board(cell, board="rp2040-emu", calibration=None, image=None, workdir=None, seed=0,
+                soc0=None, faults=""):
+    """Power up an emulated board with the simulated cell ``cell`` (a model path or dict),
+    install the firmware as ``cellbench flash`` would (install.install) and reset it so
+    main.py runs; returns the :class:`EmuBoard`, ready for the link.
+
+    board: board name, path or dict (its ``sim`` section sets the plant's imperfections).
+    calibration: None, a path, a dict, or ``"ideal"`` (cellbench.sim.ideal_calibration:
+    the exact inverse of the plant's ADC non-linearity). image: the directory of the rp2
+    image and boot ROM (default $CELLBENCH_RP2_DIR). workdir: where the plant's truth
+    CSV goes (a new temporary directory if None).
+    """
+    import tempfile
+
+    from ..boards import load_board
+    from ..jsonfile import read_json
+    from ..sim import ideal_calibration
+    from .install import install
+
+    cfg = load_board(board)
+    model = cell if isinstance(cell, dict) else read_json(cell, "cell")
+    if calibration == "ideal":
+        calibration = ideal_calibration(cfg)
+    elif calibration is not None and not isinstance(calibration, dict):
+        calibration = read_json(calibration, "calibration")
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellbench-emu-"))
+    work.mkdir(parents=True, exist_ok=True)
+    b = EmuBoard(cfg, model, image=image, workdir=work, seed=seed, soc0=soc0, faults=faults)
+    try:
+        install(b, cfg, calibration)
+    except BaseException:
+        b.close()
+        raise
+    return b

@@ -23,6 +23,8 @@ import fs from 'fs';
 import readline from 'readline';
 import { Simulator, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
 
+const SimulationClock = new Simulator().clock.constructor; // not exported by the package's index
+
 const CYCLE_NS = 8; // rp2040js' fixed 125 MHz instruction clock
 const CHUNK = 20000; // instructions (or sleeps) between looks at the host's input
 const TIME_EVERY_NS = 100e6; // a T line at least this often (emulated)
@@ -92,8 +94,10 @@ function installFlashWrites(mcu) {
 
 // ---- one chip -------------------------------------------------------------------------------
 class Chip {
-  constructor(flash, resetReason) {
-    this.sim = new Simulator();
+  constructor(flash, resetReason, nanos) {
+    const clock = new SimulationClock();
+    clock.nanosCounter = nanos; // emulated time goes on across a reset
+    this.sim = new Simulator(clock);
     const mcu = this.mcu = this.sim.rp2040;
     const rom = fs.readFileSync(cfg.bootrom);
     mcu.loadBootrom(new Uint32Array(rom.buffer, rom.byteOffset, rom.length >> 2));
@@ -176,7 +180,7 @@ class Chip {
 }
 
 // ---- the loop -------------------------------------------------------------------------------
-let chip = new Chip(null, 0);
+let chip = new Chip(null, 0, 0);
 let adcReply = null; // resolves with the host's answer to an `A` line
 let lastT = -Infinity;
 
@@ -198,9 +202,7 @@ async function main() {
     const c = chip;
     if (c.resetBy) { // the watchdog fired: a new chip on the same flash, as after a real reset
       send(`R ${c.micros} ${c.resetBy}`);
-      const t = c.sim.clock.nanos;
-      chip = new Chip(c.mcu.flash, c.resetBy);
-      chip.sim.clock.nanosCounter = t; // time goes on across the reset
+      chip = new Chip(c.mcu.flash, c.resetBy, c.sim.clock.nanos);
     }
     if (c.sim.clock.nanos - lastT >= TIME_EVERY_NS) { lastT = c.sim.clock.nanos; send(`T ${c.micros} ${c.mcu.core.cycles}`); }
     if (c.adcPending >= 0 && c === chip) {

@@ -95,4 +95,5 @@ def install(board, cfg, calibration=None, reset=True):
         n = len(board.resets)
         board.write(b"import machine\nmachine.reset()\x04")  # still in the raw REPL
         board.wait_reset(n + 1)
+        board.drain()  # the raw REPL's last words ("OK") are not the firmware's
     return [name for name, _ in files]

@@ -1,0 +1,121 @@
+"""The firmware on the real rp2 MicroPython image in an emulated RP2040 (cellbench.emu).
+
+The image and boot ROM come from $CELLBENCH_RP2_DIR (make test sets it to ../shared/rp2040
+when that exists); without one these tests are skipped, saying so. With one, nothing is
+skipped: a missing Node or rp2040js is a failure.
+
+One emulated board per module: powered up with a simulated cell, the firmware installed
+through the raw REPL as `cellbench flash` installs it, reset; its state at boot is kept,
+then a short protocol runs over the emulated USB CDC with the host's own link and session.
+Expectations are independent of the firmware: the pins and PWM compare the emulated chip
+shows, and the plant's truth (the charge that actually flowed, in emulated time).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from cellbench import bdflog, session
+from cellbench.emu import runtime
+from cellbench.link import Link
+from cellbench.sim import read_truth
+
+IMAGE = runtime.image_dir()
+pytestmark = pytest.mark.skipif(
+    IMAGE is None, reason=f"emu: no rp2 image given (set {runtime.IMAGE_ENV} to the directory "
+                          "of the MicroPython RPI_PICO firmware.bin and bootrom_b1.bin)")
+
+# A small LTO-like half cell (flat 1.55 V plateau, steep ends), 0.35 mAh.
+_Z = [k / 20 for k in range(21)]
+_OCV = [0.95, 1.43, 1.50, 1.519, 1.526, 1.530, 1.535, 1.539, 1.543, 1.547, 1.551, 1.555,
+        1.559, 1.563, 1.567, 1.572, 1.577, 1.586, 1.616, 1.758, 2.6]
+CELL = {"schema_version": 1,
+        "cell": {"name": "test LTO/Li", "chemistry": "LTO/Li", "active_mass_g": 0.002},
+        "capacity_Ah": 3.5e-4, "window_V": [1.0, 2.5],
+        "ocv": {"soc": _Z, "voltage_V": _OCV},
+        "r0_ohm": 60.0, "rc": [{"r_ohm": 40.0, "tau_s": 20.0}],
+        "coulombic_efficiency": 1.0}
+RATE_C = 10  # 3.5 mA: the 20 mA range; each half cycle ends on voltage in about 6 min
+I_A = RATE_C * 3.5e-4
+FAST = {"sample": {"name": "emu fast", "capacity_mAh": 0.35},
+        "record": {"time_s": 20, "voltage_V": 0.01},
+        "safety": {"max_voltage_V": 2.7, "min_voltage_V": 0.8},
+        "method": [{"step": "open_circuit_voltage", "until_time_s": 20},
+                   {"step": "tag", "tag": "c"},
+                   {"step": "constant_current", "rate_C": -RATE_C, "until_voltage_V": 1.0,
+                    "until_time_s": 900},
+                   {"step": "constant_current", "rate_C": RATE_C, "until_voltage_V": 2.5,
+                    "until_time_s": 900},
+                   {"step": "loop", "loop_to": "c", "cycle_count": 2}]}
+TICK_MS = 2000
+
+
+@pytest.fixture(scope="module")
+def emu_run(tmp_path_factory):
+    """(boot state, run summary, log, truth) of one emulated board."""
+    from cellbench.emu.board import start_board
+
+    d = tmp_path_factory.mktemp("emu")
+    (d / "cell.json").write_text(json.dumps(CELL))
+    (d / "fast.json").write_text(json.dumps(FAST))
+    board = start_board(d / "cell.json", calibration="ideal", image=IMAGE, workdir=d / "work")
+    try:
+        ident = Link(board, reply_timeout_s=30.0).command("ID")
+        boot = {"ident": ident, "pins": dict(board.pins), "duty": board.duty,
+                "delivered_A": board.plant.delivered_A(), "resets": len(board.resets)}
+        out = d / "run.bdf.csv"
+        summary = session.run(d / "fast.json", board, out, board="rp2040-emu", tick_ms=TICK_MS)
+    finally:
+        board.close()
+    return boot, summary, bdflog.read_log(out), read_truth(board.truth_path)
+
+
+def test_boots_the_firmware_with_the_current_off(emu_run):
+    boot, _, _, truth = emu_run
+    ident = boot["ident"]
+    assert ident["board"] == "rp2040-emu" and ident["calibration"] == "rp2040-emu-ideal"
+    assert ident["interrupted"] is None
+    assert boot["resets"] == 1  # the install's machine.reset(), through the watchdog
+    cfg = json.loads((runtime.HERE.parents[2] / "boards" / "rp2040-emu.json").read_text())
+    # The relay pin driven low (0, not floating), the range pins on the smallest range.
+    assert boot["pins"][cfg["relay_pin"]] == 0
+    assert [boot["pins"][p] for p in cfg["current"]["range_pins"]] == [0, 0]
+    # The PWM slice's real duty at mid-scale: 0 A from the Howland pump.
+    num, den = boot["duty"]
+    assert 2 * num == den
+    assert boot["delivered_A"] == 0.0
+    before = truth["t_s"] <= truth["t_s"][np.argmax(np.abs(truth["i_A"]) > 0)]
+    assert np.all(truth["i_A"][before][:-1] == 0.0)
+
+
+def test_short_protocol_runs_to_its_end_on_the_chip(emu_run):
+    _, summary, log, _ = emu_run
+    assert summary["stop_reason"] == "end"
+    types = log["Step Type"]
+    runs = [t for k, t in enumerate(types) if k == 0 or t != types[k - 1]]
+    assert runs == ["REST", "CC_DCH", "CC_CHG", "CC_DCH", "CC_CHG"]
+    assert sorted(set(log["Cycle Count / 1"].tolist())) == [1, 2]
+    assert sorted(set(log["Step Count / 1"].tolist())) == [1, 2, 3, 4, 5]
+    i = log["Current / A"]
+    np.testing.assert_allclose(i[types == "CC_DCH"], -I_A, rtol=0.02)
+    np.testing.assert_allclose(i[types == "CC_CHG"], I_A, rtol=0.02)
+    # Each half ended on its voltage limit, not its 900 s backstop.
+    steps = log["Step Count / 1"]
+    for k in (2, 3, 4, 5):
+        t = log["Test Time / s"][steps == k]
+        assert t[-1] - t[0] < 900 - 60
+
+
+def test_charge_counters_match_the_cells_truth(emu_run):
+    _, summary, log, truth = emu_run
+    t_log = log["Test Time / s"]
+    on_log = t_log[np.argmax(log["Current / A"] < -1e-4)]
+    on_truth = truth["t_s"][np.argmax(truth["i_A"] < -1e-4)]
+    t = t_log + (on_truth - on_log)
+    for column, key in (("Discharging Capacity / Ah", "q_dch_Ah"), ("Charging Capacity / Ah", "q_chg_Ah")):
+        q_truth = np.interp(t, truth["t_s"], truth[key]) - np.interp(t[0], truth["t_s"], truth[key])
+        assert q_truth[-1] > 2e-4  # two half cycles of most of the 0.35 mAh
+        assert abs(log[column][-1] - q_truth[-1]) < 0.01 * q_truth[-1]
+        assert np.max(np.abs(log[column] - q_truth)) < 0.03 * q_truth[-1]
+    assert summary["cycles"] == 2
