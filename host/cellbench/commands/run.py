@@ -13,6 +13,8 @@ from ..boards import calibration_path, load_board
 from ..errors import InputError
 from ..link import LinkError
 
+EMU_BOARD = "rp2040-emu"  # the board id that runs on the emulated RP2040 (cellbench.emu)
+
 PROGRESS_PERIOD_S = 0.25
 
 NAME = "run"
@@ -34,6 +36,8 @@ def add_arguments(parser):
     parser.add_argument("--model", help="cell model file (models/*.json) for the board's SoC estimator")
     parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (a simulated board)")
+    parser.add_argument("--rp2-dir", help="with --cell --board rp2040-emu: directory of the MicroPython "
+                        "rp2 image (firmware.bin) and RP2040 boot ROM (default $CELLBENCH_RP2_DIR)")
     parser.add_argument("--detach-dir", help="with --cell: run the simulated board detached in "
                         "this directory, so that it outlives this process (see --resume)")
     parser.add_argument("--keep-board", action="store_true", help="leave a detached simulated "
@@ -57,6 +61,9 @@ def open_transport(args, board_file=None):
         if not cell.is_file():
             raise InputError(f"cell: no such model file {cell}")
         cal = calibration_file(board_file or board)
+        cfg = board_file or load_board(board)
+        if cfg.get("id") == EMU_BOARD:
+            return start_emulated(args, cfg, cell, cal), board
         if args.detach_dir:
             from ..sim import detached
 
@@ -75,6 +82,29 @@ def open_transport(args, board_file=None):
     from ..transport import SerialTransport
 
     return SerialTransport(args.port), args.board
+
+
+def start_emulated(args, cfg, cell, calibration):
+    """The emulated board (``--board rp2040-emu``): the rp2 image from --rp2-dir in rp2040js,
+    the firmware, board file and calibration installed as `cellbench flash` installs them,
+    the cell ``cell`` behind its ADC and PWM; its truth CSV in a new temporary folder."""
+    import tempfile
+
+    from ..emu import install
+    from ..emu.board import EmuBoard
+    from ..jsonfile import read_json
+
+    if args.detach_dir:
+        raise InputError(f"detach_dir: not with --board {EMU_BOARD} (the emulated chip ends with this process)")
+    cal = read_json(calibration, "calibration") if calibration else None
+    board = EmuBoard(cfg, read_json(cell, "cell"), image=args.rp2_dir, seed=args.seed,
+                     workdir=tempfile.mkdtemp(prefix="cellbench-emu-"))
+    try:
+        install.install(board, cfg, cal)
+    except BaseException:
+        board.close()
+        raise
+    return board
 
 
 def calibration_file(board):
