@@ -26,17 +26,17 @@ except ImportError:  # CPython: const(x) is x
 
 RESERVE = const(4)          # ring slots kept for the events that end or pause a run
 SET_MS = const(60000)       # SET: default time the forced current stays on (calibration)
-SET_MAX_MS = const(600000)  # SET: longest; the current goes off by itself after it
-HIST_MAX_N = const(20000)   # HIST: most conversions (~40 ms RP2040, ~26 s ADS1115)
-HIST_MAX_SPAN = const(1024)  # HIST: widest spread of codes replied (unsteady input: refused)
+_SET_MAX_MS = const(600000)  # SET: longest; the current goes off by itself after it
+_HIST_MAX_N = const(20000)   # HIST: most conversions (~40 ms RP2040, ~26 s ADS1115)
+_HIST_MAX_SPAN = const(1024)  # HIST: widest spread of codes replied (unsteady input: refused)
 
-T_MASK = const(0xFFFFFFFF)  # record t_ms field width (array 'I')
+_T_MASK = const(0xFFFFFFFF)  # record t_ms field width (array 'I')
 
 # Run journal (firmware/journal.py: why these numbers, and the flash wear they give).
 JOURNAL_MS = const(300000)   # within a long step, save the position at least every 5 min
-JOURNAL_GAP_MS = const(10000)  # never more often (a step boundary inside the gap waits)
+_JOURNAL_GAP_MS = const(10000)  # never more often (a step boundary inside the gap waits)
 SEQ_STRIDE = const(512)      # ... except every 512 seqs, so that a reset never reuses a seq:
-SEQ_SLACK = const(16)        # after one, seqs go on from the journal's seq + STRIDE + SLACK
+_SEQ_SLACK = const(16)        # after one, seqs go on from the journal's seq + STRIDE + SLACK
 
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
@@ -94,7 +94,7 @@ class Controller:
         self.boot_seq = -1       # its INTERRUPTED event's seq (written once by the link)
         self.j_t_ms = 0          # t_ms and ring.head at the last journal save
         self.j_seq = 0
-        self.j_due = False       # a step boundary waits for JOURNAL_GAP_MS
+        self.j_due = False       # a step boundary waits for _JOURNAL_GAP_MS
         self._boot_journal()
 
     @property
@@ -248,8 +248,8 @@ class Controller:
         b = self.board
         if i_nA > b.max_nA or -i_nA > b.max_nA:
             raise CommandError("i_nA", "outside the board limit %d" % b.max_nA)
-        if not 0 < for_ms <= SET_MAX_MS:
-            raise CommandError("for_ms", "must be 1..%d" % SET_MAX_MS)
+        if not 0 < for_ms <= _SET_MAX_MS:
+            raise CommandError("for_ms", "must be 1..%d" % _SET_MAX_MS)
         if not b.min_uV <= b.v_uV <= b.max_uV:
             raise CommandError("v_uV", "%d outside the board limits" % b.v_uV)
         applied = b.set_current(i_nA)
@@ -259,14 +259,14 @@ class Controller:
     def hist(self, ch, n):
         """HIST: histogram of n raw conversions of channel ch ("V" or "I")."""
         self.check_idle()
-        if not 0 < n <= HIST_MAX_N:
-            raise CommandError("n", "must be 1..%d" % HIST_MAX_N)
+        if not 0 < n <= _HIST_MAX_N:
+            raise CommandError("n", "must be 1..%d" % _HIST_MAX_N)
         b = self.board
         counts = b.code_histogram(0 if ch == "V" else 1, n)
         lo = min(counts)
         span = max(counts) - lo + 1
-        if span > HIST_MAX_SPAN:
-            raise CommandError("span", "codes spread over %d > %d: input not steady" % (span, HIST_MAX_SPAN))
+        if span > _HIST_MAX_SPAN:
+            raise CommandError("span", "codes spread over %d > %d: input not steady" % (span, _HIST_MAX_SPAN))
         hist = [0] * span
         for c in counts:
             hist[c - lo] = counts[c]
@@ -324,7 +324,7 @@ class Controller:
             return
         w = j.words
         e = journal.W_ENGINE
-        seq = w[journal.W_SEQ] + SEQ_STRIDE + SEQ_SLACK  # past any seq the run may have sent
+        seq = w[journal.W_SEQ] + SEQ_STRIDE + _SEQ_SLACK  # past any seq the run may have sent
         self.interrupted = {"step_no": w[e + journal.E_STEP_NO],
                             "step_count": w[e + journal.E_STEP_COUNT],
                             "cycle": w[e + journal.E_CYCLE],
@@ -364,7 +364,7 @@ class Controller:
             return
         since = self.t_ms - self.j_t_ms
         if self.ring.head - self.j_seq >= SEQ_STRIDE or \
-                (since >= JOURNAL_GAP_MS and (self.j_due or since >= JOURNAL_MS)):
+                (since >= _JOURNAL_GAP_MS and (self.j_due or since >= JOURNAL_MS)):
             self._journal_save(1)
 
     # ------------------------------------------------------------ estimator
@@ -488,7 +488,7 @@ class Controller:
         b = self.board
         a = e.acc
         # t_ms is stored modulo 2**32 (49.7 days; the host unwraps it, it only grows).
-        return self.ring.put(kind, self.t_ms & T_MASK, b.v_uV, b.i_nA, e.step_count, e.step_index,
+        return self.ring.put(kind, self.t_ms & _T_MASK, b.v_uV, b.i_nA, e.step_count, e.step_index,
                              e.cycle, e.step_no, e.step_type, self.fault, a[steps.Q_CHG],
                              a[steps.Q_DCH], a[steps.Q_STEP], a[steps.E_CHG], a[steps.E_DCH],
                              self.soc_ppm, self.std_ppm)

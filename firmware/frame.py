@@ -13,7 +13,7 @@ except ImportError:  # CPython: const(x) is x
         return x
 
 
-SEP = const(42)  # ord("*")
+_SEP = const(42)  # ord("*")
 
 
 def encode(body):
@@ -51,7 +51,7 @@ def body_len(buf, n):
     while n and (buf[n - 1] == 13 or buf[n - 1] == 10):  # as decode's rstrip
         n -= 1
     cut = n - 9
-    if cut < 0 or buf[cut] != SEP:
+    if cut < 0 or buf[cut] != _SEP:
         return -1
     mv = memoryview(buf)
     try:

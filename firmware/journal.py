@@ -6,7 +6,7 @@ position of the run: the step (step_no, loop counters), step_count, cycle, the i
 charge and energy counters with their remainders, the next seq, the estimator's SoC and
 the step table's checksum (controller.Controller fills it, steps.Engine.save_state).
 
-Two alternating slots, each SLOT_WORDS int32 words: data words then the CRC-32 of their
+Two alternating slots, each _SLOT_WORDS int32 words: data words then the CRC-32 of their
 bytes. Entry n is written to slot n % 2, so a write torn by a reset (a truncated or
 half-written slot) leaves the other slot, the previous entry, intact; load() takes the
 valid slot with the larger generation number. Units as in the record: ms, nAh, uWh, ppm.
@@ -35,13 +35,13 @@ except ImportError:  # CPython: const(x) is x
         return x
 
 
-MAGIC = const(0x434A4E31)  # "CJN1": journal format 1
+_MAGIC = const(0x434A4E31)  # "CJN1": journal format 1
 MAX_LOOPS = const(64)      # LOOP steps a journal can hold counters for
 
 # Word offsets in a slot: the one statement of the layout (controller.py fills the W_
 # words, steps.Engine.save_state the E_ words from W_ENGINE on).
-W_MAGIC = const(0)
-W_GEN = const(1)       # entry number, +1 per write
+_W_MAGIC = const(0)
+_W_GEN = const(1)       # entry number, +1 per write
 W_ACTIVE = const(2)    # 1: a run is in progress (RUNNING, PAUSED, FULL); 0: it ended
 W_TABLE = const(3)     # the step table's checksum (CRC-32 of the LOAD JSON, 30 bits)
 W_T_LO = const(4)      # run time at the save: t_ms = W_T_HI << 30 | W_T_LO
@@ -63,8 +63,8 @@ E_ACC = const(8)       # steps.Engine.acc, N_ACC words
 E_N_LOOPS = const(20)  # number of LOOP steps in the table
 E_LOOPS = const(21)    # their remaining counts in table order, up to MAX_LOOPS words
 N_DATA = const(W_ENGINE + E_LOOPS + MAX_LOOPS)
-SLOT_WORDS = const(N_DATA + 1)  # + the CRC word
-SLOT_BYTES = const(SLOT_WORDS * 4)
+_SLOT_WORDS = const(N_DATA + 1)  # + the CRC word
+SLOT_BYTES = const(_SLOT_WORDS * 4)
 
 
 def t_ms(words):
@@ -103,11 +103,11 @@ class Journal:
             for k in range(2):
                 f.seek(k * SLOT_BYTES)
                 n = f.readinto(slot)
-                if n != SLOT_BYTES or slot[W_MAGIC] != MAGIC or slot[N_DATA] != _crc_word(slot):
+                if n != SLOT_BYTES or slot[_W_MAGIC] != _MAGIC or slot[N_DATA] != _crc_word(slot):
                     continue
-                if slot[W_GEN] > best:
-                    best = slot[W_GEN]
-                    for j in range(SLOT_WORDS):
+                if slot[_W_GEN] > best:
+                    best = slot[_W_GEN]
+                    for j in range(_SLOT_WORDS):
                         self.words[j] = slot[j]
         except OSError:
             pass
@@ -125,8 +125,8 @@ class Journal:
         """
         w = self.words
         self.gen += 1
-        w[W_MAGIC] = MAGIC
-        w[W_GEN] = self.gen
+        w[_W_MAGIC] = _MAGIC
+        w[_W_GEN] = self.gen
         w[N_DATA] = _crc_word(w)
         try:
             try:

@@ -28,7 +28,7 @@ except ImportError:  # CPython: const(x) is x
 
 
 FW_VERSION = "0.1.0"
-LINK_VERSION = const(1)
+_LINK_VERSION = const(1)
 MAX_LINE = const(12288)   # longest framed line (a model file is 5-8 KB, a 35-step LOAD 1 KB)
 SEND_BURST = const(16)    # ring lines written per output() call: a re-send never stalls a tick
 _NAME_MAX = const(16)     # longest command name looked up
@@ -159,7 +159,7 @@ class Link:
         _no_arg(arg)
         ctl = self.ctl
         b = ctl.board
-        return {"board": b.id, "fw": FW_VERSION, "link": LINK_VERSION,
+        return {"board": b.id, "fw": FW_VERSION, "link": _LINK_VERSION,
                 "calibration": b.calibration_id, "tick_ms": b.tick_ms,
                 "max_uV": b.max_uV, "min_uV": b.min_uV, "max_nA": b.max_nA,
                 "range_max_nA": b.range_max_nA, "capacity": ctl.ring.cap,

@@ -2,7 +2,7 @@
 
 Records and events share one sequence (seq, counting from 0 at boot, never reused) and
 one ring of preallocated integer arrays, one array per field, so storing a record
-allocates nothing and costs BYTES_PER_SLOT bytes of RAM. A slot stays until the host
+allocates nothing and costs _BYTES_PER_SLOT bytes of RAM. A slot stays until the host
 acknowledges its seq (ACK frees everything up to and including it); the ring never
 overwrites an unacknowledged slot: put() returns -1 instead and the caller pauses.
 
@@ -26,7 +26,7 @@ FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no"
           "e_dch_uWh", "soc_ppm", "soc_std_ppm")
 # t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536.
 CODES = "IiiiiiHBHiiiiiii"
-BYTES_PER_SLOT = const(58)   # the arrays above plus the kind byte (chunk headers not counted)
+_BYTES_PER_SLOT = const(58)   # the arrays above plus the kind byte (chunk headers not counted)
 
 # Run time is kept as t_hi * T_WRAP + t_lo ms (controller.Controller.t_ms) so the per-tick sums
 # stay MicroPython small ints (< 2**30 on the RP2040; t_ms itself passes that after 12.4
@@ -175,7 +175,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     except AttributeError:
         return Ring(max_slots, first_seq)
     gc.collect()
-    n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // BYTES_PER_SLOT))
+    n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // _BYTES_PER_SLOT))
     while True:
         hold = _hold(min(reserve_bytes, _HOLD_BYTES))
         try:
