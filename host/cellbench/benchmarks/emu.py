@@ -69,12 +69,9 @@ def driver_code(model_file, table):
 
 def measure(work):
     """Install, run the driver at the raw REPL; its JSON dict plus emulated and wall time."""
-    from ..emu import install, runtime
+    from ..emu import install
     from ..emu.board import EmuBoard
 
-    why = runtime.missing(rp2_dir())
-    if why:
-        raise RuntimeError(f"no emulated RP2040: {why}")
     cfg = load_board(BOARD)
     _, model = sim_bench._lto()
     board = EmuBoard(cfg, model, image=rp2_dir(), workdir=work, seed=1, soc0=0.95)
@@ -98,6 +95,11 @@ def measure(work):
 
 
 def run() -> list[dict]:
+    from ..emu import runtime
+
+    why = runtime.missing(rp2_dir())
+    if why:  # a machine without the image: say so, and let the other areas stand
+        return [{"name": "emulated RP2040", "value": "not measured", "unit": "", "note": why}]
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(Path(tmp))
     tick_ms = r["tick_us"] / 1000
