@@ -64,6 +64,19 @@ def test_unknown_board_and_bad_numbers_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_emulated_board_without_an_image_exits_2(tmp_path):
+    # --board rp2040-emu and an --rp2-dir holding no image: one line, exit 2, nothing
+    # written, and no emulator started (it fails before Node is needed).
+    out = tmp_path / "x.bdf.csv"
+    empty = tmp_path / "no-image"
+    empty.mkdir()
+    code, _, err = cellbench("run", SMOKE, "--cell", MODELS / "lto-li-coin.json", "--board", "rp2040-emu",
+                             "--rp2-dir", empty, "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(empty) in err and "firmware.bin" in err
+    assert not out.exists()
+
+
 def test_boards_lists_every_board_file(capsys):
     assert cli.main(["boards"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
