@@ -119,3 +119,79 @@ def test_charge_counters_match_the_cells_truth(emu_run):
         assert abs(log[column][-1] - q_truth[-1]) < 0.01 * q_truth[-1]
         assert np.max(np.abs(log[column] - q_truth)) < 0.03 * q_truth[-1]
     assert summary["cycles"] == 2
+
+
+# ---- a reset mid-run, recovered from the journal in the emulated flash ----------------------
+REST_S = 120
+WITH_RESTS = {"sample": {"name": "emu rests", "capacity_mAh": 0.35},
+              "record": {"time_s": 20, "voltage_V": 0.01},
+              "safety": {"max_voltage_V": 2.7, "min_voltage_V": 0.8},
+              "method": [{"step": "tag", "tag": "c"},
+                         {"step": "constant_current", "rate_C": -RATE_C, "until_voltage_V": 1.0,
+                          "until_time_s": 900},
+                         {"step": "open_circuit_voltage", "until_time_s": REST_S},
+                         {"step": "constant_current", "rate_C": RATE_C, "until_voltage_V": 2.5,
+                          "until_time_s": 900},
+                         {"step": "loop", "loop_to": "c", "cycle_count": 2}]}
+
+
+class ResetInRest:
+    """The emulated board's transport, which presses the chip's reset once the host has read
+    the third record of the first rest (40-60 s into it: the journal holds the rest's start,
+    and a rest moves no charge, so the board's counters lose nothing)."""
+
+    def __init__(self, board):
+        self.board = board
+        self.seen = 0
+        self.pressed = False
+
+    def __getattr__(self, name):
+        return getattr(self.board, name)
+
+    def readline(self, *a, **kw):
+        line = self.board.readline(*a, **kw)
+        if not self.pressed and line.startswith(b"R "):
+            fields = line.split(b"*")[0].split()
+            if int(fields[8]) == 1 and int(fields[9]) == 0:  # step_no 1 (the rest), REST
+                self.seen += 1
+                if self.seen == 3:
+                    self.pressed = True
+                    self.board.reset()
+        return line
+
+
+@pytest.fixture(scope="module")
+def reset_run(tmp_path_factory):
+    """(summary at the reset, summary after RECOVER, log, truth, chip resets)."""
+    from cellbench.emu.board import start_board
+
+    d = tmp_path_factory.mktemp("emureset")
+    (d / "cell.json").write_text(json.dumps(CELL))
+    (d / "rests.json").write_text(json.dumps(WITH_RESTS))
+    board = start_board(d / "cell.json", calibration="ideal", image=IMAGE, workdir=d / "work")
+    out = d / "run.bdf.csv"
+    try:
+        first = session.run(d / "rests.json", ResetInRest(board), out, board="rp2040-emu",
+                            tick_ms=TICK_MS)
+        second = session.resume(out, board, recover=True)
+    finally:
+        board.close()
+    return first, second, bdflog.read_log(out), read_truth(board.truth_path), board.resets
+
+
+def test_reset_mid_run_is_recovered_from_the_flash_journal(reset_run):
+    first, second, log, truth, resets = reset_run
+    assert first["stop_reason"] == session.BOARD_RESET
+    assert first["journal"]["step_no"] == 1 and first["journal"]["cycle"] == 1
+    assert len(resets) == 2  # the install's, and the one pressed mid-run
+    assert second["stop_reason"] == "end"
+    types = log["Step Type"]
+    runs = [t for k, t in enumerate(types) if k == 0 or t != types[k - 1]]
+    assert runs == ["CC_DCH", "REST", "CC_CHG", "CC_DCH", "REST", "CC_CHG"]
+    assert sorted(set(log["Cycle Count / 1"].tolist())) == [1, 2]
+    assert np.all(np.diff(log["Test Time / s"]) > 0)
+    # The counters carry on across the reset and end at the cell's own totals.
+    for column, key in (("Discharging Capacity / Ah", "q_dch_Ah"), ("Charging Capacity / Ah", "q_chg_Ah")):
+        assert np.all(np.diff(log[column]) >= 0)
+        assert truth[key][-1] > 2e-4
+        assert abs(log[column][-1] - truth[key][-1]) < 0.01 * truth[key][-1]

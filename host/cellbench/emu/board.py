@@ -182,6 +182,11 @@ class EmuBoard(Transport):
     def eof(self):
         return self.proc.poll() is not None and not self._reader.is_alive() and not self._buf
 
+    def reset(self):
+        """Reset the chip now, as its RUN pin (a reset button or a brown-out) would: it boots
+        again from the same flash (firmware, journal) while the cell and the clock go on."""
+        self._send("r")
+
     def wait_reset(self, count, timeout_s=60.0):
         """Wait until the chip has reset ``count`` times in all; TimeoutError otherwise."""
         limit = time.monotonic() + timeout_s

@@ -7,11 +7,13 @@
 //                  G <t_us> <gpio> <0|1|2>  a watched pin changed (0 low, 1 high, 2 not driven)
 //                  W <t_us> <num> <den>  the watched PWM output's duty is num/den
 //                  T <t_us> <cycles>     emulated time (sent at least every 100 ms of it)
-//                  R <t_us> <reason>     the chip reset (watchdog or machine.reset()); it boots again
+//                  R <t_us> <reason>     the chip reset (1 watchdog timer, 2 forced: machine.reset(),
+//                                        3 the host's `r`); it boots again on the same flash
 //                  F <path>              the flash was saved to path (answer to `f`)
 // host -> driver:  s <hex>               bytes to the board's serial port
 //                  a <code>              the 12-bit result of the pending ADC conversion
 //                  f <path>              save the 16 MB flash to path
+//                  r                     reset the chip now (its RUN pin: a reset button), flash kept
 //                  q                     quit
 //
 // Two gaps of rp2040js 1.4.1 are closed here (../shared/rp2040/README.md): the USB OUT
@@ -29,6 +31,7 @@ const CYCLE_NS = 8; // rp2040js' fixed 125 MHz instruction clock
 const CHUNK = 20000; // instructions (or sleeps) between looks at the host's input
 const TIME_EVERY_NS = 100e6; // a T line at least this often (emulated)
 const FUNCTION_PWM = 4;
+const RUN_PIN_RESET = 3; // R's reason for the host's reset (the watchdog's own are 1 and 2)
 
 const cfg = JSON.parse(process.argv[2]);
 const out = [];
@@ -106,7 +109,7 @@ class Chip {
     mcu.core.PC = 0x10000000; // boot2 first, as rp2040js' own MicroPython demo does
     installFlashWrites(mcu);
     const wdt = mcu.peripherals[0x40058];
-    if (resetReason) wdt.reason = resetReason;
+    if (resetReason === 1 || resetReason === 2) wdt.reason = resetReason; // WATCHDOG REASON: TIMER, FORCE
     this.resetBy = 0;
     wdt.onWatchdogTrigger = () => { this.resetBy = wdt.reason || 1; };
     this.adcPending = -1;
@@ -191,6 +194,7 @@ rl.on('line', (line) => {
   if (cmd === 's') { for (const x of Buffer.from(arg, 'hex')) chip.pending.push(x); }
   else if (cmd === 'a') { const r = adcReply; adcReply = null; if (r) r(parseInt(arg, 10)); }
   else if (cmd === 'f') { fs.writeFileSync(arg, chip.mcu.flash); send(`F ${arg}`); }
+  else if (cmd === 'r') { chip.resetBy = RUN_PIN_RESET; }
   else if (cmd === 'q') { quitting = true; }
 });
 rl.on('close', () => { quitting = true; });
