@@ -12,7 +12,8 @@ probes below) with the LTO model: boot as main.py boots, MODEL, LOAD, START, the
 timed with the chip's own utime.ticks_us (emulated microseconds) with and without the
 estimator, and heap bytes allocated per tick. The driver's ``simcell.plant()`` is a no-op
 here: the plant lives on the host behind the emulated ADC (one round trip per conversion).
-Heap free (gc.mem_free after gc.collect) is read after the boot and after START.
+Heap free (gc.mem_free after gc.collect) is read after the boot and after START, and one
+full gc.collect() of the running session is timed.
 """
 
 import json
@@ -50,6 +51,14 @@ PROBES = (
     ('res["state"] = ctl.state\n', 'res["boot_free"] = _boot_free\nres["start_free"] = _start_free\n'),
 )
 
+# After the driver, in the same exec (the watchdog board.load started keeps running
+# between execs): one full collection of the running session's heap, timed on the chip.
+GC_PROBE = """
+_t0 = utime.ticks_us()
+gc.collect()
+print(json.dumps({"gc_us": utime.ticks_diff(utime.ticks_us(), _t0), "gc_free": gc.mem_free()}))
+"""
+
 
 def rp2_dir():
     """The image directory: $CELLBENCH_RP2_DIR, else ../shared/rp2040 beside the repository."""
@@ -63,6 +72,7 @@ def driver_code(model_file, table):
         if anchor not in code:
             raise RuntimeError(f"benchmarks.sim.DRIVER changed: no {anchor.strip()!r} to probe after")
         code = code.replace(anchor, anchor + probe, 1)
+    code += GC_PROBE
     return code % {"model": model_file, "table": json.dumps(table), "tick": sim_bench.TICK_MS,
                    "n": TICKS, "warm": WARM, "na": ALLOC_TICKS}
 
@@ -87,7 +97,9 @@ def measure(work):
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError("emu bench driver printed no result: " + out[-300:])
-    res = json.loads(lines[-1])
+    res = {}
+    for line in lines:
+        res.update(json.loads(line))
     if res["state"] != "RUNNING":
         raise RuntimeError(f"emu bench driver: the run ended early ({res['state']})")
     res["wall_s"], res["emu_s"] = wall_s, emu_s
@@ -122,6 +134,9 @@ def run() -> list[dict]:
          "unit": "KB", "note": "MODEL + LOAD + START: model, filter and record ring in place"},
         {"name": "ring capacity with the LTO estimator (rp2)", "value": r["capacity"], "unit": "slots",
          "note": f"what START made on the rp2 heap; minimum {sim_bench.MIN_RING}"},
+        {"name": "emulated gc.collect() pause, running session", "value": round(r["gc_us"] / 1000, 2),
+         "unit": "ms", "note": f"LTO model, filter and full ring live; {r['gc_free'] / 1024:.1f} KB free after it; "
+                               f"{CAVEAT}"},
         {"name": "emulated seconds per wall second", "value": round(r["emu_s"] / r["wall_s"], 1), "unit": "s/s",
          "note": f"{r['emu_s']:.0f} s of 1 s ticks in {r['wall_s']:.1f} s wall, core fast-forwarded while it "
                  "sleeps; ADC conversions answered by the host's plant"},
