@@ -88,23 +88,11 @@ def start_emulated(args, cfg, cell, calibration):
     """The emulated board (``--board rp2040-emu``): the rp2 image from --rp2-dir in rp2040js,
     the firmware, board file and calibration installed as `cellbench flash` installs them,
     the cell ``cell`` behind its ADC and PWM; its truth CSV in a new temporary folder."""
-    import tempfile
-
-    from ..emu import install
-    from ..emu.board import EmuBoard
-    from ..jsonfile import read_json
+    from ..emu.board import start_board
 
     if args.detach_dir:
         raise InputError(f"detach_dir: not with --board {EMU_BOARD} (the emulated chip ends with this process)")
-    cal = read_json(calibration, "calibration") if calibration else None
-    board = EmuBoard(cfg, read_json(cell, "cell"), image=args.rp2_dir, seed=args.seed,
-                     workdir=tempfile.mkdtemp(prefix="cellbench-emu-"))
-    try:
-        install.install(board, cfg, cal)
-    except BaseException:
-        board.close()
-        raise
-    return board
+    return start_board(cell, board=cfg, calibration=calibration, image=args.rp2_dir, seed=args.seed)
 
 
 def calibration_file(board):
