@@ -202,7 +202,9 @@ class Session:
         self.on_interrupt = on_interrupt
         # The link follows no stream until START or SEND says where ours starts: lines a
         # board sends meanwhile (to an earlier host) are neither gaps nor losses.
-        self.link = Link(transport, first_seq=None)
+        # A board slower than real time (the emulated RP2040) says how long a reply may take.
+        self.link = Link(transport, first_seq=None,
+                         reply_timeout_s=getattr(transport, "reply_timeout_s", 5.0))
         self.ident = None
         self._journal = None
         self._status = None

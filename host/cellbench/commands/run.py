@@ -36,7 +36,7 @@ def add_arguments(parser):
     parser.add_argument("--model", help="cell model file (models/*.json) for the board's SoC estimator")
     parser.add_argument("--tick-ms", type=int, help="sampling tick in ms (default: the board's)")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (a simulated board)")
-    parser.add_argument("--rp2-dir", help="with --cell --board rp2040-emu: directory of the MicroPython "
+    parser.add_argument("--rp2-dir", "--rp2-image", dest="rp2_dir", metavar="DIR", help="with --cell --board rp2040-emu: directory of the MicroPython "
                         "rp2 image (firmware.bin) and RP2040 boot ROM (default $CELLBENCH_RP2_DIR)")
     parser.add_argument("--detach-dir", help="with --cell: run the simulated board detached in "
                         "this directory, so that it outlives this process (see --resume)")

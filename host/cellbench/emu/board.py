@@ -24,6 +24,10 @@ from ..sim.mpy import simcell
 from ..transport import Transport
 from . import runtime
 
+# Wall seconds the link waits for a reply (session.Session reads it): the emulator runs
+# 2-4x slower than real time while the core is busy, more on a loaded machine, and a
+# MODEL line (8 KB through the USB CDC, then parsed) keeps it busy for seconds.
+REPLY_TIMEOUT_S = 60.0
 TEMP_SENSOR_CODE = 876  # ADC channel 4 at 27 degC: 0.706 V of 3.3 V in 12 bits
 ADC_FIRST_PIN = 26  # ADC channel k is GPIO 26 + k
 
@@ -36,6 +40,8 @@ class EmuBoard(Transport):
     (us) of the chip's resets, ``pins`` the last level of each watched pin (0, 1, or 2
     for not driven), ``duty`` the PWM source's last (num, den).
     """
+
+    reply_timeout_s = REPLY_TIMEOUT_S
 
     def __init__(self, cfg, cell_model, image=None, workdir=None, seed=0, soc0=None,
                  timeout_s=120.0, faults=""):

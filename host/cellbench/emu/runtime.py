@@ -22,7 +22,7 @@ BOOTROM_NAMES = ("bootrom_b1.bin", "bootrom.bin")
 
 
 def image_dir(given=None):
-    """The directory holding the rp2 image and boot ROM: ``given`` (--rp2-image), else
+    """The directory holding the rp2 image and boot ROM: ``given`` (--rp2-dir), else
     $CELLBENCH_RP2_DIR; None when neither is set."""
     d = given or os.environ.get(IMAGE_ENV) or None
     return Path(d) if d else None
@@ -32,16 +32,16 @@ def image_files(given=None):
     """(image, bootrom) paths in the image directory; InputError naming what is missing."""
     d = image_dir(given)
     if d is None:
-        raise InputError(f"rp2_image: give --rp2-image DIR or set {IMAGE_ENV} (a directory with "
+        raise InputError(f"rp2_dir: give --rp2-dir DIR or set {IMAGE_ENV} (a directory with "
                          f"the MicroPython RPI_PICO firmware.bin or .uf2 and the RP2040 bootrom_b1.bin)")
     if not d.is_dir():
-        raise InputError(f"rp2_image: no such directory {d}")
+        raise InputError(f"rp2_dir: no such directory {d}")
     image = next((d / n for n in IMAGE_NAMES if (d / n).is_file()), None)
     rom = next((d / n for n in BOOTROM_NAMES if (d / n).is_file()), None)
     if image is None:
-        raise InputError(f"rp2_image: no {' or '.join(IMAGE_NAMES)} in {d}")
+        raise InputError(f"rp2_dir: no {' or '.join(IMAGE_NAMES)} in {d}")
     if rom is None:
-        raise InputError(f"rp2_image: no RP2040 boot ROM ({' or '.join(BOOTROM_NAMES)}) in {d}")
+        raise InputError(f"rp2_dir: no RP2040 boot ROM ({' or '.join(BOOTROM_NAMES)}) in {d}")
     return image, rom
 
 
