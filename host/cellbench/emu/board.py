@@ -15,6 +15,7 @@ serial port, so the host's link code talks to it as to a serial port.
 
 import json
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from . import runtime
 # 2-4x slower than real time while the core is busy, more on a loaded machine, and a
 # MODEL line (8 KB through the USB CDC, then parsed) keeps it busy for seconds.
 REPLY_TIMEOUT_S = 60.0
+FLASH_CACHE = Path(tempfile.gettempdir()) / "cellbench-emu-flash"  # installed flashes (start_board)
 TEMP_SENSOR_CODE = 876  # ADC channel 4 at 27 degC: 0.706 V of 3.3 V in 12 bits
 ADC_FIRST_PIN = 26  # ADC channel k is GPIO 26 + k
 
@@ -35,6 +37,7 @@ ADC_FIRST_PIN = 26  # ADC channel k is GPIO 26 + k
 class EmuBoard(Transport):
     """A running emulated RP2040 with a simulated cell.
 
+    ``flash``: a flash saved by :meth:`save_flash` to boot instead of the bare image.
     ``readline(timeout_s)`` gives the board's serial output line by line (wall-clock
     timeout); ``t_us`` is the emulated time in microseconds, ``resets`` the emulated times
     (us) of the chip's resets, ``pins`` the last level of each watched pin (0, 1, or 2
@@ -44,7 +47,7 @@ class EmuBoard(Transport):
     reply_timeout_s = REPLY_TIMEOUT_S
 
     def __init__(self, cfg, cell_model, image=None, workdir=None, seed=0, soc0=None,
-                 timeout_s=120.0, faults=""):
+                 timeout_s=120.0, faults="", flash=None):
         self.cfg = cfg
         image_file, bootrom = runtime.image_files(image)
         runtime.install_rp2040js()
@@ -73,6 +76,8 @@ class EmuBoard(Transport):
         if src["type"] != "pwm":
             raise InputError("source.type: the emulated board drives the cell from a PWM source only")
         args = {"bootrom": str(bootrom), "image": str(image_file), "watch": watch, "pwm": int(src["pin"])}
+        if flash is not None:
+            args["flash"] = str(flash)  # boot a saved flash (image and filesystem) instead
         self.proc = subprocess.Popen([runtime.node_binary(), str(runtime.DRIVER), json.dumps(args)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=runtime.HERE)
@@ -239,21 +244,26 @@ class EmuBoard(Transport):
 def start_board(cell, board="rp2040-emu", calibration=None, image=None, workdir=None, seed=0,
                 soc0=None, faults=""):
     """Power up an emulated board with the simulated cell ``cell`` (a model path or dict),
-    install the firmware as ``cellbench flash`` would (install.install) and reset it so
-    main.py runs; returns the :class:`EmuBoard`, ready for the link.
+    with the firmware installed as ``cellbench flash`` would (install.install) and main.py
+    running; returns the :class:`EmuBoard`, ready for the link.
 
     board: board name, path or dict (its ``sim`` section sets the plant's imperfections).
     calibration: None, a path, a dict, or ``"ideal"`` (cellbench.sim.ideal_calibration:
     the exact inverse of the plant's ADC non-linearity). image: the directory of the rp2
     image and boot ROM (default $CELLBENCH_RP2_DIR). workdir: where the plant's truth
     CSV goes (a new temporary directory if None).
+
+    The installed flash is kept (FLASH_CACHE, keyed by the image, boot ROM and every file
+    installed): the next board with the same files boots it straight into main.py, as a
+    flashed board does at power-up, instead of installing again through the REPL.
     """
-    import tempfile
+    import hashlib
+    import os
 
     from ..boards import load_board
     from ..jsonfile import read_json
     from ..sim import ideal_calibration
-    from .install import install
+    from .install import install, install_files
 
     cfg = load_board(board)
     model = cell if isinstance(cell, dict) else read_json(cell, "cell")
@@ -263,9 +273,26 @@ def start_board(cell, board="rp2040-emu", calibration=None, image=None, workdir=
         calibration = read_json(calibration, "calibration")
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cellbench-emu-"))
     work.mkdir(parents=True, exist_ok=True)
+    files = install_files(cfg, calibration)
+    key = hashlib.sha1()
+    for part in runtime.image_files(image):
+        key.update(part.read_bytes())
+    for name, data in files:
+        key.update(name.encode() + b"\0" + data)
+    cache = FLASH_CACHE / f"{key.hexdigest()[:20]}.bin"
+    if cache.is_file():
+        return EmuBoard(cfg, model, image=image, workdir=work, seed=seed, soc0=soc0, faults=faults,
+                        flash=cache)
     b = EmuBoard(cfg, model, image=image, workdir=work, seed=seed, soc0=soc0, faults=faults)
     try:
-        install(b, cfg, calibration)
+        install(b, cfg, files=files, reset=False)
+        FLASH_CACHE.mkdir(parents=True, exist_ok=True)
+        part = cache.with_suffix(f".{os.getpid()}.part")
+        b.save_flash(part)
+        os.replace(part, cache)  # whole or absent: concurrent starts are safe
+        b.reset()
+        b.wait_reset(len(b.resets) + 1)
+        b.drain()  # the raw REPL's last words are not the firmware's
     except BaseException:
         b.close()
         raise

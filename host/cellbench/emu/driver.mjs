@@ -12,7 +12,7 @@
 //                  F <path>              the flash was saved to path (answer to `f`)
 // host -> driver:  s <hex>               bytes to the board's serial port
 //                  a <code>              the 12-bit result of the pending ADC conversion
-//                  f <path>              save the 16 MB flash to path
+//                  f <path>              save the flash (its first 2 MB, a Pico's) to path
 //                  r                     reset the chip now (its RUN pin: a reset button), flash kept
 //                  q                     quit
 //
@@ -31,6 +31,7 @@ const CYCLE_NS = 8; // rp2040js' fixed 125 MHz instruction clock
 const CHUNK = 20000; // instructions (or sleeps) between looks at the host's input
 const TIME_EVERY_NS = 100e6; // a T line at least this often (emulated)
 const FUNCTION_PWM = 4;
+const FLASH_SAVED = 2 * 1024 * 1024; // the Pico's W25Q16: image and filesystem, all MicroPython uses
 const RUN_PIN_RESET = 3; // R's reason for the host's reset (the watchdog's own are 1 and 2)
 
 const cfg = JSON.parse(process.argv[2]);
@@ -105,7 +106,9 @@ class Chip {
     const rom = fs.readFileSync(cfg.bootrom);
     mcu.loadBootrom(new Uint32Array(rom.buffer, rom.byteOffset, rom.length >> 2));
     mcu.logger = new ConsoleLogger(LogLevel.Error);
-    if (flash) mcu.flash.set(flash); else loadImage(mcu.flash, cfg.image);
+    if (flash) mcu.flash.set(flash);
+    else if (cfg.flash) mcu.flash.set(fs.readFileSync(cfg.flash)); // a flash saved with `f`
+    else loadImage(mcu.flash, cfg.image);
     mcu.core.PC = 0x10000000; // boot2 first, as rp2040js' own MicroPython demo does
     installFlashWrites(mcu);
     const wdt = mcu.peripherals[0x40058];
@@ -193,7 +196,7 @@ rl.on('line', (line) => {
   const cmd = sp < 0 ? line : line.slice(0, sp); const arg = sp < 0 ? '' : line.slice(sp + 1);
   if (cmd === 's') { for (const x of Buffer.from(arg, 'hex')) chip.pending.push(x); }
   else if (cmd === 'a') { const r = adcReply; adcReply = null; if (r) r(parseInt(arg, 10)); }
-  else if (cmd === 'f') { fs.writeFileSync(arg, chip.mcu.flash); send(`F ${arg}`); }
+  else if (cmd === 'f') { fs.writeFileSync(arg, chip.mcu.flash.subarray(0, FLASH_SAVED)); send(`F ${arg}`); }
   else if (cmd === 'r') { chip.resetBy = RUN_PIN_RESET; }
   else if (cmd === 'q') { quitting = true; }
 });

@@ -76,10 +76,11 @@ def install_files(cfg, calibration=None, build_dir=None):
     return files
 
 
-def install(board, cfg, calibration=None, reset=True):
+def install(board, cfg, calibration=None, reset=True, files=None):
     """Copy the firmware, board file and calibration onto the emulated board, check them
-    back by size, and reset it so main.py starts. Returns the names installed."""
-    files = install_files(cfg, calibration)
+    back by size, and (``reset``) reset it so main.py starts. ``files``: install_files'
+    list when already made. Returns the names installed."""
+    files = install_files(cfg, calibration) if files is None else files
     enter_raw_repl(board)
     try:
         for name, data in files:
