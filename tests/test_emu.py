@@ -243,3 +243,43 @@ def test_board_soc_in_float32_matches_the_host_twin(estimator_log, tmp_path):
     # (measured: under 1 ppm over 500 ticks of the smoke protocol).
     assert np.max(np.abs(host["SOC__1"] - soc)) < 1e-5
     assert np.max(np.abs(host["SOC_Std__1"][1:] - std[1:])) < 1e-5
+
+
+# ---- an open circuit (the cell removed mid-discharge) trips the board's safety -----------------
+OPEN_AT_S = 120.0  # plant time (emulated seconds since power-up): a minute into the discharge
+
+
+@pytest.fixture(scope="module")
+def open_run(tmp_path_factory):
+    from cellbench.emu.board import start_board
+
+    d = tmp_path_factory.mktemp("emuopen")
+    (d / "cell.json").write_text(json.dumps(CELL))
+    (d / "fast.json").write_text(json.dumps(FAST))
+    board = start_board(d / "cell.json", calibration="ideal", image=IMAGE, workdir=d / "work",
+                        faults=f"open@{OPEN_AT_S}")
+    out = d / "run.bdf.csv"
+    try:
+        summary = session.run(d / "fast.json", board, out, board="rp2040-emu", tick_ms=TICK_MS)
+    finally:
+        board.close()
+    relay = int(board.cfg["relay_pin"])
+    opened_s = [t / 1e6 for t, pin, level in board.pin_events if pin == relay and level != 1]
+    return summary, bdflog.read_log(out), opened_s
+
+
+def test_open_circuit_trips_within_its_documented_ticks(open_run):
+    from cellbench import fw
+
+    safety = fw.module("safety")
+    summary, log, opened_s = open_run
+    assert "OPEN_CIRCUIT" in summary["stop_reason"]
+    flags = log["Fault Flags / 1"].astype(int)
+    tripped = np.flatnonzero(flags & safety.OPEN_CIRCUIT)
+    assert tripped.size and np.all(flags[:tripped[0]] == 0)
+    # The chip's relay pin opens after the cell is gone, within the signature's ticks
+    # (docs/link.md) and one tick's phase, in emulated time.
+    after = [t for t in opened_s if t > OPEN_AT_S]
+    assert after and after[0] <= OPEN_AT_S + (safety.OPEN_TICKS + 1) * TICK_MS / 1000
+    # ... and not before it: from START to the fault the relay stayed closed.
+    assert not [t for t in opened_s if 25.0 < t < OPEN_AT_S]

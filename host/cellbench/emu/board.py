@@ -15,6 +15,7 @@ serial port, so the host's link code talks to it as to a serial port.
 
 import json
 import subprocess
+from collections import deque
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ from . import runtime
 # MODEL line (8 KB through the USB CDC, then parsed) keeps it busy for seconds.
 REPLY_TIMEOUT_S = 60.0
 FLASH_CACHE = Path(tempfile.gettempdir()) / "cellbench-emu-flash"  # installed flashes (start_board)
+PIN_EVENTS = 10000  # watched-pin changes kept (EmuBoard.pin_events)
 TEMP_SENSOR_CODE = 876  # ADC channel 4 at 27 degC: 0.706 V of 3.3 V in 12 bits
 ADC_FIRST_PIN = 26  # ADC channel k is GPIO 26 + k
 
@@ -41,7 +43,8 @@ class EmuBoard(Transport):
     ``readline(timeout_s)`` gives the board's serial output line by line (wall-clock
     timeout); ``t_us`` is the emulated time in microseconds, ``resets`` the emulated times
     (us) of the chip's resets, ``pins`` the last level of each watched pin (0, 1, or 2
-    for not driven), ``duty`` the PWM source's last (num, den).
+    for not driven), ``pin_events`` their changes as (t_us, gpio, level), ``duty`` the
+    PWM source's last (num, den).
     """
 
     reply_timeout_s = REPLY_TIMEOUT_S
@@ -58,6 +61,7 @@ class EmuBoard(Transport):
         self.cycles = 0
         self.resets = []
         self.pins = {}
+        self.pin_events = deque(maxlen=PIN_EVENTS)  # (t_us, gpio, level), newest last
         self.duty = None
         self.adc_reads = 0
         self._buf = bytearray()
@@ -143,6 +147,7 @@ class EmuBoard(Transport):
     def _pin(self, pin, level):
         # A pin nobody drives (2) reads low at the relay's and the mux's inputs (pull-downs).
         self.pins[pin] = level
+        self.pin_events.append((self.t_us, pin, level))
         self.plant.set_pin(pin, 1 if level == 1 else 0)
 
     def stderr_text(self):
