@@ -15,10 +15,10 @@ serial port, so the host's link code talks to it as to a serial port.
 
 import json
 import subprocess
-from collections import deque
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from ..errors import InputError
@@ -52,6 +52,9 @@ class EmuBoard(Transport):
     def __init__(self, cfg, cell_model, image=None, workdir=None, seed=0, soc0=None,
                  timeout_s=120.0, faults="", flash=None):
         self.cfg = cfg
+        src = cfg["source"]
+        if src["type"] != "pwm":
+            raise InputError("source.type: the emulated board drives the cell from a PWM source only")
         image_file, bootrom = runtime.image_files(image)
         runtime.install_rp2040js()
         self.work = Path(workdir) if workdir else None
@@ -76,9 +79,6 @@ class EmuBoard(Transport):
                                    str(self.truth_path) if self.truth_path else None, faults)
         self._adc_pins = {int(cfg["adc"]["voltage_pin"]), int(cfg["adc"]["current_pin"])}
         watch = [int(cfg["relay_pin"]), int(cfg["led_pin"])] + [int(p) for p in cfg["current"]["range_pins"]]
-        src = cfg["source"]
-        if src["type"] != "pwm":
-            raise InputError("source.type: the emulated board drives the cell from a PWM source only")
         args = {"bootrom": str(bootrom), "image": str(image_file), "watch": watch, "pwm": int(src["pin"])}
         if flash is not None:
             args["flash"] = str(flash)  # boot a saved flash (image and filesystem) instead
