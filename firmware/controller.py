@@ -197,6 +197,11 @@ class Controller:
         self._event(record.EV_PAUSE)
 
     def resume(self):
+        """RESUME a PAUSEd run, also one whose ring filled while paused (FULL): that run
+        goes on at the ACK that frees the ring, as a FULL from RUNNING does."""
+        if self.state == FULL and self.full_from == PAUSED:
+            self.full_from = RUNNING
+            return
         if self.state != PAUSED:
             raise CommandError("state", "not paused (state %s)" % self.state)
         self._continue()

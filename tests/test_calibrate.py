@@ -180,7 +180,10 @@ def test_recovers_the_known_sense_errors(cal_rp2040):
 def test_adc_table_matches_the_known_dnl(cal_rp2040):
     exact = simcell.adc_correction(BOARD["sim"])
     got = dnl.from_file_table(cal_rp2040["adc_correction"])
-    assert max(abs(got.get(int(k), 0.0) - d) for k, d in exact.items()) < 0.2
+    # The table is cumulative (up to 2.8 LSB at the erratum codes), so the code-density
+    # noise of ~400 conversions a code adds up along each window: 0.3 LSB is a tenth of
+    # the largest correction and still fails on a missing, shifted or mis-signed spike.
+    assert max(abs(got.get(int(k), 0.0) - d) for k, d in exact.items()) < 0.3
     assert cal_rp2040["fit"]["voltage"]["max_mV"] < 0.5
 
 
@@ -325,7 +328,9 @@ def test_set_keeps_the_board_limits(tmp_path):
         wait_for(lambda: link.command("HIST", "I", 1), "the source off (i_set_nA == 0) at the 4.8 V limit",
                  until=lambda h: h["i_set_nA"] == 0)
         assert sim.read_truth(board.truth_path)["i_A"][-1] == 0.0
-        link.command("LOAD", json.dumps({"v": 1, "steps": [["OCV", 60000]]}))
+        # A day's rest: the board runs in virtual time, and a short run could end before
+        # the host's next command arrives on a loaded machine (then SET is allowed again).
+        link.command("LOAD", json.dumps({"v": 1, "steps": [["OCV", 86_400_000]]}))
         link.command("START")
         with pytest.raises(Exception, match="state"):
             link.command("SET", 1000)

@@ -498,6 +498,32 @@ def test_ring_full_pauses_and_ack_resumes():
     assert ctl.state == controller.RUNNING
 
 
+def _paused_until_full(ctl, b):
+    ctl.handle(frame.encode("PAUSE"))
+    for _ in range(60):  # a paused board's clock and records go on: the ring fills
+        b.elapse(1000)
+        ctl.tick(1000)
+    assert ctl.state == controller.FULL and b.applied_nA() == 0
+
+
+def test_a_ring_full_while_paused_stays_paused_after_ack():
+    ctl, b = make([["OCV", 100_000]], capacity=20)
+    _paused_until_full(ctl, b)
+    ctl.handle(frame.encode("ACK %d" % (ctl.ring.head - 1)))
+    assert ctl.state == controller.PAUSED and b.applied_nA() == 0
+
+
+def test_resume_of_a_ring_full_while_paused_goes_on_at_the_ack():
+    """The host that comes back after a Ctrl-C PAUSE finds FULL: its RESUME is taken, and
+    the ACK that frees the ring continues the run (not back to PAUSED forever)."""
+    ctl, b = make([["OCV", 100_000]], capacity=20)
+    _paused_until_full(ctl, b)
+    ctl.handle(frame.encode("RESUME"))
+    assert ctl.state == controller.FULL  # still no room: nothing runs before the ACK
+    ctl.handle(frame.encode("ACK %d" % (ctl.ring.head - 1)))
+    assert ctl.state == controller.RUNNING
+
+
 def test_safety_reads_the_declared_raw_sums():
     """The ADC checks read the board's declared raw_v/raw_i: sums frozen while current
     flows trip ADC_STUCK on the STUCK_TICKS-th identical sample; a board that lacks the

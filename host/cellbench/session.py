@@ -208,6 +208,7 @@ class Session:
         self.ident = None
         self._journal = None
         self._status = None
+        self.paused_by_host = False  # set by reattach from the sidecar: stopped by a Ctrl-C PAUSE
         self.summary = {"out": str(self.out_path), "rows": 0, "stop_reason": None}
 
     @classmethod
@@ -216,10 +217,12 @@ class Session:
         whose sidecar ``meta`` (:func:`preflight_resume`) holds the run's files and table."""
         log = bdflog.LogWriter.reopen(log_path, meta)
         recovered = [e for e in meta.get("events", []) if e.get("kind") == "recover"]
-        return cls(RunFiles.from_sidecar(meta), transport, log_path, table=meta["table"],
+        s = cls(RunFiles.from_sidecar(meta), transport, log_path, table=meta["table"],
                    table_json=meta.get("table_json") or _compact(meta["table"]), log=log,
                    offsets=recovered[-1].get("offsets") if recovered else None,
                    progress=progress, on_interrupt=on_interrupt)
+        s.paused_by_host = meta.get("stop_reason") == PAUSED
+        return s
 
     def prepare(self):
         """ID, compile against the board, LOAD, MODEL. Returns the table."""
@@ -463,8 +466,10 @@ class Session:
             self.summary["stop_reason"] = FINAL_STATES[status["state"]]
             return
         self.link.resend_from(from_seq)
-        if status.get("state") == "PAUSED":
+        if status.get("state") == "PAUSED" or (status.get("state") == "FULL" and self.paused_by_host):
             # Paused by Ctrl-C (the only PAUSE a host sends): the user asked to continue.
+            # A paused board's clock and records go on, so its ring may have filled (FULL)
+            # before we came back: RESUME then lets the ACKs that free it continue the run.
             self._command("RESUME")
         self.follow()
         lost = self.link.stats.get("lost", 0)
