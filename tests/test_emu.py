@@ -235,8 +235,10 @@ def test_board_soc_in_float32_matches_the_host_twin(estimator_log, tmp_path):
     log = bdflog.read_log(estimator_log)
     host = np.genfromtxt(est, delimiter=",", names=True)
     t = log["Test Time / s"]
-    # Really every tick (a tick may come a millisecond late: dt is the elapsed time).
-    assert t.size > 120 and np.all(np.diff(t) <= EST_TICK_MS / 1000 + 0.005)
+    # Really every tick: none skipped. A tick may come late (a garbage collection on the
+    # chip takes ~14 ms, and when it falls depends on when host bytes arrive); dt is the
+    # elapsed time, so lateness is no error, only a missing tick is.
+    assert t.size > 120 and np.all(np.diff(t) < 1.5 * EST_TICK_MS / 1000)
     soc, std = log["SOC / 1"], log["SOC Std / 1"]
     assert np.ptp(soc) > 0.02  # the SoC really moved
     # The board prints ppm: its float32 filter and the host's agree to a few of them
