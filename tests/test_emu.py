@@ -26,16 +26,7 @@ pytestmark = pytest.mark.skipif(
     IMAGE is None, reason=f"emu: no rp2 image given (set {runtime.IMAGE_ENV} to the directory "
                           "of the MicroPython RPI_PICO firmware.bin and bootrom_b1.bin)")
 
-# A small LTO-like half cell (flat 1.55 V plateau, steep ends), 0.35 mAh.
-_Z = [k / 20 for k in range(21)]
-_OCV = [0.95, 1.43, 1.50, 1.519, 1.526, 1.530, 1.535, 1.539, 1.543, 1.547, 1.551, 1.555,
-        1.559, 1.563, 1.567, 1.572, 1.577, 1.586, 1.616, 1.758, 2.6]
-CELL = {"schema_version": 1,
-        "cell": {"name": "test LTO/Li", "chemistry": "LTO/Li", "active_mass_g": 0.002},
-        "capacity_Ah": 3.5e-4, "window_V": [1.0, 2.5],
-        "ocv": {"soc": _Z, "voltage_V": _OCV},
-        "r0_ohm": 60.0, "rc": [{"r_ohm": 40.0, "tau_s": 20.0}],
-        "coulombic_efficiency": 1.0}
+from cells import CELL  # a small LTO-like half cell, 0.35 mAh
 RATE_C = 10  # 3.5 mA: the 20 mA range; each half cycle ends on voltage in about 6 min
 I_A = RATE_C * 3.5e-4
 FAST = {"sample": {"name": "emu fast", "capacity_mAh": 0.35},
