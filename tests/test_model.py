@@ -89,7 +89,14 @@ BAD = [
     (_set(["r0_ohm"], 0.0), "r0_ohm"),
     (_set(["r0_ohm"], [1.0] * 10), "r0_ohm"),
     (_set(["r0_ohm"], [1.0] * 10 + [-1.0]), "r0_ohm"),
-    (_set(["rc"], []), "rc"),
+    (_set(["rc"], {"r_ohm": 1.0, "tau_s": 1.0}), "rc"),
+    (_set(["rc", 0, "r_ohm"], [1.0] * 10 + [-1.0]), "rc[0].r_ohm"),
+    (_set(["butler_volmer"], {"i0_A": 1e-4, "v_T": 0.0}), "butler_volmer.v_T"),
+    (_set(["butler_volmer"], {"i0_A": 1e-4}), "butler_volmer.v_T"),
+    (_set(["model_error"], {"soc": [0, 1], "c_rate": [0, 1], "sigma_V": [0.01] * 3}), "model_error.sigma_V"),
+    (_set(["model_error"], {"soc": [0.5, 0.2], "c_rate": [0], "sigma_V": [0.01] * 2}), "model_error.soc"),
+    (_set(["estimator"], {"capacity": 1}), "estimator.capacity"),
+    (_set(["provenance"], {"assumptions": "none"}), "provenance.assumptions"),
     (_set(["rc"], [{"r_ohm": 1.0, "tau_s": 1.0}] * 3), "rc"),
     (_set(["rc", 0, "r_ohm"], 0.0), "rc[0].r_ohm"),
     (_set(["rc", 0, "tau_s"], -5.0), "rc[0].tau_s"),
@@ -240,7 +247,8 @@ SCHEMA_EXPRESSIBLE = {"schema_version", "bogus", "cell.name", "cell.active_mass_
                       "hysteresis.m_V", "hysteresis.m_v", "coulombic_efficiency",
                       "fade.capacity_per_cycle", "fade.resistance_per_cycle",
                       "estimator.sigma_v_V", "provenance.fit_rmse_V", "estimator.bias",
-                      "estimator.p0_h", "estimator.q_sco", "sim_soc0"}
+                      "estimator.p0_h", "estimator.q_sco", "sim_soc0",
+                      "butler_volmer.v_T", "estimator.capacity", "provenance.assumptions"}
 
 
 @pytest.mark.parametrize("mutate, field", [b for b in BAD if b[1] in SCHEMA_EXPRESSIBLE],

@@ -56,12 +56,13 @@ def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
     eff = np.where(i > 0, model["coulombic_efficiency"], 1.0)
     soc = float(soc0) + np.concatenate(([0.0], np.cumsum(eff[:-1] * i[:-1] * dt) / cap_As))
     s = held_sign(i, 0.0, s0)
-    v_rc = np.column_stack([rc_response(t, i, pair["tau_s"], pair["r_ohm"], v0)
-                            for pair, v0 in zip(model["rc"], _initial_rc(model, v_rc0))])
+    v_rc = np.column_stack([rc_response(t, i, pair["tau_s"], cellmodel.rc_r(model, k, soc), v0)
+                            for k, (pair, v0) in enumerate(zip(model["rc"], _initial_rc(model, v_rc0)))]
+                           or [np.zeros((t.size, 0))])
     h = hysteresis_state(t, i, model["hysteresis"]["gamma"], model["capacity_Ah"], h0)
     ocv_V = cellmodel.ocv(model, soc)
     v = (ocv_V + cellmodel.hysteresis_V(model, soc) * h + model["hysteresis"]["m0_V"] * s
-         + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1))
+         + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1) + cellmodel.butler_volmer_V(model, soc, i))
     return {"v_V": v, "soc": soc, "v_rc": v_rc, "h": h, "ocv_V": ocv_V}
 
 
@@ -149,7 +150,9 @@ class _Segment:
 
     def __post_init__(self):
         self.taus = np.array([p["tau_s"] for p in self.model["rc"]])
-        self.r_rc = np.array([p["r_ohm"] for p in self.model["rc"]]) * self.r_scale
+        # An SoC table is read at the piece's start (pieces are short for such models).
+        self.r_rc = np.array([cellmodel.rc_r(self.model, k, self.state.soc)
+                              for k in range(len(self.model["rc"]))]) * self.r_scale
         # Snapshot the start state: the caller updates `state` in place afterwards.
         self.z0, self.v_rc0 = self.state.soc, np.array(self.state.v_rc, dtype=float)
         self.h0, self.s0 = self.state.h, self.state.s
@@ -173,7 +176,8 @@ class _Segment:
         s = math.copysign(1.0, self.i_A) if self.i_A else self.s0
         r0 = cellmodel.r0(self.model, z) * self.r_scale
         return (cellmodel.ocv(self.model, z) + cellmodel.hysteresis_V(self.model, z) * self.h(t)
-                + self.model["hysteresis"]["m0_V"] * s + r0 * self.i_A + self.v_rc(t).sum(axis=-1))
+                + self.model["hysteresis"]["m0_V"] * s + r0 * self.i_A + self.v_rc(t).sum(axis=-1)
+                + cellmodel.butler_volmer_V(self.model, z, self.i_A))
 
     def time_to_soc_limit(self) -> float:
         """Seconds until SoC reaches 0 (discharge) or 1 (charge); inf at rest."""
@@ -207,7 +211,8 @@ def _segment(model: dict, state: CellState, i_A: float) -> _Segment:
 
 def _fade_chunk_s(model: dict, i_A: float) -> float:
     fade = model["fade"]
-    if i_A == 0 or not (fade["capacity_per_cycle"] or fade["resistance_per_cycle"]):
+    tables = any(isinstance(p["r_ohm"], list) for p in model["rc"])
+    if i_A == 0 or not (fade["capacity_per_cycle"] or fade["resistance_per_cycle"] or tables):
         return math.inf
     return FADE_CHUNK_EFC * 2.0 * model["capacity_Ah"] * SECONDS_PER_HOUR / abs(i_A)
 

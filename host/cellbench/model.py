@@ -8,7 +8,12 @@ optional section filled in, so it can be sent to the board unchanged (``MODEL <j
 
 Terminal voltage, with ``i`` charge-positive::
 
-    v = OCV(z) + m_V*h + m0_V*s + R0(z)*i + sum(v_rc)
+    v = OCV(z) + m_V*h + m0_V*s + R0(z)*i + sum(v_rc) + 2*v_T*asinh(i / (2*i0(z)))
+
+(the last term only with a ``butler_volmer`` section; ``rc`` may hold 0, 1 or 2 pairs and
+an RC pair's ``r_ohm`` may be a table on the OCV grid, driving ``dv/dt = -v/tau +
+i*R(z)/tau``). ``model_error`` is the fit's held-out voltage error, sigma_V(z, C-rate),
+read bilinearly (:func:`model_error_V`).
 
 See :mod:`cellbench.ecm` for the dynamics.
 """
@@ -35,10 +40,12 @@ DEFAULT_PROVENANCE = {"source": "", "fit_rmse_V": None, "created": ""}
 
 # Optional estimator settings the firmware filter (firmware/ekf.py) reads beyond the
 # design's list; no defaults here (the filter has its own).
-EXTRA_ESTIMATOR_KEYS = ("bias", "q_bias_A2", "p0_bias_A2", "p0_rc_V2", "p0_h")
+EXTRA_ESTIMATOR_KEYS = ("bias", "q_bias_A2", "p0_bias_A2", "p0_rc_V2", "p0_h",
+                        "capacity", "p0_cap", "q_cap")
+BOOLEAN_ESTIMATOR_KEYS = ("bias", "capacity")
 TOP_LEVEL_KEYS = {"schema_version", "cell", "capacity_Ah", "window_V", "ocv", "r0_ohm", "rc",
                   "hysteresis", "coulombic_efficiency", "fade", "estimator", "provenance",
-                  "sim_soc0"}
+                  "sim_soc0", "butler_volmer", "model_error"}
 # Relative tolerance for "the SoC grid is uniform".
 GRID_RTOL = 1e-6
 
@@ -64,6 +71,8 @@ def load_model(path_or_dict) -> dict:
     _check_window(model)
     _check_r0(model)
     _check_rc(model)
+    _check_butler_volmer(model)
+    _check_model_error(model)
     _fill_section(model, "hysteresis", DEFAULT_HYSTERESIS, _non_negative)
     _check_efficiency(model)
     _check_fade(model)
@@ -204,27 +213,66 @@ def _check_window(model: dict) -> None:
                          f"[{voltage[0]}, {voltage[-1]}] V")
 
 
-def _check_r0(model: dict) -> None:
-    r0 = model.get("r0_ohm")
-    if isinstance(r0, list):
-        values = _number_list(r0, "r0_ohm")
-        _same_length(values, np.asarray(model["ocv"]["soc"]), "r0_ohm")
+def _soc_table_or_positive(section: dict, name: str, model: dict, where: str) -> None:
+    """``section[name]`` is a number > 0 or a list of them, one per ocv.soc point."""
+    value = section.get(name)
+    if isinstance(value, list):
+        values = _number_list(value, where)
+        _same_length(values, np.asarray(model["ocv"]["soc"]), where)
         if np.any(values <= 0):
-            raise InputError("r0_ohm: every value must be > 0")
+            raise InputError(f"{where}: every value must be > 0")
     else:
-        _positive(model, "r0_ohm")
+        _positive(section, name, where[:-len(name)])
+
+
+def _check_r0(model: dict) -> None:
+    _soc_table_or_positive(model, "r0_ohm", model, "r0_ohm")
 
 
 def _check_rc(model: dict) -> None:
     pairs = model.get("rc")
-    if not isinstance(pairs, list) or not 1 <= len(pairs) <= MAX_RC_PAIRS:
-        raise InputError(f"rc: must be a list of 1 to {MAX_RC_PAIRS} {{r_ohm, tau_s}} pairs")
+    if not isinstance(pairs, list) or len(pairs) > MAX_RC_PAIRS:
+        raise InputError(f"rc: must be a list of 0 to {MAX_RC_PAIRS} {{r_ohm, tau_s}} pairs")
     for k, pair in enumerate(pairs):
         if not isinstance(pair, dict):
             raise InputError(f"rc[{k}]: must be an object with r_ohm and tau_s")
         _no_unknown(pair, ("r_ohm", "tau_s"), f"rc[{k}].")
-        _positive(pair, "r_ohm", f"rc[{k}].")
+        _soc_table_or_positive(pair, "r_ohm", model, f"rc[{k}].r_ohm")
         _positive(pair, "tau_s", f"rc[{k}].")
+
+
+def _check_butler_volmer(model: dict) -> None:
+    """Optional charge-transfer term: i0_A (scalar or per ocv.soc) and v_T in V."""
+    if "butler_volmer" not in model:
+        return
+    section = _section(model, "butler_volmer")
+    _no_unknown(section, ("i0_A", "v_T"), "butler_volmer.")
+    _soc_table_or_positive(section, "i0_A", model, "butler_volmer.i0_A")
+    _positive(section, "v_T", "butler_volmer.")
+
+
+def _check_model_error(model: dict) -> None:
+    """Optional held-out error table: soc (k knots in [0, 1]) x c_rate (m knots from 0)."""
+    if "model_error" not in model:
+        return
+    section = _section(model, "model_error")
+    _no_unknown(section, ("soc", "c_rate", "sigma_V", "method"), "model_error.")
+    soc = _number_list(section.get("soc"), "model_error.soc")
+    rate = _number_list(section.get("c_rate"), "model_error.c_rate")
+    for name, knots in (("soc", soc), ("c_rate", rate)):
+        if np.any(np.diff(knots) <= 0):
+            raise InputError(f"model_error.{name}: must be increasing")
+    if soc[0] < 0 or soc[-1] > 1:
+        raise InputError("model_error.soc: must lie within [0, 1]")
+    if rate[0] < 0:
+        raise InputError("model_error.c_rate: must start at 0 or above")
+    sigma = _number_list(section.get("sigma_V"), "model_error.sigma_V")
+    if sigma.size != soc.size * rate.size:
+        raise InputError(f"model_error.sigma_V: needs {soc.size * rate.size} values "
+                         f"(soc x c_rate, row-major), got {sigma.size}")
+    if np.any(sigma < 0):
+        raise InputError("model_error.sigma_V: every value must be >= 0")
+    _string(section, "method", "model_error.", required=False)
 
 
 def _check_estimator(model: dict) -> None:
@@ -236,9 +284,9 @@ def _check_estimator(model: dict) -> None:
     for name in ("sigma_v_V", "p0_soc", "gate"):
         _positive(est, name, "estimator.")
     for key in EXTRA_ESTIMATOR_KEYS:
-        if key == "bias" and key in est and not isinstance(est[key], bool):
-            raise InputError("estimator.bias: must be true or false")
-        if key != "bias" and key in est:
+        if key in BOOLEAN_ESTIMATOR_KEYS and key in est and not isinstance(est[key], bool):
+            raise InputError(f"estimator.{key}: must be true or false")
+        if key not in BOOLEAN_ESTIMATOR_KEYS and key in est:
             _non_negative(est, key, "estimator.")
 
 
@@ -282,6 +330,11 @@ def _check_provenance(model: dict) -> None:
     prov = _section(model, "provenance", DEFAULT_PROVENANCE)
     for key, value in DEFAULT_PROVENANCE.items():
         prov.setdefault(key, value)
+    if "assumptions" in prov and not (isinstance(prov["assumptions"], list)
+                                      and all(isinstance(a, str) for a in prov["assumptions"])):
+        raise InputError("provenance.assumptions: must be a list of strings")
+    if "structure" in prov and not isinstance(prov["structure"], dict):
+        raise InputError("provenance.structure: must be an object")
     rmse = prov["fit_rmse_V"]
     if rmse is not None and (isinstance(rmse, bool) or not isinstance(rmse, (int, float)) or rmse < 0):
         raise InputError(f"provenance.fit_rmse_V: must be null or a number >= 0, got {rmse!r}")
@@ -321,9 +374,53 @@ def r0(model: dict, soc):
     return np.full(np.shape(soc), float(value)) if np.ndim(soc) else float(value)
 
 
+def _table(model: dict, value, soc):
+    """A parameter that is a scalar or a table on the OCV grid, at ``soc`` (clamped)."""
+    if isinstance(value, list):
+        return np.interp(soc, model["ocv"]["soc"], value)
+    return np.full(np.shape(soc), float(value)) if np.ndim(soc) else float(value)
+
+
+def rc_r(model: dict, pair: int, soc):
+    """Resistance in ohm of RC pair ``pair`` at SoC ``soc`` (scalar or table, clamped)."""
+    return _table(model, model["rc"][pair]["r_ohm"], soc)
+
+
+def butler_volmer_V(model: dict, soc, i_A):
+    """Charge-transfer overpotential ``2*v_T*asinh(i/(2*i0(z)))`` in V (0 without the section);
+    odd in ``i_A`` (A, charge-positive)."""
+    bv = model.get("butler_volmer")
+    if not bv:
+        return np.zeros(np.broadcast(np.asarray(soc), np.asarray(i_A)).shape) if np.ndim(i_A) else 0.0
+    i0 = _table(model, bv["i0_A"], soc)
+    return 2.0 * bv["v_T"] * np.arcsinh(np.asarray(i_A) / (2.0 * i0))
+
+
+def model_error_V(model: dict, soc, c_rate):
+    """Held-out voltage error sigma (V) at SoC ``soc`` and C-rate ``|c_rate|`` (bilinear,
+    clamped at the table's ends); 0 when the model has no ``model_error``."""
+    table = model.get("model_error")
+    if not table:
+        return np.zeros(np.broadcast(np.asarray(soc), np.asarray(c_rate)).shape)
+    zs, cs = np.asarray(table["soc"], float), np.asarray(table["c_rate"], float)
+    sigma = np.asarray(table["sigma_V"], float).reshape(zs.size, cs.size)
+    z = np.clip(np.asarray(soc, float), zs[0], zs[-1])
+    c = np.clip(np.abs(np.asarray(c_rate, float)), cs[0], cs[-1])
+    z, c = np.broadcast_arrays(z, c)
+    along_c = np.stack([np.interp(c, cs, row) for row in sigma])       # (k, ...)
+    flat = along_c.reshape(zs.size, -1)
+    out = np.array([np.interp(zv, zs, flat[:, n]) for n, zv in enumerate(z.ravel())])
+    return out.reshape(z.shape)
+
+
 def series_resistance_ohm(model: dict, soc=0.5) -> float:
-    """R0 plus every RC resistance, in ohm: the DC resistance at SoC ``soc``."""
-    return float(r0(model, soc)) + sum(p["r_ohm"] for p in model["rc"])
+    """R0 plus every RC resistance, in ohm: the DC resistance at SoC ``soc`` (the
+    Butler-Volmer term's small-current slope ``v_T/i0`` included)."""
+    total = float(r0(model, soc)) + sum(float(rc_r(model, k, soc)) for k in range(len(model["rc"])))
+    bv = model.get("butler_volmer")
+    if bv:
+        total += bv["v_T"] / float(_table(model, bv["i0_A"], soc))
+    return total
 
 
 def specific_capacity_mAh_g(model: dict, capacity_Ah: float) -> float:

@@ -35,10 +35,14 @@ def scan(log_a, b, x0: float = 0.0) -> np.ndarray:
 def rc_response(t_s, i_A, tau_s: float, r_ohm: float = 1.0, v0_V: float = 0.0) -> np.ndarray:
     """Voltage (V) of an RC pair (``r_ohm``, ``tau_s``) at each sample, from ``v0_V``:
     exact for current held constant from each sample to the next. With the default
-    ``r_ohm`` 1 and rest it is the response per ohm (V/ohm = A) a fit scales by R."""
+    ``r_ohm`` 1 and rest it is the response per ohm (V/ohm = A) a fit scales by R.
+    ``r_ohm`` may also be one value per sample (R(z) read at the sample that drives the
+    interval after it)."""
     dt = np.diff(t_s)
     log_a = -dt / tau_s
-    return scan(log_a, -np.expm1(log_a) * r_ohm * np.asarray(i_A)[:-1], v0_V)
+    r = np.asarray(r_ohm, dtype=float)
+    r = r[:-1] if r.ndim else r
+    return scan(log_a, -np.expm1(log_a) * r * np.asarray(i_A)[:-1], v0_V)
 
 
 def hysteresis_state(t_s, i_A, gamma: float, capacity_Ah: float, h0: float = 0.0) -> np.ndarray:
