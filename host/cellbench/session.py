@@ -526,7 +526,8 @@ class Session:
 
 
 def run(protocol, transport, out_path, board=None, mass_mg=None, model_path=None,
-        tick_ms=None, force=False, progress=None, extra_meta=None, on_interrupt="stop"):
+        tick_ms=None, force=False, progress=None, extra_meta=None, on_interrupt="stop",
+        on_session=None):
     """Run a protocol on a board and log it; returns the summary dict.
 
     ``protocol``: the :class:`RunFiles` of :func:`preflight` (then ``board``, ``mass_mg``,
@@ -535,11 +536,15 @@ def run(protocol, transport, out_path, board=None, mass_mg=None, model_path=None
     ``progress``, ``on_interrupt``: see :class:`Session`.
     ``extra_meta``: more sidecar entries (e.g. the simulated cell).
     Ctrl-C stops (or pauses) the board and closes the log, then raises :class:`Interrupted`.
+    ``on_session``: called with the :class:`Session` before it touches the board (the lab
+    service sets its ``on_interrupt`` when a user asks for a pause or a stop).
     """
     files = protocol if isinstance(protocol, RunFiles) else preflight(
         protocol, out_path, board, mass_mg, model_path, tick_ms, force)
     s = Session(files, transport, out_path, force=force, progress=progress,
                 extra_meta=extra_meta, on_interrupt=on_interrupt)
+    if on_session:
+        on_session(s)
     s.prepare()  # nothing runs yet: errors here need no STOP
     return _guarded(s, s.stream)
 
@@ -555,7 +560,8 @@ def _row_counters(row):
             "e_dch_uWh": num("Discharging Energy / Wh", 1e6)}
 
 
-def resume(log_path, transport, progress=None, recover=False, meta=None, on_interrupt="stop"):
+def resume(log_path, transport, progress=None, recover=False, meta=None, on_interrupt="stop",
+           on_session=None):
     """Reattach to a board whose host went away mid-run and complete its log.
 
     Reads the log's last record seq (its tail only) and the sidecar, checks with ID and
@@ -567,9 +573,12 @@ def resume(log_path, transport, progress=None, recover=False, meta=None, on_inte
     ``recover`` (the user's word): LOAD of the log's exact table text, MODEL, RECOVER
     (:meth:`Session.recover`); without it, InputError saying what the journal holds.
     ``meta``: the sidecar as :func:`preflight_resume` returned it (read now if None).
+    ``on_session``: as for :func:`run`.
     """
     meta = preflight_resume(log_path) if meta is None else meta
     s = Session.reattach(log_path, meta, transport, progress, on_interrupt)
+    if on_session:
+        on_session(s)
     try:
         from_seq = s.check_board()
         if from_seq is None:

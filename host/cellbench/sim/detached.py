@@ -91,8 +91,11 @@ def _not_zombie(pid):
         return True  # no /proc: trust kill(0)
 
 
-def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None, reboot=False):
+def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None, reboot=False,
+          env=None):
     """Start a detached simulated board holding ``cell`` in ``board_dir``; its info dict.
+
+    ``env``: more environment for the relay and the board (e.g. CELLBENCH_SIM_SPEED).
 
     Returns once the board answers on its socket. InputError if ``board_dir`` already has
     a live board or the relay does not come up (its log's last line is in the message).
@@ -113,7 +116,7 @@ def spawn(cell, board_dir, board="sim", seed=0, calibration=None, heap_kb=None, 
         cmd += ["--heap-kb", str(int(heap_kb))]
     if reboot:
         cmd += ["--reboot"]
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "host"), env.get("PYTHONPATH")]))
     with open(d / "relay.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -14,8 +14,14 @@ second instead of thousands, while a host that waits for idle ticks (a STATUS af
 current went off) still sees them come a hundred times faster than on a real board;
 what the firmware does and sees is the same.
 A negative timeout (wait forever) blocks on the real descriptors with the clock stopped.
+
+CELLBENCH_SIM_SPEED=N (virtual seconds per real second, e.g. 1 for real time, 600 for ten
+minutes a second) paces a running board the same way: it waits on the real descriptors
+for ``timeout_ms / N`` between ticks instead of running as fast as the CPU allows (the
+lab service, `cellbench lab`, runs many boards at once). Unset or 0: unpaced.
 """
 
+import os
 import sys
 import utime as _wall  # the host's real clock (time.py shadows the name `time`)
 import uselect as _real
@@ -23,6 +29,7 @@ import uselect as _real
 import time as _clock  # the virtual clock (time.py next to this file)
 
 IDLE_SPEEDUP = 100  # virtual ms per real ms while the firmware is idle (see above)
+_SPEED = float(os.getenv("CELLBENCH_SIM_SPEED") or 0)  # virtual ms per real ms running; 0: unpaced
 
 POLLIN = _real.POLLIN
 POLLOUT = _real.POLLOUT
@@ -49,10 +56,11 @@ class _Poll:
             return ready
         if timeout is None or timeout < 0:
             return self._p.poll(-1)
-        if _idle():
+        speedup = IDLE_SPEEDUP if _idle() else _SPEED
+        if speedup > 0:
             t0 = _wall.ticks_us()
-            ready = self._p.poll(int(timeout) // IDLE_SPEEDUP)
-            waited_us = _wall.ticks_diff(_wall.ticks_us(), t0) * IDLE_SPEEDUP
+            ready = self._p.poll(int(int(timeout) // speedup))
+            waited_us = int(_wall.ticks_diff(_wall.ticks_us(), t0) * speedup)
             _clock.advance_us(min(max(waited_us, 0), int(timeout) * 1000) if ready else int(timeout) * 1000)
             return ready
         _clock.advance_us(int(timeout) * 1000)
