@@ -32,6 +32,7 @@ from scipy.optimize import brentq
 from . import model as cellmodel
 from .errors import InputError
 from .fit.filters import held_sign, hysteresis_state, rc_response
+from .sim.mpy.simcell import capacity_fraction, stress_weight  # the plant's ageing law
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -110,6 +111,7 @@ class CellState:
     q_dch_Ah: float = 0.0
     irreversible_Ah: float = 0.0
     t_s: float = 0.0
+    dose: float = 0.0          # stressed equivalent full cycles (charge-transfer growth)
 
     def cycles(self, model: dict) -> float:
         """Equivalent full cycles so far: throughput / (2 * fresh capacity)."""
@@ -123,8 +125,10 @@ def new_state(model: dict, soc0: float, h0: float = 0.0) -> CellState:
 
 
 def aged_capacity_Ah(model: dict, cycles: float) -> float:
-    """Capacity after ``cycles`` equivalent full cycles: C*max(0.05, 1 - capacity_per_cycle*n)."""
-    return model["capacity_Ah"] * max(0.05, 1.0 - model["fade"]["capacity_per_cycle"] * cycles)
+    """Capacity after ``cycles`` equivalent full cycles:
+    C*max(0.05, 1 - capacity_sqrt*sqrt(n) - capacity_per_cycle*n)."""
+    fade = model["fade"]
+    return model["capacity_Ah"] * capacity_fraction(fade["capacity_sqrt"], fade["capacity_per_cycle"], cycles)
 
 
 def resistance_scale(model: dict, cycles: float) -> float:
@@ -145,6 +149,7 @@ class _Segment:
     soc_rate_irr: float        # dz/dt while it is being consumed (1/s)
     t_irr_s: float             # when it runs out (inf if never in this piece)
     irr_share: float = 0.0     # fraction of |i| feeding side reactions until then
+    rct_scale: float = 1.0     # charge-transfer growth on rc[0] (fade.rct_per_cycle * dose)
     taus: np.ndarray = field(init=False)
     r_rc: np.ndarray = field(init=False)
 
@@ -153,6 +158,7 @@ class _Segment:
         # An SoC table is read at the piece's start (pieces are short for such models).
         self.r_rc = np.array([cellmodel.rc_r(self.model, k, self.state.soc)
                               for k in range(len(self.model["rc"]))]) * self.r_scale
+        self.r_rc[:1] *= self.rct_scale
         # Snapshot the start state: the caller updates `state` in place afterwards.
         self.z0, self.v_rc0 = self.state.soc, np.array(self.state.v_rc, dtype=float)
         self.h0, self.s0 = self.state.h, self.state.s
@@ -196,6 +202,7 @@ def _segment(model: dict, state: CellState, i_A: float) -> _Segment:
     cycles = state.cycles(model)
     cap_As = aged_capacity_Ah(model, cycles) * SECONDS_PER_HOUR
     r_scale = resistance_scale(model, cycles)
+    rct_scale = 1.0 + model["fade"]["rct_per_cycle"] * state.dose
     eff = model["coulombic_efficiency"] if i_A > 0 else 1.0
     rate = eff * i_A / cap_As
     q_irr0 = model["fade"]["first_cycle_irreversible_Ah"]
@@ -205,14 +212,16 @@ def _segment(model: dict, state: CellState, i_A: float) -> _Segment:
         # discharge delivers capacity + irreversible capacity.
         share = q_irr0 / (q_irr0 + model["capacity_Ah"])
         t_irr = state.irreversible_Ah * SECONDS_PER_HOUR / (abs(i_A) * share)
-        return _Segment(model, state, i_A, cap_As, r_scale, rate, rate * (1.0 - share), t_irr, share)
-    return _Segment(model, state, i_A, cap_As, r_scale, rate, rate, math.inf)
+        return _Segment(model, state, i_A, cap_As, r_scale, rate, rate * (1.0 - share), t_irr, share,
+                        rct_scale)
+    return _Segment(model, state, i_A, cap_As, r_scale, rate, rate, math.inf, 0.0, rct_scale)
 
 
 def _fade_chunk_s(model: dict, i_A: float) -> float:
     fade = model["fade"]
     tables = any(isinstance(p["r_ohm"], list) for p in model["rc"])
-    if i_A == 0 or not (fade["capacity_per_cycle"] or fade["resistance_per_cycle"] or tables):
+    if i_A == 0 or not (fade["capacity_per_cycle"] or fade["resistance_per_cycle"] or tables
+                        or fade["capacity_sqrt"] or fade["rct_per_cycle"]):
         return math.inf
     return FADE_CHUNK_EFC * 2.0 * model["capacity_Ah"] * SECONDS_PER_HOUR / abs(i_A)
 
@@ -282,6 +291,9 @@ def _advance(seg: _Segment, state: CellState, t_end: float) -> float:
     state.soc = float(seg.soc(t)[0])
     state.v_rc = seg.v_rc(t)[0]
     state.h = float(seg.h(t)[0])
+    fade = seg.model["fade"]
+    state.dose += (stress_weight(seg.i_A, fade["stress_current_A"], fade["stress_exponent"])
+                   * q_Ah / (2.0 * seg.model["capacity_Ah"]))
     if seg.i_A > 0:
         state.q_chg_Ah += q_Ah
     elif seg.i_A < 0:

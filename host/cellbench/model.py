@@ -33,7 +33,8 @@ MAX_RC_PAIRS = 2
 # Defaults for optional sections; the estimator block matches docs/design.md.
 DEFAULT_HYSTERESIS = {"m_V": 0.0, "m0_V": 0.0, "gamma": 0.0}
 DEFAULT_FADE = {"capacity_per_cycle": 0.0, "resistance_per_cycle": 0.0,
-                "first_cycle_irreversible_Ah": 0.0}
+                "first_cycle_irreversible_Ah": 0.0, "capacity_sqrt": 0.0, "rct_per_cycle": 0.0,
+                "stress_current_A": 0.0, "stress_exponent": 0.0}  # docs/ageing.md
 DEFAULT_ESTIMATOR = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
                      "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0}
 DEFAULT_PROVENANCE = {"source": "", "fit_rmse_V": None, "created": ""}
@@ -322,8 +323,13 @@ def _check_efficiency(model: dict) -> None:
 
 def _check_fade(model: dict) -> None:
     _fill_section(model, "fade", DEFAULT_FADE, _non_negative)
-    if model["fade"]["capacity_per_cycle"] >= 1:
+    fade = model["fade"]
+    if fade["capacity_per_cycle"] >= 1:
         raise InputError("fade.capacity_per_cycle: must be < 1 (a fraction per cycle)")
+    if fade["stress_exponent"] and not fade["stress_current_A"]:
+        raise InputError("fade.stress_current_A: must be > 0 when fade.stress_exponent is set")
+    if fade["rct_per_cycle"] and not model["rc"]:
+        raise InputError("fade.rct_per_cycle: the model has no rc pair (rc[0] is the charge transfer)")
 
 
 def _check_provenance(model: dict) -> None:

@@ -8,8 +8,11 @@ CPython (host tests import it):
   ``v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc)``, integrated exactly for a current
   that is constant over each interval (exponential discretisation of the RC pairs and of
   the hysteresis state). Extras a fitted model need not have: charge/discharge OCV
-  branches (then M(z) is half their gap, replacing hysteresis.m_V), capacity and
-  resistance fade per equivalent full cycle (throughput / (2 * capacity)), and
+  branches (then M(z) is half their gap, replacing hysteresis.m_V), ageing (the
+  ``fade`` section, docs/ageing.md): capacity lost as ``sqrt`` plus linear in equivalent
+  full cycles n = throughput / (2 * fresh capacity), every resistance growing linearly
+  in n, the charge-transfer pair rc[0] growing linearly in a current-weighted dose (its
+  state in ``dose``/``rct_mult``, written to the state file with every truth row), and
   ``fade.first_cycle_irreversible_Ah``: side-reaction charge consumed during discharge
   until used up, at the rate that spreads it over one full first discharge, so the
   first cycle's coulombic efficiency is C / (C + irreversible).
@@ -75,6 +78,24 @@ def _interp_uniform(z, z0, dz, ys):
     return ys[k] + (ys[k + 1] - ys[k]) * (u - k)
 
 
+def capacity_fraction(per_sqrt_cycle, per_cycle, cycles):
+    """Capacity left after ``cycles`` equivalent full cycles, as a fraction of the fresh one:
+    ``1 - per_sqrt_cycle*sqrt(n) - per_cycle*n``, floored at 0.05. The square root is an
+    SEI-like film whose growth slows as it thickens (diffusion through it); the linear term
+    is a steady loss of cyclable lithium and active material per cycle."""
+    return max(0.05, 1.0 - per_sqrt_cycle * math.sqrt(cycles) - per_cycle * cycles)
+
+
+def stress_weight(i_A, stress_current_A, exponent):
+    """Weight of charge passed at current ``i_A`` in the charge-transfer dose:
+    ``(|i| / stress_current_A) ** exponent`` (1 when the exponent is 0). A steep power of the
+    current is the interface damage that appears at high current density (lithium plating
+    on graphite, voids at the lithium-metal counter electrode of a solid cell)."""
+    if not exponent:
+        return 1.0
+    return (abs(i_A) / stress_current_A) ** exponent
+
+
 class Cell:
     """Equivalent-circuit cell state and exact constant-current integration (SI units)."""
 
@@ -100,7 +121,11 @@ class Cell:
         self.c0_Ah = float(model["capacity_Ah"])
         fade = model.get("fade") or {}
         self.cap_fade = float(fade.get("capacity_per_cycle", 0.0))
+        self.cap_sqrt = float(fade.get("capacity_sqrt", 0.0))
         self.res_fade = float(fade.get("resistance_per_cycle", 0.0))
+        self.rct_fade = float(fade.get("rct_per_cycle", 0.0))
+        self.stress_A = float(fade.get("stress_current_A", 0.0))
+        self.stress_exp = float(fade.get("stress_exponent", 0.0))
         self.irr_left_Ah = float(fade.get("first_cycle_irreversible_Ah", 0.0))
         self.irr_frac = self.irr_left_Ah / (self.c0_Ah + self.irr_left_Ah)
         self.z = float(soc0)
@@ -111,12 +136,15 @@ class Cell:
         self.q_dch_Ah = 0.0
         self.cap_Ah = self.c0_Ah
         self.r_mult = 1.0
+        self.dose = 0.0  # stressed equivalent full cycles: drive the charge-transfer growth
+        self.rct_mult = 1.0  # on rc[0] (the charge-transfer pair), beside r_mult
 
     def cycles(self):
         """Equivalent full cycles so far: charge throughput / (2 * fresh capacity)."""
         return (self.q_chg_Ah + self.q_dch_Ah) / (2 * self.c0_Ah)
 
-    STATE = ("z", "h", "s", "q_chg_Ah", "q_dch_Ah", "cap_Ah", "r_mult", "irr_left_Ah")
+    STATE = ("z", "h", "s", "q_chg_Ah", "q_dch_Ah", "cap_Ah", "r_mult", "irr_left_Ah", "dose",
+             "rct_mult")
 
     def state_line(self):
         """The cell's full state as one text line (for a restart after a kill)."""
@@ -152,6 +180,8 @@ class Cell:
         for k in range(len(self.rc)):
             r, tau = self.rc[k]
             a = math.exp(-dt_s / tau)
+            if k == 0:
+                r *= self.rct_mult
             self.v_rc[k] = self.v_rc[k] * a + r * self.r_mult * i_A * (1 - a)
         if i_A != 0:
             sgn = 1.0 if i_A > 0 else -1.0
@@ -159,8 +189,11 @@ class Cell:
             self.h = sgn + (self.h - sgn) * math.exp(-k * dt_s)
             self.s = sgn
         n = self.cycles()
-        self.cap_Ah = self.c0_Ah * max(0.05, 1.0 - self.cap_fade * n)
+        self.cap_Ah = self.c0_Ah * capacity_fraction(self.cap_sqrt, self.cap_fade, n)
         self.r_mult = 1.0 + self.res_fade * n
+        if i_A != 0 and self.rct_fade:
+            self.dose += stress_weight(i_A, self.stress_A, self.stress_exp) * abs(q_Ah) / (2 * self.c0_Ah)
+            self.rct_mult = 1.0 + self.rct_fade * self.dose
 
     def ocv(self):
         return _interp_uniform(self.z, self.z0, self.dz, self.ocv_V)
