@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUBS := $(VENV)/rp2-stubs
 
-.PHONY: demo test bench typecheck clean
+.PHONY: demo test bench typecheck clean mdbtools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,7 +41,13 @@ $(EMU)/node_modules/.installed: $(EMU)/package-lock.json | $(STAMP)
 	@if $(NPM) ci --prefix $(EMU) --no-audit --no-fund --silent; then \
 		touch $@; else echo "note: rp2040js not installed: the rp2040-emu tests will skip"; fi
 
-test: $(STAMP) $(EMU)/node_modules/.installed typecheck
+# Arbin .res files are MS Access databases: the importer reads them with mdbtools'
+# mdb-export (a Debian package; CI runs as root on Debian with nothing installed by hand).
+mdbtools:
+	@command -v mdb-export >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mdbtools >/dev/null; } \
+		|| { echo "make: mdbtools is needed to read Arbin .res files: apt-get install mdbtools"; exit 1; }
+
+test: $(STAMP) $(EMU)/node_modules/.installed typecheck mdbtools
 	CELLBENCH_RP2_DIR=$(RP2_DIR) CELLBENCH_REQUIRE_HIL=1 $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
 bench: $(STAMP) $(EMU)/node_modules/.installed

@@ -1,5 +1,9 @@
 """Arbin: CSV/XLSX exports of MITS Pro, and .res (an MS Access database) through mdbtools.
 
+A .res holds the records in ``Channel_Normal_Table`` (the CSV export's columns without
+units: s, A, V, Ah, Wh; ``DateTime`` as an OLE Automation date, days since 1899-12-30)
+and the test in ``Global_Table`` (name, ``Start_DateTime``, schedule, ``MASS`` in g).
+
 Columns: ``Test_Time(s)`` or ``Test_Time``, ``Current(A)``/``Current``,
 ``Voltage(V)``/``Voltage``, ``Step_Index``, ``Cycle_Index``, ``Charge_Capacity(Ah)``,
 ``Discharge_Capacity(Ah)``, ``Charge_Energy(Wh)``, ``Discharge_Energy(Wh)``, ``DateTime``
@@ -12,13 +16,18 @@ import io
 import shutil
 import subprocess
 
+import numpy as np
+
 from ..errors import InputError
-from .raw import Raw
+from .raw import Raw, mass_meta
 from .table import find, integers, optional_si
 from .units import numbers, timestamps_s
 
 FORMAT_CSV = "Arbin CSV/XLSX export"
 FORMAT_RES = "Arbin .res"
+OLE_EPOCH_UNIX_DAYS = 25569.0       # 1970-01-01 counted in days from 1899-12-30
+SECONDS_PER_DAY = 86400.0
+MDB_TIMEOUT_S = 600
 
 
 def detect(lines):
@@ -59,16 +68,60 @@ def read_csv(path):
     return from_frame(pd.read_csv(path, low_memory=False))
 
 
-def read_res(path):
-    """The records table ``Channel_Normal_Table`` exported by ``mdb-export`` (mdbtools)."""
+def _mdb_table(tool, path, table):
+    """One table of the Access database as a DataFrame, through ``mdb-export`` (CSV out)."""
     import pandas as pd
 
+    try:
+        done = subprocess.run([tool, str(path), table], capture_output=True, timeout=MDB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"mdb-export of {table} took over {MDB_TIMEOUT_S} s") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise InputError(f"mdb-export cannot read {table}: {detail[0] if detail else 'no rows'}")
+    return pd.read_csv(io.BytesIO(done.stdout), low_memory=False)
+
+
+def ole_days_to_unix_s(days):
+    """OLE Automation dates (days since 1899-12-30, Arbin's ``DateTime``) as Unix seconds
+    (the tester's local time taken as UTC: only differences matter for the test clock)."""
+    return (np.asarray(days, dtype=float) - OLE_EPOCH_UNIX_DAYS) * SECONDS_PER_DAY
+
+
+def _test_meta(test):
+    """What ``Global_Table`` says of the test: name, start, schedule and active mass (g)."""
+    row = test.iloc[0]
+    meta = {"test_name": str(row.get("Test_Name", "")), "schedule": str(row.get("Schedule_File_Name", ""))}
+    start = _number(row.get("Start_DateTime"))
+    if start is not None:
+        meta["start_unix_s"] = float(ole_days_to_unix_s(start))
+    mass_g = _number(row.get("MASS"))
+    meta.update(mass_meta(None if mass_g is None else mass_g * 1e3, "Arbin .res Global_Table MASS (g)"))
+    return meta
+
+
+def _number(value):
+    """A table cell as a float, None when blank or not a number."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def read_res(path):
+    """The records (``Channel_Normal_Table``) and test information (``Global_Table``) of a
+    MITS Pro .res file, exported table by table with ``mdb-export`` (Debian's mdbtools)."""
     tool = shutil.which("mdb-export")
     if tool is None:
         raise InputError("reading .res needs mdbtools (mdb-export), which is not installed; "
-                         "export the test to CSV from MITS Pro instead")
-    done = subprocess.run([tool, str(path), "Channel_Normal_Table"], capture_output=True, timeout=600)
-    if done.returncode != 0:
-        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise InputError(f"mdb-export failed: {detail[0] if detail else done.returncode}")
-    return from_frame(pd.read_csv(io.BytesIO(done.stdout)))
+                         "install it (apt-get install mdbtools) or export the test to CSV from MITS Pro")
+    test = _mdb_table(tool, path, "Global_Table")
+    if len(test) != 1:
+        raise InputError(f"Global_Table holds {len(test)} tests; export the one wanted to CSV from MITS Pro")
+    records = _mdb_table(tool, path, "Channel_Normal_Table").sort_values("Data_Point", kind="stable")
+    if "DateTime" in records:
+        records["DateTime"] = ole_days_to_unix_s(records["DateTime"])
+    raw = from_frame(records)
+    raw.meta.update(_test_meta(test))
+    return raw

@@ -15,7 +15,7 @@ import io
 import numpy as np
 
 from ..errors import InputError
-from .raw import Raw, step_labels
+from .raw import Raw, mass_meta, step_labels
 from .table import as_text, find, integers, optional_si, read_text
 from .units import durations_s, numbers, timestamps_s
 
@@ -48,7 +48,7 @@ def read_binary(path):
 
 def _ndax_mass(path, NewareNDA):
     """{"mass_mg": ...} from an .ndax's NdaxConfig.xml ``BatteryMass`` (kg), when it is a
-    plausible active mass (0.01 mg to 10 g); {} otherwise. An .nda carries no mass worth
+    plausible active mass (:func:`~.raw.mass_meta`); {} otherwise. An .nda carries no mass worth
     taking (its 1 mg is the client's placeholder), so none is read from it."""
     if not str(path).lower().endswith(".ndax"):
         return {}
@@ -56,10 +56,7 @@ def _ndax_mass(path, NewareNDA):
         value = float(NewareNDA.read_metadata(str(path))["NdaxConfig"]["config"]["BatteryMass"])
     except (KeyError, TypeError, ValueError, OSError):
         return {}
-    mg = value * 1e6
-    if not 0.01 <= mg <= 1e4:
-        return {}
-    return {"mass_mg": mg, "mass_source": "ndax NdaxConfig.xml BatteryMass (kg)"}
+    return mass_meta(value * 1e6, "ndax NdaxConfig.xml BatteryMass (kg)")
 
 
 def detect_csv(lines):

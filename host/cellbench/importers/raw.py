@@ -18,6 +18,9 @@ from ..errors import InputError
 MAX_ABS_V = 10.0
 MAX_ABS_A = 2000.0
 
+# An active mass a tester's file may state: 0.01 mg (a thin film) to 10 g (a large pouch).
+MASS_RANGE_MG = (0.01, 1e4)
+
 STEP_TYPES = ("REST", "OCV", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH", "CCCV_CHG", "CCCV_DCH", "EIS")
 
 
@@ -47,6 +50,15 @@ class Raw:
 
     ARRAYS = ("t_s", "v_V", "i_A", "step_type", "step", "cycle", "unix_s",
               "q_chg_Ah", "q_dch_Ah", "e_chg_Wh", "e_dch_Wh")
+
+
+def mass_meta(mass_mg, source):
+    """{"mass_mg", "mass_source"} for an active mass a file states, when it is plausible
+    (:data:`MASS_RANGE_MG`); {} otherwise (testers' placeholders such as 0 or 1e-9 g)."""
+    lo, hi = MASS_RANGE_MG
+    if mass_mg is None or not lo <= mass_mg <= hi:
+        return {}
+    return {"mass_mg": float(mass_mg), "mass_source": source}
 
 
 def _where(raw, quantity, default):
