@@ -1,11 +1,14 @@
-"""``cellbench fit LOG [LOG ...] --out MODEL.json [--rc 1|2] [--hysteresis] [--report DIR]``.
+"""``cellbench fit LOG [LOG ...] --out MODEL.json [--rc 0|1|2] [--[no-]hysteresis] [--report DIR]``.
 
-Fits a cell model (models/ format) to Battery Data Format logs: capacity and OCV from a
-low-rate full cycle, R0 and RC pairs from pulses and rests, then a joint refinement (see
-:mod:`cellbench.fit`). A log that lacks what a parameter needs is refused with the name
-of the protocol in protocols/ that would provide it.
+Fits a cell model (models/ format) to Battery Data Format logs: capacity and OCV from
+low-rate full sweeps, then the structure (RC pairs, hysteresis, SoC tables,
+Butler-Volmer) and its parameters by held-out error, and the model's own error table
+(see :mod:`cellbench.fit`). The structure options pin a part instead of letting the
+data choose. What the logs lack is assumed at its least and printed; only a parameter
+with no information at all is refused, naming what to record.
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -22,9 +25,12 @@ HELP = "fit a cell model (OCV, capacity, R0, RC pairs, hysteresis) to BDF logs"
 def add_arguments(parser) -> None:
     parser.add_argument("logs", nargs="+", metavar="LOG", help="BDF logs (.bdf.csv, .csv, .parquet)")
     parser.add_argument("--out", required=True, help="model file to write (JSON)")
-    parser.add_argument("--rc", type=int, choices=(1, 2), default=1, help="RC pairs (default 1)")
-    parser.add_argument("--hysteresis", action="store_true", help="also fit one-state hysteresis")
-    parser.add_argument("--r0-soc", action="store_true", help="fit R0 as a function of SoC (every 10 %%)")
+    parser.add_argument("--rc", type=int, choices=(0, 1, 2), default=None,
+                        help="RC pairs (default: chosen by held-out error)")
+    flag = dict(action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--hysteresis", help="pin one-state hysteresis on/off (default: chosen)", **flag)
+    parser.add_argument("--r0-soc", help="pin R0 and RC resistances as SoC tables on/off (default: chosen)", **flag)
+    parser.add_argument("--butler-volmer", help="pin the charge-transfer term on/off (default: chosen)", **flag)
     parser.add_argument("--report", metavar="DIR", help="write report.txt, residuals.png, ocv.png, r0.png here")
     parser.add_argument("--name", default="", help="cell name (default: from the log's sidecar)")
     parser.add_argument("--chemistry", default="", help="e.g. LTO/Li (default: from the sidecar)")
@@ -41,7 +47,7 @@ def run(args) -> int:
         raise InputError(f"mass_mg: must be > 0, got {args.mass_mg}")
     model, report = fit_logs(args.logs, rc=args.rc, hysteresis=args.hysteresis, name=args.name,
                              chemistry=args.chemistry, mass_g=args.mass_mg / 1000.0,
-                             r0_soc=args.r0_soc)
+                             r0_soc=args.r0_soc, butler_volmer=args.butler_volmer)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(model, indent=1) + "\n")
@@ -51,9 +57,8 @@ def run(args) -> int:
         written = fit_report.write(model, report, args.report)
         print(written[0].read_text(), end="")
     else:
-        print(f"capacity {model['capacity_Ah'] * 1e3:.5f} mAh, "
-              f"fit RMSE {model['provenance']['fit_rmse_V'] * 1e3:.3f} mV")
-        for warning in report["warnings"]:
-            print(f"warning: {warning}")
+        print(fit_report.summary(model))
+        for assumption in model["provenance"]["assumptions"]:
+            print(f"assumed: {assumption}")
     print(f"wrote {out}")
     return 0

@@ -2,15 +2,23 @@
 
 Order of work, each part in its own module:
 
-1. :mod:`.capacity`: capacity and coulombic efficiency from a low-rate full cycle;
-2. :mod:`.ocv`: OCV on a uniform SoC grid (slow-branch mean or rest points), monotonic;
+1. :mod:`.capacity`: capacity and coulombic efficiency from low-rate full sweeps (a
+   charge/discharge pair, or one sweep alone with efficiency 1 assumed);
+2. :mod:`.ocv`: OCV on a uniform SoC grid (slow-branch mean, one branch less its IR
+   drop, or rest points), monotonic;
 3. :mod:`.soc`: SoC along every log, anchored at the window limits;
-4. :mod:`.resistance`: R0 from current-step edges, RC pairs from relaxations;
-5. :mod:`.refine`: joint refinement (tau grid x NNLS) scored on 5-95 % SoC;
-6. :mod:`.report`: parameter table, RMSE, residual and OCV plots.
+4. :mod:`.resistance`: first estimates: R0 from current-step edges, time constants from
+   relaxations;
+5. :mod:`.refine` and :mod:`.structure`: every candidate structure (0-2 RC pairs,
+   hysteresis, SoC tables, Butler-Volmer) fitted by NNLS and scored on held-out folds;
+   the cheapest within a few % of the best held-out error is kept;
+6. :mod:`.error`: the chosen model's held-out error by SoC and C-rate (``model_error``);
+7. :mod:`.report`: parameter table, RMSE, candidates, assumptions, plots.
 
-Everything is a deterministic function of the logs (fixed grids, no random starts).
-Units SI; current > 0 charges the cell.
+What the logs do not show is assumed at its least (efficiency 1, no hysteresis, no RC
+pair) and listed in ``provenance.assumptions``; only a parameter with no information at
+all is refused, naming what to record. Everything is a deterministic function of the
+logs (fixed grids, no random starts). Units SI; current > 0 charges the cell.
 """
 
 import datetime
@@ -19,130 +27,150 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import load_model
-from . import capacity, ocv, refine, resistance, soc
+from . import capacity, error, ocv, refine, resistance, soc, structure
 from .data import load
 
 DEFAULT_MASS_G = 0.002     # the presets' assumption when neither sidecar nor user gives one
+HELD_OUT = ("interleaved blocks of the logs between long rests (pulse levels, slow sweeps) in "
+            f"{refine.FOLDS} folds, each predicted by the fit on the others (time constants, "
+            "gamma and i0 from all data)")
+FLOOR_SHARE = 1e-3         # a table knot NNLS set to 0 gets this share of the table's largest
 
 
-R0_KNOTS = np.linspace(0.0, 1.0, 11)   # with r0_soc: R0 piecewise linear, a value every 10 % SoC
-
-
-def fit_logs(paths, rc: int = 1, hysteresis: bool = False, name: str = "", chemistry: str = "",
-             mass_g: float = 0.0, r0_soc: bool = False):
+def fit_logs(paths, rc=None, hysteresis=None, name: str = "", chemistry: str = "",
+             mass_g: float = 0.0, r0_soc=None, butler_volmer=None):
     """Fit a model to the logs at ``paths``; returns (model dict, report dict).
 
-    ``rc``: number of RC pairs (1 or 2); a pair the refinement finds no use for (zero
-    resistance) is left out and the report says so. ``hysteresis``: also fit Plett's
-    hysteresis (m_V, m0_V, gamma). ``r0_soc``: R0 as a function of SoC (knots every 10 %,
-    written on the OCV grid) instead of one value. ``name``/``chemistry``/``mass_g``
-    describe the cell (defaults from the first log's sidecar). Raises InputError naming
-    the protocol that would provide whatever the logs lack.
+    ``rc`` (0, 1, 2), ``hysteresis``, ``r0_soc`` (R0 and RC resistances as SoC tables) and
+    ``butler_volmer``: None lets the held-out error decide, a value pins that part of
+    the structure. ``name``/``chemistry``/``mass_g`` describe the cell (defaults from the
+    first log's sidecar). Raises InputError naming what to record when a parameter has
+    no information at all in the logs.
     """
-    if rc not in (1, 2):
-        raise InputError(f"rc: must be 1 or 2, got {rc}")
+    if rc not in (None, 0, 1, 2):
+        raise InputError(f"rc: must be 0, 1 or 2, got {rc}")
     if not paths:
         raise InputError("logs: give at least one log")
     logs = [load(p) for p in paths]
-    cyc = capacity.find_cycle(logs)
-    curve = ocv.from_cycle(logs[cyc["log"]], cyc["charge"], cyc["discharge"])
-    grid, ocv_V = curve["soc"], curve["voltage_V"]
-    args = (cyc["capacity_Ah"], cyc["coulombic_efficiency"], grid, ocv_V)
-    socs = [soc.trace(log, *args, defining=n == cyc["log"])[0] for n, log in enumerate(logs)]
+    ref = capacity.find_reference(logs)
+    assumptions = list(ref["assumptions"])
+    both = ref["charge"] is not None and ref["discharge"] is not None
+    d = logs[ref["log"]]
+    one = ref["discharge"] or ref["charge"]
+    curve = ocv.from_cycle(d, ref["charge"], ref["discharge"]) if both else ocv.from_one_branch(d, one, 0.0)
+    socs = _traces(logs, ref, curve)[0]
     r0 = resistance.r0_from_edges(logs, socs)
-    relax = resistance.rc_from_relaxations(logs, rc)
-    # Second pass: anchors corrected for the IR drop at each cut-off.
-    r_dc = r0["r0_ohm"] + sum(relax["r_ohm"])
-    traces = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == cyc["log"]) for n, log in enumerate(logs)]
-    socs = [z for z, _ in traces]
-    ocv_fn = lambda z: np.interp(z, grid, ocv_V)
-    fit_socs = _from_cycle(socs, cyc)
-    best = refine.refine(logs, fit_socs, ocv_fn, cyc["capacity_Ah"], relax["tau_s"], hysteresis,
-                         R0_KNOTS if r0_soc else None)
-    best = _usable(best, grid)
-    model = _model(logs, cyc, curve, best, name, chemistry, mass_g)
-    report = {"logs": [str(p) for p in paths], "capacity": cyc, "ocv": curve, "soc_anchor":
-              [how for _, how in traces], "r0_edges": r0, "relaxations": relax, "refined": best,
-              "socs": socs, "fit_socs": fit_socs, "log_data": logs,
-              "hysteresis_gap_V": _gap_estimate(curve, best)}
-    report["warnings"] = _hints(report, hysteresis, r0_soc)
+    relax = {n: resistance.rc_from_relaxations(logs, n) for n in (1, 2)}
+    r_dc = r0["r0_ohm"] + sum(relax[1]["r_ohm"])
+    if not both:
+        curve = ocv.from_one_branch(d, one, r_dc)
+    socs, anchors = _traces(logs, ref, curve, r_dc)
+    usable = [np.isfinite(z) for z in _from_cycle(socs, ref)]
+    grid, ocv_V = curve["soc"], curve["voltage_V"]
+    rows = refine.rows(logs, socs, usable, lambda z: np.interp(z, grid, ocv_V))
+    if not np.any(rows.fit):
+        raise InputError("logs: no samples between 5 % and 95 % SoC to fit the dynamics on; "
+                         "run protocols/hppc.json after the low-rate cycle")
+    seeds = {0: [], 1: relax[1]["tau_s"] or _default_taus(logs, 1), 2: relax[2]["tau_s"] or _default_taus(logs, 2)}
+    if not relax[1]["tau_s"]:
+        assumptions.append("no rest after a current step: RC time constants only from the current steps")
+    chosen, results = structure.search(rows, seeds, ref["capacity_Ah"], rc=rc, hysteresis=hysteresis,
+                                       r_soc=r0_soc, butler_volmer=butler_volmer)
+    params = _usable(chosen["params"], grid)
+    assumptions += _structure_assumptions(params, chosen["spec"], both)
+    noise = error.voltage_noise_V(logs)
+    model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
+                              noise, "blocks between long rests, 3 folds")
+    model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
+                   name, chemistry, mass_g)
+    report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
+              "r0_edges": r0, "relaxations": relax[len(params["rc"])] if params["rc"] else relax[1],
+              "refined": params, "socs": socs, "fit_socs": _from_cycle(socs, ref), "log_data": logs,
+              "hysteresis_gap_V": _gap_estimate(curve, params) if both else 0.0, "candidates": results,
+              "chosen": chosen, "assumptions": assumptions, "noise_V": noise}
+    report["warnings"] = []
     return model, report
 
 
-R0_SPREAD = 1.5            # decile medians of the edge R0 this far apart: R0 depends on SoC
-GAP_HINT_V = 0.002         # a branch gap beyond IR this large is hysteresis worth fitting
+def _traces(logs, ref, curve, r_dc=None):
+    """(SoC traces, how each was anchored) of every log."""
+    args = (ref["capacity_Ah"], ref["coulombic_efficiency"], curve["soc"], curve["voltage_V"])
+    out = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == ref["log"]) for n, log in enumerate(logs)]
+    return [z for z, _ in out], [how for _, how in out]
 
 
-def _hints(report: dict, hysteresis: bool, r0_soc: bool) -> list:
-    """Options the logs say the fit should have used (the defaults stay simple and fast).
+def _default_taus(logs, n: int) -> list:
+    """Time-constant seeds without relaxations: 10 and 200 sample spacings (at least 10 s
+    and 300 s), the range a pulse's RC response shows."""
+    dt = float(np.median([np.median(np.diff(log.t_s)) for log in logs]))
+    fast, slow = max(10.0 * dt, 10.0), max(200.0 * dt, 300.0)
+    return [float(np.sqrt(fast * slow))] if n == 1 else [fast, slow]
 
-    R0: medians of the current-step edges per 10 % SoC bin (5-95 %, bins with at least
-    two edges); a spread beyond R0_SPREAD means one R0 cannot describe the cell (the
-    LTO preset's R0 varies 30-fold). Hysteresis: half the slow branches' gap less their
-    IR drop (V).
-    """
+
+def _structure_assumptions(params: dict, spec, both: bool) -> list:
     out = []
-    edges = report["r0_edges"]
-    z, r = np.asarray(edges["edges_soc"]), np.asarray(edges["edges_ohm"])
-    bins = np.floor(np.clip(z, 0.0, 0.999) * 10).astype(int)
-    inside = (z >= 0.05) & (z <= 0.95)
-    medians = [float(np.median(r[inside & (bins == b)])) for b in range(10)
-               if np.count_nonzero(inside & (bins == b)) >= 2]
-    if not r0_soc and len(medians) >= 3 and min(medians) > 0 and max(medians) / min(medians) > R0_SPREAD:
-        out.append(f"R0 at the current-step edges varies {max(medians) / min(medians):.1f}-fold "
-                   "with SoC: refit with --r0-soc")
-    if not hysteresis and report["hysteresis_gap_V"] > GAP_HINT_V:
-        out.append(f"the slow branches are {report['hysteresis_gap_V'] * 1e3:.1f} mV apart beyond "
-                   "their IR drop: refit with --hysteresis")
+    if not params["rc"]:
+        out.append("no RC pair" + (" (the fitted pairs had zero resistance)" if spec.rc else ""))
+    if not spec.hysteresis:
+        out.append("no hysteresis" + ("" if both else " (one slow branch)"))
     return out
 
 
-def _from_cycle(socs: list, cyc: dict) -> list:
-    """SoC traces for the refinement: the defining log's samples before its low-rate cycle
-    become NaN (outside every SoC mask).
+def _from_cycle(socs: list, ref: dict) -> list:
+    """SoC traces for the fit: the defining log's samples before its low-rate sweep(s)
+    become NaN (not used).
 
-    Its SoC is counted back from the cycle's limits, and before the cycle a fresh cell's
+    Its SoC is counted back from the sweeps' limits, and before them a fresh cell's
     first (formation) discharge spends charge on side reactions that coulomb counting
     cannot see (first-cycle irreversible capacity): there the count can be off by that
     charge over the capacity (0.5 SoC on the LTO preset), which would bias everything.
     """
     out = list(socs)
-    z = np.array(out[cyc["log"]], dtype=float)
-    z[:min(cyc["charge"].start, cyc["discharge"].start)] = np.nan
-    out[cyc["log"]] = z
+    z = np.array(out[ref["log"]], dtype=float)
+    starts = [sw.start for sw in (ref["charge"], ref["discharge"]) if sw is not None]
+    z[:min(starts)] = np.nan
+    out[ref["log"]] = z
     return out
 
 
-def _usable(best: dict, grid) -> dict:
-    """Drop RC pairs NNLS set to zero; R0 knots it set to zero (no data) take their
-    neighbours' values; R0 per knot goes onto the OCV grid. InputError if nothing is left."""
-    best = dict(best)
-    kept = [p for p in best["rc"] if p["r_ohm"] > 0]
-    best["rc_dropped"] = len(best["rc"]) - len(kept)
-    if not kept:
-        raise InputError("rc: the logs show no RC relaxation the refinement can use; "
-                         "run protocols/hppc.json (pulses with long rests)")
-    best["rc"] = kept
-    r0 = np.atleast_1d(np.asarray(best["r0_ohm"], dtype=float))
+def _on_grid(values, grid):
+    """A parameter from the fit (scalar, or per refine.KNOTS) onto the OCV grid, every
+    value > 0 (a knot NNLS set to 0 gets FLOOR_SHARE of the largest)."""
+    v = np.atleast_1d(np.asarray(values, dtype=float))
+    v = np.maximum(v, FLOOR_SHARE * float(v.max()))
+    if v.size == 1:
+        return float(v[0])
+    return np.interp(grid, refine.KNOTS, v).tolist()
+
+
+def _usable(params: dict, grid) -> dict:
+    """Drop RC pairs NNLS set to zero and a zero Butler-Volmer term; tables onto the OCV
+    grid; InputError if no series resistance is left at all."""
+    params = dict(params)
+    kept = [p for p in params["rc"] if np.max(p["r_ohm"]) > 0]
+    params["rc_dropped"] = len(params["rc"]) - len(kept)
+    r0 = np.atleast_1d(np.asarray(params["r0_ohm"], dtype=float))
+    bv = params["bv"] if params["bv"] and params["bv"]["v_T"] > 0 else None
+    if not np.any(r0 > 0) and not kept and bv is None:
+        raise InputError("r0: the logs show no series resistance; run protocols/hppc.json")
     if not np.any(r0 > 0):
-        raise InputError("r0: the refinement found no series resistance; run protocols/hppc.json")
-    if r0.size > 1:
-        good = r0 > 0
-        r0 = np.interp(R0_KNOTS, R0_KNOTS[good], r0[good])
-        best["r0_knots_ohm"] = r0.tolist()
-        best["r0_ohm"] = np.interp(grid, R0_KNOTS, r0).tolist()
-    return best
+        r0 = np.array([1e-6])      # all of it in the RC pairs or the charge transfer
+    params["r0_knots_ohm"] = r0.tolist()
+    params["r0_ohm"] = _on_grid(r0, grid)
+    params["rc"] = [{"r_ohm": _on_grid(p["r_ohm"], grid), "tau_s": p["tau_s"]} for p in kept]
+    params["bv"] = bv
+    return params
 
 
-def _r0_typical(best: dict) -> float:
-    return float(np.median(best["r0_ohm"]))
+def _r0_typical(params: dict) -> float:
+    return float(np.median(params["r0_ohm"]))
 
 
-def _gap_estimate(curve: dict, best: dict) -> float:
+def _gap_estimate(curve: dict, params: dict) -> float:
     """Hysteresis from the slow branches: half their gap less the IR part |I| * R_dc (V)."""
     half_gap = 0.5 * (curve["charge_V"] - curve["discharge_V"])
     inside = (curve["soc"] >= 0.05) & (curve["soc"] <= 0.95)
-    r_dc = _r0_typical(best) + sum(p["r_ohm"] for p in best["rc"])
+    r_dc = _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"])
     return max(0.0, float(np.median(half_gap[inside])) - curve["branch_A"] * r_dc)
 
 
@@ -165,32 +193,42 @@ def _cell(logs, name, chemistry, mass_g) -> dict:
             "active_mass_g": mass_g, "notes": "; ".join(notes)}
 
 
-def _model(logs, cyc, curve, best, name, chemistry, mass_g) -> dict:
+def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
+           name, chemistry, mass_g) -> dict:
     ocv_V = curve["voltage_V"]
-    log = logs[cyc["log"]]
+    log = logs[ref["log"]]
     window = [max(float(log.v_V.min()), float(ocv_V[0])), min(float(log.v_V.max()), float(ocv_V[-1]))]
+    spec = chosen["spec"]
     doc = {
         "schema_version": 1,
         "cell": _cell(logs, name, chemistry, mass_g),
-        "capacity_Ah": cyc["capacity_Ah"],
+        "capacity_Ah": ref["capacity_Ah"],
         "window_V": window,
         "ocv": {"soc": [round(float(z), 6) for z in curve["soc"]], "voltage_V": ocv_V.tolist()},
-        "r0_ohm": best["r0_ohm"],
-        "rc": best["rc"],
-        "hysteresis": {"m_V": best["m_V"], "m0_V": best["m0_V"], "gamma": best["gamma"]},
-        "coulombic_efficiency": cyc["coulombic_efficiency"],
+        "r0_ohm": params["r0_ohm"],
+        "rc": params["rc"],
+        "hysteresis": {"m_V": params["m_V"], "m0_V": params["m0_V"], "gamma": params["gamma"]},
+        "coulombic_efficiency": ref["coulombic_efficiency"],
+        "model_error": model_error,
         "provenance": {
             "source": ", ".join(log.name for log in logs),
-            "fit_rmse_V": best["rmse_V"],
+            "fit_rmse_V": chosen["fit"].train_rmse_V,
+            "held_out_rmse_V": chosen["held_out_rmse_V"],
             "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-            "method": ("cellbench fit: capacity from a low-rate full cycle at "
-                       f"C/{1 / cyc['rate_C']:.0f}; OCV {curve['method']}, isotonic; R0 from "
-                       "current-step edges; RC from relaxations; joint refinement (tau grid x NNLS) "
-                       "scored on 5-95 % SoC"),
+            "method": ("cellbench fit: capacity from low-rate full sweeps at "
+                       f"C/{1 / ref['rate_C']:.0f}; OCV {curve['method']}, isotonic; R0 from "
+                       "current-step edges, RC from relaxations as seeds; structure and parameters "
+                       "by NNLS (tau/gamma/i0 grids) chosen by held-out error, scored on 5-95 % SoC"),
             "rmse_soc_range": list(refine.SOC_RANGE),
+            "assumptions": assumptions,
+            "structure": {"chosen": structure.describe(chosen),
+                          "candidates": [structure.describe(r) for r in results],
+                          "held_out": HELD_OUT},
         },
     }
-    if best["rc_dropped"]:
-        doc["provenance"]["rc_dropped"] = (f"{best['rc_dropped']} RC pair(s) asked for had zero "
-                                           "resistance in the refinement and were left out")
+    if params["bv"]:
+        doc["butler_volmer"] = params["bv"]
+    if params["rc_dropped"]:
+        doc["provenance"]["rc_dropped"] = (f"{params['rc_dropped']} RC pair(s) had zero "
+                                           "resistance in the fit and were left out")
     return load_model(doc)

@@ -1,8 +1,8 @@
-"""Capacity and coulombic efficiency from a low-rate full cycle.
+"""Capacity and coulombic efficiency from low-rate full sweeps.
 
 A sweep (see :mod:`.data`) is *full* when it ends at one voltage extreme of its log and
 the sweep before it ended at the other: it moved the cell across the whole window. It is
-*low-rate* when its charge was passed at C/10 or slower (``rate_C = 1 / active hours``,
+*low-rate* when its charge was passed at C/5 or slower (``rate_C = 1 / active hours``,
 since ``Q = I * T`` means ``I / Q = 1 / T``). Capacity (Ah) is the charge of the low-rate
 full discharges; the coulombic efficiency is discharge over charge of a full cycle,
 because the model applies eta to charge current (docs/design.md).
@@ -13,9 +13,9 @@ import numpy as np
 from ..errors import InputError
 from .data import SECONDS_PER_HOUR, Log, Sweep
 
-MAX_RATE_C = 0.105        # C/10 with a little slack for rounding in the protocol
-NEEDS_CYCLE = ("no low-rate full cycle (a full charge and a full discharge between the "
-               "window limits at C/10 or slower); run protocols/ocv-c20.json (or protocols/gitt.json)")
+MAX_RATE_C = 0.21         # C/5 (with slack for rounding): what testers' capacity checks use
+NEEDS_CYCLE = ("no low-rate full discharge or charge (a sweep from one window limit to the "
+               "other at C/5 or slower); record one, e.g. run protocols/ocv-c20.json")
 
 
 LARGE_SWEEP = 0.25         # share of the log's largest sweep charge that makes a sweep "large"
@@ -75,37 +75,87 @@ def rate_C(log: Log, sweep: Sweep) -> float:
     return SECONDS_PER_HOUR / active_s if active_s > 0 else np.inf
 
 
-def find_cycle(logs: list) -> dict:
-    """The low-rate full cycle(s) across ``logs``: capacity, efficiency and where they came from.
+START_SHARE = 0.02         # charge moved before a sweep, as a share of it, that still counts as "from the start"
+SAME_CHARGE = 0.05         # a sweep from the log's start is full if its charge is this close to a checked full sweep's
 
-    A cycle is two adjacent low-rate full sweeps. Preferred are cycles whose first sweep
-    itself starts from a low-rate end (discharge, charge, discharge at C/20): then both
-    sweeps run between the same two states and neither the capacity nor the efficiency
-    carries the difference between a fast and a slow cut-off. Capacity is the mean charge
-    of the low-rate full discharges that start from such an end (all of them if none do).
 
-    Returns {"capacity_Ah", "coulombic_efficiency", "rate_C", "log" (index), "charge",
-    "discharge" (Sweep objects), "clean" (bool: the preferred kind)}; InputError naming the
-    protocol to run when no log has one.
+def _from_start(log: Log, k: int) -> bool:
+    """Sweep ``k`` starts where the log starts: the sweeps before it moved next to no charge."""
+    before = sum(s.charge_Ah for s in log.sweeps[:k])
+    return before <= START_SHARE * log.sweeps[k].charge_Ah
+
+
+def slow_full_sweeps(logs: list) -> list:
+    """Low-rate sweeps that reach their window limit and start at the other one.
+
+    The start is checked when the sweep before ended at the opposite limit ("after a
+    limit"); a sweep that starts with the log (its first rest or first sample) is taken
+    as starting at the opposite limit ("from the log's start") when its charge is within
+    SAME_CHARGE of a checked one's, or, with nothing to check it against, assumed.
+    Returns dicts {"log", "k" (sweep index), "sweep", "rate_C", "how"}.
     """
-    pairs, clean_dch, all_dch = [], [], []
+    found = []
     for n, log in enumerate(logs):
-        slow = {id(s) for s in full_sweeps(log) if rate_C(log, s) <= MAX_RATE_C}
-        for k in range(1, len(log.sweeps)):
-            a, b = log.sweeps[k - 1], log.sweeps[k]
-            clean = k >= 2 and id(log.sweeps[k - 2]) in slow
-            if id(b) in slow and b.sign < 0:
-                all_dch.append(b.charge_Ah)
-                if id(a) in slow:
-                    clean_dch.append(b.charge_Ah)
-            if id(a) in slow and id(b) in slow:
-                pairs.append((not clean, n, a, b))
-    if not pairs:
+        for k, sweep in enumerate(log.sweeps):
+            if ends_at(log, sweep) != sweep.sign or rate_C(log, sweep) > MAX_RATE_C:
+                continue
+            if k and ends_at(log, log.sweeps[k - 1]) == -sweep.sign:
+                how = "after a limit"
+            elif _from_start(log, k):
+                how = "from the log's start"
+            else:
+                continue
+            found.append({"log": n, "k": k, "sweep": sweep, "rate_C": rate_C(log, sweep), "how": how})
+    checked = [f["sweep"].charge_Ah for f in found if f["how"] == "after a limit"]
+    if checked:
+        ref = float(np.median(checked))
+        found = [f for f in found if f["how"] == "after a limit"
+                 or abs(f["sweep"].charge_Ah - ref) <= SAME_CHARGE * ref]
+    return found
+
+
+def find_reference(logs: list) -> dict:
+    """Capacity, coulombic efficiency and the slow sweep(s) that define SoC.
+
+    Preferred: a low-rate full charge and discharge next to each other in one log (the
+    OCV from both branches, the efficiency from their ratio), best when the first of the
+    two itself starts from a low-rate end (as :func:`find_cycle` always preferred). Else
+    one low-rate full sweep (a discharge before a charge): efficiency 1 assumed. Capacity
+    is the mean charge of the low-rate full discharges (of the full charges when there
+    are none). Returns {"capacity_Ah", "coulombic_efficiency", "rate_C", "log",
+    "charge", "discharge" (Sweep or None), "clean", "assumptions"}; InputError naming what
+    to record when no log has a low-rate full sweep.
+    """
+    found = slow_full_sweeps(logs)
+    if not found:
         names = ", ".join(log.name for log in logs)
         raise InputError(f"capacity: {names}: {NEEDS_CYCLE}")
-    unclean, n, a, b = min(pairs, key=lambda p: (p[0], p[1]))
-    chg, dch = (a, b) if a.sign > 0 else (b, a)
-    eta = min(1.0, dch.charge_Ah / chg.charge_Ah)
-    return {"capacity_Ah": float(np.mean(clean_dch or all_dch or [dch.charge_Ah])),
-            "coulombic_efficiency": eta, "rate_C": max(rate_C(logs[n], chg), rate_C(logs[n], dch)),
-            "log": n, "charge": chg, "discharge": dch, "clean": not unclean}
+    by_pos = {(f["log"], f["k"]): f for f in found}
+    pairs = []
+    for f in found:
+        prev = by_pos.get((f["log"], f["k"] - 1))
+        if prev and prev["sweep"].sign == -f["sweep"].sign:
+            clean = (f["log"], f["k"] - 2) in by_pos
+            pairs.append((not clean, max(f["rate_C"], prev["rate_C"]), f["log"], prev, f))
+    assumptions = [f"{f['sweep'].sign > 0 and 'charge' or 'discharge'} in {logs[f['log']].name} taken "
+                   "as full from the log's first sample (nothing to check it against)"
+                   for f in found if f["how"] == "from the log's start" and len(found) == 1]
+    dch_all = [f for f in found if f["sweep"].sign < 0]
+    if pairs:
+        unclean, rate, n, a, b = min(pairs, key=lambda p: (p[0], p[2], p[1]))
+        chg, dch = (a, b) if a["sweep"].sign > 0 else (b, a)
+        eta = min(1.0, dch["sweep"].charge_Ah / chg["sweep"].charge_Ah)
+        clean_dch = [f for f in dch_all if (f["log"], f["k"] - 1) in by_pos and (f["log"], f["k"] - 2) in by_pos]
+        caps = [f["sweep"].charge_Ah for f in (clean_dch or dch_all)]
+        return {"capacity_Ah": float(np.mean(caps)), "coulombic_efficiency": eta, "rate_C": rate, "log": n,
+                "charge": chg["sweep"], "discharge": dch["sweep"], "clean": not unclean,
+                "assumptions": assumptions}
+    one = min(found, key=lambda f: (f["sweep"].sign > 0, f["rate_C"], f["log"]))
+    side = [f for f in found if f["sweep"].sign == one["sweep"].sign]
+    assumptions.append("coulombic efficiency 1 (no low-rate full charge and discharge next to each other)")
+    assumptions.append("no hysteresis in the OCV (one slow branch: OCV = branch less its IR drop)")
+    return {"capacity_Ah": float(np.mean([f["sweep"].charge_Ah for f in side])), "coulombic_efficiency": 1.0,
+            "rate_C": one["rate_C"], "log": one["log"],
+            "charge": one["sweep"] if one["sweep"].sign > 0 else None,
+            "discharge": one["sweep"] if one["sweep"].sign < 0 else None, "clean": False,
+            "assumptions": assumptions}

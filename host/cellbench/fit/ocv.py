@@ -123,3 +123,19 @@ def _sorted(points):
 def _mean_abs_A(log: Log, sweep: Sweep) -> float:
     mask = _active_mask(log, sweep)
     return float(np.mean(np.abs(log.i_A[sweep.start:sweep.stop][mask])))
+
+
+def from_one_branch(log: Log, sweep: Sweep, r_dc_ohm: float) -> dict:
+    """OCV from a single low-rate full sweep: its rest points (GITT/pulse sweep), else the
+    branch less its IR drop ``i * r_dc_ohm`` (i signed: a discharge branch lies below the
+    OCV). No second branch, so no hysteresis can be seen (the caller says so)."""
+    if n_rests(log, sweep) >= MIN_RESTS:
+        v = np.interp(grid(), *_sorted(rest_points(log, sweep)))
+        method, current = "rest points of one GITT/pulse sweep", 0.0
+    else:
+        current = float(np.sign(sweep.sign)) * _mean_abs_A(log, sweep)
+        v = branch(log, sweep) - current * r_dc_ohm
+        method = f"one slow {'charge' if sweep.sign > 0 else 'discharge'} branch less its IR drop"
+    v = isotonic_regression(v).x
+    return {"soc": grid(), "voltage_V": monotonic(v), "charge_V": v, "discharge_V": v,
+            "method": method, "branch_A": abs(current)}

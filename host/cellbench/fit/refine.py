@@ -1,35 +1,48 @@
-"""Joint time-domain refinement: time constants on a grid, resistances by NNLS.
+"""The linear core of the fit: model voltage as columns, NNLS, and held-out prediction.
 
-For fixed time constants (and hysteresis rate gamma) the model voltage is linear in the
-remaining parameters::
+For fixed time constants (and hysteresis rate gamma, exchange current i0) the model
+voltage less the OCV is linear in the remaining parameters::
 
-    v - OCV(z) = R0*i + sum_j R_j*x_j(tau_j) + M*h(gamma) + M0*s
+    v - OCV(z) = R0(z)*i + sum_j R_j(z)*x_j(tau_j) + M*h(gamma) + M0*s + v_T*2*asinh(i/(2*i0))
 
-(with ``r0_knots``, R0(z) is piecewise linear between knots: ``R0(z)*i =
-sum_k R0_k * hat_k(z) * i``, still linear, one column per knot)
+``x_j`` is the RC response per ohm and ``h`` the hysteresis state, computed over every
+log (:mod:`.filters`). A scalar parameter is one column; an SoC table (``KNOTS``, every
+10 %) is one column per knot: ``R0(z)*i = sum_k R0_k*hat_k(z)*i`` and an RC pair whose
+resistance is a table is driven by ``i*hat_k(z)``, exactly the model's
+``dv/dt = -v/tau + i*R(z)/tau``. All coefficients are >= 0 (NNLS). Table knots are tied
+to their neighbours by a small first-difference penalty, so a knot few samples reach
+takes its neighbours' value instead of a wild one.
 
-with ``x_j`` the RC response per ohm and ``h`` the hysteresis state, both computed once
-per candidate value over every log (:mod:`.filters`). Each candidate combination is
-then one ``scipy.optimize.nnls`` solve (all parameters are >= 0). Only samples at
-5-95 % SoC count, where the OCV is well defined. To keep 200,000-sample logs fast the
-solve works on the normal equations (Gram matrix of the candidate's columns, taken from
-one precomputed matrix of all columns), which has the same minimiser. The grid is
-searched twice, coarse then fine around the best, so the result is deterministic.
+Rows: the samples with a usable SoC; long constant stretches are thinned to a stride
+(each kept sample weighted by the stride) so a 500,000-sample log costs about what
+60,000 do, while every sample near a current step stays. The rows fall into *blocks*
+(the data between long rests: one pulse level, one slow sweep) and the blocks into
+``FOLDS`` interleaved folds. Held-out prediction: the coefficients fitted on the other
+folds predict each fold (the states run through the whole log, as in the model).
+Only rows at ``SOC_RANGE`` are fitted and scored, where the OCV is well defined; the
+held-out residuals of every row feed the model-error table.
 """
 
 import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import nnls
 
-from ..errors import InputError
 from . import filters
 
 SOC_RANGE = (0.05, 0.95)
-COARSE_SPAN = 8.0          # candidate taus from tau0/8 to tau0*8
+KNOTS = np.linspace(0.0, 1.0, 11)
+GAMMAS = np.geomspace(1.0, 1000.0, 13)
+I0_PER_C = np.geomspace(0.03, 30.0, 13)    # exchange current candidates, in units of 1C (A)
+COARSE_SPAN = 8.0                          # candidate taus from tau0/8 to tau0*8
 COARSE_POINTS = 17
 FINE_POINTS = 11
-GAMMAS = np.geomspace(1.0, 1000.0, 13)
+FOLDS = 3
+MAX_ROWS = 60_000
+TRANSIENT_SAMPLES = 40                     # samples after each step kept unthinned
+TABLE_PENALTY = 0.002                      # first-difference tie, relative to a knot's data weight
+LONG_REST_S = 600.0
 
 
 def hat(z, knots, k) -> np.ndarray:
@@ -39,115 +52,246 @@ def hat(z, knots, k) -> np.ndarray:
     return np.interp(z, knots, unit)
 
 
-class Problem:
-    """Every log's samples at 5-95 % SoC and the columns candidates are built from."""
+@dataclass
+class Rows:
+    """The rows of the least-squares problem, gathered from every log."""
 
-    def __init__(self, logs, socs, ocv_fn, capacity_Ah, hysteresis, r0_knots=None):
-        self.logs, self.socs, self.ocv_fn = logs, socs, ocv_fn
-        self.capacity_Ah, self.hysteresis = capacity_Ah, hysteresis
-        self.masks = [(z >= SOC_RANGE[0]) & (z <= SOC_RANGE[1]) for z in socs]
-        self.y = np.concatenate([(log.v_V - ocv_fn(z))[m] for log, z, m in zip(logs, socs, self.masks)])
-        self.n = self.y.size
-        if r0_knots is None:
-            fixed = [self._stack(lambda log: log.i_A)]
-        else:
-            fixed = [np.concatenate([(log.i_A * hat(z, r0_knots, k))[m]
-                                     for log, z, m in zip(logs, socs, self.masks)])
-                     for k in range(len(r0_knots))]
-        self.n_r0 = len(fixed)
-        self.h_cols = []
-        if hysteresis:
-            fixed.append(self._stack(lambda log: filters.held_sign(log.i_A, log.rest_tol_A)))
-            self.h_cols = [self._stack(lambda log, g=g: filters.hysteresis_state(
-                log.t_s, log.i_A, g, capacity_Ah)) for g in GAMMAS]
-        self.fixed = fixed
+    logs: list
+    socs: list                 # per log: SoC trace (finite everywhere, clipped 0..1)
+    picks: list                # per log: sample indices used
+    w: np.ndarray              # weight per row (the thinning stride)
+    fold: np.ndarray           # fold per row
+    z: np.ndarray              # SoC per row
+    i_A: np.ndarray            # current per row
+    y: np.ndarray              # v - OCV(z) per row
+    fit: np.ndarray = field(default=None)    # rows inside SOC_RANGE
+    cache: dict = field(default_factory=dict)
 
-    def _stack(self, fn) -> np.ndarray:
-        return np.concatenate([fn(log)[m] for log, m in zip(self.logs, self.masks)])
-
-    def rc_column(self, tau_s: float) -> np.ndarray:
-        return self._stack(lambda log: filters.rc_response(log.t_s, log.i_A, tau_s))
+    def column(self, fn, key=None) -> np.ndarray:
+        """``fn(log, z)`` (a full-length series per log) gathered at the rows; with ``key``
+        computed once (every candidate structure shares its columns)."""
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        out = np.concatenate([np.asarray(fn(log, z), dtype=float)[p]
+                              for log, z, p in zip(self.logs, self.socs, self.picks)])
+        if key is not None:
+            self.cache[key] = out
+        return out
 
 
-def _solve(gram, rhs, yy, n, idx):
-    """NNLS on the columns ``idx`` through their Gram matrix; returns (rmse_V, coefficients).
+def _blocks(log, usable: np.ndarray) -> np.ndarray:
+    """Block number per sample: a new block after each long rest (>= LONG_REST_S, or a
+    quarter of the log's longest rest when that is shorter)."""
+    rests = [s for s in log.steps if s.sign == 0 and s.stop - s.start > 1]
+    durations = [log.t_s[s.stop - 1] - log.t_s[s.start] for s in rests]
+    long_s = min(LONG_REST_S, 0.25 * max(durations)) if durations else np.inf
+    cuts = [s.stop for s, d in zip(rests, durations) if d >= long_s]
+    block = np.zeros(log.t_s.size, dtype=int)
+    for c in cuts:
+        block[c:] += 1
+    # Fewer than two folds' worth of blocks among the usable samples: cut by time instead.
+    if np.unique(block[usable]).size < 2 * FOLDS and usable.any():
+        t = log.t_s
+        edges = np.linspace(t[usable][0], t[usable][-1], 2 * FOLDS + 1)[1:-1]
+        block = np.searchsorted(edges, t, side="right")
+    return block
 
-    Columns that are zero over the fitted samples (an R0 knot no sample is near) get a
-    zero coefficient instead of entering the solve.
-    """
-    idx = np.asarray(idx)
-    diag = np.diag(gram)[idx]
-    live = diag > 1e-24 * max(float(diag.max()), 1e-300)
-    x = np.zeros(idx.size)
-    use = idx[live]
-    g = gram[np.ix_(use, use)]
-    c = rhs[use]
+
+def _thin(log, usable: np.ndarray, budget: int):
+    """(indices, weights): every usable sample near a step start, a stride of the rest."""
+    near = np.zeros(log.t_s.size, dtype=bool)
+    for step in log.steps:
+        near[step.start:step.start + TRANSIENT_SAMPLES] = True
+    near &= usable
+    rest = np.flatnonzero(usable & ~near)
+    stride = max(1, int(np.ceil(rest.size / max(budget - near.sum(), budget // 4))))
+    kept = rest[::stride]
+    idx = np.concatenate([np.flatnonzero(near), kept])
+    w = np.concatenate([np.ones(int(near.sum())), np.full(kept.size, float(stride))])
+    order = np.argsort(idx, kind="stable")
+    return idx[order], w[order]
+
+
+def rows(logs, socs, usable, ocv_fn) -> Rows:
+    """Rows over ``logs``: ``socs`` SoC traces, ``usable`` boolean masks of samples whose
+    SoC is trusted (e.g. not before a formation discharge)."""
+    total = sum(int(u.sum()) for u in usable)
+    picks, ws, folds, next_block = [], [], [], 0
+    clipped = [np.clip(np.nan_to_num(z, nan=0.5), 0.0, 1.0) for z in socs]
+    for log, u in zip(logs, usable):
+        idx, w = _thin(log, u, max(1000, int(MAX_ROWS * u.sum() / max(total, 1))))
+        block = _blocks(log, u)
+        _, local = np.unique(block[idx], return_inverse=True)
+        folds.append((local + next_block) % FOLDS)
+        next_block += int(local.max()) + 1 if local.size else 0
+        picks.append(idx)
+        ws.append(w)
+    out = Rows(list(logs), clipped, picks, np.concatenate(ws), np.concatenate(folds).astype(int),
+               np.zeros(0), np.zeros(0), np.zeros(0))
+    out.z = out.column(lambda log, z: z)
+    out.i_A = out.column(lambda log, z: log.i_A)
+    out.y = out.column(lambda log, z: log.v_V - ocv_fn(z))
+    out.fit = (out.z >= SOC_RANGE[0]) & (out.z <= SOC_RANGE[1])
+    return out
+
+
+# --------------------------------------------------------------------------- columns
+
+def r0_columns(rows: Rows, table: bool) -> list:
+    if not table:
+        return [rows.i_A.copy()]
+    return [rows.i_A * hat(rows.z, KNOTS, k) for k in range(KNOTS.size)]
+
+
+def rc_columns(rows: Rows, tau_s: float, table: bool) -> list:
+    if not table:
+        return [rows.column(lambda log, z: filters.rc_response(log.t_s, log.i_A, tau_s), ("rc", tau_s))]
+    return [rows.column(lambda log, z, k=k: filters.rc_response(log.t_s, log.i_A * hat(z, KNOTS, k), tau_s),
+                        ("rc", tau_s, k)) for k in range(KNOTS.size)]
+
+
+def sign_column(rows: Rows) -> np.ndarray:
+    return rows.column(lambda log, z: filters.held_sign(log.i_A, log.rest_tol_A), ("sign",))
+
+
+def hysteresis_column(rows: Rows, gamma: float, capacity_Ah: float) -> np.ndarray:
+    return rows.column(lambda log, z: filters.hysteresis_state(log.t_s, log.i_A, gamma, capacity_Ah),
+                       ("h", gamma))
+
+
+def bv_column(rows: Rows, i0_A: float) -> np.ndarray:
+    """Per volt of v_T: 2*asinh(i/(2*i0))."""
+    return 2.0 * np.arcsinh(rows.i_A / (2.0 * i0_A))
+
+
+# --------------------------------------------------------------------------- solving
+
+def nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Non-negative least squares from the normal equations (same minimiser as the
+    rows); columns no row reaches (zero diagonal) get 0."""
+    diag = np.diag(gram)
+    live = diag > 1e-24 * max(float(diag.max(initial=0.0)), 1e-300)
+    x = np.zeros(rhs.size)
+    if not live.any():
+        return x
+    g = gram[np.ix_(live, live)]
+    c = rhs[live]
     scale = np.sqrt(np.diag(g))
-    gs = g / np.outer(scale, scale) + 1e-12 * np.eye(use.size)
+    gs = g / np.outer(scale, scale) + 1e-10 * np.eye(c.size)
     chol = np.linalg.cholesky(gs)
-    x_s, _ = nnls(chol.T, np.linalg.solve(chol, c / scale))
+    x_s, _ = nnls(chol.T, np.linalg.solve(chol, c / scale), maxiter=50 * c.size)
     x[live] = x_s / scale
-    sse = yy - 2.0 * c @ x[live] + x[live] @ g @ x[live]
-    return float(np.sqrt(max(sse, 0.0) / n)), x
+    return x
 
 
-def _search(problem: Problem, tau_grids: list) -> dict:
-    """Best candidate over the product of ``tau_grids`` (and gammas with hysteresis)."""
-    rc_cols = [[problem.rc_column(t) for t in grid] for grid in tau_grids]
-    columns = problem.fixed + [c for cols in rc_cols for c in cols] + problem.h_cols
+def table_penalty(gram: np.ndarray, blocks: list) -> np.ndarray:
+    """First-difference penalty tying each table's neighbouring knots (``blocks``: lists of
+    column indices, one list per table), scaled to the table's typical data weight."""
+    pen = np.zeros_like(gram)
+    for cols in blocks:
+        if len(cols) < 2:
+            continue
+        d = np.zeros((len(cols) - 1, gram.shape[0]))
+        for r, (a, b) in enumerate(zip(cols[:-1], cols[1:])):
+            d[r, a], d[r, b] = -1.0, 1.0
+        weight = TABLE_PENALTY * max(float(np.mean(np.diag(gram)[cols])), 1e-300)
+        pen += weight * d.T @ d
+    return pen
+
+
+@dataclass
+class Fit:
+    """Coefficients on all fitted rows, held-out residuals on every row, and their RMSEs."""
+
+    coef: np.ndarray
+    train_rmse_V: float
+    held_out_rmse_V: float
+    held_out_V: np.ndarray       # prediction - measurement per row, from the fold's own fit
+
+
+def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit:
+    """Fit ``columns`` on the rows at SOC_RANGE (all folds) and, with ``held_out``, each
+    fold from the others; ``blocks`` are the table column groups for the penalty."""
     a = np.column_stack(columns)
-    gram, rhs, yy = a.T @ a, a.T @ problem.y, float(problem.y @ problem.y)
-    n_fixed = len(problem.fixed)
-    offsets = np.cumsum([n_fixed] + [len(g) for g in tau_grids])
-    h_start = offsets[-1]
-    gammas = range(len(problem.h_cols)) if problem.hysteresis else [None]
-    best = {"rmse_V": np.inf}
-    for combo in itertools.product(*[range(len(g)) for g in tau_grids]):
-        taus = [grid[k] for grid, k in zip(tau_grids, combo)]
-        if any(b <= a_ for a_, b in zip(taus[:-1], taus[1:])):
-            continue          # pairs ordered fast to slow, each once
-        for g in gammas:
-            idx = list(range(n_fixed)) + [off + k for off, k in zip(offsets[:-1], combo)]
-            idx += [] if g is None else [h_start + g]
-            rmse, x = _solve(gram, rhs, yy, problem.n, idx)
-            if rmse < best["rmse_V"]:
-                best = {"rmse_V": rmse, "coef": x, "tau_s": taus, "gamma_index": g}
-    return best
+    fw = rows.w * rows.fit
+    gram = a.T @ (a * fw[:, None])
+    rhs = a.T @ (rows.y * fw)
+    pen = table_penalty(gram, blocks)
+    coef = nnls_gram(gram + pen, rhs)
+    resid = a @ coef - rows.y
+    train = float(np.sqrt(np.sum(fw * resid ** 2) / max(np.sum(fw), 1e-300)))
+    if not held_out:
+        return Fit(coef, train, np.nan, resid)
+    held = np.full(rows.y.size, np.nan)
+    for f in range(FOLDS):
+        inside = rows.fold == f
+        if not inside.any():
+            continue
+        g_f = a[inside].T @ (a[inside] * fw[inside, None])
+        r_f = a[inside].T @ (rows.y[inside] * fw[inside])
+        x = nnls_gram(gram - g_f + table_penalty(gram - g_f, blocks), rhs - r_f)
+        held[inside] = a[inside] @ x - rows.y[inside]
+    scored = fw * np.isfinite(held)
+    rmse = float(np.sqrt(np.nansum(scored * np.nan_to_num(held) ** 2) / max(np.sum(scored), 1e-300)))
+    return Fit(coef, train, rmse, held)
 
 
-def _unpack(best: dict, n_rc: int, hysteresis: bool, n_r0: int) -> dict:
-    x = best["coef"]
-    r0 = float(x[0]) if n_r0 == 1 else x[:n_r0].tolist()
-    out = {"rmse_V": best["rmse_V"], "r0_ohm": r0, "m0_V": 0.0, "m_V": 0.0, "gamma": 0.0}
-    k = n_r0
-    if hysteresis:
-        out["m0_V"] = float(x[k])
-        k += 1
-    out["rc"] = [{"r_ohm": float(x[k + j]), "tau_s": float(best["tau_s"][j])} for j in range(n_rc)]
-    if hysteresis:
-        out["m_V"] = float(x[k + n_rc])
-        out["gamma"] = float(GAMMAS[best["gamma_index"]])
-    return out
+def _sse(gram, rhs, yy, x) -> float:
+    return float(yy - 2.0 * rhs @ x + x @ gram @ x)
 
 
-def refine(logs, socs, ocv_fn, capacity_Ah, tau0_s: list, hysteresis: bool = False,
-           r0_knots=None) -> dict:
-    """Jointly refit R0, the RC pairs (and hysteresis) over all ``logs``.
+def search_taus(rows: Rows, seeds_s: list) -> list:
+    """Time constants (fast to slow) for len(seeds_s) RC pairs with scalar R0 and R:
+    a coarse then a fine grid around the seeds, each candidate one NNLS on the
+    precomputed Gram matrix. Deterministic."""
+    if not seeds_s:
+        return []
+    fw = rows.w * rows.fit
+    yy = float(np.sum(fw * rows.y ** 2))
 
-    ``socs``: SoC trace of each log; ``ocv_fn(z)`` the fitted OCV in V; ``tau0_s`` the
-    relaxation estimates (one per pair); ``r0_knots`` (SoC values) makes R0 piecewise
-    linear in SoC. Returns {"rmse_V", "r0_ohm" (float, or one value per knot), "rc":
-    [{r_ohm, tau_s}], "m_V", "m0_V", "gamma", "samples"}.
-    """
-    problem = Problem(logs, socs, ocv_fn, capacity_Ah, hysteresis, r0_knots)
-    if problem.n == 0:
-        raise InputError("logs: no samples between 5 % and 95 % SoC to refine on; "
-                         "run protocols/hppc.json")
-    coarse = [t * np.geomspace(1 / COARSE_SPAN, COARSE_SPAN, COARSE_POINTS) for t in sorted(tau0_s)]
-    best = _search(problem, coarse)
-    ratio = COARSE_SPAN ** (2.0 / (COARSE_POINTS - 1))    # one coarse step
-    fine = [t * np.geomspace(1 / ratio, ratio, FINE_POINTS) for t in best["tau_s"]]
-    best = min((best, _search(problem, fine)), key=lambda b: b["rmse_V"])
-    out = _unpack(best, len(tau0_s), hysteresis, problem.n_r0)
-    out["samples"] = problem.n
-    return out
+    def best_of(grids):
+        cols = [rows.i_A] + [c for g in grids for t in g for c in rc_columns(rows, t, False)]
+        a = np.column_stack(cols)
+        gram, rhs = a.T @ (a * fw[:, None]), a.T @ (rows.y * fw)
+        offsets = np.cumsum([1] + [len(g) for g in grids])
+        best = (np.inf, None)
+        for combo in itertools.product(*[range(len(g)) for g in grids]):
+            taus = [g[k] for g, k in zip(grids, combo)]
+            if any(b <= a_ for a_, b in zip(taus[:-1], taus[1:])):
+                continue
+            idx = [0] + [off + k for off, k in zip(offsets[:-1], combo)]
+            x = nnls_gram(gram[np.ix_(idx, idx)], rhs[idx])
+            sse = _sse(gram[np.ix_(idx, idx)], rhs[idx], yy, x)
+            if sse < best[0]:
+                best = (sse, taus)
+        return best
+
+    coarse = [t * np.geomspace(1 / COARSE_SPAN, COARSE_SPAN, COARSE_POINTS) for t in sorted(seeds_s)]
+    sse, taus = best_of(coarse)
+    ratio = COARSE_SPAN ** (2.0 / (COARSE_POINTS - 1))
+    fine_sse, fine = best_of([t * np.geomspace(1 / ratio, ratio, FINE_POINTS) for t in taus])
+    return [float(t) for t in (fine if fine_sse < sse else taus)]
+
+
+def best_of_grid(rows: Rows, fixed: list, blocks: list, pools: list) -> list:
+    """For each pool (a list of candidate columns: one per hysteresis gamma, one per i0)
+    the index of the column that, with ``fixed`` and one column of every other pool, fits
+    the rows best (all combinations, one Gram matrix)."""
+    if not pools:
+        return []
+    fw = rows.w * rows.fit
+    yy = float(np.sum(fw * rows.y ** 2))
+    a = np.column_stack(fixed + [c for pool in pools for c in pool])
+    gram, rhs = a.T @ (a * fw[:, None]), a.T @ (rows.y * fw)
+    gram_pen = gram + table_penalty(gram, blocks)
+    n = len(fixed)
+    offsets = np.cumsum([n] + [len(pool) for pool in pools])
+    best = (np.inf, None)
+    for combo in itertools.product(*[range(len(pool)) for pool in pools]):
+        idx = list(range(n)) + [off + k for off, k in zip(offsets[:-1], combo)]
+        sub = np.ix_(idx, idx)
+        x = nnls_gram(gram_pen[sub], rhs[idx])
+        sse = _sse(gram[sub], rhs[idx], yy, x)
+        if sse < best[0]:
+            best = (sse, list(combo))
+    return best[1]

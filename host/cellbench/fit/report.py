@@ -33,37 +33,68 @@ def replay(model: dict, report: dict) -> list:
     return out
 
 
+def summary(model: dict) -> str:
+    """One line: capacity, structure, fit and held-out RMSE."""
+    prov = model["provenance"]
+    chosen = prov["structure"]["chosen"]
+    return (f"capacity {model['capacity_Ah'] * 1e3:.5f} mAh, {len(model['rc'])} RC, "
+            f"hysteresis {'yes' if chosen['hysteresis'] else 'no'}, SoC tables "
+            f"{'yes' if chosen['r_soc'] else 'no'}, Butler-Volmer {'yes' if chosen['butler_volmer'] else 'no'}; "
+            f"fit RMSE {prov['fit_rmse_V'] * 1e3:.3f} mV, held-out {prov['held_out_rmse_V'] * 1e3:.3f} mV")
+
+
+def _table_text(value, unit: str, scale: float = 1.0) -> str:
+    v = np.asarray(value, dtype=float) * scale
+    return f"{float(v):.3f} {unit}" if v.ndim == 0 else f"{v.min():.3g}-{v.max():.3g} {unit}"
+
+
 def text(model: dict, report: dict, replays: list) -> str:
-    """A plain-text report (parameter table, how each part was found, RMSE per log)."""
-    cyc, relax, edges = report["capacity"], report["relaxations"], report["r0_edges"]
+    """A plain-text report (parameter table, how each part was found, candidates, RMSE per log)."""
+    cyc, edges = report["capacity"], report["r0_edges"]
     lines = [f"cellbench fit: {model['cell']['name']}",
              f"logs: {', '.join(report['logs'])}", "",
-             f"{'parameter':<26}{'value':>14}  from"]
-    row = lambda name, value, how: lines.append(f"{name:<26}{value:>14}  {how}")
-    row("capacity", f"{model['capacity_Ah'] * 1e3:.5f} mAh", f"low-rate full cycle at C/{1 / cyc['rate_C']:.0f}")
-    row("coulombic efficiency", f"{model['coulombic_efficiency']:.5f}", "discharge / charge of that cycle")
-    row("window", f"{model['window_V'][0]:.3f}-{model['window_V'][1]:.3f} V", "the cycle's limits")
-    r0 = np.asarray(model["r0_ohm"], dtype=float)
-    r0_text = f"{float(r0):.3f} ohm" if r0.ndim == 0 else f"{r0.min():.1f}-{r0.max():.1f} ohm"
-    row("R0", r0_text, f"refined{'' if r0.ndim == 0 else ' per SoC'} (edges: median "
-        f"{edges['r0_ohm']:.3f} ohm over {len(edges['edges_ohm'])})")
-    for k, (pair, tau0) in enumerate(zip(model["rc"], relax["tau_s"])):
-        row(f"RC{k + 1} R", f"{pair['r_ohm']:.3f} ohm", "refined (NNLS)")
-        row(f"RC{k + 1} tau", f"{pair['tau_s']:.3f} s", f"refined (relaxations: {tau0:.3f} s)")
-    if report["refined"].get("rc_dropped"):
-        lines.append(f"  ({report['refined']['rc_dropped']} RC pair(s) had zero resistance and were left out)")
+             f"{'parameter':<26}{'value':>16}  from"]
+    row = lambda name, value, how: lines.append(f"{name:<26}{value:>16}  {how}")
+    row("capacity", f"{model['capacity_Ah'] * 1e3:.5f} mAh", f"low-rate full sweep(s) at C/{1 / cyc['rate_C']:.0f}")
+    row("coulombic efficiency", f"{model['coulombic_efficiency']:.5f}",
+        "discharge / charge of the slow pair" if cyc["charge"] is not None and cyc["discharge"] is not None
+        else "assumed")
+    row("window", f"{model['window_V'][0]:.3f}-{model['window_V'][1]:.3f} V", "the slow sweeps' limits")
+    row("R0", _table_text(model["r0_ohm"], "ohm"), f"fitted (edges: median {edges['r0_ohm']:.3g} ohm "
+        f"over {len(edges['edges_ohm'])})")
+    for k, pair in enumerate(model["rc"]):
+        row(f"RC{k + 1} R", _table_text(pair["r_ohm"], "ohm"), "fitted (NNLS)")
+        row(f"RC{k + 1} tau", f"{pair['tau_s']:.3f} s", "grid")
     hyst = model["hysteresis"]
     if hyst["m_V"] or hyst["m0_V"]:
-        row("hysteresis M", f"{hyst['m_V'] * 1e3:.3f} mV", f"refined (branch gap: "
+        row("hysteresis M", f"{hyst['m_V'] * 1e3:.3f} mV", f"fitted (branch gap: "
             f"{report['hysteresis_gap_V'] * 1e3:.3f} mV)")
-        row("hysteresis M0", f"{hyst['m0_V'] * 1e3:.3f} mV", "refined")
+        row("hysteresis M0", f"{hyst['m0_V'] * 1e3:.3f} mV", "fitted")
         row("hysteresis gamma", f"{hyst['gamma']:.3g}", "grid")
+    if "butler_volmer" in model:
+        bv = model["butler_volmer"]
+        row("Butler-Volmer i0", f"{bv['i0_A'] * 1e3:.4g} mA", "grid")
+        row("Butler-Volmer v_T", f"{bv['v_T'] * 1e3:.3f} mV", "fitted")
+    prov = model["provenance"]
     lines += ["", f"OCV: {report['ocv']['method']}, {len(model['ocv']['soc'])} points, "
               f"{model['ocv']['voltage_V'][0]:.4f}-{model['ocv']['voltage_V'][-1]:.4f} V", "",
-              f"voltage RMSE on {SOC_RANGE[0]:.0%}-{SOC_RANGE[1]:.0%} SoC "
-              f"(refinement: {report['refined']['rmse_V'] * 1e3:.3f} mV):"]
+              f"structure by held-out error ({prov['structure']['held_out']}):",
+              f"  {'RC':>3} {'hyst':>5} {'tables':>6} {'BV':>5} {'held-out mV':>12} {'fit mV':>8}"]
+    for cand in prov["structure"]["candidates"]:
+        mark = " <- chosen" if all(cand[k] == prov["structure"]["chosen"][k]
+                                   for k in ("rc", "hysteresis", "r_soc", "butler_volmer")) else ""
+        lines.append(f"  {cand['rc']:>3} {str(cand['hysteresis'])[0]:>5} {str(cand['r_soc'])[0]:>6} "
+                     f"{str(cand['butler_volmer'])[0]:>5} {cand['held_out_rmse_V'] * 1e3:>12.3f} "
+                     f"{cand['fit_rmse_V'] * 1e3:>8.3f}{mark}")
+    err = model["model_error"]
+    sigma = np.asarray(err["sigma_V"]).reshape(len(err["soc"]), len(err["c_rate"]))
+    lines += ["", "model error (held-out sigma, mV) by SoC (rows) and C-rate (columns):",
+              "  soc  " + "".join(f"{c:>7g}C" for c in err["c_rate"])]
+    lines += [f"  {z:4.2f} " + "".join(f"{v * 1e3:>8.2f}" for v in r) for z, r in zip(err["soc"], sigma)]
+    lines += ["", f"voltage RMSE on {SOC_RANGE[0]:.0%}-{SOC_RANGE[1]:.0%} SoC:"]
     for rep, how in zip(replays, report["soc_anchor"]):
         lines.append(f"  {rep['name']}: {rep['rmse_V'] * 1e3:.3f} mV replayed open loop (SoC from {how})")
+    lines += [f"assumed: {a}" for a in prov.get("assumptions", [])]
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
 

@@ -20,9 +20,8 @@ MIN_REST_SAMPLES = 10
 TAU_POINTS = 48
 LONG_REST = 0.25          # keep rests at least this share of the longest
 STRONG_STEP = 0.3         # and steps at least this share of the strongest before them
-NEEDS_EDGES = "no current steps to take R0 from; run protocols/hppc.json"
-NEEDS_RELAX = ("no rest after a current step long enough to see the relaxation; "
-               "run protocols/hppc.json (or protocols/gitt.json)")
+NEEDS_EDGES = ("no current step (a change of current between two samples) to take R0 from; "
+               "record a rest before the sweep, or run protocols/hppc.json")
 
 
 def _edge_threshold(log: Log) -> float:
@@ -41,13 +40,14 @@ def edges(log: Log):
 
 
 def r0_from_edges(logs: list, soc_traces: list) -> dict:
-    """Median R0 over the edges at 5-95 % SoC (all edges if none there)."""
+    """Median R0 over the edges at 5-95 % SoC (all edges if fewer than MIN_EDGES there);
+    InputError naming what to record when the logs hold no current step at all."""
     values, socs = [], []
     for log, z in zip(logs, soc_traces):
         for b, r in edges(log):
             values.append(r)
             socs.append(z[b])
-    if len(values) < MIN_EDGES:
+    if not values:
         raise InputError(f"r0: {NEEDS_EDGES}")
     values, socs = np.array(values), np.array(socs)
     inside = (socs >= 0.05) & (socs <= 0.95)
@@ -111,7 +111,8 @@ def _informative(logs: list) -> list:
 
 
 def rc_from_relaxations(logs: list, n_rc: int) -> dict:
-    """Median tau_s and r_ohm per RC pair over the informative relaxations in ``logs``."""
+    """Median tau_s and r_ohm per RC pair over the informative relaxations in ``logs``
+    (empty lists when the logs hold no rest after a current step)."""
     taus, resistances = [], []
     for log, rest, prev in _informative(logs):
         t = log.t_s[rest.start:rest.stop] - log.t_s[rest.start]
@@ -124,7 +125,7 @@ def rc_from_relaxations(logs: list, n_rc: int) -> dict:
         taus.append(tau)
         resistances.append(amp / drive)
     if not taus:
-        raise InputError(f"rc: {NEEDS_RELAX}")
+        return {"tau_s": [], "r_ohm": [], "count": 0}
     tau_med = np.median(np.array(taus), axis=0)
     r_med = np.median(np.abs(np.array(resistances)), axis=0)
     return {"tau_s": tau_med.tolist(), "r_ohm": r_med.tolist(), "count": len(taus)}

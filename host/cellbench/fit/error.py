@@ -1,0 +1,87 @@
+"""The model's own error: held-out voltage residuals as a table over SoC and C-rate.
+
+The residuals come from :func:`cellbench.fit.refine.solve` (each fold predicted by the
+coefficients fitted on the others, states running through the whole log). Each row goes
+to its nearest (SoC, C-rate) knot; a cell's sigma is the weighted RMS of its residuals
+less the measurement noise (the filter adds its own voltage noise; counting it twice
+would make the band too wide). Cells with too few samples take the value of the
+nearest populated C-rate below them in their SoC row (the error grows with current, so
+the table is made non-decreasing in C-rate), rows with none that of the nearest
+populated SoC row; beyond the highest C-rate the data reached, sigma grows in
+proportion to the C-rate (nothing seen there: assume the worst that is still smooth).
+Units: V, C-rate = |i| / (capacity_Ah * 1/h).
+"""
+
+import numpy as np
+
+SOC_KNOTS = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
+C_KNOTS = np.array([0.0, 0.1, 0.5, 1.0, 2.0])
+MIN_WEIGHT = 20.0            # samples (thinning weights) a cell needs to stand on its own
+
+
+def voltage_noise_V(logs: list) -> float:
+    """Sample-to-sample voltage noise (V): robust std of the differences during rests."""
+    values = []
+    for log in logs:
+        rest = np.zeros(log.t_s.size, dtype=bool)
+        for step in log.steps:
+            if step.sign == 0:
+                rest[step.start + 1:step.stop] = True
+        d = np.diff(log.v_V)[rest[1:]]
+        if d.size > 10:
+            values.append(1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0))
+    return float(np.median(values)) if values else 0.0
+
+
+def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    mids = 0.5 * (knots[1:] + knots[:-1])
+    return np.searchsorted(mids, values)
+
+
+def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
+          capacity_Ah: float, noise_V: float, held_out: str) -> dict:
+    """The model_error section (models/model.schema.json) from per-row held-out residuals."""
+    c = np.abs(i_A) / capacity_Ah
+    ok = np.isfinite(residual_V)
+    a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
+    shape = (SOC_KNOTS.size, C_KNOTS.size)
+    weight = np.zeros(shape)
+    sq = np.zeros(shape)
+    np.add.at(weight, (a, b), w[ok])
+    np.add.at(sq, (a, b), w[ok] * residual_V[ok] ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(weight >= MIN_WEIGHT, sq / weight, np.nan)
+    sigma = np.sqrt(np.maximum(var - noise_V ** 2, 0.0))
+    seen_c = C_KNOTS[np.any(weight >= MIN_WEIGHT, axis=0)]
+    top_c = float(seen_c.max()) if seen_c.size else 0.0
+    sigma = _fill(sigma, top_c)
+    return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
+            "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
+            "method": (f"held-out residuals ({held_out}), RMS per nearest knot less "
+                       f"{noise_V * 1e3:.2f} mV noise; C-rates above {top_c:g}C not seen: "
+                       "scaled with C-rate")}
+
+
+def _fill(sigma: np.ndarray, top_c: float) -> np.ndarray:
+    """Fill empty cells (see the module docstring); all-empty gives zeros."""
+    out = sigma.copy()
+    for row in out:
+        seen = np.flatnonzero(np.isfinite(row))
+        if seen.size:
+            row[:seen[0]] = row[seen[0]]
+            for k in range(1, row.size):
+                if not np.isfinite(row[k]):
+                    row[k] = row[k - 1]
+            np.maximum.accumulate(row, out=row)
+    have = np.flatnonzero(np.all(np.isfinite(out), axis=1))
+    if not have.size:
+        return np.zeros_like(out)
+    for a in range(out.shape[0]):
+        if a not in have:
+            out[a] = out[have[np.argmin(np.abs(SOC_KNOTS[have] - SOC_KNOTS[a]))]]
+    if top_c > 0:
+        beyond = C_KNOTS > top_c
+        k_top = int(np.flatnonzero(C_KNOTS == top_c)[0]) if np.any(C_KNOTS == top_c) else -1
+        if k_top >= 0:
+            out[:, beyond] = out[:, [k_top]] * (C_KNOTS[beyond] / top_c)
+    return out

@@ -1,0 +1,119 @@
+"""Model structure chosen by held-out error: RC pairs, hysteresis, SoC tables, Butler-Volmer.
+
+Every candidate structure (0-2 RC pairs x hysteresis x R0/RC as SoC tables x a
+Butler-Volmer charge-transfer term) is fitted by :mod:`.refine` and scored by how well
+it predicts the folds it was not fitted on. The time constants of n pairs come from one
+grid search with scalar resistances (shared by every candidate with n pairs); gamma and
+i0 from grids per candidate. Among the candidates whose held-out RMSE is within
+``TOLERANCE`` of the best, the cheapest on the board wins (every RC pair is a filter
+state, a table a lookup per tick, the hysteresis a state, Butler-Volmer an asinh).
+A user override (``--rc``, ``--hysteresis``, ``--r0-soc``, ``--butler-volmer``) pins that
+part of the structure.
+"""
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import refine
+
+TOLERANCE = 0.03            # relative held-out RMSE within which a cheaper structure wins
+TOLERANCE_V = 2e-4          # ... or absolute (V): differences below noise do not count
+V_T_TYPICAL = 0.0257
+
+
+@dataclass(frozen=True)
+class Spec:
+    rc: int
+    hysteresis: bool
+    r_soc: bool
+    butler_volmer: bool
+
+    def cost(self) -> float:
+        """Board cost, in rough units of one filter state (the covariance grows with states)."""
+        return 2.0 * self.rc + 1.5 * self.hysteresis + 1.0 * self.r_soc + 0.5 * self.butler_volmer
+
+
+def specs(rc=None, hysteresis=None, r_soc=None, butler_volmer=None) -> list:
+    """Candidate structures; an argument that is not None pins that part."""
+    pick = lambda value, options: options if value is None else [value]
+    return [Spec(*combo) for combo in itertools.product(
+        pick(rc, [0, 1, 2]), pick(hysteresis, [False, True]), pick(r_soc, [False, True]),
+        pick(butler_volmer, [False, True]))]
+
+
+def fit_spec(rows: refine.Rows, spec: Spec, taus_s: list, capacity_Ah: float) -> dict:
+    """Fit one structure; returns {"spec", "fit" (refine.Fit), "params", "held_out_rmse_V"}."""
+    fixed, blocks = [], []
+
+    def add(cols):
+        start = len(fixed)
+        fixed.extend(cols)
+        if len(cols) > 1:
+            blocks.append(list(range(start, start + len(cols))))
+
+    add(refine.r0_columns(rows, spec.r_soc))
+    for tau in taus_s:
+        add(refine.rc_columns(rows, tau, spec.r_soc))
+    if spec.hysteresis:
+        fixed.append(refine.sign_column(rows))
+    pools, names = [], []
+    if spec.hysteresis:
+        pools.append([refine.hysteresis_column(rows, g, capacity_Ah) for g in refine.GAMMAS])
+        names.append("gamma")
+    if spec.butler_volmer:
+        pools.append([refine.bv_column(rows, f * capacity_Ah) for f in refine.I0_PER_C])
+        names.append("i0")
+    chosen = refine.best_of_grid(rows, fixed, blocks, pools)
+    columns = fixed + [pool[k] for pool, k in zip(pools, chosen)]
+    fit = refine.solve(rows, columns, blocks)
+    grid = dict(zip(names, chosen))
+    params = _unpack(fit.coef, spec, taus_s, grid, capacity_Ah)
+    return {"spec": spec, "fit": fit, "params": params, "held_out_rmse_V": fit.held_out_rmse_V}
+
+
+def _unpack(x: np.ndarray, spec: Spec, taus_s: list, grid: dict, capacity_Ah: float) -> dict:
+    """Coefficients to parameters (tables on refine.KNOTS)."""
+    width = refine.KNOTS.size if spec.r_soc else 1
+    take = lambda k: (x[k:k + width].tolist() if spec.r_soc else float(x[k]))
+    out = {"r0_ohm": take(0), "rc": [], "m_V": 0.0, "m0_V": 0.0, "gamma": 0.0, "bv": None}
+    k = width
+    for tau in taus_s:
+        out["rc"].append({"r_ohm": take(k), "tau_s": float(tau)})
+        k += width
+    if spec.hysteresis:
+        out["m0_V"] = float(x[k])
+        out["m_V"] = float(x[k + 1])
+        out["gamma"] = float(refine.GAMMAS[grid["gamma"]])
+        k += 2
+    if spec.butler_volmer:
+        out["bv"] = {"i0_A": float(refine.I0_PER_C[grid["i0"]] * capacity_Ah), "v_T": float(x[k])}
+    return out
+
+
+def choose(results: list) -> dict:
+    """The cheapest candidate whose held-out RMSE is within TOLERANCE of the best."""
+    scored = [r for r in results if np.isfinite(r["held_out_rmse_V"])]
+    if not scored:
+        return min(results, key=lambda r: r["fit"].train_rmse_V)
+    best = min(r["held_out_rmse_V"] for r in scored)
+    limit = max(best * (1.0 + TOLERANCE), best + TOLERANCE_V)
+    near = [r for r in scored if r["held_out_rmse_V"] <= limit]
+    return min(near, key=lambda r: (r["spec"].cost(), r["held_out_rmse_V"]))
+
+
+def search(rows: refine.Rows, seeds_s: dict, capacity_Ah: float, **pins) -> tuple:
+    """(chosen result, all results): every candidate of :func:`specs` fitted and scored.
+
+    ``seeds_s``: {n_rc: [tau seeds]} for the pair counts to try.
+    """
+    taus = {n: refine.search_taus(rows, seeds_s[n]) for n in sorted({s.rc for s in specs(**pins)})}
+    results = [fit_spec(rows, spec, taus[spec.rc], capacity_Ah) for spec in specs(**pins)]
+    return choose(results), results
+
+
+def describe(result: dict) -> dict:
+    """A candidate for provenance.structure: its switches and held-out RMSE (V)."""
+    return {**asdict(result["spec"]), "held_out_rmse_V": round(float(result["held_out_rmse_V"]), 7),
+            "fit_rmse_V": round(float(result["fit"].train_rmse_V), 7)}
