@@ -397,16 +397,72 @@ def test_arbin_csv_and_blank_indices(tmp_path):
     assert np.allclose(again["Voltage / V"], log["Voltage / V"])
 
 
-def test_novonix_csv_time_span_and_counters(tmp_path):
-    name = "beep_nova_Form-CH01-01_1200rows.csv"
-    log, meta = _imported(tmp_path, name)
-    assert meta["format"] == "Novonix CSV"
+# Novonix ``Step Type`` codes as BEEP's novonix_conversion.yaml names them (rest,
+# cc_charge, cc_discharge, cccv_charge, cv_hold_charge, cccv_discharge, cv_hold_discharge).
+NOVONIX_BEEP_NAMES = {0: "rest", 1: "cc_charge", 2: "cc_discharge", 7: "cccv_charge",
+                      8: "cv_hold_charge", 9: "cccv_discharge", 10: "cv_hold_discharge"}
+
+
+def _novonix_data(name):
     lines = (REAL / name).read_text(encoding="utf-8").splitlines()
     start = lines.index("[Data]") + 1
-    last = lines[-1].strip('"').split(",")
-    header = lines[start].strip('"').split(",")
-    assert log["Test Time / s"][-1] == pytest.approx(float(last[header.index("Run Time (h)")]) * 3600, rel=1e-9)
-    assert log["Voltage / V"].max() < 5 and len(log["Voltage / V"]) == len(lines) - start - 1
+    import io
+
+    return pd.read_csv(io.StringIO("\n".join(l.strip('"') for l in lines[start:])))
+
+
+def test_novonix_csv_step_codes_time_span_and_counters(tmp_path):
+    """The real Novonix file: open-circuit storage, a CC-CV charge (codes 7 then 8 in one
+    protocol step) and a CC charge. Step types follow the tester's codes, one step per
+    protocol step; its Capacity counter runs on through both charges and is the log's."""
+    name = "beep_nova_Form-CH01-01_1200rows.csv"
+    df = _novonix_data(name)
+    log, meta = _imported(tmp_path, name)
+    assert meta["format"] == "Novonix CSV" and len(log["Voltage / V"]) == len(df)
+    assert log["Test Time / s"] == pytest.approx(df["Run Time (h)"].to_numpy() * 3600, rel=1e-12)
+    codes = df["Step Type"].to_numpy()
+    assert set(codes) == {0, 7, 8, 1}
+    names = np.array([NOVONIX_BEEP_NAMES[c] for c in codes])
+    kinds = log["Step Type"]
+    assert np.all((kinds == "REST") == (names == "rest"))
+    assert np.all((kinds == "CC_CHG") == (names == "cc_charge"))
+    assert np.all((kinds == "CCCV_CHG") == np.isin(names, ("cccv_charge", "cv_hold_charge")))
+    # one BDF step per protocol step (Step Number), though the CC-CV step changes code
+    assert log["Step Count / 1"].max() == df["Step Number"].nunique() == 3
+    assert np.all(log["Current / A"] >= 0) and np.all(log["Current / A"][names == "rest"] == 0)
+    q = df["Capacity (Ah)"].to_numpy()
+    assert np.all(np.diff(q) >= 0)              # never restarted in this file: cumulative
+    assert log["Charging Capacity / Ah"] == pytest.approx(q, rel=REL, abs=1e-12)
+    assert log["Charging Energy / Wh"][-1] == pytest.approx(df["Energy (Wh)"].iloc[-1], rel=REL)
+    assert log["Discharging Capacity / Ah"][-1] == 0
+
+
+def test_novonix_discharge_codes_and_a_counter_restarting_each_direction(tmp_path):
+    """The real file's records with a discharge appended the way the tester writes one
+    (code 9 then 10 for a CC-CV discharge, Capacity from 0 again): the charge counter is
+    held through it, the discharge is the appended counter's end."""
+    name = "beep_nova_Form-CH01-01_1200rows.csv"
+    text = (REAL / name).read_text(encoding="utf-8").splitlines()
+    last = text[-1].strip('"').split(",")
+    t0_h, n = float(last[3]), 40
+    rows = []
+    for k in range(n):
+        code = 9 if k < 30 else 10
+        i_A = -0.012 if k < 30 else -0.012 * (1 - (k - 29) / 12)
+        q_Ah = 0.012 * (k + 1) * 10 / 3600
+        rows.append(f'"{last[0]},1,{code},{t0_h + (k + 1) * 10 / 3600:.7f},{(k + 1) * 10 / 3600:.7f},'
+                    f'{i_A:.10f},{3.4 - 0.01 * k:.8f},{q_Ah:.10f},39.2,23.4,{q_Ah * 3.6:.10f},0,0,4,0"')
+    src = tmp_path / "novonix_with_discharge.csv"
+    src.write_text("\n".join(text + rows) + "\n", encoding="utf-8")
+    out = tmp_path / "n.bdf.csv"
+    importers.import_file(src, out)
+    log = read_log(out)
+    tail = log["Step Type"][-n:]
+    assert np.all(tail == "CCCV_DCH") and log["Step Count / 1"].max() == 4
+    assert np.all(log["Current / A"][-n:] < 0)
+    q_chg_end = float(last[7])
+    assert log["Charging Capacity / Ah"][-1] == pytest.approx(q_chg_end, rel=1e-9)
+    assert log["Discharging Capacity / Ah"][-1] == pytest.approx(0.012 * n * 10 / 3600, rel=1e-6)
 
 
 def test_bdf_in_hours_with_discharge_positive_current(tmp_path):
