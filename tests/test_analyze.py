@@ -226,8 +226,8 @@ def test_cli_writes_tables_from_a_logged_run(tmp_path, capsys):
     assert summary["cycles"] == 3 and summary["conventions"]["mode"] == "half"
     assert "0.2C" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["cycles.csv", "dqdv.csv", "edges.csv", "rates.txt",
-                                                     "summary.json"]
-    assert summary["files"] == ["cycles.csv", "rates.txt", "dqdv.csv", "edges.csv"]
+                                                     "relaxations.csv", "summary.json"]
+    assert summary["files"] == ["cycles.csv", "rates.txt", "dqdv.csv", "edges.csv", "relaxations.csv"]
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage\xff\n", b"a,b\n1,2\n"])

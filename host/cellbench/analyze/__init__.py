@@ -2,8 +2,10 @@
 
 ``analyze_log(log, mass_mg, mode, out_dir)`` builds the per-cycle table (cycles.py), the
 rate-capability blocks (rates.py), dQ/dV of selected cycles (dqdv.py) and DC resistance
-per cycle (resistance.py); with ``out_dir`` it writes cycles.csv, summary.json,
-rates.txt, dqdv.csv, edges.csv and the figures (figures.py). ``format_rate_table``
+per cycle (resistance.py), ohmic and charge-transfer resistance from the rests
+(relaxation.py) and the ageing test's summary (ageing.py); with ``out_dir`` it writes
+cycles.csv, summary.json, rates.txt, dqdv.csv, edges.csv, relaxations.csv and the figures
+(figures.py). ``format_rate_table``
 prints the rate blocks as a plain text table.
 
 Units: capacities in mAh (mAh/g with a mass), energies in mWh, voltages in V, currents in
@@ -17,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import ageing
 from . import cycles as cycles_mod
 from . import dqdv as dqdv_mod
 from . import kind
-from . import resistance
+from . import relaxation, resistance
 from .output import write_outputs
 from .rates import DEFAULT_TOL, format_rate_table, rate_blocks
 from .reference import PAPER_RATES
@@ -51,6 +54,7 @@ class AnalysisResult:
     nominal_Ah: float | None
     model_capacity_Ah: float | None
     files: list = field(default_factory=list)
+    relaxations: dict = field(default_factory=dict)  # relaxation.relaxations: one row per rest
 
 
 def _positive(value, name):
@@ -168,10 +172,13 @@ def analyze_log(log, mass_mg=None, mode=None, out_dir=None, ref_cycle=None, capa
     table, ref = cycles_mod.cycle_table(series, mass_g, mode, ref_cycle, nominal_Ah)
     edge = resistance.edges(series, max_gap_s=max_gap_s)
     table["r_dc_ohm"], table["r_edges"] = resistance.per_cycle(edge, table["cycle"])
+    relax = relaxation.relaxations(series, max_gap_s=max_gap_s)
+    table.update(relaxation.per_cycle(relax, table["cycle"]))
+    table["r_ct_trend_ohm"] = ageing.trend(relax, table["cycle"])
     result = AnalysisResult(series=series, table=table, rate_blocks=rate_blocks(table, rate_tol, rate_unit),
                             dqdv=_curves(series, table, dqdv_cycles, ref, dv_V, sigma_V, mass_g),
                             edges=edge, summary={}, mass_g=mass_g, mode=mode, nominal_Ah=nominal_Ah,
-                            model_capacity_Ah=_model_capacity_Ah(sidecar))
+                            model_capacity_Ah=_model_capacity_Ah(sidecar), relaxations=relax)
     sources = {"mass": mass_source, "nominal_capacity": nominal_source, "mode": mode_source,
                "cycles": pairing}
     settings = {"dv_V": dv_V, "sigma_V": sigma_V, "rate_tol": rate_tol, "rate_unit": rate_unit,

@@ -6,6 +6,7 @@ Each ``plot_*`` function returns the Figure (or None when the log lacks what it 
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from .soc import coulomb_soc
 
@@ -141,6 +142,62 @@ def plot_resistance(result):
     return fig
 
 
+def plot_ageing(result):
+    """The ageing test as papers show it: discharge and charge capacity with CE over the
+    cycles (top), and the resistances from the rests (bottom, log scale): charge transfer
+    per cycle and its trend, ohmic part after charges and after discharges. None when the
+    log holds no ageing block (analyze/ageing.py)."""
+    from .ageing import ageing_block
+    block = ageing_block(result.rate_blocks)
+    if block is None:
+        return None
+    t = result.table
+    sel = (t["cycle"] >= block["first_cycle"]) & (t["cycle"] <= block["last_cycle"])
+    cyc = t["cycle"][sel]
+    unit, key = ("mAh/g", "mAh_g") if result.mass_g else ("mAh", "mAh")
+    fig = Figure(figsize=(9, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(cyc, t[f"q_dch_{key}"][sel], "v", ms=4, label="discharge")
+    top.plot(cyc, t[f"q_chg_{key}"][sel], "^", ms=4, mfc="none", label="charge")
+    top.set_ylabel(f"capacity / {unit}")
+    _from_zero(top)
+    ce_ax = top.twinx()
+    (ce_line,) = ce_ax.plot(cyc, t["ce_pct"][sel], "k.", ms=3, label="CE")
+    ce_ax.set_ylabel("coulombic efficiency / %")
+    ce_ax.ticklabel_format(axis="y", useOffset=False)
+    ce = t["ce_pct"][sel]
+    ce = ce[np.isfinite(ce)]
+    if len(ce):
+        ce_ax.set_ylim(min(90.0, float(ce.min()) - 1.0), max(102.0, float(ce.max()) + 1.0))
+    handles, labels = top.get_legend_handles_labels()
+    ce_ax.legend(handles + [ce_line], labels + ["CE"], fontsize="small", loc="upper left",
+                 bbox_to_anchor=(1.15, 1.0), borderaxespad=0.0)
+    top.set_title(f"ageing at {rate_label_of(block)}: {block['n_cycles']} cycles")
+    for name, style, label in (("r_ct_ohm", ".", "charge transfer, per cycle"),
+                               ("r_ct_trend_ohm", "-", "charge transfer, trend"),
+                               ("r_ohm_chg_ohm", "--", "ohmic, after charge"),
+                               ("r_ohm_dch_ohm", ":", "ohmic, after discharge")):
+        y = t[name][sel]
+        if np.isfinite(y).any():
+            bottom.plot(cyc, y, style, label=label)
+    bottom.set_yscale("log")  # an LTO cell's ohmic part after discharge is 40x its R_ct
+    lo, hi = bottom.dataLim.y0, bottom.dataLim.y1
+    if 0 < lo < hi < np.inf:
+        bottom.set_ylim(lo / 1.2, hi * 1.2)  # room for a labelled tick above the top point
+    plain = FuncFormatter(lambda y, _: f"{y:g}")
+    bottom.yaxis.set_major_formatter(plain)
+    bottom.yaxis.set_minor_formatter(plain)
+    bottom.set_xlabel("cycle")
+    bottom.set_ylabel("resistance from rests / ohm")
+    _outside_legend(bottom)
+    return fig
+
+
+def rate_label_of(block):
+    from .rates import rate_label
+    return rate_label(block["rate"], block["rate_unit"])
+
+
 def plot_dqdv(result):
     """dQ/dV vs voltage, one line per (cycle, branch): a colour per cycle, solid charge,
     dashed discharge."""
@@ -191,6 +248,7 @@ def save_figures(result, out_dir, plot_cycles=None, dpi=110):
             "cycling.png": plot_cycling(result),
             "dqdv.png": plot_dqdv(result),
             "resistance.png": plot_resistance(result),
+            "ageing.png": plot_ageing(result),
             "soc.png": plot_soc(result)}
     paths = []
     for name, fig in figs.items():

@@ -1,5 +1,5 @@
-"""Write an analysis to a folder: cycles.csv, summary.json, rates.txt, dqdv.csv, edges.csv
-and the figures."""
+"""Write an analysis to a folder: cycles.csv, summary.json, rates.txt, dqdv.csv, edges.csv,
+relaxations.csv and the figures."""
 
 import csv
 import json
@@ -40,14 +40,21 @@ def write_dqdv(curves, path):
                 w.writerow([c["cycle"], c["branch"], f"{v:.6f}", _cell(d)])
 
 
-def write_edges(edge, path):
-    """The step edges the resistance came from, one row each."""
-    names = ["t_s", "cycle", "di_A", "dt_s", "r_ohm"]
+def write_rows(rows, names, path):
+    """Columns ``names`` of a dict of equal-length arrays, one CSV row per element."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(names)
-        for row in zip(*(edge[n] for n in names)):
+        for row in zip(*(rows[n] for n in names)):
             w.writerow([_cell(x) for x in row])
+
+
+def write_edges(edge, path):
+    """The step edges the resistance came from, one row each."""
+    write_rows(edge, ["t_s", "cycle", "di_A", "dt_s", "r_ohm"], path)
+
+
+RELAXATION_COLUMNS = ["t_s", "cycle", "branch", "i_A", "r_ohm", "r_ct", "tau_s", "rms_V", "points"]
 
 
 def write_outputs(result, out_dir, figures=True, plot_cycles=None):
@@ -55,11 +62,13 @@ def write_outputs(result, out_dir, figures=True, plot_cycles=None):
     folder cannot be created or written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = [out_dir / "cycles.csv", out_dir / "rates.txt", out_dir / "dqdv.csv", out_dir / "edges.csv"]
+        files = [out_dir / "cycles.csv", out_dir / "rates.txt", out_dir / "dqdv.csv", out_dir / "edges.csv",
+                 out_dir / "relaxations.csv"]
         write_table(result.table, files[0])
         files[1].write_text(format_rate_table(result.rate_blocks) + "\n")
         write_dqdv(result.dqdv, files[2])
         write_edges(result.edges, files[3])
+        write_rows(result.relaxations, RELAXATION_COLUMNS, files[4])
         if figures:
             from .figures import save_figures
             files += save_figures(result, out_dir, plot_cycles)

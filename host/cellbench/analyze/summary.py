@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from . import ageing, relaxation
 from .cycles import COLUMNS, conventions, first_row
 
 
@@ -23,7 +24,8 @@ def jsonable(value):
 
 def table_row(table, k):
     """Row ``k`` of the cycle table as a dict."""
-    return {name: table[name][k] for name in list(COLUMNS) + ["r_dc_ohm", "r_edges"] if name in table}
+    extra = ["r_dc_ohm", "r_edges", *relaxation.COLUMNS, "r_ct_trend_ohm"]
+    return {name: table[name][k] for name in list(COLUMNS) + extra if name in table}
 
 
 def _complete(table):
@@ -65,7 +67,15 @@ def build_summary(result, ref, sources, settings):
             "edges": int(len(result.edges["r_ohm"])),
             "first_ohm": float(r[r_ok[0]]) if len(r_ok) else None,
             "last_ohm": float(r[r_ok[-1]]) if len(r_ok) else None,
+            "relaxation": {
+                "method": "each rest after a current step fitted as a + b*exp(-t/tau) + c*t: "
+                          "R_ohm = jump extrapolated to the switch / I, R_ct = b / I (relaxation.py)",
+                "assumption": "the current switched off at the last record under current",
+                "rests": int(len(result.relaxations.get("r_ct", []))),
+                "fitted": int(np.isfinite(result.relaxations.get("r_ct", np.array([]))).sum()),
+            },
         },
+        "ageing": ageing.summary(table, result.rate_blocks),
         "settings": settings,
     }
     return jsonable(summary)
