@@ -20,6 +20,7 @@ from .. import __version__, bdflog
 from ..errors import InputError
 from ..paths import MODELS, PROTOCOLS
 from .jobs import library
+from .channel import public_job
 from .live import logged_cycles
 from .openapi import spec
 from .service import Conflict, NotFound
@@ -135,8 +136,6 @@ async def channel_view(request):
     lab = request.app["lab"]
     ch = lab.channel(request.match_info["cid"])
     jobs = [j for j in lab.db.jobs(ch.id)]
-    from .channel import public_job
-
     return web.json_response(dict(ch.state(), jobs=[public_job(j) for j in jobs],
                                   cycles=ch.cycles()))
 
@@ -156,16 +155,12 @@ async def queue_job(request):
 
 
 async def jobs_view(request):
-    from .channel import public_job
-
     lab = request.app["lab"]
     cid = request.query.get("channel")
     return web.json_response([public_job(j) for j in lab.db.jobs(cid)])
 
 
 async def job_view(request):
-    from .channel import public_job
-
     return web.json_response(public_job(request.app["lab"].job(_job_id(request))))
 
 
@@ -202,9 +197,11 @@ async def job_sidecar(request):
 def read_series(path):
     """A logged run thinned for plotting: t_s, v_V, i_mA, soc, soc_std lists and cycles."""
     try:
-        log = bdflog.read_log(path)
+        log = bdflog.read_log(path) if path else None
     except InputError:
-        return {"t_s": [], "v_V": [], "i_mA": [], "soc": [], "soc_std": [], "cycles": []}
+        log = None
+    if log is None:
+        return {"t_s": [], "v_V": [], "i_mA": [], "soc": [], "soc_std": [], "cycles": [], "last_seq": -1}
     n = len(log["Test Time / s"])
     step = max(1, -(-n // MAX_POINTS))
 
@@ -216,6 +213,7 @@ def read_series(path):
 
     return {"t_s": col("Test Time / s"), "v_V": col("Voltage / V"), "i_mA": col("Current / A", 1e3),
             "soc": col("SOC / 1"), "soc_std": col("SOC Std / 1"),
+            "last_seq": int(log["Record Seq / 1"][-1]) if n else -1,
             "cycles": logged_cycles(log).rows}
 
 
@@ -228,8 +226,7 @@ async def series(request):
         jobs = [j for j in jobs if str(j["id"]) == job_id]
     logged = [j for j in jobs if j["log_path"] and Path(j["log_path"]).is_file()]
     if not logged:
-        return web.json_response({"job": None, "t_s": [], "v_V": [], "i_mA": [], "soc": [],
-                                  "soc_std": [], "cycles": []})
+        return web.json_response(dict(read_series(None), job=None))
     job = logged[-1]
     data = await asyncio.get_running_loop().run_in_executor(None, read_series, job["log_path"])
     return web.json_response(dict(data, job=job["id"]))

@@ -72,8 +72,8 @@ def job_state(stop_reason):
         return "fault"
     if reason in (session.PAUSED, "paused by the user"):
         return "paused"
-    if reason == session.BOARD_RESET:
-        return "interrupted"
+    if reason in (session.BOARD_RESET, "link lost") or reason.startswith("link error"):
+        return "interrupted"  # resumable: the board may still hold the run, or its journal
     if reason in ("stop", "interrupted", STOPPED_BY_USER):
         return "stopped"
     return "failed"
