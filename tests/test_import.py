@@ -264,6 +264,25 @@ def test_cycle_count_rises_only_on_the_first_active_sign(types):
         assert all(types[k] == first for k in rises)
 
 
+NEWARE_STATUSES = ["Rest", "CC_Chg", "CC_DChg", "CCCV_Chg", "CCCV_DChg", "CV_Chg", "CV_DChg",
+                   "CP_Chg", "CP_DChg", "SIM", "Pulse", "OCV"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NEWARE_STATUSES), st.integers(1, 4)), min_size=1, max_size=30))
+def test_neware_cycles_are_newarenda_software_cycle_numbers(runs):
+    """Our vectorised cycle numbering against NewareNDA's own loop (its reference
+    implementation of Neware's "charge first" statistic) on random step sequences."""
+    from NewareNDA.utils import _generate_cycle_number
+
+    from cellbench.importers import neware
+
+    status = pd.Series([s for s, n in runs for _ in range(n)], dtype="category")
+    ref = np.asarray(_generate_cycle_number(pd.DataFrame({"Status": status}), "chg"), dtype=np.int64)
+    names, codes = neware._categories(status)
+    assert np.array_equal(neware.charge_first_cycles(names, codes), ref)
+
+
 # ================================================================ real testers' files
 
 REAL = Path(__file__).parent / "data" / "realdata"

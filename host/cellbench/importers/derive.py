@@ -106,8 +106,12 @@ def step_index(counts):
 
 
 def _sign(types):
-    t = np.char.upper(np.asarray(types, dtype=str))
-    return np.where(np.char.find(t, "DCH") >= 0, -1, np.where(np.char.find(t, "CHG") >= 0, 1, 0))
+    """+1 for charge step types, -1 for discharge, 0 otherwise (text handled once per
+    distinct type: logs hold a handful of types over millions of records)."""
+    uniq, inverse = np.unique(np.asarray(types, dtype=str), return_inverse=True)
+    t = np.char.upper(uniq)
+    signs = np.where(np.char.find(t, "DCH") >= 0, -1, np.where(np.char.find(t, "CHG") >= 0, 1, 0))
+    return signs[inverse.reshape(-1)]
 
 
 def cycle_counts(types):

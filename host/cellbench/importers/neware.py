@@ -20,6 +20,8 @@ from .table import as_text, find, integers, optional_si, read_text
 from .units import durations_s, numbers, timestamps_s
 
 FORMAT_CSV = "Neware CSV export"
+# Statuses whose first record can start a cycle in Neware's "charge first" statistic.
+CHARGE_FIRST_STARTS = ("CC_Chg", "CCCV_Chg", "CP_Chg")
 
 
 def _col(df, name):
@@ -29,21 +31,49 @@ def _col(df, name):
 def read_binary(path):
     import NewareNDA
 
-    df = NewareNDA.read(str(path), log_level="CRITICAL")
+    # NewareNDA's own cycle numbering loops over the records in Python (most of its read
+    # time); the same numbering is computed here over the status categories instead.
+    df = NewareNDA.read(str(path), software_cycle_number=False, log_level="CRITICAL")
     if len(df) == 0:
         raise InputError("no records")
     unix = None
     if "Timestamp" in df:
         unix = df["Timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    status = np.asarray(df["Status"].astype(str))
+    names, codes = _categories(df["Status"])
     mAh = lambda name: None if name not in df else _col(df, name) / 1e3
     return Raw(_col(df, "Time"), _col(df, "Voltage"), _col(df, "Current(mA)") / 1e3,
-               step_type=step_labels(status), step=_col(df, "Step"), cycle=_col(df, "Cycle"),
+               step_type=step_labels(names)[codes], step=_col(df, "Step"),
+               cycle=charge_first_cycles(names, codes),
                unix_s=unix, q_chg_Ah=mAh("Charge_Capacity(mAh)"), q_dch_Ah=mAh("Discharge_Capacity(mAh)"),
                e_chg_Wh=mAh("Charge_Energy(mWh)"), e_dch_Wh=mAh("Discharge_Energy(mWh)"),
                columns={"voltage": "Voltage (V, NewareNDA)", "current": "Current(mA)"},
                meta={"reader": f"NewareNDA {getattr(NewareNDA, '__version__', '')}".strip(),
                      **_ndax_mass(path, NewareNDA)})
+
+
+def _categories(status):
+    """(distinct status names, index of each record's name) of NewareNDA's Status column."""
+    if hasattr(status, "cat"):
+        return np.asarray(status.cat.categories, dtype=str), status.cat.codes.to_numpy()
+    names, codes = np.unique(np.asarray(status, dtype=str), return_inverse=True)
+    return names, codes
+
+
+def charge_first_cycles(names, codes):
+    """Cycle numbers as Neware's "charge first" statistic (NewareNDA's software cycle
+    number, mode 'chg') counts them, from 1: a cycle starts at the first record of a run
+    of CC/CCCV/CP charge records when a discharge (any ``*_DChg``) or ``SIM`` record came
+    after the previous run's first record (the very first record counts as a run start)."""
+    names = np.asarray(names, dtype=str)
+    starts_kind = np.isin(names, CHARGE_FIRST_STARTS)[codes]
+    resets = (np.char.endswith(names, "_DChg") | (names == "SIM"))[codes]
+    run_start = np.flatnonzero(starts_kind & ~np.concatenate(([False], starts_kind[:-1])))
+    run_start = np.union1d([0], run_start)
+    before = np.concatenate(([0], np.cumsum(resets)))         # resets among records [0, k)
+    new = np.diff(before[run_start]) > 0                      # one in [previous start, start)
+    rises = np.zeros(codes.size, dtype=np.int64)
+    rises[run_start[1:][new]] = 1
+    return np.cumsum(rises) + 1
 
 
 def _ndax_mass(path, NewareNDA):
