@@ -51,7 +51,8 @@ class JsonError(ValueError):
 # (its few numbers are parsed to check them and dropped at once).
 ALL = 1
 MODEL_KEYS = {"capacity_Ah": ALL, "r0_ohm": ALL, "rc": ALL, "hysteresis": ALL,
-              "coulombic_efficiency": ALL, "estimator": ALL,
+              "coulombic_efficiency": ALL, "estimator": ALL, "butler_volmer": ALL,
+              "model_error": {"soc": ALL, "c_rate": ALL, "sigma_V": ALL},
               "ocv": {"soc": ALL, "voltage_V": ALL, "charge_V": ALL, "discharge_V": ALL}}
 _WS = b" \t\r\n"
 _NUM = b"+-0123456789.eE"

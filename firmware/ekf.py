@@ -3,24 +3,30 @@
 Plain Python: runs under MicroPython (the board, 32-bit floats; the unix port, 64-bit
 floats) and CPython (host tests). The host twin is cellbench.estimate (the same equations
 compiled by numba, from this filter's public parameters and this module's constants);
-docs/estimator.md gives the derivation and the tuning guide. The model's JSON text is
-read by cellmodel.py.
+docs/estimator.md gives the derivation, why the noise is what it is, and the tuning guide.
+The model's JSON text is read by cellmodel.py.
 
-State x (SI units), n = 3..5 entries:
+State x (SI units), n = 2..6 entries:
     x[0]            SoC z (1 = full), clamped to [SOC_MIN, SOC_MAX]
-    x[1..nrc]       RC-pair voltages v_rc (V), one per model "rc" entry (1 or 2)
+    x[1..nrc]       RC-pair voltages v_rc (V), one per model "rc" entry (0, 1 or 2)
     x[ih]           hysteresis state h (-1..1), Plett one-state model
     x[ib]           current bias b (A) when model.estimator.bias is true:
                     measured current = true current + b
+    x[ic]           capacity scale c when model.estimator.capacity is true:
+                    true capacity = capacity_Ah * c, clamped to [CAP_MIN, CAP_MAX]
 Model (docs/design.md), current i > 0 charges the cell:
-    v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc)
-    z'   = z + eta*i*dt/(3600*C)          (eta applies on charge only)
-    v_rc'= a*v_rc + R*(1-a)*i,  a = exp(-dt/tau)          (exact for a held current)
+    v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc) + 2*vT*asinh(i/(2*i0(z)))
+    z'   = z + eta*i*dt/(3600*C*c)        (eta applies on charge only)
+    v_rc'= a*v_rc + R(z)*(1-a)*i,  a = exp(-dt/tau)       (exact for a held current)
     h'   = ah*h + (1-ah)*sign(i), ah = exp(-|i|*gamma*dt/(3600*C))
 Noise (model.estimator): process variances are per second of elapsed time; the current
-noise sigma_i_A enters the prediction through d(x')/di and the measurement as
-R = (sigma_i_A*R0 + sigma_v_V)**2 (standard deviations add: the same current sample
-drives both, so their errors are correlated and the sum is the safe bound).
+noise sigma_i_A enters the prediction through d(x')/di. The measurement variance is
+    R = (sigma_i*|dv/di| + sigma_v)**2 + sigma_m(z, |c-rate|)**2 * tau_err/dt
+(standard deviations of voltage and current noise add: the same current sample drives
+both, so their errors are correlated and the sum is the safe bound). sigma_m is the
+model's own held-out error (model_error); it is correlated in time, so per sample it
+counts tau_err/dt times: a stretch of tau_err seconds is worth one independent look at
+the model error, however fast the board samples (docs/estimator.md).
 
 Numerics: P is a flat preallocated list (P[r*n + c]) updated in place; the covariance
 update is the Joseph form computed as two rank-one corrections, then symmetrised, floored
@@ -35,26 +41,40 @@ from cellmodel import floats, read_model, table
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
+# Capacity scale c is kept within these (a cell at half or 1.5x its model capacity is not
+# the cell of the model: the voltage model would be wrong long before).
+CAP_MIN = 0.5
+CAP_MAX = 1.5
 # Fold the pending SoC sum into x[0] once it reaches this: each fold then rounds at most
 # 6e-8/1e-3 = 6e-5 of the folded amount even in float32.
 FOLD = 1e-3
 # Iterated-EKF passes at most per update (only taken when SoC crosses a table node).
 ITER_MAX = 5
-# Variance caps for the bounded states (SoC in [-0.05, 1.05], h in [-1, 1]).
+# Variance caps for the bounded states (SoC in [-0.05, 1.05], h in [-1, 1], c in [0.5, 1.5]).
 VAR_SOC_MAX = 1.0
 VAR_H_MAX = 1.0
+VAR_CAP_MAX = 0.25
 # SoC variance when nothing is known: uniform on [0, 1].
 VAR_UNKNOWN = 1.0 / 12.0
 # Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
-# h std 1e-4, bias std 1 pA).
+# h std 1e-4, bias std 1 pA, capacity scale std 1e-5).
 FLOOR_SOC = 1e-10
 FLOOR_RC_V2 = 1e-12
 FLOOR_H = 1e-8
 FLOOR_BIAS_A2 = 1e-24
+FLOOR_CAP = 1e-10
+# Correlation time of the model's voltage error (s): the time the cell takes to cross
+# ERR_SPAN of SoC at the present current (the error is a function of SoC, so it stays
+# the same until SoC moves), within [ERR_TAU_MIN_S, ERR_TAU_MAX_S]: at rest the error
+# holds for as long as the rest, and the cap keeps one look per hour.
+ERR_SPAN = 0.05
+ERR_TAU_MIN_S = 60.0
+ERR_TAU_MAX_S = 3600.0
 
 DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
             "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
-            "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1}
+            "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1, "capacity": False,
+            "p0_cap": 0.0025, "q_cap": 1e-10}
 
 
 def _num(d, key, default):
@@ -68,6 +88,35 @@ def _zeros(n):
     return [0.0] * n
 
 
+def _grid_table(value, npt, name):
+    """A model parameter that is a number or a table on the OCV grid, as a table."""
+    if isinstance(value, (int, float)):
+        return table([value] * npt)
+    if len(value) != npt:
+        raise ValueError(name + ": table needs one value per ocv.soc")
+    return table(value)
+
+
+def _locate(knots, x):
+    """(segment j, fraction in [0, 1]) of x on the increasing knots, clamped at the ends."""
+    last = len(knots) - 2
+    if last < 0 or x <= knots[0]:
+        return 0, 0.0
+    j = 0
+    while j < last and x > knots[j + 1]:
+        j += 1
+    if x >= knots[j + 1]:
+        return j, 1.0
+    return j, (x - knots[j]) / (knots[j + 1] - knots[j])
+
+
+def asinh(u):
+    """asinh through log and sqrt (odd), so every port computes it the same way."""
+    a = u if u >= 0.0 else -u
+    y = math.log(a + math.sqrt(a * a + 1.0))
+    return y if u >= 0.0 else -y
+
+
 class Ekf:
     """Board SoC estimator. Ekf(model_dict) takes a models/*.json document (SI units);
     Ekf.from_json(text) the same from its JSON text (cellmodel.read_model).
@@ -78,11 +127,15 @@ class Ekf:
 
     Parameters, set from the model once and only read after (public: the host's replay
     kernel, cellbench.estimate, runs the same filter from them):
-        n, nrc, ih, ib      states, RC pairs, index of h, index of the bias (-1: none)
-        bias                True when the current-bias state is on
+        n, nrc, ih, ib, ic  states, RC pairs, index of h, of the bias and of the capacity
+                            scale (-1: not a state)
+        bias, cap           True when the current-bias / capacity-scale state is on
         z0, dz              first SoC of the OCV grid and its uniform step
         ocv_V, r0_ohm, m_tab  tables on that grid: OCV (V), R0 (ohm), M(z) (V)
-        rc_ohm, rc_tau_s    RC pairs: resistance (ohm), time constant (s)
+        rc_tab, rc_tau_s    RC pairs: resistance tables on the grid (ohm), time constants (s)
+        bv, bv_vT, i0_tab   Butler-Volmer term on (bool), its v_T (V), i0 table on the grid (A)
+        me_z, me_c, me_s    model_error: SoC knots, C-rate knots, sigma_V (V, row-major);
+                            empty arrays without one
         q_As                capacity (A s)
         eta                 coulombic efficiency (applies on charge)
         m0_V, gamma         instantaneous hysteresis (V) and its rate (dimensionless)
@@ -97,10 +150,10 @@ class Ekf:
         self._load_cell(model)
         est = model.get("estimator") or {}
         self._load_noise(est)
-        n = 2 + self.nrc + (1 if self.bias else 0)
-        self.n = n
         self.ih = 1 + self.nrc
         self.ib = self.ih + 1 if self.bias else -1
+        self.ic = self.ih + 1 + (1 if self.bias else 0) if self.cap else -1
+        n = self.n = self.ih + 1 + (1 if self.bias else 0) + (1 if self.cap else 0)
         self.q = _zeros(n)
         self.floor = _zeros(n)
         self.p0 = _zeros(n)
@@ -119,6 +172,9 @@ class Ekf:
         self._ph = _zeros(n)   # P h
         self._k = _zeros(n)    # gain
         self._xp = _zeros(n)   # prior state during an update
+        self._rrc = _zeros(2)  # RC resistances at the prior SoC (ohm)
+        self._f0c = 0.0        # d(z')/dc of the last prediction
+        self._dvdi = 0.0       # dv/di of the last measurement (ohm)
         self.reset()
 
     @classmethod
@@ -146,22 +202,40 @@ class Ekf:
             if k and not float(vs[k]) > float(vs[k - 1]):
                 raise ValueError("ocv.voltage_V: must be strictly increasing")
         self.ocv_V = table(vs)
-        r0 = model["r0_ohm"]
-        if isinstance(r0, (int, float)):
-            self.r0_ohm = table([r0] * npt)
-        else:
-            if len(r0) != npt:
-                raise ValueError("r0_ohm: table needs one value per ocv.soc")
-            self.r0_ohm = table(r0)
+        self.r0_ohm = _grid_table(model["r0_ohm"], npt, "r0_ohm")
         rc = model.get("rc") or []
         if len(rc) > 2:
             raise ValueError("rc: at most 2 pairs")
         self.nrc = len(rc)
-        self.rc_ohm = table([p["r_ohm"] for p in rc])
+        self.rc_tab = [_grid_table(p["r_ohm"], npt, "rc.r_ohm") for p in rc]
         self.rc_tau_s = table([p["tau_s"] for p in rc])
         for tau in self.rc_tau_s:
             if not tau > 0:
                 raise ValueError("rc.tau_s: must be > 0")
+        self._load_bv(model.get("butler_volmer"), npt)
+        self._load_error(model.get("model_error"))
+        self._load_hysteresis(model, npt)
+        self.eta = _num(model, "coulombic_efficiency", 1.0)
+
+    def _load_bv(self, bv, npt):
+        self.bv = bool(bv)
+        self.bv_vT = _num(bv, "v_T", 0.0) if bv else 0.0
+        self.i0_tab = _grid_table(bv["i0_A"] if bv else 1.0, npt, "butler_volmer.i0_A")
+        for i0 in self.i0_tab:
+            if not i0 > 0:
+                raise ValueError("butler_volmer.i0_A: must be > 0")
+
+    def _load_error(self, me):
+        """model_error's knots and sigma_V table (empty arrays without one)."""
+        if not me:
+            self.me_z, self.me_c, self.me_s = table([]), table([]), table([])
+            return
+        self.me_z, self.me_c, self.me_s = table(me["soc"]), table(me["c_rate"]), table(me["sigma_V"])
+        if len(self.me_s) != len(self.me_z) * len(self.me_c):
+            raise ValueError("model_error.sigma_V: needs soc x c_rate values")
+
+    def _load_hysteresis(self, model, npt):
+        ocv = model["ocv"]
         hy = model.get("hysteresis") or {}
         self.m_V = _num(hy, "m_V", 0.0)
         # M(z): half the gap of the slow charge/discharge branches when the model has
@@ -177,13 +251,13 @@ class Ekf:
             self.m_tab = table([self.m_V] * npt)
         self.m0_V = _num(hy, "m0_V", 0.0)
         self.gamma = _num(hy, "gamma", 0.0)
-        self.eta = _num(model, "coulombic_efficiency", 1.0)
 
     def _load_noise(self, est):
         self.sigma_v = _num(est, "sigma_v_V", DEFAULTS["sigma_v_V"])
         self.sigma_i = _num(est, "sigma_i_A", DEFAULTS["sigma_i_A"])
         self.gate = _num(est, "gate", DEFAULTS["gate"])
         self.bias = bool(est.get("bias", False))
+        self.cap = bool(est.get("capacity", False))
         # Below this |i| the cell counts as resting for the instantaneous hysteresis sign:
         # measured noise around zero must not flip s every tick.
         self.i_rest = 3.0 * self.sigma_i
@@ -196,19 +270,22 @@ class Ekf:
         self._prior(self.ih, est, "q_h", FLOOR_H, "p0_h")
         if self.bias:
             self._prior(self.ib, est, "q_bias_A2", FLOOR_BIAS_A2, "p0_bias_A2")
+        if self.cap:
+            self._prior(self.ic, est, "q_cap", FLOOR_CAP, "p0_cap")
 
     def _prior(self, r, est, q_key, floor, p0_key):
         self.q[r] = _num(est, q_key, DEFAULTS[q_key])
         self.floor[r] = floor
         self.p0[r] = _num(est, p0_key, DEFAULTS[p0_key])
 
-    # --- OCV table -------------------------------------------------------------------
+    # --- tables ----------------------------------------------------------------------
     def _lookup(self, z):
         """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC),
-        _m (V), _dm (V per unit SoC) and _seg (table segment) at z.
+        _m (V), _dm (V per unit SoC), _i0 (A), _di0 (A per unit SoC) and _seg (table
+        segment) at z.
 
         OCV is piecewise linear and extrapolated linearly beyond the table (so the filter
-        still sees a slope at SoC -0.05 and 1.05); R0 and M are held at their end values.
+        still sees a slope at SoC -0.05 and 1.05); R0, M and i0 are held at their end values.
         """
         pos = (z - self.z0) / self.dz
         last = len(self.ocv_V) - 2
@@ -220,18 +297,51 @@ class Ekf:
         v = self.ocv_V
         self._slope = (v[j + 1] - v[j]) / self.dz
         self._ocv = v[j] + frac * (v[j + 1] - v[j])
-        r, m = self.r0_ohm, self.m_tab
-        if frac <= 0.0:
-            self._r0, self._m = r[j], m[j]
-            self._dr0 = self._dm = 0.0
-        elif frac >= 1.0:
-            self._r0, self._m = r[j + 1], m[j + 1]
-            self._dr0 = self._dm = 0.0
+        r, m, i0 = self.r0_ohm, self.m_tab, self.i0_tab
+        if frac <= 0.0 or frac >= 1.0:
+            e = j if frac <= 0.0 else j + 1
+            self._r0, self._m, self._i0 = r[e], m[e], i0[e]
+            self._dr0 = self._dm = self._di0 = 0.0
         else:
             self._r0 = r[j] + frac * (r[j + 1] - r[j])
             self._dr0 = (r[j + 1] - r[j]) / self.dz
             self._m = m[j] + frac * (m[j + 1] - m[j])
             self._dm = (m[j + 1] - m[j]) / self.dz
+            self._i0 = i0[j] + frac * (i0[j + 1] - i0[j])
+            self._di0 = (i0[j + 1] - i0[j]) / self.dz
+
+    def _rc_at(self, z):
+        """RC resistances at SoC z into _rrc (clamped at the table ends)."""
+        pos = (z - self.z0) / self.dz
+        last = len(self.ocv_V) - 2
+        j = int(pos) if pos > 0.0 else 0
+        if j > last:
+            j = last
+        frac = min(max(pos - j, 0.0), 1.0)
+        for p in range(self.nrc):
+            t = self.rc_tab[p]
+            self._rrc[p] = t[j] + frac * (t[j + 1] - t[j])
+
+    def _model_error(self, z, i):
+        """sigma_m (V): the model_error table at SoC z and C-rate |i|/(C * 1/h), bilinear."""
+        zs, cs, sg = self.me_z, self.me_c, self.me_s
+        if len(sg) == 0:
+            return 0.0
+        m = len(cs)
+        a, fa = _locate(zs, z)
+        b, fb = _locate(cs, abs(i) * 3600.0 / self.q_As)
+        a1 = a + 1 if len(zs) > 1 else a
+        b1 = b + 1 if m > 1 else b
+        lo = sg[a * m + b] + fb * (sg[a * m + b1] - sg[a * m + b])
+        hi = sg[a1 * m + b] + fb * (sg[a1 * m + b1] - sg[a1 * m + b])
+        return lo + fa * (hi - lo)
+
+    def error_tau_s(self, i):
+        """Correlation time (s) of the model's error at current i (A): see ERR_SPAN."""
+        ai = abs(i)
+        if ai * ERR_TAU_MAX_S < ERR_SPAN * self.q_As:
+            return ERR_TAU_MAX_S
+        return max(ERR_SPAN * self.q_As / ai, ERR_TAU_MIN_S)
 
     def ocv(self, z):
         """Open-circuit voltage (V) at SoC z, as the filter sees it."""
@@ -253,13 +363,15 @@ class Ekf:
     def reset(self, soc=None, v_uV=None, i_nA=0):
         """Start over: at SoC `soc` (variance p0_soc), or from a rested voltage v_uV.
 
-        From a voltage the SoC is OCV^-1(v - R0*i) with h = 0; its variance comes from the
-        voltage noise and the unknown hysteresis through the local OCV slope, so a reading
-        on a flat plateau honestly says it knows little. With neither, or from a voltage no
-        SoC in the clamp range explains (e.g. 0 before the first sample), the filter starts
-        again from the first sample whose voltage is credible (until then SoC 0.5 or the
-        clamped inversion, with the variance of a uniform [0, 1] guess). reset() is what a
-        host replaying the log from its first record does, so board and host agree.
+        From a voltage the SoC is OCV^-1(v - R0*i - BV(i)) with h = 0; its variance comes
+        from the voltage noise, the model's error at rest and the unknown hysteresis
+        through the local OCV slope, so a reading on a flat plateau honestly says it
+        knows little. With neither, or from a voltage no SoC in the clamp range explains
+        (e.g. 0 before the first sample), the filter starts again from the first sample
+        whose voltage is credible (until then SoC 0.5 or the clamped inversion, with the
+        variance of a uniform [0, 1] guess). reset() is what a host replaying the log
+        from its first record does, so board and host agree. The capacity scale starts
+        at 1 (variance p0_cap), the bias at 0 (p0_bias_A2).
         """
         n = self.n
         x, P = self.x, self.P
@@ -271,6 +383,8 @@ class Ekf:
         p0 = self.p0
         for k in range(1, n):
             P[k * (n + 1)] = p0[k]
+        if self.cap:
+            x[self.ic] = 1.0
         p0_soc, p0_h = p0[0], p0[self.ih]
         ih = self.ih
         if soc is not None:
@@ -278,9 +392,10 @@ class Ekf:
             P[0] = p0_soc
         elif v_uV is not None:
             v = v_uV * 1e-6
+            i = i_nA * 1e-9
             z = self.soc_at(v)
             self._lookup(z)
-            z = self.soc_at(v - self._r0 * i_nA * 1e-9)
+            z = self.soc_at(v - self._r0 * i - self._bv_V(i))
             self._lookup(z)
             x[0] = z
             if self._outside:
@@ -290,7 +405,8 @@ class Ekf:
                 defer = True
             else:
                 c = self._m / self._slope
-                P[0] = c * c * p0_h + (self.sigma_v / self._slope) ** 2
+                sm = self._model_error(z, i)
+                P[0] = c * c * p0_h + (self.sigma_v * self.sigma_v + sm * sm) / (self._slope * self._slope)
                 P[ih] = P[ih * n] = -c * p0_h
         else:
             x[0] = 0.5
@@ -325,9 +441,10 @@ class Ekf:
             self._s = 1.0
         elif i < -self.i_rest:
             self._s = -1.0
+        dt = dt_ms * 0.001
         if dt_ms > 0:
-            self._predict(i, dt_ms * 0.001)
-        self._update(i, v_uV * 1e-6)
+            self._predict(i, dt)
+        self._update(i, v_uV * 1e-6, dt)
         self._fresh = False
         self._condition()
         self._publish()
@@ -339,12 +456,21 @@ class Ekf:
         k = dt / self.q_As
         if i > 0.0:
             k = k * self.eta
+        ic = self.ic
+        if ic >= 0:
+            c = x[ic]
+            k = k / c
+            d[ic] = 1.0
+            g[ic] = 0.0
+            self._f0c = -k * i / c  # d(z')/dc
+        if self.nrc:
+            self._rc_at(x[0] + self._pend)  # R(z) at the prior SoC
         d[0] = 1.0
         g[0] = k
         self._pend += k * i
         for j in range(self.nrc):
             a = math.exp(-dt / self.rc_tau_s[j])
-            b = self.rc_ohm[j] * (1.0 - a)
+            b = self._rrc[j] * (1.0 - a)
             x[1 + j] = a * x[1 + j] + b * i
             d[1 + j] = a
             g[1 + j] = b
@@ -365,37 +491,66 @@ class Ekf:
             self._pend = 0.0
 
     def _propagate_cov(self, dt):
-        """P = F P F' + sigma_i^2 g g' + Q dt, with F = diag(d) - g e_b' (bias column)."""
-        n, P, d, g, q, u = self.n, self.P, self._d, self._g, self.q, self._u
+        """P = F P F' + sigma_i^2 g g' + Q dt, with F = diag(d) - g e_b' + f0c e_0 e_c'
+        (the bias column: i = i_meas - b; the capacity entry: z' depends on c)."""
+        n, P, d, g, q, A = self.n, self.P, self._d, self._g, self.q, self._M
         si2 = self.sigma_i * self.sigma_i
-        ib = self.ib
-        if ib >= 0:
-            for r in range(n):
-                u[r] = d[r] * P[r * n + ib]
-            pbb = P[ib * n + ib]
+        ib, ic = self.ib, self.ic
+        f0c = self._f0c if ic >= 0 else 0.0
+        # A = F P: row r is d[r] P[r,:] - g[r] P[ib,:] (+ f0c P[ic,:] on row 0)
+        for r in range(n):
+            dr, gr = d[r], g[r]
+            for c in range(n):
+                a = dr * P[r * n + c]
+                if ib >= 0:
+                    a -= gr * P[ib * n + c]
+                A[r * n + c] = a
+        if ic >= 0:
+            for c in range(n):
+                A[c] += f0c * P[ic * n + c]
+        # P = A F' + noise: (A F')[r, c] = d[c] A[r,c] - g[c] A[r,ib] (+ f0c A[r,ic] at c = 0)
         for r in range(n):
             for c in range(r, n):
-                v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+                v = d[c] * A[r * n + c] + si2 * g[r] * g[c]
                 if ib >= 0:
-                    # c_vec = -g is d(x')/d(b)
-                    v = v - u[r] * g[c] - g[r] * u[c] + g[r] * g[c] * pbb
+                    v -= g[c] * A[r * n + ib]
+                if c == 0 and ic >= 0:
+                    v += f0c * A[r * n + ic]
                 if r == c:
                     v = v + q[r] * dt
                 P[r * n + c] = v
                 P[c * n + r] = v
 
+    def _bv_V(self, i):
+        """Butler-Volmer overpotential (V) at current i with _i0 from the last _lookup;
+        sets _bv_di (V/A) and _bv_dz (V per unit SoC) for the Jacobian."""
+        if not self.bv:
+            self._bv_di = self._bv_dz = 0.0
+            return 0.0
+        i0, vt = self._i0, self.bv_vT
+        u = i / (2.0 * i0)
+        w = 1.0 / math.sqrt(1.0 + u * u)
+        self._bv_di = vt * w / i0
+        self._bv_dz = -2.0 * vt * u * w * self._di0 / i0
+        return 2.0 * vt * asinh(u)
+
     def _measure(self, z, i):
-        """Model voltage and Jacobian row (into _h) at SoC z and the other states in x."""
+        """Model voltage and Jacobian row (into _h) at SoC z and the other states in x;
+        sets _dvdi (V/A), the voltage's sensitivity to the current."""
         x, H, ih = self.x, self._h, self.ih
         self._lookup(z)
-        vm = self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
+        vm = (self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
+              + self._bv_V(i))
         for j in range(self.nrc):
             vm += x[1 + j]
             H[1 + j] = 1.0
-        H[0] = self._slope + self._dr0 * i + self._dm * x[ih]
+        H[0] = self._slope + self._dr0 * i + self._dm * x[ih] + self._bv_dz
         H[ih] = self._m
+        self._dvdi = self._r0 + self._bv_di
         if self.bias:
-            H[self.ib] = -self._r0
+            H[self.ib] = -self._dvdi
+        if self.cap:
+            H[self.ic] = 0.0
         return vm
 
     def _gain(self, R):
@@ -413,7 +568,22 @@ class Ekf:
             K[r] = ph[r] / S
         return hph
 
-    def _update(self, i, v):
+    def noise_V2(self, z, i, dt):
+        """Measurement variance R (V^2) at SoC z, current i (A), dt (s) since the last
+        sample (0: a first sample), with _dvdi from the last _measure."""
+        rv = self.sigma_i * abs(self._dvdi) + self.sigma_v
+        sm = self._model_error(z, i)
+        if sm > 0.0 and dt > 0.0:
+            tau = self.error_tau_s(i)
+            if tau > dt:
+                sm = sm * sm * (tau / dt)
+            else:
+                sm = sm * sm
+        else:
+            sm = sm * sm
+        return rv * rv + sm
+
+    def _update(self, i, v, dt):
         """Correct with the voltage v (V) measured at current i (A, bias-corrected).
 
         Iterated EKF: the OCV is piecewise linear, so the update is exact when the corrected
@@ -431,8 +601,7 @@ class Ekf:
         vm = self._measure(z, i)
         self.v_model = vm
         e = v - vm
-        rv = self.sigma_i * self._r0 + self.sigma_v
-        R = rv * rv
+        R = self.noise_V2(z, i, dt)
         hph = self._gain(R)
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
         # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
@@ -472,7 +641,7 @@ class Ekf:
                 P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c]
 
     def _condition(self):
-        """Clamp SoC and h, cap their variances, floor the diagonal of P."""
+        """Clamp SoC, h and c, cap their variances, floor the diagonal of P."""
         n, x, P = self.n, self.x, self.P
         z = x[0] + self._pend
         if z < SOC_MIN or z > SOC_MAX:
@@ -485,6 +654,10 @@ class Ekf:
             x[ih] = -1.0
         self._cap(0, VAR_SOC_MAX)
         self._cap(ih, VAR_H_MAX)
+        ic = self.ic
+        if ic >= 0:
+            x[ic] = min(max(x[ic], CAP_MIN), CAP_MAX)
+            self._cap(ic, VAR_CAP_MAX)
         f = self.floor
         for r in range(n):
             if P[r * n + r] < f[r]:

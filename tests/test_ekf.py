@@ -43,6 +43,29 @@ def _branch_model():
     return m
 
 
+def _issue9_model():
+    """SLOPED with every issue-9 key: RC resistance tables, a Butler-Volmer term with an
+    i0 table, a model_error table (SoC x C-rate) and the bias and capacity-scale states."""
+    m = copy.deepcopy(SLOPED)
+    m["rc"] = [{"r_ohm": [20.0 + 2.0 * k for k in range(11)], "tau_s": 15.0},
+               {"r_ohm": 35.0, "tau_s": 400.0}]
+    m["butler_volmer"] = {"i0_A": [2e-4 + 1e-4 * k for k in range(11)], "v_T": 0.0257}
+    m["model_error"] = {"soc": [0.0, 0.1, 0.5, 0.9, 1.0], "c_rate": [0.0, 0.5, 2.0],
+                        "sigma_V": [0.02, 0.03, 0.05, 0.006, 0.008, 0.015, 0.002, 0.003,
+                                    0.006, 0.003, 0.005, 0.01, 0.01, 0.015, 0.03],
+                        "method": "test table"}
+    m["estimator"].update(capacity=True, p0_cap=0.01, q_cap=1e-9)
+    return m
+
+
+def _capacity_only_model():
+    """FLAT with one RC pair, the capacity-scale state and no bias state."""
+    m = copy.deepcopy(FLAT)
+    m["rc"] = m["rc"][:1]
+    m["estimator"].update(bias=False, capacity=True)
+    return m
+
+
 def _fine_table_model():
     """SLOPED with its OCV and R0 on a 1001-point grid (the kernel has no table limit)."""
     m = copy.deepcopy(SLOPED)
@@ -54,7 +77,8 @@ def _fine_table_model():
 
 
 MODELS = {"sloped_2rc_bias": SLOPED, "sloped_1rc_table": _one_rc_table_model(), "flat": FLAT,
-          "flat_branches": _branch_model()}
+          "flat_branches": _branch_model(), "sloped_issue9": _issue9_model(),
+          "flat_capacity": _capacity_only_model()}
 
 
 def _log(model, samples=3000, offset=1e-6, seed=0, soc0=0.97):
@@ -235,7 +259,7 @@ def test_reset_without_a_sample_starts_from_the_first_credible_one():
             assert abs(f.soc - host["soc"][k]) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["sloped_2rc_bias", "flat"])
+@pytest.mark.parametrize("name", ["sloped_2rc_bias", "flat", "sloped_issue9"])
 def test_float32_stays_within_0p1_percent_over_100_cycles(name):
     model = MODELS[name]
     t, i = cycling_profile(model, 100, dt_s=10.0)

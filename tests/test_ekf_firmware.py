@@ -69,11 +69,17 @@ def _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, soc0):
 
 
 LTO = MODELS / "lto-li-coin.json"
+ISSUE9 = dict(SLOPED, rc=[{"r_ohm": [20.0 + 2.0 * k for k in range(11)], "tau_s": 15.0}],
+              butler_volmer={"i0_A": [2e-4 + 1e-4 * k for k in range(11)], "v_T": 0.0257},
+              model_error={"soc": [0.0, 0.5, 1.0], "c_rate": [0.0, 2.0],
+                           "sigma_V": [0.02, 0.04, 0.003, 0.006, 0.01, 0.02]},
+              estimator=dict(SLOPED["estimator"], capacity=True))
 
 
 @pytest.mark.parametrize("model,soc0", [(SLOPED, 0.8), (SLOPED, None), (FLAT, 0.9),
-                                        (str(LTO), 0.9)],
-                         ids=["sloped-soc0", "sloped-ocv", "flat-soc0", "lto-preset"])
+                                        (str(LTO), 0.9), (ISSUE9, 0.8), (ISSUE9, None)],
+                         ids=["sloped-soc0", "sloped-ocv", "flat-soc0", "lto-preset",
+                              "issue9-keys-soc0", "issue9-keys-ocv"])
 @pytest.mark.hil
 def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
     model = load_model(model)

@@ -29,47 +29,55 @@ JIT = {"cache": True, "error_model": "numpy"}
 
 # Scalars of the filter, f[...]: its parameters (the firmware filter's attributes of the
 # same names), firmware/ekf.py's constants, the initial SoC, then working values.
-PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest")
-CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKNOWN")
-(Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST,
+PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest",
+          "bv_vT")
+CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKNOWN",
+             "CAP_MIN", "CAP_MAX", "VAR_CAP_MAX", "ERR_SPAN", "ERR_TAU_MIN_S", "ERR_TAU_MAX_S")
+(Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST, BV_VT,
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
- SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, NF) = range(26)
-# Integers, ip[...]: states, RC pairs, h and bias indices (-1: no bias), table points,
-# iterated-update passes at most, and whether soc0 is given.
-N, NRC, IH, IB, NPT, ITER_MAX, SOC_GIVEN, NI = range(8)
+ CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
+ SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, NF) = range(39)
+# Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
+# table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on.
+N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, NI = range(10)
 # Per-state vectors, vec[...]: state, transition diagonal, input sensitivity, work,
 # measurement Jacobian, P h, gain, prior state, process variance, floor, prior variance.
 X, D, G, U, H, PH, K, XP, Q, FLOOR, P0, NV = range(12)
-NX = 5  # states at most: SoC, 2 RC, h, bias
-PM, MM = range(2)  # mat[...]: covariance P and the Joseph-form work matrix, row-major
-OCV_T, R0_T, M_T = range(3)  # tab[...]: the OCV, R0 and M(z) tables
-RC_OHM, RC_TAU = range(2)    # rc[...]: RC pairs' resistance (ohm) and time constant (s)
+NX = 6  # states at most: SoC, 2 RC, h, bias, capacity scale
+PM, MM = range(2)  # mat[...]: covariance P and the work matrix, row-major
+# tab[...]: the OCV, R0, M(z) and i0 tables and the RC pairs' resistance tables
+OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 
 
 def pack(ekf, firmware, soc0, dtype):
-    """The kernel's arrays (f, ip, vec, mat, tab, rc) for the firmware filter ``ekf``
-    (an ekf.Ekf), the firmware module ``firmware`` (its constants) and ``soc0`` (None:
-    from the OCV at the first sample), in ``dtype`` (np.float32 or np.float64)."""
+    """The kernel's arrays (f, ip, vec, mat, tab, tau, me_z, me_c, me_s) for the firmware
+    filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (its constants) and
+    ``soc0`` (None: from the OCV at the first sample), in ``dtype`` (np.float32 or
+    np.float64). tau holds the RC time constants (s); me_* the model_error table."""
     f = np.zeros(NF)
     f[Z0:Z0 + len(PARAMS)] = [getattr(ekf, name) for name in PARAMS]
     f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [getattr(firmware, name) for name in CONSTANTS]
     f[SOC0] = 0.0 if soc0 is None else soc0
     ip = np.zeros(NI, dtype=np.int64)
-    ip[[N, NRC, IH, IB, NPT]] = ekf.n, ekf.nrc, ekf.ih, ekf.ib, len(ekf.ocv_V)
-    ip[ITER_MAX], ip[SOC_GIVEN] = firmware.ITER_MAX, soc0 is not None
+    ip[[N, NRC, IH, IB, IC, NPT]] = ekf.n, ekf.nrc, ekf.ih, ekf.ib, ekf.ic, len(ekf.ocv_V)
+    ip[ITER_MAX], ip[SOC_GIVEN], ip[BV] = firmware.ITER_MAX, soc0 is not None, ekf.bv
     vec = np.zeros((NV, NX))
     for row, values in ((Q, ekf.q), (FLOOR, ekf.floor), (P0, ekf.p0)):
         vec[row, :ekf.n] = values
-    tab = np.array([ekf.ocv_V, ekf.r0_ohm, ekf.m_tab], dtype=np.float64)
-    rc = np.zeros((2, 2))
-    rc[RC_OHM, :ekf.nrc], rc[RC_TAU, :ekf.nrc] = ekf.rc_ohm, ekf.rc_tau_s
+    tab = np.ones((RC_T + 2, len(ekf.ocv_V)))
+    tab[[OCV_T, R0_T, M_T, I0_T]] = ekf.ocv_V, ekf.r0_ohm, ekf.m_tab, ekf.i0_tab
+    for j in range(ekf.nrc):
+        tab[RC_T + j] = ekf.rc_tab[j]
+    tau = np.ones(2)
+    tau[:ekf.nrc] = ekf.rc_tau_s
+    me = [np.array(a, dtype=np.float64) for a in (ekf.me_z, ekf.me_c, ekf.me_s)]
     return (f.astype(dtype), ip, vec.astype(dtype), np.zeros((2, NX * NX), dtype),
-            tab.astype(dtype), rc.astype(dtype))
+            tab.astype(dtype), tau.astype(dtype), *(a.astype(dtype) for a in me))
 
 
 @njit(**JIT)
 def lookup(f, ip, tab, z):
-    """Set OCV, SLOPE, R0, DR0, M, DM at SoC z (Ekf._lookup); returns the table segment."""
+    """Set OCV, SLOPE, R0, DR0, M, DM, I0, DI0 at SoC z (Ekf._lookup); returns the segment."""
     R = f.dtype.type
     pos = (z - f[Z0]) / f[DZ]
     last = ip[NPT] - 2
@@ -77,19 +85,105 @@ def lookup(f, ip, tab, z):
     if j > last:
         j = last
     frac = pos - R(j)
-    v, r, m = tab[OCV_T], tab[R0_T], tab[M_T]
+    v, r, m, i0 = tab[OCV_T], tab[R0_T], tab[M_T], tab[I0_T]
     f[SLOPE] = (v[j + 1] - v[j]) / f[DZ]
     f[OCV] = v[j] + frac * (v[j + 1] - v[j])
-    if frac <= 0:
-        f[R0], f[M], f[DR0], f[DM] = r[j], m[j], R(0), R(0)
-    elif frac >= 1:
-        f[R0], f[M], f[DR0], f[DM] = r[j + 1], m[j + 1], R(0), R(0)
+    if frac <= 0 or frac >= 1:
+        e = j if frac <= 0 else j + 1
+        f[R0], f[M], f[I0] = r[e], m[e], i0[e]
+        f[DR0], f[DM], f[DI0] = R(0), R(0), R(0)
     else:
         f[R0] = r[j] + frac * (r[j + 1] - r[j])
         f[DR0] = (r[j + 1] - r[j]) / f[DZ]
         f[M] = m[j] + frac * (m[j + 1] - m[j])
         f[DM] = (m[j + 1] - m[j]) / f[DZ]
+        f[I0] = i0[j] + frac * (i0[j + 1] - i0[j])
+        f[DI0] = (i0[j + 1] - i0[j]) / f[DZ]
     return j
+
+
+@njit(**JIT)
+def rc_at(f, ip, tab, z, rr):
+    """The RC resistances at SoC z into rr (Ekf._rc_at)."""
+    R = f.dtype.type
+    pos = (z - f[Z0]) / f[DZ]
+    last = ip[NPT] - 2
+    j = int(pos) if pos > 0 else 0
+    if j > last:
+        j = last
+    frac = min(max(pos - R(j), R(0)), R(1))
+    for p in range(ip[NRC]):
+        t = tab[RC_T + p]
+        rr[p] = t[j] + frac * (t[j + 1] - t[j])
+
+
+@njit(**JIT)
+def locate(knots, x):
+    """(segment, fraction) of x on increasing knots, clamped (ekf._locate)."""
+    R = knots.dtype.type
+    last = knots.size - 2
+    if last < 0 or x <= knots[0]:
+        return 0, R(0)
+    j = 0
+    while j < last and x > knots[j + 1]:
+        j += 1
+    if x >= knots[j + 1]:
+        return j, R(1)
+    return j, (x - knots[j]) / (knots[j + 1] - knots[j])
+
+
+@njit(**JIT)
+def model_error(f, me_z, me_c, me_s, z, i):
+    """sigma_m (V) at SoC z and current i (Ekf._model_error)."""
+    R = f.dtype.type
+    if me_s.size == 0:
+        return R(0)
+    m = me_c.size
+    a, fa = locate(me_z, z)
+    b, fb = locate(me_c, abs(i) * R(3600) / f[Q_AS])
+    a1 = a + 1 if me_z.size > 1 else a
+    b1 = b + 1 if m > 1 else b
+    lo = me_s[a * m + b] + fb * (me_s[a * m + b1] - me_s[a * m + b])
+    hi = me_s[a1 * m + b] + fb * (me_s[a1 * m + b1] - me_s[a1 * m + b])
+    return lo + fa * (hi - lo)
+
+
+@njit(**JIT)
+def noise_v2(f, me_z, me_c, me_s, z, i, dt):
+    """Measurement variance R (V^2) (Ekf.noise_V2 with Ekf.error_tau_s)."""
+    R = f.dtype.type
+    rv = f[SIGMA_I] * abs(f[DVDI]) + f[SIGMA_V]
+    sm = model_error(f, me_z, me_c, me_s, z, i)
+    if sm > 0 and dt > 0:
+        ai = abs(i)
+        if ai * f[ERR_TAU_MAX_S] < f[ERR_SPAN] * f[Q_AS]:
+            tau = f[ERR_TAU_MAX_S]
+        else:
+            tau = max(f[ERR_SPAN] * f[Q_AS] / ai, f[ERR_TAU_MIN_S])
+        if tau > dt:
+            sm = sm * sm * (tau / dt)
+        else:
+            sm = sm * sm
+    else:
+        sm = sm * sm
+    return rv * rv + sm
+
+
+@njit(**JIT)
+def bv_v(f, ip, i):
+    """Butler-Volmer overpotential (V) at i with I0, DI0 set (Ekf._bv_V); sets BV_DI, BV_DZ."""
+    R = f.dtype.type
+    if ip[BV] == 0:
+        f[BV_DI], f[BV_DZ] = R(0), R(0)
+        return R(0)
+    i0, vt = f[I0], f[BV_VT]
+    u = i / (R(2) * i0)
+    w = R(1) / math.sqrt(R(1) + u * u)
+    f[BV_DI] = vt * w / i0
+    f[BV_DZ] = -R(2) * vt * u * w * f[DI0] / i0
+    a = u if u >= 0 else -u
+    y = math.log(a + math.sqrt(a * a + R(1)))
+    return R(2) * vt * (y if u >= 0 else -y)
 
 
 @njit(**JIT)
@@ -120,9 +214,9 @@ def cap(P, n, r, vmax):
 
 @njit(**JIT)
 def condition(f, ip, vec, mat):
-    """Clamp SoC and h, cap their variances, floor the diagonal of P (Ekf._condition)."""
+    """Clamp SoC, h and c, cap their variances, floor the diagonal of P (Ekf._condition)."""
     R = f.dtype.type
-    n, ih = ip[N], ip[IH]
+    n, ih, ic = ip[N], ip[IH], ip[IC]
     x, P, floor = vec[X], mat[PM], vec[FLOOR]
     z = x[0] + f[PEND]
     if z < f[SOC_MIN] or z > f[SOC_MAX]:
@@ -134,13 +228,16 @@ def condition(f, ip, vec, mat):
         x[ih] = R(-1)
     cap(P, n, 0, f[VAR_SOC_MAX])
     cap(P, n, ih, f[VAR_H_MAX])
+    if ic >= 0:
+        x[ic] = min(max(x[ic], f[CAP_MIN]), f[CAP_MAX])
+        cap(P, n, ic, f[VAR_CAP_MAX])
     for r in range(n):
         if P[r * n + r] < floor[r]:
             P[r * n + r] = floor[r]
 
 
 @njit(**JIT)
-def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
+def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, soc_given, soc, v, i):
     """Ekf.reset(soc) or, without soc_given, Ekf.reset(v, i) from a sample; returns
     True when no OCV explains v (the filter restarts at the next sample)."""
     R = f.dtype.type
@@ -150,13 +247,15 @@ def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
     x[:] = R(0)
     for k in range(n):
         P[k * n + k] = p0[k]
+    if ip[IC] >= 0:
+        x[ip[IC]] = R(1)
     outside = False
     if soc_given:
         x[0] = min(max(soc, f[SOC_MIN]), f[SOC_MAX])
     else:
         z, outside = soc_at(f, ip, tab, v)
         lookup(f, ip, tab, z)
-        z, outside = soc_at(f, ip, tab, v - f[R0] * i)
+        z, outside = soc_at(f, ip, tab, v - f[R0] * i - bv_v(f, ip, i))
         lookup(f, ip, tab, z)
         x[0] = z
         if outside:
@@ -164,8 +263,8 @@ def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
         else:
             p0_h = P[ih * n + ih]
             c = f[M] / f[SLOPE]
-            sv = f[SIGMA_V] / f[SLOPE]
-            P[0] = c * c * p0_h + sv * sv
+            sm = model_error(f, me_z, me_c, me_s, z, i)
+            P[0] = c * c * p0_h + (f[SIGMA_V] * f[SIGMA_V] + sm * sm) / (f[SLOPE] * f[SLOPE])
             P[ih] = P[ih * n] = -c * p0_h
     f[PEND] = R(0)
     f[S] = R(0)
@@ -176,20 +275,27 @@ def reset(f, ip, vec, mat, tab, soc_given, soc, v, i):
 @njit(**JIT)
 def propagate_cov(f, ip, vec, mat, dt):
     """P = F P F' + sigma_i^2 g g' + Q dt (Ekf._propagate_cov)."""
-    R = f.dtype.type
-    n, ib = ip[N], ip[IB]
-    P, d, g, u, q = mat[PM], vec[D], vec[G], vec[U], vec[Q]
+    n, ib, ic = ip[N], ip[IB], ip[IC]
+    P, A, d, g, q = mat[PM], mat[MM], vec[D], vec[G], vec[Q]
     si2 = f[SIGMA_I] * f[SIGMA_I]
-    pbb = R(0)
-    if ib >= 0:
-        for r in range(n):
-            u[r] = d[r] * P[r * n + ib]
-        pbb = P[ib * n + ib]
+    f0c = f[F0C]
+    for r in range(n):
+        dr, gr = d[r], g[r]
+        for c in range(n):
+            a = dr * P[r * n + c]
+            if ib >= 0:
+                a -= gr * P[ib * n + c]
+            A[r * n + c] = a
+    if ic >= 0:
+        for c in range(n):
+            A[c] += f0c * P[ic * n + c]
     for r in range(n):
         for c in range(r, n):
-            v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+            v = d[c] * A[r * n + c] + si2 * g[r] * g[c]
             if ib >= 0:
-                v = v - u[r] * g[c] - g[r] * u[c] + g[r] * g[c] * pbb
+                v -= g[c] * A[r * n + ib]
+            if c == 0 and ic >= 0:
+                v += f0c * A[r * n + ic]
             if r == c:
                 v = v + q[r] * dt
             P[r * n + c] = v
@@ -197,19 +303,28 @@ def propagate_cov(f, ip, vec, mat, dt):
 
 
 @njit(**JIT)
-def predict(f, ip, vec, mat, rc, i, dt):
+def predict(f, ip, vec, mat, tab, tau, rr, i, dt):
     """Propagate x and P over dt seconds with the bias-corrected current i (Ekf._predict)."""
     R = f.dtype.type
     x, d, g = vec[X], vec[D], vec[G]
     k = dt / f[Q_AS]
     if i > 0:
         k = k * f[ETA]
+    ic = ip[IC]
+    if ic >= 0:
+        c = x[ic]
+        k = k / c
+        d[ic] = R(1)
+        g[ic] = R(0)
+        f[F0C] = -k * i / c
+    if ip[NRC] > 0:
+        rc_at(f, ip, tab, x[0] + f[PEND], rr)
     d[0] = R(1)
     g[0] = k
     f[PEND] += k * i
     for j in range(ip[NRC]):
-        a = math.exp(-dt / rc[RC_TAU, j])
-        b = rc[RC_OHM, j] * (R(1) - a)
+        a = math.exp(-dt / tau[j])
+        b = rr[j] * (R(1) - a)
         x[1 + j] = a * x[1 + j] + b * i
         d[1 + j] = a
         g[1 + j] = b
@@ -233,19 +348,22 @@ def predict(f, ip, vec, mat, rc, i, dt):
 @njit(**JIT)
 def measure(f, ip, vec, tab, z, i):
     """(model voltage at SoC z and the other states, table segment of z); the Jacobian
-    row goes into vec[H] (Ekf._measure)."""
+    row goes into vec[H] and dv/di into f[DVDI] (Ekf._measure)."""
     R = f.dtype.type
     x, Hr = vec[X], vec[H]
-    ih, ib = ip[IH], ip[IB]
+    ih, ib, ic = ip[IH], ip[IB], ip[IC]
     seg = lookup(f, ip, tab, z)
-    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i
+    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i + bv_v(f, ip, i)
     for j in range(ip[NRC]):
         vm += x[1 + j]
         Hr[1 + j] = R(1)
-    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih]
+    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih] + f[BV_DZ]
     Hr[ih] = f[M]
+    f[DVDI] = f[R0] + f[BV_DI]
     if ib >= 0:
-        Hr[ib] = -f[R0]
+        Hr[ib] = -f[DVDI]
+    if ic >= 0:
+        Hr[ic] = R(0)
     return vm, seg
 
 
@@ -269,7 +387,7 @@ def gain(ip, vec, mat, Rv):
 
 
 @njit(**JIT)
-def update(f, ip, vec, mat, tab, i, v):
+def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
     """Iterated-EKF correction with voltage v (Ekf._update); returns the prior model voltage."""
     R = f.dtype.type
     n = ip[N]
@@ -281,8 +399,7 @@ def update(f, ip, vec, mat, tab, i, v):
     z = zp
     vm0, seg = measure(f, ip, vec, tab, z, i)
     e = v - vm0
-    rv = f[SIGMA_I] * f[R0] + f[SIGMA_V]
-    Rv = rv * rv
+    Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
     hph = gain(ip, vec, mat, Rv)
     if e * e > f[GATE] * f[GATE] * (hph + Rv):
         Rv = e * e / (f[GATE] * f[GATE]) - hph
@@ -319,13 +436,15 @@ def update(f, ip, vec, mat, tab, i, v):
 
 
 @njit(**JIT)
-def run(f, ip, vec, mat, tab, rc, t_s, i_A, v_V, soc, std, v_model, x_out, P_out, full):
+def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, t_s, i_A, v_V, soc, std, v_model,
+        x_out, P_out, full):
     """The filter over every sample (t_s, i_A, v_V: float64), as the board runs it from a
     reset at the first sample: soc, std, v_model (float64, one per sample) are written;
     with ``full`` also x_out (samples x n, SoC with its pending sum) and P_out."""
     R = f.dtype.type
     n, ib = ip[N], ip[IB]
     x, P = vec[X], mat[PM]
+    rr = np.zeros(2, dtype=f.dtype)
     defer = False
     for s in range(t_s.size):
         # the board receives integer nA, uV, ms and scales them into its own floats
@@ -333,9 +452,10 @@ def run(f, ip, vec, mat, tab, rc, t_s, i_A, v_V, soc, std, v_model, x_out, P_out
         dt = t_s[s] - t_s[s - 1] if s else 0.0
         first = s == 0
         if first:
-            defer = reset(f, ip, vec, mat, tab, ip[SOC_GIVEN] != 0, f[SOC0], v, i)
+            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ip[SOC_GIVEN] != 0,
+                          f[SOC0], v, i)
         elif defer:  # no credible OCV yet: restart from this sample
-            defer = reset(f, ip, vec, mat, tab, False, R(0), v, i)
+            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, False, R(0), v, i)
             first = True
             dt = 0.0
         if first or dt > 0:
@@ -345,9 +465,10 @@ def run(f, ip, vec, mat, tab, rc, t_s, i_A, v_V, soc, std, v_model, x_out, P_out
                 f[S] = R(1)
             elif i < -f[I_REST]:
                 f[S] = R(-1)
+            dtr = R(dt)
             if dt > 0:
-                predict(f, ip, vec, mat, rc, i, R(dt))
-            v_model[s] = update(f, ip, vec, mat, tab, i, v)
+                predict(f, ip, vec, mat, tab, tau, rr, i, dtr)
+            v_model[s] = update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dtr)
             condition(f, ip, vec, mat)
         else:  # a repeated sample: nothing new
             v_model[s] = v_model[s - 1]

@@ -85,7 +85,8 @@ def board_truth(model, t_s, i_A, soc0, h0=0.0, v_rc0=None) -> dict:
     hy = model["hysteresis"]
     s = held_sign(i_A, 0.0)
     v = (sim["ocv_V"] + cellmodel.hysteresis_V(model, sim["soc"]) * sim["h"] + hy["m0_V"] * s
-         + cellmodel.r0(model, sim["soc"]) * i_A + sim["v_rc"].sum(axis=1))
+         + cellmodel.r0(model, sim["soc"]) * i_A + sim["v_rc"].sum(axis=1)
+         + cellmodel.butler_volmer_V(model, sim["soc"], i_A))
     return {"soc": sim["soc"], "v_V": v, "h": sim["h"], "v_rc": sim["v_rc"], "ocv_V": sim["ocv_V"]}
 
 
@@ -195,59 +196,73 @@ class FilterpyTwin:
 
     Written from docs/estimator.md's equations with numpy, independently of firmware/ekf.py
     and the host kernel; filterpy does the covariance algebra (its update is the Joseph form,
-    like the board's). It clamps SoC and h like the board but has no variance caps or
-    floors: compare in a regime where those do not act. Units: A, V, s; current > 0 charges.
+    like the board's). It clamps SoC, h and the capacity scale like the board but has no
+    variance caps or floors: compare in a regime where those do not act. Units: A, V, s;
+    current > 0 charges. The model's tables are read with cellbench.model's evaluators.
     """
 
     def __init__(self, model, soc0):
         from filterpy.kalman import ExtendedKalmanFilter
         from .. import fw
-        defaults = fw.module("ekf").DEFAULTS
+        ekf = fw.module("ekf")
         m = load_model(model)
-        est = dict(defaults, **m["estimator"])
-        self.m, self.est = m, est
+        est = dict(ekf.DEFAULTS, **m["estimator"])
+        self.m, self.est, self.fw = m, est, ekf
         self.nrc = len(m["rc"])
-        self.bias = bool(est["bias"])
-        n = 2 + self.nrc + int(self.bias)
+        self.bias, self.cap = bool(est["bias"]), bool(est["capacity"])
+        n = 2 + self.nrc + int(self.bias) + int(self.cap)
         self.n, self.ih = n, 1 + self.nrc
+        self.ib = self.ih + 1 if self.bias else None
+        self.ic = n - 1 if self.cap else None
         self.kf = ExtendedKalmanFilter(n, 1)
         self.kf.predict_x = self._predict_x
         self.kf.x = np.zeros((n, 1))
         self.kf.x[0, 0] = soc0
-        p0 = [est["p0_soc"]] + [est["p0_rc_V2"]] * self.nrc + [est["p0_h"]]
-        self.kf.P = np.diag(p0 + ([est["p0_bias_A2"]] if self.bias else []))
+        p0 = ([est["p0_soc"]] + [est["p0_rc_V2"]] * self.nrc + [est["p0_h"]]
+              + ([est["p0_bias_A2"]] if self.bias else []) + ([est["p0_cap"]] if self.cap else []))
+        self.kf.P = np.diag(p0)
         self.q = np.array([est["q_soc"]] + [est["q_rc_V2"]] * self.nrc + [est["q_h"]]
-                          + ([est["q_bias_A2"]] if self.bias else []))
+                          + ([est["q_bias_A2"]] if self.bias else [])
+                          + ([est["q_cap"]] if self.cap else []))
+        if self.cap:
+            self.kf.x[self.ic, 0] = 1.0
         self.s = 0.0
         grid = np.asarray(m["ocv"]["soc"], dtype=float)
         self.grid, self.dz = grid, grid[1] - grid[0]
-        r0 = m["r0_ohm"]
-        self.r0_tab = np.asarray(r0 if isinstance(r0, list) else [r0] * grid.size, dtype=float)
+        self.r0_tab = cellmodel.r0(m, grid)
         self.m_tab = cellmodel.hysteresis_V(m, grid)
+        bv = m.get("butler_volmer")
+        self.i0_tab = cellmodel._table(m, bv["i0_A"], grid) if bv else None
 
     def _current(self, i_meas):
-        return i_meas - (self.kf.x[-1, 0] if self.bias else 0.0)
+        return i_meas - (self.kf.x[self.ib, 0] if self.bias else 0.0)
 
     def _transition(self, x, i, dt):
-        """(x', F, g): exact discretisation, its Jacobian, and d(x')/di."""
+        """(x', F, g): exact discretisation, its Jacobian, and d(x')/di. RC resistances
+        are read at the prior SoC (held over the step, as documented)."""
         m, n, ih = self.m, self.n, self.ih
         q_As = 3600.0 * m["capacity_Ah"]
         k = dt / q_As * (m["coulombic_efficiency"] if i > 0 else 1.0)
         xn, F, g = x.copy(), np.eye(n), np.zeros(n)
+        if self.cap:
+            c = x[self.ic, 0]
+            k /= c
+            F[0, self.ic] = -k * i / c
         xn[0] += k * i
         g[0] = k
         for j, pair in enumerate(m["rc"]):
             a = np.exp(-dt / pair["tau_s"])
-            xn[1 + j] = a * x[1 + j] + pair["r_ohm"] * (1 - a) * i
-            F[1 + j, 1 + j], g[1 + j] = a, pair["r_ohm"] * (1 - a)
+            r = float(cellmodel.rc_r(m, j, x[0, 0]))
+            xn[1 + j] = a * x[1 + j] + r * (1 - a) * i
+            F[1 + j, 1 + j], g[1 + j] = a, r * (1 - a)
         kh = m["hysteresis"]["gamma"] * dt / q_As
         sg = np.sign(i)
         ah = np.exp(-abs(i) * kh)
         xn[ih, 0] = ah * x[ih, 0] + (1 - ah) * sg
         F[ih, ih], g[ih] = ah, -kh * sg * ah * (x[ih, 0] - sg)
         if self.bias:
-            F[:, -1] -= g  # i = i_meas - b
-            F[-1, -1] = 1.0
+            F[:, self.ib] -= g  # i = i_meas - b
+            F[self.ib, self.ib] = 1.0
         return xn, F, g
 
     def _predict_x(self, u=0):
@@ -256,8 +271,12 @@ class FilterpyTwin:
     def _segment(self, z):
         return int(np.clip(np.floor((z - self.grid[0]) / self.dz), 0, self.grid.size - 2))
 
+    def _slope_of(self, tab, j, z):
+        inside = self.grid[0] < z < self.grid[-1] and z != self.grid[j]
+        return (tab[j + 1] - tab[j]) / self.dz if inside else 0.0
+
     def _measure(self, x, i):
-        """(v_model, H) at state x with current i."""
+        """(v_model, H, dv/di) at state x with current i."""
         m, ih = self.m, self.ih
         z = x[0, 0]
         j = self._segment(z)
@@ -265,17 +284,37 @@ class FilterpyTwin:
         slope = (volts[j + 1] - volts[j]) / self.dz
         ocv = volts[j] + (z - self.grid[j]) * slope  # extrapolates the end segments
         r0 = float(cellmodel.r0(m, z))
-        inside = self.grid[0] < z < self.grid[-1] and z != self.grid[j]
-        dr0 = (self.r0_tab[j + 1] - self.r0_tab[j]) / self.dz if inside else 0.0
+        dr0 = self._slope_of(self.r0_tab, j, z)
         m_z = float(cellmodel.hysteresis_V(m, z))
-        dm = (self.m_tab[j + 1] - self.m_tab[j]) / self.dz if inside else 0.0
+        dm = self._slope_of(self.m_tab, j, z)
+        bv, bv_di, bv_dz = 0.0, 0.0, 0.0
+        if self.i0_tab is not None:
+            vt = m["butler_volmer"]["v_T"]
+            i0 = float(np.interp(z, self.grid, self.i0_tab))
+            u = i / (2 * i0)
+            bv = 2 * vt * np.arcsinh(u)
+            bv_di = vt / (i0 * np.sqrt(1 + u * u))
+            bv_dz = -2 * vt * u / np.sqrt(1 + u * u) * self._slope_of(self.i0_tab, j, z) / i0
         hy = m["hysteresis"]
-        v = ocv + m_z * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum()
+        v = ocv + m_z * x[ih, 0] + hy["m0_V"] * self.s + r0 * i + x[1:ih, 0].sum() + bv
         H = np.zeros((1, self.n))
-        H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i + dm * x[ih, 0], 1.0, m_z
+        H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i + dm * x[ih, 0] + bv_dz, 1.0, m_z
         if self.bias:
-            H[0, -1] = -r0
-        return float(v), H, r0
+            H[0, self.ib] = -(r0 + bv_di)
+        return float(v), H, r0 + bv_di
+
+    def noise_V2(self, z, i, dt, dvdi):
+        """R: white voltage and current noise, plus the model's error counted tau/dt times."""
+        est, fw_ = self.est, self.fw
+        white = (est["sigma_i_A"] * abs(dvdi) + est["sigma_v_V"]) ** 2
+        c_rate = abs(i) * 3600.0 / (3600.0 * self.m["capacity_Ah"])
+        sm2 = float(cellmodel.model_error_V(self.m, z, c_rate)) ** 2
+        if dt > 0:
+            q_As = 3600.0 * self.m["capacity_Ah"]
+            tau = fw_.ERR_SPAN * q_As / abs(i) if i else np.inf
+            tau = min(max(tau, fw_.ERR_TAU_MIN_S), fw_.ERR_TAU_MAX_S)
+            sm2 *= max(tau / dt, 1.0)
+        return white + sm2
 
     def step(self, i_meas, v, dt):
         """One sample (A, V, s); returns (soc, soc_std, v_model). dt <= 0: no prediction."""
@@ -289,8 +328,8 @@ class FilterpyTwin:
             kf.F = F
             kf.Q = est["sigma_i_A"] ** 2 * np.outer(g, g) + np.diag(self.q * dt)
             kf.predict()
-        vm, H, r0 = self._measure(kf.x, i)
-        R = (est["sigma_i_A"] * r0 + est["sigma_v_V"]) ** 2
+        vm, H, dvdi = self._measure(kf.x, i)
+        R = self.noise_V2(kf.x[0, 0], i, dt, dvdi)
         hph = float((H @ kf.P @ H.T)[0, 0])
         if (v - vm) ** 2 > est["gate"] ** 2 * (hph + R):
             R = (v - vm) ** 2 / est["gate"] ** 2 - hph
@@ -306,9 +345,11 @@ class FilterpyTwin:
         # filterpy's update, linearised at the last iterate: Hx(x) = h(x_i) + H_i (x - x_i)
         kf.update(np.array([[v]]), lambda x: H_i,
                   lambda x: np.array([[h_i]]) + H_i @ (x - x_i), R=np.array([[R]]))
-        # the documented state projections: SoC and h stay in their ranges
+        # the documented state projections: SoC, h and c stay in their ranges
         kf.x[0, 0] = min(max(kf.x[0, 0], -0.05), 1.05)
         kf.x[self.ih, 0] = min(max(kf.x[self.ih, 0], -1.0), 1.0)
+        if self.cap:
+            kf.x[self.ic, 0] = min(max(kf.x[self.ic, 0], 0.5), 1.5)
         return kf.x[0, 0], float(np.sqrt(kf.P[0, 0])), vm
 
 
