@@ -2,7 +2,8 @@
 
 Speed and memory targets live here, never as timed assertions in tests. Each module in
 ``cellbench.benchmarks`` has ``run()`` returning rows ``{"name", "value", "unit", "note"}``
-(``note`` says the target, when there is one); a module that fails is
+(``note`` says the target, when there is one), or ``{"columns": [...], "rows": [...]}``
+for a table of its own (benchmarks/ageing.py); a module that fails is
 reported as such in the file rather than hiding the others.
 """
 
@@ -44,6 +45,13 @@ def _value(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _table(columns, rows):
+    """Markdown lines of a table with the given columns (a missing cell is empty)."""
+    out = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    out += ["| " + " | ".join(_value(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return out + [""]
+
+
 def render(results, stamp: str) -> str:
     lines = [
         "# Benchmarks",
@@ -56,6 +64,9 @@ def render(results, stamp: str) -> str:
         lines += [f"## {name}", "", f"(area took {wall_s:.1f} s of wall time)", ""]
         if error:
             lines += ["This area failed:", "", "```", error.strip(), "```", ""]
+            continue
+        if isinstance(rows, dict):  # an area with its own columns: {"columns": [...], "rows": [...]}
+            lines += _table(rows["columns"], rows["rows"])
             continue
         lines += ["| metric | value | unit | note |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['name']} | {_value(r['value'])} | {r.get('unit', '')} | {r.get('note', '')} |"

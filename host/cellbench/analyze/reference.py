@@ -14,6 +14,16 @@ PAPER_RATES = {
                          (200.0, 116.0)]},
 }
 
+# Ageing tests (same source): discharge capacity (mAh/g) and charge-transfer resistance
+# (ohm, EIS) at cycles 1 and 100 of the paper's 100-cycle runs; least coulombic
+# efficiency (%) stated for the run. No values between: the text gives the ends only.
+PAPER_AGEING = {
+    "LTO/Li": {"rate": "1C", "q_mAh_g": {1: 171.0, 100: 125.0}, "r_ct_ohm": {1: 33.0, 100: 58.0},
+               "ce_min_pct": 98.0},
+    "Gr/Li": {"rate": "1 A/g", "q_mAh_g": {1: 24.0, 100: 12.0}, "r_ct_ohm": {1: 40.0, 100: 178.0},
+              "ce_min_pct": 90.0},
+}
+
 
 def _near(a, b, tol):
     return abs(a - b) <= tol * max(abs(a), abs(b))

@@ -209,6 +209,25 @@ class Cell:
         return v
 
 
+def read_states(path, n_rc):
+    """The plant's state file (STATE_SUFFIX, one line per truth row) as a dict of lists:
+    ``t_s`` (virtual s since the first boot) and every Cell.STATE name, e.g. ``cap_Ah``
+    (capacity now), ``r_mult`` and ``rct_mult`` (the charge-transfer resistance is
+    rc[0].r_ohm * r_mult * rct_mult), ``dose``. The ageing truth, for host-side checks;
+    ``n_rc``: the model's RC pairs (their voltages close each line). Torn lines are skipped."""
+    out = {name: [] for name in ("t_s",) + Cell.STATE}
+    width = 1 + len(Cell.STATE) + n_rc
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != width:
+                continue
+            out["t_s"].append(int(parts[0]) * 1e-6)
+            for k, name in enumerate(Cell.STATE):
+                out[name].append(float(parts[k + 1]))
+    return out
+
+
 def dnl_blocks(sim):
     """Per 1024-code block of the simulated RP2040 ADC: (spike, span, narrow, wide) or None.
 
