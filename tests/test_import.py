@@ -217,6 +217,7 @@ def test_noisy_rests_of_a_bdf_log_stay_one_step(tmp_path):
     ("broken.ndax", b"not a zip at all"),
     ("broken.mpr", b"BIO-LOGIC but not really"),
     ("notes.txt", b"hello\nworld\n"),
+    ("PreDiag_000229.034", b"\x00\x01MACCOR" + bytes(5000)),       # a Maccor raw (binary) file
 ])
 def test_unreadable_input_is_one_line_naming_the_file(tmp_path, capfd, name, content):
     src = tmp_path / name
@@ -225,6 +226,8 @@ def test_unreadable_input_is_one_line_naming_the_file(tmp_path, capfd, name, con
     err = capfd.readouterr().err.strip()   # fd level: a reader's own log handler counts too
     assert err.startswith(f"cellbench: error: {name}:") and "\n" not in err
     assert not (tmp_path / "x.bdf.csv").exists()
+    if name.endswith(".034"):
+        assert "Maccor raw data file" in err and "export the test as text" in err
 
 
 def test_missing_file_and_existing_output(tmp_path, capsys):
@@ -518,6 +521,87 @@ def test_units_from_headers_and_a_3000_volt_cell_is_refused(tmp_path, capsys):
     line = captured.err.strip()
     assert "\n" not in line and "bad.csv" in line and "'Voltage (V)'" in line and "V" in line
     assert not (tmp_path / "bad.bdf.csv").exists()
+
+
+PEC_COLUMNS = ("Test,Cell,Rack,Shelf,Position,Cell ID,Step,Instruction Name,Cycle,"
+               "Total Time (Hours in hh:mm:ss.xxx),Load On Time (Hours in hh:mm:ss.xxx),Step Time (Seconds),"
+               "Real Time,Voltage (V),Current (A),Charge Capacity (mAh),Discharge Capacity (mAh),"
+               "Charge Energy (mWh),Discharge Energy (mWh),Temp (°C)")
+
+
+def _clock(t_s):
+    """Seconds as PEC's "Hours in hh:mm:ss.xxx" text (hours past 24 allowed)."""
+    ms = round(t_s * 1000)
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def test_pec_csv_with_clock_times_instructions_and_counters(tmp_path):
+    """A PEC SBT export laid out as the public ones are (cellpy's pec_multiple_tests):
+    Total Time as hh:mm:ss.xxx text, Instruction Name, Real Time m/d/Y, counters in mAh
+    and mWh that restart each step. A rest, a 1.5 A discharge for 27 h (hours past 24)
+    and a charge: time, signs, step types and the counters' sums come through."""
+    t, v, i, step, name, q_c, q_d = [], [], [], [], [], [], []
+    plan = [("Idle", 0.0, 600), ("Discharge", -1.5, 27 * 3600), ("Charge", 1.0, 3600)]
+    clock = 0.0
+    for k, (instr, amps, dur) in enumerate(plan):
+        for s_ in np.arange(0.0, dur, 1.25 if instr == "Charge" else 300.0):
+            t.append(clock + s_); v.append(3.7 + 0.1 * np.sign(amps)); i.append(amps)
+            step.append(k); name.append(instr)
+            q = abs(amps) * s_ / 3.6             # mAh since the step began
+            q_c.append(q if amps > 0 else 0.0); q_d.append(q if amps < 0 else 0.0)
+        clock += dur
+    start = datetime.datetime(2026, 1, 8, 17, 45, 8)
+    rows = [f"25205,1,ACT4,014,1,X,{step[k]},{name[k]},1,{_clock(t[k])},00:00:00.000,0,"
+            f"{(start + datetime.timedelta(seconds=int(t[k]))).strftime('%m/%d/%Y %H:%M:%S')},"
+            f"{v[k]},{i[k]},{q_c[k]},{q_d[k]},{q_c[k] * 3.8},{q_d[k] * 3.6},20.1" for k in range(len(t))]
+    src = tmp_path / "Test1.csv"
+    src.write_text("Request Year:,2026\nTest:,1\nStart Time:,01/08/2026 17:45:08\n" + PEC_COLUMNS + "\n"
+                   + "\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "pec.bdf.csv"
+    meta = importers.import_file(src, out)
+    log = read_log(out)
+    assert meta["format"] == "PEC CSV"
+    assert log["Test Time / s"] == pytest.approx(np.array(t), abs=1e-3)
+    assert log["Test Time / s"][-1] > 27 * 3600
+    kinds = dict(zip(name, log["Step Type"]))
+    assert kinds == {"Idle": "REST", "Discharge": "CC_DCH", "Charge": "CC_CHG"}
+    assert log["Current / A"] == pytest.approx(np.array(i))
+    ends_d = max(q for q, n in zip(q_d, name) if n == "Discharge") / 1e3
+    ends_c = max(q for q, n in zip(q_c, name) if n == "Charge") / 1e3
+    assert log["Discharging Capacity / Ah"][-1] == pytest.approx(ends_d, rel=1e-9)
+    assert log["Charging Capacity / Ah"][-1] == pytest.approx(ends_c, rel=1e-9)
+    # the whole-second Real Time is refined by the test clock (1.25 s records stay apart)
+    assert np.all(np.diff(log["Unix Time / s"]) > 0)
+    assert log["Unix Time / s"][0] == pytest.approx(start.replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+def _shared_pec():
+    return sorted(SHARED.glob("*pec*.csv")) if SHARED.is_dir() else []
+
+
+@pytest.mark.parametrize("path", _shared_pec(), ids=lambda p: p.name)
+def test_real_pec_csv_against_its_own_columns(tmp_path, path):
+    """A real PEC export in ../shared/realdata (none is committed here): its clock-text
+    Total Time, Real Time span and Charge/Discharge Capacity counters, read with pandas."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    head = next(k for k, l in enumerate(lines) if l.startswith("Test,") and "Total Time" in l)
+    df = pd.read_csv(path, skiprows=head, index_col=False)
+    out = tmp_path / "pec.bdf.csv"
+    meta = importers.import_file(path, out)
+    log = read_log(out)
+    assert meta["format"] == "PEC CSV" and len(log["Test Time / s"]) == len(df)
+    hms = df["Total Time (Hours in hh:mm:ss.xxx)"].str.split(":", expand=True).astype(float)
+    assert log["Test Time / s"] == pytest.approx((hms[0] * 3600 + hms[1] * 60 + hms[2]).to_numpy(), abs=1e-6)
+    wall = (pd.to_datetime(df["Real Time"], format="%m/%d/%Y %H:%M:%S").to_numpy(dtype="datetime64[ns]")
+            .astype(np.int64) / 1e9)
+    span = log["Unix Time / s"][-1] - log["Unix Time / s"][0]
+    assert abs(span - (wall[-1] - wall[0])) <= 1.0
+    for col, q in (("Charge Capacity (mAh)", "Charging Capacity / Ah"),
+                   ("Discharge Capacity (mAh)", "Discharging Capacity / Ah")):
+        c = df[col].to_numpy()
+        ends = c[np.r_[np.flatnonzero(np.diff(c) < 0), c.size - 1]]   # the counter's value before each restart
+        # the file prints its counters to 0.001 mAh: half a step is as close as it can say
+        assert log[q][-1] == pytest.approx(ends.sum() / 1e3, rel=REL, abs=0.5e-6)
 
 
 def test_unsupported_file_is_one_short_line(tmp_path, capfd):

@@ -49,6 +49,8 @@ def choose(path):
     if suffix == ".parquet":
         return bdf.FORMAT, bdf.read
     lines = head_lines(path)
+    if maccor.is_raw(path, lines):
+        return maccor.FORMAT_RAW, maccor.read_raw
     for detect, fmt, reader in (
             (bdf.detect, bdf.FORMAT, bdf.read),
             (lambda p, ls: biologic.detect_text(ls), biologic.FORMAT_TEXT, biologic.read_text),

@@ -5,7 +5,12 @@ after one or two lines of test information.
 ``Amp-hr``/``Watt-hr`` count the current state's charge and energy and restart with it,
 so they are split by state into charge and discharge counters. Times are seconds
 (``Test (Sec)``) or ``Nd hh:mm:ss.s`` (``TestTime``); ``DPt Time`` is the wall clock.
+
+Maccor's own binary data files (same numbered names, ``.001``...) are recognised and
+refused with what to do instead: see :func:`read_raw`.
 """
+
+import re
 
 import numpy as np
 
@@ -15,6 +20,21 @@ from .table import as_text, find, integers, read_table
 from .units import durations_s, numbers, timestamps_s
 
 FORMAT = "Maccor text"
+FORMAT_RAW = "Maccor raw data file"
+RAW_SUFFIX = re.compile(r"^\.\d{3}$")     # MacTest numbers a test's files .001, .002, ...
+
+
+def is_raw(path, lines):
+    """A numbered Maccor file (``.001``...) that is binary: the tester's own raw data."""
+    return bool(RAW_SUFFIX.match(path.suffix)) and not lines
+
+
+def read_raw(path):
+    """Refused: Maccor publishes no description of its binary data files and no public
+    sample of one exists to check a reader against; Maccor's own reader is a Windows
+    DLL (MacReadDataFileLIB). MacTest/MIMS export the same data as text, read above."""
+    raise InputError("binary Maccor data files cannot be read here (the format is not published); "
+                     "export the test as text (MacTest/MIMS: tab-delimited ASCII) and import that")
 
 
 def header_row(lines):

@@ -102,7 +102,7 @@ def _one_label(text):
         return "EIS"
     if t.startswith("ocv") or "opencircuit" in t:
         return "OCV"
-    if any(k in t for k in ("rest", "pause", "relax", "storage")):
+    if any(k in t for k in ("rest", "pause", "relax", "storage", "idle")):
         return "REST"
     if any(k in t for k in ("dchg", "dischg", "discharge", "dch")) or t in ("d", "dis"):
         direction = "DCH"
