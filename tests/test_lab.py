@@ -92,14 +92,14 @@ def faulting():
 
 # channel cell, job request: eight different protocols
 JOBS = [
-    ("lto-li-coin", {"protocol": library("lto-100-cycles-1C", cycle_count=2),
+    ("lto-li-coin", {"protocol": library("lto-100-cycles-1C", cycle_count=1),
                      "model_file": "lto-li-coin", "mass_mg": 2.0}),
-    ("gr-li-coin", {"protocol": cycling(0.398, GR_SAFETY, 1, 2, 0.05, 1.5)}),
+    ("gr-li-coin", {"protocol": cycling(0.398, GR_SAFETY, 2, 2, 0.05, 1.5)}),
     ("lto-li-coin", {"protocol": cycling(0.35, LTO_SAFETY, 2, 3, 1.0, 2.5)}),
-    ("gr-li-coin", {"protocol": cycling(0.398, GR_SAFETY, 0.5, 1, 0.05, 1.2, cv_until_C=0.1)}),
-    ("lto-li-coin", {"protocol": pulses(10)}),
+    ("gr-li-coin", {"protocol": cycling(0.398, GR_SAFETY, 1, 1, 0.05, 1.2, cv_until_C=0.2)}),
+    ("lto-li-coin", {"protocol": pulses(5)}),
     ("lto-li-coin", {"protocol": library("smoke", cycle_count=12), "mass_mg": 2.0}),
-    ("lto-li-coin", {"protocol": cycling(0.35, LTO_SAFETY, 1, 2, 1.0, 2.5, rest_s=300)}),
+    ("lto-li-coin", {"protocol": cycling(0.35, LTO_SAFETY, 2, 2, 1.0, 2.5, rest_s=300)}),
     ("lto-li-coin", {"protocol": faulting()}),
 ]
 PAUSED = 6    # index of the job paused across the restart
@@ -225,10 +225,10 @@ def test_eight_boards_survive_a_killed_service(lab, tmp_path):
             assert "PAUSE" in kinds and "RESUME" in kinds
     # a job with a model logs the board's SoC; its channel shows capacity per cycle
     assert "SOC / 1" in bdflog.read_log(tmp_path / f"job{ids[0]}.bdf.csv")
-    cycles = channel(api, cids[0])["cycles"]
-    assert [c["cycle"] for c in cycles] == [1]  # cycle 2 ends the run: no later cycle closed it
-    series = api.get(f"/api/channels/{cids[0]}/series")
-    assert [c["cycle"] for c in series["cycles"]] == [1] and series["job"] == ids[0]
+    cycles = channel(api, cids[2])["cycles"]  # 3 cycles: the last closes no row
+    assert [c["cycle"] for c in cycles] == [1, 2]
+    series = api.get(f"/api/channels/{cids[2]}/series")
+    assert [c["cycle"] for c in series["cycles"]] == [1, 2] and series["job"] == ids[2]
     # the data directory's layout: logs by cell and date
     for job_id in ids:
         log = (data / "logs").glob(f"*/*/*_job{job_id}_*.bdf.csv")
