@@ -67,8 +67,8 @@ FLOOR_CAP = 1e-10
 # ERR_SPAN of SoC at the present current (the error is a function of SoC, so it stays
 # the same until SoC moves), within [ERR_TAU_MIN_S, ERR_TAU_MAX_S]: at rest the error
 # holds for as long as the rest, and the cap keeps one look per hour.
-ERR_SPAN = 0.05
-ERR_TAU_MIN_S = 60.0
+ERR_SPAN = 0.2
+ERR_TAU_MIN_S = 300.0
 ERR_TAU_MAX_S = 3600.0
 
 DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
@@ -175,6 +175,7 @@ class Ekf:
         self._rrc = _zeros(2)  # RC resistances at the prior SoC (ohm)
         self._f0c = 0.0        # d(z')/dc of the last prediction
         self._dvdi = 0.0       # dv/di of the last measurement (ohm)
+        self._sm2 = 0.0        # model error variance of the last measurement (V^2)
         self.reset()
 
     @classmethod
@@ -570,21 +571,25 @@ class Ekf:
 
     def noise_V2(self, z, i, dt):
         """Measurement variance R (V^2) at SoC z, current i (A), dt (s) since the last
-        sample (0: a first sample), with _dvdi from the last _measure."""
+        sample (0: a first sample), with _dvdi from the last _measure: white voltage and
+        current noise, plus the model's error sigma_m^2 counted tau_err/dt times (one
+        independent look per correlation time). Sets _sm2 = sigma_m^2."""
         rv = self.sigma_i * abs(self._dvdi) + self.sigma_v
         sm = self._model_error(z, i)
-        if sm > 0.0 and dt > 0.0:
+        sm2 = self._sm2 = sm * sm
+        if sm2 > 0.0 and dt > 0.0:
             tau = self.error_tau_s(i)
             if tau > dt:
-                sm = sm * sm * (tau / dt)
-            else:
-                sm = sm * sm
-        else:
-            sm = sm * sm
-        return rv * rv + sm
+                sm2 = sm2 * (tau / dt)
+        return rv * rv + sm2
 
     def _update(self, i, v, dt):
         """Correct with the voltage v (V) measured at current i (A, bias-corrected).
+
+        The voltage never tells SoC better than the model's own error through the local
+        slope: the update may not bring the SoC variance below sigma_m^2/H0^2 (nor below
+        where the prediction left it, when counting knew better). An error that is
+        systematic over a stretch of SoC does not average out over many looks.
 
         Iterated EKF: the OCV is piecewise linear, so the update is exact when the corrected
         SoC stays in the prior's table segment (one pass, the plain EKF). When it lands in
@@ -602,6 +607,8 @@ class Ekf:
         self.v_model = vm
         e = v - vm
         R = self.noise_V2(z, i, dt)
+        p00 = P[0]
+        h0 = H[0]
         hph = self._gain(R)
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
         # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
@@ -639,6 +646,10 @@ class Ekf:
             kr = K[r] * R
             for c in range(r, n):
                 P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c]
+        if self._sm2 > 0.0 and h0 * h0 > 0.0:
+            lo = min(p00, self._sm2 / (h0 * h0))
+            if P[0] < lo:
+                P[0] = lo  # adds a positive diagonal term: P stays positive definite
 
     def _condition(self):
         """Clamp SoC, h and c, cap their variances, floor the diagonal of P."""

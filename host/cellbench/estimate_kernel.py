@@ -36,7 +36,8 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
 (Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST, BV_VT,
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
- SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, NF) = range(39)
+ SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2,
+ NF) = range(40)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on.
 N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, NI = range(10)
@@ -150,23 +151,20 @@ def model_error(f, me_z, me_c, me_s, z, i):
 
 @njit(**JIT)
 def noise_v2(f, me_z, me_c, me_s, z, i, dt):
-    """Measurement variance R (V^2) (Ekf.noise_V2 with Ekf.error_tau_s)."""
-    R = f.dtype.type
+    """Measurement variance R (V^2); sets f[SM2] (Ekf.noise_V2 with Ekf.error_tau_s)."""
     rv = f[SIGMA_I] * abs(f[DVDI]) + f[SIGMA_V]
     sm = model_error(f, me_z, me_c, me_s, z, i)
-    if sm > 0 and dt > 0:
+    sm2 = sm * sm
+    f[SM2] = sm2
+    if sm2 > 0 and dt > 0:
         ai = abs(i)
         if ai * f[ERR_TAU_MAX_S] < f[ERR_SPAN] * f[Q_AS]:
             tau = f[ERR_TAU_MAX_S]
         else:
             tau = max(f[ERR_SPAN] * f[Q_AS] / ai, f[ERR_TAU_MIN_S])
         if tau > dt:
-            sm = sm * sm * (tau / dt)
-        else:
-            sm = sm * sm
-    else:
-        sm = sm * sm
-    return rv * rv + sm
+            sm2 = sm2 * (tau / dt)
+    return rv * rv + sm2
 
 
 @njit(**JIT)
@@ -400,6 +398,8 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
     vm0, seg = measure(f, ip, vec, tab, z, i)
     e = v - vm0
     Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
+    p00 = P[0]
+    h0 = Hr[0]
     hph = gain(ip, vec, mat, Rv)
     if e * e > f[GATE] * f[GATE] * (hph + Rv):
         Rv = e * e / (f[GATE] * f[GATE]) - hph
@@ -432,6 +432,10 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
         kr = Kg[r] * Rv
         for c in range(r, n):
             P[r * n + c] = P[c * n + r] = Mw[r * n + c] - w[r] * Kg[c] + kr * Kg[c]
+    if f[SM2] > 0 and h0 * h0 > 0:
+        lo = min(p00, f[SM2] / (h0 * h0))
+        if P[0] < lo:
+            P[0] = lo
     return vm0
 
 

@@ -304,17 +304,19 @@ class FilterpyTwin:
         return float(v), H, r0 + bv_di
 
     def noise_V2(self, z, i, dt, dvdi):
-        """R: white voltage and current noise, plus the model's error counted tau/dt times."""
+        """(R, sigma_m^2): white voltage and current noise plus the model's error
+        sigma_m^2 counted tau/dt times."""
         est, fw_ = self.est, self.fw
         white = (est["sigma_i_A"] * abs(dvdi) + est["sigma_v_V"]) ** 2
         c_rate = abs(i) * 3600.0 / (3600.0 * self.m["capacity_Ah"])
         sm2 = float(cellmodel.model_error_V(self.m, z, c_rate)) ** 2
+        once = sm2
         if dt > 0:
             q_As = 3600.0 * self.m["capacity_Ah"]
             tau = fw_.ERR_SPAN * q_As / abs(i) if i else np.inf
             tau = min(max(tau, fw_.ERR_TAU_MIN_S), fw_.ERR_TAU_MAX_S)
             sm2 *= max(tau / dt, 1.0)
-        return white + sm2
+        return white + sm2, once
 
     def step(self, i_meas, v, dt):
         """One sample (A, V, s); returns (soc, soc_std, v_model). dt <= 0: no prediction."""
@@ -329,10 +331,12 @@ class FilterpyTwin:
             kf.Q = est["sigma_i_A"] ** 2 * np.outer(g, g) + np.diag(self.q * dt)
             kf.predict()
         vm, H, dvdi = self._measure(kf.x, i)
-        R = self.noise_V2(kf.x[0, 0], i, dt, dvdi)
+        R, sm2 = self.noise_V2(kf.x[0, 0], i, dt, dvdi)
         hph = float((H @ kf.P @ H.T)[0, 0])
         if (v - vm) ** 2 > est["gate"] ** 2 * (hph + R):
             R = (v - vm) ** 2 / est["gate"] ** 2 - hph
+        # the voltage tells SoC no better than the model's error through the slope
+        floor = min(kf.P[0, 0], sm2 / H[0, 0] ** 2) if sm2 > 0 and H[0, 0] else 0.0
         # Iterated EKF (Bell-Cathey): re-linearise while the SoC iterate changes OCV segment.
         x_bar, x_i, h_i, H_i = kf.x.copy(), kf.x.copy(), vm, H
         for it in range(5):
@@ -345,6 +349,7 @@ class FilterpyTwin:
         # filterpy's update, linearised at the last iterate: Hx(x) = h(x_i) + H_i (x - x_i)
         kf.update(np.array([[v]]), lambda x: H_i,
                   lambda x: np.array([[h_i]]) + H_i @ (x - x_i), R=np.array([[R]]))
+        kf.P[0, 0] = max(kf.P[0, 0], floor)
         # the documented state projections: SoC, h and c stay in their ranges
         kf.x[0, 0] = min(max(kf.x[0, 0], -0.05), 1.05)
         kf.x[self.ih, 0] = min(max(kf.x[self.ih, 0], -1.0), 1.0)
