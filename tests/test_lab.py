@@ -331,3 +331,26 @@ def test_database_migrates_an_older_file(tmp_path):
     assert lab_db.setting("k") == {"a": 1}
     lab_db.close()
     assert db.Database(path).version == len(db.MIGRATIONS)  # a second open changes nothing
+
+
+def test_stop_holds_the_channel_and_a_queued_job_can_be_cancelled(lab, tmp_path):
+    data, port, state = lab
+    api = state["api"]
+    cid = api.post("/api/channels", {"cell": "lto-li-coin", "seed": 11})["id"]
+    request = {"protocol": cycling(0.35, LTO_SAFETY, 1, 3, 1.0, 2.5), "cell_name": "stopped",
+               "tick_ms": TICK_MS}
+    first = api.post(f"/api/channels/{cid}/jobs", request)
+    second = api.post(f"/api/channels/{cid}/jobs", dict(request, cell_name="cancelled"))
+    wait_for(lambda: channel(api, cid)["live"].get("seq"), "a record of the first job",
+             until=lambda seq: seq is not None and seq > 5)
+    api.post(f"/api/jobs/{first['id']}/stop")
+    wait_for(lambda: api.get(f"/api/jobs/{first['id']}")["state"], "the stop", until="stopped".__eq__)
+    ch = channel(api, cid)
+    assert ch["held"] and ch["queued"] == [second["id"]]  # a stop holds the queue
+    assert api.get(f"/api/jobs/{second['id']}")["state"] == "queued"
+    api.post(f"/api/jobs/{second['id']}/stop")
+    assert api.get(f"/api/jobs/{second['id']}")["state"] == "cancelled"
+    path, meta = log_via_api(api, first["id"], tmp_path)
+    check_log(path, meta, data / "boards" / cid / "sim" / "truth.csv", "STOP")
+    assert meta["stop_reason"] == "interrupted"  # the session's word, as after Ctrl-C
+    assert api.get(f"/api/jobs/{first['id']}")["stop_reason"] == "stopped by the user"

@@ -117,6 +117,7 @@ class Channel:
         self.error = ""         # why the board cannot be reached, if it cannot
         self.busy = False       # the thread is driving a session now
         self._transport = None  # the Interruptible of the session driven now
+        self._session = None    # and that session (its on_interrupt says pause or stop)
         self._actions = collections.deque()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"channel-{self.id}", daemon=True)
@@ -144,8 +145,9 @@ class Channel:
             return None
         running = state == "running" and self.job_id == job["id"] and self._transport
         if action in ("pause", "stop") and running:
-            if not self._transport.armed:
+            if not self._transport.armed or self._session is None:
                 return f"job {job['id']} is between commands; try again"
+            self._session.on_interrupt = action  # what the session does on the interrupt
             self._transport.request = action
             return None
         if action in ("resume", "stop") and state in ("paused", "interrupted") and not self.busy:
@@ -332,7 +334,7 @@ class Channel:
             summary = {"stop_reason": f"lab error: {exc!r}"}
         finally:
             transport.close()
-            self._transport = None
+            self._transport = self._session = None
             self.busy = False
         reason = summary.get("stop_reason")
         if reason == "interrupted":  # the session's word for a stop asked by the user

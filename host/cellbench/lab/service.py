@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import fw
 from ..boards import load_board
 from ..errors import InputError
 from ..model import load_model
@@ -22,6 +23,11 @@ from .db import Database
 from .hub import Hub
 from .jobs import check_request, store
 from .layout import Layout
+
+
+# The firmware modules the host's link, session and protocol checks load (cellbench.fw).
+FIRMWARE_USED = ("frame", "steps", "link")
+USB_SCAN_S = 5.0  # how often the lab looks for RP2040 boards plugged in meanwhile
 
 
 class NotFound(Exception):
@@ -50,13 +56,25 @@ class Lab:
 
     def start(self):
         """Find USB boards, then start every channel's thread (re-attaching running jobs)."""
+        for name in FIRMWARE_USED:  # loaded once here: cellbench.fw's first load is not thread-safe
+            fw.module(name)
         running = [j for j in self.db.jobs() if j["state"] in ("running", "starting", "paused")]
         self.db.add_event("lab_start", f"lab started on {self.layout.root}; "
                           f"{len(running)} job(s) to re-attach or waiting paused")
         if self.usb:
             self.scan_usb()
+            threading.Thread(target=self._watch_usb, name="usb-scan", daemon=True).start()
         for row in self.db.channels():
             self._start_channel(row)
+
+    def _watch_usb(self):
+        """Look for RP2040 boards plugged in (or moved to another port) while the lab runs."""
+        while not self.stopping.wait(USB_SCAN_S):
+            try:
+                for cid in self.scan_usb():
+                    self._start_channel(self.db.channel(cid))
+            except OSError:  # the port list could not be read this time
+                pass
 
     def _start_channel(self, row):
         ch = Channel(self, row)
