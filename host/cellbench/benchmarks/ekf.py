@@ -26,7 +26,7 @@ from scipy.signal import lfilter
 
 from .. import ecm
 from .. import model as cellmodel
-from ..estimate import estimate
+from ..estimate import estimate, filter_for
 from ..fit.filters import held_sign
 from ..model import load_model
 from ..paths import FIRMWARE, MODELS
@@ -170,6 +170,107 @@ def mismatch_rmse(model, cycles=10, dt_s=1.0, offset_C=0.005, soc_error=0.2, see
     after = t >= t[-1] / cycles
     err = out["soc"][after] - truth["soc"][after]
     return float(np.sqrt(np.mean(err ** 2))), est_model
+
+
+# --- issue 9: a filter model that is not the cell ---------------------------------------
+
+def drive_profile(capacity_Ah, hours=6.0, dt_s=1.0, z0=0.95, z_lo=0.05, seed=0):
+    """A random drive (t_s, i_A): steps of -2C..+1C lasting 20-600 s, each followed by a
+    rest of 0-300 s, kept within [z_lo - 0.01, 0.98] of SoC by counting from z0 (at
+    `capacity_Ah`), so it reaches the bottom of the window several times in six hours."""
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3600.0 / dt_s)
+    i_A = np.zeros(n)
+    z, k = z0, 0
+    while k < n:
+        rate = rng.uniform(-2.0, 1.0)
+        steps = int(rng.uniform(20.0, 600.0) / dt_s)
+        if (z < z_lo + 0.05 and rate < 0) or (z > 0.9 and rate > 0):
+            rate = -0.5 * rate
+        while steps > 0 and k < n and z_lo - 0.01 <= z + rate * dt_s / 3600.0 <= 0.98:
+            i_A[k] = rate * capacity_Ah
+            z += rate * dt_s / 3600.0
+            k += 1
+            steps -= 1
+        k += int(rng.uniform(0.0, 300.0) / dt_s)
+    return np.arange(n) * dt_s, i_A
+
+
+def rich_cell(base) -> dict:
+    """A 'true' cell richer than any model the filter gets: R0 and a slow (1500 s,
+    diffusion-like) RC resistance rising steeply at low SoC, and a Butler-Volmer term."""
+    m = json.loads(json.dumps(load_model(base)))
+    grid = np.asarray(m["ocv"]["soc"])
+    m["r0_ohm"] = (float(np.mean(m["r0_ohm"])) * (1 + 1.5 * np.exp(-grid / 0.08))).tolist()
+    r1, r2 = (float(np.mean(p["r_ohm"])) for p in m["rc"][:2])
+    m["rc"] = [{"r_ohm": r1, "tau_s": 20.0},
+               {"r_ohm": (r2 * (1 + 2 * np.exp(-grid / 0.1))).tolist(), "tau_s": 1500.0}]
+    m["butler_volmer"] = {"i0_A": 2.0 * m["capacity_Ah"], "v_T": 0.0257}
+    return m
+
+
+def simple_model(cell, ocv_error_V=0.004, seed=1) -> dict:
+    """What a fit of `cell` might give: one RC pair (200 s) holding the DC resistance,
+    a constant R0, no Butler-Volmer term, and an OCV off by a smooth error of
+    `ocv_error_V` (a sine over SoC)."""
+    m = json.loads(json.dumps(cell))
+    grid = np.asarray(m["ocv"]["soc"])
+    phase = np.random.default_rng(seed).uniform()
+    v = np.asarray(m["ocv"]["voltage_V"]) + ocv_error_V * np.sin(2 * np.pi * (1.7 * grid + phase))
+    m["ocv"]["voltage_V"] = np.maximum.accumulate(v + 1e-6 * np.arange(v.size)).tolist()
+    m["r0_ohm"] = float(np.median(cell["r0_ohm"]))
+    bv = cell["butler_volmer"]
+    r_dc = (float(np.median(cell["rc"][0]["r_ohm"])) + float(np.median(cell["rc"][1]["r_ohm"]))
+            + 0.5 * bv["v_T"] / bv["i0_A"])
+    m["rc"] = [{"r_ohm": r_dc, "tau_s": 200.0}]
+    del m["butler_volmer"]
+    return m
+
+
+def held_out_error(model, cell, seed=99) -> dict:
+    """model_error of `model` for `cell` as the fit makes it (cellbench.fit.error.table):
+    the model replayed open loop along a drive the filter never sees, at the true SoC."""
+    from ..fit.error import table
+    t, i = drive_profile(cell["capacity_Ah"], seed=seed)
+    truth = board_truth(cell, t, i, 0.95)
+    residual = truth["v_V"] - board_truth(model, t, i, 0.95)["v_V"]
+    return table(truth["soc"], i, np.ones_like(i), residual, model["capacity_Ah"], 0.0,
+                 "a held-out drive")
+
+
+def mismatch_case(base, seed=0, soc0_error=0.0, offset_C=0.002, sigma_v_V=1e-3,
+                  capacity_scale=1.0, hours=6.0, **estimator) -> dict:
+    """The issue-9 scenario on `base`: the filter runs simple_model (with its held-out
+    model_error) on a drive of rich_cell(base) whose capacity is `capacity_scale` times the
+    model's, measured with a current offset of `offset_C` of 1C, current noise sigma_i_A and
+    `sigma_v_V` voltage noise, from SoC 0.95 (the filter told 0.95 + soc0_error).
+
+    Returns, over the samples after the first hour: ``rmse`` and ``max`` of the SoC error,
+    ``cc_rmse`` (coulomb counting with the true capacity and start), ``inside`` (share of
+    all samples within +-3 sigma), and ``capacity`` (the final capacity scale, 1 without
+    the state)."""
+    cell = rich_cell(base)
+    model = simple_model(cell)
+    model["model_error"] = held_out_error(model, cell)
+    model["estimator"] = dict(model["estimator"], sigma_v_V=sigma_v_V, bias=True,
+                              p0_bias_A2=(0.005 * model["capacity_Ah"]) ** 2,
+                              q_bias_A2=1e-22, p0_soc=max(soc0_error ** 2, 1e-4), **estimator)
+    cell["capacity_Ah"] *= capacity_scale
+    t, i = drive_profile(cell["capacity_Ah"], hours=hours, seed=seed)
+    truth = board_truth(cell, t, i, 0.95)
+    i_m, v_m = measured(truth, i, offset_C * model["capacity_Ah"],
+                        model["estimator"]["sigma_i_A"], sigma_v_V, seed + 7)
+    out = estimate(model, t, i_m, v_m, soc0=0.95 + soc0_error, full=True)
+    eta = np.where(i_m > 0, cell["coulombic_efficiency"], 1.0)
+    counted = 0.95 + np.cumsum(eta * i_m * np.r_[0.0, np.diff(t)]) / (3600.0 * cell["capacity_Ah"])
+    err = out["soc"] - truth["soc"]
+    late = t >= 3600.0
+    ic = filter_for(model).ic
+    return {"rmse": float(np.sqrt(np.mean(err[late] ** 2))),
+            "max": float(np.max(np.abs(err[late]))),
+            "cc_rmse": float(np.sqrt(np.mean((counted - truth["soc"])[late] ** 2))),
+            "inside": float(np.mean(np.abs(err) <= 3.0 * out["soc_std"])),
+            "capacity": float(out["x"][-1, ic]) if ic >= 0 else 1.0}
 
 
 def _host_speed(dtype="float64"):
