@@ -286,6 +286,21 @@ def test_neware_cycles_are_newarenda_software_cycle_numbers(runs):
     assert np.array_equal(neware.charge_first_cycles(names, codes), ref)
 
 
+def test_step_types_a_short_pulse_stays_a_step_a_probe_that_moves_nothing_rests():
+    """Step types from current: a 1 s pulse at the test's current between hour-long steps
+    is a step; a one-record step at a trace of current that the counters say moved
+    nothing is a rest."""
+    from cellbench.importers.derive import step_types
+
+    step = np.repeat([1, 2, 3, 4, 5], [3600, 1, 1, 1, 3600])
+    i = np.concatenate([np.full(3600, -1e-3), [0.0], [1e-3], [3e-6], np.full(3600, 1e-3)])
+    through = np.cumsum(np.abs(i)) / 3600          # 1 s records
+    through[3602] = through[3601]                  # the probe moved nothing by the counters
+    kinds = step_types(None, step, i, through)
+    assert list(kinds[[0, 3600, 3601, 3602, 3603]]) == ["CC_DCH", "REST", "CC_CHG", "REST", "CC_CHG"]
+    assert step_types(None, step, i)[3602] == "CC_CHG"     # the mean current alone cannot tell
+
+
 # ================================================================ real testers' files
 
 REAL = Path(__file__).parent / "data" / "realdata"
@@ -714,6 +729,13 @@ def test_arbin_res_against_its_own_counters_and_global_table(tmp_path):
     # every record's wall clock = the test's start + its test time (Arbin's clock ticks 1 ms)
     assert log["Unix Time / s"] - log["Test Time / s"] == pytest.approx(np.full(t.size, start_s), abs=1.0)
     assert meta["mass_mg"] == pytest.approx(test["MASS"] * 1e3)
+    # Arbin's one-record steps (15-35 ms after each active step) move no charge by its own
+    # counters (< 1e-8 Ah of ~1.6e-3): rests, so the Si half cell's first step is its lithiation.
+    one = records.groupby(["Cycle_Index", "Step_Index"])["Data_Point"].transform("size").to_numpy() == 1
+    moved = np.diff(records["Charge_Capacity"] + records["Discharge_Capacity"], prepend=0.0)
+    assert one.sum() >= 30 and np.all(np.abs(moved[one]) < 1e-8)
+    assert np.all(log["Step Type"][one] == "REST")
+    assert log["Step Type"][log["Step Type"] != "REST"][0] == "CC_DCH"
     assert read_sidecar(tmp_path / (RES + ".bdf.csv"))["mass_mg"] == pytest.approx(0.85283798)
 
 

@@ -23,6 +23,10 @@ COLUMNS = ["Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Cycl
            "Discharging Capacity / Ah", "Step Capacity / Ah", "Charging Energy / Wh",
            "Discharging Energy / Wh"]
 REST_FRACTION = 1e-3        # a step whose mean |I| is below this share of the largest is a rest
+# ... or that moved less than this share of the charge the busiest step moved: 36 ms at the
+# test's current against a one-hour step (Arbin logs a rest's first 25 ms record at the
+# previous step's current); a 1 s pulse at that current moves 3e-4: still a step.
+STEP_CHARGE_FRACTION = 1e-5
 
 
 def test_time_s(t_s, unix_s=None):
@@ -71,22 +75,32 @@ def _runs(keys):
     return starts, np.diff(np.concatenate((starts, [keys.size])))
 
 
-def step_types(step_type, step, i_A):
+def step_types(step_type, step, i_A, through_Ah=None):
     """BDF Step Type per record: the tester's label where it gave one, else from the
-    sign of its step's mean current."""
-    derived = _from_current(step, i_A)
+    sign of its step's mean current (``through_Ah``: see :func:`_from_current`)."""
+    derived = _from_current(step, i_A, through_Ah)
     if step_type is None:
         return derived
     given = np.asarray(step_type, dtype=str)
     return np.where(given == "", derived, given)
 
 
-def _from_current(step, i_A):
+def _from_current(step, i_A, through_Ah=None):
+    """CC_CHG/CC_DCH by the sign of each tester step's mean current; REST where that
+    mean is below REST_FRACTION of the largest current, or where the step moved less
+    than STEP_CHARGE_FRACTION of the charge the busiest step moved (``through_Ah``:
+    cumulative charge in either direction per record, from the tester's counters; a
+    16 ms resistance probe between two rests moves nothing and starts no cycle)."""
     keys = step if step is not None else np.arange(i_A.size)
     starts, lengths = _runs(np.nan_to_num(np.asarray(keys, dtype=float), nan=-1.0))
-    means = np.repeat(np.add.reduceat(i_A, starts) / lengths, lengths)
+    means = np.add.reduceat(i_A, starts) / lengths
     rest = np.abs(means) <= REST_FRACTION * max(float(np.max(np.abs(i_A))), 1e-30)
-    return np.where(rest, "REST", np.where(means > 0, "CC_CHG", "CC_DCH"))
+    if through_Ah is not None:
+        ends = np.concatenate((starts[1:], [i_A.size])) - 1
+        moved = through_Ah[ends] - np.concatenate(([0.0], through_Ah[ends[:-1]]))
+        rest |= moved <= STEP_CHARGE_FRACTION * max(float(np.max(moved)), 0.0)
+    kinds = np.where(rest, "REST", np.where(means > 0, "CC_CHG", "CC_DCH"))
+    return np.repeat(kinds, lengths)
 
 
 def step_counts(step, types):
@@ -169,12 +183,21 @@ def _counter(counter, integral):
     return integral if c[-1] == 0 and integral[-1] > 0 else c
 
 
+def _tester_throughput(raw):
+    """Charge moved either way since the start per record (Ah) by the tester's own
+    counters, None where it has none (or never filled them)."""
+    if raw.q_chg_Ah is None or raw.q_dch_Ah is None:
+        return None
+    through = accumulated(raw.q_chg_Ah) + accumulated(raw.q_dch_Ah)
+    return through if through[-1] > 0 else None
+
+
 def to_bdf(raw):
     """The log columns (docs/design.md order, no Fault Flags) as numpy arrays."""
     t = test_time_s(raw.t_s, raw.unix_s)
     i = np.asarray(raw.i_A, dtype=float)
     v = np.asarray(raw.v_V, dtype=float)
-    types = step_types(raw.step_type, raw.step, i)
+    types = step_types(raw.step_type, raw.step, i, _tester_throughput(raw))
     # A record the tester labels charge or discharge takes its sign from the label: some
     # export magnitudes, some count discharge positive.
     sign = _sign(types)
