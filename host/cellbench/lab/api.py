@@ -69,23 +69,9 @@ def make_app(lab, token=None):
     r.add_get("/", page("index.html"))
     r.add_get("/channel/{cid}", page("channel.html"))
     r.add_static("/static/", STATIC, follow_symlinks=False)
-    r.add_get("/api/openapi.json", lambda req: web.json_response(spec(__version__)))
-    r.add_get("/api/lab", lab_view)
-    r.add_get("/api/protocols", lambda req: web.json_response(library(PROTOCOLS)))
-    r.add_get("/api/models", lambda req: web.json_response(library(MODELS)))
-    r.add_get("/api/channels", channels_view)
-    r.add_post("/api/channels", add_channel)
-    r.add_get("/api/channels/{cid}", channel_view)
-    r.add_post("/api/channels/{cid}/release", release)
-    r.add_get("/api/channels/{cid}/series", series)
-    r.add_post("/api/channels/{cid}/jobs", queue_job)
-    r.add_get("/api/jobs", jobs_view)
-    r.add_get("/api/jobs/{jid}", job_view)
-    r.add_post("/api/jobs/{jid}/{action}", job_action)
-    r.add_get("/api/jobs/{jid}/log", job_log)
-    r.add_get("/api/jobs/{jid}/sidecar", job_sidecar)
-    r.add_get("/api/events", events)
-    r.add_get("/api/history", history)
+    r.add_get("/favicon.ico", lambda req: web.Response(status=204))
+    for method, path, handler in ROUTES:
+        r.add_route(method, path, handler)
 
     async def attach(app):
         lab.hub.attach(asyncio.get_running_loop())
@@ -135,8 +121,7 @@ async def add_channel(request):
 async def channel_view(request):
     lab = request.app["lab"]
     ch = lab.channel(request.match_info["cid"])
-    jobs = [j for j in lab.db.jobs(ch.id)]
-    return web.json_response(dict(ch.state(), jobs=[public_job(j) for j in jobs],
+    return web.json_response(dict(ch.state(), jobs=[public_job(j) for j in lab.db.jobs(ch.id)],
                                   cycles=ch.cycles()))
 
 
@@ -264,3 +249,36 @@ async def events(request):
     finally:
         lab.hub.unsubscribe(queue)
     return resp
+
+
+async def openapi(request):
+    return web.json_response(spec(__version__))
+
+
+async def protocols(request):
+    return web.json_response(library(PROTOCOLS))
+
+
+async def models(request):
+    return web.json_response(library(MODELS))
+
+
+ROUTES = (
+    ("GET", "/api/openapi.json", openapi),
+    ("GET", "/api/lab", lab_view),
+    ("GET", "/api/protocols", protocols),
+    ("GET", "/api/models", models),
+    ("GET", "/api/channels", channels_view),
+    ("POST", "/api/channels", add_channel),
+    ("GET", "/api/channels/{cid}", channel_view),
+    ("POST", "/api/channels/{cid}/release", release),
+    ("GET", "/api/channels/{cid}/series", series),
+    ("POST", "/api/channels/{cid}/jobs", queue_job),
+    ("GET", "/api/jobs", jobs_view),
+    ("GET", "/api/jobs/{jid}", job_view),
+    ("POST", "/api/jobs/{jid}/{action}", job_action),
+    ("GET", "/api/jobs/{jid}/log", job_log),
+    ("GET", "/api/jobs/{jid}/sidecar", job_sidecar),
+    ("GET", "/api/events", events),
+    ("GET", "/api/history", history),
+)

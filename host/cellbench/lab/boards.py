@@ -13,8 +13,6 @@ the RP2040's unique flash id, so a channel keeps its name whichever /dev/ttyACM*
 board gets. Its board file id comes from its own ID reply.
 """
 
-import threading
-
 from ..boards import load_board
 from ..commands.run import calibration_file
 from ..errors import InputError
@@ -56,11 +54,10 @@ def board_id_of(port):
 
 
 class Boards:
-    """Starts, finds and opens the channels' boards. ``layout``: the lab's Layout."""
+    """Starts, finds and opens the channels' boards of ``lab`` (its layout, db, sim_speed)."""
 
     def __init__(self, lab):
         self.lab = lab
-        self._lock = threading.Lock()
 
     def board_dir(self, row):
         return self.lab.layout.board_dir(row["id"])

@@ -72,9 +72,9 @@ def migrate(conn):
     """Apply the migrations the database has not had yet; the schema version after."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number in range(version, len(MIGRATIONS)):
-        with conn:
-            conn.executescript("BEGIN;" + MIGRATIONS[number]
-                               + f";PRAGMA user_version = {number + 1};COMMIT;")
+        # One transaction per migration: a crash mid-way leaves the previous version.
+        conn.executescript("BEGIN;" + MIGRATIONS[number]
+                           + f";PRAGMA user_version = {number + 1};COMMIT;")
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 

@@ -66,7 +66,8 @@ class Live:
                                  write=_silent)
         self.cycles = Cycles()
         self.rec = None
-        self.rx_unix_s = None
+        self.rx_unix_s = None   # host time the newest record arrived (unix s)
+        self.remaining_s = None
         self.records = 0
 
     def add(self, rec):
