@@ -354,3 +354,33 @@ def test_stop_holds_the_channel_and_a_queued_job_can_be_cancelled(lab, tmp_path)
     check_log(path, meta, data / "boards" / cid / "sim" / "truth.csv", "STOP")
     assert meta["stop_reason"] == "interrupted"  # the session's word, as after Ctrl-C
     assert api.get(f"/api/jobs/{first['id']}")["stop_reason"] == "stopped by the user"
+
+
+def test_a_board_reset_waits_for_the_user_then_recovers(lab, tmp_path):
+    """The board's process killed mid-run stands for a reset (its relay boots it again):
+    the job waits as interrupted, and resume continues it from the board's journal."""
+    from cellbench.sim import detached
+
+    data, port, state = lab
+    api = state["api"]
+    cid = api.post("/api/channels", {"cell": "lto-li-coin", "seed": 12})["id"]
+    job = api.post(f"/api/channels/{cid}/jobs", {"protocol": cycling(0.35, LTO_SAFETY, 2, 2, 1.0, 2.5),
+                                                 "cell_name": "reset", "tick_ms": TICK_MS})
+    wait_for(lambda: channel(api, cid)["live"].get("seq"), "a few records",
+             until=lambda seq: seq is not None and seq > 20)
+    board_dir = data / "boards" / cid
+    os.kill(detached.info(board_dir)["board_pid"], signal.SIGKILL)
+    wait_for(lambda: api.get(f"/api/jobs/{job['id']}")["state"], "the reset to be noticed",
+             until="interrupted".__eq__)
+    api.post(f"/api/jobs/{job['id']}/resume")
+    wait_for(lambda: api.get(f"/api/jobs/{job['id']}")["state"], "the recovered run to end",
+             until=lambda s: s in FINAL)
+    assert api.get(f"/api/jobs/{job['id']}")["state"] == "done"
+    path, meta = log_via_api(api, job["id"], tmp_path)
+    data_ = bdflog.read_log(path)
+    kinds = [e["kind"] for e in meta["events"]]
+    assert "INTERRUPTED" in kinds and "recover" in kinds and "seq_gap" in kinds
+    assert np.all(np.diff(data_["Test Time / s"]) > 0)
+    assert set(np.diff(data_["Cycle Count / 1"]).tolist()) <= {0, 1}
+    for col in ("Charging Capacity / Ah", "Discharging Capacity / Ah"):
+        assert np.all(np.diff(data_[col]) >= 0)

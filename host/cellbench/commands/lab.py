@@ -107,5 +107,7 @@ def run(args):
 
     app.on_startup.append(started)
     app.on_cleanup.append(stopped)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    # Open event streams never end by themselves: shutting down does not wait for them.
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
+                shutdown_timeout=1.0)
     return 0

@@ -326,7 +326,9 @@ class Channel:
         except session.Interrupted as exc:
             summary = exc.summary
         except InputError as exc:
-            summary = {"stop_reason": f"refused: {exc}"}
+            # A board reset while nobody listened: its journal waits for the user's resume.
+            reset = getattr(self._session, "_journal", None)
+            summary = {"stop_reason": session.BOARD_RESET if reset else f"refused: {exc}"}
         except LinkError as exc:
             summary = {"stop_reason": f"link error: {exc}"}
         except Exception as exc:
