@@ -218,6 +218,7 @@ def test_noisy_rests_of_a_bdf_log_stay_one_step(tmp_path):
     ("broken.mpr", b"BIO-LOGIC but not really"),
     ("notes.txt", b"hello\nworld\n"),
     ("PreDiag_000229.034", b"\x00\x01MACCOR" + bytes(5000)),       # a Maccor raw (binary) file
+    ("broken.res", b"not an Access database"),
 ])
 def test_unreadable_input_is_one_line_naming_the_file(tmp_path, capfd, name, content):
     src = tmp_path / name

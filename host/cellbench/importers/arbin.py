@@ -68,18 +68,35 @@ def read_csv(path):
     return from_frame(pd.read_csv(path, low_memory=False))
 
 
-def _mdb_table(tool, path, table):
-    """One table of the Access database as a DataFrame, through ``mdb-export`` (CSV out)."""
+def _mdb_tables(tool, path, tables):
+    """Tables of the Access database as DataFrames, through ``mdb-export`` (CSV out), one
+    process per table, all started at once (the largest table is listed last and read
+    first; the small ones wait in their pipes)."""
     import pandas as pd
 
+    procs = [subprocess.Popen([tool, str(path), table], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for table in tables]
+    outputs = {}
     try:
-        done = subprocess.run([tool, str(path), table], capture_output=True, timeout=MDB_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise InputError(f"mdb-export of {table} took over {MDB_TIMEOUT_S} s") from None
-    if done.returncode != 0 or not done.stdout.strip():
-        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise InputError(f"mdb-export cannot read {table}: {detail[0] if detail else 'no rows'}")
-    return pd.read_csv(io.BytesIO(done.stdout), low_memory=False)
+        for table, proc in reversed(list(zip(tables, procs))):
+            try:
+                outputs[table] = (*proc.communicate(timeout=MDB_TIMEOUT_S), proc.returncode)
+            except subprocess.TimeoutExpired:
+                raise InputError(f"mdb-export of {table} took over {MDB_TIMEOUT_S} s") from None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    frames = []
+    for table in tables:
+        out, err, code = outputs[table]
+        if code != 0 or not out.strip():
+            detail = err.decode("utf-8", "replace").strip().splitlines()
+            why = detail[0] if detail else "no rows" if code == 0 else "not an Access database or no such table"
+            raise InputError(f"mdb-export cannot read {table}: {why}")
+        frames.append(pd.read_csv(io.BytesIO(out), low_memory=False))
+    return frames
 
 
 def ole_days_to_unix_s(days):
@@ -116,10 +133,10 @@ def read_res(path):
     if tool is None:
         raise InputError("reading .res needs mdbtools (mdb-export), which is not installed; "
                          "install it (apt-get install mdbtools) or export the test to CSV from MITS Pro")
-    test = _mdb_table(tool, path, "Global_Table")
+    test, records = _mdb_tables(tool, path, ("Global_Table", "Channel_Normal_Table"))
     if len(test) != 1:
         raise InputError(f"Global_Table holds {len(test)} tests; export the one wanted to CSV from MITS Pro")
-    records = _mdb_table(tool, path, "Channel_Normal_Table").sort_values("Data_Point", kind="stable")
+    records = records.sort_values("Data_Point", kind="stable")
     if "DateTime" in records:
         records["DateTime"] = ole_days_to_unix_s(records["DateTime"])
     raw = from_frame(records)
