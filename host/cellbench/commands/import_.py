@@ -1,8 +1,9 @@
 """``cellbench import FILE --out LOG [--force]``: another tester's file as a BDF log.
 
 Neware .nda/.ndax (NewareNDA) and CSV exports, BioLogic .mpr (galvani), .mpt and CSV
-exports, Arbin CSV/XLSX (and .res where mdbtools is installed), Maccor text, PEC CSV,
-Novonix CSV, BDF in any units, and whatever else batterydf converts. The log gets SI
+exports, Arbin CSV/XLSX and .res (through mdbtools' mdb-export), Maccor text (its binary
+raw files are refused: the format is not published), PEC CSV, Novonix CSV, BDF in any
+units, and whatever else batterydf converts. The log gets SI
 units from the file's own headers, charge-positive current, the tester's cycles, steps
 and counters (see :mod:`cellbench.importers`); its sidecar records the source.
 """
