@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUBS := $(VENV)/rp2-stubs
 
-.PHONY: demo test bench typecheck clean mdbtools
+.PHONY: demo test bench soak typecheck clean refdata mdbtools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,25 @@ test: $(STAMP) $(EMU)/node_modules/.installed $(LAB)/node_modules/.installed chr
 
 bench: $(STAMP) $(EMU)/node_modules/.installed $(LAB)/node_modules/.installed chromium
 	CELLBENCH_RP2_DIR=$(RP2_DIR) $(BIN)/python -m cellbench.bench --out BENCHMARKS.md
+
+# The PyBaMM reference cells of tests/data/pybamm/ (tools/pybamm_refs.py). PyBaMM gets its own
+# venv: the tests only read the committed files.
+PYBAMM_VENV := .venv-pybamm
+$(PYBAMM_VENV)/.installed: tools/requirements-pybamm.txt
+	$(PY) -m venv $(PYBAMM_VENV)
+	$(PYBAMM_VENV)/bin/pip install -q -r tools/requirements-pybamm.txt
+	touch $@
+
+refdata: $(PYBAMM_VENV)/.installed
+	$(PYBAMM_VENV)/bin/python tools/pybamm_refs.py --out tests/data/pybamm
+
+# A day of the firmware on the emulated RP2040 (cellbench.emu.soak): no MemoryError, flat
+# heap; its section of BENCHMARKS.md. About an hour of wall time at a 1 s tick on a quiet
+# machine; SOAK_TICK_MS=4000 (under the 5 s watchdog) takes a quarter of that.
+SOAK_HOURS ?= 24
+SOAK_TICK_MS ?= 1000
+soak: $(STAMP) $(EMU)/node_modules/.installed
+	CELLBENCH_RP2_DIR=$(RP2_DIR) $(BIN)/python -m cellbench.emu.soak --hours $(SOAK_HOURS) --tick-ms $(SOAK_TICK_MS) --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
