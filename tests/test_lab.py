@@ -364,7 +364,7 @@ def test_a_board_reset_waits_for_the_user_then_recovers(lab, tmp_path):
     data, port, state = lab
     api = state["api"]
     cid = api.post("/api/channels", {"cell": "lto-li-coin", "seed": 12})["id"]
-    job = api.post(f"/api/channels/{cid}/jobs", {"protocol": cycling(0.35, LTO_SAFETY, 2, 2, 1.0, 2.5),
+    job = api.post(f"/api/channels/{cid}/jobs", {"protocol": cycling(0.35, LTO_SAFETY, 2, 1, 1.0, 2.5),
                                                  "cell_name": "reset", "tick_ms": TICK_MS})
     wait_for(lambda: channel(api, cid)["live"].get("seq"), "a few records",
              until=lambda seq: seq is not None and seq > 20)

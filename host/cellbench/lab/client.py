@@ -90,7 +90,10 @@ def start(data_dir, port, sim_speed=1.0, host="127.0.0.1", token=None, log=None)
 
 def stop_boards(data_dir):
     """Shut down every simulated board a lab started in ``data_dir``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..sim import detached
 
-    for d in sorted((Path(data_dir) / "boards").glob("*")):
-        detached.shutdown(d)
+    boards = sorted((Path(data_dir) / "boards").glob("*"))
+    with ThreadPoolExecutor(max_workers=16) as pool:  # each waits for its board to end
+        list(pool.map(detached.shutdown, boards))
