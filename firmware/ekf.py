@@ -176,6 +176,7 @@ class Ekf:
         self._f0c = 0.0        # d(z')/dc of the last prediction
         self._dvdi = 0.0       # dv/di of the last measurement (ohm)
         self._sm2 = 0.0        # model error variance of the last measurement (V^2)
+        self._hs = 0.0         # OCV slope in the last measurement Jacobian (V)
         self.reset()
 
     @classmethod
@@ -545,6 +546,7 @@ class Ekf:
         for j in range(self.nrc):
             vm += x[1 + j]
             H[1 + j] = 1.0
+        self._hs = self._slope  # the OCV slope in H[0]
         H[0] = self._slope + self._dr0 * i + self._dm * x[ih] + self._bv_dz
         H[ih] = self._m
         self._dvdi = self._r0 + self._bv_di
@@ -608,13 +610,13 @@ class Ekf:
         e = v - vm
         R = self.noise_V2(z, i, dt)
         p00 = P[0]
-        h0 = H[0]
         hph = self._gain(R)
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
         # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
         if e * e > self.gate * self.gate * (hph + R):
             R = e * e / (self.gate * self.gate) - hph
             self._gain(R)
+        zn = zp
         for it in range(ITER_MAX):
             seg = self._seg
             dz = K[0] * e
@@ -631,6 +633,22 @@ class Ekf:
                 e -= H[r] * (xp[r] - x[r])
             self._gain(R)
         self._pend += dz  # the correction itself, not zn - zp: keeps float32 digits
+        # The SoC variance with the flattest OCV slope the correction crossed, from the
+        # prior SoC to the new one (docs/estimator.md): inside one segment that is H
+        # itself; across a knee the gain still comes from the local slope (the state
+        # re-anchors), but the SoC variance shrinks only as much as the flattest slope
+        # passed over justifies, so it does not collapse on the wrong side of a knee. It
+        # is [(I - K Hc) P (I - K Hc)' + K R K']_00 with Hc = H + dh e_0: a bound raised
+        # on P[0] alone (a positive definite P stays so).
+        dh = self._min_slope(min(zp, zn), max(zp, zn)) - self._hs
+        p00c = 0.0
+        if dh < 0.0:
+            hph = 0.0
+            for r in range(n):
+                hph += H[r] * ph[r]
+            phc0 = ph[0] + p00 * dh
+            hphc = hph + dh * (2.0 * ph[0] + dh * p00)
+            p00c = p00 - 2.0 * K[0] * phc0 + K[0] * K[0] * (hphc + R)
         # Joseph form: P = (I - K H) P (I - K H)' + K R K', as two rank-one steps.
         for r in range(n):
             for c in range(n):
@@ -646,10 +664,28 @@ class Ekf:
             kr = K[r] * R
             for c in range(r, n):
                 P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c]
+        if P[0] < p00c:
+            P[0] = p00c
+        h0 = H[0] + (dh if dh < 0.0 else 0.0)
         if self._sm2 > 0.0 and h0 * h0 > 0.0:
             lo = min(p00, self._sm2 / (h0 * h0))
             if P[0] < lo:
                 P[0] = lo  # adds a positive diagonal term: P stays positive definite
+
+    def _min_slope(self, za, zb):
+        """Smallest OCV segment slope (V per unit SoC) over the SoC range [za, zb],
+        the segments clamped to the table's (as the lookup extrapolates the end ones)."""
+        v, last = self.ocv_V, len(self.ocv_V) - 2
+        pa = (za - self.z0) / self.dz
+        pb = (zb - self.z0) / self.dz
+        ja = min(int(pa), last) if pa > 0.0 else 0
+        jb = min(int(pb), last) if pb > 0.0 else 0
+        m = v[ja + 1] - v[ja]
+        for j in range(ja + 1, jb + 1):
+            d = v[j + 1] - v[j]
+            if d < m:
+                m = d
+        return m / self.dz
 
     def _condition(self):
         """Clamp SoC, h and c, cap their variances, floor the diagonal of P."""

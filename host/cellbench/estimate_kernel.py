@@ -36,8 +36,8 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
 (Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST, BV_VT,
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
- SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2,
- NF) = range(40)
+ SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2, HS,
+ NF) = range(41)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on.
 N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, NI = range(10)
@@ -355,6 +355,7 @@ def measure(f, ip, vec, tab, z, i):
     for j in range(ip[NRC]):
         vm += x[1 + j]
         Hr[1 + j] = R(1)
+    f[HS] = f[SLOPE]
     Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih] + f[BV_DZ]
     Hr[ih] = f[M]
     f[DVDI] = f[R0] + f[BV_DI]
@@ -363,6 +364,22 @@ def measure(f, ip, vec, tab, z, i):
     if ic >= 0:
         Hr[ic] = R(0)
     return vm, seg
+
+
+@njit(**JIT)
+def min_slope(f, ip, tab, za, zb):
+    """Smallest OCV segment slope over [za, zb] (Ekf._min_slope)."""
+    v, last = tab[OCV_T], ip[NPT] - 2
+    pa = (za - f[Z0]) / f[DZ]
+    pb = (zb - f[Z0]) / f[DZ]
+    ja = min(int(pa), last) if pa > 0 else 0
+    jb = min(int(pb), last) if pb > 0 else 0
+    m = v[ja + 1] - v[ja]
+    for j in range(ja + 1, jb + 1):
+        d = v[j + 1] - v[j]
+        if d < m:
+            m = d
+    return m / f[DZ]
 
 
 @njit(**JIT)
@@ -399,12 +416,12 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
     e = v - vm0
     Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
     p00 = P[0]
-    h0 = Hr[0]
     hph = gain(ip, vec, mat, Rv)
     if e * e > f[GATE] * f[GATE] * (hph + Rv):
         Rv = e * e / (f[GATE] * f[GATE]) - hph
         gain(ip, vec, mat, Rv)
     dz = R(0)
+    zn = zp
     for it in range(ip[ITER_MAX]):
         dz = Kg[0] * e
         zn = zp + dz
@@ -420,6 +437,15 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
             e -= Hr[r] * (xp[r] - x[r])
         gain(ip, vec, mat, Rv)
     f[PEND] += dz
+    dh = min_slope(f, ip, tab, min(zp, zn), max(zp, zn)) - f[HS]
+    p00c = R(0)
+    if dh < 0:
+        hph = R(0)
+        for r in range(n):
+            hph += Hr[r] * ph[r]
+        phc0 = ph[0] + p00 * dh
+        hphc = hph + dh * (R(2) * ph[0] + dh * p00)
+        p00c = p00 - R(2) * Kg[0] * phc0 + Kg[0] * Kg[0] * (hphc + Rv)
     for r in range(n):
         for c in range(n):
             Mw[r * n + c] = P[r * n + c] - Kg[r] * ph[c]
@@ -432,6 +458,9 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
         kr = Kg[r] * Rv
         for c in range(r, n):
             P[r * n + c] = P[c * n + r] = Mw[r * n + c] - w[r] * Kg[c] + kr * Kg[c]
+    if P[0] < p00c:
+        P[0] = p00c
+    h0 = Hr[0] + (dh if dh < 0 else R(0))
     if f[SM2] > 0 and h0 * h0 > 0:
         lo = min(p00, f[SM2] / (h0 * h0))
         if P[0] < lo:

@@ -402,6 +402,7 @@ class FilterpyTwin:
         H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i + dm * x[ih, 0] + bv_dz, 1.0, m_z
         if self.bias:
             H[0, self.ib] = -(r0 + bv_di)
+        self.slope = slope
         return float(v), H, r0 + bv_di
 
     def noise_V2(self, z, i, dt, dvdi):
@@ -436,8 +437,6 @@ class FilterpyTwin:
         hph = float((H @ kf.P @ H.T)[0, 0])
         if (v - vm) ** 2 > est["gate"] ** 2 * (hph + R):
             R = (v - vm) ** 2 / est["gate"] ** 2 - hph
-        # the voltage tells SoC no better than the model's error through the slope
-        floor = min(kf.P[0, 0], sm2 / H[0, 0] ** 2) if sm2 > 0 and H[0, 0] else 0.0
         # Iterated EKF (Bell-Cathey): re-linearise while the SoC iterate changes OCV segment.
         x_bar, x_i, h_i, H_i = kf.x.copy(), kf.x.copy(), vm, H
         for it in range(5):
@@ -448,9 +447,22 @@ class FilterpyTwin:
             x_i = x_new
             h_i, H_i, _ = self._measure(x_i, i)
         # filterpy's update, linearised at the last iterate: Hx(x) = h(x_i) + H_i (x - x_i)
+        P_prior, slope_i = kf.P.copy(), self.slope
         kf.update(np.array([[v]]), lambda x: H_i,
                   lambda x: np.array([[h_i]]) + H_i @ (x - x_i), R=np.array([[R]]))
-        kf.P[0, 0] = max(kf.P[0, 0], floor)
+        # the SoC variance with the flattest OCV slope the correction crossed (prior SoC
+        # to new): Joseph form with filterpy's gain and that slope
+        z_b, z_n = x_bar[0, 0], kf.x[0, 0]
+        j = [self._segment(z) for z in (min(z_b, z_n), max(z_b, z_n))]
+        flattest = np.min(np.diff(self.m["ocv"]["voltage_V"])[j[0]:j[1] + 1]) / self.dz
+        Hc = H_i.copy()
+        if flattest < slope_i:  # a bound on the SoC variance alone
+            Hc[0, 0] += flattest - slope_i
+            A = np.eye(self.n) - kf.K @ Hc
+            kf.P[0, 0] = max(kf.P[0, 0], (A @ P_prior @ A.T + kf.K @ kf.K.T * R)[0, 0])
+        # the voltage tells SoC no better than the model's error through that slope
+        if sm2 > 0 and Hc[0, 0]:
+            kf.P[0, 0] = max(kf.P[0, 0], min(P_prior[0, 0], sm2 / Hc[0, 0] ** 2))
         # the documented state projections: SoC, h and c stay in their ranges
         kf.x[0, 0] = min(max(kf.x[0, 0], -0.05), 1.05)
         kf.x[self.ih, 0] = min(max(kf.x[self.ih, 0], -1.0), 1.0)
