@@ -95,7 +95,9 @@ def fit_logs(paths, rc=None, hysteresis=None, name: str = "", chemistry: str = "
 def _traces(logs, ref, curve, r_dc=None):
     """(SoC traces, how each was anchored) of every log."""
     args = (ref["capacity_Ah"], ref["coulombic_efficiency"], curve["soc"], curve["voltage_V"])
-    out = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == ref["log"]) for n, log in enumerate(logs)]
+    window = capacity.window_V(logs[ref["log"]])
+    out = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == ref["log"], window_V=window)
+           for n, log in enumerate(logs)]
     return [z for z, _ in out], [how for _, how in out]
 
 

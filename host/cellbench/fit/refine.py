@@ -177,8 +177,15 @@ def nnls_gram(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     g = gram[np.ix_(live, live)]
     c = rhs[live]
     scale = np.sqrt(np.diag(g))
-    gs = g / np.outer(scale, scale) + 1e-10 * np.eye(c.size)
-    chol = np.linalg.cholesky(gs)
+    gs = g / np.outer(scale, scale)
+    for ridge in (1e-10, 1e-7, 1e-4):      # near-collinear columns (a table knot few rows reach)
+        try:
+            chol = np.linalg.cholesky(gs + ridge * np.eye(c.size))
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:
+        return x
     x_s, _ = nnls(chol.T, np.linalg.solve(chol, c / scale), maxiter=50 * c.size)
     x[live] = x_s / scale
     return x
@@ -227,9 +234,9 @@ def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit
         inside = rows.fold == f
         if not inside.any():
             continue
-        g_f = a[inside].T @ (a[inside] * fw[inside, None])
-        r_f = a[inside].T @ (rows.y[inside] * fw[inside])
-        x = nnls_gram(gram - g_f + table_penalty(gram - g_f, blocks), rhs - r_f)
+        rest = ~inside
+        g_t = a[rest].T @ (a[rest] * fw[rest, None])
+        x = nnls_gram(g_t + table_penalty(g_t, blocks), a[rest].T @ (rows.y[rest] * fw[rest]))
         held[inside] = a[inside] @ x - rows.y[inside]
     scored = fw * np.isfinite(held)
     rmse = float(np.sqrt(np.nansum(scored * np.nan_to_num(held) ** 2) / max(np.sum(scored), 1e-300)))

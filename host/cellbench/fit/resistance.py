@@ -30,13 +30,11 @@ def _edge_threshold(log: Log) -> float:
 
 def edges(log: Log):
     """(sample index, R0 estimate in ohm) of every clear current step in ``log``."""
-    out = []
-    for step in log.steps[1:]:
-        b = step.start
-        d_i = log.i_A[b] - log.i_A[b - 1]
-        if abs(d_i) > _edge_threshold(log):
-            out.append((b, (log.v_V[b] - log.v_V[b - 1]) / d_i))
-    return out
+    # Any jump between two samples, not only at the step labels: testers' step counters
+    # can change a sample before or after the current does.
+    d_i = np.diff(log.i_A)
+    jumps = np.flatnonzero(np.abs(d_i) > _edge_threshold(log)) + 1
+    return [(int(b), float((log.v_V[b] - log.v_V[b - 1]) / d_i[b - 1])) for b in jumps]
 
 
 def r0_from_edges(logs: list, soc_traces: list) -> dict:

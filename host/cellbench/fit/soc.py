@@ -14,10 +14,11 @@ efficiency, as in the model.
 
 import numpy as np
 
-from .capacity import LARGE_SWEEP, ends_at
+from .capacity import LARGE_SWEEP, ends_at, window_tolerance_V
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
+MANY_ANCHORS = 4          # this many window-limit anchors follow a drift rather than agree
 STEEP_V_PER_SOC = 2.0     # 20 mV per % SoC: 1 mV of error is 0.05 % SoC
 MIN_REST_SAMPLES = 10
 
@@ -51,36 +52,61 @@ def _rest_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V) -> list:
     return out
 
 
-def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm) -> list:
-    """Starting-SoC estimates from large sweeps cut off at the window limits."""
-    starts = []
+def _ends_in(log: Log, sweep, window_V) -> int:
+    """+1/-1 if ``sweep`` ended at the top/bottom of ``window_V`` (the defining log's),
+    else 0; without a window, at the limits of its own log (:func:`.capacity.ends_at`)."""
+    if window_V is None:
+        return ends_at(log, sweep)
+    v_end, tol = float(log.v_V[sweep.stop - 1]), window_tolerance_V(log)
+    if sweep.sign > 0 and v_end >= window_V[1] - tol:
+        return 1
+    if sweep.sign < 0 and v_end <= window_V[0] + tol:
+        return -1
+    return 0
+
+
+def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=None) -> tuple:
+    """(sample indices, starting-SoC estimates) from large sweeps cut off at the window limits."""
+    at, starts = [], []
     biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
     for sweep in log.sweeps:
         # Only large sweeps anchor: a pulse cut off by its IR drop is nowhere near the end.
-        end = ends_at(log, sweep) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
+        end = _ends_in(log, sweep, window_V) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
         if end:
             k = sweep.stop - 1
+            at.append(k)
             starts.append(_end_soc(log, k, end, ocv_soc, ocv_V, r_dc_ohm) - q[k])
-    return starts
+    return at, starts
+
+
+def _anchored(q: np.ndarray, at: list, starts: list) -> np.ndarray:
+    """The count ``q`` plus a starting SoC that moves linearly from one anchor to the
+    next (constant before the first and after the last): a long log's drift (efficiency
+    below 1, fade, current offset) is taken out at every anchor instead of piling up."""
+    if np.ptp(starts) <= AGREE_SOC / 10:
+        return float(np.mean(starts)) + q
+    return q + np.interp(np.arange(q.size), at, starts)
 
 
 def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=None,
-          defining: bool = False) -> tuple:
+          defining: bool = False, window_V=None) -> tuple:
     """(soc array, how it was anchored) for ``log``.
 
     ``defining``: the log holds the low-rate cycle that defines SoC 0 and 1 (its sweep
-    ends are the anchors by definition). Other logs are anchored by relaxed rests on
+    ends are the anchors by definition); the others' sweep ends count only at that
+    log's limits ``window_V`` (a sweep that ends at the bottom of its own log may be far
+    from empty). Other logs are anchored by relaxed rests on
     steep OCV, else by their sweep ends (``r_dc_ohm`` corrects those for the IR drop),
     else by their first voltage.
     """
     q = counted_Ah(log, eta) / capacity_Ah
-    sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm)
-    if defining and sweeps and np.ptp(sweeps) <= AGREE_SOC:
-        return float(np.mean(sweeps)) + q, f"the low-rate cycle's limits ({len(sweeps)} anchors)"
+    at, sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V)
+    if defining and sweeps:
+        return _anchored(q, at, sweeps), f"the window limits of its sweeps ({len(sweeps)} anchors)"
     rests = _rest_starts(log, q, ocv_soc, ocv_V)
     if rests:
         return float(np.median(rests)) + q, f"relaxed voltages on steep OCV ({len(rests)} rests)"
-    if sweeps and np.ptp(sweeps) <= AGREE_SOC:
-        return float(np.mean(sweeps)) + q, f"window limits ({len(sweeps)} anchors)"
+    if sweeps and (np.ptp(sweeps) <= AGREE_SOC or len(sweeps) >= MANY_ANCHORS):
+        return _anchored(q, at, sweeps), f"window limits ({len(sweeps)} anchors)"
     z0 = float(np.interp(log.v_V[0], ocv_V, ocv_soc))
     return z0 + q, "first voltage through the OCV (no consistent window anchors)"
