@@ -498,6 +498,15 @@ class Ekf:
         n, P, d, g, q, A = self.n, self.P, self._d, self._g, self.q, self._M
         si2 = self.sigma_i * self.sigma_i
         ib, ic = self.ib, self.ic
+        if ib < 0 and ic < 0:  # F diagonal: the upper triangle directly (the common case)
+            for r in range(n):
+                for c in range(r, n):
+                    v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+                    if r == c:
+                        v = v + q[r] * dt
+                    P[r * n + c] = v
+                    P[c * n + r] = v
+            return
         f0c = self._f0c if ic >= 0 else 0.0
         # A = F P: row r is d[r] P[r,:] - g[r] P[ib,:] (+ f0c P[ic,:] on row 0)
         for r in range(n):
@@ -541,15 +550,18 @@ class Ekf:
         sets _dvdi (V/A), the voltage's sensitivity to the current."""
         x, H, ih = self.x, self._h, self.ih
         self._lookup(z)
-        vm = (self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
-              + self._bv_V(i))
+        vm = self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
         for j in range(self.nrc):
             vm += x[1 + j]
             H[1 + j] = 1.0
         self._hs = self._slope  # the OCV slope in H[0]
-        H[0] = self._slope + self._dr0 * i + self._dm * x[ih] + self._bv_dz
+        H[0] = self._slope + self._dr0 * i + self._dm * x[ih]
         H[ih] = self._m
-        self._dvdi = self._r0 + self._bv_di
+        self._dvdi = self._r0
+        if self.bv:
+            vm += self._bv_V(i)
+            H[0] += self._bv_dz
+            self._dvdi += self._bv_di
         if self.bias:
             H[self.ib] = -self._dvdi
         if self.cap:
@@ -577,6 +589,9 @@ class Ekf:
         current noise, plus the model's error sigma_m^2 counted tau_err/dt times (one
         independent look per correlation time). Sets _sm2 = sigma_m^2."""
         rv = self.sigma_i * abs(self._dvdi) + self.sigma_v
+        if len(self.me_s) == 0:
+            self._sm2 = 0.0
+            return rv * rv
         sm = self._model_error(z, i)
         sm2 = self._sm2 = sm * sm
         if sm2 > 0.0 and dt > 0.0:
@@ -606,6 +621,7 @@ class Ekf:
         zp = x[0] + self._pend
         z = zp
         vm = self._measure(z, i)
+        seg0 = self._seg
         self.v_model = vm
         e = v - vm
         R = self.noise_V2(z, i, dt)
@@ -640,7 +656,9 @@ class Ekf:
         # passed over justifies, so it does not collapse on the wrong side of a knee. It
         # is [(I - K Hc) P (I - K Hc)' + K R K']_00 with Hc = H + dh e_0: a bound raised
         # on P[0] alone (a positive definite P stays so).
-        dh = self._min_slope(min(zp, zn), max(zp, zn)) - self._hs
+        dh = 0.0
+        if self._seg != seg0:  # the correction left the prior's segment
+            dh = self._min_slope(min(zp, zn), max(zp, zn)) - self._hs
         p00c = 0.0
         if dh < 0.0:
             hph = 0.0
@@ -666,11 +684,12 @@ class Ekf:
                 P[r * n + c] = P[c * n + r] = M[r * n + c] - w[r] * K[c] + kr * K[c]
         if P[0] < p00c:
             P[0] = p00c
-        h0 = H[0] + (dh if dh < 0.0 else 0.0)
-        if self._sm2 > 0.0 and h0 * h0 > 0.0:
-            lo = min(p00, self._sm2 / (h0 * h0))
-            if P[0] < lo:
-                P[0] = lo  # adds a positive diagonal term: P stays positive definite
+        if self._sm2 > 0.0:
+            h0 = H[0] + dh if dh < 0.0 else H[0]
+            if h0 * h0 > 0.0:
+                lo = min(p00, self._sm2 / (h0 * h0))
+                if P[0] < lo:
+                    P[0] = lo  # adds a positive diagonal term: P stays positive definite
 
     def _min_slope(self, za, zb):
         """Smallest OCV segment slope (V per unit SoC) over the SoC range [za, zb],

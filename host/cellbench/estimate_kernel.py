@@ -152,7 +152,11 @@ def model_error(f, me_z, me_c, me_s, z, i):
 @njit(**JIT)
 def noise_v2(f, me_z, me_c, me_s, z, i, dt):
     """Measurement variance R (V^2); sets f[SM2] (Ekf.noise_V2 with Ekf.error_tau_s)."""
+    R = f.dtype.type
     rv = f[SIGMA_I] * abs(f[DVDI]) + f[SIGMA_V]
+    if me_s.size == 0:
+        f[SM2] = R(0)
+        return rv * rv
     sm = model_error(f, me_z, me_c, me_s, z, i)
     sm2 = sm * sm
     f[SM2] = sm2
@@ -276,6 +280,15 @@ def propagate_cov(f, ip, vec, mat, dt):
     n, ib, ic = ip[N], ip[IB], ip[IC]
     P, A, d, g, q = mat[PM], mat[MM], vec[D], vec[G], vec[Q]
     si2 = f[SIGMA_I] * f[SIGMA_I]
+    if ib < 0 and ic < 0:
+        for r in range(n):
+            for c in range(r, n):
+                v = d[r] * d[c] * P[r * n + c] + si2 * g[r] * g[c]
+                if r == c:
+                    v = v + q[r] * dt
+                P[r * n + c] = v
+                P[c * n + r] = v
+        return
     f0c = f[F0C]
     for r in range(n):
         dr, gr = d[r], g[r]
@@ -351,14 +364,18 @@ def measure(f, ip, vec, tab, z, i):
     x, Hr = vec[X], vec[H]
     ih, ib, ic = ip[IH], ip[IB], ip[IC]
     seg = lookup(f, ip, tab, z)
-    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i + bv_v(f, ip, i)
+    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i
     for j in range(ip[NRC]):
         vm += x[1 + j]
         Hr[1 + j] = R(1)
     f[HS] = f[SLOPE]
-    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih] + f[BV_DZ]
+    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih]
     Hr[ih] = f[M]
-    f[DVDI] = f[R0] + f[BV_DI]
+    f[DVDI] = f[R0]
+    if ip[BV] != 0:
+        vm += bv_v(f, ip, i)
+        Hr[0] += f[BV_DZ]
+        f[DVDI] += f[BV_DI]
     if ib >= 0:
         Hr[ib] = -f[DVDI]
     if ic >= 0:
@@ -413,6 +430,7 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
     zp = x[0] + f[PEND]
     z = zp
     vm0, seg = measure(f, ip, vec, tab, z, i)
+    seg0 = seg
     e = v - vm0
     Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
     p00 = P[0]
@@ -422,12 +440,14 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
         gain(ip, vec, mat, Rv)
     dz = R(0)
     zn = zp
+    seg_n = seg
     for it in range(ip[ITER_MAX]):
         dz = Kg[0] * e
         zn = zp + dz
         for r in range(1, n):
             x[r] = xp[r] + Kg[r] * e
-        if lookup(f, ip, tab, zn) == seg or it == ip[ITER_MAX] - 1:
+        seg_n = lookup(f, ip, tab, zn)
+        if seg_n == seg or it == ip[ITER_MAX] - 1:
             break
         # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
         z = zn
@@ -437,7 +457,9 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
             e -= Hr[r] * (xp[r] - x[r])
         gain(ip, vec, mat, Rv)
     f[PEND] += dz
-    dh = min_slope(f, ip, tab, min(zp, zn), max(zp, zn)) - f[HS]
+    dh = R(0)
+    if seg_n != seg0:
+        dh = min_slope(f, ip, tab, min(zp, zn), max(zp, zn)) - f[HS]
     p00c = R(0)
     if dh < 0:
         hph = R(0)
@@ -460,11 +482,12 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
             P[r * n + c] = P[c * n + r] = Mw[r * n + c] - w[r] * Kg[c] + kr * Kg[c]
     if P[0] < p00c:
         P[0] = p00c
-    h0 = Hr[0] + (dh if dh < 0 else R(0))
-    if f[SM2] > 0 and h0 * h0 > 0:
-        lo = min(p00, f[SM2] / (h0 * h0))
-        if P[0] < lo:
-            P[0] = lo
+    if f[SM2] > 0:
+        h0 = Hr[0] + dh if dh < 0 else Hr[0]
+        if h0 * h0 > 0:
+            lo = min(p00, f[SM2] / (h0 * h0))
+            if P[0] < lo:
+                P[0] = lo
     return vm0
 
 
