@@ -162,7 +162,7 @@ class Board:
         self._src_type = src["type"]
         if self._src_type == "pwm":
             self._pwm = machine.PWM(machine.Pin(int(src["pin"])))
-            self._pwm.freq(int(src.get("freq_hz", 1907)))
+            self._pwm.freq(int(src.get("freq_hz", 1908)))  # 1908: div 1, TOP 65513 (doc.source)
             self._full = 65535
         elif self._src_type == "mcp4725":
             bus = int(src.get("i2c", 0))

@@ -74,6 +74,9 @@ def test_boots_the_firmware_with_the_current_off(emu_run):
     # The PWM slice's real duty at mid-scale: 0 A from the Howland pump.
     num, den = boot["duty"]
     assert 2 * num == den
+    # The slice's period (den = TOP + 1) gives the board file's frequency at div 1, by the
+    # datasheet's f = 125 MHz / ((TOP + 1) * div): the full 16-bit resolution the note claims.
+    assert abs(125e6 / den - cfg["source"]["freq_hz"]) < 0.5 and den > 65000
     assert boot["delivered_A"] == 0.0
     before = truth["t_s"] <= truth["t_s"][np.argmax(np.abs(truth["i_A"]) > 0)]
     assert np.all(truth["i_A"][before][:-1] == 0.0)
@@ -276,3 +279,53 @@ def test_open_circuit_trips_within_its_documented_ticks(open_run):
     assert after and after[0] <= OPEN_AT_S + (safety.OPEN_TICKS + 1) * TICK_MS / 1000
     # ... and not before it: from START to the fault the relay stayed closed.
     assert not [t for t in opened_s if 25.0 < t < OPEN_AT_S]
+
+
+# ---- cellbench calibrate --board rp2040-emu: on the emulated chip -----------------------------
+# A short plan (the 2 mA range, two voltages; no ADC ramp): three boots of the chip from
+# its cached flash and six HISTs of 4096 conversions each. Slow (about a minute of wall
+# time): the whole procedure really runs on the emulated chip, which is the point.
+CAL_PLAN = {"voltage_V": [1.0, 3.5], "current_A": [-1.0e-3, -0.5e-3, 0.5e-3, 1.0e-3]}
+
+
+@pytest.fixture(scope="module")
+def emu_calibration(tmp_path_factory):
+    """(calibration, the kind of board each point ran on) of a short calibration."""
+    from cellbench.boards import load_board
+    from cellbench.calibrate import calibrate
+    from cellbench.calibrate.bench import TruthReference
+    from cellbench.commands.calibrate import simulated_bench
+
+    board = load_board("rp2040-emu")
+    bench = simulated_bench("rp2040-emu", board, tmp_path_factory.mktemp("emucal"), seed=4, rp2_dir=IMAGE)
+    kinds = []
+    start = bench.start
+    bench.start = lambda *a, **kw: kinds.append(type(b := start(*a, **kw)).__name__) or b
+    try:
+        cal = calibrate(bench, TruthReference(bench), board, CAL_PLAN, adc="none", say=lambda *_: None)
+    finally:
+        bench.close()
+    return cal, kinds
+
+
+def test_calibrate_runs_on_the_emulated_chip(emu_calibration):
+    cal, kinds = emu_calibration
+    assert kinds == ["EmuBoard"] * 3  # the current load, then one reference per voltage
+    assert cal["board"] == "rp2040-emu"
+    # The emulated board's plant has no sense-path gain or offset (only ADC noise and the
+    # E11 non-linearity, left uncorrected here): against the cell's truth the fit is nominal.
+    assert cal["voltage"]["gain"] == pytest.approx(1.0, abs=2e-3)
+    assert abs(cal["voltage"]["offset_V"]) < 3e-3
+    assert list(cal["current"]) == ["2mA"]
+    assert cal["current"]["2mA"]["gain"] == pytest.approx(1.0, abs=3e-3)
+    assert abs(cal["current"]["2mA"]["offset_A"]) < 2e-3 * 2e-3
+
+
+def test_calibrate_without_an_image_refuses_instead_of_simulating(tmp_path, capsys):
+    from cellbench import cli
+
+    out = tmp_path / "cal.json"
+    code = cli.main(["calibrate", "--board", "rp2040-emu", "--rp2-dir", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "emulated RP2040" in err[0] and "rp2_dir" in err[0]
+    assert not out.exists()

@@ -12,6 +12,7 @@ import importlib
 import os
 import pkgutil
 import platform
+import re
 import sys
 import time
 import traceback
@@ -75,6 +76,19 @@ def render(results, stamp: str) -> str:
     return "\n".join(lines)
 
 
+def kept_sections(path, produced) -> str:
+    """The ``## `` sections of the old file at ``path`` that this run did not produce (areas
+    left out by --only, ``make soak``'s), so that one run does not erase others' figures."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError:
+        return ""
+    parts = re.split(r"^(?=## )", old, flags=re.M)[1:]
+    return "".join("\n" + p.rstrip("\n") + "\n" for p in parts
+                   if p.split("\n", 1)[0][3:].strip() not in produced)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="BENCHMARKS.md")
@@ -89,8 +103,9 @@ def main(argv=None) -> int:
         rows, wall_s, error = run_area(name)
         results.append((name, rows, wall_s, error))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = render(results, stamp) + kept_sections(args.out, {r[0] for r in results})
     with open(args.out, "w") as f:
-        f.write(render(results, stamp))
+        f.write(text)
     print(f"bench: wrote {args.out}", file=sys.stderr)
     return 1 if any(r[3] for r in results) else 0
 

@@ -74,12 +74,15 @@ class SimBench:
     not move it: a bench supply with a series resistor. A voltage point restarts the
     simulated board with the SoC that gives the target voltage (like connecting
     another reference). ``board``: a board name or file with a ``sim`` section.
+    ``start``: what powers a board up (cellbench.sim.start_board's arguments); the
+    emulated RP2040's cellbench.emu.board.start_board for ``rp2040-emu``.
     """
 
     settle_s = 0.0
 
-    def __init__(self, board, workdir, seed=0):
+    def __init__(self, board, workdir, seed=0, start=None):
         self.board = board
+        self.start = start
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.seed = seed
@@ -92,12 +95,13 @@ class SimBench:
     def _restart(self, volts):
         from ..sim import start_board
 
+        start = self.start or start_board
         self.close()
         lo, hi = SIM_LOAD_V
         soc0 = min(1.0, max(0.0, (volts - lo) / (hi - lo)))
         # a fresh directory each time: the plant resumes a cell found in an old one
         self.starts += 1
-        self.sim = start_board(str(self.model_path), board=self.board, seed=self.seed + self.starts,
+        self.sim = start(str(self.model_path), board=self.board, seed=self.seed + self.starts,
                                workdir=self.workdir / f"board{self.starts}", soc0=soc0)
         self.link = Link(self.sim)
         self.link.command("ID")
@@ -197,6 +201,9 @@ class TruthReference:
     def _last(self, column):
         from ..sim import read_truth
 
+        flush = getattr(self.bench.sim, "flush_truth", None)
+        if flush:  # the emulated board's plant writes its truth through a CPython buffer
+            flush()
         truth = read_truth(self.bench.sim.truth_path)
         return float(truth[column][-1])
 

@@ -33,6 +33,9 @@ def add_arguments(parser):
     parser.add_argument("--out", help="calibration file to write (default: boards/calibration/<id>.json)")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed (a simulated board)")
+    parser.add_argument("--rp2-dir", "--rp2-image", dest="rp2_dir", metavar="DIR", help="with --board "
+                        "rp2040-emu: directory of the MicroPython rp2 image (firmware.bin) and RP2040 "
+                        "boot ROM (default $CELLBENCH_RP2_DIR)")
 
 
 def _plan(board, fixture):
@@ -61,6 +64,24 @@ def _report(cal, path):
     print(f"wrote {path} (id {cal['id']}); `cellbench flash` installs it")
 
 
+def simulated_bench(name, board, work, seed=0, rp2_dir=None):
+    """The SimBench for board file ``board`` (its ``name`` or path): on the emulated RP2040
+    (rp2040js running the rp2 image from ``rp2_dir``) for a board file marked ``emu``,
+    never the unix-port simulator in its place; InputError saying why it cannot run."""
+    start = None
+    if board.get("emu"):
+        from functools import partial
+
+        from ..emu import runtime
+        from ..emu.board import start_board
+
+        why = runtime.missing(rp2_dir)
+        if why:
+            raise InputError(f"board: {board['id']} runs on the emulated RP2040, which cannot start here: {why}")
+        start = partial(start_board, image=rp2_dir)
+    return benches.SimBench(str(board_path(name)), work, seed=seed, start=start)
+
+
 def run(args):
     if not (args.port or args.board):
         raise InputError("board: give --port PORT (a real board) or --board BOARD (simulated)")
@@ -84,7 +105,7 @@ def run(args):
                              "give --port for a real board")
         out = _out_path(args, board)
         with tempfile.TemporaryDirectory(prefix="cellbench-calibrate-") as work:
-            bench = benches.SimBench(str(board_path(args.board)), work, seed=args.seed)
+            bench = simulated_bench(args.board, board, work, args.seed, args.rp2_dir)
             try:
                 reference = fixture or benches.TruthReference(bench)
                 cal = calibrate(bench, reference, board, _plan(board, fixture), adc=args.adc)

@@ -4,7 +4,9 @@ driven by driver.mjs in a Node process) with the simulated cell behind its perip
 The plant is cellbench.sim's (``simcell.Plant``, the equivalent-circuit cell and the
 board's analog side), here on the host instead of inside the unix port, on the emulator's
 clock: every ADC conversion the chip starts is answered with the plant's 12-bit code at
-that emulated instant (noise and the RP2040-E11 non-linearity included), and every change
+that emulated instant (noise and the RP2040-E11 non-linearity included; a batch of the
+channel's next codes comes with it, which the driver uses for at most the plant's 1 ms step
+and drops at any pin or duty change, so a tick costs one round trip per channel), and every change
 of the relay, range and LED pins or of the PWM duty that sets the current is handed to
 the plant when the chip makes it. The PWM setpoint the plant sees is the slice's real duty
 (compare / (top + 1)), not the duty_u16 the firmware asked for.
@@ -78,6 +80,7 @@ class EmuBoard(Transport):
         self.plant = simcell.Plant(cfg, simcell.Cell(cell_model, soc0), lambda: self.t_us, seed,
                                    str(self.truth_path) if self.truth_path else None, faults)
         self._adc_pins = {int(cfg["adc"]["voltage_pin"]), int(cfg["adc"]["current_pin"])}
+        self._adc_batch = int(cfg.get("oversample", 16))  # codes per round trip: a tick's worth
         watch = [int(cfg["relay_pin"]), int(cfg["led_pin"])] + [int(p) for p in cfg["current"]["range_pins"]]
         args = {"bootrom": str(bootrom), "image": str(image_file), "watch": watch, "pwm": int(src["pin"])}
         if flash is not None:
@@ -111,7 +114,8 @@ class EmuBoard(Transport):
                 continue
             self.t_us = int(parts[1])
             if kind == "A":
-                self._send(f"a {self._adc_code(int(parts[2]))}")
+                ch = int(parts[2])
+                self._send("a " + " ".join(str(self._adc_code(ch)) for _ in range(self._adc_batch)))
             elif kind == "S":
                 with self._cv:
                     self._buf += bytes.fromhex(parts[2]) if len(parts) > 2 else b""
@@ -149,6 +153,11 @@ class EmuBoard(Transport):
         self.pins[pin] = level
         self.pin_events.append((self.t_us, pin, level))
         self.plant.set_pin(pin, 1 if level == 1 else 0)
+
+    def flush_truth(self):
+        """Write the plant's buffered truth rows out, so the truth CSV is complete up to now."""
+        if self.plant._truth is not None and not self.plant._truth.closed:
+            self.plant._truth.flush()
 
     def stderr_text(self):
         """The driver's last lines on stderr (Node errors), for error messages."""

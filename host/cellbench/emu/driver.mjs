@@ -3,7 +3,8 @@
 // stdout (one message per line, fields separated by spaces, times in emulated microseconds).
 //
 // driver -> host:  S <t_us> <hex>        bytes the board wrote to its USB CDC serial port
-//                  A <t_us> <channel>    an ADC conversion started; the host answers `a <code>`
+//                  A <t_us> <channel>    an ADC conversion started and no fresh code of the channel
+//                                        is at hand; the host answers `a <code> [<code> ...]`
 //                  G <t_us> <gpio> <0|1|2>  a watched pin changed (0 low, 1 high, 2 not driven)
 //                  W <t_us> <num> <den>  the watched PWM output's duty is num/den
 //                  T <t_us> <cycles>     emulated time (sent at least every 100 ms of it)
@@ -11,7 +12,9 @@
 //                                        3 the host's `r`); it boots again on the same flash
 //                  F <path>              the flash was saved to path (answer to `f`)
 // host -> driver:  s <hex>               bytes to the board's serial port
-//                  a <code>              the 12-bit result of the pending ADC conversion
+//                  a <code> [<code> ...] the 12-bit result of the pending ADC conversion, then
+//                                        results for the channel's next conversions (a batch:
+//                                        one round trip per channel per tick, not per conversion)
 //                  f <path>              save the flash (its first 2 MB, a Pico's) to path
 //                  r                     reset the chip now (its RUN pin: a reset button), flash kept
 //                  q                     quit
@@ -21,6 +24,11 @@
 // with empty packets every 10 us, and the serial-flash erase/program commands the boot ROM
 // sends through the SSI are applied to the flash array, so littlefs formats and the run
 // journal is written. While the core sleeps (WFE/WFI) the clock jumps to the next alarm.
+//
+// ADC batches: the host's cell advances in steps of 1 ms (simcell.Plant.sync), so codes
+// it gives for a channel at one instant stand for that channel's conversions for the next
+// ADC_FRESH_NS of emulated time, unless a watched pin or the PWM duty changes first (the
+// cell then carries another current): such a change, or age, drops the batch.
 import fs from 'fs';
 import readline from 'readline';
 import { Simulator, USBCDC, ConsoleLogger, LogLevel } from 'rp2040js';
@@ -32,7 +40,9 @@ const CHUNK = 20000; // instructions (or sleeps) between looks at the host's inp
 const TIME_EVERY_NS = 100e6; // a T line at least this often (emulated)
 const FUNCTION_PWM = 4;
 const FLASH_SAVED = 2 * 1024 * 1024; // the Pico's W25Q16: image and filesystem, all MicroPython uses
-const RUN_PIN_RESET = 3; // R's reason for the host's reset (the watchdog's own are 1 and 2)
+const RUN_PIN_RESET = 3;
+const ADC_FRESH_NS = 1e6; // a batch of ADC codes stands for this long (the plant's own step)
+const ADC_CHANNELS = 5; // R's reason for the host's reset (the watchdog's own are 1 and 2)
 
 const cfg = JSON.parse(process.argv[2]);
 const out = [];
@@ -116,13 +126,39 @@ class Chip {
     this.resetBy = 0;
     wdt.onWatchdogTrigger = () => { this.resetBy = wdt.reason || 1; };
     this.adcPending = -1;
-    mcu.adc.onADCRead = (ch) => { this.adcPending = ch; };
+    this.adcCodes = []; // per channel: codes still fresh, oldest first
+    this.adcSince = []; // per channel: emulated ns the batch was made at
+    this.dropADC();
+    mcu.adc.onADCRead = (ch) => {
+      const codes = this.adcCodes[ch];
+      if (codes.length && this.sim.clock.nanos - this.adcSince[ch] < ADC_FRESH_NS) {
+        this.completeADC(codes.shift());
+      } else this.adcPending = ch;
+    };
     this.adcAlarm = mcu.clock.createAlarm(() => mcu.adc.completeADCRead(this.adcValue, false));
     this.setupUSB();
     this.watchPins();
   }
 
   get micros() { return Math.floor(this.sim.clock.nanos / 1000); }
+
+  dropADC() { for (let c = 0; c < ADC_CHANNELS; c++) this.adcCodes[c] = []; }
+
+  changed(line) { send(line); this.dropADC(); } // a pin or duty change: the cell's current changes
+
+  // The host's batch for the pending conversion: the first code completes it, the rest wait.
+  takeADC(codes) {
+    const ch = this.adcPending;
+    this.adcPending = -1;
+    this.adcSince[ch] = this.sim.clock.nanos;
+    this.adcCodes[ch] = codes.slice(1);
+    this.completeADC(codes[0]);
+  }
+
+  completeADC(code) {
+    this.adcValue = code & 0xfff;
+    this.adcAlarm.schedule(this.mcu.adc.sampleTime * 1000);
+  }
 
   setupUSB() { // gap 1: hold the OUT transfer (a NAK) until the host has bytes for it
     const cdc = this.cdc = new USBCDC(this.mcu.usbCtrl);
@@ -149,7 +185,7 @@ class Chip {
     for (const p of cfg.watch || []) {
       let last = level(p);
       send(`G ${this.micros} ${p} ${last}`);
-      mcu.gpio[p].addListener(() => { const v = level(p); if (v !== last) { last = v; send(`G ${this.micros} ${p} ${v}`); } });
+      mcu.gpio[p].addListener(() => { const v = level(p); if (v !== last) { last = v; this.changed(`G ${this.micros} ${p} ${v}`); } });
     }
     if (cfg.pwm == null) return;
     const pin = cfg.pwm; const slice = mcu.pwm.channels[(pin >> 1) & 7]; const b = pin & 1;
@@ -162,7 +198,7 @@ class Chip {
       cc = Math.min(cc, top);
       return (slice.csr & (b ? 8 : 4)) ? `${top - cc} ${top}` : `${cc} ${top}`;
     };
-    const check = () => { const d = duty(); if (d !== lastDuty) { lastDuty = d; send(`W ${this.micros} ${d}`); } };
+    const check = () => { const d = duty(); if (d !== lastDuty) { lastDuty = d; this.changed(`W ${this.micros} ${d}`); } };
     const pwmWrite = mcu.pwm.writeUint32.bind(mcu.pwm);
     mcu.pwm.writeUint32 = (off, v) => { pwmWrite(off, v); check(); };
     mcu.gpio[pin].addListener(check);
@@ -195,12 +231,18 @@ rl.on('line', (line) => {
   const sp = line.indexOf(' ');
   const cmd = sp < 0 ? line : line.slice(0, sp); const arg = sp < 0 ? '' : line.slice(sp + 1);
   if (cmd === 's') { for (const x of Buffer.from(arg, 'hex')) chip.pending.push(x); }
-  else if (cmd === 'a') { const r = adcReply; adcReply = null; if (r) r(parseInt(arg, 10)); }
+  else if (cmd === 'a') { const r = adcReply; adcReply = null; if (r) r(arg.split(' ').map(Number)); }
   else if (cmd === 'f') { fs.writeFileSync(arg, chip.mcu.flash.subarray(0, FLASH_SAVED)); send(`F ${arg}`); }
   else if (cmd === 'r') { chip.resetBy = RUN_PIN_RESET; }
-  else if (cmd === 'q') { quitting = true; }
+  else if (cmd === 'q') quit();
 });
-rl.on('close', () => { quitting = true; });
+rl.on('close', quit);
+
+// Stop at the next chunk; a conversion waiting for the host's answer waits no more.
+function quit() {
+  quitting = true;
+  if (adcReply) { const r = adcReply; adcReply = null; r([0]); }
+}
 
 async function main() {
   while (!quitting) {
@@ -215,15 +257,13 @@ async function main() {
     if (c.adcPending >= 0 && c === chip) {
       send(`A ${c.micros} ${c.adcPending}`);
       flushOut();
-      const code = await new Promise((resolve) => { adcReply = resolve; });
-      c.adcPending = -1;
-      c.adcValue = code & 0xfff;
-      c.adcAlarm.schedule(c.mcu.adc.sampleTime * 1000);
+      c.takeADC(await new Promise((resolve) => { adcReply = resolve; }));
       continue;
     }
     flushOut();
     await new Promise((resolve) => setImmediate(resolve));
   }
   flushOut();
+  process.exit(0); // stdin would keep the process alive
 }
 main().catch((e) => { process.stderr.write(String(e && e.stack || e) + '\n'); process.exit(1); });
