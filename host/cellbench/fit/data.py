@@ -56,6 +56,7 @@ class Log:
     steps: list = field(default_factory=list)
     sweeps: list = field(default_factory=list)
     sidecar: dict = field(default_factory=dict)
+    offset_A: float = 0.0     # current-sensor offset measured during rests and taken out
 
     @property
     def name(self) -> str:
@@ -78,8 +79,39 @@ def load(path) -> Log:
     labels = None if labels is None else np.asarray(labels, dtype=float)[keep]
     log = Log(path, t, v, i, q, _rest_tolerance(i), sidecar=_sidecar(path))
     log.steps = _steps(log, labels)
+    offset = current_offset_A(log)
+    if offset:
+        # The current sensor reads this during rests, when the cell carries none: it is
+        # in every sample, and left in it would count as 4 % of a C/20 sweep's charge.
+        log.i_A = i - offset
+        log.q_Ah = np.concatenate(([0.0], np.cumsum(log.i_A[:-1] * np.diff(t)))) / SECONDS_PER_HOUR
+        log.offset_A = offset
+        log.steps = _steps(log, labels)
     log.sweeps = _sweeps(log)
     return log
+
+
+QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...
+MIN_QUIET_S = 60.0        # ... held this long is a rest, whatever the sensor reads
+
+
+def current_offset_A(log: "Log") -> float:
+    """The current the sensor reads while the cell rests (A): the duration-weighted median
+    of the steady steps far below every test current; 0 when there are none or they
+    read exactly 0 (a tester that logs rests as 0)."""
+    top = float(np.max(np.abs(log.i_A)))
+    means, weights = [], []
+    for step in log.steps:
+        seg = log.i_A[step.start:step.stop]
+        duration = log.t_s[step.stop - 1] - log.t_s[step.start]
+        if duration >= MIN_QUIET_S and np.all(np.abs(seg) <= QUIET_SHARE * top):
+            means.append(float(np.mean(seg)))
+            weights.append(duration)
+    if not means:
+        return 0.0
+    order = np.argsort(means)
+    cum = np.cumsum(np.asarray(weights)[order])
+    return float(np.asarray(means)[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def _sidecar(path: Path) -> dict:

@@ -115,5 +115,8 @@ def search(rows: refine.Rows, seeds_s: dict, capacity_Ah: float, **pins) -> tupl
 
 def describe(result: dict) -> dict:
     """A candidate for provenance.structure: its switches and held-out RMSE (V)."""
-    return {**asdict(result["spec"]), "held_out_rmse_V": round(float(result["held_out_rmse_V"]), 7),
-            "fit_rmse_V": round(float(result["fit"].train_rmse_V), 7)}
+    fit = result["fit"]
+    num = lambda x: None if not np.isfinite(x) else round(float(x), 7)
+    return {**asdict(result["spec"]), "held_out_rmse_V": num(result["held_out_rmse_V"]),
+            "blocks_rmse_V": num(fit.block_rmse_V), "high_current_rmse_V": num(fit.rate_rmse_V),
+            "fit_rmse_V": num(fit.train_rmse_V)}
