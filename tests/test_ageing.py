@@ -197,3 +197,26 @@ def test_analyze_reports_the_papers_ageing(aged):
     assert np.nanmin(ce) >= paper["ce_min_pct"]
     assert (out / "analysis" / "ageing.png").stat().st_size > 0
     assert (out / "analysis" / "relaxations.csv").stat().st_size > 0
+
+
+# ------------------------------------------------------------------ PyBaMM ageing reference
+
+def test_analyze_reads_the_pybamm_sei_ageing_reference():
+    """tests/data/pybamm-ageing (tools/pybamm_ageing.py: SPMe + SEI growth, a coin-size
+    LG M50 cell, 100 cycles at 1C with C/10 checks): analyze's discharge capacity at each
+    check against PyBaMM's true one (the logged current carries the board's offset of
+    0.2 % of 1C, 2 % of a C/10 current), and the SEI's shape, fast first, then slower."""
+    from cellbench.analyze import analyze_log
+    from cellbench.paths import ROOT
+
+    data = ROOT / "tests" / "data" / "pybamm-ageing"
+    cell = json.loads((data / "cell.json").read_text())
+    result = analyze_log(data / "ageing.bdf.csv.gz")
+    t = result.table
+    checks = t["q_dch_mAh"][t["c_rate"] < 0.2]
+    truth = np.array(cell["check_capacity_Ah"]) * 1e3
+    assert cell["fast_cycles"] >= 100 and len(checks) == len(truth) == 5
+    np.testing.assert_allclose(checks, truth, rtol=0.03)
+    lost = -np.diff(truth)
+    assert np.all(lost > 0) and lost[0] > lost[-1]
+    assert 0.05 < 1 - truth[-1] / truth[0] < 0.30
