@@ -11,8 +11,8 @@ the rest's records at ``t`` seconds after the switch are fitted with
 
     v(t) = a + b * exp(-t / tau) + c * t
 
-(the slow diffusion relaxation is close to linear over a rest much shorter than its time
-constant): for each tau on a log grid the rest is a linear least-squares problem in (a, b,
+over the rest's first FIT_WINDOW_S seconds (where the slow diffusion relaxation is close to
+linear, its time constant being much longer): for each tau on a log grid the rest is a linear least-squares problem in (a, b,
 c), and the best tau is refined by a bounded scalar search. Then, with ``v_on`` the last
 record under current and ``T`` the active run's duration (the double layer charged for
 ``T`` from rest before it):
@@ -42,6 +42,7 @@ MIN_POINTS = 4           # records in a rest needed to fit a, b, c and tau
 TAU_RANGE_S = (0.2, 120.0)  # where tau is searched; a fit at a bound is rejected
 TAU_GRID = 40            # log-spaced starting grid over TAU_RANGE_S
 POOL_WINDOW = 5          # rests of the same branch on each side pooled for tau
+FIT_WINDOW_S = 120.0     # only a rest's first 2 minutes: later, diffusion is no longer linear in t
 BRANCH_NAMES = {1: "chg", -1: "dch"}  # the rest after a charge / after a discharge
 COLUMNS = ("r_ohm_chg_ohm", "r_ohm_dch_ohm", "r_ct_chg_ohm", "r_ct_dch_ohm", "r_ct_ohm", "r_relax")
 
@@ -96,8 +97,9 @@ def _pooled_tau(tau, branch, window):
 
 
 def _rests(series, max_gap_s):
-    """(last active record, rest start, rest end) of each rest that directly follows an
-    active run and has enough records, its first within ``max_gap_s`` of the switch."""
+    """(active run start, last active record, rest start, end of the fit window) of each
+    rest that directly follows an active run and has enough records in its first
+    FIT_WINDOW_S, its first within ``max_gap_s`` of the switch."""
     starts, ends = _runs(series.sign)
     out = []
     for k in range(1, len(starts)):
@@ -105,7 +107,8 @@ def _rests(series, max_gap_s):
         if series.sign[s] != 0 or series.sign[on] == 0 or e - s < MIN_POINTS:
             continue
         gap = series.t_s[s] - series.t_s[on]
-        if 0 < gap <= max_gap_s:
+        e = s + int(np.searchsorted(series.t_s[s:e] - series.t_s[on], FIT_WINDOW_S, side="right"))
+        if 0 < gap <= max_gap_s and e - s >= MIN_POINTS:
             out.append((starts[k - 1], on, s, e))
     return out
 
