@@ -89,12 +89,23 @@ def _zeros(n):
 
 
 def _grid_table(value, npt, name):
-    """A model parameter that is a number or a table on the OCV grid, as a table."""
+    """A model parameter that is a number or a table on the OCV grid, as a table: one
+    value for a number (read as a constant), so a model without SoC tables keeps its
+    heap."""
     if isinstance(value, (int, float)):
-        return table([value] * npt)
+        return table([value])
     if len(value) != npt:
         raise ValueError(name + ": table needs one value per ocv.soc")
     return table(value)
+
+
+def _interp(t, j, frac):
+    """Table t (one value: a constant) at segment j and fraction frac, held at the ends."""
+    if len(t) == 1 or frac <= 0.0:
+        return t[0] if len(t) == 1 else t[j]
+    if frac >= 1.0:
+        return t[j + 1]
+    return t[j] + frac * (t[j + 1] - t[j])
 
 
 def _locate(knots, x):
@@ -108,13 +119,6 @@ def _locate(knots, x):
     if x >= knots[j + 1]:
         return j, 1.0
     return j, (x - knots[j]) / (knots[j + 1] - knots[j])
-
-
-def asinh(u):
-    """asinh through log and sqrt (odd), so every port computes it the same way."""
-    a = u if u >= 0.0 else -u
-    y = math.log(a + math.sqrt(a * a + 1.0))
-    return y if u >= 0.0 else -y
 
 
 class Ekf:
@@ -132,8 +136,10 @@ class Ekf:
         bias, cap           True when the current-bias / capacity-scale state is on
         z0, dz              first SoC of the OCV grid and its uniform step
         ocv_V, r0_ohm, m_tab  tables on that grid: OCV (V), R0 (ohm), M(z) (V)
-        rc_tab, rc_tau_s    RC pairs: resistance tables on the grid (ohm), time constants (s)
-        bv, bv_vT, i0_tab   Butler-Volmer term on (bool), its v_T (V), i0 table on the grid (A)
+        rc_tab, rc_tau_s    RC pairs: resistance tables on the grid or of one value (ohm),
+                            time constants (s); rc_soc: any of them a table
+        bv, bv_vT, i0_tab   Butler-Volmer term on (bool), its v_T (V), i0 (A: a table on
+                            the grid or one value)
         me_z, me_c, me_s    model_error: SoC knots, C-rate knots, sigma_V (V, row-major);
                             empty arrays without one
         q_As                capacity (A s)
@@ -147,6 +153,7 @@ class Ekf:
     """
 
     def __init__(self, model):
+        self._rrc = _zeros(2)  # RC resistances at the prior SoC (ohm)
         self._load_cell(model)
         est = model.get("estimator") or {}
         self._load_noise(est)
@@ -172,7 +179,6 @@ class Ekf:
         self._ph = _zeros(n)   # P h
         self._k = _zeros(n)    # gain
         self._xp = _zeros(n)   # prior state during an update
-        self._rrc = _zeros(2)  # RC resistances at the prior SoC (ohm)
         self._f0c = 0.0        # d(z')/dc of the last prediction
         self._dvdi = 0.0       # dv/di of the last measurement (ohm)
         self._sm2 = 0.0        # model error variance of the last measurement (V^2)
@@ -204,7 +210,10 @@ class Ekf:
             if k and not float(vs[k]) > float(vs[k - 1]):
                 raise ValueError("ocv.voltage_V: must be strictly increasing")
         self.ocv_V = table(vs)
-        self.r0_ohm = _grid_table(model["r0_ohm"], npt, "r0_ohm")
+        r0 = model["r0_ohm"]
+        self.r0_ohm = table([r0] * npt if isinstance(r0, (int, float)) else r0)
+        if len(self.r0_ohm) != npt:
+            raise ValueError("r0_ohm: table needs one value per ocv.soc")
         rc = model.get("rc") or []
         if len(rc) > 2:
             raise ValueError("rc: at most 2 pairs")
@@ -214,30 +223,24 @@ class Ekf:
         for tau in self.rc_tau_s:
             if not tau > 0:
                 raise ValueError("rc.tau_s: must be > 0")
-        self._load_bv(model.get("butler_volmer"), npt)
-        self._load_error(model.get("model_error"))
-        self._load_hysteresis(model, npt)
-        self.eta = _num(model, "coulombic_efficiency", 1.0)
-
-    def _load_bv(self, bv, npt):
+        self.rc_soc = False  # any RC resistance a table on the grid
+        for j in range(self.nrc):
+            self._rrc[j] = self.rc_tab[j][0]
+            self.rc_soc = self.rc_soc or len(self.rc_tab[j]) > 1
+        bv = model.get("butler_volmer")
         self.bv = bool(bv)
         self.bv_vT = _num(bv, "v_T", 0.0) if bv else 0.0
         self.i0_tab = _grid_table(bv["i0_A"] if bv else 1.0, npt, "butler_volmer.i0_A")
         for i0 in self.i0_tab:
             if not i0 > 0:
                 raise ValueError("butler_volmer.i0_A: must be > 0")
-
-    def _load_error(self, me):
-        """model_error's knots and sigma_V table (empty arrays without one)."""
-        if not me:
-            self.me_z, self.me_c, self.me_s = table([]), table([]), table([])
-            return
-        self.me_z, self.me_c, self.me_s = table(me["soc"]), table(me["c_rate"]), table(me["sigma_V"])
+        # model_error's knots and sigma_V table (empty without one)
+        me = model.get("model_error") or {}
+        self.me_z, self.me_c = table(me.get("soc") or []), table(me.get("c_rate") or [])
+        self.me_s = table(me.get("sigma_V") or [])
         if len(self.me_s) != len(self.me_z) * len(self.me_c):
             raise ValueError("model_error.sigma_V: needs soc x c_rate values")
-
-    def _load_hysteresis(self, model, npt):
-        ocv = model["ocv"]
+        self.eta = _num(model, "coulombic_efficiency", 1.0)
         hy = model.get("hysteresis") or {}
         self.m_V = _num(hy, "m_V", 0.0)
         # M(z): half the gap of the slow charge/discharge branches when the model has
@@ -283,11 +286,10 @@ class Ekf:
     # --- tables ----------------------------------------------------------------------
     def _lookup(self, z):
         """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC),
-        _m (V), _dm (V per unit SoC), _i0 (A), _di0 (A per unit SoC) and _seg (table
-        segment) at z.
+        _m (V), _dm (V per unit SoC), _seg (table segment) and _frac (position in it) at z.
 
         OCV is piecewise linear and extrapolated linearly beyond the table (so the filter
-        still sees a slope at SoC -0.05 and 1.05); R0, M and i0 are held at their end values.
+        still sees a slope at SoC -0.05 and 1.05); R0 and M are held at their end values.
         """
         pos = (z - self.z0) / self.dz
         last = len(self.ocv_V) - 2
@@ -295,34 +297,32 @@ class Ekf:
         if j > last:
             j = last
         self._seg = j
-        frac = pos - j
+        frac = self._frac = pos - j
         v = self.ocv_V
         self._slope = (v[j + 1] - v[j]) / self.dz
         self._ocv = v[j] + frac * (v[j + 1] - v[j])
-        r, m, i0 = self.r0_ohm, self.m_tab, self.i0_tab
-        if frac <= 0.0 or frac >= 1.0:
-            e = j if frac <= 0.0 else j + 1
-            self._r0, self._m, self._i0 = r[e], m[e], i0[e]
-            self._dr0 = self._dm = self._di0 = 0.0
+        r, m = self.r0_ohm, self.m_tab
+        if frac <= 0.0:
+            self._r0, self._m = r[j], m[j]
+            self._dr0 = self._dm = 0.0
+        elif frac >= 1.0:
+            self._r0, self._m = r[j + 1], m[j + 1]
+            self._dr0 = self._dm = 0.0
         else:
             self._r0 = r[j] + frac * (r[j + 1] - r[j])
             self._dr0 = (r[j + 1] - r[j]) / self.dz
             self._m = m[j] + frac * (m[j + 1] - m[j])
             self._dm = (m[j + 1] - m[j]) / self.dz
-            self._i0 = i0[j] + frac * (i0[j + 1] - i0[j])
-            self._di0 = (i0[j + 1] - i0[j]) / self.dz
 
     def _rc_at(self, z):
-        """RC resistances at SoC z into _rrc (clamped at the table ends)."""
+        """RC resistances at SoC z into _rrc (held at the table ends)."""
         pos = (z - self.z0) / self.dz
         last = len(self.ocv_V) - 2
         j = int(pos) if pos > 0.0 else 0
         if j > last:
             j = last
-        frac = min(max(pos - j, 0.0), 1.0)
         for p in range(self.nrc):
-            t = self.rc_tab[p]
-            self._rrc[p] = t[j] + frac * (t[j + 1] - t[j])
+            self._rrc[p] = _interp(self.rc_tab[p], j, pos - j)
 
     def _model_error(self, z, i):
         """sigma_m (V): the model_error table at SoC z and C-rate |i|/(C * 1/h), bilinear."""
@@ -337,13 +337,6 @@ class Ekf:
         lo = sg[a * m + b] + fb * (sg[a * m + b1] - sg[a * m + b])
         hi = sg[a1 * m + b] + fb * (sg[a1 * m + b1] - sg[a1 * m + b])
         return lo + fa * (hi - lo)
-
-    def error_tau_s(self, i):
-        """Correlation time (s) of the model's error at current i (A): see ERR_SPAN."""
-        ai = abs(i)
-        if ai * ERR_TAU_MAX_S < ERR_SPAN * self.q_As:
-            return ERR_TAU_MAX_S
-        return max(ERR_SPAN * self.q_As / ai, ERR_TAU_MIN_S)
 
     def ocv(self, z):
         """Open-circuit voltage (V) at SoC z, as the filter sees it."""
@@ -397,7 +390,7 @@ class Ekf:
             i = i_nA * 1e-9
             z = self.soc_at(v)
             self._lookup(z)
-            z = self.soc_at(v - self._r0 * i - self._bv_V(i))
+            z = self.soc_at(v - self._r0 * i - (self._bv_V(i) if self.bv else 0.0))
             self._lookup(z)
             x[0] = z
             if self._outside:
@@ -465,7 +458,7 @@ class Ekf:
             d[ic] = 1.0
             g[ic] = 0.0
             self._f0c = -k * i / c  # d(z')/dc
-        if self.nrc:
+        if self.rc_soc:
             self._rc_at(x[0] + self._pend)  # R(z) at the prior SoC
         d[0] = 1.0
         g[0] = k
@@ -533,17 +526,20 @@ class Ekf:
                 P[c * n + r] = v
 
     def _bv_V(self, i):
-        """Butler-Volmer overpotential (V) at current i with _i0 from the last _lookup;
-        sets _bv_di (V/A) and _bv_dz (V per unit SoC) for the Jacobian."""
-        if not self.bv:
-            self._bv_di = self._bv_dz = 0.0
-            return 0.0
-        i0, vt = self._i0, self.bv_vT
+        """Butler-Volmer overpotential (V) at current i, i0 at the last _lookup's SoC;
+        sets _bv_di (V/A) and _bv_dz (V per unit SoC) for the Jacobian. asinh is taken
+        through log and sqrt (odd), so every port computes it the same way."""
+        t, j, frac = self.i0_tab, self._seg, self._frac
+        i0 = _interp(t, j, frac)
+        di0 = (t[j + 1] - t[j]) / self.dz if len(t) > 1 and 0.0 < frac < 1.0 else 0.0
+        vt = self.bv_vT
         u = i / (2.0 * i0)
         w = 1.0 / math.sqrt(1.0 + u * u)
         self._bv_di = vt * w / i0
-        self._bv_dz = -2.0 * vt * u * w * self._di0 / i0
-        return 2.0 * vt * asinh(u)
+        self._bv_dz = -2.0 * vt * u * w * di0 / i0
+        a = u if u >= 0.0 else -u
+        y = math.log(a + math.sqrt(a * a + 1.0))
+        return 2.0 * vt * (y if u >= 0.0 else -y)
 
     def _measure(self, z, i):
         """Model voltage and Jacobian row (into _h) at SoC z and the other states in x;
@@ -595,7 +591,12 @@ class Ekf:
         sm = self._model_error(z, i)
         sm2 = self._sm2 = sm * sm
         if sm2 > 0.0 and dt > 0.0:
-            tau = self.error_tau_s(i)
+            # correlation time of the model's error at this current: see ERR_SPAN
+            ai = abs(i)
+            if ai * ERR_TAU_MAX_S < ERR_SPAN * self.q_As:
+                tau = ERR_TAU_MAX_S
+            else:
+                tau = max(ERR_SPAN * self.q_As / ai, ERR_TAU_MIN_S)
             if tau > dt:
                 sm2 = sm2 * (tau / dt)
         return rv * rv + sm2

@@ -65,8 +65,9 @@ def pack(ekf, firmware, soc0, dtype):
     vec = np.zeros((NV, NX))
     for row, values in ((Q, ekf.q), (FLOOR, ekf.floor), (P0, ekf.p0)):
         vec[row, :ekf.n] = values
-    tab = np.ones((RC_T + 2, len(ekf.ocv_V)))
-    tab[[OCV_T, R0_T, M_T, I0_T]] = ekf.ocv_V, ekf.r0_ohm, ekf.m_tab, ekf.i0_tab
+    tab = np.ones((RC_T + 2, len(ekf.ocv_V)))  # one-value tables (constants) spread out
+    tab[[OCV_T, R0_T, M_T]] = ekf.ocv_V, ekf.r0_ohm, ekf.m_tab
+    tab[I0_T] = ekf.i0_tab
     for j in range(ekf.nrc):
         tab[RC_T + j] = ekf.rc_tab[j]
     tau = np.ones(2)
@@ -112,10 +113,15 @@ def rc_at(f, ip, tab, z, rr):
     j = int(pos) if pos > 0 else 0
     if j > last:
         j = last
-    frac = min(max(pos - R(j), R(0)), R(1))
+    frac = pos - R(j)
     for p in range(ip[NRC]):
         t = tab[RC_T + p]
-        rr[p] = t[j] + frac * (t[j + 1] - t[j])
+        if frac <= 0:
+            rr[p] = t[j]
+        elif frac >= 1:
+            rr[p] = t[j + 1]
+        else:
+            rr[p] = t[j] + frac * (t[j + 1] - t[j])
 
 
 @njit(**JIT)
