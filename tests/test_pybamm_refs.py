@@ -44,7 +44,12 @@ def test_flat_flag_matches_the_true_ocv(name):
     mid = (z >= 0.2) & (z <= 0.8)
     assert (np.ptp(v[mid]) < 0.150) == f["flat"]
     lo, hi = f["window_V"]
-    assert v[0] == pytest.approx(lo, abs=2e-3) and v[-1] == pytest.approx(hi, abs=2e-3)
+    assert v[-1] == pytest.approx(hi, abs=5e-3)   # the OCV is near vertical there
+    if f["half_cell"]:
+        # graphite's OCP never falls to the 0.01 V limit: SoC 0 is full lithiation, above it
+        assert lo < v[0] < lo + 0.1 and f["stoichiometry_soc0_soc1"][0] > 0.99
+    else:
+        assert v[0] == pytest.approx(lo, abs=2e-3)
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -94,6 +99,30 @@ def test_fit_takes_each_characterisation_shape(name, run, tmp_path, capsys):
     model = json.loads(out.read_text())
     true_Ah = refcells.cell(name)["capacity_Ah"]
     assert model["capacity_Ah"] == pytest.approx(true_Ah, rel=0.10)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_fit_takes_all_characterisation_logs_of_a_cell_together(name, tmp_path, capsys):
+    out = tmp_path / "model.json"
+    logs = [str(refcells.log_path(name, run)) for run in refcells.CHARACTERISATION]
+    assert main(["fit", *logs, "--out", str(out)]) == 0, capsys.readouterr().err
+    model = json.loads(out.read_text())
+    assert model["capacity_Ah"] == pytest.approx(refcells.cell(name)["capacity_Ah"], rel=0.05)
+
+
+def test_estimate_and_analyze_read_the_compressed_logs(tmp_path, capsys):
+    name = CELLS[0]
+    model, est = tmp_path / "model.json", tmp_path / "est.csv"
+    assert main(["fit", str(refcells.log_path(name, "char-log")), "--out", str(model)]) == 0
+    drive = refcells.log_path(name, "drive")
+    assert main(["estimate", str(drive), "--model", str(model), "--out", str(est)]) == 0
+    assert len(est.read_text().splitlines()) - 1 == len(refcells.truth(name, "drive")["t_s"])
+    assert main(["analyze", str(refcells.log_path(name, "c20-charged")), "--out", str(tmp_path / "an")]) == 0
+    rows = (tmp_path / "an" / "cycles.csv").read_text().splitlines()
+    q_dch_mAh = max(float(dict(zip(rows[0].split(","), r.split(",")))["q_dch_mAh"]) for r in rows[1:])
+    true_mAh = 1e3 * refcells.truth(name, "c20-charged")["q_dch_Ah"][-1]
+    # the sense offset (+0.2 % of 1C) is 4 % of a C/20 current, and counts against a discharge
+    assert q_dch_mAh == pytest.approx(true_mAh * (1 - 0.04), rel=0.01)
 
 
 @functools.lru_cache(maxsize=None)
