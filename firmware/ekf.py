@@ -74,7 +74,7 @@ ERR_TAU_MAX_S = 3600.0
 DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
             "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
             "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1, "capacity": False,
-            "p0_cap": 0.0025, "q_cap": 1e-10}
+            "p0_cap": 1e-4, "q_cap": 1e-10}
 
 
 def _num(d, key, default):

@@ -211,7 +211,8 @@ def test_sloped_cell_converges_from_40_percent_off(seed):
 def test_capacity_state_tracks_a_faded_cell(base):
     """The cell has 90 % of the model's capacity: with the capacity-scale state the filter
     finds it (within 4 %) and its band stays honest; without it the band does not hold."""
-    with_state = mismatch_case(base, capacity_scale=0.9, hours=12.0, capacity=True)
+    with_state = mismatch_case(base, capacity_scale=0.9, hours=12.0, capacity=True,
+                               p0_cap=0.0025)  # a cell known to have faded: 5 % std
     without = mismatch_case(base, capacity_scale=0.9, hours=12.0)
     assert abs(with_state["capacity"] - 0.9) < 0.04, with_state
     assert with_state["inside"] >= 0.95, with_state
