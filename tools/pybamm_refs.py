@@ -512,7 +512,8 @@ def generate(cell_names, run_names, out):
     board_cfg = json.loads(BOARD_FILE.read_text())
     board = Board(board_cfg)
     index = {"pybamm_version": pybamm.__version__, "cells": {}}
-    for ci, name in enumerate(cell_names):
+    for name in cell_names:
+        ci = list(CELLS).index(name)   # seeds and start times do not depend on the selection
         cell = CELLS[name]
         model, pv, info = parameters(cell)
         one_c_A = info["capacity_Ah"]          # 1C = the true capacity in one hour
@@ -529,7 +530,8 @@ def generate(cell_names, run_names, out):
                     model="pybamm.lithium_ion.DFN" + (" (working electrode: positive)" if cell["half"] else ""),
                     ocv={"soc": soc.round(4).tolist(), "voltage_V": ocv.round(6).tolist()},
                     runs={})
-        for ri, run in enumerate(run_names):
+        for run in run_names:
+            ri = list(RUNS).index(run)
             make, what = RUNS[run]
             rng = np.random.default_rng([SEED, ci, ri])
             soc0, plan = make(cell, rng)
