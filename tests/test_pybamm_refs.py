@@ -9,6 +9,7 @@ characterisation shape; the third the issue's targets on the held-out drive prof
 """
 
 import functools
+import gzip
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from cellbench import refcells
 from cellbench.bdflog import read_log, read_sidecar
 from cellbench.benchmarks import soc as proof
 from cellbench.cli import main
+from cellbench.errors import InputError
 
 CELLS = refcells.cells()
 RUNS = refcells.CHARACTERISATION + refcells.HELD_OUT
@@ -32,6 +34,15 @@ def test_the_set_holds_four_chemistries_with_an_lfp_and_a_graphite_half_cell():
     for f in facts:
         assert 1e-3 <= f["one_c_A"] <= 5e-3, f["name"]           # coin size
         assert 2 * f["one_c_A"] < 0.9 * BOARD_MAX_A, f["name"]   # 2C inside the 20 mA range
+
+
+def test_a_file_that_is_not_a_truth_file_is_refused(tmp_path):
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    with gzip.open(folder / "drive.truth.csv.gz", "wt") as f:
+        f.write("t_s,v_V\n1,3.0\n")
+    with pytest.raises(InputError, match="not a truth file"):
+        refcells.truth("cell", "drive", refdir=tmp_path)
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -88,8 +99,8 @@ def test_drive_profile_is_the_issues_held_out_shape(name):
     assert 0.1 < np.mean(tr["i_A"] == 0.0) < 0.6
 
 
-# Issue 9 point 1: `cellbench fit` takes every characterisation shape. 20 fits of a few
-# thousand rows each: the file runs for minutes while the fit is slow (> 20 s overall).
+# Issue 9 point 1: `cellbench fit` takes every characterisation shape: 20 fits of a few
+# thousand rows, a few seconds each (about a minute for the file).
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("run", refcells.CHARACTERISATION)
 def test_fit_takes_each_characterisation_shape(name, run, tmp_path, capsys):
