@@ -112,11 +112,15 @@ def test_same_log_same_model_whatever_the_format(two_rc, tmp_path):
                           "Current / A": "current_ampere", "Step Count / 1": "step_count"}).to_csv(machine, index=False)
     parquet = tmp_path / "char.bdf.parquet"
     frame.to_parquet(parquet)
+    pinned = dict(rc=2, hysteresis=False, r0_soc=False, butler_volmer=False)   # one candidate: fast
+    first = None
     for other in (path, machine, parquet):
-        again, _ = fit_logs([other], rc=2)
+        again, _ = fit_logs([other], **pinned)
         again["provenance"]["source"] = model["provenance"]["source"]   # names the file
         again["cell"]["name"] = model["cell"]["name"]
-        assert again == model
+        first = first or again
+        assert again == first
+    assert first["r0_ohm"] == pytest.approx(model["r0_ohm"], rel=1e-6)
 
 
 def test_steps_found_without_a_step_column(two_rc, tmp_path):
@@ -383,12 +387,14 @@ def test_uneven_record_spacing(tmp_path):
     assert _held_out_rmse_V(model, truth, seed=10) < 0.005
 
 
+# About 20 s: three 70-hour synthetic logs made and fitted (the log generation dominates).
 @settings(max_examples=3, deadline=None, derandomize=True)
 @given(st.floats(50, 300), st.floats(30, 150), st.floats(5, 30), st.floats(30, 150), st.floats(200, 800))
 def test_targets_hold_across_known_cells(r0, r1, tau1, r2, tau2):
     truth = gen.known_model(r0_ohm=r0, rc=((r1, tau1), (r2, tau2)))
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = fit_logs([gen.synthetic_log(Path(tmp) / "cell.csv", truth, seed=int(r0))], rc=2)
+        model, _ = fit_logs([gen.synthetic_log(Path(tmp) / "cell.csv", truth, seed=int(r0))], rc=2,
+                            hysteresis=False, r0_soc=False, butler_volmer=False)
     assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.005
     assert _rel(model["r0_ohm"], r0) < 0.02
     for fitted, known in zip(model["rc"], truth["rc"]):
