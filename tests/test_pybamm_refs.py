@@ -22,6 +22,7 @@ from cellbench.cli import main
 from cellbench.errors import InputError
 
 CELLS = refcells.cells()
+PROFILES = [(c, r) for c in CELLS for r in refcells.held_out_runs(c)]
 RUNS = refcells.CHARACTERISATION + refcells.HELD_OUT
 BOARD_MAX_A = 0.020
 
@@ -63,8 +64,8 @@ def test_flat_flag_matches_the_true_ocv(name):
         assert v[0] == pytest.approx(lo, abs=2e-3)
 
 
-@pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("name,run", [(c, r) for c in CELLS for r in RUNS
+                                      if r in refcells.cell(c)["runs"]])
 def test_log_is_the_truth_seen_by_the_board(name, run):
     f = refcells.cell(name)
     log = read_log(refcells.log_path(name, run))
@@ -89,9 +90,15 @@ def test_characterisation_runs_span_the_window(name):
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_drive_profile_is_the_issues_held_out_shape(name):
+def test_every_cell_has_every_characterisation_shape_and_a_held_out_profile(name):
+    runs = refcells.cell(name)["runs"]
+    assert set(refcells.CHARACTERISATION) <= set(runs) and "drive" in runs
+
+
+@pytest.mark.parametrize("name,run", PROFILES)
+def test_drive_profile_is_the_issues_held_out_shape(name, run):
     one_c = refcells.cell(name)["one_c_A"]
-    tr = refcells.truth(name, "drive")
+    tr = refcells.truth(name, run)
     hours = (tr["t_s"][-1] - tr["t_s"][0]) / 3600.0
     assert 5.8 < hours < 6.5
     assert tr["soc"].min() < 0.10
@@ -137,28 +144,29 @@ def test_estimate_and_analyze_read_the_compressed_logs(tmp_path, capsys):
 
 
 @functools.lru_cache(maxsize=None)
-def held_out(name) -> dict:
-    """The proof's metrics for one cell (a fit, two filter runs and a replay: seconds each)."""
+def fitted(name) -> dict:
+    """The proof's metrics for one cell (a fit, then per profile a replay and two filter runs:
+    seconds each)."""
     return proof.evaluate_cell(name)
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_held_out_voltage_rmse(name):
-    m = held_out(name)
-    assert m["v_rmse_V"] <= m["v_target_V"]
+@pytest.mark.parametrize("name,run", PROFILES)
+def test_held_out_voltage_rmse(name, run):
+    m = fitted(name)
+    assert m["profiles"][run]["v_rmse_V"] <= m["v_target_V"]
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_soc_no_worse_than_coulomb_counting_from_the_right_start(name):
-    m = held_out(name)
+@pytest.mark.parametrize("name,run", PROFILES)
+def test_soc_no_worse_than_coulomb_counting_from_the_right_start(name, run):
+    m = fitted(name)["profiles"][run]
     assert m["soc_rmse_after_1h"] <= m["cc_rmse_after_1h"]
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_soc_within_1_percent_after_an_hour_from_40_percent_off(name):
-    assert held_out(name)["soc_rmse_off_after_1h"] <= proof.SOC_TARGET_OFF
+@pytest.mark.parametrize("name,run", PROFILES)
+def test_soc_within_1_percent_after_an_hour_from_40_percent_off(name, run):
+    assert fitted(name)["profiles"][run]["soc_rmse_off_after_1h"] <= proof.SOC_TARGET_OFF
 
 
-@pytest.mark.parametrize("name", CELLS)
-def test_three_sigma_band_holds_95_percent(name):
-    assert held_out(name)["inside_3sigma"] >= proof.INSIDE_TARGET
+@pytest.mark.parametrize("name,run", PROFILES)
+def test_three_sigma_band_holds_95_percent(name, run):
+    assert fitted(name)["profiles"][run]["inside_3sigma"] >= proof.INSIDE_TARGET

@@ -163,10 +163,19 @@ class Drive:
 
     chunk_s = 1200.0
 
-    def __init__(self, cell, rng, hours=6.0, soc0=0.95, soc_end=0.03):
+    def __init__(self, cell, rng, hours=6.0, soc0=0.95, soc_end=0.03, via=None, c_up_min=-0.6):
         self.lo, self.hi = cell["window_V"]
         self.rng, self.total, self.soc0, self.soc_end = rng, hours * 3600.0, soc0, soc_end
+        self.via = via              # (hours, SoC) waypoint between the start and the end
+        self.c_up_min = c_up_min    # lowest rate drawn when below the path (C)
         self.t = 0.0
+
+    def target(self):
+        """The SoC the path asks for now."""
+        if self.via is None:
+            return self.soc0 + (self.soc_end - self.soc0) * self.t / self.total
+        return float(np.interp(self.t, [0.0, self.via[0] * 3600.0, self.total],
+                               [self.soc0, self.via[1], self.soc_end]))
 
     def first(self):
         self.t = 300.0
@@ -180,7 +189,7 @@ class Drive:
         while self.t < end:
             s = float(np.exp(rng.uniform(np.log(10.0), np.log(300.0))))
             s = max(10.0, min(s, end - self.t)) if end - self.t >= 10.0 else s
-            target = self.soc0 + (self.soc_end - self.soc0) * self.t / self.total
+            target = self.target()
             if rng.uniform() < 0.25:
                 steps.append(rest(s, 1, record_s=1.0))
             else:
@@ -189,7 +198,7 @@ class Drive:
                 if soc > target + 0.02:
                     c = rng.uniform(c_min, 0.15 * -c_min)
                 elif soc < target - 0.02:
-                    c = rng.uniform(-0.6, 1.0)
+                    c = rng.uniform(self.c_up_min, 1.0)
                 else:
                     c = rng.uniform(c_min, min(1.0, -c_min))
                 # keep the planned SoC inside 1-98 % (the voltage limits stop the rest)
@@ -207,6 +216,11 @@ def run_drive(cell, rng):
     return 0.95, Drive(cell, rng)
 
 
+def run_drive_b(cell, rng):
+    """A second held-out profile: from a rested SoC 0.5 up to 0.9 in 2 h, then down below 10 %."""
+    return 0.5, Drive(cell, rng, via=(2.0, 0.9), soc_end=0.04, c_up_min=-0.3)
+
+
 RUNS = {
     "c20-charged": (run_c20_charged, "characterisation: from charged (rested at SoC 1), C/20 "
                     "discharge to the lower limit, 2 h rest, C/20 charge to the upper limit, 2 h rest"),
@@ -222,8 +236,10 @@ RUNS = {
                  "and a C/2 step of 10 % with 30 min rest, until the lower limit"),
     "drive": (run_drive, "held out: seeded random drive profile, 6 h of 10-300 s segments at "
               "-2C..+1C or rest, from a rested SoC 0.95 down to about 0.05"),
+    "drive-b": (run_drive_b, "held out: a second seeded random drive profile like drive, from a "
+                "rested SoC 0.5 up to about 0.9 in 2 h, then down to about 0.05 at 6 h"),
 }
-HELD_OUT = ("drive",)
+HELD_OUT = ("drive", "drive-b")
 
 
 # ---------------------------------------------------------------------------------------
@@ -550,6 +566,9 @@ def generate(cell_names, run_names, out):
             print(f"{name} {run}: {len(recs)} rows, {truth[-1, 0] / 3600:.1f} h, SoC "
                   f"{truth[:, 3].min():.3f}..{truth[:, 3].max():.3f}, {time.time() - t0:.1f} s",
                   flush=True)
+        # runs not made this time keep their entries (a partial regeneration, --runs)
+        before = json.loads((folder / "cell.json").read_text())["runs"] if (folder / "cell.json").is_file() else {}
+        desc["runs"] = {r: desc["runs"].get(r) or before[r] for r in RUNS if r in desc["runs"] or r in before}
         (folder / "cell.json").write_text(json.dumps(desc, indent=1) + "\n")
         index["cells"][name] = {k: desc[k] for k in ("parameter_set", "chemistry", "half_cell", "flat",
                                                     "capacity_Ah", "window_V")}
@@ -583,7 +602,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     index = generate(args.cells, args.runs, args.out)
-    if args.cells == list(CELLS) and args.runs == list(RUNS):
+    if args.cells == list(CELLS):
         (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
 
 

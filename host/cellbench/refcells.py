@@ -21,7 +21,7 @@ from .paths import ROOT
 
 REFDIR = ROOT / "tests" / "data" / "pybamm"
 CHARACTERISATION = ("c20-charged", "c20-discharged", "gitt", "hppc", "char-log")
-HELD_OUT = ("drive",)
+HELD_OUT = ("drive", "drive-b")
 TRUTH_COLUMNS = ("t_s", "i_A", "v_V", "soc", "q_chg_Ah", "q_dch_Ah")
 
 
@@ -37,6 +37,11 @@ def cell(name, refdir=REFDIR) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"refcells: cannot read {path}: {exc}") from None
+
+
+def held_out_runs(name, refdir=REFDIR) -> list:
+    """The cell's held-out drive profiles present in the set, in the generator's order."""
+    return [r for r, what in cell(name, refdir)["runs"].items() if what.get("held_out")]
 
 
 def log_path(name, run, refdir=REFDIR) -> Path:

@@ -3,8 +3,8 @@
 For each cell of tests/data/pybamm/ (cellbench.refcells; made by tools/pybamm_refs.py from
 PyBaMM's DFN model, with the board's noise, quantisation and a current offset of 0.2 % of
 1C added), :func:`evaluate_cell` fits a model (``cellbench.fit.fit_logs``) from a
-characterisation log, then on the held-out drive profile (6 h, -2C..+1C with rests, down to
-below 10 % SoC) reports:
+characterisation log, then on each held-out drive profile (6 h, -2C..+1C with rests, down
+to below 10 % SoC) reports:
 
 - ``v_rmse_V``: the model's open-loop voltage (``cellbench.ecm.simulate`` from the true start
   SoC, driven by the true current: the model's own error, not the sensor's) against the true
@@ -31,7 +31,6 @@ from ..bdflog import read_log
 from ..model import load_model
 
 FIT_RUNS = ("char-log",)    # the issue's ordinary characterisation log
-HELD_OUT = "drive"
 START_OFF = 0.4             # the wrong start: this much below the true SoC
 FIRST_HOUR_S = 3600.0
 V_TARGET_SLOPED_V = 0.010
@@ -62,13 +61,13 @@ def _rms(x) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) if np.size(x) else float("nan")
 
 
-def replay(model, name, refdir=refcells.REFDIR) -> dict:
-    """The held-out metrics of ``model`` on the cell's drive profile (module docstring)."""
+def replay(model, name, run="drive", refdir=refcells.REFDIR) -> dict:
+    """The held-out metrics of ``model`` on the cell's drive profile ``run`` (module docstring)."""
     from ..estimate import estimate
 
     facts = refcells.cell(name, refdir)
-    log = read_log(refcells.log_path(name, HELD_OUT, refdir))
-    tr = refcells.truth(name, HELD_OUT, refdir)
+    log = read_log(refcells.log_path(name, run, refdir))
+    tr = refcells.truth(name, run, refdir)
     t, i_meas, v_meas = log["Test Time / s"], log["Current / A"], log["Voltage / V"]
     z_true, soc0 = tr["soc"], float(tr["soc"][0])
     late = t - t[0] >= FIRST_HOUR_S
@@ -95,13 +94,13 @@ def replay(model, name, refdir=refcells.REFDIR) -> dict:
 
 
 def evaluate_cell(name, runs=FIT_RUNS, refdir=refcells.REFDIR) -> dict:
-    """Fit on ``runs``, replay the held-out profile: :func:`replay`'s metrics plus ``fit_s``,
-    ``flat`` and ``v_target_V`` (the issue's voltage target for this cell)."""
+    """Fit on ``runs``, replay every held-out profile: ``{"fit_s", "flat", "v_target_V" (the
+    issue's voltage target for this cell), "profiles": {run: replay's metrics}}``."""
     model, _, fit_s = fit_cell(name, runs, refdir)
     flat = bool(refcells.cell(name, refdir)["flat"])
-    out = replay(model, name, refdir)
-    out.update(fit_s=fit_s, flat=flat, v_target_V=V_TARGET_FLAT_V if flat else V_TARGET_SLOPED_V)
-    return out
+    profiles = {run: replay(model, name, run, refdir) for run in refcells.held_out_runs(name, refdir)}
+    return {"fit_s": fit_s, "flat": flat, "profiles": profiles,
+            "v_target_V": V_TARGET_FLAT_V if flat else V_TARGET_SLOPED_V}
 
 
 def upsampled_log(name, run, n, path, refdir=refcells.REFDIR):
@@ -130,23 +129,22 @@ def fit_time_500k(name) -> float:
         return time.perf_counter() - start
 
 
-def _rows(name, m) -> list:
-    kind = "flat" if m["flat"] else "sloped"
+def _rows(name, run, m, v_target_V, flat) -> list:
+    kind = "flat" if flat else "sloped"
     pct = lambda x: 100.0 * x  # noqa: E731
     return [
-        {"name": f"{name}: held-out V RMSE", "value": 1e3 * m["v_rmse_V"], "unit": "mV",
-         "note": f"target <= {1e3 * m['v_target_V']:g} mV ({kind}); max {1e3 * m['v_max_V']:.0f} mV"},
-        {"name": f"{name}: SoC RMSE right start (after 1 h)", "value": pct(m["soc_rmse_after_1h"]), "unit": "%",
-         "note": f"target <= coulomb counting {pct(m['cc_rmse_after_1h']):.2f} %; whole profile "
-                 f"{pct(m['soc_rmse']):.2f} % (counting {pct(m['cc_rmse']):.2f} %)"},
-        {"name": f"{name}: SoC RMSE start 40 % off, after 1 h", "value": pct(m["soc_rmse_off_after_1h"]),
+        {"name": f"{name} {run}: held-out V RMSE", "value": 1e3 * m["v_rmse_V"], "unit": "mV",
+         "note": f"target <= {1e3 * v_target_V:g} mV ({kind}); max {1e3 * m['v_max_V']:.0f} mV"},
+        {"name": f"{name} {run}: SoC RMSE right start (after 1 h)", "value": pct(m["soc_rmse_after_1h"]),
+         "unit": "%", "note": f"target <= coulomb counting {pct(m['cc_rmse_after_1h']):.2f} %; whole "
+                              f"profile {pct(m['soc_rmse']):.2f} % (counting {pct(m['cc_rmse']):.2f} %)"},
+        {"name": f"{name} {run}: SoC RMSE start 40 % off, after 1 h", "value": pct(m["soc_rmse_off_after_1h"]),
          "unit": "%", "note": f"target <= 1 %; max {pct(m['soc_max_err_off_after_1h']):.1f} %; whole "
                               f"profile {pct(m['soc_rmse_off']):.1f} %"},
-        {"name": f"{name}: SoC max error right start", "value": pct(m["soc_max_err"]), "unit": "%", "note": ""},
-        {"name": f"{name}: inside +-3 sigma", "value": pct(m["inside_3sigma"]), "unit": "%",
+        {"name": f"{name} {run}: SoC max error right start", "value": pct(m["soc_max_err"]), "unit": "%",
+         "note": f"true SoC reaches {pct(m['soc_min_true']):.1f} %"},
+        {"name": f"{name} {run}: inside +-3 sigma", "value": pct(m["inside_3sigma"]), "unit": "%",
          "note": f"target >= 95 %; from 40 % off after 1 h {pct(m['inside_3sigma_off_after_1h']):.0f} %"},
-        {"name": f"{name}: fit time", "value": m["fit_s"], "unit": "s",
-         "note": f"fit on {'+'.join(FIT_RUNS)}; true SoC reaches {pct(m['soc_min_true']):.1f} %"},
     ]
 
 
@@ -154,7 +152,11 @@ def run():
     rows = []
     names = refcells.cells()
     for name in names:
-        rows += _rows(name, evaluate_cell(name))
+        m = evaluate_cell(name)
+        for run, metrics in m["profiles"].items():
+            rows += _rows(name, run, metrics, m["v_target_V"], m["flat"])
+        rows.append({"name": f"{name}: fit time", "value": m["fit_s"], "unit": "s",
+                     "note": f"fit on {'+'.join(FIT_RUNS)}"})
     if names:
         rows.append({"name": f"fit time, {FIT_SAMPLES:,} samples", "value": fit_time_500k(names[0]),
                      "unit": "s", "note": f"target < {FIT_TIME_TARGET_S:g} s ({names[0]} {FIT_RUNS[0]} "
