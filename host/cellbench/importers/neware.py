@@ -52,11 +52,14 @@ def read_binary(path):
 
 
 def _categories(status):
-    """(distinct status names, index of each record's name) of NewareNDA's Status column."""
-    if hasattr(status, "cat"):
-        return np.asarray(status.cat.categories, dtype=str), status.cat.codes.to_numpy()
-    names, codes = np.unique(np.asarray(status, dtype=str), return_inverse=True)
-    return names, codes
+    """(distinct status names, index of each record's name) of NewareNDA's Status column;
+    a record without a status (categorical code -1) gets the name ""."""
+    if not hasattr(status, "cat"):
+        names, codes = np.unique(np.asarray(status, dtype=str), return_inverse=True)
+        return names, codes.reshape(-1)
+    names = np.append(np.asarray(status.cat.categories, dtype=str), "")
+    codes = status.cat.codes.to_numpy().astype(np.int64)
+    return names, np.where(codes < 0, names.size - 1, codes)
 
 
 def charge_first_cycles(names, codes):
