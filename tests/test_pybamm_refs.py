@@ -115,8 +115,11 @@ def test_fit_takes_each_characterisation_shape(name, run, tmp_path, capsys):
     code = main(["fit", str(refcells.log_path(name, run)), "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     model = json.loads(out.read_text())
+    # within 10 % of the true capacity, or of the part of it the run reached (an HPPC's C/2
+    # steps meet the lower limit before the true SoC 0: at 9.5 % on the graphite half cell)
     true_Ah = refcells.cell(name)["capacity_Ah"]
-    assert model["capacity_Ah"] == pytest.approx(true_Ah, rel=0.10)
+    reached_Ah = true_Ah * np.ptp(refcells.truth(name, run)["soc"])
+    assert 0.9 * reached_Ah <= model["capacity_Ah"] <= 1.1 * true_Ah
 
 
 @pytest.mark.parametrize("name", CELLS)
