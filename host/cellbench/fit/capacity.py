@@ -114,6 +114,37 @@ def slow_full_sweeps(logs: list) -> list:
     return found
 
 
+MIN_TRAVERSE_RESTS = 5     # a traverse with this many rests gives a rest-point OCV
+
+
+def traverses(logs: list) -> list:
+    """Full traverses made of pulses and steps (HPPC): from one window limit (or the log's
+    start) to the other, moving charge both ways on the way, with at least
+    MIN_TRAVERSE_RESTS rests (their relaxed voltages give the OCV). Each is returned as a
+    merged :class:`Sweep` (``charge_Ah`` the net charge) in the dicts of
+    :func:`slow_full_sweeps`, ``how`` "traverse"."""
+    out = []
+    for n, log in enumerate(logs):
+        sw = log.sweeps
+        for k, last in enumerate(sw):
+            end = ends_at(log, last)
+            if end != last.sign:
+                continue
+            j = k
+            while j > 0 and ends_at(log, sw[j - 1]) != -end:
+                j -= 1
+            first = sw[j]
+            steps = list(range(first.steps[0], last.steps[-1] + 1))
+            rests = sum(1 for m in steps if log.steps[m].sign == 0)
+            stop = min(last.stop, log.q_Ah.size - 1)
+            net = end * float(log.q_Ah[stop] - log.q_Ah[first.start])
+            if j == k or rests < MIN_TRAVERSE_RESTS or net <= 0:
+                continue
+            merged = Sweep(end, steps, first.start, last.stop, net)
+            out.append({"log": n, "k": k, "sweep": merged, "rate_C": rate_C(log, merged), "how": "traverse"})
+    return out
+
+
 def find_reference(logs: list) -> dict:
     """Capacity, coulombic efficiency and the slow sweep(s) that define SoC.
 
@@ -127,6 +158,11 @@ def find_reference(logs: list) -> dict:
     to record when no log has a low-rate full sweep.
     """
     found = slow_full_sweeps(logs)
+    extra = []
+    if not found:
+        found = traverses(logs)[:1]
+        extra = [f"capacity from a pulse/step traverse at C/{1 / f['rate_C']:.1f} (charge below its "
+                 "last cut-off not counted)" for f in found]
     if not found:
         names = ", ".join(log.name for log in logs)
         raise InputError(f"capacity: {names}: {NEEDS_CYCLE}")
@@ -137,9 +173,9 @@ def find_reference(logs: list) -> dict:
         if prev and prev["sweep"].sign == -f["sweep"].sign:
             clean = (f["log"], f["k"] - 2) in by_pos
             pairs.append((not clean, max(f["rate_C"], prev["rate_C"]), f["log"], prev, f))
-    assumptions = [f"{f['sweep'].sign > 0 and 'charge' or 'discharge'} in {logs[f['log']].name} taken "
-                   "as full from the log's first sample (nothing to check it against)"
-                   for f in found if f["how"] == "from the log's start" and len(found) == 1]
+    assumptions = extra + [f"{f['sweep'].sign > 0 and 'charge' or 'discharge'} in {logs[f['log']].name} "
+                           "taken as full from the log's first sample (nothing to check it against)"
+                           for f in found if f["how"] == "from the log's start" and len(found) == 1]
     dch_all = [f for f in found if f["sweep"].sign < 0]
     if pairs:
         unclean, rate, n, a, b = min(pairs, key=lambda p: (p[0], p[2], p[1]))

@@ -19,6 +19,8 @@ from ..bdflog import read_log, read_sidecar
 from ..errors import InputError
 
 TIME, VOLT, CURR, STEP = "Test Time / s", "Voltage / V", "Current / A", "Step Count / 1"
+STEP_TYPE = "Step Type"
+REST_TYPES = ("REST", "OCV", "PAUSE")
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -79,13 +81,16 @@ def load(path) -> Log:
     labels = None if labels is None else np.asarray(labels, dtype=float)[keep]
     log = Log(path, t, v, i, q, _rest_tolerance(i), sidecar=_sidecar(path))
     log.steps = _steps(log, labels)
-    offset = current_offset_A(log)
+    types = cols.get(STEP_TYPE)
+    rested = None if types is None else np.char.upper(np.asarray(types, dtype=str)[keep])
+    offset = current_offset_A(log, None if rested is None else np.isin(rested, REST_TYPES))
     if offset:
         # The current sensor reads this during rests, when the cell carries none: it is
         # in every sample, and left in it would count as 4 % of a C/20 sweep's charge.
         log.i_A = i - offset
         log.q_Ah = np.concatenate(([0.0], np.cumsum(log.i_A[:-1] * np.diff(t)))) / SECONDS_PER_HOUR
         log.offset_A = offset
+        log.rest_tol_A = _rest_tolerance(log.i_A)
         log.steps = _steps(log, labels)
     log.sweeps = _sweeps(log)
     return log
@@ -95,16 +100,19 @@ QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...
 MIN_QUIET_S = 60.0        # ... held this long is a rest, whatever the sensor reads
 
 
-def current_offset_A(log: "Log") -> float:
+def current_offset_A(log: "Log", labelled_rest=None) -> float:
     """The current the sensor reads while the cell rests (A): the duration-weighted median
-    of the steady steps far below every test current; 0 when there are none or they
+    over the rest steps (those the log's Step Type labels REST when it has the column,
+    else the steady steps far below every test current); 0 when there are none or they
     read exactly 0 (a tester that logs rests as 0)."""
     top = float(np.max(np.abs(log.i_A)))
     means, weights = [], []
     for step in log.steps:
         seg = log.i_A[step.start:step.stop]
         duration = log.t_s[step.stop - 1] - log.t_s[step.start]
-        if duration >= MIN_QUIET_S and np.all(np.abs(seg) <= QUIET_SHARE * top):
+        quiet = (np.all(labelled_rest[step.start:step.stop]) if labelled_rest is not None
+                 else np.all(np.abs(seg) <= QUIET_SHARE * top))
+        if duration >= MIN_QUIET_S and quiet:
             means.append(float(np.mean(seg)))
             weights.append(duration)
     if not means:

@@ -22,6 +22,7 @@ GRID_POINTS = 101          # 1 % SoC steps, like the presets
 BIN_SOC = 0.002            # averaging bins for the branches (noise), finer than the grid
 EPS_V = 1e-6               # strict increase the model format needs, far below noise
 MIN_RESTS = 5              # a full sweep with this many rests is a GITT/pulse sweep
+LONG_REST_SHARE = 0.25     # rest points: rests at least this share of the sweep's longest
 
 
 def grid() -> np.ndarray:
@@ -31,7 +32,7 @@ def grid() -> np.ndarray:
 def sweep_soc(log: Log, sweep: Sweep) -> np.ndarray:
     """SoC (0..1) of samples sweep.start .. sweep.stop-1, normalised by the sweep's charge."""
     q = log.q_Ah[sweep.start:sweep.stop] - log.q_Ah[sweep.start]
-    frac = np.abs(q) / sweep.charge_Ah
+    frac = np.clip(sweep.sign * q / sweep.charge_Ah, 0.0, 1.0)   # signed: a merged traverse turns back
     return frac if sweep.sign > 0 else 1.0 - frac
 
 
@@ -75,9 +76,11 @@ def rest_points(log: Log, sweep: Sweep):
     first = sweep.steps[0]
     if first > 0 and log.steps[first - 1].sign == 0:
         points.append((0.0 if sweep.sign > 0 else 1.0, log.v_V[log.steps[first - 1].stop - 1]))
-    for k in sweep.steps:
-        step = log.steps[k]
-        if step.sign == 0 and step.stop - 1 > step.start:
+    rests = [log.steps[k] for k in sweep.steps if log.steps[k].sign == 0 and log.steps[k].stop - 1 > log.steps[k].start]
+    longest = max((log.t_s[r.stop - 1] - log.t_s[r.start] for r in rests), default=0.0)
+    for step in rests:
+        # Short rests between pulses are not relaxed: only the long ones are OCV points.
+        if log.t_s[step.stop - 1] - log.t_s[step.start] >= LONG_REST_SHARE * longest:
             points.append((z[step.stop - 1 - sweep.start], log.v_V[step.stop - 1]))
     return np.array(points).reshape(-1, 2)
 
