@@ -329,3 +329,85 @@ def test_calibrate_without_an_image_refuses_instead_of_simulating(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "emulated RP2040" in err[0] and "rp2_dir" in err[0]
     assert not out.exists()
+
+
+# ---- cellbench demo --board rp2040-emu: the demo's path on the emulated chip ------------------
+# The paper's protocol is ~140 h of cell time (tens of minutes on the emulated chip), so the
+# test runs the demo command with one 5C cycle of it instead: the same cell, tick, session
+# and analysis, against the unix-port simulator's figures for the same protocol.
+SHORT_DEMO = {"sample": {"name": "demo, one 5C cycle", "capacity_mAh": 0.35},
+              "record": {"time_s": 30, "voltage_V": 0.01, "current_mA": 0.01},
+              "safety": {"max_voltage_V": 3.0, "min_voltage_V": 0.8},
+              "method": [{"step": "tag", "tag": "rate-0-5C"},
+                         {"step": "constant_current", "rate_C": -5, "until_voltage_V": 1.0,
+                          "until_time_s": 1440},
+                         {"step": "open_circuit_voltage", "until_time_s": 60},
+                         {"step": "loop", "loop_to": "rate-0-5C", "cycle_count": 1}]}
+
+
+def _demo(monkeypatch, capsys, protocol, out, *extra):
+    from cellbench import cli
+    from cellbench.commands import demo
+
+    monkeypatch.setattr(demo, "PROTOCOL", protocol)
+    assert cli.main(["demo", "--out", str(out), "--quiet", *extra]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(k for k, line in enumerate(lines) if line.startswith("rate"))
+    return lines[head + 1].split(), json.loads((out / "lto-rate.bdf.csv.json").read_text())
+
+
+def test_demo_runs_on_the_emulated_chip(tmp_path, monkeypatch, capsys):
+    protocol = tmp_path / "short.json"
+    protocol.write_text(json.dumps(SHORT_DEMO))
+    emu_row, emu_meta = _demo(monkeypatch, capsys, protocol, tmp_path / "emu", "--board", "rp2040-emu",
+                              "--rp2-dir", str(IMAGE))
+    sim_row, sim_meta = _demo(monkeypatch, capsys, protocol, tmp_path / "sim")
+    assert json.dumps(emu_meta).count("rp2040-emu") and not json.dumps(sim_meta).count("rp2040-emu")
+    assert emu_row[0] == sim_row[0] == "5C"
+    # The same cell through the same firmware: the chip's 32-bit floats, its ADC codes and
+    # its PWM levels give the simulator's mAh/g to within a percent.
+    assert float(emu_row[2]) == pytest.approx(float(sim_row[2]), rel=0.01)
+    assert float(emu_row[2]) > 10.0
+
+
+def test_demo_without_an_image_refuses(tmp_path, capsys):
+    from cellbench import cli
+
+    out = tmp_path / "demo"
+    code = cli.main(["demo", "--board", "rp2040-emu", "--rp2-dir", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "emulated RP2040" in err[0]
+    assert not out.exists()
+
+
+# ---- make soak: its verdict and its section of BENCHMARKS.md (no chip needed) -----------------
+def _points(frees):
+    return [{"k": 600 * n, "t_s": 600 * n, "free": f, "state": "RUNNING", "cap": 1500, "soc_ppm": 0,
+             "late": 0, "busy_max_us": 20000} for n, f in enumerate(frees)]
+
+
+def test_soak_verdict_calls_a_leak_a_leak():
+    from cellbench.emu.soak import GROWTH_LIMIT_B, verdict
+
+    steady = verdict(_points([60000, 59000, 59100, 58900, 59050]), None, 2400 / 3600, 1000, 100.0, 2400.0)
+    assert steady["flat"] and steady["ok"]
+    leak = verdict(_points([60000, 59000, 58600, 58200, 59000 - GROWTH_LIMIT_B - 1]), None,
+                   2400 / 3600, 1000, 100.0, 2400.0)
+    assert not leak["flat"]
+    short = verdict(_points([60000, 59000, 59000]), None, 2400 / 3600, 1000, 100.0, 1200.0, stopped=True)
+    assert short["stopped"] and not short["ok"]
+
+
+def test_soak_section_replaces_its_own_and_bench_keeps_it(tmp_path):
+    from cellbench.bench import kept_sections
+    from cellbench.emu.soak import SECTION, write_section
+
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\n## emu\n\nrows\n\n## sim\n\nmore\n")
+    write_section(md, f"## {SECTION}\n\nfirst\n")
+    write_section(md, f"## {SECTION}\n\nsecond\n")
+    text = md.read_text()
+    assert text.count(f"## {SECTION}") == 1 and "second" in text and "first" not in text
+    assert "## emu\n\nrows" in text and "## sim\n\nmore" in text
+    kept = kept_sections(md, {"emu", "sim"})
+    assert kept.strip() == f"## {SECTION}\n\nsecond"

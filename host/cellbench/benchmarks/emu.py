@@ -59,6 +59,52 @@ gc.collect()
 print(json.dumps({"gc_us": utime.ticks_diff(utime.ticks_us(), _t0), "gc_free": gc.mem_free()}))
 """
 
+# Then the estimator's parts, each called alone on the running filter with the last sample
+# (the call's own cost, an empty call's, subtracted), and the largest ring the heap takes
+# with the model loaded and main.py's reserve left, kept in use for EST_TICKS ticks.
+EST_PROBE = """
+_e = ctl.est
+_i_nA, _v_uV = ctl.board.i_nA, ctl.board.v_uV
+_i, _v, _z, _dt = _i_nA * 1e-9, _v_uV * 1e-6, _e.soc, %(tick)d * 0.001
+def _avg(f, n=%(est_n)d):
+    gc.collect()
+    t0 = utime.ticks_us()
+    for _k in range(n):
+        f()
+    return utime.ticks_diff(utime.ticks_us(), t0) / n
+_parts = {"step": (lambda: _e.step(_i_nA, _v_uV, %(tick)d),),
+          "predict": (lambda: _e._predict(_i, _dt),),
+          "update": (lambda: _e._update(_i, _v, _dt), lambda: _e._update(_i, _v)),
+          "lookup": (lambda: _e._lookup(_z),), "rc_at": (lambda: _e._rc_at(_z),),
+          "propagate_cov": (lambda: _e._propagate_cov(_dt),), "condition": (lambda: _e._condition(),),
+          "publish": (lambda: _e._publish(),)}
+_empty = _avg(lambda: None)
+_est = {}
+for _name, _calls in _parts.items():
+    for _f in _calls:
+        try:
+            _est[_name] = _avg(_f) - _empty
+            break
+        except (AttributeError, TypeError):
+            pass  # the filter no longer has this part, or not with these arguments
+print(json.dumps({"est_us": _est}))
+_head = ctl.ring.head
+ctl.ring = None
+gc.collect()
+ctl.ring = record.make_ring(100000, ctl.reserve_bytes, _head)
+_ring = {"ring_max": ctl.ring.cap, "ring_max_free": gc.mem_free(), "ring_max_ticks": 0,
+         "reserve": ctl.reserve_bytes}
+try:
+    for _k in range(%(est_ticks)d):
+        tick()
+        _ring["ring_max_ticks"] += 1
+except MemoryError:
+    pass
+print(json.dumps(_ring))
+"""
+EST_N = 20  # calls timed per estimator part
+EST_TICKS = 30  # ticks run on the largest ring (with the estimator)
+
 
 def rp2_dir():
     """The image directory: $CELLBENCH_RP2_DIR, else ../shared/rp2040 beside the repository."""
@@ -72,9 +118,9 @@ def driver_code(model_file, table):
         if anchor not in code:
             raise RuntimeError(f"benchmarks.sim.DRIVER changed: no {anchor.strip()!r} to probe after")
         code = code.replace(anchor, anchor + probe, 1)
-    code += GC_PROBE
+    code += GC_PROBE + EST_PROBE
     return code % {"model": model_file, "table": json.dumps(table), "tick": sim_bench.TICK_MS,
-                   "n": TICKS, "warm": WARM, "na": ALLOC_TICKS}
+                   "n": TICKS, "warm": WARM, "na": ALLOC_TICKS, "est_n": EST_N, "est_ticks": EST_TICKS}
 
 
 def measure(work):
@@ -106,6 +152,23 @@ def measure(work):
     return res
 
 
+EST_PARTS = (("step", "Ekf.step: predict + update + condition + publish"),
+             ("predict", "_predict: state and covariance over dt"),
+             ("propagate_cov", "_propagate_cov, inside predict: P = F P F' + Q"),
+             ("update", "_update: iterated measurement update, Joseph form"),
+             ("lookup", "_lookup: OCV, R0 and hysteresis tables at the SoC"),
+             ("rc_at", "_rc_at: the RC pairs' tables at the SoC"),
+             ("condition", "_condition: clamps and variance caps"),
+             ("publish", "_publish: SoC and std in ppm"))
+
+
+def _estimator_rows(est_us):
+    """Rows of the per-part costs of one estimator step (those the filter has)."""
+    return [{"name": f"emulated estimator part: {name}", "value": round(est_us[name] / 1000, 3), "unit": "ms",
+             "note": f"{what}; LTO model, one call at the last sample, call overhead subtracted; {CAVEAT}"}
+            for name, what in EST_PARTS if name in est_us]
+
+
 def run() -> list[dict]:
     from ..emu import runtime
 
@@ -115,7 +178,7 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         r = measure(Path(tmp))
     tick_ms = r["tick_us"] / 1000
-    return [
+    return [*_estimator_rows(r["est_us"]),
         {"name": "emulated tick with the LTO estimator", "value": round(tick_ms, 2), "unit": "ms",
          "note": f"Controller.tick, utime.ticks_us on the chip; target < {TARGET_TICK_MS:g} ms "
                  f"(aim < 5); {'met' if tick_ms < TARGET_TICK_MS else 'MISSED'}; {CAVEAT}"},
@@ -133,11 +196,17 @@ def run() -> list[dict]:
         {"name": "heap free after START with the LTO model (rp2)", "value": round(r["start_free"] / 1024, 1),
          "unit": "KB", "note": "MODEL + LOAD + START: model, filter and record ring in place"},
         {"name": "ring capacity with the LTO estimator (rp2)", "value": r["capacity"], "unit": "slots",
-         "note": f"what START made on the rp2 heap; minimum {sim_bench.MIN_RING}"},
+         "note": f"what START made on the rp2 heap (main.py caps it at 1500); minimum {sim_bench.MIN_RING}"},
+        {"name": "largest ring with the LTO model loaded (rp2)", "value": r["ring_max"], "unit": "slots",
+         "note": f"record.make_ring without the cap, main.py's {r['reserve'] // 1024} KB reserve left free "
+                 f"({r['ring_max_free'] / 1024:.1f} KB free); {r['ring_max_ticks']} of {EST_TICKS} ticks "
+                 f"with the estimator ran on it; target >= {sim_bench.MIN_RING}: "
+                 f"{'met' if r['ring_max'] >= sim_bench.MIN_RING and r['ring_max_ticks'] == EST_TICKS else 'MISSED'}"},
         {"name": "emulated gc.collect() pause, running session", "value": round(r["gc_us"] / 1000, 2),
          "unit": "ms", "note": f"LTO model, filter and full ring live; {r['gc_free'] / 1024:.1f} KB free after it; "
                                f"{CAVEAT}"},
         {"name": "emulated seconds per wall second", "value": round(r["emu_s"] / r["wall_s"], 1), "unit": "s/s",
          "note": f"{r['emu_s']:.0f} s of 1 s ticks in {r['wall_s']:.1f} s wall, core fast-forwarded while it "
-                 "sleeps; ADC conversions answered by the host's plant"},
+                 f"sleeps; ADC codes from the host's plant in batches; falls with the machine's load "
+                 f"(1-min load average {os.getloadavg()[0]:.1f} at the end)"},
     ]

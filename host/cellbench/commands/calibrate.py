@@ -75,9 +75,7 @@ def simulated_bench(name, board, work, seed=0, rp2_dir=None):
         from ..emu import runtime
         from ..emu.board import start_board
 
-        why = runtime.missing(rp2_dir)
-        if why:
-            raise InputError(f"board: {board['id']} runs on the emulated RP2040, which cannot start here: {why}")
+        runtime.require(board["id"], rp2_dir)
         start = partial(start_board, image=rp2_dir)
     return benches.SimBench(str(board_path(name)), work, seed=seed, start=start)
 

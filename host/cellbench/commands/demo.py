@@ -1,5 +1,10 @@
 """``cellbench demo``: the paper's LTO/Li rate test on the simulated board, end to end.
 
+``--board rp2040-emu`` runs it on the emulated RP2040 instead (cellbench.emu: the official
+rp2 image in rp2040js, the firmware installed as ``cellbench flash`` installs it): the
+same figures from the real rp2 port, at the emulator's speed (much slower than the
+unix-port simulator: make bench's "emulated seconds per wall second").
+
 Runs protocols/lto-rate-test.json on the simulated board with the LTO preset cell
 (models/lto-li-coin.json, 2 mg of LTO), writes <out>/lto-rate.bdf.csv and its sidecar, runs
 ``cellbench analyze`` on that log into <out>/lto-rate_analysis/ (cycles.csv, summary.json,
@@ -16,7 +21,7 @@ from ..bdflog import sidecar_path
 from ..errors import InputError
 from ..outputs import check_output, check_output_dir
 from ..link import LinkError
-from .run import Progress, report_link_error
+from .run import EMU_BOARD, Progress, report_link_error
 from ..paths import MODELS, PROTOCOLS
 
 NAME = "demo"
@@ -39,6 +44,11 @@ def add_arguments(parser):
                         help="overwrite the demo's log and analysis in --out if they exist")
     parser.add_argument("--seed", type=int, default=0, help="simulator noise seed")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--board", choices=("sim", EMU_BOARD), default="sim",
+                        help="sim (the unix-port simulator, default) or rp2040-emu (the emulated RP2040)")
+    parser.add_argument("--rp2-dir", "--rp2-image", dest="rp2_dir", metavar="DIR", help="with --board "
+                        "rp2040-emu: directory of the MicroPython rp2 image (firmware.bin) and RP2040 "
+                        "boot ROM (default $CELLBENCH_RP2_DIR)")
 
 
 def analyze_demo(log_path, out_dir):
@@ -79,6 +89,17 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def start_demo_board(args):
+    """The demo's board with the LTO cell: the unix-port simulator, or the emulated RP2040."""
+    if args.board == EMU_BOARD:
+        from ..emu.board import start_board as start_emulated
+
+        return start_emulated(CELL, board=EMU_BOARD, image=args.rp2_dir, seed=args.seed)
+    from ..sim import start_board
+
+    return start_board(str(CELL), board="sim", seed=args.seed)
+
+
 def run(args):
     for path, what in ((PROTOCOL, "protocol"), (CELL, "cell")):
         if not path.is_file():
@@ -89,16 +110,18 @@ def run(args):
     for path in (log, sidecar_path(log)):
         check_output(path, args.force)
     check_output_dir(analysis, args.force)
-    out.mkdir(parents=True, exist_ok=True)
-    from ..sim import start_board
+    if args.board == EMU_BOARD:  # before anything is written
+        from ..emu import runtime
 
+        runtime.require(EMU_BOARD, args.rp2_dir)
+    out.mkdir(parents=True, exist_ok=True)
     wall0 = time.monotonic()
-    board = start_board(str(CELL), board="sim", seed=args.seed)
+    board = start_demo_board(args)
     try:
         # No estimator model: the board's filter about doubles the firmware's cost per tick
         # under the unix port, which would put the demo over its two-minute budget on a
         # loaded machine (`cellbench run ... --model` shows the SoC columns and figure).
-        summary = session.run(PROTOCOL, board, log, board="sim", mass_mg=MASS_MG,
+        summary = session.run(PROTOCOL, board, log, board=args.board, mass_mg=MASS_MG,
                               tick_ms=TICK_MS, force=args.force,
                               progress=None if args.quiet else Progress.for_run,
                               extra_meta={"sim": {"cell_file": str(CELL), "seed": args.seed}})

@@ -71,6 +71,13 @@ def install_rp2040js(quiet=True):
         raise InputError(f"rp2040js: npm ci failed in {HERE}: {(done.stderr or '').strip()[-300:]}")
 
 
+def require(board_id, given=None):
+    """InputError unless the emulated board ``board_id`` can run here (image ``given``)."""
+    why = missing(given)
+    if why:
+        raise InputError(f"board: {board_id} runs on the emulated RP2040, which cannot start here: {why}")
+
+
 def missing(given=None):
     """Why the emulated board cannot run here ("" when it can): no image, no Node, no rp2040js."""
     try:

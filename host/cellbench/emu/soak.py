@@ -83,9 +83,10 @@ def driver_code(model_file, table, hours, tick_ms, every_s):
     return setup[:cut] + SOAK % {"tick": tick_ms, "ticks": ticks, "every": every}
 
 
-def soak(hours, tick_ms, every_s, progress=None):
+def soak(hours, tick_ms, every_s, progress=None, wall_limit_s=None):
     """Run the soak; a dict of its checkpoints and verdict. ``progress(point)`` is called
-    with each checkpoint as it arrives."""
+    with each checkpoint as it arrives. ``wall_limit_s``: stop reading after this much
+    wall time and judge the checkpoints so far (the verdict says it stopped early)."""
     from . import install
     from .board import EmuBoard
     from ..boards import load_board
@@ -106,9 +107,16 @@ def soak(hours, tick_ms, every_s, progress=None):
             if not head.endswith(b"OK"):
                 raise RuntimeError(f"raw REPL refused the soak: {head[-200:]!r}")
             t0_us, wall0 = board.t_us, time.perf_counter()
-            points, error = [], None
+            points, error, stopped = [], None, False
             while True:
-                line = board.read_until(b"\n", 3600).decode(errors="replace").strip()
+                left = 3600.0 if wall_limit_s is None else wall_limit_s - (time.perf_counter() - wall0)
+                try:
+                    line = board.read_until(b"\n", max(0.1, min(3600.0, left))).decode(errors="replace").strip()
+                except TimeoutError:
+                    if wall_limit_s is None or left > 0.1:
+                        raise
+                    stopped = True
+                    break
                 if line.startswith("SOAK-END") or "\x04" in line:
                     break
                 if not line.startswith("{"):
@@ -121,15 +129,15 @@ def soak(hours, tick_ms, every_s, progress=None):
                 if progress:
                     progress(p)
             wall_s, emu_s = time.perf_counter() - wall0, (board.t_us - t0_us) / 1e6
-            err = board.read_until(b"\x04>", 60)[:-2].replace(b"\x04", b"").strip()
+            err = b"" if stopped else board.read_until(b"\x04>", 60)[:-2].replace(b"\x04", b"").strip()
             if err and error is None:
                 error = {"error": err.decode(errors="replace")[-200:], "k": None}
         finally:
             board.close()
-    return verdict(points, error, hours, tick_ms, wall_s, emu_s)
+    return verdict(points, error, hours, tick_ms, wall_s, emu_s, stopped)
 
 
-def verdict(points, error, hours, tick_ms, wall_s, emu_s):
+def verdict(points, error, hours, tick_ms, wall_s, emu_s, stopped=False):
     """The soak's figures from its checkpoints (free heap after a collection)."""
     if len(points) < 2:
         raise RuntimeError(f"soak: fewer than two checkpoints ({error})")
@@ -143,16 +151,22 @@ def verdict(points, error, hours, tick_ms, wall_s, emu_s):
             "free_min": min(frees), "free_max": max(frees), "wall_s": wall_s, "emu_s": emu_s,
             "late": points[-1]["late"], "busy_max_us": max(p["busy_max_us"] for p in points),
             "free_base": base, "flat": base - min(frees[1:]) <= GROWTH_LIMIT_B,
+            "stopped": stopped,
             "ok": error is None and points[-1]["k"] * tick_ms >= hours * 3600_000 - tick_ms}
 
 
 def render(r, command, stamp):
     """The BENCHMARKS.md section for soak result ``r``."""
-    ok = "yes" if r["ok"] else "NO"
+    planned = int(round(r["hours"] * 3600_000 / r["tick_ms"]))
+    if r["stopped"] and r["error"] is None:
+        ok = f"STOPPED EARLY at {r['ticks_done'] * r['tick_ms'] / 3600_000:g} h"
+        why = f"the wall-clock limit ended it: no MemoryError, no exception up to the last checkpoint"
+    else:
+        ok = "yes" if r["ok"] else "NO"
+        why = f"error: {r['error']['error']}" if r["error"] else "no MemoryError, no exception"
     rows = [
         ("soak ended without error", ok, "",
-         f"{r['ticks_done']} ticks done of {int(round(r['hours'] * 3600_000 / r['tick_ms']))}; "
-         + (f"error: {r['error']['error']}" if r["error"] else "no MemoryError, no exception")),
+         f"{r['ticks_done']} ticks checked of {planned} planned ({r['hours']:g} h); {why}"),
         ("emulated time run", round(r["emu_s"] / 3600, 2), "h",
          f"tick {r['tick_ms']} ms with the LTO estimator, 1C CC cycles; {emu_bench.CAVEAT}"),
         ("heap free right after START", round(r["free_first"] / 1024, 1), "KB",
@@ -195,8 +209,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=24.0, help="emulated hours (default 24)")
     ap.add_argument("--tick-ms", type=int, default=1000)
-    ap.add_argument("--every-s", type=float, default=3600.0, help="emulated s between heap checkpoints")
+    ap.add_argument("--every-s", type=float, default=600.0, help="emulated s between heap checkpoints")
     ap.add_argument("--out", default=None, help="markdown file to write the section into")
+    ap.add_argument("--wall-min", type=float, default=None,
+                    help="stop after this many wall minutes and judge the checkpoints so far")
     args = ap.parse_args(argv)
     try:
         _positive("hours", args.hours)
@@ -215,9 +231,12 @@ def main(argv=None):
         print(f"soak: {p['t_s'] / 3600:6.2f} h emulated, {time.perf_counter() - t0:7.0f} s wall, "
               f"free {p['free']} B, state {p['state']}", file=sys.stderr, flush=True)
 
-    r = soak(args.hours, args.tick_ms, args.every_s, progress)
+    r = soak(args.hours, args.tick_ms, args.every_s, progress,
+             None if args.wall_min is None else args.wall_min * 60)
     cmd = COMMAND if (args.hours, args.tick_ms) == (24.0, 1000) else \
         f"{COMMAND} SOAK_HOURS={args.hours:g} SOAK_TICK_MS={args.tick_ms}"
+    if args.wall_min is not None:
+        cmd += f" SOAK_WALL_MIN={args.wall_min:g}"
     text = render(r, cmd, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     print(text)
     if args.out:
