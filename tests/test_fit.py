@@ -544,3 +544,20 @@ def test_real_biologic_log(tmp_path, capsys):
     assert 0.7 * r_edges < float(np.median(model["r0_ohm"])) + sum(
         float(np.median(p["r_ohm"])) for p in model["rc"]) < 1.5 * r_edges
     assert model["provenance"]["held_out_rmse_V"] < 0.01
+
+
+def test_hppc_alone_from_a_full_cell(tmp_path):
+    """An HPPC from a rested full cell down to the bottom limit (pulses both ways, C/2
+    steps of 10 %, long rests) and nothing slower: capacity from the net charge of that
+    traverse (said in the assumptions), OCV from the long rests."""
+    truth = gen.known_model(r0_ohm=100.0, rc=TWO_RC)
+    state = ecm.new_state(truth, 1.0)
+    steps = [gen._cc(truth, state, 0.0, until_s=1800)] + gen.hppc_steps(truth, state, levels=12)[2:]
+    t_s, i_A, sim = gen.sample(truth, steps, 1.0)
+    noise = np.random.default_rng(16).normal(0.0, 3e-4, t_s.size)
+    model, _ = fit_logs([gen.write_log(tmp_path / "hppc.csv", t_s, i_A, sim["v_V"] + noise)])
+    assert any("traverse" in a for a in model["provenance"]["assumptions"])
+    assert _rel(model["capacity_Ah"], truth["capacity_Ah"]) < 0.05
+    grid = np.linspace(0.1, 0.9, 81)
+    err = ecm.cellmodel.ocv(model, grid) - ecm.cellmodel.ocv(truth, grid)
+    assert np.sqrt(np.mean(err ** 2)) < 0.02

@@ -126,9 +126,13 @@ def traverses(logs: list) -> list:
     out = []
     for n, log in enumerate(logs):
         sw = log.sweeps
+        tol = window_tolerance_V(log)
         for k, last in enumerate(sw):
             end = ends_at(log, last)
-            if end != last.sign:
+            v_end = float(log.v_V[last.stop - 1])
+            # The log's own extreme, not the median sweep end: an HPPC's steps all end mid-way.
+            extreme = v_end <= log.v_V.min() + tol if end < 0 else v_end >= log.v_V.max() - tol
+            if end != last.sign or not extreme:
                 continue
             j = k
             while j > 0 and ends_at(log, sw[j - 1]) != -end:
@@ -160,7 +164,7 @@ def find_reference(logs: list) -> dict:
     found = slow_full_sweeps(logs)
     extra = []
     if not found:
-        found = traverses(logs)[:1]
+        found = sorted(traverses(logs), key=lambda f: -f["sweep"].charge_Ah)[:1]
         extra = [f"capacity from a pulse/step traverse at C/{1 / f['rate_C']:.1f} (charge below its "
                  "last cut-off not counted)" for f in found]
     if not found:
