@@ -363,9 +363,11 @@ def test_demo_runs_on_the_emulated_chip(tmp_path, monkeypatch, capsys):
                               "--rp2-dir", str(IMAGE))
     sim_row, sim_meta = _demo(monkeypatch, capsys, protocol, tmp_path / "sim")
     assert json.dumps(emu_meta).count("rp2040-emu") and not json.dumps(sim_meta).count("rp2040-emu")
-    assert emu_row[0] == sim_row[0] == "5C"
     # The same cell through the same firmware: the chip's 32-bit floats, its ADC codes and
-    # its PWM levels give the simulator's mAh/g to within a percent.
+    # its PWM levels give the simulator's rate and mAh/g to within a percent (each board's
+    # plant has its own source error: boards/*.json sim.source_error).
+    assert float(emu_row[0][:-1]) == pytest.approx(5.0, rel=0.01)
+    assert float(sim_row[0][:-1]) == pytest.approx(5.0, rel=0.01)
     assert float(emu_row[2]) == pytest.approx(float(sim_row[2]), rel=0.01)
     assert float(emu_row[2]) > 10.0
 

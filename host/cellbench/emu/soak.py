@@ -160,7 +160,7 @@ def render(r, command, stamp):
     planned = int(round(r["hours"] * 3600_000 / r["tick_ms"]))
     if r["stopped"] and r["error"] is None:
         ok = f"STOPPED EARLY at {r['ticks_done'] * r['tick_ms'] / 3600_000:g} h"
-        why = f"the wall-clock limit ended it: no MemoryError, no exception up to the last checkpoint"
+        why = "the wall-clock limit ended it: no MemoryError, no exception up to the last checkpoint"
     else:
         ok = "yes" if r["ok"] else "NO"
         why = f"error: {r['error']['error']}" if r["error"] else "no MemoryError, no exception"
