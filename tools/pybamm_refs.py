@@ -8,8 +8,8 @@ coin cell of a few mAh) and each run (RUNS: characterisation shapes and held-out
 profiles), it
 
 1. solves PyBaMM's DFN model under the run's protocol (currents in A, cut-offs on the true
-   terminal voltage), sampled every 1 s in pulses and rests and every few seconds in long
-   constant-current steps;
+   terminal voltage), sampled every 1 s (the board's tick; only PyBaMM's output variables
+   are kept, so 30 h at 1 s is cheap);
 2. keeps what a board would record (every sample for the first 20 s of a step, then one every
    ``record_s``), and measures it as boards/sim.json's board does: 1 mV rms voltage noise plus
    the oversampled RP2040 ADC's quantisation on the voltage path, the current range's
@@ -100,7 +100,7 @@ def cc(c, s, idx, until_V=None, record_s=10.0, period_s=1.0):
 
 def slow(c, lim, idx):
     """A C/20-ish constant-current sweep to a window limit (at most 30 h)."""
-    return cc(c, 30 * 3600, idx, until_V=lim, record_s=60.0, period_s=5.0)
+    return cc(c, 30 * 3600, idx, until_V=lim, record_s=60.0)
 
 
 def run_c20_charged(cell, rng):
