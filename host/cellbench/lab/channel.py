@@ -160,10 +160,12 @@ class Channel:
 
     def state(self):
         row = self.row
+        jobs = self.lab.db.jobs(self.id)
         job = self.lab.db.active_job(self.id)
-        if job is None and self.job_id is not None:
-            job = self.lab.db.job(self.job_id)
-        queued = [j["id"] for j in self.lab.db.jobs(self.id) if j["state"] == "queued"]
+        if job is None:  # the newest job that ran (a fault stays shown, across restarts too)
+            ran = [j for j in jobs if j["started_unix_s"] is not None]
+            job = ran[-1] if ran else None
+        queued = [j["id"] for j in jobs if j["state"] == "queued"]
         live = self.live.snapshot() if self.live and job and self.job_id == job["id"] else {}
         return {"id": self.id, "kind": self.kind, "board": row["board"], "held": bool(row["held"]),
                 "port": row["port"], "error": self.error, "job": public_job(job), "queued": queued,
