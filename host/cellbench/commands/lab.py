@@ -70,6 +70,10 @@ def check_arguments(args):
         raise InputError(f"sim: must be 0-256, got {args.sim}")
     if not args.sim_speed > 0:
         raise InputError(f"sim_speed: must be > 0, got {args.sim_speed}")
+    if args.sim:
+        from ..lab.service import cell_path
+
+        cell_path(args.sim_cell, "sim_cell")
     with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -30,6 +30,17 @@ FIRMWARE_USED = ("frame", "steps", "link")
 USB_SCAN_S = 5.0  # how often the lab looks for RP2040 boards plugged in meanwhile
 
 
+def cell_path(cell, field="cell"):
+    """The model file of a simulated cell named ``cell`` (a models/ name or a path), checked."""
+    if not isinstance(cell, str) or not cell:
+        raise InputError(f"{field}: must name a model file (models/<name>.json or a path)")
+    path = Path(cell) if cell.endswith(".json") else MODELS / f"{cell}.json"
+    if not path.is_file():
+        raise InputError(f"{field}: no model file {path}")
+    load_model(str(path))  # a plant the simulator cannot load would fail at boot
+    return path
+
+
 class NotFound(Exception):
     """No such channel or job (the API's 404)."""
 
@@ -108,13 +119,7 @@ class Lab:
         for key in request:
             if key not in ("cell", "seed", "board"):
                 raise InputError(f"{key}: unknown field (known: cell, seed, board)")
-        cell = request.get("cell")
-        if not isinstance(cell, str) or not cell:
-            raise InputError("cell: must name a model file (models/<name>.json or a path)")
-        path = Path(cell) if cell.endswith(".json") else MODELS / f"{cell}.json"
-        if not path.is_file():
-            raise InputError(f"cell: no model file {path}")
-        load_model(str(path))  # a plant the simulator cannot load would fail at boot
+        path = cell_path(request.get("cell"))
         seed = request.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError(f"seed: must be an integer >= 0, got {seed!r}")
