@@ -85,7 +85,9 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
         assumptions.append("no rest after a current step: RC time constants only from the current steps")
     chosen, results = structure.search(rows, seeds, ref["capacity_Ah"], rc=rc, hysteresis=hysteresis,
                                        r_soc=r0_soc, butler_volmer=butler_volmer)
-    params = _usable(chosen["params"], grid)
+    params = _usable(chosen["params"], grid, r0["r0_ohm"])
+    if params.get("r0_from_edges"):
+        assumptions.append("R0 from the current-step edges (the fit found no series resistance)")
     assumptions += _structure_assumptions(params, chosen["spec"], both)
     noise = error.voltage_noise_V(logs)
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
@@ -154,16 +156,20 @@ def _on_grid(values, grid):
     return np.interp(grid, refine.KNOTS, v).tolist()
 
 
-def _usable(params: dict, grid) -> dict:
+def _usable(params: dict, grid, r0_edges_ohm: float) -> dict:
     """Drop RC pairs NNLS set to zero and a zero Butler-Volmer term; tables onto the OCV
-    grid; InputError if no series resistance is left at all."""
+    grid. No series resistance left at all: R0 from the step edges (``r0_edges_ohm``),
+    InputError if those are not positive either."""
     params = dict(params)
     kept = [p for p in params["rc"] if np.max(p["r_ohm"]) > 0]
     params["rc_dropped"] = len(params["rc"]) - len(kept)
     r0 = np.atleast_1d(np.asarray(params["r0_ohm"], dtype=float))
     bv = params["bv"] if params["bv"] and params["bv"]["v_T"] > 0 else None
     if not np.any(r0 > 0) and not kept and bv is None:
-        raise InputError("r0: the logs show no series resistance; run protocols/hppc.json")
+        if not r0_edges_ohm > 0:
+            raise InputError("r0: the logs show no series resistance; run protocols/hppc.json")
+        r0 = np.array([r0_edges_ohm])
+        params["r0_from_edges"] = True
     if not np.any(r0 > 0):
         r0 = np.array([1e-6])      # all of it in the RC pairs or the charge transfer
     params["r0_knots_ohm"] = r0.tolist()

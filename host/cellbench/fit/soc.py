@@ -14,10 +14,11 @@ efficiency, as in the model.
 
 import numpy as np
 
-from .capacity import LARGE_SWEEP, ends_at, window_tolerance_V
+from .capacity import LARGE_SWEEP, ends_at, rate_C, window_tolerance_V
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
+MAX_ANCHOR_RATE_C = 0.55  # sweeps up to about C/2 anchor SoC at their cut-off
 MANY_ANCHORS = 4          # this many window-limit anchors follow a drift rather than agree
 STEEP_V_PER_SOC = 2.0     # 20 mV per % SoC: 1 mV of error is 0.05 % SoC
 MIN_REST_SAMPLES = 10
@@ -72,6 +73,8 @@ def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=No
     for sweep in log.sweeps:
         # Only large sweeps anchor: a pulse cut off by its IR drop is nowhere near the end.
         end = _ends_in(log, sweep, window_V) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
+        # A fast sweep's cut-off is far from the limit's SoC (diffusion, not only IR).
+        end = end if rate_C(log, sweep) <= MAX_ANCHOR_RATE_C else 0
         if end:
             k = sweep.stop - 1
             at.append(k)
