@@ -130,6 +130,7 @@ class Board:
         self._setup_source(cfg, cfg["source"])
         self._setup_measure(cfg, cal or {})
         self._wdt = None
+        self.wdt_ms = 0   # watchdog timeout once started (0: not running)
 
     # ---- construction -------------------------------------------------------------
     def _setup_pins(self, cfg):
@@ -425,7 +426,8 @@ class Board:
 
     def start_watchdog(self, timeout_ms):
         """Start the hardware watchdog (clamped to the RP2040's 1..8388 ms)."""
-        self._wdt = machine.WDT(timeout=max(1, min(_WDT_MAX_MS, int(timeout_ms))))
+        self.wdt_ms = max(1, min(_WDT_MAX_MS, int(timeout_ms)))
+        self._wdt = machine.WDT(timeout=self.wdt_ms)
 
     def feed(self):
         """Feed the watchdog (no-op before it is started)."""

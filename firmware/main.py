@@ -79,7 +79,18 @@ class Loop:
             if wait <= 0:
                 self._tick()
             elif not self._write(self.link.output()):
-                self._read(wait)
+                self._read(self._wait_ms(wait))
+
+    def _wait_ms(self, wait):
+        # A tick longer than the watchdog's timeout (a 10 s tick, a 5 s watchdog) must not
+        # reset the board: wait at most half the timeout at a time and feed the dog in
+        # between. The loop coming round is the liveness the watchdog is there to check;
+        # a hung tick or link still stops it.
+        half = self.board.wdt_ms >> 1
+        if half and wait > half:
+            self.board.feed()
+            return half
+        return wait
         self.board.off()  # unix port: nothing can reconnect, end with the current off
 
     def _tick(self):

@@ -186,3 +186,26 @@ def test_ring_full_with_no_host_pauses_with_current_off_and_resumes_on_ack(tmp_p
 
 def link_module_reserve():
     return fw.module("controller").RESERVE
+
+
+def test_a_tick_longer_than_the_watchdog_runs_to_its_end(tmp_path):
+    """A step table whose tick (12 s) outlasts the board's watchdog (boards/sim.json, 5 s):
+    the loop feeds the dog while it waits, so the run ends normally instead of the board
+    resetting in its first wait (machine.WDT exits the unix port on a reset)."""
+    wdt_ms = json.loads(sim.board_path("sim").read_text())["wdt_ms"]
+    tick_ms = 12_000
+    assert tick_ms > wdt_ms
+    cell = tmp_path / "cell.json"
+    cell.write_text(json.dumps(MODEL))
+    board = sim.start_board(cell, calibration="ideal", workdir=tmp_path / "slow", seed=5, soc0=0.5)
+    link = Link(board)
+    table = {"v": 1, "tick_ms": tick_ms, "record": {"dt_ms": tick_ms},
+             "steps": [["CC", I_nA, 10 * tick_ms, 0]]}
+    try:
+        assert link.cmd("LOAD " + json.dumps(table)).startswith("OK")
+        assert link.cmd("START").startswith("OK")
+        assert link.run_to_end() == "END"
+        assert link.status()["state"] == "DONE"
+    finally:
+        board.close()
+    assert len(link.records) >= 10  # a record a tick: every tick ran

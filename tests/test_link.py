@@ -553,3 +553,32 @@ def test_firmware_imports_under_its_namespace_only():
     assert got["bare"] == [] and got["path_same"]
     assert got["full"] == {n: f"cellbench.firmware.{n}" for n in got["names"]}
     assert all(got["siblings"])
+
+
+THREADS_PROBE = """
+import json, threading
+from cellbench import fw
+start = threading.Barrier(8)
+seen = []
+def load():
+    start.wait()
+    link = fw.module("link")
+    seen.append(hasattr(link, "Link") and hasattr(link.frame, "encode"))
+threads = [threading.Thread(target=load) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(seen))
+"""
+
+
+def test_firmware_loads_whole_when_threads_ask_at_once():
+    """Eight threads ask for the same firmware module in a fresh interpreter (the lab's
+    channel threads): each gets it fully loaded, never the half-run module a first load
+    leaves in sys.modules while it runs."""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True,
+                              cwd=ROOT / "tests")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout.splitlines()[-1]) == [True] * 8

@@ -15,20 +15,29 @@ this loader, at import time and in functions that import later (link.estimator_c
 import builtins
 import importlib.util
 import sys
+import threading
 import types
 
 from .paths import FIRMWARE
 
 PACKAGE = "cellbench.firmware"
 
+# A module is in sys.modules before it has run (siblings import each other), so a second
+# thread must not see it until its loader is done: loads are serialised. Re-entrant: a
+# firmware module's own sibling imports come back here on the loading thread.
+_LOADING = threading.RLock()
+
 
 def module(name):
     """Return the firmware module ``name`` (for example ``"frame"``), loaded from firmware/
     as ``cellbench.firmware.<name>``; ImportError if firmware/ has no such file."""
     full = f"{PACKAGE}.{name}"
-    loaded = sys.modules.get(full)
-    if loaded is not None:
-        return loaded
+    with _LOADING:
+        loaded = sys.modules.get(full)
+        return loaded if loaded is not None else _load(name, full)
+
+
+def _load(name, full):
     path = FIRMWARE / f"{name}.py"
     if not _is_firmware(name):
         raise ImportError(f"no firmware module {name!r} in {FIRMWARE}", name=full, path=str(path))
