@@ -55,15 +55,6 @@ def ends_at(log: Log, sweep: Sweep) -> int:
     return 0
 
 
-def full_sweeps(log: Log) -> list:
-    """Sweeps that crossed the whole window (start after the opposite end, reach their end)."""
-    out = []
-    for prev, sweep in zip(log.sweeps[:-1], log.sweeps[1:]):
-        if ends_at(log, sweep) == sweep.sign and ends_at(log, prev) == -sweep.sign:
-            out.append(sweep)
-    return out
-
-
 def rate_C(log: Log, sweep: Sweep) -> float:
     """C-rate a sweep's charge was passed at: 1 / (hours of non-rest current)."""
     active_s = 0.0

@@ -8,8 +8,10 @@ Other logs are anchored by relaxed voltages at the end of rests where the OCV is
 (no IR drop to guess, and 1 mV of error is a tiny SoC error there); failing that by their
 window-limit sweep ends, placed where ``OCV(z) = V - I * R_dc`` once the resistance is
 known (second pass); failing that by their first voltage through the OCV. Sweep-end
-anchors must agree within ``AGREE_SOC``. Charge current counts with the coulombic
-efficiency, as in the model.
+anchors of another log must agree within ``AGREE_SOC`` (or be ``MANY_ANCHORS``); between
+anchors the starting SoC moves linearly (:func:`_anchored`), so a long log's drift is
+taken out at every limit. Only sweeps up to about C/2 anchor. Charge current counts with
+the coulombic efficiency, as in the model.
 """
 
 import numpy as np
