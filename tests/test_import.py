@@ -591,35 +591,6 @@ def test_pec_csv_with_clock_times_instructions_and_counters(tmp_path):
     assert log["Unix Time / s"][0] == pytest.approx(start.replace(tzinfo=datetime.timezone.utc).timestamp())
 
 
-def _shared_pec():
-    return sorted(SHARED.glob("*pec*.csv")) if SHARED.is_dir() else []
-
-
-@pytest.mark.parametrize("path", _shared_pec(), ids=lambda p: p.name)
-def test_real_pec_csv_against_its_own_columns(tmp_path, path):
-    """A real PEC export in ../shared/realdata (none is committed here): its clock-text
-    Total Time, Real Time span and Charge/Discharge Capacity counters, read with pandas."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    head = next(k for k, l in enumerate(lines) if l.startswith("Test,") and "Total Time" in l)
-    df = pd.read_csv(path, skiprows=head, index_col=False)
-    out = tmp_path / "pec.bdf.csv"
-    meta = importers.import_file(path, out)
-    log = read_log(out)
-    assert meta["format"] == "PEC CSV" and len(log["Test Time / s"]) == len(df)
-    hms = df["Total Time (Hours in hh:mm:ss.xxx)"].str.split(":", expand=True).astype(float)
-    assert log["Test Time / s"] == pytest.approx((hms[0] * 3600 + hms[1] * 60 + hms[2]).to_numpy(), abs=1e-6)
-    wall = (pd.to_datetime(df["Real Time"], format="%m/%d/%Y %H:%M:%S").to_numpy(dtype="datetime64[ns]")
-            .astype(np.int64) / 1e9)
-    span = log["Unix Time / s"][-1] - log["Unix Time / s"][0]
-    assert abs(span - (wall[-1] - wall[0])) <= 1.0
-    for col, q in (("Charge Capacity (mAh)", "Charging Capacity / Ah"),
-                   ("Discharge Capacity (mAh)", "Discharging Capacity / Ah")):
-        c = df[col].to_numpy()
-        ends = c[np.r_[np.flatnonzero(np.diff(c) < 0), c.size - 1]]   # the counter's value before each restart
-        # the file prints its counters to 0.001 mAh: half a step is as close as it can say
-        assert log[q][-1] == pytest.approx(ends.sum() / 1e3, rel=REL, abs=0.5e-6)
-
-
 def test_unsupported_file_is_one_short_line(tmp_path, capfd):
     src = tmp_path / "mystery.csv"
     src.write_text("alpha,beta\n1,2\n" * 200)

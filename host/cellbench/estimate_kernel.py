@@ -78,15 +78,22 @@ def pack(ekf, firmware, soc0, dtype):
 
 
 @njit(**JIT)
-def lookup(f, ip, tab, z):
-    """Set OCV, SLOPE, R0, DR0, M, DM, I0, DI0 at SoC z (Ekf._lookup); returns the segment."""
-    R = f.dtype.type
+def grid_segment(f, ip, z):
+    """(segment, position in it) of SoC z on the uniform OCV grid; the segment is clamped
+    to the table, the position is not (beyond the ends it runs below 0 or above 1)."""
     pos = (z - f[Z0]) / f[DZ]
     last = ip[NPT] - 2
     j = int(pos) if pos > 0 else 0
     if j > last:
         j = last
-    frac = pos - R(j)
+    return j, pos - f.dtype.type(j)
+
+
+@njit(**JIT)
+def lookup(f, ip, tab, z):
+    """Set OCV, SLOPE, R0, DR0, M, DM, I0, DI0 at SoC z (Ekf._lookup); returns the segment."""
+    R = f.dtype.type
+    j, frac = grid_segment(f, ip, z)
     v, r, m, i0 = tab[OCV_T], tab[R0_T], tab[M_T], tab[I0_T]
     f[SLOPE] = (v[j + 1] - v[j]) / f[DZ]
     f[OCV] = v[j] + frac * (v[j + 1] - v[j])
@@ -107,13 +114,7 @@ def lookup(f, ip, tab, z):
 @njit(**JIT)
 def rc_at(f, ip, tab, z, rr):
     """The RC resistances at SoC z into rr (Ekf._rc_at)."""
-    R = f.dtype.type
-    pos = (z - f[Z0]) / f[DZ]
-    last = ip[NPT] - 2
-    j = int(pos) if pos > 0 else 0
-    if j > last:
-        j = last
-    frac = pos - R(j)
+    j, frac = grid_segment(f, ip, z)
     for p in range(ip[NRC]):
         t = tab[RC_T + p]
         if frac <= 0:
