@@ -28,7 +28,7 @@ def demo_row():
         out = io.StringIO()
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(out):
-            code = demo.run(argparse.Namespace(out=tmp, seed=0, quiet=True, force=False))
+            code = demo.run(argparse.Namespace(out=tmp, seed=0, quiet=True, force=False, board="sim", rp2_dir=None))
         wall = time.perf_counter() - t0
     first = out.getvalue().splitlines()[0] if out.getvalue() else ""
     return {"name": "demo wall time", "value": round(wall, 1), "unit": "s",
