@@ -82,6 +82,7 @@ class Loop:
                 self._tick()
             elif not self._write(self.link.output()):
                 self._read(self._wait_ms(wait))
+        self.board.off()  # unix port: nothing can reconnect, end with the current off
 
     def _wait_ms(self, wait):
         # A tick longer than the watchdog's timeout (a 10 s tick, a 5 s watchdog) must not
@@ -93,7 +94,6 @@ class Loop:
             self.board.feed()
             return half
         return wait
-        self.board.off()  # unix port: nothing can reconnect, end with the current off
 
     def _tick(self):
         now = time.ticks_ms()

@@ -491,7 +491,6 @@ def test_sim_run_uses_and_records_the_boards_calibration(sim_files, tmp_path, mo
     """`run --cell` starts the simulated board with boards/calibration/<board-id>.json when
     it exists; the sidecar records the id the board reports and, when it is that file's,
     the file itself; "none" when the board runs uncalibrated."""
-    from cellbench import session
     from cellbench.sim import ideal_calibration
 
     cal_dir = tmp_path / "calibration"

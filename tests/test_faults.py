@@ -5,7 +5,6 @@ the fault bit is in the record and a FAULT event ends the run.
 """
 
 import json
-import sys
 
 import numpy as np
 import pytest

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import time
 
 import numpy as np
 import pytest

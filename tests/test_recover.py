@@ -85,7 +85,7 @@ def board_dir(tmp_path):
 
 @needs_sim
 def test_board_killed_mid_run_recovers_on_the_users_word(tmp_path, board_dir):
-    from cellbench.sim import detached, read_truth
+    from cellbench.sim import detached
 
     protocol = tmp_path / "cycles.json"
     protocol.write_text(json.dumps(PROTOCOL))

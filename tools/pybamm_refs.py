@@ -33,7 +33,6 @@ cellbench convention for half cells: charge = delithiation of graphite = SoC up.
 import argparse
 import gzip
 import json
-import shutil
 import sys
 import time
 from pathlib import Path

@@ -10,7 +10,6 @@ with no information at all is refused, naming what to record.
 
 import argparse
 import json
-from pathlib import Path
 
 from ..bdflog import log_files
 from ..errors import InputError

@@ -220,7 +220,6 @@ def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
     ocv_V = curve["voltage_V"]
     log = logs[ref["log"]]
     window = [max(float(log.v_V.min()), float(ocv_V[0])), min(float(log.v_V.max()), float(ocv_V[-1]))]
-    spec = chosen["spec"]
     doc = {
         "schema_version": 1,
         "cell": _cell(logs, name, chemistry, mass_g),

@@ -7,7 +7,7 @@ current's sign, so a file that counts discharge positive still comes out charge 
 
 from ..errors import InputError
 from .raw import Raw, step_labels
-from .table import as_text, find, head_lines, integers, optional_si, read_table
+from .table import as_text, find, integers, optional_si, read_table
 
 FORMAT = "BDF"
 # machine-name unit suffixes -> header unit

@@ -10,7 +10,6 @@ its first step's fields after its own eight). Flat exports
 ``record`` sheet are plain tables.
 """
 
-import io
 
 import numpy as np
 
