@@ -45,6 +45,14 @@ BASE_COLUMNS = [
     ("Fault Flags / 1", "fault_flags"),
 ]
 SOC_COLUMNS = [("SOC / 1", "soc"), ("SOC Std / 1", "soc_std")]
+# The estimator's slow states (issue 14: capacity and charge-transfer resistance tracked as
+# the cell ages), written by the board's log and by `cellbench estimate` alike.
+AGEING_COLUMNS = [
+    ("Capacity Estimate / Ah", "capacity_estimate_ah"),
+    ("Capacity Estimate Std / Ah", "capacity_estimate_std_ah"),
+    ("Charge Transfer Resistance Estimate / ohm", "charge_transfer_resistance_estimate_ohm"),
+    ("Charge Transfer Resistance Estimate Std / ohm", "charge_transfer_resistance_estimate_std_ohm"),
+]
 # The board's sequence number of each record: always the last column, so a resumed run
 # (cellbench run --resume) finds where the log stops by reading only the file's tail.
 # Not a BDF column; bdf.validate reports it under "extras" and accepts the file.
