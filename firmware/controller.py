@@ -84,6 +84,7 @@ class Controller:
         self.resync = False      # set by START: the loop should restart its tick clock
         self.soc_ppm = -1
         self.std_ppm = -1
+        self._no_slow()
         self.lost = 0            # events that found no free slot
         self.error = ""          # the last internal error, for STATUS
         self.set_ms = 0          # ms left of a SET current (0: none), outside runs only
@@ -161,6 +162,7 @@ class Controller:
         self.est = est
         self.soc_ppm = -1
         self.std_ppm = -1
+        self._no_slow()
         self.fault = 0
         self.t_ms = 0
         self.engine.start()
@@ -181,6 +183,9 @@ class Controller:
         self.est = est
         self.soc_ppm = soc if est is not None else -1
         self.std_ppm = w[journal.W_STD] if est is not None else -1
+        self._no_slow()
+        if est is not None:
+            self._restore_slow(est, w)
         self.fault = w[journal.W_FAULT]
         self.t_ms = journal.t_ms(w)
         self.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
@@ -224,6 +229,8 @@ class Controller:
                 "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
                 "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.q_chg_nAh(), "q_dch_nAh": e.q_dch_nAh(),
                 "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
+                "cap_nAh": self.cap_nAh, "cap_std_nAh": self.cap_std_nAh,
+                "r_mohm": self.r_mohm, "r_std_mohm": self.r_std_mohm,
                 "seq_next": self.ring.head, "seq_oldest": self.ring.tail,
                 "free": self.ring.free(), "lost": self.lost, "tick_ms": self.tick_ms,
                 "table": self.table is not None, "model": self.model is not None,
@@ -353,6 +360,10 @@ class Controller:
         w[journal.W_SEQ] = self.ring.head
         w[journal.W_SOC] = self.soc_ppm
         w[journal.W_STD] = self.std_ppm
+        w[journal.W_CAP] = self.cap_nAh
+        w[journal.W_CAP_STD] = self.cap_std_nAh
+        w[journal.W_R] = self.r_mohm
+        w[journal.W_R_STD] = self.r_std_mohm
         w[journal.W_FAULT] = self.fault
         if not self.engine.save_state(w, journal.W_ENGINE, journal.MAX_LOOPS):
             w[journal.W_ACTIVE] = 0  # too many LOOPs to keep: the run cannot be recovered
@@ -389,6 +400,37 @@ class Controller:
             self.error = "estimator: " + repr(ex)[:60]
             return None
 
+    def _no_slow(self):
+        """No capacity (nAh) or charge-transfer resistance (mohm) estimate: all -1."""
+        self.cap_nAh = -1
+        self.cap_std_nAh = -1
+        self.r_mohm = -1
+        self.r_std_mohm = -1
+
+    def _restore_slow(self, est, w):
+        """RECOVER: the capacity and resistance the run had learned, from the journal,
+        back into the estimator that reset() started afresh (what a reset must not lose:
+        tens of cycles of learning). The journaled values are what the records go on with
+        until the first tick; -1 words (a state that was off) leave the estimator's own."""
+        cap, cap_std = w[journal.W_CAP], w[journal.W_CAP_STD]
+        r, r_std = w[journal.W_R], w[journal.W_R_STD]
+        setter = getattr(est, "set_slow", None)
+        if setter is None or (cap < 0 and r < 0):
+            return
+        try:
+            setter(cap, cap_std, r, r_std)
+        except Exception as ex:
+            self.error = "estimator: " + repr(ex)[:60]
+            return
+        self._copy_slow(est)
+
+    def _copy_slow(self, est):
+        # The slow states (issue 14); an estimator without them reports none.
+        self.cap_nAh = getattr(est, "cap_nAh", -1)
+        self.cap_std_nAh = getattr(est, "cap_std_nAh", -1)
+        self.r_mohm = getattr(est, "r_mohm", -1)
+        self.r_std_mohm = getattr(est, "r_std_mohm", -1)
+
     def _estimate(self, dt_ms):
         est = self.est
         if est is None:
@@ -397,11 +439,13 @@ class Controller:
             est.step(self.board.i_nA, self.board.v_uV, dt_ms)
             self.soc_ppm = est.soc_ppm
             self.std_ppm = est.std_ppm
+            self._copy_slow(est)
         except Exception as ex:
             # The run matters more than the estimate: drop the estimator, say so.
             self.est = None
             self.soc_ppm = -1
             self.std_ppm = -1
+            self._no_slow()
             self.error = "estimator: " + repr(ex)[:60]
             self._event(record.EV_ESTIMATOR)
 
@@ -496,7 +540,8 @@ class Controller:
         return self.ring.put(kind, self.t_ms & _T_MASK, b.v_uV, b.i_nA, e.step_count, e.step_index,
                              e.cycle, e.step_no, e.step_type, self.fault, a[steps.Q_CHG],
                              a[steps.Q_DCH], a[steps.Q_STEP], a[steps.E_CHG], a[steps.E_DCH],
-                             self.soc_ppm, self.std_ppm)
+                             self.soc_ppm, self.std_ppm, self.cap_nAh, self.cap_std_nAh,
+                             self.r_mohm, self.r_std_mohm)
 
     def _event(self, kind):
         seq = self._push(kind)

@@ -3,13 +3,15 @@
 A board reset (watchdog, brown-out, power cut) clears RAM; the journal file in the
 board's filesystem (``journal.bin`` in the cwd, the flash root) keeps the last saved
 position of the run: the step (step_no, loop counters), step_count, cycle, the integer
-charge and energy counters with their remainders, the next seq, the estimator's SoC and
-the step table's checksum (controller.Controller fills it, steps.Engine.save_state).
+charge and energy counters with their remainders, the next seq, the estimator's SoC, the
+capacity and charge-transfer resistance it has learned (with their std: a reset must not
+throw away tens of cycles of learning), and the step table's checksum (controller.Controller fills it, steps.Engine.save_state).
 
 Two alternating slots, each _SLOT_WORDS int32 words: data words then the CRC-32 of their
 bytes. Entry n is written to slot n % 2, so a write torn by a reset (a truncated or
 half-written slot) leaves the other slot, the previous entry, intact; load() takes the
-valid slot with the larger generation number. Units as in the record: ms, nAh, uWh, ppm.
+valid slot with the larger generation number. Units as in the record: ms, nAh, uWh, ppm,
+mohm.
 
 Flash wear (RP2040 boards: 2 MB QSPI NOR, 100k erase cycles per 4 KB sector, littlefs
 over ~1.4 MB = ~350 blocks with dynamic wear levelling): a journal write rewrites the
@@ -35,7 +37,8 @@ except ImportError:  # CPython: const(x) is x
         return x
 
 
-_MAGIC = const(0x434A4E31)  # "CJN1": journal format 1
+_MAGIC = const(0x434A4E32)  # "CJN2": journal format 2 (format 1 had no capacity/resistance
+                            # words; its entries are "no entry", as a torn write is)
 MAX_LOOPS = const(64)      # LOOP steps a journal can hold counters for
 
 # Word offsets in a slot: the one statement of the layout (controller.py fills the W_
@@ -50,7 +53,11 @@ W_SEQ = const(6)       # the next seq at the save
 W_SOC = const(7)       # estimator soc_ppm (-1: none)
 W_STD = const(8)       # estimator soc_std_ppm
 W_FAULT = const(9)     # the run's fault bits
-W_ENGINE = const(10)   # the step engine's words start here; offsets from it:
+W_CAP = const(10)      # estimator cap_nAh, capacity (-1: none)
+W_CAP_STD = const(11)  # estimator cap_std_nAh
+W_R = const(12)        # estimator r_mohm, charge-transfer resistance (-1: none)
+W_R_STD = const(13)    # estimator r_std_mohm
+W_ENGINE = const(14)   # the step engine's words start here; offsets from it:
 E_STEP_NO = const(0)
 E_STEP_COUNT = const(1)
 E_CYCLE = const(2)

@@ -7,7 +7,7 @@ acknowledges its seq (ACK frees everything up to and including it); the ring nev
 overwrites an unacknowledged slot: put() returns -1 instead and the caller pauses.
 
 Units follow the record fields of docs/design.md: t_ms, v_uV, i_nA, charge nAh,
-energy uWh, SoC ppm; current > 0 charges the cell.
+energy uWh, SoC ppm, capacity nAh, resistance mohm; current > 0 charges the cell.
 """
 
 from array import array
@@ -23,10 +23,13 @@ except ImportError:  # CPython: const(x) is x
 
 FIELDS = ("t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no",
           "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh", "e_chg_uWh",
-          "e_dch_uWh", "soc_ppm", "soc_std_ppm")
-# t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536.
-CODES = "IiiiiiHBHiiiiiii"
-_BYTES_PER_SLOT = const(58)   # the arrays above plus the kind byte (chunk headers not counted)
+          "e_dch_uWh", "soc_ppm", "soc_std_ppm", "cap_nAh", "cap_std_nAh", "r_mohm",
+          "r_std_mohm")
+# t_ms unsigned (49 days); step_no < 65536, step_type < 256, fault < 65536. The
+# estimator's capacity (nAh) and charge-transfer resistance (mohm) with their std
+# (-1: no estimate) need int32: a coin cell's 0.35 mAh is 350000 nAh, 58 ohm 58000 mohm.
+CODES = "IiiiiiHBHiiiiiiiiiii"
+_BYTES_PER_SLOT = const(74)   # the arrays above plus the kind byte (chunk headers not counted)
 
 # Run time is kept as t_hi * T_WRAP + t_lo ms (controller.Controller.t_ms) so the per-tick sums
 # stay MicroPython small ints (< 2**30 on the RP2040; t_ms itself passes that after 12.4
@@ -93,7 +96,7 @@ class Ring:
 
     def put(self, kind, t_ms, v_uV, i_nA, step_count, step_index, cycle, step_no,
             step_type, fault, q_chg_nAh, q_dch_nAh, q_step_nAh, e_chg_uWh, e_dch_uWh,
-            soc_ppm, soc_std_ppm):
+            soc_ppm, soc_std_ppm, cap_nAh, cap_std_nAh, r_mohm, r_std_mohm):
         """Store one record (kind 0) or event; return its seq, or -1 when the ring is full."""
         if self.head - self.tail >= self.cap:
             return -1
@@ -118,11 +121,15 @@ class Ring:
         c[13][ch][j] = e_dch_uWh
         c[14][ch][j] = soc_ppm
         c[15][ch][j] = soc_std_ppm
+        c[16][ch][j] = cap_nAh
+        c[17][ch][j] = cap_std_nAh
+        c[18][ch][j] = r_mohm
+        c[19][ch][j] = r_std_mohm
         self.head += 1
         return self.head - 1
 
     def values(self, seq):
-        """The 16 field values of a held seq (a new list), in FIELDS order."""
+        """The field values of a held seq (a new list), in FIELDS order."""
         k = seq % self.cap
         ch = k >> _CHUNK_SHIFT
         j = k & _CHUNK_MASK

@@ -163,7 +163,10 @@ def test_model_without_or_with_estimator(ctl, board, monkeypatch):
     recs = [x.split() for x in stream(ctl) if x.startswith("R ")]
     # The fake estimator adds 1 ppm per tick (500 ms): each record shows its tick's value.
     assert len(recs) >= 2
-    assert all(int(r[-2]) == 500_000 + int(r[2]) // 500 and int(r[-1]) == 1000 for r in recs)
+    soc = 2 + record.FIELDS.index("soc_ppm")  # "R", seq, then the fields
+    assert all(int(r[soc]) == 500_000 + int(r[2]) // 500 and int(r[soc + 1]) == 1000 for r in recs)
+    # an estimator without the slow states: no capacity or resistance estimate
+    assert all(r[soc + 2:] == ["-1"] * 4 for r in recs)
 
 
 def test_estimator_failure_keeps_the_run(ctl, board, monkeypatch):

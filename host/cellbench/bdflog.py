@@ -46,7 +46,8 @@ BASE_COLUMNS = [
 ]
 SOC_COLUMNS = [("SOC / 1", "soc"), ("SOC Std / 1", "soc_std")]
 # The estimator's slow states (issue 14: capacity and charge-transfer resistance tracked as
-# the cell ages), written by the board's log and by `cellbench estimate` alike.
+# the cell ages), written by the board's log and by `cellbench estimate` alike: after the
+# SOC columns, when the model has those states on (empty cells while there is no estimate).
 AGEING_COLUMNS = [
     ("Capacity Estimate / Ah", "capacity_estimate_ah"),
     ("Capacity Estimate Std / Ah", "capacity_estimate_std_ah"),
@@ -57,6 +58,10 @@ AGEING_COLUMNS = [
 # (cellbench run --resume) finds where the log stops by reading only the file's tail.
 # Not a BDF column; bdf.validate reports it under "extras" and accepts the file.
 SEQ_COLUMN = ("Record Seq / 1", "record_seq")
+# Board record field (docs/link.md) behind each SOC and ageing column, and the decimal
+# places that turn its integer into the column's unit: ppm -> 1, nAh -> Ah, mohm -> ohm.
+SOC_FIELDS = (("soc_ppm", 6), ("soc_std_ppm", 6))
+AGEING_FIELDS = (("cap_nAh", 9), ("cap_std_nAh", 9), ("r_mohm", 3), ("r_std_mohm", 3))
 OTHER_COLUMNS = [
     ("Ambient Temperature / degC", "ambient_temperature_celsius"),
     ("Net Capacity / Ah", "net_capacity_ah"),
@@ -79,7 +84,7 @@ INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1", "Fault Fla
 STEP_TYPES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
 
 _CANONICAL = {}
-for _pref, _machine in BASE_COLUMNS + SOC_COLUMNS + [SEQ_COLUMN] + OTHER_COLUMNS:
+for _pref, _machine in BASE_COLUMNS + SOC_COLUMNS + AGEING_COLUMNS + [SEQ_COLUMN] + OTHER_COLUMNS:
     _CANONICAL[_pref] = _pref
     _CANONICAL[_machine] = _pref
 
@@ -143,8 +148,19 @@ def step_type_name(step_type):
     return STEP_TYPES[step_type] if 0 <= step_type < len(STEP_TYPES) else str(step_type)
 
 
-def record_row(rec, start_unix_s, with_soc):
-    """One CSV row (list of str) from a record dict of board integers (docs/design.md)."""
+def _estimates(rec, fields):
+    # -1 (or a record without the field) means "no estimate": an empty cell (NaN when read).
+    out = []
+    for key, digits in fields:
+        value = rec.get(key, -1)
+        out.append(fixed(value, digits) if value >= 0 else "")
+    return out
+
+
+def record_row(rec, start_unix_s, with_soc, with_ageing=False):
+    """One CSV row (list of str) from a record dict of board integers (docs/design.md).
+
+    ``with_soc``: the SOC columns; ``with_ageing``: the AGEING_COLUMNS after them."""
     t_ms = rec["t_ms"]
     row = [
         fixed(t_ms, 3),
@@ -163,10 +179,9 @@ def record_row(rec, start_unix_s, with_soc):
         str(rec["fault"]),
     ]
     if with_soc:
-        # -1 means "no estimate yet": written as an empty cell (NaN when read).
-        for key in ("soc_ppm", "soc_std_ppm"):
-            value = rec.get(key, -1)
-            row.append(fixed(value, 6) if value >= 0 else "")
+        row += _estimates(rec, SOC_FIELDS)
+    if with_ageing:
+        row += _estimates(rec, AGEING_FIELDS)
     seq = rec.get("seq")  # records built off the link (tests, imports) may have none
     row.append("" if seq is None else str(seq))
     return row
@@ -175,14 +190,16 @@ def record_row(rec, start_unix_s, with_soc):
 class LogWriter:
     """Append BDF CSV rows as records arrive and keep the JSON sidecar up to date.
 
-    ``with_soc``: add the SOC columns (only when a model is loaded on the board).
+    ``with_soc``: add the SOC columns (only when a model is loaded on the board);
+    ``with_ageing``: and the AGEING_COLUMNS after them (a model whose estimator has the
+    capacity or resistance state on: :func:`model_has_ageing`).
     ``start_unix_s``: wall time of test time 0, for the Unix Time column.
     ``meta``: initial sidecar contents (board, firmware, protocol, table, model, ...).
     Refuses to replace an existing log or sidecar unless ``force``.
     """
 
     def __init__(self, path, with_soc=False, start_unix_s=None, meta=None, force=False,
-                 append_to=None):
+                 append_to=None, with_ageing=False):
         self.path = Path(path)
         self.sidecar = append_to or sidecar_path(self.path)
         if append_to is None:
@@ -190,6 +207,7 @@ class LogWriter:
                 check_output(p, force)
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.with_soc = bool(with_soc)
+        self.with_ageing = bool(with_ageing)
         self.start_unix_s = time.time() if start_unix_s is None else float(start_unix_s)
         self.meta = dict(meta or {})
         self.meta.setdefault("started_unix_s", self.start_unix_s)
@@ -207,11 +225,12 @@ class LogWriter:
 
     def columns(self):
         """Header names, in file order."""
-        return header_columns(self.with_soc)
+        return header_columns(self.with_soc, self.with_ageing)
 
     def write(self, rec):
         """Append one record (dict of board integers) and flush it to disk."""
-        self._file.write(",".join(record_row(rec, self.start_unix_s, self.with_soc)) + "\n")
+        self._file.write(",".join(record_row(rec, self.start_unix_s, self.with_soc,
+                                             self.with_ageing)) + "\n")
         self._file.flush()
         self.rows += 1
 
@@ -226,12 +245,13 @@ class LogWriter:
         if not path.is_file():
             raise InputError(f"resume: no log {path}")
         repair_tail(path)
-        with_soc = appendable_with_soc(path)
+        with_soc, with_ageing = appendable_layout(path)
         side = existing_sidecar_path(path) or sidecar_path(path)
         meta = read_sidecar(path) if meta is None else meta
         if "started_unix_s" not in meta:
             raise InputError(f"resume: {side.name} has no started_unix_s")
-        return cls(path, with_soc, float(meta["started_unix_s"]), meta, append_to=side)
+        return cls(path, with_soc, float(meta["started_unix_s"]), meta, append_to=side,
+                   with_ageing=with_ageing)
 
     def logged_seqs(self):
         """Sequence numbers of the events already in the sidecar (to skip repeats)."""
@@ -317,21 +337,35 @@ def read_header(path):
     return [c.strip() for c in line.decode("utf-8", "replace").rstrip("\r\n").split(",")]
 
 
-def header_columns(with_soc):
+def header_columns(with_soc, with_ageing=False):
     """The header names LogWriter writes, in file order."""
-    cols = BASE_COLUMNS + (SOC_COLUMNS if with_soc else []) + [SEQ_COLUMN]
+    cols = (BASE_COLUMNS + (SOC_COLUMNS if with_soc else [])
+            + (AGEING_COLUMNS if with_ageing else []) + [SEQ_COLUMN])
     return [pref for pref, _ in cols]
 
 
-def appendable_with_soc(path):
-    """Whether a log this writer can append to has the SoC columns; InputError if its
-    header is not one this writer writes."""
+def model_has_ageing(model):
+    """Whether a model's estimator tracks the slow states (capacity or resistance), so
+    the board's records carry them and its log gets the AGEING_COLUMNS."""
+    est = (model or {}).get("estimator") or {}
+    return bool(est.get("capacity") or est.get("resistance"))
+
+
+def appendable_layout(path):
+    """(with_soc, with_ageing) of a log this writer can append to: which estimate columns
+    its header has (a log written before the ageing columns existed has none of them);
+    InputError if its header is not one this writer writes."""
     header = read_header(path)
-    with_soc = SOC_COLUMNS[0][0] in header
-    if header != header_columns(with_soc):
+    layout = (SOC_COLUMNS[0][0] in header, AGEING_COLUMNS[0][0] in header)
+    if header != header_columns(*layout):
         raise InputError(f"resume: {Path(path).name} was not written by this bench "
                          f"(its columns differ), cannot append to it")
-    return with_soc
+    return layout
+
+
+def appendable_with_soc(path):
+    """Whether a log this writer can append to has the SoC columns (appendable_layout)."""
+    return appendable_layout(path)[0]
 
 
 def last_row(path):

@@ -286,6 +286,7 @@ class Session:
         # The log exists only once the board runs: a refused START leaves no empty log.
         meta = dict(self._meta(self.ident), start_seq=started["seq"])
         self.log = bdflog.LogWriter(self.out_path, with_soc=self.model is not None,
+                                    with_ageing=bdflog.model_has_ageing(self.model),
                                     meta=meta, force=self.force)
         self.follow()
 
