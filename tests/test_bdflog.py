@@ -20,7 +20,9 @@ def _record(k, **over):
     rec = dict(t_ms=1000 * k, v_uV=1_500_000 + 7 * k, i_nA=-350_000, cycle=1 + k // 4,
                step_count=1 + k // 2, step_index=k % 2, step_type=k % 5, fault=0,
                q_chg_nAh=11 * k, q_dch_nAh=97 * k, q_step_nAh=-3 * k, e_chg_uWh=5 * k,
-               e_dch_uWh=150 * k, soc_ppm=10_000 * k, soc_std_ppm=1000, seq=k + 1)
+               e_dch_uWh=150 * k, soc_ppm=10_000 * k, soc_std_ppm=1000, cap_nAh=400_000 - 13 * k,
+               cap_std_nAh=4_000, r_mohm=33_000 + 250 * k, r_std_mohm=-1 if k == 0 else 900,
+               seq=k + 1)
     rec.update(over)
     return rec
 
@@ -29,14 +31,17 @@ records = st.builds(
     dict, t_ms=U30, v_uV=U30, i_nA=I30, cycle=st.integers(1, 10**6), step_count=U30,
     step_index=U30, step_type=st.integers(0, 4), fault=st.integers(0, 255),
     q_chg_nAh=U30, q_dch_nAh=U30, q_step_nAh=I30, e_chg_uWh=U30, e_dch_uWh=U30,
-    soc_ppm=st.integers(-1, 1_000_000), soc_std_ppm=st.integers(0, 1_000_000))
+    soc_ppm=st.integers(-1, 1_000_000), soc_std_ppm=st.integers(0, 1_000_000),
+    cap_nAh=st.integers(-1, 2**31 - 1), cap_std_nAh=st.integers(-1, 2**31 - 1),
+    r_mohm=st.integers(-1, 2**31 - 1), r_std_mohm=st.integers(-1, 2**31 - 1))
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recs=st.lists(records, min_size=1, max_size=8))
 def test_round_trip_is_exact_scaling(tmp_path, recs):
     path = tmp_path / "rt.bdf.csv"
-    with bdflog.LogWriter(path, with_soc=True, start_unix_s=1.7e9, force=True) as log:
+    with bdflog.LogWriter(path, with_soc=True, with_ageing=True, start_unix_s=1.7e9,
+                          force=True) as log:
         for rec in recs:
             log.write(rec)
     got = bdflog.read_log(path)
@@ -58,6 +63,13 @@ def test_round_trip_is_exact_scaling(tmp_path, recs):
     assert got["Step Type"].tolist() == [names[r["step_type"]] for r in recs]
     soc = np.array([r["soc_ppm"] / 1e6 if r["soc_ppm"] >= 0 else np.nan for r in recs])
     np.testing.assert_allclose(got["SOC / 1"], soc, rtol=1e-15)
+    # the estimator's slow states: nAh -> Ah, mohm -> ohm; -1 (no estimate) -> empty -> NaN
+    for name, key, scale in (("Capacity Estimate / Ah", "cap_nAh", 1e9),
+                             ("Capacity Estimate Std / Ah", "cap_std_nAh", 1e9),
+                             ("Charge Transfer Resistance Estimate / ohm", "r_mohm", 1e3),
+                             ("Charge Transfer Resistance Estimate Std / ohm", "r_std_mohm", 1e3)):
+        want = np.array([r[key] / scale if r[key] >= 0 else np.nan for r in recs])
+        np.testing.assert_allclose(got[name], want, rtol=1e-15, err_msg=name)
 
 
 @given(n=st.integers(-(10**12), 10**12), digits=st.integers(0, 9))
@@ -79,11 +91,26 @@ def test_columns_in_design_order_and_soc_only_with_model(tmp_path):
     with_model.close()
     assert (tmp_path / "b.bdf.csv").read_text().splitlines()[0].endswith(
         ",SOC / 1,SOC Std / 1,Record Seq / 1")
+    ageing = bdflog.LogWriter(tmp_path / "c.bdf.csv", with_soc=True, with_ageing=True)
+    ageing.close()
+    assert (tmp_path / "c.bdf.csv").read_text().splitlines()[0].endswith(
+        ",Fault Flags / 1,SOC / 1,SOC Std / 1,Capacity Estimate / Ah,Capacity Estimate Std / Ah,"
+        "Charge Transfer Resistance Estimate / ohm,Charge Transfer Resistance Estimate Std / ohm,"
+        "Record Seq / 1")
+
+
+def test_ageing_columns_follow_the_models_estimator():
+    """A model whose estimator tracks capacity or resistance gets the ageing columns."""
+    assert not bdflog.model_has_ageing(None)
+    assert not bdflog.model_has_ageing({"capacity_Ah": 4e-4})
+    assert not bdflog.model_has_ageing({"estimator": {"capacity": False, "q_soc": 1e-6}})
+    assert bdflog.model_has_ageing({"estimator": {"capacity": True}})
+    assert bdflog.model_has_ageing({"estimator": {"resistance": True}})
 
 
 def test_log_passes_bdf_validate(tmp_path):
     path = tmp_path / "v.bdf.csv"
-    with bdflog.LogWriter(path, with_soc=True) as log:
+    with bdflog.LogWriter(path, with_soc=True, with_ageing=True) as log:
         for k in range(20):
             log.write(_record(k))
     report = bdf.validate(pd.read_csv(path), raise_on_error=True)
@@ -203,9 +230,9 @@ def test_an_older_log_keeps_its_sidecar_name_when_resumed(tmp_path):
 # ---------------------------------------------------------------- resume support
 
 
-def _log(path, n, with_soc=False, **meta):
-    with bdflog.LogWriter(path, with_soc=with_soc, start_unix_s=1000.0, meta=meta,
-                          force=True) as log:  # force: hypothesis reuses tmp_path
+def _log(path, n, with_soc=False, with_ageing=False, **meta):
+    with bdflog.LogWriter(path, with_soc=with_soc, with_ageing=with_ageing, start_unix_s=1000.0,
+                          meta=meta, force=True) as log:  # force: hypothesis reuses tmp_path
         for k in range(n):
             log.write(_record(k))
     return path.read_bytes()
@@ -245,16 +272,21 @@ def test_last_seq_reads_the_tail_like_a_full_read(tmp_path, n, cut, chunk):
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 12), cut=st.floats(0, 1))
-def test_reopen_cuts_a_partial_line_and_appends_a_valid_log(tmp_path, n, cut):
+@given(n=st.integers(1, 12), cut=st.floats(0, 1),
+       layout=st.sampled_from([(False, False), (True, False), (True, True)]))
+def test_reopen_cuts_a_partial_line_and_appends_a_valid_log(tmp_path, n, cut, layout):
+    """Whatever estimate columns the log has (a log from before the ageing columns has
+    none of them), the resumed writer keeps them: the rows it appends are those an
+    uninterrupted writer would have written, though the records now carry the estimates."""
     path = tmp_path / "r.bdf.csv"
-    full = _log(path, n, with_soc=True, board="sim")
+    full = _log(path, n, *layout, board="sim")
     header_end = full.index(b"\n") + 1
     at = header_end + int(cut * (len(full) - header_end))
     path.write_bytes(full[:at])
     kept = full[:at].count(b"\n") - 1
+    assert bdflog.appendable_layout(path) == layout
     log = bdflog.LogWriter.reopen(path)
-    assert log.with_soc and log.rows == kept and log.start_unix_s == 1000.0
+    assert (log.with_soc, log.with_ageing) == layout and log.rows == kept and log.start_unix_s == 1000.0
     for k in range(kept, n):
         log.write(_record(k))
     log.close(stop_reason="end")

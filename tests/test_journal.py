@@ -17,6 +17,7 @@ controller = fw.module("controller")
 frame = fw.module("frame")
 journal = fw.module("journal")
 record = fw.module("record")
+link = fw.module("link")
 
 from test_hil import MODEL, Link  # noqa: E402
 from test_steps import FakeBoard, FakeCell, Firmware  # noqa: E402
@@ -142,6 +143,57 @@ def test_recover_continues_where_the_journal_left_off(tmp_path):
         steps_full = [r["step_no"] for r in full if r["step_index"] == 0]
         assert steps_full[-len(steps_after):] == steps_after
         assert after[0]["q_dch_nAh"] >= info["q_dch_nAh"]
+
+
+class Learner:
+    """An estimator whose slow states follow a known law: from reset() on, each step()
+    takes 1 nAh off the capacity and adds 2 mohm to the resistance; set_slow() puts
+    them (and their std) where it is told, as ekf.Ekf.set_slow does."""
+
+    CAP0_nAh, R0_mohm = 400_000, 33_000
+
+    def __init__(self, model):
+        self.reset()
+
+    def reset(self, soc=None, v_uV=None, i_nA=0):
+        self.soc_ppm, self.std_ppm = 500_000, 10_000
+        self.cap_nAh, self.cap_std_nAh = self.CAP0_nAh, 4_000
+        self.r_mohm, self.r_std_mohm = self.R0_mohm, 3_000
+
+    def set_slow(self, cap_nAh, cap_std_nAh, r_mohm, r_std_mohm):
+        self.cap_nAh, self.cap_std_nAh, self.r_mohm, self.r_std_mohm = cap_nAh, cap_std_nAh, r_mohm, r_std_mohm
+
+    def step(self, i_nA, v_uV, dt_ms):
+        self.cap_nAh -= 1
+        self.r_mohm += 2
+        self.cap_std_nAh = self.r_std_mohm = 1_000
+
+
+def test_recover_keeps_the_learned_capacity_and_resistance(tmp_path, monkeypatch):
+    """A reset does not throw away what the estimator learned: after RECOVER its capacity
+    and resistance go on from where they were at the journal's save (the law of Learner
+    at the journaled run time), not from the model's fresh values."""
+    monkeypatch.setattr(link, "estimator_class", lambda: Learner)
+    path = tmp_path / "j.bin"
+    b, ctl = _controller(path, FakeCell(v0_uV=1_500_000, slope_uV_nAh=20.0))
+    _cmd(ctl, 'MODEL {"capacity_Ah": 4e-4}')
+    _cmd(ctl, "LOAD " + json.dumps(FAKE_TABLE))
+    _cmd(ctl, "START")
+    before = _run(b, ctl, 100)
+    assert before[-1]["cap_nAh"] == Learner.CAP0_nAh - 100 and before[-1]["r_std_mohm"] == 1_000
+    b2, ctl2 = _controller(path, b.cell)
+    info = json.loads([frame.decode(x) for x in ctl2.output()][0].split(" ", 3)[3])
+    _cmd(ctl2, 'MODEL {"capacity_Ah": 4e-4}')
+    _cmd(ctl2, "LOAD " + json.dumps(FAKE_TABLE))
+    assert _cmd(ctl2, "RECOVER")[0].startswith("OK RECOVER")
+    after = _run(b2, ctl2, 1000)
+    steps = info["t_ms"] // 1000  # one estimator step per 1 s tick up to the save
+    assert 20 <= steps <= 100
+    first = after[0]  # the first tick after RECOVER: one more step
+    assert first["cap_nAh"] == Learner.CAP0_nAh - steps - 1
+    assert first["r_mohm"] == Learner.R0_mohm + 2 * (steps + 1)
+    caps = [r["cap_nAh"] for r in after]
+    assert caps == sorted(caps, reverse=True) and caps[-1] < first["cap_nAh"]  # learning goes on
 
 
 def test_a_finished_run_is_not_reported_interrupted(tmp_path):

@@ -307,7 +307,8 @@ class Channel:
             raise _Retry() from None
 
         def follow(table, protocol, mass_mg):
-            live = Live(table, protocol, mass_mg)
+            model = self._session.model if self._session is not None else None
+            live = Live(table, protocol, mass_mg, model)
             if replay_log:
                 try:
                     replay(live, bdflog.read_log(replay_log))

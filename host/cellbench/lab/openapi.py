@@ -27,7 +27,15 @@ _LIVE = {"type": "object", "description": "the newest record in display units ({
              "q_chg_mAh": {"type": "number"}, "q_dch_mAh": {"type": "number"},
              "fault": {"type": "integer"}, "fault_text": {"type": "string"},
              "remaining_s": {"type": "number"}, "rx_unix_s": {"type": "number"},
-             "cycles_done": {"type": "integer"}}}
+             "cycles_done": {"type": "integer"},
+             "cap_mAh": {"type": ["number", "null"],
+                         "description": "the estimator's capacity (null: no such state)"},
+             "cap_std_mAh": {"type": ["number", "null"]},
+             "cap_pct": {"type": ["number", "null"],
+                         "description": "cap_mAh in % of the model's capacity_Ah"},
+             "r_ohm": {"type": ["number", "null"],
+                       "description": "the estimator's charge-transfer resistance"},
+             "r_std_ohm": {"type": ["number", "null"]}}}
 
 _CHANNEL = {"type": "object", "properties": {
     "id": {"type": "string"}, "kind": {"type": "string", "enum": ["sim", "usb"]},

@@ -41,6 +41,12 @@ const lab = (() => {
     const band = soc === null ? "" : `<div class="socbar" title="SoC ± 2σ">
         <div class="band" style="left:${Math.max(0, soc - 2 * l.soc_std) * 100}%;width:${Math.min(1, 4 * l.soc_std) * 100}%"></div>
         <div class="mid" style="left:${soc * 100}%"></div></div>`;
+    // The estimator's slow states (issue 14), when its model tracks them: ± 2σ as for SoC.
+    const cap = l.cap_mAh === null || l.cap_mAh === undefined ? "" :
+      `<dt>capacity</dt><dd class="cap" title="estimated capacity ± 2σ (% of the model's)">${num(l.cap_mAh, 4)} mAh${
+        l.cap_pct === null || l.cap_pct === undefined ? "" : ` (${num(l.cap_pct, 1)} %)`} ± ${num(2 * l.cap_std_mAh, 4)}</dd>`;
+    const rct = l.r_ohm === null || l.r_ohm === undefined ? "" :
+      `<dt>R<sub>ct</sub></dt><dd class="rct" title="estimated charge-transfer resistance ± 2σ">${num(l.r_ohm, 1)} Ω ± ${num(2 * l.r_std_ohm, 1)}</dd>`;
     const fault = l.fault ? `<div class="fault-text">FAULT ${esc(l.fault_text)}</div>` :
       (j && j.state === "fault" ? `<div class="fault-text">FAULT ${esc(j.stop_reason)}</div>` : "");
     return `<h3><span>${esc(ch.id)}${j ? " · " + esc(j.cell_name) : ""}</span>
@@ -52,7 +58,7 @@ const lab = (() => {
         <dt>cycle</dt><dd class="cycle">${l.cycle ?? "–"}</dd>
         <dt>V</dt><dd class="v">${num(l.v_V, 4)} V</dd>
         <dt>I</dt><dd class="i">${num(l.i_mA, 4)} mA</dd>
-        <dt>SoC</dt><dd class="soc">${soc === null ? "–" : `${(soc * 100).toFixed(1)} % ± ${(2 * l.soc_std * 100).toFixed(1)}`}</dd>
+        <dt>SoC</dt><dd class="soc">${soc === null ? "–" : `${(soc * 100).toFixed(1)} % ± ${(2 * l.soc_std * 100).toFixed(1)}`}</dd>${cap}${rct}
         <dt>elapsed</dt><dd class="elapsed">${hms(l.t_s)}</dd>
         <dt>left</dt><dd>${j && j.state === "running" ? "~" + hms(l.remaining_s) : "–"}</dd>
       </dl>${band}`;
@@ -131,16 +137,21 @@ const lab = (() => {
     const pi = plot(document.getElementById("plot-i"), "Current", ["I / mA"], { y: "mA" });
     const ps = plot(document.getElementById("plot-soc"), "State of charge (± 2σ)", ["SoC", "+2σ", "−2σ"],
       { y: "SoC", colors: ["#1f5fa8", "#9cc3ee", "#9cc3ee"], bands: [{ series: [2, 3], fill: "rgba(156,195,238,.35)" }] });
-    const pc = plot(document.getElementById("plot-cap"), "Capacity per cycle", ["charge", "discharge"],
-      { x: "cycle", y: "mAh", points: true });
+    const pc = plot(document.getElementById("plot-cap"), "Capacity per cycle: measured, and the board's estimate",
+      ["charge", "discharge", "estimated"], { x: "cycle", y: "mAh", points: true });
+    const pr = plot(document.getElementById("plot-rct"), "Charge-transfer resistance per cycle, estimated (± 2σ)",
+      ["R_ct / Ω", "+2σ", "−2σ"], { x: "cycle", y: "Ω", points: true, colors: ["#2a9d4b", "#a8dbb5", "#a8dbb5"],
+        bands: [{ series: [2, 3], fill: "rgba(168,219,181,.35)" }] });
     const pe = plot(document.getElementById("plot-ce"), "Coulombic efficiency", ["CE"], { x: "cycle", y: "CE", points: true });
     let state = null, job = null, mass = null, lastSeq = -1;
-    const d = { t: [], v: [], i: [], soc: [], hi: [], lo: [], cyc: [], chg: [], dch: [], ce: [] };
+    const d = { t: [], v: [], i: [], soc: [], hi: [], lo: [], cyc: [], chg: [], dch: [], ce: [],
+      cap: [], r: [], rhi: [], rlo: [] };
     let dirty = false;
     function draw() {
       dirty = false;
       pv.setData([d.t, d.v]); pi.setData([d.t, d.i]); ps.setData([d.t, d.soc, d.hi, d.lo]);
-      pc.setData([d.cyc, d.chg, d.dch]); pe.setData([d.cyc, d.ce]);
+      pc.setData([d.cyc, d.chg, d.dch, d.cap]); pe.setData([d.cyc, d.ce]);
+      pr.setData([d.cyc, d.r, d.rhi, d.rlo]);
       document.body.dataset.points = String(d.t.length);
       document.body.dataset.cycles = String(d.cyc.length);
     }
@@ -148,6 +159,10 @@ const lab = (() => {
     const perG = (x) => (mass ? x / (mass / 1000) : x);
     function addCycle(row) {
       d.cyc.push(row.cycle); d.chg.push(perG(row.chg_mAh)); d.dch.push(perG(row.dch_mAh)); d.ce.push(row.ce);
+      const r = row.r_ohm ?? null, e = row.r_std_ohm ?? 0;
+      d.cap.push(row.cap_mAh === null || row.cap_mAh === undefined ? null : perG(row.cap_mAh));
+      d.r.push(r); d.rhi.push(r === null ? null : r + 2 * e); d.rlo.push(r === null ? null : r - 2 * e);
+      document.body.dataset.estimates = String(d.cap.filter((x) => x !== null).length);
     }
     async function loadSeries() {
       const s = await api("GET", `/api/channels/${encodeURIComponent(cid)}/series`);
