@@ -320,3 +320,22 @@ def test_board_events_are_logged_once_by_seq(tmp_path):
     log.close()
     kinds = [(e["kind"], e.get("seq")) for e in bdflog.read_sidecar(path)["events"]]
     assert kinds == [("FULL", 7), ("resume", None), ("resume", None)]
+
+
+def test_analysis_reads_the_estimates_when_the_log_has_them(tmp_path):
+    """analyze's Series carries the board's capacity and resistance estimates in Ah and
+    ohm (NaN where a record had none), and None for a log without the columns."""
+    from cellbench.analyze.series import prepare
+
+    with_est, without = tmp_path / "a.bdf.csv", tmp_path / "b.bdf.csv"
+    _log(with_est, 6, with_soc=True, with_ageing=True)
+    _log(without, 6, with_soc=True)
+    s = prepare(bdflog.read_log(with_est))
+    recs = [_record(k) for k in range(6)]
+    np.testing.assert_allclose(s.cap_est_Ah, [r["cap_nAh"] * 1e-9 for r in recs], rtol=1e-12)
+    np.testing.assert_allclose(s.cap_est_std_Ah, [r["cap_std_nAh"] * 1e-9 for r in recs], rtol=1e-12)
+    # record 0 has no resistance std (-1): its resistance counts as no estimate
+    assert np.isnan(s.r_est_ohm[0]) and np.isnan(s.r_est_std_ohm[0])
+    np.testing.assert_allclose(s.r_est_ohm[1:], [r["r_mohm"] * 1e-3 for r in recs[1:]], rtol=1e-12)
+    plain = prepare(bdflog.read_log(without))
+    assert plain.cap_est_Ah is None and plain.r_est_ohm is None and plain.soc is not None

@@ -6,13 +6,15 @@ the cell) are required; ``Cycle Count / 1``, ``Charging Capacity / Ah``,
 ``Discharging Capacity / Ah`` (cumulative from test start), ``Charging Energy / Wh``,
 ``Discharging Energy / Wh``, ``SOC / 1`` and ``SOC Std / 1`` are used when present and
 derived otherwise (trapezoid integration of current and power; the cycle rule of
-docs/design.md). ``Series.sources`` says which was used.
+docs/design.md). ``Series.sources`` says which was used. The board estimator's capacity
+and charge-transfer resistance (bdflog.AGEING_COLUMNS) are read when present.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bdflog import AGEING_COLUMNS
 from ..errors import InputError
 
 T, V, I = "Test Time / s", "Voltage / V", "Current / A"
@@ -20,6 +22,7 @@ CYCLE, STEP = "Cycle Count / 1", "Step Count / 1"  # STEP: written by synthetic 
 Q_CHG, Q_DCH = "Charging Capacity / Ah", "Discharging Capacity / Ah"
 E_CHG, E_DCH = "Charging Energy / Wh", "Discharging Energy / Wh"
 SOC, SOC_STD = "SOC / 1", "SOC Std / 1"
+(CAP_EST, _), (CAP_EST_STD, _), (R_EST, _), (R_EST_STD, _) = AGEING_COLUMNS
 
 # Current below this fraction of the log's largest current counts as rest: it separates
 # real rest from noise without hiding CV tails (which only matter for sums, not signs).
@@ -38,7 +41,9 @@ class Series:
     for derived cycles);
     q_chg_Ah / q_dch_Ah / e_chg_Wh / e_dch_Wh: cumulative charge and energy into and out
     of the cell since the test start (all >= 0, non-decreasing); soc / soc_std: the
-    board estimator's SoC and its standard deviation (fraction) or None, NaN where absent.
+    board estimator's SoC and its standard deviation (fraction) or None, NaN where absent;
+    cap_est_Ah / cap_est_std_Ah, r_est_ohm / r_est_std_ohm: its capacity (Ah) and
+    charge-transfer resistance (ohm) estimates and their standard deviations, alike.
     """
 
     t_s: np.ndarray
@@ -53,6 +58,10 @@ class Series:
     rest_A: float
     soc: np.ndarray | None = None
     soc_std: np.ndarray | None = None
+    cap_est_Ah: np.ndarray | None = None
+    cap_est_std_Ah: np.ndarray | None = None
+    r_est_ohm: np.ndarray | None = None
+    r_est_std_ohm: np.ndarray | None = None
     sources: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -175,20 +184,21 @@ def _cycles(log, sign, sources):
     return derive_cycles(sign) if cycle is None else cycle
 
 
-def _soc(log):
-    """(soc, soc_std) with NaN where the board had no estimate; (None, None) if never."""
-    soc = _float_column(log, SOC) if SOC in log else None
-    soc_std = _float_column(log, SOC_STD) if SOC_STD in log else None
-    if soc is None:
+def _estimate(log, name, std_name):
+    """(value, std) of one estimate of the board's (SoC, capacity, resistance) with NaN
+    where the board had none; (None, None) if never."""
+    value = _float_column(log, name) if name in log else None
+    std = _float_column(log, std_name) if std_name in log else None
+    if value is None:
         return None, None
     # The bench writes an empty cell (NaN) while no estimate exists; a negative standard
     # deviation is the board's "-1 = none" sentinel in other writers' logs.
-    bad = ~np.isfinite(soc)
-    if soc_std is not None:
-        bad |= ~np.isfinite(soc_std) | (soc_std < 0)
+    bad = ~np.isfinite(value)
+    if std is not None:
+        bad |= ~np.isfinite(std) | (std < 0)
     if bad.all():
         return None, None
-    return np.where(bad, np.nan, soc), None if soc_std is None else np.where(bad, np.nan, soc_std)
+    return np.where(bad, np.nan, value), None if std is None else np.where(bad, np.nan, std)
 
 
 def _usable_rows(log, notes):
@@ -224,7 +234,10 @@ def prepare(log):
     e_int = tuple(p / 3600.0 for p in trapezoid_split(t_s, v_V * active_i, active_i))
     q_chg, q_dch = _cumulative_pair(log, (Q_CHG, Q_DCH), q_int, "capacity", sources, notes)
     e_chg, e_dch = _cumulative_pair(log, (E_CHG, E_DCH), e_int, "energy", sources, notes)
-    soc, soc_std = _soc(log)
+    soc, soc_std = _estimate(log, SOC, SOC_STD)
+    cap, cap_std = _estimate(log, CAP_EST, CAP_EST_STD)
+    r_ct, r_ct_std = _estimate(log, R_EST, R_EST_STD)
     return Series(t_s=t_s, v_V=v_V, i_A=i_A, sign=sign, cycle=_cycles(log, sign, sources),
                   q_chg_Ah=q_chg, q_dch_Ah=q_dch, e_chg_Wh=e_chg, e_dch_Wh=e_dch,
-                  rest_A=rest_A, soc=soc, soc_std=soc_std, sources=sources, notes=notes)
+                  rest_A=rest_A, soc=soc, soc_std=soc_std, cap_est_Ah=cap, cap_est_std_Ah=cap_std,
+                  r_est_ohm=r_ct, r_est_std_ohm=r_ct_std, sources=sources, notes=notes)
