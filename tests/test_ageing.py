@@ -11,7 +11,11 @@ cell for this module. Three independent sides are compared:
   then slower);
 * the simulated truth: the plant's charge counters (truth CSV) and its ageing state
   (the state file: capacity, resistance multipliers) at every current change;
-* what analyze recovers from the board's log alone.
+* what analyze recovers from the board's log alone;
+* what the board's estimator (the preset loaded as its model, capacity and resistance
+  states on) reported live in every record (issue 14): capacity and charge-transfer
+  resistance against the plant's, and its SoC error against that of the same filter
+  told the plant's true capacity (benchmarks/ageing.py known_capacity_soc).
 """
 
 import json
@@ -24,7 +28,9 @@ from cellbench import ecm
 from cellbench import model as cm
 from cellbench.analyze import relaxation
 from cellbench.analyze.series import prepare
-from cellbench.benchmarks.ageing import run_cell, truth_q_dch, truth_rct_per_cycle
+from cellbench import bdflog
+from cellbench.benchmarks.ageing import (TRACK_FROM_CYCLE, run_cell, tracking, tracking_errors,
+                                         truth_q_dch, truth_rct_per_cycle)
 from cellbench.errors import InputError
 from cellbench.paths import MODELS
 from cellbench.sim.mpy import simcell
@@ -39,6 +45,15 @@ CELLS = {"LTO/Li": "lto", "Gr/Li": "gr"}
 PAPER_TOL = 0.15
 TRUTH_TOL_Q = 0.02      # analyze's capacity vs the plant's charge: the board's current error
 TRUTH_TOL_RCT = 0.15    # one rest gives R_ct to ~10 % (LTO: ADC noise over an 11-20 mV relaxation)
+# Issue 14's proof: the board's live estimates from block cycle TRACK_FROM_CYCLE on, and
+# its SoC RMSE over the whole run against the known-capacity filter's plus this margin.
+LIVE_TOL_CAP = 0.03
+LIVE_TOL_R = 0.10
+SOC_MARGIN = 0.005
+# Known misses of the live tracking (the filter's part of issue 14 is still open), each
+# with what was measured. Strict: a change that meets a bound turns its test red until
+# the entry goes, so this list can only shrink.
+LIVE_MISSES = {}
 
 
 def within(got, want, tol):
@@ -133,12 +148,29 @@ def test_relaxation_separates_ohmic_and_charge_transfer():
 
 @pytest.fixture(scope="module", params=sorted(CELLS))
 def aged(request, tmp_path_factory):
-    """One 100-cycle run per cell on the simulated board, its analysis and the plant's
-    truth (benchmarks/ageing.py makes and reads them the same way). The LTO run is 167 h
-    of cell time at 2 s ticks: about 40 s of CPU, most of this module's time."""
+    """One 100-cycle run per cell on the simulated board with its estimator on, its
+    analysis and the plant's truth (benchmarks/ageing.py makes and reads them the same
+    way). Slow on purpose: it is the issue's proof, 100 cycles of the real firmware. The
+    LTO run is 167 h of cell time at 2 s ticks, 300k ticks of the filter: about 2-3 min of
+    CPU (40 s without the estimator), most of this module's time; Gr/Li about 15 s."""
     d = tmp_path_factory.mktemp("ageing")
     result, runs = run_cell(request.param, d)
     return CELLS[request.param], result, runs, d
+
+
+@pytest.fixture(scope="module")
+def tracked(aged):
+    """The board's live estimates beside the plant's truth, and the tracking numbers."""
+    name, _, _, d = aged
+    chemistry = {v: k for k, v in CELLS.items()}[name]
+    track = tracking(d, chemistry)
+    return name, track, tracking_errors(track, chemistry)
+
+
+def _known_miss(request, name, what):
+    reason = LIVE_MISSES.get((name, what))
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def _block_rows(result):
@@ -197,6 +229,64 @@ def test_analyze_reports_the_papers_ageing(aged):
     assert np.nanmin(ce) >= paper["ce_min_pct"]
     assert (out / "analysis" / "ageing.png").stat().st_size > 0
     assert (out / "analysis" / "relaxations.csv").stat().st_size > 0
+
+
+@pytest.mark.hil
+def test_the_boards_log_carries_its_estimates(aged):
+    """The preset tracks capacity and resistance, so every record of the board's log has
+    the SoC and the ageing columns (docs/design.md "Log"), in physical units."""
+    name, _, _, d = aged
+    log = bdflog.read_log(d / "run.bdf.csv")
+    cap = log["Capacity Estimate / Ah"]
+    r_ct = log["Charge Transfer Resistance Estimate / ohm"]
+    assert np.isfinite(log["SOC / 1"]).all()
+    assert np.isfinite(cap).all() and np.isfinite(log["Capacity Estimate Std / Ah"]).all()
+    assert np.isfinite(r_ct).all() and np.isfinite(log["Charge Transfer Resistance Estimate Std / ohm"]).all()
+    # a coin cell's capacity (0.4 mAh) and an EIS-size R_ct (tens of ohm), not nAh or mohm
+    assert 1e-5 < np.median(cap) < 1e-2 and 1.0 < np.median(r_ct) < 1e4
+
+
+@pytest.mark.hil
+def test_board_tracks_the_capacity_live(tracked, request):
+    name, track, err = tracked
+    _known_miss(request, name, "capacity")
+    assert err["cap_err"] <= LIVE_TOL_CAP, (name, err)
+
+
+@pytest.mark.hil
+def test_board_tracks_the_charge_transfer_resistance_live(tracked, request):
+    name, track, err = tracked
+    _known_miss(request, name, "resistance")
+    assert err["r_err"] <= LIVE_TOL_R, (name, err)
+
+
+@pytest.mark.hil
+def test_soc_as_good_as_with_the_true_capacity(tracked, request):
+    """The baseline is the same filter (firmware/ekf.py, the preset's estimator block)
+    over the same logged records, told the plant's true capacity before every step
+    instead of estimating it: what "a perfectly known capacity" gives. A second board run
+    with the capacity state off is not that (it keeps the fresh capacity, 27 % off LTO's
+    by cycle 100) and would cost another run."""
+    name, track, err = tracked
+    _known_miss(request, name, "soc")
+    assert err["soc_records"] == err["records"]  # an estimate in every record
+    assert err["soc_rmse"] <= err["soc_rmse_known"] + SOC_MARGIN, (name, err)
+
+
+def test_tracking_compares_against_the_plant(tmp_path):
+    """tracking_errors on a made-up track whose errors are known: 2 % capacity and 8 %
+    resistance from cycle TRACK_FROM_CYCLE on (larger before, which must not count)."""
+    n = 40
+    cycle = np.repeat(np.arange(1, 21), 2)
+    cap_truth = np.linspace(4e-4, 3e-4, n)
+    late = cycle - 1 >= TRACK_FROM_CYCLE
+    track = {"t_s": np.arange(n) * 60.0, "cycle": cycle, "i_A": np.zeros(n), "v_V": np.full(n, 1.55),
+             "soc": np.full(n, 0.5), "soc_truth": np.full(n, 0.5), "cap_truth_Ah": cap_truth,
+             "cap_Ah": cap_truth * np.where(late, 1.02, 1.3), "r_truth_ohm": np.full(n, 40.0),
+             "r_ohm": np.where(late, 40.0 * 0.92, 80.0)}
+    err = tracking_errors(track, "LTO/Li")
+    assert err["cap_err"] == pytest.approx(0.02) and err["r_err"] == pytest.approx(0.08)
+    assert err["soc_rmse"] == 0.0 and err["records"] == n
 
 
 # ------------------------------------------------------------------ PyBaMM ageing reference

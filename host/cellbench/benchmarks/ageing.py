@@ -1,14 +1,19 @@
-"""Benchmark: the paper's 100-cycle ageing tests, simulated and recovered (docs/ageing.md).
+"""Benchmark: the paper's 100-cycle ageing tests, simulated, recovered and tracked live
+(docs/ageing.md).
 
 Runs protocols/lto-ageing-1C.json and protocols/gr-ageing-1Ag.json on the simulated board
-(the real firmware in the unix port, virtual time) with the reference presets, analyses
-each log with ``cellbench analyze`` and puts three columns side by side at cycles 1, 25,
-50 and 100 of the ageing block: the paper's value (ends only: the reference gives no
-others), the simulated truth (the plant's charge counters and its ageing state) and what
-analyze recovered from the log alone.
+(the real firmware in the unix port, virtual time) with the reference presets, the preset
+also loaded on the board as its estimator's model, analyses each log with ``cellbench
+analyze`` and puts four columns side by side at cycles 1, 25, 50 and 100 of the ageing
+block: the paper's value (ends only: the reference gives no others), the simulated truth
+(the plant's charge counters and its ageing state), what analyze recovered from the log
+alone, and what the board's estimator reported live (its capacity and charge-transfer
+resistance states, issue 14). Then the tracking errors: capacity and resistance against
+the plant's after block cycle 10, and the SoC error over the whole run beside that of the
+same filter told the plant's true capacity at every record (:func:`known_capacity_soc`).
 
-``run_cell``, ``truth_runs``, ``truth_q_dch`` and ``truth_rct_per_cycle`` are also what
-tests/test_ageing.py uses to make and read the same runs.
+``run_cell``, ``truth_runs``, ``truth_q_dch``, ``truth_rct_per_cycle``, ``tracking`` and
+``tracking_errors`` are also what tests/test_ageing.py uses to make and read the same runs.
 """
 
 import json
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import bdflog, fw
 from ..analyze.reference import PAPER_AGEING
 from ..paths import MODELS, PROTOCOLS
 
@@ -30,9 +36,14 @@ CELLS = {
 }
 
 
-def run_cell(chemistry, workdir):
+TRACK_FROM_CYCLE = 10   # block cycle from which the live estimates must hold their bounds
+
+
+def run_cell(chemistry, workdir, model_path=None):
     """Run the ageing protocol of ``chemistry`` ("LTO/Li" or "Gr/Li") on the simulated
-    board in ``workdir`` and analyse it there; returns (AnalysisResult, truth runs)."""
+    board in ``workdir`` with the estimator on (``model_path``, default the preset that
+    is also the plant) and analyse it there; returns (AnalysisResult, truth runs). The
+    log is ``workdir/run.bdf.csv``, the plant's truth and state files in ``workdir/work``."""
     from .. import session
     from ..analyze import analyze_log
     from ..sim import start_board
@@ -42,7 +53,8 @@ def run_cell(chemistry, workdir):
     board = start_board(str(MODELS / preset), board="sim", workdir=workdir / "work", seed=seed)
     try:
         summary = session.run(PROTOCOLS / protocol, board, workdir / "run.bdf.csv", board="sim",
-                              mass_mg=MASS_MG, tick_ms=tick_ms)
+                              mass_mg=MASS_MG, tick_ms=tick_ms,
+                              model_path=model_path or MODELS / preset)
     finally:
         board.close()
     if summary["stop_reason"] != "end":
@@ -96,8 +108,126 @@ def truth_rct_per_cycle(result, runs):
     return np.array([np.median(rct[relax["cycle"] == c]) for c in result.table["cycle"]])
 
 
+def _plant_rct_ohm(model, z, r_mult, rct_mult):
+    """The plant's charge-transfer resistance (ohm): rc[0].r_ohm (a value, or a table on
+    the OCV's SoC grid read at z) times its two growth factors (simcell.Cell.step)."""
+    r = model["rc"][0]["r_ohm"]
+    if isinstance(r, list):
+        r = np.interp(z, np.linspace(model["ocv"]["soc"][0], model["ocv"]["soc"][-1], len(r)), r)
+    return r * r_mult * rct_mult
+
+
+def tracking(workdir, chemistry):
+    """The board's live estimates beside the plant's truth, one entry per logged record.
+
+    Arrays: ``t_s`` (log time), ``cycle`` (log cycle; block cycle = cycle - 1), ``i_A``,
+    ``v_V``, ``soc`` / ``soc_truth`` (1), ``cap_Ah`` / ``cap_truth_Ah`` (the plant's capacity
+    now), ``r_ohm`` / ``r_truth_ohm`` (charge-transfer resistance at the present SoC);
+    NaN where the board had no estimate (a state that is off). The plant's clock is put
+    on the log's by the first current step: its truth row is where the current came on,
+    which the log has one tick before that step's first record (docs/link.md)."""
+    from ..sim import read_truth
+    from ..sim.mpy import simcell
+
+    _, preset, tick_ms, _ = CELLS[chemistry]
+    model = json.loads((MODELS / preset).read_text())
+    workdir = Path(workdir)
+    log = bdflog.read_log(workdir / "run.bdf.csv")
+    truth = read_truth(workdir / "work" / "truth.csv")
+    st = {k: np.array(v) for k, v in simcell.read_states(
+        str(workdir / "work" / "truth.csv") + simcell.STATE_SUFFIX, len(model["rc"])).items()}
+    t_log, i_log = log["Test Time / s"], log["Current / A"]
+    on_log = int(np.flatnonzero(np.abs(i_log) > 1e-7)[0])
+    on_truth = int(np.flatnonzero(np.abs(truth["i_A"]) > 1e-7)[0])
+    t = t_log + (truth["t_s"][on_truth] - (t_log[on_log] - tick_ms / 1000))
+    z = np.interp(t, st["t_s"], st["z"])
+    nan = np.full(len(t_log), np.nan)
+    return {"t_s": t_log, "cycle": log["Cycle Count / 1"], "i_A": i_log, "v_V": log["Voltage / V"],
+            "soc": log.get("SOC / 1", nan), "soc_truth": z,
+            "cap_Ah": log.get(bdflog.AGEING_COLUMNS[0][0], nan),
+            "cap_truth_Ah": np.interp(t, st["t_s"], st["cap_Ah"]),
+            "r_ohm": log.get(bdflog.AGEING_COLUMNS[2][0], nan),
+            "r_truth_ohm": _plant_rct_ohm(model, z, np.interp(t, st["t_s"], st["r_mult"]),
+                                          np.interp(t, st["t_s"], st["rct_mult"]))}
+
+
+def known_capacity_soc(track, chemistry):
+    """The SoC the board's filter (firmware/ekf.py, the preset's estimator block) gives
+    over the same logged records when it is told the plant's true capacity at every
+    record instead of estimating it: the "perfectly known capacity" baseline (capacity
+    state off, its capacity set to the plant's before each step). It sees the log's
+    records, not every tick: fewer voltage corrections than the board had, the same
+    charge counting (the current is constant between records in a CC step)."""
+    _, preset, _, _ = CELLS[chemistry]
+    model = json.loads((MODELS / preset).read_text())
+    model["estimator"] = dict(model.get("estimator") or {}, capacity=False)
+    f = fw.module("ekf").Ekf(model)
+    i_nA = np.round(track["i_A"] * 1e9).astype(np.int64)
+    v_uV = np.round(track["v_V"] * 1e6).astype(np.int64)
+    t_ms = np.round(track["t_s"] * 1e3).astype(np.int64)
+    out = np.empty(len(t_ms))
+    f.q_As = 3600.0 * track["cap_truth_Ah"][0]
+    f.reset(None, int(v_uV[0]), int(i_nA[0]))
+    for k in range(len(t_ms)):
+        f.q_As = 3600.0 * float(track["cap_truth_Ah"][k])
+        f.step(int(i_nA[k]), int(v_uV[k]), int(t_ms[k] - t_ms[k - 1]) if k else 0)
+        out[k] = f.soc
+    return out
+
+
+def _rel_err_max(got, want):
+    err = np.abs(got / want - 1)
+    return float(np.max(err)) if len(err) and np.all(np.isfinite(err)) else float("nan")
+
+
+def tracking_errors(track, chemistry):
+    """The issue's tracking numbers: largest relative error of the live capacity and
+    resistance from block cycle TRACK_FROM_CYCLE on (NaN when the board had no estimate
+    there), SoC RMSE over the whole run of the board and of :func:`known_capacity_soc`."""
+    late = track["cycle"] - 1 >= TRACK_FROM_CYCLE
+    soc_ok = np.isfinite(track["soc"])
+    known = known_capacity_soc(track, chemistry)
+    return {"cap_err": _rel_err_max(track["cap_Ah"][late], track["cap_truth_Ah"][late]),
+            "r_err": _rel_err_max(track["r_ohm"][late], track["r_truth_ohm"][late]),
+            "soc_rmse": float(np.sqrt(np.mean((track["soc"][soc_ok] - track["soc_truth"][soc_ok]) ** 2))),
+            "soc_rmse_known": float(np.sqrt(np.mean((known - track["soc_truth"]) ** 2))),
+            "soc_records": int(soc_ok.sum()), "records": len(soc_ok)}
+
+
 def _fmt(x, digits=1):
     return "" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _cycle_median(track, key, cycle):
+    values = track[key][track["cycle"] == cycle]
+    return float(np.median(values)) if len(values) and np.all(np.isfinite(values)) else None
+
+
+def tracking_rows(chemistry, result, track, err):
+    """Table rows for one cell's live estimates: the board's capacity and R_ct beside the
+    plant's (medians over the records of each checkpoint cycle; the capacity is the
+    cell's whole capacity, what the paper's 1C capacity is a part of), then the errors."""
+    first = result.summary["ageing"]["first_cycle"]
+    per_g = 1e6 / MASS_MG
+    out = []
+    for k in CHECKPOINTS:
+        c = first + k - 1
+        cap, cap_truth = _cycle_median(track, "cap_Ah", c), _cycle_median(track, "cap_truth_Ah", c)
+        out.append({"cell": chemistry, "quantity": "capacity (the estimator's state)", "cycle": k,
+                    "simulated": _fmt(cap_truth * per_g), "board": _fmt(None if cap is None else cap * per_g),
+                    "unit": "mAh/g"})
+        out.append({"cell": chemistry, "quantity": "charge-transfer resistance, live", "cycle": k,
+                    "simulated": _fmt(_cycle_median(track, "r_truth_ohm", c)),
+                    "board": _fmt(_cycle_median(track, "r_ohm", c)), "unit": "ohm"})
+    since = f"{TRACK_FROM_CYCLE}-100"
+    out += [{"cell": chemistry, "quantity": "live capacity, largest error (bound 3 %)", "cycle": since,
+             "board": _fmt(100 * err["cap_err"], 2), "unit": "%"},
+            {"cell": chemistry, "quantity": "live R_ct, largest error (bound 10 %)", "cycle": since,
+             "board": _fmt(100 * err["r_err"], 2), "unit": "%"},
+            {"cell": chemistry, "quantity": "SoC RMSE, whole run (bound: known capacity + 0.5)",
+             "cycle": "all", "board": _fmt(100 * err["soc_rmse"], 2),
+             "known capacity": _fmt(100 * err["soc_rmse_known"], 2), "unit": "%"}]
+    return out
 
 
 def rows_for(chemistry, result, runs):
@@ -133,7 +263,11 @@ def run():
             start = time.perf_counter()
             result, runs = run_cell(chemistry, d)
             wall = time.perf_counter() - start
+            track = tracking(d, chemistry)
+            err = tracking_errors(track, chemistry)
         rows += rows_for(chemistry, result, runs)
-        rows.append({"cell": chemistry, "quantity": "run + analysis wall time", "analyze": f"{wall:.1f}",
-                     "unit": "s"})
-    return {"columns": ["cell", "quantity", "cycle", "paper", "simulated", "analyze", "unit"], "rows": rows}
+        rows += tracking_rows(chemistry, result, track, err)
+        rows.append({"cell": chemistry, "quantity": "run (estimator on) + analysis wall time",
+                     "analyze": f"{wall:.1f}", "unit": "s"})
+    return {"columns": ["cell", "quantity", "cycle", "paper", "simulated", "analyze", "board",
+                        "known capacity", "unit"], "rows": rows}
