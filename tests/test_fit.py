@@ -561,3 +561,85 @@ def test_hppc_alone_from_a_full_cell(tmp_path):
     grid = np.linspace(0.1, 0.9, 81)
     err = ecm.cellmodel.ocv(model, grid) - ecm.cellmodel.ocv(truth, grid)
     assert np.sqrt(np.mean(err ** 2)) < 0.02
+
+
+def _maccor_raw(name):
+    """A Maccor text export as the tester wrote it (tab-separated, header on line 2)."""
+    return pd.read_csv(REALDATA / name, sep="\t", skiprows=1, index_col=False)
+
+
+def _counted_soc(t_s, i_A, zero_at, capacity_Ah):
+    """SoC by counting the tester's current (sample k's current over the interval after
+    it), 0 at sample ``zero_at`` (a discharge cut-off at the window's bottom)."""
+    q_Ah = np.concatenate(([0.0], np.cumsum(i_A[:-1] * np.diff(t_s)))) / 3600.0
+    return (q_Ah - q_Ah[zero_at]) / capacity_Ah
+
+
+@pytest.fixture(scope="module")
+def maccor(tmp_path_factory):
+    """The Maccor log fitted and estimated (see test_real_maccor_characterisation):
+    (raw file, model, estimate frame, counted SoC, discharge mask, tester's Ah)."""
+    tmp_path = tmp_path_factory.mktemp("maccor")
+    name = "beep_maccor_PreDiag_000229_truncated.034"
+    raw = _maccor_raw(name)
+    dch = ((raw["State"] == "D") & (raw["Cyc#"] == 0)).to_numpy()   # cycle 1 opens with one D record
+    tester_Ah = float(raw.loc[dch, "Amp-hr"].max())
+    log, model_path, est_path = _imported(tmp_path, name), tmp_path / "maccor.json", tmp_path / "est.csv"
+    assert cli.main(["fit", str(log), "--out", str(model_path)]) == 0
+    assert cli.main(["estimate", str(log), "--model", str(model_path), "--out", str(est_path)]) == 0
+    t, i = raw["Test (Sec)"].to_numpy(float), raw["Amps"].to_numpy(float)
+    i = np.where(raw["State"] == "D", -np.abs(i), np.abs(i))       # Maccor logs |I| and a state
+    z_count = _counted_soc(t, i, int(np.flatnonzero(dch)[-1]), tester_Ah)
+    return raw, load_model(model_path), pd.read_csv(est_path), z_count, dch, tester_Ah
+
+
+def _maccor_estimate_error(maccor):
+    """(estimate - count, estimate's std) after the first hour, on the raw file's times."""
+    raw, _, est, z_count, _, _ = maccor
+    t = raw["Test (Sec)"].to_numpy(float)
+    z_est = np.interp(t, est["Test Time / s"], est["SOC / 1"])
+    std = np.interp(t, est["Test Time / s"], est["SOC Std / 1"])
+    late = t >= t[0] + 3600.0
+    return z_est[late] - z_count[late], std[late]
+
+
+def test_real_maccor_characterisation(maccor):
+    """A Maccor log of a 4.8 Ah cell (tests/data/realdata, TRI's PreDiag: 3 h rest, a
+    pulse, C/7 CC-CV charge, C/7 discharge to 2.7 V, C/7 charge): fit, then estimate on
+    the same log, each against what the tester's own columns say.
+
+    - capacity: the tester's Amp-hr counter at the end of the discharge;
+    - replay (open loop, from SoC 1 at the discharge's start): the C/7 branches straddle
+      the OCV by half their gap (IR drop and hysteresis, read here from the raw file); a
+      model that has learnt that polarisation replays within a quarter of it;
+    - estimate (from the first sample's voltage, no SoC given): after the first hour it
+      follows the SoC counted from the raw current, zero at the 2.7 V cut-off, within 1 %.
+    """
+    raw, model, _, z_count, dch, tester_Ah = maccor
+    assert _rel(model["capacity_Ah"], tester_Ah) < 0.005
+    t, v = raw["Test (Sec)"].to_numpy(float), raw["Volts"].to_numpy(float)
+    i = np.where(raw["State"] == "D", -np.abs(raw["Amps"].to_numpy(float)), np.abs(raw["Amps"].to_numpy(float)))
+    chg = ((raw["State"] == "C") & (raw["Cyc#"] == 1)).to_numpy()
+    grid = np.linspace(0.05, 0.95, 91)
+    v_dch = np.interp(grid, z_count[dch][::-1], v[dch][::-1])
+    v_chg = np.interp(grid, z_count[chg], v[chg])
+    half_gap_V = float(np.mean(v_chg - v_dch)) / 2.0
+    assert half_gap_V > 0.005
+
+    start = int(np.flatnonzero(dch)[0])
+    sim = ecm.simulate(model, t[start:], i[start:], 1.0)
+    inside = (z_count[start:] >= 0.05) & (z_count[start:] <= 0.95)
+    replay_rmse_V = float(np.sqrt(np.mean((sim["v_V"] - v[start:])[inside] ** 2)))
+    assert replay_rmse_V < 0.25 * half_gap_V
+
+    err, _ = _maccor_estimate_error(maccor)
+    assert np.sqrt(np.mean(err ** 2)) < 0.01
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9: 86 % inside; after the full charge the estimate and "
+                                       "the count part by 0.7 % while the filter claims a std of 0.13 %")
+def test_real_maccor_estimate_band_holds_95_percent(maccor):
+    """Issue 9's band target on the real Maccor log: the counted SoC inside the estimate's
+    +-3 sigma at least 95 % of the time after the first hour."""
+    err, std = _maccor_estimate_error(maccor)
+    assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95

@@ -155,12 +155,8 @@ MISSES = {
     ("voltage", "nmc811-chen2020", "drive"): _NMC_2C,
     ("voltage", "nmc811-chen2020", "drive-b"): _NMC_2C,
     ("counting", "nmc811-chen2020", "drive"): _NMC_2C,
-    ("counting", "nmc811-chen2020", "drive-b"): _NMC_2C,
     ("counting", "lfp-prada2013", "drive"): _FLAT + "; counting has the true capacity, the filter a fitted one",
     ("counting", "lfp-prada2013", "drive-b"): _FLAT + "; counting has the true capacity, the filter a fitted one",
-    ("start", "lfp-prada2013", "drive-b"): _FLAT + " (2.7 % after the first hour)",
-    ("start", "nmc811-chen2020", "drive"): _NMC_2C + " (1.2 % after the first hour)",
-    ("band", "lfp-prada2013", "drive-b"): _FLAT + " (87 % inside)",
 }
 
 

@@ -12,7 +12,7 @@ part of the structure.
 """
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -93,14 +93,28 @@ def _unpack(x: np.ndarray, spec: Spec, taus_s: list, grid: dict, capacity_Ah: fl
 
 
 def choose(results: list) -> dict:
-    """The cheapest candidate whose held-out RMSE is within TOLERANCE of the best."""
+    """The cheapest candidate whose held-out RMSE is within TOLERANCE of the best, or its
+    Butler-Volmer twin when that one is within TOLERANCE too and fits the log better by
+    more than TOLERANCE and TOLERANCE_V (the curvature is in the data, not in the noise:
+    on a linear cell the twin's fit RMSE is the same to 0.1 %).
+
+    Why the twin: within the tolerance the held-out blocks cannot tell a linear
+    resistance from a charge-transfer term, but beyond the log's largest current the
+    two part: a linear resistance fitted to a sub-linear response overshoots there. On
+    the PyBaMM cells (tests/data/pybamm: fitted on 1C pulses, replayed on 2C drives)
+    the twin cut the held-out drive error from 26-27 to 16-18 mV (NMC811) and from 15 to
+    13-15 mV (LFP).
+    """
     scored = [r for r in results if np.isfinite(r["held_out_rmse_V"])]
     if not scored:
         return min(results, key=lambda r: r["fit"].train_rmse_V)
     best = min(r["held_out_rmse_V"] for r in scored)
     limit = max(best * (1.0 + TOLERANCE), best + TOLERANCE_V)
     near = [r for r in scored if r["held_out_rmse_V"] <= limit]
-    return min(near, key=lambda r: (r["spec"].cost(), r["held_out_rmse_V"]))
+    cheapest = min(near, key=lambda r: (r["spec"].cost(), r["held_out_rmse_V"]))
+    twin = replace(cheapest["spec"], butler_volmer=True)
+    better = min(cheapest["fit"].train_rmse_V * (1.0 - TOLERANCE), cheapest["fit"].train_rmse_V - TOLERANCE_V)
+    return next((r for r in near if r["spec"] == twin and r["fit"].train_rmse_V < better), cheapest)
 
 
 def search(rows: refine.Rows, seeds_s: dict, capacity_Ah: float, **pins) -> tuple:
