@@ -415,6 +415,27 @@ class Ekf:
         self.v_model = 0.0
         self._publish()
 
+    def set_slow(self, cap_nAh, cap_std_nAh, r_mohm, r_std_mohm):
+        """Put back what a run had learned (the controller's RECOVER, from the journal):
+        capacity (nAh) and its std, charge-transfer resistance (mohm) and its std, as
+        published; a value < 0 (a state that was off) leaves that state as it is. The
+        cross-covariances of a restored state start at 0."""
+        ic = self.ic
+        if ic >= 0 and cap_nAh >= 0:
+            q_nAh = self.q_As * (1e9 / 3600.0)
+            self._restore(ic, cap_nAh / q_nAh, cap_std_nAh / q_nAh)
+        self._condition()
+        self._publish()
+
+    def _restore(self, r, value, std):
+        """State r set to value with variance std**2 (std < 0: keep its prior p0),
+        uncorrelated with the others."""
+        n, P = self.n, self.P
+        self.x[r] = value
+        for k in range(n):
+            P[r * n + k] = P[k * n + r] = 0.0
+        P[r * n + r] = std * std if std >= 0 else self.p0[r]
+
     def step(self, i_nA, v_uV, dt_ms):
         """One sample: current i_nA (int, > 0 charges), voltage v_uV (int), dt_ms since the
         previous sample (int). Predicts over dt_ms, then corrects with the voltage.
@@ -743,7 +764,19 @@ class Ekf:
         # the diagonal got f twice: f*f*prr == vmax
 
     def _publish(self):
+        """The public estimates as ints (the board's records have no floats): soc_ppm,
+        std_ppm; cap_nAh, cap_std_nAh (capacity now, capacity_Ah * c, and its std) and
+        r_mohm, r_std_mohm (the charge-transfer resistance rc[0] at the present SoC, and
+        its std), -1 when that state is off."""
         z = self.x[0] + self._pend
         self.soc = z
         self.soc_ppm = int(round(z * 1e6))
         self.std_ppm = int(round(math.sqrt(self.P[0]) * 1e6))
+        ic = self.ic
+        if ic >= 0:
+            q_nAh = self.q_As * (1e9 / 3600.0)
+            self.cap_nAh = int(round(q_nAh * self.x[ic]))
+            self.cap_std_nAh = int(round(q_nAh * math.sqrt(self.P[ic * self.n + ic])))
+        else:
+            self.cap_nAh = self.cap_std_nAh = -1
+        self.r_mohm = self.r_std_mohm = -1
