@@ -149,6 +149,7 @@ class Controller:
         """MODEL: keep the estimator it built (None: none); the parsed model only for an
         estimator that cannot reset() itself (a 7 KB model is tens of KB of objects)."""
         self.check_idle()
+        self.est = None  # the last run's estimator: its KBs go to the new one and the ring
         self.model_est = est
         self.model = model if est is not None and not hasattr(est, "reset") else {}
         return {"estimator": est is not None}
@@ -291,6 +292,7 @@ class Controller:
         """START and RECOVER before the run's state changes: the estimator reset (None
         without one), the ring made; refused while the ring has no room."""
         self.error = ""
+        self.est = None  # the last run's, if another MODEL replaced it: free before the ring
         est = self._reset_estimator(soc)  # before the ring takes the heap: reset allocates
         if self.ring.count() == 0:
             self._refit_ring()

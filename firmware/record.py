@@ -174,30 +174,36 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     ring that left 40 KB free in holes of at most 500 bytes failed the next STATUS).
     So while the ring is made, bytearrays hold _HOLD_BYTES of the reserve in the largest
     blocks the heap has (_hold), the ring's small chunks fill the holes around them, and the held
-    blocks are freed for the link. If the heap still refuses the ring, or leaves less
-    than the reserve, the ring shrinks by an eighth and tries again.
+    blocks are freed for the link. If the heap refuses the ring, it shrinks by an eighth
+    and tries again; if it leaves less than the reserve, it shrinks by the slots that
+    cover the shortfall at what a slot was measured to cost (chunk headers and all:
+    10-15 % above _BYTES_PER_SLOT), plus 1/64 for the holes a smaller ring leaves.
     """
     try:
         gc.mem_free()
     except AttributeError:
         return Ring(max_slots, first_seq)
     gc.collect()
-    n = max(min_slots, min(max_slots, (gc.mem_free() - reserve_bytes) // _BYTES_PER_SLOT))
+    free0 = gc.mem_free()
+    n = max(min_slots, min(max_slots, (free0 - reserve_bytes) // _BYTES_PER_SLOT))
     while True:
         hold = _hold(min(reserve_bytes, _HOLD_BYTES))
+        short = 0
         try:
             ring = Ring(n, first_seq)
             hold = None
             gc.collect()
-            if gc.mem_free() >= reserve_bytes or n == min_slots:
+            left = gc.mem_free()
+            if left >= reserve_bytes or n == min_slots:
                 return ring
+            short = (reserve_bytes - left) // ((free0 - left) // n + 1) + 1
             del ring
         except MemoryError:
             hold = None
             if n == min_slots:
                 raise
         gc.collect()
-        n = max(min_slots, n * 7 // 8)
+        n = max(min_slots, n - short - n // 64 if short else n * 7 // 8)
 
 
 def _hold(nbytes):

@@ -24,7 +24,7 @@ import pytest
 
 from cellbench import bdflog
 from cellbench.lab import client as labclient
-from cellbench.paths import PROTOCOLS
+from cellbench.paths import MODELS, PROTOCOLS
 from cellbench.sim import read_truth
 from polling import wait_for
 
@@ -161,6 +161,29 @@ def check_log(path, meta, truth_path, end_kind):
     return data
 
 
+def check_estimates(api, cid, log_path, truth_path):
+    """The preset tracks capacity and R_ct: the log has them, and the channel's cycle rows
+    (replayed from the log across the service's restart, then live) show, at each
+    cycle's end, the log's values in mAh and ohm, close to the plant's own."""
+    from cellbench.sim.mpy import simcell
+
+    log = bdflog.read_log(log_path)
+    model = json.loads((MODELS / "lto-li-coin.json").read_text())
+    states = simcell.read_states(str(truth_path) + simcell.STATE_SUFFIX, len(model["rc"]))
+    cap_truth_mAh = states["cap_Ah"][-1] * 1e3
+    r_truth = model["rc"][0]["r_ohm"] * states["r_mult"][-1] * states["rct_mult"][-1]
+    rows = channel(api, cid)["cycles"]
+    assert rows
+    for row in rows:
+        last = np.flatnonzero(log["Cycle Count / 1"] == row["cycle"])[-1]
+        assert row["cap_mAh"] == pytest.approx(log["Capacity Estimate / Ah"][last] * 1e3, rel=1e-9)
+        assert row["r_ohm"] == pytest.approx(log["Charge Transfer Resistance Estimate / ohm"][last], rel=1e-9)
+        assert row["cap_std_mAh"] > 0 and row["r_std_ohm"] > 0
+        # two cycles into a fresh cell: the estimates are the plant's to within the prior
+        assert row["cap_mAh"] == pytest.approx(cap_truth_mAh, rel=0.05)
+        assert row["r_ohm"] == pytest.approx(r_truth, rel=0.3)
+
+
 def wait_all_final(api, ids, what):
     return wait_for(lambda: jobs_by_id(api), what,
                     until=lambda js: all(js[i]["state"] in FINAL for i in ids))
@@ -224,6 +247,7 @@ def test_eight_boards_survive_a_killed_service(lab, tmp_path):
             assert "PAUSE" in kinds and "RESUME" in kinds
     # a job with a model logs the board's SoC; its channel shows capacity per cycle
     assert "SOC / 1" in bdflog.read_log(tmp_path / f"job{ids[0]}.bdf.csv")
+    check_estimates(api, cids[0], tmp_path / f"job{ids[0]}.bdf.csv", truths[cids[0]])
     cycles = channel(api, cids[2])["cycles"]  # 3 cycles: the last closes no row
     assert [c["cycle"] for c in cycles] == [1, 2]
     series = api.get(f"/api/channels/{cids[2]}/series")
