@@ -370,7 +370,7 @@ class Scripted(Transport):
 
 
 def _r(seq, t_ms):
-    return f"R {seq} {t_ms} 1500000 -350000 1 0 1 0 2 0 0 0 0 0 0 -1 -1"
+    return f"R {seq} {t_ms} 1500000 -350000 1 0 1 0 2 0 0 0 0 0 0 -1 -1 -1 -1 -1 -1"
 
 
 def test_link_resends_gaps_drops_duplicates_and_accepts_freed_slots():

@@ -20,7 +20,8 @@ frame = fw.module("frame")  # firmware/frame.py, the link's framing
 pytestmark = pytest.mark.hil
 
 FIELDS = ("seq t_ms v_uV i_nA step_count step_index cycle step_no step_type fault q_chg_nAh "
-          "q_dch_nAh q_step_nAh e_chg_uWh e_dch_uWh soc_ppm soc_std_ppm").split()
+          "q_dch_nAh q_step_nAh e_chg_uWh e_dch_uWh soc_ppm soc_std_ppm cap_nAh cap_std_nAh "
+          "r_mohm r_std_mohm").split()  # docs/link.md, typed in: the board must send exactly these
 TICK_MS = 1000
 I_nA = 150_000          # 0.15 mA: the 200 uA range
 V_LOW_uV = 1_200_000
@@ -55,7 +56,9 @@ class Link:
         assert raw, "board ended: " + "".join(self.junk[-8:]) + self.board.stderr_text()[-800:]
         body = frame.decode(raw)
         if body.startswith("R "):
-            self.records.append(dict(zip(FIELDS, map(int, body.split()[1:]))))
+            values = body.split()[1:]
+            assert len(values) == len(FIELDS), body
+            self.records.append(dict(zip(FIELDS, map(int, values))))
         elif body.startswith("E "):
             self.events.append(body)
         return body
@@ -166,6 +169,8 @@ def test_runs_to_the_end_with_the_expected_step_sequence(cycled):
     # discharge first: a new cycle starts when a discharge follows a charge
     assert [s[0]["cycle"] for s in steps] == [1, 1, 1, 1, 2, 2, 2, 2]
     assert all(r["fault"] == 0 for r in records)
+    # no MODEL: no estimate of any kind in any record
+    assert all(r[k] == -1 for r in records for k in FIELDS[-6:])
 
 
 def test_cc_steps_end_at_their_cutoff_voltage(cycled):

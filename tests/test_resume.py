@@ -287,7 +287,7 @@ def test_acks_cover_only_messages_the_caller_has_taken():
     """A host killed after an ACK must have logged what it acknowledged: the link ACKs a
     message only once the caller has asked for the one after it (or marked it consumed)."""
     n = 70
-    bodies = [f"R {k} {k * 1000} 1 0 1 {k} 1 0 0 0 0 0 0 0 0 -1 -1" for k in range(n)]
+    bodies = [f"R {k} {k * 1000} 1 0 1 {k} 1 0 0 0 0 0 0 0 0 -1 -1 -1 -1 -1 -1" for k in range(n)]
     board = ScriptedBoard(bodies + ["E 70 END {}"])
     link = Link(board, ack_every=8)
     taken = []
@@ -306,9 +306,16 @@ def test_acks_cover_only_messages_the_caller_has_taken():
 # ---------------------------------------------------------------- resume logic on a scripted board
 
 
+REC_FIELDS = ("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle", "step_no",
+              "step_type", "fault", "q_chg_nAh", "q_dch_nAh", "q_step_nAh", "e_chg_uWh",
+              "e_dch_uWh", "soc_ppm", "soc_std_ppm", "cap_nAh", "cap_std_nAh", "r_mohm", "r_std_mohm")
+
+
 def _rec(seq):
+    """A record line (docs/link.md): a learning estimator's capacity and R_ct in it."""
     t = 1000 * seq
-    return f"R {seq} {t} 1500000 -350000 1 {seq} 1 0 2 0 0 {10 * seq} {10 * seq} 0 {15 * seq} -1 -1"
+    return (f"R {seq} {t} 1500000 -350000 1 {seq} 1 0 2 0 0 {10 * seq} {10 * seq} 0 {15 * seq} "
+            f"{500_000 - seq} 2000 {400_000 - seq} 4000 {33_000 + seq} 900")
 
 
 class RingBoard(Transport):
@@ -358,18 +365,18 @@ class RingBoard(Transport):
         return self.out.pop(0) if self.out else b""
 
 
-def _interrupted_log(tmp_path, seqs, events):
+def _interrupted_log(tmp_path, seqs, events, with_soc=False, with_ageing=False):
     from cellbench import boards, protocol as proto
 
     table = proto.compile(proto.load_protocol(PROTOCOLS / "smoke.json"), boards.load_board("sim"))
     path = tmp_path / "cut.bdf.csv"
     meta = {"table": table, "protocol": {}, "start_seq": 0, "board": {"id": "sim"}}
-    log = bdflog.LogWriter(path, start_unix_s=0.0, meta=meta)
+    log = bdflog.LogWriter(path, start_unix_s=0.0, meta=meta, with_soc=with_soc,
+                           with_ageing=with_ageing)
     for seq in seqs:
-        log.write(dict(zip(("seq", "t_ms", "v_uV", "i_nA", "step_count", "step_index", "cycle",
-                            "step_no", "step_type", "fault", "q_chg_nAh", "q_dch_nAh",
-                            "q_step_nAh", "e_chg_uWh", "e_dch_uWh", "soc_ppm", "soc_std_ppm"),
-                           map(int, _rec(seq).split()[1:]))))
+        rec = dict(zip(REC_FIELDS, map(int, _rec(seq).split()[1:])))
+        assert len(rec) == len(REC_FIELDS) == len(_rec(seq).split()) - 1
+        log.write(rec)
     for seq, kind in events:
         log.event(kind, seq=seq, data=None)
     log.close_file()  # killed: no final sidecar
@@ -394,6 +401,32 @@ def test_resume_fetches_after_the_newest_logged_seq_record_or_event(tmp_path):
     assert [(e["kind"], e.get("seq")) for e in meta["events"]] == [
         ("START", 0), ("FULL", 6), ("RESUME", 7), ("resume", None), ("END", 12)]
     assert meta["rows"] == 9 and meta["stop_reason"] == "end"
+
+
+@pytest.mark.parametrize("with_soc, with_ageing", [(False, False), (True, False), (True, True)])
+def test_resume_keeps_the_logs_columns(tmp_path, with_soc, with_ageing):
+    """A log written before the ageing columns existed (or without a model) is resumed
+    from a board whose records carry the estimates: the appended rows have the log's own
+    columns; a log with the ageing columns gets the board's estimates in Ah and ohm."""
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START")], with_soc, with_ageing)
+    header = bdflog.read_header(path)
+    held = {s: _rec(s) for s in range(6, 9)}
+    held[9] = 'E 9 END {"t_ms": 9000, "fault": 0}'
+    assert session.resume(path, RingBoard(held))["stop_reason"] == "end"
+    assert bdflog.read_header(path) == header
+    data = bdflog.read_log(path)
+    seq = np.arange(1, 9)
+    assert data["Record Seq / 1"].tolist() == seq.tolist()
+    assert ("SOC / 1" in data) == with_soc
+    assert ("Capacity Estimate / Ah" in data) == with_ageing
+    if with_ageing:  # _rec: cap 400000 - seq nAh (std 4000), R_ct 33000 + seq mohm (std 900)
+        np.testing.assert_allclose(data["Capacity Estimate / Ah"], (400_000 - seq) * 1e-9, rtol=1e-12)
+        np.testing.assert_allclose(data["Capacity Estimate Std / Ah"], 4e-6, rtol=1e-12)
+        np.testing.assert_allclose(data["Charge Transfer Resistance Estimate / ohm"], (33_000 + seq) * 1e-3,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(data["Charge Transfer Resistance Estimate Std / ohm"], 0.9, rtol=1e-12)
 
 
 def test_resume_of_a_run_that_ended_with_everything_logged_fetches_nothing(tmp_path):
