@@ -18,7 +18,7 @@ import pytest
 
 from cellbench import bdflog
 from cellbench.lab import client as labclient
-from cellbench.paths import PROTOCOLS
+from cellbench.paths import MODELS, PROTOCOLS
 from cellbench.session import hms
 from polling import wait_for
 from test_lab import TICK_MS, faulting, free_port, library
@@ -75,6 +75,21 @@ def shot(page, name, tmp_path):
 
 def card(page, cid):
     return page.locator(f'#grid a.card[data-channel="{cid}"]')
+
+
+def check_estimates(where):
+    """A card's capacity (mAh, % of the model's, ± 2 sigma) and R_ct (ohm ± 2 sigma) are
+    shown, and are the fresh preset cell's: its capacity_Ah and rc[0] resistance."""
+    import re
+
+    model = json.loads((MODELS / "lto-li-coin.json").read_text())
+    cap = re.fullmatch(r"([\d.]+) mAh \(([\d.]+) %\) ± ([\d.]+)", where.locator("dd.cap").inner_text())
+    rct = re.fullmatch(r"([\d.]+) Ω ± ([\d.]+)", where.locator("dd.rct").inner_text())
+    assert cap and rct
+    assert float(cap[1]) == pytest.approx(model["capacity_Ah"] * 1e3, rel=0.05)
+    assert float(cap[2]) == pytest.approx(100 * float(cap[1]) / (model["capacity_Ah"] * 1e3), abs=0.1)
+    assert float(rct[1]) == pytest.approx(model["rc"][0]["r_ohm"], rel=0.3)
+    assert float(cap[3]) > 0 and float(rct[2]) > 0
 
 
 def test_grid_fault_and_a_job_queued_from_the_page(browser, lab, tmp_path):
@@ -142,9 +157,14 @@ def test_grid_fault_and_a_job_queued_from_the_page(browser, lab, tmp_path):
     page.goto(f"{api.url}/channel/{cids[1]}")
     page.wait_for_function("Number(document.body.dataset.cycles) >= 3", timeout=120_000)
     page.wait_for_timeout(300)  # one animation frame for the plots to draw
+    # The board's estimates of the fresh LTO cell (its plant is the preset): capacity
+    # and R_ct on the card, and a point per cycle in the capacity and resistance plots.
+    check_estimates(page.locator("#card"))
+    assert int(page.evaluate("document.body.dataset.estimates")) >= 3
     shot(page, "lab-channel.png", tmp_path)
     page.goto(api.url + "/")
     page.wait_for_function(f"document.body.dataset.loaded === '{len(cids)}'")
     page.wait_for_timeout(300)
+    check_estimates(card(page, cids[1]))  # compactly on the grid card too
     shot(page, "lab-grid.png", tmp_path)
     assert page.errors == []
