@@ -526,9 +526,12 @@ REALDATA = Path(__file__).parent / "data" / "realdata"
 
 
 def test_real_biologic_log(tmp_path, capsys):
-    """A BioLogic log of a 2.3 Ah cell (CC-CV charge, C/6.5 discharge, tests/data/realdata):
-    capacity equals the tester's own 'Q discharge/mA.h' counter, R0 the step-edge dV/dI
-    computed here from the imported samples."""
+    """A BioLogic log of a 2.3 Ah cell (a rested start, a pulse, CC-CV charge, C/6.5
+    discharge, tests/data/realdata): capacity equals the tester's own 'Q discharge/mA.h'
+    counter; the model's steady resistance (R0 plus its RC pairs) lies between the
+    step-edge dV/dI and the discharge's whole polarisation, both computed here from the
+    imported samples (the latter: the rested first voltage less the discharge's voltage
+    at the same counted charge, over its current)."""
     log = _imported(tmp_path, "beep_biologic_MB_CE1_1800rows.csv")
     out = tmp_path / "bio.json"
     assert cli.main(["fit", str(log), "--out", str(out)]) == 0
@@ -541,8 +544,12 @@ def test_real_biologic_log(tmp_path, capsys):
     d_i = np.diff(i)
     edges = np.abs(d_i) > 0.1 * np.abs(i).max()
     r_edges = float(np.median(np.diff(v)[edges] / d_i[edges]))
-    assert 0.7 * r_edges < float(np.median(model["r0_ohm"])) + sum(
-        float(np.median(p["r_ohm"])) for p in model["rc"]) < 1.5 * r_edges
+    t = cols["Test Time / s"].to_numpy()
+    dch = cols["Step Count / 1"].to_numpy() == cols["Step Count / 1"][int(np.argmin(i))]
+    z = _counted_soc(t, i, int(np.flatnonzero(dch)[-1]), tester_Ah)
+    r_polarisation = (v[0] - float(np.interp(z[0], z[dch][::-1], v[dch][::-1]))) / -float(np.mean(i[dch]))
+    r_steady = float(np.median(model["r0_ohm"])) + sum(float(np.median(p["r_ohm"])) for p in model["rc"])
+    assert 0.7 * r_edges < r_steady < 1.05 * r_polarisation
     assert model["provenance"]["held_out_rmse_V"] < 0.01
 
 
@@ -642,4 +649,39 @@ def test_real_maccor_estimate_band_holds_95_percent(maccor):
     """Issue 9's band target on the real Maccor log: the counted SoC inside the estimate's
     +-3 sigma at least 95 % of the time after the first hour."""
     err, std = _maccor_estimate_error(maccor)
+    assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95
+
+
+@pytest.fixture(scope="module")
+def biologic_estimate(tmp_path_factory):
+    """The BioLogic log fitted, then estimated from its first voltage: (estimate - SoC
+    counted from the tester's current with zero at the discharge's 3.0 V cut-off, the
+    estimate's std), both after the first hour."""
+    tmp_path = tmp_path_factory.mktemp("bio")
+    log, model, est = _imported(tmp_path, "beep_biologic_MB_CE1_1800rows.csv"), tmp_path / "m.json", tmp_path / "e.csv"
+    assert cli.main(["fit", str(log), "--out", str(model)]) == 0
+    assert cli.main(["estimate", str(log), "--model", str(model), "--out", str(est)]) == 0
+    cols, out = pd.read_csv(log), pd.read_csv(est)
+    t, i = cols["Test Time / s"].to_numpy(), cols["Current / A"].to_numpy()
+    dch = cols["Step Count / 1"].to_numpy() == cols["Step Count / 1"][int(np.argmin(i))]
+    z = _counted_soc(t, i, int(np.flatnonzero(dch)[-1]), load_model(model)["capacity_Ah"])
+    late = t >= t[0] + 3600.0
+    return (out["SOC / 1"].to_numpy() - z)[late], out["SOC Std / 1"].to_numpy()[late]
+
+
+def test_real_biologic_estimate_follows_the_count(biologic_estimate):
+    """From the first (rested) voltage, through a charge the fit never saw (it fits from
+    the discharge on) and the discharge: within 3 % RMS of the count. The rested first
+    voltage is the OCV; an OCV taken as the discharge branch less only its step-edge IR
+    drop would start the estimate 19 % high (the branch's diffusion drop, 60 mV, read as
+    SoC)."""
+    err, _ = biologic_estimate
+    assert np.sqrt(np.mean(err ** 2)) < 0.03
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9: 19 % inside; the fit sees only the discharge, so the "
+                                       "model error it stores says nothing of the charge, where the "
+                                       "estimate runs 3-4 % high with a std of 0.1-0.2 %")
+def test_real_biologic_estimate_band_holds_95_percent(biologic_estimate):
+    err, std = biologic_estimate
     assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95

@@ -77,7 +77,7 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     relax = {n: resistance.rc_from_relaxations(logs, n) for n in (1, 2)}
     r_dc = r0["r0_ohm"] + sum(relax[1]["r_ohm"])
     if not both:
-        curve = ocv.from_one_branch(d, one, r_dc)
+        curve = _one_branch_curve(d, one, r_dc, socs[ref["log"]], assumptions)
     socs, anchors = _traces(logs, ref, curve, r_dc)
     usable = [np.isfinite(z) for z in _from_cycle(socs, ref)]
     grid, ocv_V = curve["soc"], curve["voltage_V"]
@@ -106,6 +106,20 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
               "chosen": chosen, "assumptions": assumptions, "noise_V": noise}
     report["warnings"] = []
     return model, report
+
+
+def _one_branch_curve(log, sweep, r_dc_ohm: float, soc, assumptions: list) -> dict:
+    """The OCV from one slow branch less its IR drop (``r_dc_ohm``: step edges plus the
+    relaxations' RC pairs), moved through the log's relaxed rests when it has some
+    (:func:`.ocv.through_rests`), else as it is and said in the assumptions."""
+    curve = ocv.from_one_branch(log, sweep, r_dc_ohm)
+    if ocv.n_rests(log, sweep) >= ocv.MIN_RESTS:
+        return curve
+    moved = ocv.through_rests(curve, ocv.relaxed_rests(log, soc))
+    if moved is curve:
+        assumptions.append("OCV: one slow branch less its step-edge IR drop, no relaxed rest to check it "
+                           "against (its diffusion drop stays in the OCV)")
+    return moved
 
 
 def _traces(logs, ref, curve, r_dc=None):

@@ -23,6 +23,7 @@ BIN_SOC = 0.002            # averaging bins for the branches (noise), finer than
 EPS_V = 1e-6               # strict increase the model format needs, far below noise
 MIN_RESTS = 5              # a full sweep with this many rests is a GITT/pulse sweep
 LONG_REST_SHARE = 0.25     # rest points: rests at least this share of the sweep's longest
+RELAXED_RATIO = 10.0       # a rest this many times longer than the step before it has relaxed
 
 
 def grid() -> np.ndarray:
@@ -142,3 +143,40 @@ def from_one_branch(log: Log, sweep: Sweep, r_dc_ohm: float) -> dict:
     v = isotonic_regression(v).x
     return {"soc": grid(), "voltage_V": monotonic(v), "charge_V": v, "discharge_V": v,
             "method": method, "branch_A": abs(current)}
+
+
+def relaxed_rests(log: Log, soc: np.ndarray) -> list:
+    """(SoC, voltage) at the end of the log's relaxed rests: its first step when that is a
+    rest (the cell as it came to the tester), and every rest at least RELAXED_RATIO times
+    longer than the current step before it (a pulse's rest; not the short pause after a
+    long sweep). ``soc``: the log's SoC trace; rests where it is not finite are left out."""
+    out = []
+    for k, step in enumerate(log.steps):
+        if step.sign != 0:
+            continue
+        end = step.stop - 1
+        before = log.steps[k - 1] if k else None
+        if before is not None and before.sign == 0:
+            continue
+        relaxed = before is None or (
+            log.t_s[end] - log.t_s[step.start] >= RELAXED_RATIO * (log.t_s[step.start] - log.t_s[before.start]))
+        if relaxed and np.isfinite(soc[end]):
+            out.append((float(soc[end]), float(log.v_V[end])))
+    return out
+
+
+def through_rests(curve: dict, points: list) -> dict:
+    """``curve`` (an OCV from one branch) moved to pass through the relaxed ``points``
+    (SoC, V) between 5 % and 95 % SoC: their offsets from it, interpolated in SoC and
+    tapering to none at SoC 0 and 1 (there the window limits, not a rest, define the
+    OCV). The branch less its step-edge IR drop misses the slow polarisation (diffusion):
+    a relaxed rest is the OCV itself. ``curve`` unchanged without such points."""
+    inner = sorted((z, v) for z, v in points if 0.05 <= z <= 0.95)
+    if not inner:
+        return curve
+    z = np.array([0.0] + [p[0] for p in inner] + [1.0])
+    base = np.asarray(curve["voltage_V"])
+    d = np.array([0.0] + [v - float(np.interp(zk, curve["soc"], base)) for zk, v in inner] + [0.0])
+    v = monotonic(base + np.interp(curve["soc"], z, d))
+    return {**curve, "voltage_V": v, "charge_V": v, "discharge_V": v,
+            "method": f"{curve['method']}, moved through {len(inner)} relaxed rest(s)"}
