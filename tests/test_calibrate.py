@@ -389,3 +389,24 @@ def test_flash_deploys_the_board_calibration(tmp_path, monkeypatch):
     monkeypatch.setattr("cellbench.boards.CALIBRATIONS", tmp_path)
     cmds = flash.copy_commands("/dev/null", [], ROOT / "boards" / "sim.json", tmp_path / "sim.json")
     assert any(c[-1] == ":calibration.json" and c[-2] == str(tmp_path / "sim.json") for c in cmds)
+
+
+def test_committed_emulated_board_calibration_measured_its_plant():
+    """boards/calibration/rp2040-emu.json came from `cellbench calibrate --board rp2040-emu`
+    (the full procedure, ramp included, on the emulated chip): its table must be the exact
+    inverse of the emulated board's plant DNL (boards/rp2040-emu.json ``sim``) and its gains
+    nominal, as that plant has no sense-path errors. A stale or hand-made file fails."""
+    from cellbench.boards import calibration_for, load_board
+
+    cfg = load_board("rp2040-emu")
+    cal = calibration_for("rp2040-emu")
+    assert cal is not None and cal["board"] == "rp2040-emu"
+    assert "measured" in cal["provenance"] and not cfg["sim"].get("sense_error")
+    exact = simcell.adc_correction(cfg["sim"])
+    exact = {int(k): d for k, d in exact.items()}
+    got = dnl.from_file_table(cal["adc_correction"])
+    assert max(abs(got.get(k, 0.0) - exact.get(k, 0.0)) for k in set(exact) | set(got)) < 0.3
+    assert max(abs(d) for d in exact.values()) > 1.0  # the test is not vacuous
+    assert cal["voltage"]["gain"] == pytest.approx(1.0, abs=1e-3)
+    for r in cfg["current"]["ranges"]:
+        assert cal["current"][r["name"]]["gain"] == pytest.approx(1.0, abs=1e-3)

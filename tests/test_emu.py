@@ -363,6 +363,11 @@ def test_demo_runs_on_the_emulated_chip(tmp_path, monkeypatch, capsys):
                               "--rp2-dir", str(IMAGE))
     sim_row, sim_meta = _demo(monkeypatch, capsys, protocol, tmp_path / "sim")
     assert json.dumps(emu_meta).count("rp2040-emu") and not json.dumps(sim_meta).count("rp2040-emu")
+    # The chip applied the committed calibration (boards/calibration/rp2040-emu.json, installed
+    # as `cellbench flash` installs it): the id it reports is that file's.
+    committed = json.loads((runtime.HERE.parents[2] / "boards" / "calibration" / "rp2040-emu.json").read_text())
+    assert emu_meta["id_reply"]["calibration"] == committed["id"]
+    assert emu_meta["calibration"]["file_matches"] and emu_meta["calibration"]["file"] == committed
     # The same cell through the same firmware: the chip's 32-bit floats, its ADC codes and
     # its PWM levels give the simulator's rate and mAh/g to within a percent (each board's
     # plant has its own source error: boards/*.json sim.source_error).

@@ -21,7 +21,7 @@ from ..bdflog import sidecar_path
 from ..errors import InputError
 from ..outputs import check_output, check_output_dir
 from ..link import LinkError
-from .run import EMU_BOARD, Progress, report_link_error
+from .run import EMU_BOARD, Progress, calibration_file, report_link_error
 from ..paths import MODELS, PROTOCOLS
 
 NAME = "demo"
@@ -90,14 +90,16 @@ def format_table(rows):
 
 
 def start_demo_board(args):
-    """The demo's board with the LTO cell: the unix-port simulator, or the emulated RP2040."""
+    """The demo's board with the LTO cell: the unix-port simulator, or the emulated RP2040;
+    with the board's calibration file if it has one, as `cellbench flash` installs it."""
     if args.board == EMU_BOARD:
         from ..emu.board import start_board as start_emulated
 
-        return start_emulated(CELL, board=EMU_BOARD, image=args.rp2_dir, seed=args.seed)
+        return start_emulated(CELL, board=EMU_BOARD, calibration=calibration_file(EMU_BOARD),
+                              image=args.rp2_dir, seed=args.seed)
     from ..sim import start_board
 
-    return start_board(str(CELL), board="sim", seed=args.seed)
+    return start_board(str(CELL), board="sim", calibration=calibration_file("sim"), seed=args.seed)
 
 
 def run(args):
