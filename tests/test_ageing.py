@@ -265,7 +265,7 @@ def test_soc_as_good_as_with_the_true_capacity(tracked, request):
     """The baseline is the same filter (firmware/ekf.py, the preset's estimator block)
     over the same logged records, told the plant's true capacity before every step
     instead of estimating it: what "a perfectly known capacity" gives. A second board run
-    with the capacity state off is not that (it keeps the fresh capacity, 27 % off LTO's
+    with the capacity state off is not that (it keeps the fresh capacity, 15 % above LTO's
     by cycle 100) and would cost another run."""
     name, track, err = tracked
     _known_miss(request, name, "soc")
