@@ -575,9 +575,11 @@ def _maccor_raw(name):
     return pd.read_csv(REALDATA / name, sep="\t", skiprows=1, index_col=False)
 
 
-def _counted_soc(t_s, i_A, zero_at, capacity_Ah):
+def _counted_soc(t_s, i_A, zero_at, capacity_Ah, eta=1.0):
     """SoC by counting the tester's current (sample k's current over the interval after
-    it), 0 at sample ``zero_at`` (a discharge cut-off at the window's bottom)."""
+    it; charge current times ``eta``, the share of it the cell keeps), 0 at sample
+    ``zero_at`` (a discharge cut-off at the window's bottom)."""
+    i_A = np.where(i_A > 0, eta * i_A, i_A)
     q_Ah = np.concatenate(([0.0], np.cumsum(i_A[:-1] * np.diff(t_s)))) / 3600.0
     return (q_Ah - q_Ah[zero_at]) / capacity_Ah
 
@@ -596,7 +598,9 @@ def maccor(tmp_path_factory):
     assert cli.main(["estimate", str(log), "--model", str(model_path), "--out", str(est_path)]) == 0
     t, i = raw["Test (Sec)"].to_numpy(float), raw["Amps"].to_numpy(float)
     i = np.where(raw["State"] == "D", -np.abs(i), np.abs(i))       # Maccor logs |I| and a state
-    z_count = _counted_soc(t, i, int(np.flatnonzero(dch)[-1]), tester_Ah)
+    # The cell keeps of a charge what the next discharge gives back (the tester's counters).
+    eta = tester_Ah / float(raw.loc[(raw["State"] == "C") & (raw["Cyc#"] == 1), "Amp-hr"].max())
+    z_count = _counted_soc(t, i, int(np.flatnonzero(dch)[-1]), tester_Ah, eta)
     return raw, load_model(model_path), pd.read_csv(est_path), z_count, dch, tester_Ah
 
 
@@ -620,7 +624,8 @@ def test_real_maccor_characterisation(maccor):
       the OCV by half their gap (IR drop and hysteresis, read here from the raw file); a
       model that has learnt that polarisation replays within a quarter of it;
     - estimate (from the first sample's voltage, no SoC given): after the first hour it
-      follows the SoC counted from the raw current, zero at the 2.7 V cut-off, within 1 %.
+      follows the SoC counted from the raw current (charge times the efficiency the
+      counters show), zero at the 2.7 V cut-off, within 1 %.
     """
     raw, model, _, z_count, dch, tester_Ah = maccor
     assert _rel(model["capacity_Ah"], tester_Ah) < 0.005
@@ -643,8 +648,10 @@ def test_real_maccor_characterisation(maccor):
     assert np.sqrt(np.mean(err ** 2)) < 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: 86 % inside; after the full charge the estimate and "
-                                       "the count part by 0.7 % while the filter claims a std of 0.13 %")
+@pytest.mark.xfail(strict=True, reason="issue 9: 92 % inside; near the top of the first charge the "
+                                       "estimate and the count part by 0.7 % while the filter claims a "
+                                       "std of 0.12 % (the model has seen only C/7 sweeps: its held-out "
+                                       "error there is the sweeps' own, 2 mV)")
 def test_real_maccor_estimate_band_holds_95_percent(maccor):
     """Issue 9's band target on the real Maccor log: the counted SoC inside the estimate's
     +-3 sigma at least 95 % of the time after the first hour."""
