@@ -44,7 +44,8 @@ class EmuBoard(Transport):
     ``flash``: a flash saved by :meth:`save_flash` to boot instead of the bare image.
     ``readline(timeout_s)`` gives the board's serial output line by line (wall-clock
     timeout); ``t_us`` is the emulated time in microseconds, ``resets`` the emulated times
-    (us) of the chip's resets, ``pins`` the last level of each watched pin (0, 1, or 2
+    (us) of the chip's resets and ``reset_reasons`` their causes (driver.mjs: 1 the watchdog
+    timer, 2 forced by machine.reset(), 3 the host's reset), ``pins`` the last level of each watched pin (0, 1, or 2
     for not driven), ``pin_events`` their changes as (t_us, gpio, level), ``duty`` the
     PWM source's last (num, den).
     """
@@ -65,6 +66,7 @@ class EmuBoard(Transport):
         self.t_us = 0
         self.cycles = 0
         self.resets = []
+        self.reset_reasons = []
         self.pins = {}
         self.pin_events = deque(maxlen=PIN_EVENTS)  # (t_us, gpio, level), newest last
         self.duty = None
@@ -130,6 +132,7 @@ class EmuBoard(Transport):
             elif kind == "R":
                 with self._cv:
                     self.resets.append(self.t_us)
+                    self.reset_reasons.append(int(parts[2]))
                     self._cv.notify_all()
         with self._cv:
             self._cv.notify_all()

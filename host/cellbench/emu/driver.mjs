@@ -124,7 +124,11 @@ class Chip {
     const wdt = mcu.peripherals[0x40058];
     if (resetReason === 1 || resetReason === 2) wdt.reason = resetReason; // WATCHDOG REASON: TIMER, FORCE
     this.resetBy = 0;
-    wdt.onWatchdogTrigger = () => { this.resetBy = wdt.reason || 1; };
+    // rp2040js 1.4.1 re-arms the watchdog's alarm when it fires, and with the counter at 0 it
+    // re-arms it 0 ns ahead: SimulationClock.tick then fires it forever, and emulated time
+    // stops (a WDT nobody feeds, e.g. at the bare REPL, hung the emulator instead of
+    // resetting the chip). The chip resets here anyway: stop the alarm.
+    wdt.onWatchdogTrigger = () => { this.resetBy = wdt.reason || 1; wdt.alarm.enable = false; };
     this.adcPending = -1;
     this.adcCodes = []; // per channel: codes still fresh, oldest first
     this.adcSince = []; // per channel: emulated ns the batch was made at
