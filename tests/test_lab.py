@@ -162,8 +162,8 @@ def check_log(path, meta, truth_path, end_kind):
 
 
 def check_estimates(api, cid, log_path, truth_path):
-    """The preset tracks capacity and R_ct: the log has them, and the channel's cycle rows
-    (replayed from the log across the service's restart, then live) show, at each
+    """The preset tracks capacity and R_ct: the log has them, and the channel's series
+    (its per-cycle rows read back from the log, as after a service restart) show, at each
     cycle's end, the log's values in mAh and ohm, close to the plant's own."""
     from cellbench.sim.mpy import simcell
 
@@ -172,7 +172,7 @@ def check_estimates(api, cid, log_path, truth_path):
     states = simcell.read_states(str(truth_path) + simcell.STATE_SUFFIX, len(model["rc"]))
     cap_truth_mAh = states["cap_Ah"][-1] * 1e3
     r_truth = model["rc"][0]["r_ohm"] * states["r_mult"][-1] * states["rct_mult"][-1]
-    rows = channel(api, cid)["cycles"]
+    rows = api.get(f"/api/channels/{cid}/series")["cycles"]
     assert rows
     for row in rows:
         last = np.flatnonzero(log["Cycle Count / 1"] == row["cycle"])[-1]
