@@ -14,6 +14,10 @@ State x (SI units), n = 2..6 entries:
                     measured current = true current + b
     x[ic]           capacity scale c when model.estimator.capacity is true:
                     true capacity = capacity_Ah * c, clamped to [CAP_MIN, CAP_MAX]
+With model.estimator.resistance, R0(z) and rc[0]'s R(z) below are scaled by s and r, the
+slow estimates of resistance.Resistance (fed by the current's step edges, dual estimation:
+docs/estimator.md "Resistance"), and their variances add (R0*i)^2*P_ss + (R1*i)^2*P_rr to
+the measurement variance R.
 Model (docs/design.md), current i > 0 charges the cell:
     v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc) + 2*vT*asinh(i/(2*i0(z)))
     z'   = z + eta*i*dt/(3600*C*c)        (eta applies on charge only)
@@ -38,6 +42,7 @@ board does not lose small per-tick increments to rounding (see docs/estimator.md
 import math
 
 from cellmodel import floats, read_model, table
+from resistance import Resistance
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
@@ -74,7 +79,8 @@ ERR_TAU_MAX_S = 3600.0
 DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
             "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
             "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1, "capacity": False,
-            "p0_cap": 1e-4, "q_cap": 1e-10}
+            "p0_cap": 1e-4, "q_cap": 1e-10, "resistance": False, "q_ohm": 1e-9,
+            "p0_ohm": 0.04, "q_res": 1e-8, "p0_res": 0.25}
 
 
 def _num(d, key, default):
@@ -126,14 +132,17 @@ class Ekf:
     Ekf.from_json(text) the same from its JSON text (cellmodel.read_model).
 
     After reset(), call step(i_nA, v_uV, dt_ms) once per sample; it sets soc (float),
-    soc_ppm and std_ppm (ints, parts per million of full SoC) and v_model (float, V, the
-    one-step-ahead predicted terminal voltage for that sample).
+    soc_ppm and std_ppm (ints, parts per million of full SoC), v_model (float, V, the
+    one-step-ahead predicted terminal voltage for that sample) and the slow states as
+    ints (-1 when off): cap_nAh, cap_std_nAh (capacity now and its std), r_mohm,
+    r_std_mohm (the charge-transfer resistance rc[0] at the present SoC and its std).
 
     Parameters, set from the model once and only read after (public: the host's replay
     kernel, cellbench.estimate, runs the same filter from them):
         n, nrc, ih, ib, ic  states, RC pairs, index of h, of the bias and of the capacity
                             scale (-1: not a state)
         bias, cap           True when the current-bias / capacity-scale state is on
+        rs                  the resistance estimator (resistance.Resistance) or None
         z0, dz              first SoC of the OCV grid and its uniform step
         ocv_V, r0_ohm, m_tab  tables on that grid: OCV (V), R0 (ohm), M(z) (V)
         rc_tab, rc_tau_s    RC pairs: resistance tables on the grid or of one value (ohm),
@@ -165,6 +174,14 @@ class Ekf:
         self.floor = _zeros(n)
         self.p0 = _zeros(n)
         self._load_priors(est)
+        self.rs = None
+        if est.get("resistance", False):
+            if self.nrc == 0:
+                raise ValueError("estimator.resistance: needs an rc pair (rc[0] is R_ct)")
+            self.rs = Resistance(self.rc_tau_s[0], _num(est, "q_ohm", DEFAULTS["q_ohm"]),
+                                 _num(est, "q_res", DEFAULTS["q_res"]),
+                                 _num(est, "p0_ohm", DEFAULTS["p0_ohm"]),
+                                 _num(est, "p0_res", DEFAULTS["p0_res"]), self.sigma_v)
         # State, covariance and work vectors stay lists, preallocated and updated in
         # place: they are read many times a step, and an array would box a new float on
         # every read (measured: 1.5x the time per step, 1.7x the garbage on the unix
@@ -366,8 +383,11 @@ class Ekf:
         whose voltage is credible (until then SoC 0.5 or the clamped inversion, with the
         variance of a uniform [0, 1] guess). reset() is what a host replaying the log
         from its first record does, so board and host agree. The capacity scale starts
-        at 1 (variance p0_cap), the bias at 0 (p0_bias_A2).
+        at 1 (variance p0_cap), the bias at 0 (p0_bias_A2), the resistance scales at 1.
         """
+        self._kz = 0.0    # SoC per A over the last prediction (dt/(3600*C*c), eta on charge)
+        if self.rs is not None:
+            self.rs.reset()
         n = self.n
         x, P = self.x, self.P
         for k in range(n * n):
@@ -390,7 +410,7 @@ class Ekf:
             i = i_nA * 1e-9
             z = self.soc_at(v)
             self._lookup(z)
-            z = self.soc_at(v - self._r0 * i - (self._bv_V(i) if self.bv else 0.0))
+            z = self.soc_at(v - self._r0 * self._r0_scale() * i - (self._bv_V(i) if self.bv else 0.0))
             self._lookup(z)
             x[0] = z
             if self._outside:
@@ -408,6 +428,7 @@ class Ekf:
             P[0] = max(p0_soc, VAR_UNKNOWN)
             defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
+        self._zc = x[0]  # the edge estimator's counted SoC
         self._s = 0.0
         self._fresh = True
         self._defer = defer
@@ -424,6 +445,13 @@ class Ekf:
         if ic >= 0 and cap_nAh >= 0:
             q_nAh = self.q_As * (1e9 / 3600.0)
             self._restore(ic, cap_nAh / q_nAh, cap_std_nAh / q_nAh)
+        rs = self.rs
+        if rs is not None and r_mohm >= 0:
+            self._rc_at(self.x[0] + self._pend)
+            r1_mohm = self._rrc[0] * 1e3
+            rs.r = r_mohm / r1_mohm
+            rs.p_rr = (r_std_mohm / r1_mohm) ** 2 if r_std_mohm >= 0 else rs.p0_res
+            rs.p_sr = 0.0
         self._condition()
         self._publish()
 
@@ -463,7 +491,28 @@ class Ekf:
         self._update(i, v_uV * 1e-6, dt)
         self._fresh = False
         self._condition()
+        if self.rs is not None:
+            self._edges(i, v_uV * 1e-6, dt)
         self._publish()
+
+    def _edges(self, i, v, dt):
+        """Feed the resistance estimator: the voltage less the model's terms that are not
+        resistances, OCV at a coulomb-counted SoC (so the window's fit sees no OCV
+        curvature: at 5C the SoC moves 2 % in an edge's window), Butler-Volmer and
+        M0*s; with the model's R0 and rc[0] there. The counted SoC chains from sample to
+        sample inside an edge's window and restarts from the filter's SoC outside one."""
+        zc = self._zc + self._kz * i
+        self._lookup(zc)
+        y = v - self._ocv - self.m0_V * self._s - (self._bv_V(i) if self.bv else 0.0)
+        self._rc_at(zc)
+        rs = self.rs
+        g = self._dr0 / self._r0 if self._r0 > 0.0 else 0.0
+        rs.step(i, y, dt, self.i_rest, self._r0, self._rrc[0], g * g * self.P[0])
+        self._zc = zc if rs.open else self.x[0] + self._pend
+
+    def _r0_scale(self):
+        """The resistance estimator's scale on R0 (1 without it)."""
+        return 1.0 if self.rs is None else self.rs.s
 
     # --- filter ----------------------------------------------------------------------
     def _predict(self, i, dt):
@@ -479,6 +528,7 @@ class Ekf:
             d[ic] = 1.0
             g[ic] = 0.0
             self._f0c = -k * i / c  # d(z')/dc
+        self._kz = k  # SoC per A of this step (the edge estimator counts with it)
         if self.rc_soc:
             self._rc_at(x[0] + self._pend)  # R(z) at the prior SoC
         d[0] = 1.0
@@ -487,6 +537,8 @@ class Ekf:
         for j in range(self.nrc):
             a = math.exp(-dt / self.rc_tau_s[j])
             b = self._rrc[j] * (1.0 - a)
+            if j == 0 and self.rs is not None:
+                b = b * self.rs.r
             x[1 + j] = a * x[1 + j] + b * i
             d[1 + j] = a
             g[1 + j] = b
@@ -567,14 +619,15 @@ class Ekf:
         sets _dvdi (V/A), the voltage's sensitivity to the current."""
         x, H, ih = self.x, self._h, self.ih
         self._lookup(z)
-        vm = self._ocv + self._m * x[ih] + self.m0_V * self._s + self._r0 * i
+        sr = self._r0_scale()
+        vm = self._ocv + self._m * x[ih] + self.m0_V * self._s + sr * self._r0 * i
         for j in range(self.nrc):
             vm += x[1 + j]
             H[1 + j] = 1.0
         self._hs = self._slope  # the OCV slope in H[0]
-        H[0] = self._slope + self._dr0 * i + self._dm * x[ih]
+        H[0] = self._slope + sr * self._dr0 * i + self._dm * x[ih]
         H[ih] = self._m
-        self._dvdi = self._r0
+        self._dvdi = sr * self._r0
         if self.bv:
             vm += self._bv_V(i)
             H[0] += self._bv_dz
@@ -647,6 +700,10 @@ class Ekf:
         self.v_model = vm
         e = v - vm
         R = self.noise_V2(z, i, dt)
+        rs = self.rs
+        if rs is not None:  # the resistance scales' own uncertainty, through the current
+            a0, a1 = self._r0 * i, self._rrc[0] * i
+            R += a0 * a0 * rs.p_ss + a1 * a1 * rs.p_rr + 2.0 * a0 * a1 * rs.p_sr
         p00 = P[0]
         hph = self._gain(R)
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
@@ -779,4 +836,11 @@ class Ekf:
             self.cap_std_nAh = int(round(q_nAh * math.sqrt(self.P[ic * self.n + ic])))
         else:
             self.cap_nAh = self.cap_std_nAh = -1
-        self.r_mohm = self.r_std_mohm = -1
+        rs = self.rs
+        if rs is not None:
+            self._rc_at(z)
+            r1_mohm = self._rrc[0] * 1e3
+            self.r_mohm = int(round(rs.r * r1_mohm))
+            self.r_std_mohm = int(round(math.sqrt(rs.p_rr) * r1_mohm))
+        else:
+            self.r_mohm = self.r_std_mohm = -1

@@ -206,7 +206,7 @@ def test_float32_kernel_computes_in_float32():
     ekf = filter_for(SLOPED)
     out = [np.empty(3) for _ in range(3)]
     args = (*estimate_kernel.pack(ekf, fw.module("ekf"), 0.5, np.float32), np.arange(3.0),
-            np.zeros(3), np.full(3, 3.7), *out, np.empty((0, ekf.n)),
+            np.zeros(3), np.full(3, 3.7), *out, np.empty((3, 4)), np.empty((0, ekf.n)),
             np.empty((0, ekf.n, ekf.n)), False)
     ops = _float64_ops(estimate_kernel.run, tuple(numba.typeof(a) for a in args), set())
     assert len(ops) == 1 and ops[0][0] == "run" and " - " in ops[0][2], ops

@@ -30,6 +30,9 @@ SOC_MIN = _ekf.SOC_MIN
 SOC_MAX = _ekf.SOC_MAX
 NO_JIT = "CELLBENCH_NO_JIT"  # set (non-empty, not "0") to run the Python filter instead
 DTYPES = {"float64": np.float64, "float32": np.float32}
+# The slow states' outputs, in estimate_kernel's order (CAP_AH, ...): capacity (Ah), its
+# std, charge-transfer resistance (ohm), its std.
+SLOW = ("cap_Ah", "cap_std_Ah", "rct_ohm", "rct_std_ohm")
 _warned = set()
 
 
@@ -102,8 +105,11 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
     """Run the SoC filter over a log. Returns a dict of numpy arrays (one per sample):
 
     ``soc`` (1 = full), ``soc_std`` (standard deviation of SoC), ``v_model`` (V, the
-    one-step-ahead model voltage). With ``full=True`` also ``x`` (samples x states) and
-    ``P`` (samples x states x states). ``soc0`` None initialises from the OCV at the first
+    one-step-ahead model voltage); when the model's estimator tracks them (SLOW keys),
+    ``cap_Ah``/``cap_std_Ah`` (the capacity now and its std) and ``rct_ohm``/``rct_std_ohm``
+    (the charge-transfer resistance rc[0] at the present SoC and its std): what the board
+    publishes as cap_nAh, ..., in floats. With ``full=True`` also ``x`` (samples x states)
+    and ``P`` (samples x states x states). ``soc0`` None initialises from the OCV at the first
     sample (assumed rested, h = 0); a number starts there with variance p0_soc.
     Samples with a non-increasing time are repeats: they leave the estimate unchanged.
     ``dtype="float32"`` runs every operation in 32-bit floats, as the RP2040 does.
@@ -117,16 +123,25 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
     out, x, P = _outputs(len(t_s), ekf.n, full)
     kernel = _kernel()
     if kernel is not None:
+        slow = np.empty((len(t_s), len(SLOW)))
         args = (*kernel.pack(ekf, _ekf, soc0, DTYPES[dtype]), t_s, i_A, v_V, out["soc"],
-                out["soc_std"], out["v_model"], x, P, full)
+                out["soc_std"], out["v_model"], slow, x, P, full)
         if _compiles(kernel, args):
             kernel.run(*args)
             if full:
                 out["x"], out["P"] = x, P
+            _add_slow(ekf, out, slow)
             return out
     if dtype == "float32":
         raise InputError("dtype: float32 needs the compiled estimator (numba)")
     return _estimate_python(ekf, t_s, i_A, v_V, soc0, full)
+
+
+def _add_slow(ekf, out, slow):
+    """The slow states' columns of ``slow`` (samples x SLOW) into out, those the filter has."""
+    for k, key in enumerate(SLOW):
+        if (ekf.cap if key.startswith("cap") else ekf.rs is not None):
+            out[key] = slow[:, k]
 
 
 def _outputs(ns, n, full):
@@ -141,6 +156,7 @@ def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
     """Fallback without the compiled kernel: the firmware filter itself, one sample at a time."""
     ns, n = len(t_s), ekf.n
     out, x, P = _outputs(ns, n, full)
+    slow = np.full((ns, len(SLOW)), np.nan)
     if soc0 is not None:
         ekf.reset(soc=soc0)
     else:
@@ -151,13 +167,26 @@ def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
         out["v_model"][s] = ekf.v_model
         out["soc"][s] = ekf.soc
         out["soc_std"][s] = np.sqrt(ekf.P[0])
+        slow[s] = _slow_python(ekf)
         if full:
             x[s] = ekf.x
             x[s, 0] = ekf.soc
             P[s] = np.reshape(ekf.P, (n, n))
     if full:
         out["x"], out["P"] = x, P
+    _add_slow(ekf, out, slow)
     return out
+
+
+def _slow_python(ekf):
+    """The SLOW values of the firmware filter after a step (NaN: state off)."""
+    cap = cap_std = r = r_std = np.nan
+    if ekf.cap:
+        q_Ah = ekf.q_As / 3600.0
+        cap, cap_std = q_Ah * ekf.x[ekf.ic], q_Ah * np.sqrt(ekf.P[ekf.ic * (ekf.n + 1)])
+    if ekf.rs is not None:  # _publish left the RC resistances at the present SoC
+        r, r_std = ekf.rs.r * ekf._rrc[0], np.sqrt(ekf.rs.p_rr) * ekf._rrc[0]
+    return cap, cap_std, r, r_std
 
 
 def read_log_columns(path) -> dict:

@@ -19,9 +19,12 @@ Units: t_s seconds, i_A amperes (> 0 charges the cell), v_V volts; SoC 1 = full.
 """
 
 import math
+import sys
 
 import numpy as np
 from numba import njit
+
+from . import resistance_kernel as rk
 
 # Compiled once per dtype and cached on disk; divisions are plain IEEE ones (no Python
 # ZeroDivisionError check in the loop: cellbench.model's validation keeps divisors > 0).
@@ -37,10 +40,13 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
  SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2, HS,
- NF) = range(41)
+ KZ, ZC, NF) = range(43)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
-# table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on.
-N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, NI = range(10)
+# table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on,
+# the resistance estimator on (its state: resistance_kernel's array e).
+N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, RES, NI = range(11)
+# Slow estimates per sample, slow[s, ...]: capacity (Ah), its std, R_ct (ohm), its std.
+CAP_AH, CAP_STD_AH, RCT_OHM, RCT_STD_OHM = range(4)
 # Per-state vectors, vec[...]: state, transition diagonal, input sensitivity, work,
 # measurement Jacobian, P h, gain, prior state, process variance, floor, prior variance.
 X, D, G, U, H, PH, K, XP, Q, FLOOR, P0, NV = range(12)
@@ -51,10 +57,11 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 
 
 def pack(ekf, firmware, soc0, dtype):
-    """The kernel's arrays (f, ip, vec, mat, tab, tau, me_z, me_c, me_s) for the firmware
-    filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (its constants) and
-    ``soc0`` (None: from the OCV at the first sample), in ``dtype`` (np.float32 or
-    np.float64). tau holds the RC time constants (s); me_* the model_error table."""
+    """The kernel's arrays (f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra) for the
+    firmware filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (its constants)
+    and ``soc0`` (None: from the OCV at the first sample), in ``dtype`` (np.float32 or
+    np.float64). tau holds the RC time constants (s); me_* the model_error table; ra the
+    resistance estimator (resistance_kernel)."""
     f = np.zeros(NF)
     f[Z0:Z0 + len(PARAMS)] = [getattr(ekf, name) for name in PARAMS]
     f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [getattr(firmware, name) for name in CONSTANTS]
@@ -62,6 +69,7 @@ def pack(ekf, firmware, soc0, dtype):
     ip = np.zeros(NI, dtype=np.int64)
     ip[[N, NRC, IH, IB, IC, NPT]] = ekf.n, ekf.nrc, ekf.ih, ekf.ib, ekf.ic, len(ekf.ocv_V)
     ip[ITER_MAX], ip[SOC_GIVEN], ip[BV] = firmware.ITER_MAX, soc0 is not None, ekf.bv
+    ip[RES] = ekf.rs is not None
     vec = np.zeros((NV, NX))
     for row, values in ((Q, ekf.q), (FLOOR, ekf.floor), (P0, ekf.p0)):
         vec[row, :ekf.n] = values
@@ -73,8 +81,11 @@ def pack(ekf, firmware, soc0, dtype):
     tau = np.ones(2)
     tau[:ekf.nrc] = ekf.rc_tau_s
     me = [np.array(a, dtype=np.float64) for a in (ekf.me_z, ekf.me_c, ekf.me_s)]
+    # the resistance estimator's constants from its own firmware module
+    res = sys.modules[type(ekf.rs).__module__] if ekf.rs is not None else None
+    ra = rk.pack(ekf.rs, res, dtype)
     return (f.astype(dtype), ip, vec.astype(dtype), np.zeros((2, NX * NX), dtype),
-            tab.astype(dtype), tau.astype(dtype), *(a.astype(dtype) for a in me))
+            tab.astype(dtype), tau.astype(dtype), *(a.astype(dtype) for a in me), ra)
 
 
 @njit(**JIT)
@@ -246,11 +257,14 @@ def condition(f, ip, vec, mat):
 
 
 @njit(**JIT)
-def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, soc_given, soc, v, i):
+def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
     """Ekf.reset(soc) or, without soc_given, Ekf.reset(v, i) from a sample; returns
     True when no OCV explains v (the filter restarts at the next sample)."""
     R = f.dtype.type
     n, ih = ip[N], ip[IH]
+    f[KZ] = R(0)
+    if ip[RES] != 0:
+        rk.reset(ra)
     x, P, p0 = vec[X], mat[PM], vec[P0]
     P[:] = R(0)
     x[:] = R(0)
@@ -264,7 +278,7 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, soc_given, soc, v, i):
     else:
         z, outside = soc_at(f, ip, tab, v)
         lookup(f, ip, tab, z)
-        z, outside = soc_at(f, ip, tab, v - f[R0] * i - bv_v(f, ip, i))
+        z, outside = soc_at(f, ip, tab, v - f[R0] * r0_scale(ip, ra) * i - bv_v(f, ip, i))
         lookup(f, ip, tab, z)
         x[0] = z
         if outside:
@@ -276,9 +290,18 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, soc_given, soc, v, i):
             P[0] = c * c * p0_h + (f[SIGMA_V] * f[SIGMA_V] + sm * sm) / (f[SLOPE] * f[SLOPE])
             P[ih] = P[ih * n] = -c * p0_h
     f[PEND] = R(0)
+    f[ZC] = x[0]
     f[S] = R(0)
     condition(f, ip, vec, mat)
+    if ip[RES] != 0:  # Ekf._publish: the RC resistances at the SoC
+        rc_at(f, ip, tab, x[0] + f[PEND], rr)
     return outside
+
+
+@njit(**JIT)
+def r0_scale(ip, ra):
+    """The resistance estimator's scale on R0 (1 without it): Ekf._r0_scale."""
+    return ra[rk.S] if ip[RES] != 0 else ra.dtype.type(1)
 
 
 @njit(**JIT)
@@ -321,7 +344,7 @@ def propagate_cov(f, ip, vec, mat, dt):
 
 
 @njit(**JIT)
-def predict(f, ip, vec, mat, tab, tau, rr, i, dt):
+def predict(f, ip, vec, mat, tab, tau, ra, rr, i, dt):
     """Propagate x and P over dt seconds with the bias-corrected current i (Ekf._predict)."""
     R = f.dtype.type
     x, d, g = vec[X], vec[D], vec[G]
@@ -335,6 +358,7 @@ def predict(f, ip, vec, mat, tab, tau, rr, i, dt):
         d[ic] = R(1)
         g[ic] = R(0)
         f[F0C] = -k * i / c
+    f[KZ] = k
     if ip[NRC] > 0:
         rc_at(f, ip, tab, x[0] + f[PEND], rr)
     d[0] = R(1)
@@ -343,6 +367,8 @@ def predict(f, ip, vec, mat, tab, tau, rr, i, dt):
     for j in range(ip[NRC]):
         a = math.exp(-dt / tau[j])
         b = rr[j] * (R(1) - a)
+        if j == 0 and ip[RES] != 0:
+            b = b * ra[rk.RS]
         x[1 + j] = a * x[1 + j] + b * i
         d[1 + j] = a
         g[1 + j] = b
@@ -364,21 +390,22 @@ def predict(f, ip, vec, mat, tab, tau, rr, i, dt):
 
 
 @njit(**JIT)
-def measure(f, ip, vec, tab, z, i):
+def measure(f, ip, vec, tab, ra, z, i):
     """(model voltage at SoC z and the other states, table segment of z); the Jacobian
     row goes into vec[H] and dv/di into f[DVDI] (Ekf._measure)."""
     R = f.dtype.type
     x, Hr = vec[X], vec[H]
     ih, ib, ic = ip[IH], ip[IB], ip[IC]
     seg = lookup(f, ip, tab, z)
-    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + f[R0] * i
+    sr = r0_scale(ip, ra)
+    vm = f[OCV] + f[M] * x[ih] + f[M0_V] * f[S] + sr * f[R0] * i
     for j in range(ip[NRC]):
         vm += x[1 + j]
         Hr[1 + j] = R(1)
     f[HS] = f[SLOPE]
-    Hr[0] = f[SLOPE] + f[DR0] * i + f[DM] * x[ih]
+    Hr[0] = f[SLOPE] + sr * f[DR0] * i + f[DM] * x[ih]
     Hr[ih] = f[M]
-    f[DVDI] = f[R0]
+    f[DVDI] = sr * f[R0]
     if ip[BV] != 0:
         vm += bv_v(f, ip, i)
         Hr[0] += f[BV_DZ]
@@ -426,7 +453,7 @@ def gain(ip, vec, mat, Rv):
 
 
 @njit(**JIT)
-def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
+def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
     """Iterated-EKF correction with voltage v (Ekf._update); returns the prior model voltage."""
     R = f.dtype.type
     n = ip[N]
@@ -436,10 +463,13 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
         xp[r] = x[r]
     zp = x[0] + f[PEND]
     z = zp
-    vm0, seg = measure(f, ip, vec, tab, z, i)
+    vm0, seg = measure(f, ip, vec, tab, ra, z, i)
     seg0 = seg
     e = v - vm0
     Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
+    if ip[RES] != 0:
+        a0, a1 = f[R0] * i, rr[0] * i
+        Rv += a0 * a0 * ra[rk.PSS] + a1 * a1 * ra[rk.PRR] + R(2) * a0 * a1 * ra[rk.PSR]
     p00 = P[0]
     hph = gain(ip, vec, mat, Rv)
     if e * e > f[GATE] * f[GATE] * (hph + Rv):
@@ -458,7 +488,7 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
             break
         # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
         z = zn
-        vm, seg = measure(f, ip, vec, tab, z, i)
+        vm, seg = measure(f, ip, vec, tab, ra, z, i)
         e = v - vm - Hr[0] * (zp - z)
         for r in range(1, n):
             e -= Hr[r] * (xp[r] - x[r])
@@ -499,11 +529,44 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dt):
 
 
 @njit(**JIT)
-def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, t_s, i_A, v_V, soc, std, v_model,
-        x_out, P_out, full):
+def edges(f, ip, vec, mat, tab, ra, rr, i, v, dt):
+    """Feed the resistance estimator (Ekf._edges): the voltage less OCV at the counted
+    SoC, M0*s and Butler-Volmer; R0, rc[0] and R0's relative variance from the SoC."""
+    zc = f[ZC] + f[KZ] * i
+    lookup(f, ip, tab, zc)
+    y = v - f[OCV] - f[M0_V] * f[S] - bv_v(f, ip, i)
+    rc_at(f, ip, tab, zc, rr)
+    g = f[DR0] / f[R0] if f[R0] > 0 else f.dtype.type(0)
+    rk.step(ra, i, y, dt, f[I_REST], f[R0], rr[0], g * g * mat[PM][0])
+    f[ZC] = zc if ra[rk.OPEN] != 0 else vec[X][0] + f[PEND]
+
+
+@njit(**JIT)
+def publish_slow(f, ip, vec, mat, tab, ra, rr, out):
+    """Ekf._publish's slow estimates as floats into out (NaN for a state that is off):
+    capacity and its std (Ah), R_ct at the present SoC and its std (ohm)."""
+    x, P, n, ic = vec[X], mat[PM], ip[N], ip[IC]
+    if ic >= 0:
+        q_Ah = f[Q_AS] / f.dtype.type(3600)
+        out[CAP_AH] = q_Ah * x[ic]
+        out[CAP_STD_AH] = q_Ah * math.sqrt(P[ic * n + ic])
+    else:
+        out[CAP_AH] = out[CAP_STD_AH] = np.nan
+    if ip[RES] != 0:
+        rc_at(f, ip, tab, x[0] + f[PEND], rr)
+        out[RCT_OHM] = ra[rk.RS] * rr[0]
+        out[RCT_STD_OHM] = math.sqrt(ra[rk.PRR]) * rr[0]
+    else:
+        out[RCT_OHM] = out[RCT_STD_OHM] = np.nan
+
+
+@njit(**JIT)
+def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra, t_s, i_A, v_V, soc, std, v_model,
+        slow, x_out, P_out, full):
     """The filter over every sample (t_s, i_A, v_V: float64), as the board runs it from a
-    reset at the first sample: soc, std, v_model (float64, one per sample) are written;
-    with ``full`` also x_out (samples x n, SoC with its pending sum) and P_out."""
+    reset at the first sample: soc, std, v_model (float64, one per sample) and slow
+    (samples x 4: CAP_AH, ...; NaN for a state that is off) are written; with ``full``
+    also x_out (samples x n, SoC with its pending sum) and P_out."""
     R = f.dtype.type
     n, ib = ip[N], ip[IB]
     x, P = vec[X], mat[PM]
@@ -515,10 +578,10 @@ def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, t_s, i_A, v_V, soc, std, v_
         dt = t_s[s] - t_s[s - 1] if s else 0.0
         first = s == 0
         if first:
-            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ip[SOC_GIVEN] != 0,
+            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, ip[SOC_GIVEN] != 0,
                           f[SOC0], v, i)
         elif defer:  # no credible OCV yet: restart from this sample
-            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, False, R(0), v, i)
+            defer = reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, False, R(0), v, i)
             first = True
             dt = 0.0
         if first or dt > 0:
@@ -530,11 +593,15 @@ def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, t_s, i_A, v_V, soc, std, v_
                 f[S] = R(-1)
             dtr = R(dt)
             if dt > 0:
-                predict(f, ip, vec, mat, tab, tau, rr, i, dtr)
-            v_model[s] = update(f, ip, vec, mat, tab, me_z, me_c, me_s, i, v, dtr)
+                predict(f, ip, vec, mat, tab, tau, ra, rr, i, dtr)
+            v_model[s] = update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dtr)
             condition(f, ip, vec, mat)
+            if ip[RES] != 0:
+                edges(f, ip, vec, mat, tab, ra, rr, i, v, dtr)
+            publish_slow(f, ip, vec, mat, tab, ra, rr, slow[s])
         else:  # a repeated sample: nothing new
             v_model[s] = v_model[s - 1]
+            slow[s] = slow[s - 1]
         soc[s] = x[0] + f[PEND]
         std[s] = math.sqrt(P[0])
         if full:

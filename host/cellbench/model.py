@@ -42,8 +42,9 @@ DEFAULT_PROVENANCE = {"source": "", "fit_rmse_V": None, "created": ""}
 # Optional estimator settings the firmware filter (firmware/ekf.py) reads beyond the
 # design's list; no defaults here (the filter has its own).
 EXTRA_ESTIMATOR_KEYS = ("bias", "q_bias_A2", "p0_bias_A2", "p0_rc_V2", "p0_h",
-                        "capacity", "p0_cap", "q_cap")
-BOOLEAN_ESTIMATOR_KEYS = ("bias", "capacity")
+                        "capacity", "p0_cap", "q_cap",
+                        "resistance", "q_ohm", "p0_ohm", "q_res", "p0_res")  # issue 14
+BOOLEAN_ESTIMATOR_KEYS = ("bias", "capacity", "resistance")
 TOP_LEVEL_KEYS = {"schema_version", "cell", "capacity_Ah", "window_V", "ocv", "r0_ohm", "rc",
                   "hysteresis", "coulombic_efficiency", "fade", "estimator", "provenance",
                   "sim_soc0", "butler_volmer", "model_error"}

@@ -1,0 +1,221 @@
+"""Slow resistance estimator fed by current step edges: the cell's ohmic resistance R0 and
+charge-transfer resistance R_ct (the model's rc[0]) as scales on the model's values.
+
+Plain Python: runs under MicroPython (the board, 32-bit floats) and CPython (host tests);
+its host twin is cellbench.edges_kernel (the same equations compiled by numba).
+docs/estimator.md "Resistance" gives the derivation and why it is a separate estimator
+(dual estimation) rather than two more states of the SoC filter.
+
+Per edge (the current changes by di at sample k after being held for HOLD_TAUS*tau, tau
+the time constant of rc[0]): the voltage y (V, the terminal voltage less the model's
+Butler-Volmer and instantaneous-hysteresis terms) at the samples t_j (s) after the edge,
+measured from y at the sample before it, is
+
+    y_j - y_ref = di*rho0 + di*rho1*phi_j + beta*t_j,    phi_j = 1 - exp(-t_j/tau)
+
+rho0 the ohmic resistance (ohm), rho1 the charge-transfer resistance (ohm; the RC pair
+charges by di*rho1*phi after a held current), beta (V/s) the drift of everything slow
+over the window (OCV with the charge passed, the slow RC pairs, hysteresis). Over a
+window of WINDOW_TAUS*tau the three are a linear least-squares fit (regressors scaled to
+order one: 1, phi, t/T); the voltage *difference* cancels the model's OCV and hysteresis
+error, so the noise is the sensor's, estimated from the fits' own residuals (pooled over
+edges), not the SoC filter's model-error budget.
+
+The edge gives measurements of the scales s = rho0/R0(z) and r = rho1/R1(z) (the model's
+values at the edge's SoC z) with covariance C (the fit's, plus the reference sample's
+noise on rho0, plus s^2 (R0'/R0)^2 var(z) on s: an R0 steep in SoC, LTO's below 30 %,
+makes the scale only as good as the SoC). The scales are a random walk with variances q_ohm, q_res per second:
+
+    P <- P + diag(q_ohm, q_res)*dt                  (every sample)
+    S = P + C, K = P S^-1, theta <- theta + K (m - theta), P <- (I - K) P  (every edge)
+
+An edge whose normalised innovation e' S^-1 e exceeds GATE2 gets C inflated until it sits
+on the gate (a disturbed edge moves the estimate little). Units: A, V, s, ohm.
+"""
+
+import math
+
+# A previous current held this many tau of rc[0] (its RC voltage settled) makes an edge.
+HOLD_TAUS = 4.0
+# The fit window after an edge, in tau: the RC pair settles to 2 % of its step.
+WINDOW_TAUS = 4.0
+# Fewest samples in a window (three parameters, and residual degrees of freedom).
+MIN_SAMPLES = 6
+# An edge: |di| at least this many times the current noise's 3 sigma (the EKF's i_rest)
+# and this fraction of the larger current; a current within the tolerance is "held".
+EDGE_REST_MULT = 10.0
+HOLD_FRAC = 0.02
+# Normalised innovation (2 degrees of freedom) beyond which an edge is down-weighted.
+GATE2 = 25.0
+# Weight of a new edge's residual variance in the pooled sensor noise (after the first
+# few edges: 1/k before, a plain mean).
+NOISE_W = 0.05
+# Scales are kept within these (the model is not that cell outside them).
+SCALE_MIN = 0.1
+SCALE_MAX = 20.0
+
+
+class Resistance:
+    """The two resistance scales and their 2x2 covariance, from step edges.
+
+    Resistance(tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v): tau_s the rc[0] time
+    constant (s), q_* the scales' process variance per second, p0_* their prior variance,
+    sigma_v (V) the prior of the per-sample noise until the first edge is fitted.
+    After reset(), step() once per sample; s, r (scales of R0 and of rc[0]) and p_ss,
+    p_rr, p_sr (their covariance) are public: the SoC filter uses them; open is True
+    while a sample is inside an edge's window (the filter counts SoC there).
+    """
+
+    def __init__(self, tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v):
+        self.tau = tau_s
+        self.q_ohm = q_ohm
+        self.q_res = q_res
+        self.p0_ohm = p0_ohm
+        self.p0_res = p0_res
+        self.sigma_v = sigma_v
+        self.reset()
+
+    def reset(self):
+        """Scales 1 with their prior variances; no edge seen, noise at its prior."""
+        self.s = 1.0
+        self.r = 1.0
+        self.p_ss = self.p0_ohm
+        self.p_rr = self.p0_res
+        self.p_sr = 0.0
+        self.noise2 = self.sigma_v * self.sigma_v
+        self.edges = 0      # edges fitted so far
+        self._held = 0.0    # time the present current has been held (s)
+        self._i = 0.0       # the previous sample's current (A) and voltage (V)
+        self._y = 0.0
+        self.open = False  # inside an edge's window
+        self._first = True
+
+    def step(self, i, y, dt, i_min, r0, r1, u0):
+        """One sample: current i (A), voltage y (V, less the model's non-resistive
+        instantaneous terms), dt (s) since the previous sample, i_min (A) the current
+        noise floor (|di| must exceed EDGE_REST_MULT*i_min), r0 and r1 (ohm) the model's R0
+        and rc[0] at the present SoC, u0 the relative variance of r0 from the SoC's
+        uncertainty ((dR0/dz / R0)^2 * var(z): where R0 is steep in SoC, an edge says
+        little about the scale)."""
+        if dt > 0.0:
+            self.p_ss += self.q_ohm * dt
+            self.p_rr += self.q_res * dt
+        di = i - self._i
+        tol = HOLD_FRAC * max(abs(i), abs(self._i)) + i_min
+        held = -tol <= di <= tol
+        if self._first:
+            held = False
+        elif self.open:
+            if held and dt > 0.0:
+                self._add(y, dt)
+                if self._t >= WINDOW_TAUS * self.tau:
+                    self.open = False
+                    self._finish(r0, r1, u0)
+            elif not held:
+                self.open = False  # the window was cut short: no fit
+        if not held and not self._first and self._held >= HOLD_TAUS * self.tau \
+                and abs(di) >= EDGE_REST_MULT * i_min and 0.0 < dt <= self.tau:
+            self._start(di, y, dt)
+        if held:
+            self._held += dt
+        else:
+            self._held = dt if not self._first else 0.0
+        self._first = False
+        self._i = i
+        if not self.open:
+            self._y = y
+
+    def _start(self, di, y, dt):
+        """Open a window at an edge of di (A), the reference being the previous sample."""
+        self.open = True
+        self._di = di
+        self._t = 0.0
+        self._m = 0
+        # normal equations of the scaled regressors (1, phi, t/T): upper triangle, rhs, y'y
+        self._n00 = self._n01 = self._n02 = self._n11 = self._n12 = self._n22 = 0.0
+        self._b0 = self._b1 = self._b2 = self._yy = 0.0
+        self._add(y, dt)
+
+    def _add(self, y, dt):
+        """One sample of the window, dt after the previous one."""
+        self._t += dt
+        t = self._t
+        phi = 1.0 - math.exp(-t / self.tau)
+        u = t / (WINDOW_TAUS * self.tau)
+        w = y - self._y
+        self._m += 1
+        self._n00 += 1.0
+        self._n01 += phi
+        self._n02 += u
+        self._n11 += phi * phi
+        self._n12 += phi * u
+        self._n22 += u * u
+        self._b0 += w
+        self._b1 += phi * w
+        self._b2 += u * w
+        self._yy += w * w
+
+    def _finish(self, r0, r1, u0):
+        """Solve the window's fit and fold the edge into the scales."""
+        if self._m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
+            return
+        a, b, c = self._n00, self._n01, self._n02
+        d, e, f = self._n11, self._n12, self._n22
+        # inverse of the symmetric [[a b c] [b d e] [c e f]] by cofactors
+        c00 = d * f - e * e
+        c01 = c * e - b * f
+        c02 = b * e - c * d
+        det = a * c00 + b * c01 + c * c02
+        if not det > 1e-6 * (a * d * f):  # phi and t too alike over this window
+            return
+        c11 = (a * f - c * c) / det
+        c12 = (b * c - a * e) / det
+        c00, c01, c02 = c00 / det, c01 / det, c02 / det
+        b0, b1, b2 = self._b0, self._b1, self._b2
+        th0 = c00 * b0 + c01 * b1 + c02 * b2
+        th1 = c01 * b0 + c11 * b1 + c12 * b2
+        th2 = c02 * b0 + c12 * b1 + ((a * d - b * b) / det) * b2
+        ssr = self._yy - th0 * b0 - th1 * b1 - th2 * b2
+        if ssr < 0.0:
+            ssr = 0.0
+        self.edges += 1
+        w = 1.0 / self.edges if self.edges * NOISE_W < 1.0 else NOISE_W
+        self.noise2 += w * (ssr / (self._m - 3) - self.noise2)
+        n2 = self.noise2
+        # the measured scales and their covariance (the reference sample's noise is on
+        # every difference: it goes to the constant, rho0, alone)
+        di = self._di
+        k0 = 1.0 / (di * r0)
+        k1 = 1.0 / (di * r1)
+        ms, mr = th0 * k0, th1 * k1
+        css = n2 * (c00 + 1.0) * k0 * k0 + ms * ms * u0
+        crr = n2 * c11 * k1 * k1
+        csr = n2 * c01 * k0 * k1
+        self._fold(ms, mr, css, crr, csr)
+
+    def _fold(self, ms, mr, css, crr, csr):
+        """Kalman update of (s, r) with the measurement (ms, mr), covariance C."""
+        pss, prr, psr = self.p_ss, self.p_rr, self.p_sr
+        es, er = ms - self.s, mr - self.r
+        a, b, d = pss + css, psr + csr, prr + crr  # S
+        det = a * d - b * b
+        if not det > 0.0:
+            return
+        nis = (d * es * es - 2.0 * b * es * er + a * er * er) / det
+        if nis > GATE2:  # inflate C so the innovation sits on the gate
+            g = nis / GATE2
+            css, crr, csr = css * g, crr * g, csr * g
+            a, b, d = pss + css, psr + csr, prr + crr
+            det = a * d - b * b
+        # K = P S^-1
+        i00, i01, i11 = d / det, -b / det, a / det
+        k00 = pss * i00 + psr * i01
+        k01 = pss * i01 + psr * i11
+        k10 = psr * i00 + prr * i01
+        k11 = psr * i01 + prr * i11
+        self.s = min(max(self.s + k00 * es + k01 * er, SCALE_MIN), SCALE_MAX)
+        self.r = min(max(self.r + k10 * es + k11 * er, SCALE_MIN), SCALE_MAX)
+        # P <- (I - K) P
+        self.p_ss = pss - (k00 * pss + k01 * psr)
+        self.p_sr = psr - (k00 * psr + k01 * prr)
+        self.p_rr = prr - (k10 * psr + k11 * prr)
