@@ -38,10 +38,12 @@ from .data import load
 ESTIMATOR = {"capacity": True, "p0_cap": 1e-4}
 DEFAULT_MASS_G = 0.002     # the presets' assumption when neither sidecar nor user gives one
 HELD_OUT = ("interleaved blocks of the logs between long rests (pulse levels, slow sweeps) in "
-            f"{refine.FOLDS} folds, each predicted by the fit on the others; and the samples above "
-            f"{refine.HIGH_SHARE:.0%} of the largest current predicted by the fit on the rest "
-            "(high_current_rmse_V; the larger of the two residuals enters model_error); structures "
-            "ranked by the blocks' held_out_rmse_V (time constants, gamma and i0 from all data)")
+            f"{refine.FOLDS} folds, each predicted by the fit on the others (blocks_rmse_V); the "
+            "low-rate full sweeps predicted by the fit on the rest (sweeps_rmse_V); and the samples "
+            f"above {refine.HIGH_SHARE:.0%} of the largest current predicted by the fit on the rest "
+            "(high_current_rmse_V; the larger of it and the blocks' residual enters model_error); "
+            "structures ranked by held_out_rmse_V, the RMS of the blocks' and the sweeps' (time "
+            "constants, gamma and i0 from all data)")
 FLOOR_SHARE = 1e-3         # a table knot NNLS set to 0 gets this share of the table's largest
 
 
@@ -81,7 +83,7 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     socs, anchors = _traces(logs, ref, curve, r_dc)
     usable = [np.isfinite(z) for z in _from_cycle(socs, ref)]
     grid, ocv_V = curve["soc"], curve["voltage_V"]
-    rows = refine.rows(logs, socs, usable, lambda z: np.interp(z, grid, ocv_V))
+    rows = refine.rows(logs, socs, usable, lambda z: np.interp(z, grid, ocv_V), _slow_masks(logs, ref))
     if not np.any(rows.fit):
         raise InputError("logs: no samples between 5 % and 95 % SoC to fit the dynamics on; "
                          "run protocols/hppc.json after the low-rate cycle")
@@ -120,6 +122,15 @@ def _one_branch_curve(log, sweep, r_dc_ohm: float, soc, assumptions: list) -> di
         assumptions.append("OCV: one slow branch less its step-edge IR drop, no relaxed rest to check it "
                            "against (its diffusion drop stays in the OCV)")
     return moved
+
+
+def _slow_masks(logs, ref) -> list:
+    """Per log: the samples of the low-rate full sweep(s) the capacity and OCV came from."""
+    masks = [np.zeros(log.t_s.size, dtype=bool) for log in logs]
+    for sweep in (ref["charge"], ref["discharge"]):
+        if sweep is not None:
+            masks[ref["log"]][sweep.start:sweep.stop] = True
+    return masks
 
 
 def _traces(logs, ref, curve, r_dc=None):

@@ -132,5 +132,6 @@ def describe(result: dict) -> dict:
     fit = result["fit"]
     num = lambda x: None if not np.isfinite(x) else round(float(x), 7)
     return {**asdict(result["spec"]), "held_out_rmse_V": num(result["held_out_rmse_V"]),
-            "blocks_rmse_V": num(fit.block_rmse_V), "high_current_rmse_V": num(fit.rate_rmse_V),
+            "blocks_rmse_V": num(fit.block_rmse_V), "sweeps_rmse_V": num(fit.sweep_rmse_V),
+            "high_current_rmse_V": num(fit.rate_rmse_V),
             "fit_rmse_V": num(fit.train_rmse_V)}
