@@ -2,14 +2,17 @@
 
 Replays the board's SoC filter (cellbench.estimate, the host twin of firmware/ekf.py) over
 every sample of a Battery Data Format log and writes one row per sample:
-``Test Time / s, SOC / 1, SOC Std / 1, Voltage Model / V``.
+``Test Time / s, SOC / 1, SOC Std / 1, Voltage Model / V``, then, when the model's
+estimator tracks them, the log's ageing columns (bdflog.AGEING_COLUMNS: capacity and
+charge-transfer resistance estimates with their std), so an ageing run from any tester
+can be tracked after the fact.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from ..bdflog import log_files
+from ..bdflog import AGEING_COLUMNS, log_files
 from ..errors import InputError
 from ..outputs import check_output
 
@@ -41,11 +44,16 @@ def _model(args):
 
 
 def write_csv(path, t_s, result) -> None:
-    """Write the estimate as CSV: time at 1 us resolution, SoC and voltages at 1e-9."""
-    table = np.column_stack([t_s, result["soc"], result["soc_std"], result["v_model"]])
+    """Write the estimate as CSV: time at 1 us resolution, SoC and voltages at 1e-9, the
+    ageing columns the result has (capacity at 1e-12 Ah, resistance at 1e-6 ohm)."""
+    from ..estimate import SLOW  # in AGEING_COLUMNS' order: capacity, its std, R_ct, its std
+    slow = [(name, key, fmt) for (name, _), key, fmt in
+            zip(AGEING_COLUMNS, SLOW, ("%.12f", "%.12f", "%.6f", "%.6f")) if key in result]
+    table = np.column_stack([t_s, result["soc"], result["soc_std"], result["v_model"]]
+                            + [result[key] for _, key, _ in slow])
     try:
-        np.savetxt(path, table, delimiter=",", header=",".join(COLUMNS), comments="",
-                   fmt=["%.6f", "%.9f", "%.9f", "%.9f"])
+        np.savetxt(path, table, delimiter=",", header=",".join(COLUMNS + tuple(n for n, _, _ in slow)),
+                   comments="", fmt=["%.6f", "%.9f", "%.9f", "%.9f"] + [f for _, _, f in slow])
     except OSError as exc:
         raise InputError(f"out: cannot write {path}: {exc.strerror or exc}") from None
 
