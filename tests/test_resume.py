@@ -429,6 +429,37 @@ def test_resume_keeps_the_logs_columns(tmp_path, with_soc, with_ageing):
         np.testing.assert_allclose(data["Charge Transfer Resistance Estimate Std / ohm"], 0.9, rtol=1e-12)
 
 
+def _old_rec(seq):
+    """A record of firmware from before the capacity/resistance fields (16 after seq)."""
+    return " ".join(_rec(seq).split()[:-4])
+
+
+def test_records_of_older_firmware_are_read_without_estimates():
+    from cellbench.link import parse_record
+
+    new, old = parse_record(_rec(7)), parse_record(_old_rec(7))
+    assert new == dict(zip(REC_FIELDS, map(int, _rec(7).split()[1:])))
+    assert old == dict(new, cap_nAh=-1, cap_std_nAh=-1, r_mohm=-1, r_std_mohm=-1)
+    for bad in (_rec(7) + " 5", " ".join(_rec(7).split()[:-1]), " ".join(_rec(7).split()[:-5]),
+                _rec(7).replace("2000", "x")):
+        assert parse_record(bad) is None, bad
+
+
+def test_an_old_board_and_its_log_resume_with_a_new_host(tmp_path):
+    """The run began before the estimate fields existed (old firmware on the board, an old
+    log): the new host appends the old board's records to it."""
+    from cellbench import session
+
+    path = _interrupted_log(tmp_path, range(1, 6), [(0, "START")], with_soc=True)
+    held = {s: _old_rec(s) for s in range(6, 9)}
+    held[9] = 'E 9 END {"t_ms": 9000, "fault": 0}'
+    summary = session.resume(path, RingBoard(held))
+    assert summary["stop_reason"] == "end" and summary["link"]["lost"] == 0
+    data = bdflog.read_log(path)
+    assert data["Record Seq / 1"].tolist() == list(range(1, 9))
+    np.testing.assert_allclose(data["SOC / 1"], (500_000 - np.arange(1, 9)) * 1e-6, rtol=1e-12)
+
+
 def test_resume_of_a_run_that_ended_with_everything_logged_fetches_nothing(tmp_path):
     from cellbench import session
 

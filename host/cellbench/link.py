@@ -17,6 +17,10 @@ from . import fw
 
 # The fields of an ``R`` line: seq, then the firmware's record fields (firmware/record.py).
 RECORD_FIELDS = ("seq",) + tuple(fw.module("record").FIELDS)
+# Firmware from before the estimator's slow states (issue 14) sends the record without
+# its last four fields: a run on such a board is read (and resumed) with them -1, "none".
+SLOW_FIELDS = ("cap_nAh", "cap_std_nAh", "r_mohm", "r_std_mohm")
+assert RECORD_FIELDS[-len(SLOW_FIELDS):] == SLOW_FIELDS
 # Commands whose repetition does no harm, re-sent when their reply is lost. START is
 # re-sent only when the board said it could not read our line ("ERR ? frame ...").
 RETRY_SAFE = ("ID", "STATUS", "LOAD", "MODEL", "STOP")
@@ -53,14 +57,19 @@ class LinkError(Exception):
 
 
 def parse_record(body):
-    """``R seq t_ms ...`` -> dict of ints keyed by RECORD_FIELDS; None if malformed."""
+    """``R seq t_ms ...`` -> dict of ints keyed by RECORD_FIELDS; None if malformed.
+    A record of older firmware, without the SLOW_FIELDS, gets them as -1."""
     parts = body.split()
-    if len(parts) != len(RECORD_FIELDS) + 1 or parts[0] != "R":
+    n = len(parts) - 1
+    if n not in (len(RECORD_FIELDS), len(RECORD_FIELDS) - len(SLOW_FIELDS)) or parts[0] != "R":
         return None
     try:
-        return dict(zip(RECORD_FIELDS, map(int, parts[1:])))
+        rec = dict(zip(RECORD_FIELDS, map(int, parts[1:])))
     except ValueError:
         return None
+    for key in RECORD_FIELDS[n:]:
+        rec[key] = -1
+    return rec
 
 
 def parse_event(body):
