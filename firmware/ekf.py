@@ -14,10 +14,11 @@ State x (SI units), n = 2..6 entries:
                     measured current = true current + b
     x[ic]           capacity scale c when model.estimator.capacity is true:
                     true capacity = capacity_Ah * c, clamped to [CAP_MIN, CAP_MAX]
-With model.estimator.resistance, R0(z) and rc[0]'s R(z) below are scaled by s and r, the
-slow estimates of resistance.Resistance (fed by the current's step edges, dual estimation:
-docs/estimator.md "Resistance"), and their variances add (R0*i)^2*P_ss + (R1*i)^2*P_rr to
-the measurement variance R.
+With model.estimator.resistance, rc[0]'s R(z) below is scaled by r and R0(z) and the
+slower pairs' R(z) by s, the slow estimates of resistance.Resistance (fed by the
+current's step edges, dual estimation: docs/estimator.md "Resistance"; the slow pairs are
+not seen in an edge's window and are taken to age with the ohmic part), and their
+variances add (R0*i)^2*P_ss + (R1*i)^2*P_rr + 2*R0*R1*i^2*P_sr to the measurement variance.
 Model (docs/design.md), current i > 0 charges the cell:
     v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc) + 2*vT*asinh(i/(2*i0(z)))
     z'   = z + eta*i*dt/(3600*C*c)        (eta applies on charge only)
@@ -537,8 +538,8 @@ class Ekf:
         for j in range(self.nrc):
             a = math.exp(-dt / self.rc_tau_s[j])
             b = self._rrc[j] * (1.0 - a)
-            if j == 0 and self.rs is not None:
-                b = b * self.rs.r
+            if self.rs is not None:
+                b = b * (self.rs.r if j == 0 else self.rs.s)
             x[1 + j] = a * x[1 + j] + b * i
             d[1 + j] = a
             g[1 + j] = b

@@ -367,8 +367,8 @@ def predict(f, ip, vec, mat, tab, tau, ra, rr, i, dt):
     for j in range(ip[NRC]):
         a = math.exp(-dt / tau[j])
         b = rr[j] * (R(1) - a)
-        if j == 0 and ip[RES] != 0:
-            b = b * ra[rk.RS]
+        if ip[RES] != 0:
+            b = b * (ra[rk.RS] if j == 0 else ra[rk.S])
         x[1 + j] = a * x[1 + j] + b * i
         d[1 + j] = a
         g[1 + j] = b

@@ -256,7 +256,10 @@ def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
         "hysteresis": {"m_V": params["m_V"], "m0_V": params["m0_V"], "gamma": params["gamma"]},
         "coulombic_efficiency": ref["coulombic_efficiency"],
         "model_error": model_error,
-        "estimator": dict(ESTIMATOR),
+        # issue 14: R0/R_ct tracked from step edges when there is an rc[0] to scale; the
+        # fit knows both to a few %, so the priors are tight (docs/estimator.md)
+        "estimator": dict(ESTIMATOR, **({"resistance": True, "p0_ohm": 1e-3, "p0_res": 1e-2}
+                                        if params["rc"] else {})),
         "provenance": {
             "source": ", ".join(log.name for log in logs),
             "fit_rmse_V": chosen["fit"].train_rmse_V,
