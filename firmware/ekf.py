@@ -42,6 +42,16 @@ board does not lose small per-tick increments to rounding (see docs/estimator.md
 
 import math
 
+try:
+    import micropython
+except ImportError:  # CPython (the host): the code emitter's decorator does nothing
+    class micropython:  # type: ignore[no-redef]
+        """The one decorator of MicroPython's micropython module the filter uses."""
+
+        @staticmethod
+        def native(f):
+            return f
+
 from cellmodel import floats, read_model, table
 from resistance import Resistance
 
@@ -106,6 +116,7 @@ def _grid_table(value, npt, name):
     return table(value)
 
 
+@micropython.native
 def _interp(t, j, frac):
     """Table t (one value: a constant) at segment j and fraction frac, held at the ends."""
     if len(t) == 1 or frac <= 0.0:
@@ -115,6 +126,7 @@ def _interp(t, j, frac):
     return t[j] + frac * (t[j + 1] - t[j])
 
 
+@micropython.native
 def _locate(knots, x):
     """(segment j, fraction in [0, 1]) of x on the increasing knots, clamped at the ends."""
     last = len(knots) - 2
@@ -302,6 +314,7 @@ class Ekf:
         self.p0[r] = _num(est, p0_key, DEFAULTS[p0_key])
 
     # --- tables ----------------------------------------------------------------------
+    @micropython.native
     def _lookup(self, z):
         """Set _ocv (V), _slope (V per unit SoC), _r0 (ohm), _dr0 (ohm per unit SoC),
         _m (V), _dm (V per unit SoC), _seg (table segment) and _frac (position in it) at z.
@@ -332,6 +345,7 @@ class Ekf:
             self._m = m[j] + frac * (m[j + 1] - m[j])
             self._dm = (m[j + 1] - m[j]) / self.dz
 
+    @micropython.native
     def _rc_at(self, z):
         """RC resistances at SoC z into _rrc (held at the table ends)."""
         pos = (z - self.z0) / self.dz
@@ -342,6 +356,7 @@ class Ekf:
         for p in range(self.nrc):
             self._rrc[p] = _interp(self.rc_tab[p], j, pos - j)
 
+    @micropython.native
     def _model_error(self, z, i):
         """sigma_m (V): the model_error table at SoC z and C-rate |i|/(C * 1/h), bilinear."""
         zs, cs, sg = self.me_z, self.me_c, self.me_s
@@ -465,6 +480,7 @@ class Ekf:
             P[r * n + k] = P[k * n + r] = 0.0
         P[r * n + r] = std * std if std >= 0 else self.p0[r]
 
+    @micropython.native
     def step(self, i_nA, v_uV, dt_ms):
         """One sample: current i_nA (int, > 0 charges), voltage v_uV (int), dt_ms since the
         previous sample (int). Predicts over dt_ms, then corrects with the voltage.
@@ -496,6 +512,7 @@ class Ekf:
             self._edges(i, v_uV * 1e-6, dt)
         self._publish()
 
+    @micropython.native
     def _edges(self, i, v, dt):
         """Feed the resistance estimator: the voltage less the model's terms that are not
         resistances, OCV at a coulomb-counted SoC (so the window's fit sees no OCV
@@ -516,6 +533,7 @@ class Ekf:
         return 1.0 if self.rs is None else self.rs.s
 
     # --- filter ----------------------------------------------------------------------
+    @micropython.native
     def _predict(self, i, dt):
         """Propagate x and P over dt seconds with the (bias-corrected) current i (A)."""
         x, d, g = self.x, self._d, self._g
@@ -559,6 +577,7 @@ class Ekf:
             x[0] += self._pend
             self._pend = 0.0
 
+    @micropython.native
     def _propagate_cov(self, dt):
         """P = F P F' + sigma_i^2 g g' + Q dt, with F = diag(d) - g e_b' + f0c e_0 e_c'
         (the bias column: i = i_meas - b; the capacity entry: z' depends on c)."""
@@ -599,6 +618,7 @@ class Ekf:
                 P[r * n + c] = v
                 P[c * n + r] = v
 
+    @micropython.native
     def _bv_V(self, i):
         """Butler-Volmer overpotential (V) at current i, i0 at the last _lookup's SoC;
         sets _bv_di (V/A) and _bv_dz (V per unit SoC) for the Jacobian. asinh is taken
@@ -615,6 +635,7 @@ class Ekf:
         y = math.log(a + math.sqrt(a * a + 1.0))
         return 2.0 * vt * (y if u >= 0.0 else -y)
 
+    @micropython.native
     def _measure(self, z, i):
         """Model voltage and Jacobian row (into _h) at SoC z and the other states in x;
         sets _dvdi (V/A), the voltage's sensitivity to the current."""
@@ -639,6 +660,7 @@ class Ekf:
             H[self.ic] = 0.0
         return vm
 
+    @micropython.native
     def _gain(self, R):
         """_ph = P h, _k = _ph / S with S = h P h' + R; returns h P h'."""
         n, P, H, ph, K = self.n, self.P, self._h, self._ph, self._k
@@ -654,6 +676,7 @@ class Ekf:
             K[r] = ph[r] / S
         return hph
 
+    @micropython.native
     def noise_V2(self, z, i, dt):
         """Measurement variance R (V^2) at SoC z, current i (A), dt (s) since the last
         sample (0: a first sample), with _dvdi from the last _measure: white voltage and
@@ -676,6 +699,7 @@ class Ekf:
                 sm2 = sm2 * (tau / dt)
         return rv * rv + sm2
 
+    @micropython.native
     def _update(self, i, v, dt):
         """Correct with the voltage v (V) measured at current i (A, bias-corrected).
 
@@ -771,6 +795,7 @@ class Ekf:
                 if P[0] < lo:
                     P[0] = lo  # adds a positive diagonal term: P stays positive definite
 
+    @micropython.native
     def _min_slope(self, za, zb):
         """Smallest OCV segment slope (V per unit SoC) over the SoC range [za, zb],
         the segments clamped to the table's (as the lookup extrapolates the end ones)."""
@@ -786,6 +811,7 @@ class Ekf:
                 m = d
         return m / self.dz
 
+    @micropython.native
     def _condition(self):
         """Clamp SoC, h and c, cap their variances, floor the diagonal of P."""
         n, x, P = self.n, self.x, self.P
@@ -809,6 +835,7 @@ class Ekf:
             if P[r * n + r] < f[r]:
                 P[r * n + r] = f[r]
 
+    @micropython.native
     def _cap(self, r, vmax):
         """Scale row and column r so P[r, r] <= vmax (a congruence: P stays positive definite)."""
         n, P = self.n, self.P
@@ -821,6 +848,7 @@ class Ekf:
             P[c * n + r] *= f
         # the diagonal got f twice: f*f*prr == vmax
 
+    @micropython.native
     def _publish(self):
         """The public estimates as ints (the board's records have no floats): soc_ppm,
         std_ppm; cap_nAh, cap_std_nAh (capacity now, capacity_Ah * c, and its std) and
