@@ -150,10 +150,12 @@ def step_type_name(step_type):
 
 def _estimates(rec, fields):
     # -1 (or a record without the field) means "no estimate": an empty cell (NaN when read).
+    # Any other value is written, negative too: the filter's SoC may stray below 0 (to
+    # ekf.SOC_MIN), and that is what it believed.
     out = []
     for key, digits in fields:
         value = rec.get(key, -1)
-        out.append(fixed(value, digits) if value >= 0 else "")
+        out.append("" if value == -1 else fixed(value, digits))
     return out
 
 
