@@ -18,12 +18,13 @@ full gc.collect() of the running session is timed.
 
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 
 from ..boards import load_board
-from ..paths import ROOT
+from ..paths import FIRMWARE, ROOT
 from . import sim as sim_bench
 
 BOARD = "rp2040-emu"
@@ -111,9 +112,24 @@ def rp2_dir():
     return os.environ.get("CELLBENCH_RP2_DIR") or str(DEFAULT_RP2_DIR)
 
 
+def main_setting(name):
+    """An int setting of firmware/main.py (``NAME = <int>`` or ``NAME = <int> * 1024``)."""
+    m = re.search(rf"^{name} = (\d+)( \* 1024)?\b", (FIRMWARE / "main.py").read_text(), re.M)
+    if m is None:
+        raise RuntimeError(f"firmware/main.py: no {name} = <int> for the emulated bench")
+    return int(m.group(1)) * (1024 if m.group(2) else 1)
+
+
 def driver_code(model_file, table):
-    """sim.DRIVER with the heap probes, for the chip's raw REPL."""
+    """sim.DRIVER with the heap probes, for the chip's raw REPL; the ring's cap and the heap
+    left after it are main.py's (RING_MAX, HEAP_RESERVE), so the heap the ticks run on, and
+    how often they must collect it, is the board's."""
     code = sim_bench.DRIVER
+    ring = "capacity=1500, ring=record.Ring(0), reserve_bytes=32 * 1024)"
+    if ring not in code:
+        raise RuntimeError("benchmarks.sim.DRIVER changed: no Controller(...) line to give main.py's ring")
+    code = code.replace(ring, f"capacity={main_setting('RING_MAX')}, ring=record.Ring(0), "
+                              f"reserve_bytes={main_setting('HEAP_RESERVE')})")
     for anchor, probe in PROBES:
         if anchor not in code:
             raise RuntimeError(f"benchmarks.sim.DRIVER changed: no {anchor.strip()!r} to probe after")
