@@ -402,6 +402,7 @@ class Ekf:
         at 1 (variance p0_cap), the bias at 0 (p0_bias_A2), the resistance scales at 1.
         """
         self._kz = 0.0    # SoC per A over the last prediction (dt/(3600*C*c), eta on charge)
+        self._ah, self._hin = 1.0, 0.0  # h' = ah*h + hin over the last prediction
         if self.rs is not None:
             self.rs.reset()
         n = self.n
@@ -444,7 +445,8 @@ class Ekf:
             P[0] = max(p0_soc, VAR_UNKNOWN)
             defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
-        self._zc = x[0]  # the edge estimator's counted SoC
+        self._zc = x[0]  # the edge estimator's counted SoC and predicted h
+        self._hc = x[ih]
         self._s = 0.0
         self._fresh = True
         self._defer = defer
@@ -515,18 +517,23 @@ class Ekf:
     @micropython.native
     def _edges(self, i, v, dt):
         """Feed the resistance estimator: the voltage less the model's terms that are not
-        resistances, OCV at a coulomb-counted SoC (so the window's fit sees no OCV
-        curvature: at 5C the SoC moves 2 % in an edge's window), Butler-Volmer and
-        M0*s; with the model's R0 and rc[0] there. The counted SoC chains from sample to
-        sample inside an edge's window and restarts from the filter's SoC outside one."""
+        resistances: OCV and M(z)*h at a coulomb-counted SoC and a predicted h (so the
+        window's fit sees no OCV or hysteresis curvature: at 5C the SoC moves 2 % in an
+        edge's window), Butler-Volmer and M0*s; with the model's R0 and rc[0] there. The
+        counted SoC and h chain from sample to sample inside an edge's window (the
+        prediction alone, no correction noise) and restart from the filter's outside one."""
         zc = self._zc + self._kz * i
+        hc = self._ah * self._hc + self._hin
         self._lookup(zc)
-        y = v - self._ocv - self.m0_V * self._s - (self._bv_V(i) if self.bv else 0.0)
+        y = v - self._ocv - self._m * hc - self.m0_V * self._s - (self._bv_V(i) if self.bv else 0.0)
         self._rc_at(zc)
         rs = self.rs
         g = self._dr0 / self._r0 if self._r0 > 0.0 else 0.0
         rs.step(i, y, dt, self.i_rest, self._r0, self._rrc[0], g * g * self.P[0])
-        self._zc = zc if rs.open else self.x[0] + self._pend
+        if rs.open:
+            self._zc, self._hc = zc, hc
+        else:
+            self._zc, self._hc = self.x[0] + self._pend, self.x[self.ih]
 
     def _r0_scale(self):
         """The resistance estimator's scale on R0 (1 without it)."""
@@ -567,6 +574,7 @@ class Ekf:
         ah = math.exp(-abs(i) * kh)
         h = x[ih]
         x[ih] = ah * h + (1.0 - ah) * sg
+        self._ah, self._hin = ah, (1.0 - ah) * sg  # h' = ah*h + hin (the edge estimator's)
         d[ih] = ah
         g[ih] = -kh * sg * ah * (h - sg)
         if self.bias:

@@ -2,14 +2,14 @@
 charge-transfer resistance R_ct (the model's rc[0]) as scales on the model's values.
 
 Plain Python: runs under MicroPython (the board, 32-bit floats) and CPython (host tests);
-its host twin is cellbench.edges_kernel (the same equations compiled by numba).
+its host twin is in cellbench.estimate_kernel (res_step, ...: the same equations compiled by numba).
 docs/estimator.md "Resistance" gives the derivation and why it is a separate estimator
 (dual estimation) rather than two more states of the SoC filter.
 
 Per edge (the current changes by di at sample k after being held for HOLD_TAUS*tau, tau
 the time constant of rc[0]): the voltage y (V, the terminal voltage less the model's
-Butler-Volmer and instantaneous-hysteresis terms) at the samples t_j (s) after the edge,
-measured from y at the sample before it, is
+OCV, hysteresis and Butler-Volmer terms, from the SoC filter) at the samples t_j (s)
+after the edge, measured from y at the sample before it, is
 
     y_j - y_ref = di*rho0 + di*rho1*phi_j + beta*t_j,    phi_j = 1 - exp(-t_j/tau)
 
@@ -41,10 +41,12 @@ HOLD_TAUS = 4.0
 WINDOW_TAUS = 4.0
 # Fewest samples in a window (three parameters, and residual degrees of freedom).
 MIN_SAMPLES = 6
-# An edge: |di| at least this many times the current noise's 3 sigma (the EKF's i_rest)
-# and this fraction of the larger current; a current within the tolerance is "held".
+# An edge: |di| at least this many times the current noise's 3 sigma (the EKF's i_rest).
+# A current within HOLD_FRAC of the held level plus HOLD_NOISE times i_min of it is
+# "held" (a level, not the last sample: a slow drift such as a CV taper is not a hold).
 EDGE_REST_MULT = 10.0
 HOLD_FRAC = 0.02
+HOLD_NOISE = 2.0
 # Normalised innovation (2 degrees of freedom) beyond which an edge is down-weighted.
 GATE2 = 25.0
 # Weight of a new edge's residual variance in the pooled sensor noise (after the first
@@ -85,7 +87,7 @@ class Resistance:
         self.noise2 = self.sigma_v * self.sigma_v
         self.edges = 0      # edges fitted so far
         self._held = 0.0    # time the present current has been held (s)
-        self._i = 0.0       # the previous sample's current (A) and voltage (V)
+        self._i = 0.0       # the held current level (A), the reference voltage (V)
         self._y = 0.0
         self.open = False  # inside an edge's window
         self._first = True
@@ -101,7 +103,7 @@ class Resistance:
             self.p_ss += self.q_ohm * dt
             self.p_rr += self.q_res * dt
         di = i - self._i
-        tol = HOLD_FRAC * max(abs(i), abs(self._i)) + i_min
+        tol = HOLD_FRAC * max(abs(i), abs(self._i)) + HOLD_NOISE * i_min
         held = -tol <= di <= tol
         if self._first:
             held = False
@@ -121,7 +123,8 @@ class Resistance:
         else:
             self._held = dt if not self._first else 0.0
         self._first = False
-        self._i = i
+        if not held:
+            self._i = i  # a new level
         if not self.open:
             self._y = y
 

@@ -380,3 +380,139 @@ def test_cli_takes_the_model_from_the_sidecar(tmp_path):
     got = np.loadtxt(out, delimiter=",", skiprows=1)
     ref = estimate(SLOPED, np.round(t, 9), np.round(i_m, 9), np.round(v_m, 9), soc0=0.9)
     assert np.max(np.abs(got[:, 1] - ref["soc"])) < 1e-8
+
+
+# ------------------------------------------------------------------ slow states (issue 14)
+
+def _resistance_model():
+    """SLOPED (two RC pairs, no bias) with the capacity and resistance estimators on."""
+    m = copy.deepcopy(SLOPED)
+    m["estimator"].update(bias=False, capacity=True, resistance=True, q_ohm=1e-9, q_res=1e-9)
+    return m
+
+
+def _aged(model, r_ohmic, r_ct):
+    """The cell ``model`` aged: R0 and the slow RC pair times r_ohmic, rc[0] times r_ct
+    (the plant's law: every resistance grows, the charge-transfer pair more)."""
+    m = copy.deepcopy(model)
+    m["r0_ohm"] = m["r0_ohm"] * r_ohmic
+    m["rc"][0]["r_ohm"] *= r_ct
+    m["rc"][1]["r_ohm"] *= r_ohmic
+    return m
+
+
+def _step_log(model, truth_model, sigma_v_V=1e-3, seed=3):
+    """CC steps at 1C between rests (every edge after a held current), 1 s samples,
+    measured from truth_model's response: (t, i_m, v_m, truth)."""
+    one_c = model["capacity_Ah"]
+    blocks = [(0.0, 120)] + [(-one_c, 600), (0.0, 300), (one_c, 500), (0.0, 300)] * 3
+    i = np.concatenate([np.full(n, a) for a, n in blocks])
+    t = np.arange(i.size, dtype=float)
+    truth = board_truth(truth_model, t, i, 0.9)
+    i_m, v_m = measured(truth, i, 0.0, model["estimator"]["sigma_i_A"], sigma_v_V, seed)
+    return t, i_m, v_m, truth
+
+
+def test_step_edges_recover_aged_resistances():
+    """A filter with the fresh model over an aged cell (R0 +30 %, R_ct +60 %) finds both
+    from the 12 step edges, within 3 % and inside its 3-sigma band, and keeps SoC."""
+    model = _resistance_model()
+    t, i_m, v_m, truth = _step_log(model, _aged(model, 1.3, 1.6))
+    out = estimate(model, t, i_m, v_m, soc0=0.9)
+    r_ct = 1.6 * model["rc"][0]["r_ohm"]
+    assert out["rct_ohm"][-1] == pytest.approx(r_ct, rel=0.03)
+    assert abs(out["rct_ohm"][-1] - r_ct) <= 3 * out["rct_std_ohm"][-1]
+    assert out["rct_std_ohm"][-1] < 0.1 * r_ct  # it learnt: the prior's std was 50 %
+    assert np.max(np.abs(out["soc"] - truth["soc"])[-600:]) < 0.01
+    ekf = filter_for(model)  # the ohmic scale, from the firmware filter run the same way
+    ekf.reset(soc=0.9)
+    for k in range(t.size):
+        ekf.step(round(i_m[k] * 1e9), round(v_m[k] * 1e6), 1000 if k else 0)
+    assert ekf.rs.s == pytest.approx(1.3, rel=0.03)
+    assert ekf.rs.edges >= 10
+    assert ekf.r_mohm == round(out["rct_ohm"][-1] * 1e3)
+
+
+def test_fresh_cell_keeps_its_resistances():
+    """No ageing: the scales stay at 1 within their bands (no drift from the fit itself)."""
+    model = _resistance_model()
+    t, i_m, v_m, _ = _step_log(model, model)
+    out = estimate(model, t, i_m, v_m, soc0=0.9)
+    r_ct = model["rc"][0]["r_ohm"]
+    assert abs(out["rct_ohm"][-1] - r_ct) <= 3 * out["rct_std_ohm"][-1]
+    assert out["rct_ohm"][-1] == pytest.approx(r_ct, rel=0.05)
+
+
+def test_kernel_matches_firmware_with_slow_states(compiled_only):
+    """The resistance estimator and the capacity state: kernel and firmware/ekf.py agree."""
+    model = _resistance_model()
+    t, i_m, v_m, _ = _step_log(model, _aged(model, 1.2, 1.5))
+    fast = estimate(model, t, i_m, v_m, soc0=0.9, full=True)
+    slow = _python_filter(model, t, i_m, v_m, 0.9)
+    for key in ("soc", "soc_std", "v_model", "x", "P", "cap_Ah", "cap_std_Ah", "rct_ohm",
+                "rct_std_ohm"):
+        assert np.max(np.abs(fast[key] - slow[key])) < 1e-10 * max(1.0, np.max(np.abs(slow[key]))), key
+    f32 = estimate(model, t, i_m, v_m, soc0=0.9, dtype="float32")
+    assert np.max(np.abs(f32["soc"] - fast["soc"])) < 1e-3
+    assert np.max(np.abs(f32["rct_ohm"] / fast["rct_ohm"] - 1)) < 1e-3
+
+
+def test_float32_kernel_with_slow_states_computes_in_float32():
+    ekf = filter_for(_resistance_model())
+    out = [np.empty(3) for _ in range(3)]
+    args = (*estimate_kernel.pack(ekf, fw.module("ekf"), 0.5, np.float32), np.arange(3.0),
+            np.zeros(3), np.full(3, 3.7), *out, np.empty((3, 4)), np.empty((0, ekf.n)),
+            np.empty((0, ekf.n, ekf.n)), False)
+    ops = _float64_ops(estimate_kernel.run, tuple(numba.typeof(a) for a in args), set())
+    assert len(ops) == 1 and ops[0][0] == "run" and " - " in ops[0][2], ops
+
+
+def test_slow_state_attributes_and_their_restore():
+    """The records' ints: capacity (nAh) and R_ct (mohm) with their std, -1 when off;
+    set_slow (the controller's RECOVER) puts them back as they were published."""
+    model = _resistance_model()
+    f = filter_for(model)
+    cap_nAh = round(model["capacity_Ah"] * 1e9)
+    assert (f.cap_nAh, f.r_mohm) == (cap_nAh, round(model["rc"][0]["r_ohm"] * 1e3))
+    assert f.cap_std_nAh == round(cap_nAh * np.sqrt(f.p0[f.ic]))
+    assert f.r_std_mohm == round(model["rc"][0]["r_ohm"] * 1e3 * np.sqrt(f.rs.p0_res))
+    f.set_slow(cap_nAh - 50_000, 2_000, 41_000, 900)
+    assert (f.cap_nAh, f.cap_std_nAh, f.r_mohm, f.r_std_mohm) == (cap_nAh - 50_000, 2_000, 41_000, 900)
+    f.set_slow(-1, -1, -1, -1)  # a state that was off: nothing changes
+    assert (f.cap_nAh, f.r_mohm) == (cap_nAh - 50_000, 41_000)
+    off = filter_for(SLOPED)
+    assert (off.cap_nAh, off.cap_std_nAh, off.r_mohm, off.r_std_mohm) == (-1, -1, -1, -1)
+
+
+def test_resistance_needs_an_rc_pair_and_a_boolean():
+    m = copy.deepcopy(SLOPED)
+    m["rc"] = []
+    m["estimator"]["resistance"] = True
+    with pytest.raises(InputError, match="estimator.resistance"):
+        filter_for(m)
+    m = _resistance_model()
+    m["estimator"]["resistance"] = "yes"
+    with pytest.raises(InputError, match="estimator.resistance: must be true or false"):
+        filter_for(m)
+    m = _resistance_model()
+    m["estimator"]["q_res"] = -1e-9
+    with pytest.raises(InputError, match="estimator.q_res"):
+        filter_for(m)
+
+
+def test_cli_estimate_writes_the_ageing_columns(tmp_path):
+    """With the slow states the CSV gains bdflog's ageing columns, in physical units."""
+    model = _resistance_model()
+    t, i_m, v_m, _ = _step_log(model, model)
+    log = tmp_path / "run.csv"
+    np.savetxt(log, np.column_stack([t, i_m, v_m]), delimiter=",", comments="",
+               header="Test Time / s,Current / A,Voltage / V", fmt="%.9f")
+    (tmp_path / "m.json").write_text(json.dumps(model))
+    out = tmp_path / "est.csv"
+    assert cli.main(["estimate", str(log), "--model", str(tmp_path / "m.json"), "--soc0", "0.9",
+                     "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    names = [name for name, _ in bdflog.AGEING_COLUMNS]
+    assert list(rows[0])[4:] == names
+    assert float(rows[0][names[0]]) == pytest.approx(model["capacity_Ah"])
+    assert float(rows[-1][names[2]]) == pytest.approx(model["rc"][0]["r_ohm"], rel=0.05)

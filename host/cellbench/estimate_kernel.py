@@ -24,7 +24,6 @@ import sys
 import numpy as np
 from numba import njit
 
-from . import resistance_kernel as rk
 
 # Compiled once per dtype and cached on disk; divisions are plain IEEE ones (no Python
 # ZeroDivisionError check in the loop: cellbench.model's validation keeps divisors > 0).
@@ -40,10 +39,10 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
  SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2, HS,
- KZ, ZC, NF) = range(43)
+ KZ, ZC, AH, HIN, HC, NF) = range(46)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on,
-# the resistance estimator on (its state: resistance_kernel's array e).
+# the resistance estimator on (its state: the array e of pack_res).
 N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, RES, NI = range(11)
 # Slow estimates per sample, slow[s, ...]: capacity (Ah), its std, R_ct (ohm), its std.
 CAP_AH, CAP_STD_AH, RCT_OHM, RCT_STD_OHM = range(4)
@@ -56,12 +55,186 @@ PM, MM = range(2)  # mat[...]: covariance P and the work matrix, row-major
 OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 
 
+# ------------------------------------------------------------ the resistance estimator
+# firmware/resistance.py's Resistance (reset, step, _start, _add, _finish, _fold), the
+# same equations in the same order, its state and parameters in one array e (``ra`` in
+# the filter's functions) of the filter's dtype. In this file, not one of its own: numba's
+# cache is keyed on the file of the function it compiled, so an index changed in another
+# file would leave a stale compiled run() behind.
+# e[...]: parameters (Resistance attributes), firmware/resistance.py's constants, state.
+RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v")
+RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "HOLD_FRAC",
+                 "HOLD_NOISE", "GATE2", "NOISE_W", "SCALE_MIN", "SCALE_MAX")
+(E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V,
+ E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_HOLD_FRAC, E_HOLD_NOISE,
+ E_GATE2, E_NOISE_W, E_SCALE_MIN, E_SCALE_MAX,
+ E_S, E_RS, E_PSS, E_PRR, E_PSR, E_NOISE2, E_EDGES, E_HELD, E_I_LAST, E_Y_REF, E_OPEN,
+ E_FIRST, E_DI, E_T, E_M, E_N00, E_N01, E_N02, E_N11, E_N12, E_N22, E_B0, E_B1, E_B2, E_YY,
+ E_NE) = range(42)
+
+
+def pack_res(rs, firmware, dtype):
+    """The array e for the firmware estimator ``rs`` (a resistance.Resistance, or None:
+    an array that is never used) and the module ``firmware`` (its constants)."""
+    e = np.zeros(E_NE)
+    if rs is not None:
+        e[E_TAU:E_TAU + len(RES_PARAMS)] = [getattr(rs, name) for name in RES_PARAMS]
+        e[E_HOLD_TAUS:E_HOLD_TAUS + len(RES_CONSTANTS)] = [getattr(firmware, name) for name in RES_CONSTANTS]
+    return e.astype(dtype)
+
+
+@njit(**JIT)
+def res_reset(e):
+    """Resistance.reset."""
+    R = e.dtype.type
+    e[E_S], e[E_RS] = R(1), R(1)
+    e[E_PSS], e[E_PRR], e[E_PSR] = e[E_P0_OHM], e[E_P0_RES], R(0)
+    e[E_NOISE2] = e[E_SIGMA_V] * e[E_SIGMA_V]
+    e[E_EDGES], e[E_HELD], e[E_I_LAST], e[E_Y_REF] = R(0), R(0), R(0), R(0)
+    e[E_OPEN], e[E_FIRST] = R(0), R(1)
+
+
+@njit(**JIT)
+def res_step(e, i, y, dt, i_min, r0, r1, u0):
+    """Resistance.step: one sample (i A, y V, dt s), the current noise floor i_min (A),
+    the model's R0 and rc[0] (ohm) and R0's relative variance from the SoC, u0."""
+    R = e.dtype.type
+    if dt > 0:
+        e[E_PSS] += e[E_Q_OHM] * dt
+        e[E_PRR] += e[E_Q_RES] * dt
+    di = i - e[E_I_LAST]
+    tol = e[E_HOLD_FRAC] * max(abs(i), abs(e[E_I_LAST])) + e[E_HOLD_NOISE] * i_min
+    held = -tol <= di <= tol
+    first = e[E_FIRST] != 0
+    if first:
+        held = False
+    elif e[E_OPEN] != 0:
+        if held and dt > 0:
+            res_add(e, y, dt)
+            if e[E_T] >= e[E_WINDOW_TAUS] * e[E_TAU]:
+                e[E_OPEN] = 0
+                res_finish(e, r0, r1, u0)
+        elif not held:
+            e[E_OPEN] = 0
+    if not held and not first and e[E_HELD] >= e[E_HOLD_TAUS] * e[E_TAU] \
+            and abs(di) >= e[E_EDGE_REST_MULT] * i_min and 0 < dt <= e[E_TAU]:
+        res_start(e, di, y, dt)
+    if held:
+        e[E_HELD] += dt
+    else:
+        e[E_HELD] = dt if not first else R(0)
+    e[E_FIRST] = 0
+    if not held:
+        e[E_I_LAST] = i
+    if e[E_OPEN] == 0:
+        e[E_Y_REF] = y
+
+
+@njit(**JIT)
+def res_start(e, di, y, dt):
+    """Resistance._start."""
+    R = e.dtype.type
+    e[E_OPEN] = 1
+    e[E_DI] = di
+    e[E_T] = R(0)
+    e[E_M] = R(0)
+    e[E_N00:E_YY + 1] = R(0)
+    res_add(e, y, dt)
+
+
+@njit(**JIT)
+def res_add(e, y, dt):
+    """Resistance._add."""
+    R = e.dtype.type
+    e[E_T] += dt
+    t = e[E_T]
+    phi = R(1) - math.exp(-t / e[E_TAU])
+    u = t / (e[E_WINDOW_TAUS] * e[E_TAU])
+    w = y - e[E_Y_REF]
+    e[E_M] += R(1)
+    e[E_N00] += R(1)
+    e[E_N01] += phi
+    e[E_N02] += u
+    e[E_N11] += phi * phi
+    e[E_N12] += phi * u
+    e[E_N22] += u * u
+    e[E_B0] += w
+    e[E_B1] += phi * w
+    e[E_B2] += u * w
+    e[E_YY] += w * w
+
+
+@njit(**JIT)
+def res_finish(e, r0, r1, u0):
+    """Resistance._finish: the window's fit folded into the scales."""
+    R = e.dtype.type
+    if e[E_M] < e[E_MIN_SAMPLES] or not (r0 > 0 and r1 > 0):
+        return
+    a, b, c = e[E_N00], e[E_N01], e[E_N02]
+    d, f, g = e[E_N11], e[E_N12], e[E_N22]
+    c00 = d * g - f * f
+    c01 = c * f - b * g
+    c02 = b * f - c * d
+    det = a * c00 + b * c01 + c * c02
+    if not det > R(1e-6) * (a * d * g):
+        return
+    c11 = (a * g - c * c) / det
+    c12 = (b * c - a * f) / det
+    c00, c01, c02 = c00 / det, c01 / det, c02 / det
+    b0, b1, b2 = e[E_B0], e[E_B1], e[E_B2]
+    th0 = c00 * b0 + c01 * b1 + c02 * b2
+    th1 = c01 * b0 + c11 * b1 + c12 * b2
+    th2 = c02 * b0 + c12 * b1 + ((a * d - b * b) / det) * b2
+    ssr = e[E_YY] - th0 * b0 - th1 * b1 - th2 * b2
+    if ssr < 0:
+        ssr = R(0)
+    e[E_EDGES] += R(1)
+    w = R(1) / e[E_EDGES] if e[E_EDGES] * e[E_NOISE_W] < R(1) else e[E_NOISE_W]
+    e[E_NOISE2] += w * (ssr / (e[E_M] - R(3)) - e[E_NOISE2])
+    n2 = e[E_NOISE2]
+    k0 = R(1) / (e[E_DI] * r0)
+    k1 = R(1) / (e[E_DI] * r1)
+    ms, mr = th0 * k0, th1 * k1
+    css = n2 * (c00 + R(1)) * k0 * k0 + ms * ms * u0
+    crr = n2 * c11 * k1 * k1
+    csr = n2 * c01 * k0 * k1
+    res_fold(e, ms, mr, css, crr, csr)
+
+
+@njit(**JIT)
+def res_fold(e, ms, mr, css, crr, csr):
+    """Resistance._fold: Kalman update of (s, r) with (ms, mr), covariance C."""
+    R = e.dtype.type
+    pss, prr, psr = e[E_PSS], e[E_PRR], e[E_PSR]
+    es, er = ms - e[E_S], mr - e[E_RS]
+    a, b, d = pss + css, psr + csr, prr + crr
+    det = a * d - b * b
+    if not det > 0:
+        return
+    nis = (d * es * es - R(2) * b * es * er + a * er * er) / det
+    if nis > e[E_GATE2]:
+        g = nis / e[E_GATE2]
+        css, crr, csr = css * g, crr * g, csr * g
+        a, b, d = pss + css, psr + csr, prr + crr
+        det = a * d - b * b
+    i00, i01, i11 = d / det, -b / det, a / det
+    k00 = pss * i00 + psr * i01
+    k01 = pss * i01 + psr * i11
+    k10 = psr * i00 + prr * i01
+    k11 = psr * i01 + prr * i11
+    e[E_S] = min(max(e[E_S] + k00 * es + k01 * er, e[E_SCALE_MIN]), e[E_SCALE_MAX])
+    e[E_RS] = min(max(e[E_RS] + k10 * es + k11 * er, e[E_SCALE_MIN]), e[E_SCALE_MAX])
+    e[E_PSS] = pss - (k00 * pss + k01 * psr)
+    e[E_PSR] = psr - (k00 * psr + k01 * prr)
+    e[E_PRR] = prr - (k10 * psr + k11 * prr)
+
+
 def pack(ekf, firmware, soc0, dtype):
     """The kernel's arrays (f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra) for the
     firmware filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (its constants)
     and ``soc0`` (None: from the OCV at the first sample), in ``dtype`` (np.float32 or
     np.float64). tau holds the RC time constants (s); me_* the model_error table; ra the
-    resistance estimator (resistance_kernel)."""
+    resistance estimator (pack_res)."""
     f = np.zeros(NF)
     f[Z0:Z0 + len(PARAMS)] = [getattr(ekf, name) for name in PARAMS]
     f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [getattr(firmware, name) for name in CONSTANTS]
@@ -83,7 +256,7 @@ def pack(ekf, firmware, soc0, dtype):
     me = [np.array(a, dtype=np.float64) for a in (ekf.me_z, ekf.me_c, ekf.me_s)]
     # the resistance estimator's constants from its own firmware module
     res = sys.modules[type(ekf.rs).__module__] if ekf.rs is not None else None
-    ra = rk.pack(ekf.rs, res, dtype)
+    ra = pack_res(ekf.rs, res, dtype)
     return (f.astype(dtype), ip, vec.astype(dtype), np.zeros((2, NX * NX), dtype),
             tab.astype(dtype), tau.astype(dtype), *(a.astype(dtype) for a in me), ra)
 
@@ -262,9 +435,9 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
     True when no OCV explains v (the filter restarts at the next sample)."""
     R = f.dtype.type
     n, ih = ip[N], ip[IH]
-    f[KZ] = R(0)
+    f[KZ], f[AH], f[HIN] = R(0), R(1), R(0)
     if ip[RES] != 0:
-        rk.reset(ra)
+        res_reset(ra)
     x, P, p0 = vec[X], mat[PM], vec[P0]
     P[:] = R(0)
     x[:] = R(0)
@@ -291,6 +464,7 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
             P[ih] = P[ih * n] = -c * p0_h
     f[PEND] = R(0)
     f[ZC] = x[0]
+    f[HC] = x[ih]
     f[S] = R(0)
     condition(f, ip, vec, mat)
     if ip[RES] != 0:  # Ekf._publish: the RC resistances at the SoC
@@ -301,7 +475,7 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
 @njit(**JIT)
 def r0_scale(ip, ra):
     """The resistance estimator's scale on R0 (1 without it): Ekf._r0_scale."""
-    return ra[rk.S] if ip[RES] != 0 else ra.dtype.type(1)
+    return ra[E_S] if ip[RES] != 0 else ra.dtype.type(1)
 
 
 @njit(**JIT)
@@ -368,7 +542,7 @@ def predict(f, ip, vec, mat, tab, tau, ra, rr, i, dt):
         a = math.exp(-dt / tau[j])
         b = rr[j] * (R(1) - a)
         if ip[RES] != 0:
-            b = b * (ra[rk.RS] if j == 0 else ra[rk.S])
+            b = b * (ra[E_RS] if j == 0 else ra[E_S])
         x[1 + j] = a * x[1 + j] + b * i
         d[1 + j] = a
         g[1 + j] = b
@@ -378,6 +552,7 @@ def predict(f, ip, vec, mat, tab, tau, ra, rr, i, dt):
     ah = math.exp(-abs(i) * kh)
     h = x[ih]
     x[ih] = ah * h + (R(1) - ah) * sg
+    f[AH], f[HIN] = ah, (R(1) - ah) * sg
     d[ih] = ah
     g[ih] = -kh * sg * ah * (h - sg)
     if ib >= 0:
@@ -469,7 +644,7 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
     Rv = noise_v2(f, me_z, me_c, me_s, z, i, dt)
     if ip[RES] != 0:
         a0, a1 = f[R0] * i, rr[0] * i
-        Rv += a0 * a0 * ra[rk.PSS] + a1 * a1 * ra[rk.PRR] + R(2) * a0 * a1 * ra[rk.PSR]
+        Rv += a0 * a0 * ra[E_PSS] + a1 * a1 * ra[E_PRR] + R(2) * a0 * a1 * ra[E_PSR]
     p00 = P[0]
     hph = gain(ip, vec, mat, Rv)
     if e * e > f[GATE] * f[GATE] * (hph + Rv):
@@ -530,15 +705,20 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
 
 @njit(**JIT)
 def edges(f, ip, vec, mat, tab, ra, rr, i, v, dt):
-    """Feed the resistance estimator (Ekf._edges): the voltage less OCV at the counted
-    SoC, M0*s and Butler-Volmer; R0, rc[0] and R0's relative variance from the SoC."""
+    """Feed the resistance estimator (Ekf._edges): the voltage less OCV and M(z)*h at the
+    counted SoC and predicted h, M0*s and Butler-Volmer; R0, rc[0] and R0's relative
+    variance from the SoC."""
     zc = f[ZC] + f[KZ] * i
+    hc = f[AH] * f[HC] + f[HIN]
     lookup(f, ip, tab, zc)
-    y = v - f[OCV] - f[M0_V] * f[S] - bv_v(f, ip, i)
+    y = v - f[OCV] - f[M] * hc - f[M0_V] * f[S] - bv_v(f, ip, i)
     rc_at(f, ip, tab, zc, rr)
     g = f[DR0] / f[R0] if f[R0] > 0 else f.dtype.type(0)
-    rk.step(ra, i, y, dt, f[I_REST], f[R0], rr[0], g * g * mat[PM][0])
-    f[ZC] = zc if ra[rk.OPEN] != 0 else vec[X][0] + f[PEND]
+    res_step(ra, i, y, dt, f[I_REST], f[R0], rr[0], g * g * mat[PM][0])
+    if ra[E_OPEN] != 0:
+        f[ZC], f[HC] = zc, hc
+    else:
+        f[ZC], f[HC] = vec[X][0] + f[PEND], vec[X][ip[IH]]
 
 
 @njit(**JIT)
@@ -554,8 +734,8 @@ def publish_slow(f, ip, vec, mat, tab, ra, rr, out):
         out[CAP_AH] = out[CAP_STD_AH] = np.nan
     if ip[RES] != 0:
         rc_at(f, ip, tab, x[0] + f[PEND], rr)
-        out[RCT_OHM] = ra[rk.RS] * rr[0]
-        out[RCT_STD_OHM] = math.sqrt(ra[rk.PRR]) * rr[0]
+        out[RCT_OHM] = ra[E_RS] * rr[0]
+        out[RCT_STD_OHM] = math.sqrt(ra[E_PRR]) * rr[0]
     else:
         out[RCT_OHM] = out[RCT_STD_OHM] = np.nan
 
