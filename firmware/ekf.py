@@ -53,7 +53,11 @@ except ImportError:  # CPython (the host): the code emitter's decorator does not
             return f
 
 from cellmodel import floats, read_model, table
-from resistance import Resistance
+# The public part of resistance.Resistance.v (its S, R, PSS, PRR, PSR; tests/test_ekf.py
+# checks they agree): the ohmic and charge-transfer scales and their covariance. Named
+# here because resistance.py is imported only for a model that asks for it (its code is
+# heap the board does not spend otherwise).
+R_OHM, R_CT, PSS, PRR, PSR = 0, 1, 2, 3, 4
 
 SOC_MIN = -0.05
 SOC_MAX = 1.05
@@ -86,6 +90,10 @@ FLOOR_CAP = 1e-10
 ERR_SPAN = 0.2
 ERR_TAU_MIN_S = 300.0
 ERR_TAU_MAX_S = 3600.0
+# Ekf._ec[...]: what the edge estimator's counted SoC and predicted h chain with: the last
+# prediction's SoC per A (KZ) and h' = AH*h + HIN, the chained SoC (ZC) and h (HC).
+KZ, AH, HIN, ZC, HC = range(5)
+NEC = 5
 
 DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
             "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
@@ -102,7 +110,11 @@ def _num(d, key, default):
 
 
 def _zeros(n):
-    return [0.0] * n
+    """n zeros in an array of the port's floats (one block, no boxed floats)."""
+    a = floats(n)
+    for k in range(n):
+        a[k] = 0.0
+    return a
 
 
 def _grid_table(value, npt, name):
@@ -176,6 +188,7 @@ class Ekf:
 
     def __init__(self, model):
         self._rrc = _zeros(2)  # RC resistances at the prior SoC (ohm)
+        self._ec = _zeros(NEC)  # the edge estimator's chain (KZ, ...)
         self._load_cell(model)
         est = model.get("estimator") or {}
         self._load_noise(est)
@@ -191,14 +204,18 @@ class Ekf:
         if est.get("resistance", False):
             if self.nrc == 0:
                 raise ValueError("estimator.resistance: needs an rc pair (rc[0] is R_ct)")
+            from resistance import Resistance
             self.rs = Resistance(self.rc_tau_s[0], _num(est, "q_ohm", DEFAULTS["q_ohm"]),
                                  _num(est, "q_res", DEFAULTS["q_res"]),
                                  _num(est, "p0_ohm", DEFAULTS["p0_ohm"]),
                                  _num(est, "p0_res", DEFAULTS["p0_res"]), self.sigma_v)
-        # State, covariance and work vectors stay lists, preallocated and updated in
-        # place: they are read many times a step, and an array would box a new float on
-        # every read (measured: 1.5x the time per step, 1.7x the garbage on the unix
-        # port). The model tables, read a few times a step, are arrays.
+        # State, covariance and work vectors are arrays of the port's floats, preallocated
+        # and updated in place. Lists were faster (an array boxes a new float on every
+        # read: 1.5x the time per step, 1.7x the garbage on the unix port), but a list
+        # keeps every value as a boxed float that lives until it is overwritten: with the
+        # capacity state and the resistance estimator on (n = 5), ~100 of them scattered
+        # over the heap the ring left free, the board found no block for a STATUS reply
+        # after a run (tests/test_memory.py). An array keeps them in one block each.
         self.x = _zeros(n)
         self.P = _zeros(n * n)
         self._M = _zeros(n * n)
@@ -401,8 +418,9 @@ class Ekf:
         from its first record does, so board and host agree. The capacity scale starts
         at 1 (variance p0_cap), the bias at 0 (p0_bias_A2), the resistance scales at 1.
         """
-        self._kz = 0.0    # SoC per A over the last prediction (dt/(3600*C*c), eta on charge)
-        self._ah, self._hin = 1.0, 0.0  # h' = ah*h + hin over the last prediction
+        ec = self._ec
+        ec[KZ] = 0.0  # SoC per A over the last prediction (dt/(3600*C*c), eta on charge)
+        ec[AH], ec[HIN] = 1.0, 0.0  # h' = ah*h + hin over the last prediction
         if self.rs is not None:
             self.rs.reset()
         n = self.n
@@ -445,8 +463,8 @@ class Ekf:
             P[0] = max(p0_soc, VAR_UNKNOWN)
             defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
-        self._zc = x[0]  # the edge estimator's counted SoC and predicted h
-        self._hc = x[ih]
+        ec[ZC] = x[0]  # the edge estimator's counted SoC and predicted h
+        ec[HC] = x[ih]
         self._s = 0.0
         self._fresh = True
         self._defer = defer
@@ -467,9 +485,9 @@ class Ekf:
         if rs is not None and r_mohm >= 0:
             self._rc_at(self.x[0] + self._pend)
             r1_mohm = self._rrc[0] * 1e3
-            rs.r = r_mohm / r1_mohm
-            rs.p_rr = (r_std_mohm / r1_mohm) ** 2 if r_std_mohm >= 0 else rs.p0_res
-            rs.p_sr = 0.0
+            rs.v[R_CT] = r_mohm / r1_mohm
+            rs.v[PRR] = (r_std_mohm / r1_mohm) ** 2 if r_std_mohm >= 0 else rs.p0_res
+            rs.v[PSR] = 0.0
         self._condition()
         self._publish()
 
@@ -522,22 +540,25 @@ class Ekf:
         edge's window), Butler-Volmer and M0*s; with the model's R0 and rc[0] there. The
         counted SoC and h chain from sample to sample inside an edge's window (the
         prediction alone, no correction noise) and restart from the filter's outside one."""
-        zc = self._zc + self._kz * i
-        hc = self._ah * self._hc + self._hin
+        ec = self._ec
+        zc = ec[ZC] + ec[KZ] * i
+        hc = ec[AH] * ec[HC] + ec[HIN]
         self._lookup(zc)
         y = v - self._ocv - self._m * hc - self.m0_V * self._s - (self._bv_V(i) if self.bv else 0.0)
         self._rc_at(zc)
         rs = self.rs
+        if rs is None:
+            return
         g = self._dr0 / self._r0 if self._r0 > 0.0 else 0.0
         rs.step(i, y, dt, self.i_rest, self._r0, self._rrc[0], g * g * self.P[0])
         if rs.open:
-            self._zc, self._hc = zc, hc
+            ec[ZC], ec[HC] = zc, hc
         else:
-            self._zc, self._hc = self.x[0] + self._pend, self.x[self.ih]
+            ec[ZC], ec[HC] = self.x[0] + self._pend, self.x[self.ih]
 
     def _r0_scale(self):
         """The resistance estimator's scale on R0 (1 without it)."""
-        return 1.0 if self.rs is None else self.rs.s
+        return 1.0 if self.rs is None else self.rs.v[R_OHM]
 
     # --- filter ----------------------------------------------------------------------
     @micropython.native
@@ -554,7 +575,7 @@ class Ekf:
             d[ic] = 1.0
             g[ic] = 0.0
             self._f0c = -k * i / c  # d(z')/dc
-        self._kz = k  # SoC per A of this step (the edge estimator counts with it)
+        self._ec[KZ] = k  # SoC per A of this step (the edge estimator counts with it)
         if self.rc_soc:
             self._rc_at(x[0] + self._pend)  # R(z) at the prior SoC
         d[0] = 1.0
@@ -564,7 +585,7 @@ class Ekf:
             a = math.exp(-dt / self.rc_tau_s[j])
             b = self._rrc[j] * (1.0 - a)
             if self.rs is not None:
-                b = b * (self.rs.r if j == 0 else self.rs.s)
+                b = b * self.rs.v[R_CT if j == 0 else R_OHM]
             x[1 + j] = a * x[1 + j] + b * i
             d[1 + j] = a
             g[1 + j] = b
@@ -574,7 +595,7 @@ class Ekf:
         ah = math.exp(-abs(i) * kh)
         h = x[ih]
         x[ih] = ah * h + (1.0 - ah) * sg
-        self._ah, self._hin = ah, (1.0 - ah) * sg  # h' = ah*h + hin (the edge estimator's)
+        self._ec[AH], self._ec[HIN] = ah, (1.0 - ah) * sg  # h' = ah*h + hin (the edge estimator's)
         d[ih] = ah
         g[ih] = -kh * sg * ah * (h - sg)
         if self.bias:
@@ -736,7 +757,8 @@ class Ekf:
         rs = self.rs
         if rs is not None:  # the resistance scales' own uncertainty, through the current
             a0, a1 = self._r0 * i, self._rrc[0] * i
-            R += a0 * a0 * rs.p_ss + a1 * a1 * rs.p_rr + 2.0 * a0 * a1 * rs.p_sr
+            rv = rs.v
+            R += a0 * a0 * rv[PSS] + a1 * a1 * rv[PRR] + 2.0 * a0 * a1 * rv[PSR]
         p00 = P[0]
         hph = self._gain(R)
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
@@ -877,7 +899,7 @@ class Ekf:
         if rs is not None:
             self._rc_at(z)
             r1_mohm = self._rrc[0] * 1e3
-            self.r_mohm = int(round(rs.r * r1_mohm))
-            self.r_std_mohm = int(round(math.sqrt(rs.p_rr) * r1_mohm))
+            self.r_mohm = int(round(rs.v[R_CT] * r1_mohm))
+            self.r_std_mohm = int(round(math.sqrt(rs.v[PRR]) * r1_mohm))
         else:
             self.r_mohm = self.r_std_mohm = -1

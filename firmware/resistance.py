@@ -35,6 +35,8 @@ on the gate (a disturbed edge moves the estimate little). Units: A, V, s, ohm.
 
 import math
 
+from cellmodel import floats
+
 # A previous current held this many tau of rc[0] (its RC voltage settled) makes an edge.
 HOLD_TAUS = 4.0
 # The fit window after an edge, in tau: the RC pair settles to 2 % of its step.
@@ -55,6 +57,15 @@ NOISE_W = 0.05
 # Scales are kept within these (the model is not that cell outside them).
 SCALE_MIN = 0.1
 SCALE_MAX = 20.0
+# The estimator's floats, Resistance.v[...]: the scales s (R0) and r (rc[0]), their
+# covariance, the pooled noise (V^2), the hold time (s), the held current level (A), the
+# reference voltage (V), the edge's di (A), the window's time (s), its normal equations.
+# An array, not attributes: a float attribute is a boxed float that lives until the next
+# sample, and tens of those scattered over the heap leave no hole for a reply (the board's
+# STATUS failed so); an array keeps them in one block.
+S, R, PSS, PRR, PSR, NOISE2, HELD, LEVEL, YREF, DI, T = range(11)
+N00, N01, N02, N11, N12, N22, B0, B1, B2, YY = range(11, 21)
+NV = 21
 
 
 class Resistance:
@@ -63,9 +74,10 @@ class Resistance:
     Resistance(tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v): tau_s the rc[0] time
     constant (s), q_* the scales' process variance per second, p0_* their prior variance,
     sigma_v (V) the prior of the per-sample noise until the first edge is fitted.
-    After reset(), step() once per sample; s, r (scales of R0 and of rc[0]) and p_ss,
-    p_rr, p_sr (their covariance) are public: the SoC filter uses them; open is True
-    while a sample is inside an edge's window (the filter counts SoC there).
+    After reset(), step() once per sample; v[S], v[R] (scales of R0 and of rc[0]) and
+    v[PSS], v[PRR], v[PSR] (their covariance) are public: the SoC filter uses them; open
+    is True while a sample is inside an edge's window (the filter counts SoC there),
+    edges counts the edges fitted.
     """
 
     def __init__(self, tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v):
@@ -75,95 +87,99 @@ class Resistance:
         self.p0_ohm = p0_ohm
         self.p0_res = p0_res
         self.sigma_v = sigma_v
+        self.v = floats(NV)
         self.reset()
 
     def reset(self):
         """Scales 1 with their prior variances; no edge seen, noise at its prior."""
-        self.s = 1.0
-        self.r = 1.0
-        self.p_ss = self.p0_ohm
-        self.p_rr = self.p0_res
-        self.p_sr = 0.0
-        self.noise2 = self.sigma_v * self.sigma_v
+        v = self.v
+        for k in range(NV):
+            v[k] = 0.0
+        v[S] = v[R] = 1.0
+        v[PSS] = self.p0_ohm
+        v[PRR] = self.p0_res
+        v[NOISE2] = self.sigma_v * self.sigma_v
         self.edges = 0      # edges fitted so far
-        self._held = 0.0    # time the present current has been held (s)
-        self._i = 0.0       # the held current level (A), the reference voltage (V)
-        self._y = 0.0
-        self.open = False  # inside an edge's window
-        self._first = True
+        self.m = 0          # samples in the window
+        self.open = False   # inside an edge's window
+        self.first = True
 
     def step(self, i, y, dt, i_min, r0, r1, u0):
         """One sample: current i (A), voltage y (V, less the model's non-resistive
-        instantaneous terms), dt (s) since the previous sample, i_min (A) the current
-        noise floor (|di| must exceed EDGE_REST_MULT*i_min), r0 and r1 (ohm) the model's R0
-        and rc[0] at the present SoC, u0 the relative variance of r0 from the SoC's
-        uncertainty ((dR0/dz / R0)^2 * var(z): where R0 is steep in SoC, an edge says
-        little about the scale)."""
+        terms), dt (s) since the previous sample, i_min (A) the current noise floor (|di|
+        must exceed EDGE_REST_MULT*i_min), r0 and r1 (ohm) the model's R0 and rc[0] at the
+        present SoC, u0 the relative variance of r0 from the SoC's uncertainty
+        ((dR0/dz / R0)^2 * var(z): where R0 is steep in SoC, an edge says little about
+        the scale)."""
+        v = self.v
         if dt > 0.0:
-            self.p_ss += self.q_ohm * dt
-            self.p_rr += self.q_res * dt
-        di = i - self._i
-        tol = HOLD_FRAC * max(abs(i), abs(self._i)) + HOLD_NOISE * i_min
+            v[PSS] += self.q_ohm * dt
+            v[PRR] += self.q_res * dt
+        level = v[LEVEL]
+        di = i - level
+        tol = HOLD_FRAC * max(abs(i), abs(level)) + HOLD_NOISE * i_min
         held = -tol <= di <= tol
-        if self._first:
+        first = self.first
+        if first:
             held = False
         elif self.open:
             if held and dt > 0.0:
                 self._add(y, dt)
-                if self._t >= WINDOW_TAUS * self.tau:
+                if v[T] >= WINDOW_TAUS * self.tau:
                     self.open = False
                     self._finish(r0, r1, u0)
             elif not held:
                 self.open = False  # the window was cut short: no fit
-        if not held and not self._first and self._held >= HOLD_TAUS * self.tau \
+        if not held and not first and v[HELD] >= HOLD_TAUS * self.tau \
                 and abs(di) >= EDGE_REST_MULT * i_min and 0.0 < dt <= self.tau:
             self._start(di, y, dt)
         if held:
-            self._held += dt
+            v[HELD] += dt
         else:
-            self._held = dt if not self._first else 0.0
-        self._first = False
-        if not held:
-            self._i = i  # a new level
+            v[HELD] = 0.0 if first else dt
+            v[LEVEL] = i  # a new level
+        self.first = False
         if not self.open:
-            self._y = y
+            v[YREF] = y
 
     def _start(self, di, y, dt):
         """Open a window at an edge of di (A), the reference being the previous sample."""
+        v = self.v
         self.open = True
-        self._di = di
-        self._t = 0.0
-        self._m = 0
-        # normal equations of the scaled regressors (1, phi, t/T): upper triangle, rhs, y'y
-        self._n00 = self._n01 = self._n02 = self._n11 = self._n12 = self._n22 = 0.0
-        self._b0 = self._b1 = self._b2 = self._yy = 0.0
+        self.m = 0
+        v[DI] = di
+        v[T] = 0.0
+        for k in range(N00, NV):  # normal equations of (1, phi, t/T): triangle, rhs, y'y
+            v[k] = 0.0
         self._add(y, dt)
 
     def _add(self, y, dt):
         """One sample of the window, dt after the previous one."""
-        self._t += dt
-        t = self._t
+        v = self.v
+        v[T] += dt
+        t = v[T]
         phi = 1.0 - math.exp(-t / self.tau)
         u = t / (WINDOW_TAUS * self.tau)
-        w = y - self._y
-        self._m += 1
-        self._n00 += 1.0
-        self._n01 += phi
-        self._n02 += u
-        self._n11 += phi * phi
-        self._n12 += phi * u
-        self._n22 += u * u
-        self._b0 += w
-        self._b1 += phi * w
-        self._b2 += u * w
-        self._yy += w * w
+        w = y - v[YREF]
+        self.m += 1
+        v[N00] += 1.0
+        v[N01] += phi
+        v[N02] += u
+        v[N11] += phi * phi
+        v[N12] += phi * u
+        v[N22] += u * u
+        v[B0] += w
+        v[B1] += phi * w
+        v[B2] += u * w
+        v[YY] += w * w
 
     def _finish(self, r0, r1, u0):
         """Solve the window's fit and fold the edge into the scales."""
-        if self._m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
+        v = self.v
+        if self.m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
             return
-        a, b, c = self._n00, self._n01, self._n02
-        d, e, f = self._n11, self._n12, self._n22
+        a, b, c = v[N00], v[N01], v[N02]
+        d, e, f = v[N11], v[N12], v[N22]
         # inverse of the symmetric [[a b c] [b d e] [c e f]] by cofactors
         c00 = d * f - e * e
         c01 = c * e - b * f
@@ -174,22 +190,21 @@ class Resistance:
         c11 = (a * f - c * c) / det
         c12 = (b * c - a * e) / det
         c00, c01, c02 = c00 / det, c01 / det, c02 / det
-        b0, b1, b2 = self._b0, self._b1, self._b2
+        b0, b1, b2 = v[B0], v[B1], v[B2]
         th0 = c00 * b0 + c01 * b1 + c02 * b2
         th1 = c01 * b0 + c11 * b1 + c12 * b2
         th2 = c02 * b0 + c12 * b1 + ((a * d - b * b) / det) * b2
-        ssr = self._yy - th0 * b0 - th1 * b1 - th2 * b2
+        ssr = v[YY] - th0 * b0 - th1 * b1 - th2 * b2
         if ssr < 0.0:
             ssr = 0.0
         self.edges += 1
         w = 1.0 / self.edges if self.edges * NOISE_W < 1.0 else NOISE_W
-        self.noise2 += w * (ssr / (self._m - 3) - self.noise2)
-        n2 = self.noise2
+        v[NOISE2] += w * (ssr / (self.m - 3) - v[NOISE2])
+        n2 = v[NOISE2]
         # the measured scales and their covariance (the reference sample's noise is on
         # every difference: it goes to the constant, rho0, alone)
-        di = self._di
-        k0 = 1.0 / (di * r0)
-        k1 = 1.0 / (di * r1)
+        k0 = 1.0 / (v[DI] * r0)
+        k1 = 1.0 / (v[DI] * r1)
         ms, mr = th0 * k0, th1 * k1
         css = n2 * (c00 + 1.0) * k0 * k0 + ms * ms * u0
         crr = n2 * c11 * k1 * k1
@@ -198,8 +213,9 @@ class Resistance:
 
     def _fold(self, ms, mr, css, crr, csr):
         """Kalman update of (s, r) with the measurement (ms, mr), covariance C."""
-        pss, prr, psr = self.p_ss, self.p_rr, self.p_sr
-        es, er = ms - self.s, mr - self.r
+        v = self.v
+        pss, prr, psr = v[PSS], v[PRR], v[PSR]
+        es, er = ms - v[S], mr - v[R]
         a, b, d = pss + css, psr + csr, prr + crr  # S
         det = a * d - b * b
         if not det > 0.0:
@@ -216,9 +232,9 @@ class Resistance:
         k01 = pss * i01 + psr * i11
         k10 = psr * i00 + prr * i01
         k11 = psr * i01 + prr * i11
-        self.s = min(max(self.s + k00 * es + k01 * er, SCALE_MIN), SCALE_MAX)
-        self.r = min(max(self.r + k10 * es + k11 * er, SCALE_MIN), SCALE_MAX)
+        v[S] = min(max(v[S] + k00 * es + k01 * er, SCALE_MIN), SCALE_MAX)
+        v[R] = min(max(v[R] + k10 * es + k11 * er, SCALE_MIN), SCALE_MAX)
         # P <- (I - K) P
-        self.p_ss = pss - (k00 * pss + k01 * psr)
-        self.p_sr = psr - (k00 * psr + k01 * prr)
-        self.p_rr = prr - (k10 * psr + k11 * prr)
+        v[PSS] = pss - (k00 * pss + k01 * psr)
+        v[PSR] = psr - (k00 * psr + k01 * prr)
+        v[PRR] = prr - (k10 * psr + k11 * prr)

@@ -428,7 +428,7 @@ def test_step_edges_recover_aged_resistances():
     ekf.reset(soc=0.9)
     for k in range(t.size):
         ekf.step(round(i_m[k] * 1e9), round(v_m[k] * 1e6), 1000 if k else 0)
-    assert ekf.rs.s == pytest.approx(1.3, rel=0.03)
+    assert ekf.rs.v[fw.module("resistance").S] == pytest.approx(1.3, rel=0.03)
     assert ekf.rs.edges >= 10
     assert ekf.r_mohm == round(out["rct_ohm"][-1] * 1e3)
 
@@ -482,6 +482,12 @@ def test_slow_state_attributes_and_their_restore():
     assert (f.cap_nAh, f.r_mohm) == (cap_nAh - 50_000, 41_000)
     off = filter_for(SLOPED)
     assert (off.cap_nAh, off.cap_std_nAh, off.r_mohm, off.r_std_mohm) == (-1, -1, -1, -1)
+
+
+def test_the_filter_reads_the_resistance_estimators_layout():
+    """ekf.py names the public slots of Resistance.v without importing resistance.py."""
+    ekf, res = fw.module("ekf"), fw.module("resistance")
+    assert (ekf.R_OHM, ekf.R_CT, ekf.PSS, ekf.PRR, ekf.PSR) == (res.S, res.R, res.PSS, res.PRR, res.PSR)
 
 
 def test_resistance_needs_an_rc_pair_and_a_boolean():

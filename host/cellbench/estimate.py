@@ -185,7 +185,8 @@ def _slow_python(ekf):
         q_Ah = ekf.q_As / 3600.0
         cap, cap_std = q_Ah * ekf.x[ekf.ic], q_Ah * np.sqrt(ekf.P[ekf.ic * (ekf.n + 1)])
     if ekf.rs is not None:  # _publish left the RC resistances at the present SoC
-        r, r_std = ekf.rs.r * ekf._rrc[0], np.sqrt(ekf.rs.p_rr) * ekf._rrc[0]
+        v, res = ekf.rs.v, sys.modules[type(ekf.rs).__module__]
+        r, r_std = v[res.R] * ekf._rrc[0], np.sqrt(v[res.PRR]) * ekf._rrc[0]
     return cap, cap_std, r, r_std
 
 
