@@ -580,4 +580,18 @@ def run() -> list:
     rows.append({"name": "firmware Ekf.step, capacity state and model_error (unix port)",
                  "value": round(us, 1), "unit": "us",
                  "note": f"6 states, {nbytes} bytes/step allocated; this PC"})
+    rows += slow_state_rows()
     return rows
+
+
+def slow_state_rows() -> list:
+    """Issue 14: what the ageing states cost the board per tick, the LTO preset (2 RC +
+    hysteresis) with and without its capacity state and resistance estimator."""
+    lto = json.loads((MODELS / "lto-li-coin.json").read_text())
+    off = json.loads(json.dumps(lto))
+    off["estimator"].update(capacity=False, resistance=False)
+    us_on, bytes_on = _firmware_step_cost(lto)
+    us_off, bytes_off = _firmware_step_cost(off)
+    return [{"name": "cost per tick of the slow states (unix port)", "value": round(us_on - us_off, 1),
+             "unit": "us", "note": f"LTO preset: Ekf.step {us_off:.1f} -> {us_on:.1f} us, "
+                                   f"{bytes_off} -> {bytes_on} bytes/step with capacity + resistance on; this PC"}]
