@@ -35,6 +35,18 @@ HEAP_RESERVE = 40 * 1024  # left free after the ring: replies, record lines, est
 # capacity state: tests/test_memory.py::test_headroom_below_the_board_heap)
 
 
+def _idle_collector():
+    """The heap collected between ticks instead of inside one (firmware/idlegc.py), on the
+    chip, where a collection takes ~15 ms of a tick. Not on the unix port: there it takes
+    microseconds, and its 64-bit heap, the simulated board's stand-in for the chip's, would
+    pay 1.5 KB for it (the chip has the room: make bench's emu rows)."""
+    if sys.platform != "rp2":
+        return None
+    import idlegc
+
+    return idlegc.IdleCollector()
+
+
 def _ports():
     out = getattr(sys.stdout, "buffer", sys.stdout)
     inp = getattr(sys.stdin, "buffer", sys.stdin)
@@ -71,6 +83,7 @@ class Loop:
         self.poll = select.poll()
         self.poll.register(sys.stdin, select.POLLIN)
         self.reading = True
+        self.idle = _idle_collector()
         self.last = time.ticks_ms()
         self.deadline = time.ticks_add(self.last, ctl.tick_ms)
 
@@ -80,6 +93,8 @@ class Loop:
             wait = time.ticks_diff(self.deadline, time.ticks_ms())
             if wait <= 0:
                 self._tick()
+                if self.idle:
+                    self.idle.after_tick()
             elif not self._write(self.link.output()):
                 self._read(self._wait_ms(wait))
         self.board.off()  # unix port: nothing can reconnect, end with the current off
@@ -135,6 +150,8 @@ class Loop:
         if self.ctl.resync:
             # A run starts: its ticks (and dt) count from now, at its tick_ms.
             self.ctl.resync = False
+            if self.idle:
+                self.idle.restart()  # what a tick allocates changes with the run (model, ring)
             self.last = time.ticks_ms()
             self.deadline = time.ticks_add(self.last, self.ctl.tick_ms)
 

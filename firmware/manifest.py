@@ -22,4 +22,5 @@ module("cellmodel.py")  # the model reader the estimator uses (MODEL)
 module("journal.py")   # the run journal in flash (recovery after a reset)
 module("controller.py")  # the run state machine and the tick
 module("link.py")      # framed commands parsed and dispatched, replies and records out
+module("idlegc.py")    # garbage collection between ticks
 module("main.py")      # the tick loop
