@@ -91,7 +91,7 @@ def faulting():
 
 # channel cell, job request: eight different protocols
 JOBS = [
-    ("lto-li-coin", {"protocol": library("lto-100-cycles-1C", cycle_count=1),
+    ("lto-li-coin", {"protocol": library("lto-100-cycles-1C", cycle_count=2),  # 2 cycles: 1 closed
                      "model_file": "lto-li-coin", "mass_mg": 2.0}),
     ("gr-li-coin", {"protocol": cycling(0.398, GR_SAFETY, 2, 2, 0.05, 1.5)}),
     ("lto-li-coin", {"protocol": cycling(0.35, LTO_SAFETY, 2, 3, 1.0, 2.5)}),
