@@ -40,7 +40,7 @@ PROTOCOL = {"sample": {"name": "lab on the emulated chip", "capacity_mAh": 0.35}
                         "until_time_s": 900},
                        {"step": "constant_current", "rate_C": RATE_C, "until_voltage_V": 2.5,
                         "until_time_s": 900}]}
-FINAL = ("done", "fault", "stopped", "failed", "cancelled")
+FINAL = ("done", "fault", "stopped", "failed", "cancelled", "interrupted")  # interrupted: a link error
 SERIAL = "E0000000000000A1"  # the USB serial number the lab files the channel under
 
 
@@ -84,12 +84,18 @@ class PtySerial:
             os.close(fd)
 
 
-def test_a_lab_runs_a_job_on_the_emulated_chip(tmp_path):
+def test_a_lab_runs_a_job_on_the_emulated_chip(tmp_path, monkeypatch):
     from cellbench.boards import calibration_for
     from cellbench.commands.run import calibration_file
-    from cellbench.emu.board import start_board
+    from cellbench.emu.board import EmuBoard, start_board
     from cellbench.lab.boards import RP2040_VID
     from cellbench.lab.service import Lab
+    from cellbench.transport import SerialTransport
+
+    # The board behind this serial port is the emulated chip, several times slower than a
+    # real one on a loaded machine (START makes the ring: seconds of wall time): the link
+    # waits for its replies as long as it waits for an EmuBoard's.
+    monkeypatch.setattr(SerialTransport, "reply_timeout_s", EmuBoard.reply_timeout_s, raising=False)
 
     (tmp_path / "cell.json").write_text(json.dumps(CELL))
     board = start_board(tmp_path / "cell.json", calibration=calibration_file("rp2040-emu"), image=IMAGE,
