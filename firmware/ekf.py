@@ -208,7 +208,8 @@ class Ekf:
             self.rs = Resistance(self.rc_tau_s[0], _num(est, "q_ohm", DEFAULTS["q_ohm"]),
                                  _num(est, "q_res", DEFAULTS["q_res"]),
                                  _num(est, "p0_ohm", DEFAULTS["p0_ohm"]),
-                                 _num(est, "p0_res", DEFAULTS["p0_res"]), self.sigma_v)
+                                 _num(est, "p0_res", DEFAULTS["p0_res"]), self.sigma_v,
+                                 self.q_As / 3600.0)
         # State, covariance and work vectors are arrays of the port's floats, preallocated
         # and updated in place. Lists were faster (an array boxes a new float on every
         # read: 1.5x the time per step, 1.7x the garbage on the unix port), but a list
@@ -448,9 +449,11 @@ class Ekf:
             z = self.soc_at(v - self._r0 * self._r0_scale() * i - (self._bv_V(i) if self.bv else 0.0))
             self._lookup(z)
             x[0] = z
-            if self._outside:
-                # No OCV gives this voltage (not a rested cell, or no sample yet): say so,
-                # and start again from the first sample that is credible.
+            if self._outside or v_uV == 0:
+                # No OCV gives this voltage (not a rested cell), or no sample yet (0: the
+                # board's reset before its first sample, which a graphite OCV starting at
+                # 0 V would otherwise take as empty): say so, and start again from the
+                # first sample that is credible.
                 P[0] = VAR_UNKNOWN
                 defer = True
             else:

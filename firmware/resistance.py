@@ -43,12 +43,17 @@ HOLD_TAUS = 4.0
 WINDOW_TAUS = 4.0
 # Fewest samples in a window (three parameters, and residual degrees of freedom).
 MIN_SAMPLES = 6
-# An edge: |di| at least this many times the current noise's 3 sigma (the EKF's i_rest).
-# A current within HOLD_FRAC of the held level plus HOLD_NOISE times i_min of it is
-# "held" (a level, not the last sample: a slow drift such as a CV taper is not a hold).
+# An edge: |di| at least this many times the current noise's 3 sigma (the EKF's i_rest)
+# and EDGE_C of the cell's 1C current. A current within HOLD_FRAC of the held level plus
+# HOLD_NOISE times i_min plus HOLD_C of 1C is "held" (a level, not the last sample: a slow
+# drift such as a CV taper is not a hold). HOLD_C because a board's current reading at
+# rest wanders by more than the filter's sigma_i (the simulated board's: +-10 uA on a
+# 0.4 mAh cell, 2.5 % of 1C); a hold broken at every sample would never make an edge.
 EDGE_REST_MULT = 10.0
+EDGE_C = 0.1
 HOLD_FRAC = 0.02
 HOLD_NOISE = 2.0
+HOLD_C = 0.05
 # Normalised innovation (2 degrees of freedom) beyond which an edge is down-weighted.
 GATE2 = 25.0
 # Weight of a new edge's residual variance in the pooled sensor noise (after the first
@@ -71,17 +76,19 @@ NV = 21
 class Resistance:
     """The two resistance scales and their 2x2 covariance, from step edges.
 
-    Resistance(tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v): tau_s the rc[0] time
+    Resistance(tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v, one_c_A): tau_s the rc[0] time
     constant (s), q_* the scales' process variance per second, p0_* their prior variance,
-    sigma_v (V) the prior of the per-sample noise until the first edge is fitted.
+    sigma_v (V) the prior of the per-sample noise until the first edge is fitted, one_c_A
+    the cell's 1C current (A).
     After reset(), step() once per sample; v[S], v[R] (scales of R0 and of rc[0]) and
     v[PSS], v[PRR], v[PSR] (their covariance) are public: the SoC filter uses them; open
     is True while a sample is inside an edge's window (the filter counts SoC there),
     edges counts the edges fitted.
     """
 
-    def __init__(self, tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v):
+    def __init__(self, tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v, one_c_A):
         self.tau = tau_s
+        self.one_c = one_c_A
         self.q_ohm = q_ohm
         self.q_res = q_res
         self.p0_ohm = p0_ohm
@@ -117,7 +124,7 @@ class Resistance:
             v[PRR] += self.q_res * dt
         level = v[LEVEL]
         di = i - level
-        tol = HOLD_FRAC * max(abs(i), abs(level)) + HOLD_NOISE * i_min
+        tol = HOLD_FRAC * max(abs(i), abs(level)) + HOLD_NOISE * i_min + HOLD_C * self.one_c
         held = -tol <= di <= tol
         first = self.first
         if first:
@@ -131,7 +138,8 @@ class Resistance:
             elif not held:
                 self.open = False  # the window was cut short: no fit
         if not held and not first and v[HELD] >= HOLD_TAUS * self.tau \
-                and abs(di) >= EDGE_REST_MULT * i_min and 0.0 < dt <= self.tau:
+                and abs(di) >= EDGE_REST_MULT * i_min and abs(di) >= EDGE_C * self.one_c \
+                and 0.0 < dt <= self.tau:
             self._start(di, y, dt)
         if held:
             v[HELD] += dt

@@ -62,15 +62,16 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 # cache is keyed on the file of the function it compiled, so an index changed in another
 # file would leave a stale compiled run() behind.
 # e[...]: parameters (Resistance attributes), firmware/resistance.py's constants, state.
-RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v")
-RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "HOLD_FRAC",
-                 "HOLD_NOISE", "GATE2", "NOISE_W", "SCALE_MIN", "SCALE_MAX")
-(E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V,
- E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_HOLD_FRAC, E_HOLD_NOISE,
- E_GATE2, E_NOISE_W, E_SCALE_MIN, E_SCALE_MAX,
+RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v", "one_c")
+RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "EDGE_C",
+                 "HOLD_FRAC", "HOLD_NOISE", "HOLD_C", "GATE2", "NOISE_W", "SCALE_MIN",
+                 "SCALE_MAX")
+(E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V, E_ONE_C,
+ E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_EDGE_C, E_HOLD_FRAC,
+ E_HOLD_NOISE, E_HOLD_C, E_GATE2, E_NOISE_W, E_SCALE_MIN, E_SCALE_MAX,
  E_S, E_RS, E_PSS, E_PRR, E_PSR, E_NOISE2, E_EDGES, E_HELD, E_I_LAST, E_Y_REF, E_OPEN,
  E_FIRST, E_DI, E_T, E_M, E_N00, E_N01, E_N02, E_N11, E_N12, E_N22, E_B0, E_B1, E_B2, E_YY,
- E_NE) = range(42)
+ E_NE) = range(45)
 
 
 def pack_res(rs, firmware, dtype):
@@ -103,7 +104,8 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0):
         e[E_PSS] += e[E_Q_OHM] * dt
         e[E_PRR] += e[E_Q_RES] * dt
     di = i - e[E_I_LAST]
-    tol = e[E_HOLD_FRAC] * max(abs(i), abs(e[E_I_LAST])) + e[E_HOLD_NOISE] * i_min
+    tol = (e[E_HOLD_FRAC] * max(abs(i), abs(e[E_I_LAST])) + e[E_HOLD_NOISE] * i_min
+           + e[E_HOLD_C] * e[E_ONE_C])
     held = -tol <= di <= tol
     first = e[E_FIRST] != 0
     if first:
@@ -117,7 +119,8 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0):
         elif not held:
             e[E_OPEN] = 0
     if not held and not first and e[E_HELD] >= e[E_HOLD_TAUS] * e[E_TAU] \
-            and abs(di) >= e[E_EDGE_REST_MULT] * i_min and 0 < dt <= e[E_TAU]:
+            and abs(di) >= e[E_EDGE_REST_MULT] * i_min and abs(di) >= e[E_EDGE_C] * e[E_ONE_C] \
+            and 0 < dt <= e[E_TAU]:
         res_start(e, di, y, dt)
     if held:
         e[E_HELD] += dt
@@ -454,6 +457,7 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
         z, outside = soc_at(f, ip, tab, v - f[R0] * r0_scale(ip, ra) * i - bv_v(f, ip, i))
         lookup(f, ip, tab, z)
         x[0] = z
+        outside = outside or v == 0  # 0: no sample yet (Ekf.reset)
         if outside:
             P[0] = f[VAR_UNKNOWN]
         else:
