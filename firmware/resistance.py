@@ -37,6 +37,12 @@ import math
 
 from cellmodel import floats
 
+try:
+    from micropython import const
+except ImportError:  # CPython: const(x) is x
+    def const(x):  # type: ignore[misc]
+        return x
+
 # A previous current held this many tau of rc[0] (its RC voltage settled) makes an edge.
 HOLD_TAUS = 4.0
 # The fit window after an edge, in tau: the RC pair settles to 2 % of its step.
@@ -68,9 +74,25 @@ SCALE_MAX = 20.0
 # An array, not attributes: a float attribute is a boxed float that lives until the next
 # sample, and tens of those scattered over the heap leave no hole for a reply (the board's
 # STATUS failed so); an array keeps them in one block.
-S, R, PSS, PRR, PSR, NOISE2, HELD, LEVEL, YREF, DI, T = range(11)
-N00, N01, N02, N11, N12, N22, B0, B1, B2, YY = range(11, 21)
-NV = 21
+S, R, PSS, PRR, PSR = 0, 1, 2, 3, 4  # public (ekf.py reads them)
+# private: const, so they cost the board's heap no module dictionary entries
+_NOISE2 = const(5)
+_HELD = const(6)
+_LEVEL = const(7)
+_YREF = const(8)
+_DI = const(9)
+_T = const(10)
+_N00 = const(11)
+_N01 = const(12)
+_N02 = const(13)
+_N11 = const(14)
+_N12 = const(15)
+_N22 = const(16)
+_B0 = const(17)
+_B1 = const(18)
+_B2 = const(19)
+_YY = const(20)
+_NV = const(21)
 
 
 class Resistance:
@@ -94,18 +116,18 @@ class Resistance:
         self.p0_ohm = p0_ohm
         self.p0_res = p0_res
         self.sigma_v = sigma_v
-        self.v = floats(NV)
+        self.v = floats(_NV)
         self.reset()
 
     def reset(self):
         """Scales 1 with their prior variances; no edge seen, noise at its prior."""
         v = self.v
-        for k in range(NV):
+        for k in range(_NV):
             v[k] = 0.0
         v[S] = v[R] = 1.0
         v[PSS] = self.p0_ohm
         v[PRR] = self.p0_res
-        v[NOISE2] = self.sigma_v * self.sigma_v
+        v[_NOISE2] = self.sigma_v * self.sigma_v
         self.edges = 0      # edges fitted so far
         self.m = 0          # samples in the window
         self.open = False   # inside an edge's window
@@ -122,7 +144,7 @@ class Resistance:
         if dt > 0.0:
             v[PSS] += self.q_ohm * dt
             v[PRR] += self.q_res * dt
-        level = v[LEVEL]
+        level = v[_LEVEL]
         di = i - level
         tol = HOLD_FRAC * max(abs(i), abs(level)) + HOLD_NOISE * i_min + HOLD_C * self.one_c
         held = -tol <= di <= tol
@@ -132,62 +154,62 @@ class Resistance:
         elif self.open:
             if held and dt > 0.0:
                 self._add(y, dt)
-                if v[T] >= WINDOW_TAUS * self.tau:
+                if v[_T] >= WINDOW_TAUS * self.tau:
                     self.open = False
                     self._finish(r0, r1, u0)
             elif not held:
                 self.open = False  # the window was cut short: no fit
-        if not held and not first and v[HELD] >= HOLD_TAUS * self.tau \
+        if not held and not first and v[_HELD] >= HOLD_TAUS * self.tau \
                 and abs(di) >= EDGE_REST_MULT * i_min and abs(di) >= EDGE_C * self.one_c \
                 and 0.0 < dt <= self.tau:
             self._start(di, y, dt)
         if held:
-            v[HELD] += dt
+            v[_HELD] += dt
         else:
-            v[HELD] = 0.0 if first else dt
-            v[LEVEL] = i  # a new level
+            v[_HELD] = 0.0 if first else dt
+            v[_LEVEL] = i  # a new level
         self.first = False
         if not self.open:
-            v[YREF] = y
+            v[_YREF] = y
 
     def _start(self, di, y, dt):
         """Open a window at an edge of di (A), the reference being the previous sample."""
         v = self.v
         self.open = True
         self.m = 0
-        v[DI] = di
-        v[T] = 0.0
-        for k in range(N00, NV):  # normal equations of (1, phi, t/T): triangle, rhs, y'y
+        v[_DI] = di
+        v[_T] = 0.0
+        for k in range(_N00, _NV):  # normal equations of (1, phi, t/_T): triangle, rhs, y'y
             v[k] = 0.0
         self._add(y, dt)
 
     def _add(self, y, dt):
         """One sample of the window, dt after the previous one."""
         v = self.v
-        v[T] += dt
-        t = v[T]
+        v[_T] += dt
+        t = v[_T]
         phi = 1.0 - math.exp(-t / self.tau)
         u = t / (WINDOW_TAUS * self.tau)
-        w = y - v[YREF]
+        w = y - v[_YREF]
         self.m += 1
-        v[N00] += 1.0
-        v[N01] += phi
-        v[N02] += u
-        v[N11] += phi * phi
-        v[N12] += phi * u
-        v[N22] += u * u
-        v[B0] += w
-        v[B1] += phi * w
-        v[B2] += u * w
-        v[YY] += w * w
+        v[_N00] += 1.0
+        v[_N01] += phi
+        v[_N02] += u
+        v[_N11] += phi * phi
+        v[_N12] += phi * u
+        v[_N22] += u * u
+        v[_B0] += w
+        v[_B1] += phi * w
+        v[_B2] += u * w
+        v[_YY] += w * w
 
     def _finish(self, r0, r1, u0):
         """Solve the window's fit and fold the edge into the scales."""
         v = self.v
         if self.m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
             return
-        a, b, c = v[N00], v[N01], v[N02]
-        d, e, f = v[N11], v[N12], v[N22]
+        a, b, c = v[_N00], v[_N01], v[_N02]
+        d, e, f = v[_N11], v[_N12], v[_N22]
         # inverse of the symmetric [[a b c] [b d e] [c e f]] by cofactors
         c00 = d * f - e * e
         c01 = c * e - b * f
@@ -198,21 +220,21 @@ class Resistance:
         c11 = (a * f - c * c) / det
         c12 = (b * c - a * e) / det
         c00, c01, c02 = c00 / det, c01 / det, c02 / det
-        b0, b1, b2 = v[B0], v[B1], v[B2]
+        b0, b1, b2 = v[_B0], v[_B1], v[_B2]
         th0 = c00 * b0 + c01 * b1 + c02 * b2
         th1 = c01 * b0 + c11 * b1 + c12 * b2
         th2 = c02 * b0 + c12 * b1 + ((a * d - b * b) / det) * b2
-        ssr = v[YY] - th0 * b0 - th1 * b1 - th2 * b2
+        ssr = v[_YY] - th0 * b0 - th1 * b1 - th2 * b2
         if ssr < 0.0:
             ssr = 0.0
         self.edges += 1
         w = 1.0 / self.edges if self.edges * NOISE_W < 1.0 else NOISE_W
-        v[NOISE2] += w * (ssr / (self.m - 3) - v[NOISE2])
-        n2 = v[NOISE2]
+        v[_NOISE2] += w * (ssr / (self.m - 3) - v[_NOISE2])
+        n2 = v[_NOISE2]
         # the measured scales and their covariance (the reference sample's noise is on
         # every difference: it goes to the constant, rho0, alone)
-        k0 = 1.0 / (v[DI] * r0)
-        k1 = 1.0 / (v[DI] * r1)
+        k0 = 1.0 / (v[_DI] * r0)
+        k1 = 1.0 / (v[_DI] * r1)
         ms, mr = th0 * k0, th1 * k1
         css = n2 * (c00 + 1.0) * k0 * k0 + ms * ms * u0
         crr = n2 * c11 * k1 * k1
