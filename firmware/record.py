@@ -174,7 +174,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
     ring that left 40 KB free in holes of at most 500 bytes failed the next STATUS).
     So while the ring is made, bytearrays hold _HOLD_BYTES of the reserve in the largest
     blocks the heap has (_hold), the ring's small chunks fill the holes around them, and the held
-    blocks are freed for the link. If the heap refuses the ring, it shrinks by an eighth
+    blocks are freed for the link. If the heap refuses the ring, it shrinks by a sixteenth
     and tries again; if it leaves less than the reserve, it shrinks by the slots that
     cover the shortfall at what a slot was measured to cost (chunk headers and all:
     10-15 % above _BYTES_PER_SLOT), plus 1/64 for the holes a smaller ring leaves.
@@ -203,7 +203,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
             if n == min_slots:
                 raise
         gc.collect()
-        n = max(min_slots, n - short - n // 64 if short else n * 7 // 8)
+        n = max(min_slots, n - short - n // 64 if short else n * 15 // 16)
 
 
 def _hold(nbytes):
