@@ -66,6 +66,16 @@ def _first_cycles(path, out, cycles):
     return out
 
 
+def _checks(log):
+    """(cell.json, the log's cycle column, the cycles whose discharge is the C/10 check)."""
+    cell = json.loads((PYBAMM / "cell.json").read_text())
+    cycle, i_A = log["Cycle Count / 1"], log["Current / A"]
+    dch = i_A < -0.02 * cell["one_c_A"]
+    checks = [c for c in np.unique(cycle)
+              if np.any((cycle == c) & dch) and np.all(i_A[(cycle == c) & dch] > -0.2 * cell["one_c_A"])]
+    return cell, cycle, checks
+
+
 @pytest.fixture(scope="module")
 def pybamm_tracked(tmp_path_factory):
     """The twin over the whole PyBaMM ageing log with a model fitted to its first three
@@ -84,11 +94,7 @@ def test_pybamm_capacity_tracked_within_3_percent_after_cycle_10(pybamm_tracked)
     known: cell.json check_capacity_Ah) the twin's capacity is within 3 % of it, and the
     truth inside the estimate's 3-sigma band."""
     model, log, est = pybamm_tracked
-    cell = json.loads((PYBAMM / "cell.json").read_text())
-    cycle, i_A = log["Cycle Count / 1"], log["Current / A"]
-    dch = i_A < -0.02 * cell["one_c_A"]
-    checks = [c for c in np.unique(cycle)  # the cycles whose discharge is the C/10 one
-              if np.any((cycle == c) & dch) and np.all(i_A[(cycle == c) & dch] > -0.2 * cell["one_c_A"])]
+    cell, cycle, checks = _checks(log)
     assert len(checks) == len(cell["check_capacity_Ah"]) == 5
     assert model["capacity_Ah"] == pytest.approx(cell["check_capacity_Ah"][0], rel=0.01)  # the fit's
     late = 0
@@ -103,6 +109,23 @@ def test_pybamm_capacity_tracked_within_3_percent_after_cycle_10(pybamm_tracked)
     assert late == 4
     # it followed the fade: 15 % lost, not the fitted fresh capacity held
     assert est["cap_Ah"][-1] < 0.9 * model["capacity_Ah"]
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: during the 1C blocks between checks the "
+                   "twin's capacity strays up to 8.3 % (95th percentile 6.6 %) from PyBaMM's, "
+                   "5.2 % with the fit's own q_cap: the fitted model's 1C voltage error near the "
+                   "knees is read as capacity; only the C/10 checks pull it back")
+def test_pybamm_capacity_tracked_within_3_percent_between_the_checks(pybamm_tracked):
+    """Every sample after cycle 10, against PyBaMM's capacity interpolated linearly between
+    the checks (SEI loss grows smoothly with time: between two checks 25 cycles apart it
+    moves ~4 %, so the interpolation is good to a fraction of that)."""
+    model, log, est = pybamm_tracked
+    cell, cycle, checks = _checks(log)
+    t_s = log["Test Time / s"]
+    ends = [np.flatnonzero(cycle == c)[-1] for c in checks]
+    truth = np.interp(t_s, t_s[ends], cell["check_capacity_Ah"])
+    late = cycle - 1 >= TRACK_FROM_CYCLE
+    assert np.max(np.abs(est["cap_Ah"][late] / truth[late] - 1)) <= TOL_CAP
 
 
 # ------------------------------------------------------------------ simulated ageing runs
