@@ -199,7 +199,7 @@ def make_ring(max_slots, reserve_bytes, first_seq=0, min_slots=64):
             short = (reserve_bytes - left) // ((free0 - left) // n + 1) + 1
             del ring
         except MemoryError:
-            hold = None
+            del hold  # the held blocks go back to the heap before the retry
             if n == min_slots:
                 raise
         gc.collect()

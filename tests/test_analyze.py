@@ -414,7 +414,7 @@ def test_a_last_cycle_cut_mid_half_gets_no_ce():
     whole = analyze_log(log, mode="half", figures=False).table["ce_pct"]
     assert np.all(np.isfinite(whole))
     # stop the log 40 % into the last charge: that cycle's CE would be about 40 %
-    t, i = log["Test Time / s"], log["Current / A"]
+    i = log["Current / A"]
     last_chg = np.flatnonzero(i > 0)
     last_chg = last_chg[last_chg > np.flatnonzero(i < 0)[-1]]
     cut = last_chg[int(0.4 * len(last_chg))]
