@@ -220,6 +220,12 @@ class SimBoard(Transport):
         return self.proc.returncode
 
 
+def _short(d, base):
+    """``d`` relative to ``base`` when that is the shorter spelling, else as given."""
+    rel = os.path.relpath(str(d), str(base))
+    return rel if len(rel) < len(str(d)) else str(d)
+
+
 def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,
                 soc0=None, faults=None, entry="main", entry_dir=None, binary=None):
     """Start the firmware on a simulated board holding the cell model ``cell`` (a path).
@@ -258,7 +264,9 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     heap = heap_bytes // 1024 + int(sim.get("overhead_kb", 0))
     simlib = compile_sim_modules(work / "simlib")
     report = work / "heap.txt"
-    path = ":".join(str(d) for d in (entry_dir, binary and ".frozen", simlib, FIRMWARE) if d)
+    # Paths relative to the flash dir where shorter: each module's __file__ is interned on
+    # the firmware's heap, and a board's are "/ekf.mpy"; a deep pytest temp dir cost ~1 KB.
+    path = ":".join(_short(d, flash) for d in (entry_dir, binary and ".frozen", simlib, FIRMWARE) if d)
     env = dict(os.environ, MICROPYPATH=path, CELLBENCH_SIM_CELL=str(cell),
                CELLBENCH_SIM_SEED=str(seed), CELLBENCH_SIM_TRUTH=str(truth),
                CELLBENCH_SIM_STATS=str(work / "stats.txt"))
