@@ -199,11 +199,13 @@ def _float64_ops(func, sig, seen):
     return found
 
 
-def test_float32_kernel_computes_in_float32():
+@pytest.mark.parametrize("slow", [False, True], ids=["soc", "slow-states"])
+def test_float32_kernel_computes_in_float32(slow):
     """numba types a Python float literal as float64, which would widen a float32
     expression silently: the float32 specialisation may do float64 arithmetic only for
-    the time step (the difference of two float64 log times)."""
-    ekf = filter_for(SLOPED)
+    the time step (the difference of two float64 log times), with or without the
+    capacity and resistance estimates."""
+    ekf = filter_for(_resistance_model() if slow else SLOPED)
     out = [np.empty(3) for _ in range(3)]
     args = (*estimate_kernel.pack(ekf, fw.module("ekf"), 0.5, np.float32), np.arange(3.0),
             np.zeros(3), np.full(3, 3.7), *out, np.empty((3, 4)), np.empty((0, ekf.n)),
@@ -455,16 +457,6 @@ def test_kernel_matches_firmware_with_slow_states(compiled_only):
     f32 = estimate(model, t, i_m, v_m, soc0=0.9, dtype="float32")
     assert np.max(np.abs(f32["soc"] - fast["soc"])) < 1e-3
     assert np.max(np.abs(f32["rct_ohm"] / fast["rct_ohm"] - 1)) < 1e-3
-
-
-def test_float32_kernel_with_slow_states_computes_in_float32():
-    ekf = filter_for(_resistance_model())
-    out = [np.empty(3) for _ in range(3)]
-    args = (*estimate_kernel.pack(ekf, fw.module("ekf"), 0.5, np.float32), np.arange(3.0),
-            np.zeros(3), np.full(3, 3.7), *out, np.empty((3, 4)), np.empty((0, ekf.n)),
-            np.empty((0, ekf.n, ekf.n)), False)
-    ops = _float64_ops(estimate_kernel.run, tuple(numba.typeof(a) for a in args), set())
-    assert len(ops) == 1 and ops[0][0] == "run" and " - " in ops[0][2], ops
 
 
 def test_slow_state_attributes_and_their_restore():
