@@ -17,6 +17,7 @@ module("safety.py")    # per-tick limits and fault bits
 module("steps.py")     # step table validation and the step engine
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
+module("circuit.py")   # its equivalent-circuit tables and lookups
 module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (step edges)
 module("cellmodel.py")  # the model reader the estimator uses (MODEL)
 module("journal.py")   # the run journal in flash (recovery after a reset)

@@ -314,7 +314,7 @@ def rc_at(f, ip, tab, z, rr):
 
 @njit(**JIT)
 def locate(knots, x):
-    """(segment, fraction) of x on increasing knots, clamped (ekf._locate)."""
+    """(segment, fraction) of x on increasing knots, clamped (circuit._locate)."""
     R = knots.dtype.type
     last = knots.size - 2
     if last < 0 or x <= knots[0]:
