@@ -39,20 +39,32 @@ CELLS = {
 TRACK_FROM_CYCLE = 10   # block cycle from which the live estimates must hold their bounds
 
 
-def run_cell(chemistry, workdir, model_path=None):
+def run_cell(chemistry, workdir, model_path=None, cycles=None):
     """Run the ageing protocol of ``chemistry`` ("LTO/Li" or "Gr/Li") on the simulated
     board in ``workdir`` with the estimator on (``model_path``, default the preset that
     is also the plant) and analyse it there; returns (AnalysisResult, truth runs). The
-    log is ``workdir/run.bdf.csv``, the plant's truth and state files in ``workdir/work``."""
+    log is ``workdir/run.bdf.csv``, the plant's truth and state files in ``workdir/work``.
+    The board runs in lockstep (sim.start_board), so a run repeats bit for bit.
+    ``cycles``: the ageing block's cycle count instead of the protocol's 100 (shorter runs
+    to iterate on the estimator)."""
     from .. import session
     from ..analyze import analyze_log
     from ..sim import start_board
 
     protocol, preset, tick_ms, seed = CELLS[chemistry]
     workdir = Path(workdir)
-    board = start_board(str(MODELS / preset), board="sim", workdir=workdir / "work", seed=seed)
+    protocol_path = PROTOCOLS / protocol
+    if cycles is not None:
+        doc = json.loads(protocol_path.read_text())
+        loops = [s for s in doc["method"] if s["step"] == "loop"]
+        loops[-1]["cycle_count"] = int(cycles)
+        protocol_path = workdir / protocol
+        workdir.mkdir(parents=True, exist_ok=True)
+        protocol_path.write_text(json.dumps(doc))
+    board = start_board(str(MODELS / preset), board="sim", workdir=workdir / "work", seed=seed,
+                        lockstep=True)
     try:
-        summary = session.run(PROTOCOLS / protocol, board, workdir / "run.bdf.csv", board="sim",
+        summary = session.run(protocol_path, board, workdir / "run.bdf.csv", board="sim",
                               mass_mg=MASS_MG, tick_ms=tick_ms,
                               model_path=model_path or MODELS / preset)
     finally:

@@ -14,6 +14,7 @@ import select
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,9 @@ class SimBoard(Transport):
     """A running simulated board. ``readline`` blocks until a line or EOF (b"");
     ``eof`` once the process has ended and everything it wrote has been read."""
 
-    def __init__(self, proc, flash_dir, truth_path, timeout_s=300.0):
+    def __init__(self, proc, flash_dir, truth_path, timeout_s=300.0, sync=None):
         self.proc = proc
+        self.sync = sync  # lockstep (sim/mpy/select.py): (request fd, reply fd), or None
         self.flash_dir = Path(flash_dir)
         self.truth_path = Path(truth_path)
         self.stats_path = self.flash_dir.parent / "stats.txt"
@@ -165,10 +167,15 @@ class SimBoard(Transport):
     def readline(self, timeout_s=None) -> bytes:
         """One line from the board (with its ``\\n``); b"" once the process has ended."""
         limit = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
         while b"\n" not in self._buf:
-            ready, _, _ = select.select([self._fd], [], [], limit)
+            fds = [self._fd] + ([self.sync[0]] if self.sync else [])
+            ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise TimeoutError(f"sim board: no line in {limit} s; stderr: {self.stderr_text()[-500:]}")
+            if self._fd not in ready:
+                self._go()
+                continue
             chunk = os.read(self._fd, 65536)
             if not chunk:
                 out, self._buf = self._buf, b""
@@ -176,6 +183,29 @@ class SimBoard(Transport):
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line + b"\n"
+
+    def _go(self):
+        """The board asks to move its clock on (lockstep): it wrote its request after its
+        last line, so with stdout empty now, every line it wrote has been read and this
+        host, in readline with no whole line left, waits on it. Let it go on."""
+        if select.select([self._fd], [], [], 0)[0]:
+            return  # more lines first: the answer waits for the next empty-handed readline
+        try:
+            if os.read(self.sync[0], 1):
+                os.write(self.sync[1], b"!")
+                return
+        except OSError:
+            pass
+        self._end_sync()  # the board is gone
+
+    def _end_sync(self):
+        if self.sync:
+            for fd in self.sync:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.sync = None
 
     def heap(self):
         """The heap report written at boot (see :func:`read_heap_report`), in bytes."""
@@ -205,6 +235,7 @@ class SimBoard(Transport):
 
     def close(self, timeout_s=10.0):
         """End the process (stdin closed first so the firmware can switch off cleanly)."""
+        self._end_sync()  # a board in lockstep runs free to its end
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -227,7 +258,7 @@ def _short(d, base):
 
 
 def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_kb=None,
-                soc0=None, faults=None, entry="main", entry_dir=None, binary=None):
+                soc0=None, faults=None, entry="main", entry_dir=None, binary=None, lockstep=False):
     """Start the firmware on a simulated board holding the cell model ``cell`` (a path).
 
     board: board name or path (its ``sim`` section sets the imperfections and heap).
@@ -244,6 +275,10 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
     binary: a unix port to run instead of cellbench.unixport's, its frozen modules first on
     the path after entry_dir (benchmarks/install.py: the firmware frozen in, as a board
     built with FROZEN_MANIFEST=firmware/manifest.py has it).
+    lockstep: the board's clock moves only while the host waits in ``readline`` having
+    read every line (sim/mpy/select.py), so the same protocol, cell and seed give the same
+    log bit for bit, whenever the host's commands and ACKs happen to be written. Off by
+    default: a host that stops reading then stops the board (and the lab paces instead).
     """
     cfg = load_board(board)
     sim = cfg.get("sim") or {}
@@ -274,13 +309,20 @@ def start_board(cell, board="sim", calibration=None, workdir=None, seed=0, heap_
         env["CELLBENCH_SIM_SOC0"] = repr(float(soc0))
     if faults:
         env["CELLBENCH_SIM_FAULTS"] = faults
+    pipes = (os.pipe(), os.pipe()) if lockstep else ()  # (board -> host, host -> board)
+    if pipes:
+        env["CELLBENCH_SIM_SYNC"] = f"{pipes[0][1]},{pipes[1][0]}"
     # main.py is found last on the path and compiled from source, as on the board.
     boot = BOOT.format(heap_bytes=heap_bytes, report=str(report), entry=entry)
     cmd = [binary or micropython_binary(), "-X", f"heapsize={heap}K", "-c", boot]
     with open(flash / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=flash, env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err)
-    return SimBoard(proc, flash, truth)
+                                stdout=subprocess.PIPE, stderr=err,
+                                pass_fds=[pipes[0][1], pipes[1][0]] if pipes else ())
+    if pipes:
+        os.close(pipes[0][1])  # the board's ends
+        os.close(pipes[1][0])
+    return SimBoard(proc, flash, truth, sync=(pipes[0][0], pipes[1][1]) if pipes else None)
 
 
 def read_truth(path):

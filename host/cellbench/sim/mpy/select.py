@@ -19,6 +19,16 @@ CELLBENCH_SIM_SPEED=N (virtual seconds per real second, e.g. 1 for real time, 60
 minutes a second) paces a running board the same way: it waits on the real descriptors
 for ``timeout_ms / N`` between ticks instead of running as fast as the CPU allows (the
 lab service, `cellbench lab`, runs many boards at once). Unset or 0: unpaced.
+
+CELLBENCH_SIM_SYNC="<request fd>,<reply fd>" (set by cellbench.sim.start_board with
+lockstep=True; unpaced only) makes a run repeat bit for bit: whatever the host sends
+arrives at a virtual time fixed by what the board sent, not by when the host got round
+to it. Before each advance of the clock the board writes one byte on the request pipe and
+waits, clock stopped, for the host's byte on the reply pipe, which the host
+(sim.SimBoard.readline) writes only once it has read every line the board wrote and
+waits for more: anything it sent in answer is then in stdin and is read first. The board
+still sees only a serial line whose bytes come when they come; a host that stops
+reading holds the clock (and the plant) still, and closing the reply pipe ends lockstep.
 """
 
 import os
@@ -30,6 +40,7 @@ import time as _clock  # the virtual clock (time.py next to this file)
 
 IDLE_SPEEDUP = 100  # virtual ms per real ms while the firmware is idle (see above)
 _SPEED = float(os.getenv("CELLBENCH_SIM_SPEED") or 0)  # virtual ms per real ms running; 0: unpaced
+_SYNC = os.getenv("CELLBENCH_SIM_SYNC") if not _SPEED else None  # lockstep pipes (see above)
 
 POLLIN = _real.POLLIN
 POLLOUT = _real.POLLOUT
@@ -56,6 +67,12 @@ class _Poll:
             return ready
         if timeout is None or timeout < 0:
             return self._p.poll(-1)
+        if _lockstep.on:
+            ready = _lockstep.wait(self._p)
+            if ready:
+                return ready
+            _clock.advance_us(int(timeout) * 1000)
+            return []
         speedup = IDLE_SPEEDUP if _idle() else _SPEED
         if speedup > 0:
             t0 = _wall.ticks_us()
@@ -68,6 +85,32 @@ class _Poll:
 
     def ipoll(self, timeout=-1, flags=0):
         return iter(self.poll(timeout))
+
+
+class _Lockstep:
+    """The board's end of the lockstep pipes (CELLBENCH_SIM_SYNC, see the docstring)."""
+
+    def __init__(self, spec):
+        self.on = False
+        if spec:
+            req, rep = spec.split(",")
+            self.req = open(int(req), "wb")
+            self.rep = open(int(rep), "rb")
+            self.on = True
+
+    def wait(self, p):
+        """Ask the host, wait for its go, then what it sent meanwhile (poll list or [])."""
+        try:
+            self.req.write(b"?")
+            go = self.rep.read(1)
+        except OSError:
+            go = b""
+        if not go:  # the host closed its end: back to free running
+            self.on = False
+        return p.poll(0)
+
+
+_lockstep = _Lockstep(_SYNC)
 
 
 def _idle():
