@@ -39,7 +39,7 @@ CELLS = {
 TRACK_FROM_CYCLE = 10   # block cycle from which the live estimates must hold their bounds
 
 
-def run_cell(chemistry, workdir, model_path=None, cycles=None):
+def run_cell(chemistry, workdir, model_path=None, cycles=None, calibration=None):
     """Run the ageing protocol of ``chemistry`` ("LTO/Li" or "Gr/Li") on the simulated
     board in ``workdir`` with the estimator on (``model_path``, default the preset that
     is also the plant) and analyse it there; returns (AnalysisResult, truth runs). The
@@ -62,7 +62,7 @@ def run_cell(chemistry, workdir, model_path=None, cycles=None):
         workdir.mkdir(parents=True, exist_ok=True)
         protocol_path.write_text(json.dumps(doc))
     board = start_board(str(MODELS / preset), board="sim", workdir=workdir / "work", seed=seed,
-                        lockstep=True)
+                        calibration=calibration, lockstep=True)
     try:
         summary = session.run(protocol_path, board, workdir / "run.bdf.csv", board="sim",
                               mass_mg=MASS_MG, tick_ms=tick_ms,
