@@ -676,11 +676,6 @@ def biologic_estimate(tmp_path_factory):
     return (out["SOC / 1"].to_numpy() - z)[late], out["SOC Std / 1"].to_numpy()[late]
 
 
-@pytest.mark.xfail(strict=True, reason="regression since 0b409c1 (the fit turns the resistance state on): "
-                                       "at the log's 1 s 2.5 A pulse, whose first sample the filter takes as "
-                                       "23 s of current (the board's sampling convention on a tester log), "
-                                       "R_ct falls 0.174 -> 0.018 ohm and the estimate then runs 5-9 % high: "
-                                       "5.3 % RMS, 2.4 % with the state off")
 def test_real_biologic_estimate_follows_the_count(biologic_estimate):
     """From the first (rested) voltage, through a charge the fit never saw (it fits from
     the discharge on) and the discharge: within 3 % RMS of the count. The rested first
@@ -691,9 +686,9 @@ def test_real_biologic_estimate_follows_the_count(biologic_estimate):
     assert np.sqrt(np.mean(err ** 2)) < 0.03
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: 19 % inside; the fit sees only the discharge, so the "
-                                       "model error it stores says nothing of the charge, where the "
-                                       "estimate runs 3-4 % high with a std of 0.1-0.2 %")
 def test_real_biologic_estimate_band_holds_95_percent(biologic_estimate):
+    """The fit sees only the discharge (the charge before it is not in its rows): its
+    stored error must not vouch for the charge, so the count stays inside +-3 sigma at
+    least 95 % of the time after the first hour, the charge included."""
     err, std = biologic_estimate
     assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95

@@ -33,6 +33,10 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 # The slow states' outputs, in estimate_kernel's order (CAP_AH, ...): capacity (Ah), its
 # std, charge-transfer resistance (ohm), its std.
 SLOW = ("cap_Ah", "cap_std_Ah", "rct_ohm", "rct_std_ohm")
+# A tester log's step change: the filter sees the old current end EDGE_S before the record
+# that opens the new step (short against any tester's sampling, long enough to be a
+# positive interval in float32 milliseconds).
+EDGE_S = 1e-3
 _warned = set()
 
 
@@ -101,7 +105,37 @@ def _check_inputs(t_s, i_A, v_V):
     return arrays
 
 
-def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
+def tester_edges(t_s, i_A, v_V, steps=None):
+    """A tester log's samples in the board's convention, plus the mask of the real ones.
+
+    The board records current as held over the interval BEFORE each sample (what the
+    filter's step() integrates). A tester writes a record at each step change and holds a
+    record's current until the next one (galvani, NewareNDA, cellpy and BEEP all count
+    charge that way): the record opening a step ends an interval, often tens of seconds
+    long, that carried the previous step's current. Read in the board's convention, a
+    1 s pulse's first record would count as the whole rest before it. So before each
+    record whose step number (``steps``; without it: whose current, by more than 1 % of the
+    log's largest) changed over an interval longer than 2 EDGE_S, a virtual sample EDGE_S
+    earlier carries the previous record's current and voltage (the voltage the tester last
+    saw in that step). Within a step the two conventions agree. Returns (t_s, i_A, v_V, real).
+    """
+    if steps is not None:
+        changed = np.asarray(steps)[1:] != np.asarray(steps)[:-1]
+    else:
+        changed = np.abs(np.diff(i_A)) > 0.01 * float(np.max(np.abs(i_A), initial=0.0))
+    edges = np.flatnonzero(changed & (np.diff(t_s) > 2.0 * EDGE_S)) + 1
+    virtual = edges + np.arange(edges.size)  # their positions in the longer arrays
+    real = np.ones(t_s.size + edges.size, dtype=bool)
+    real[virtual] = False
+    out = []
+    for a, before in ((t_s, t_s[edges] - EDGE_S), (i_A, i_A[edges - 1]), (v_V, v_V[edges - 1])):
+        b = np.empty(real.size)
+        b[real], b[virtual] = a, before
+        out.append(b)
+    return (*out, real)
+
+
+def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False, tester_steps=None):
     """Run the SoC filter over a log. Returns a dict of numpy arrays (one per sample):
 
     ``soc`` (1 = full), ``soc_std`` (standard deviation of SoC), ``v_model`` (V, the
@@ -113,9 +147,19 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False):
     sample (assumed rested, h = 0); a number starts there with variance p0_soc.
     Samples with a non-increasing time are repeats: they leave the estimate unchanged.
     ``dtype="float32"`` runs every operation in 32-bit floats, as the RP2040 does.
+    ``tester_steps``: a tester's log (imported), its step numbers per sample (True: a
+    tester log without them): the current of a record holds until the next (see
+    tester_edges); None: the board's convention.
     """
-    ekf = filter_for(model)
     t_s, i_A, v_V = _check_inputs(t_s, i_A, v_V)
+    if tester_steps is not None:
+        steps = None if tester_steps is True else np.asarray(tester_steps)
+        if steps is not None and steps.shape != t_s.shape:
+            raise InputError("Step Count / 1: differs in length from the log")
+        t_s, i_A, v_V, real = tester_edges(t_s, i_A, v_V, steps)
+        out = estimate(model, t_s, i_A, v_V, soc0, dtype, full)
+        return {key: a[real] for key, a in out.items()}
+    ekf = filter_for(model)
     if soc0 is not None and not (SOC_MIN <= float(soc0) <= SOC_MAX):
         raise InputError(f"soc0: must be within [{SOC_MIN}, {SOC_MAX}]")
     if dtype not in DTYPES:
@@ -191,7 +235,12 @@ def _slow_python(ekf):
 
 
 def read_log_columns(path) -> dict:
-    """Time, current and voltage of a log (any format cellbench.bdflog.read_log reads)."""
-    from .bdflog import read_log
+    """Time, current and voltage of a log (any format cellbench.bdflog.read_log reads);
+    with "tester_steps" (see estimate) when the log was imported from a tester (its
+    sidecar says so): its step numbers, or True when it has none."""
+    from .bdflog import read_log, read_sidecar
     cols = read_log(path)
-    return {name: cols[name] for name in ("Test Time / s", "Current / A", "Voltage / V")}
+    out = {name: cols[name] for name in ("Test Time / s", "Current / A", "Voltage / V")}
+    if "imported_from" in read_sidecar(path):
+        out["tester_steps"] = cols["Step Count / 1"] if "Step Count / 1" in cols else True
+    return out

@@ -98,7 +98,8 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     assumptions += _structure_assumptions(params, chosen["spec"], both)
     noise = error.voltage_noise_V(logs)
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
-                              noise, "blocks between long rests, 3 folds")
+                              noise, "blocks between long rests, 3 folds",
+                              _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"]))
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,

@@ -9,6 +9,13 @@ nearest populated C-rate below them in their SoC row (the error grows with curre
 the table is made non-decreasing in C-rate), rows with none that of the nearest
 populated SoC row; beyond the highest C-rate the data reached, sigma grows in
 proportion to the C-rate (nothing seen there: assume the worst that is still smooth).
+Held-out residuals of one current direction say nothing of the other: a model fitted on
+a discharge alone (its OCV that branch less an IR drop) may be off on a charge by as much
+as the whole polarisation it predicts (the other branch lies across the OCV). The table
+has no sign, so when the rows under current all go one way, sigma under current is at
+least that polarisation, C-rate x capacity x the model's steady resistance (R0 plus the
+RC pairs'): the band stays honest on the branch never seen, at the cost of a wider one on
+the branch seen.
 Units: V, C-rate = |i| / (capacity_Ah * 1/h).
 """
 
@@ -17,6 +24,7 @@ import numpy as np
 SOC_KNOTS = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
 C_KNOTS = np.array([0.0, 0.1, 0.5, 1.0, 2.0])
 MIN_WEIGHT = 20.0            # samples (thinning weights) a cell needs to stand on its own
+MIN_SPAN = 0.2               # SoC a current direction's rows must span to count as seen
 
 
 def voltage_noise_V(logs: list) -> float:
@@ -39,8 +47,10 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
-          capacity_Ah: float, noise_V: float, held_out: str) -> dict:
-    """The model_error section (models/model.schema.json) from per-row held-out residuals."""
+          capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0) -> dict:
+    """The model_error section (models/model.schema.json) from per-row held-out residuals;
+    ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
+    the rows' currents go one way only (module docstring)."""
     c = np.abs(i_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
@@ -55,11 +65,28 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     seen_c = C_KNOTS[np.any(weight >= MIN_WEIGHT, axis=0)]
     top_c = float(seen_c.max()) if seen_c.size else 0.0
     sigma = _fill(sigma, top_c)
+    one_way = _one_direction(z[ok], i_A[ok], capacity_Ah)
+    if one_way and steady_ohm > 0:
+        sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * steady_ohm)
     return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
             "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
             "method": (f"held-out residuals ({held_out}), RMS per nearest knot less "
                        f"{noise_V * 1e3:.2f} mV noise; C-rates above {top_c:g}C not seen: "
-                       "scaled with C-rate")}
+                       "scaled with C-rate"
+                       + (f"; one current direction only ({one_way}): under current at least "
+                          f"C-rate x capacity x {steady_ohm:.4g} ohm" if one_way and steady_ohm > 0 else ""))}
+
+
+def _one_direction(z: np.ndarray, i_A: np.ndarray, capacity_Ah: float) -> str:
+    """"charge" or "discharge" when only the rows of that sign (above C/50) span MIN_SPAN of
+    SoC, else "" (both seen, or neither). A span, not a count: the few minutes of charge
+    after a discharge's cut-off say nothing of the charge branch."""
+    moving = np.abs(i_A) > capacity_Ah / 50.0
+    spans = [float(np.ptp(z[m])) if np.any(m) else 0.0 for m in (moving & (i_A > 0), moving & (i_A < 0))]
+    up, down = (span >= MIN_SPAN for span in spans)
+    if up == down:
+        return ""
+    return "charge" if up else "discharge"
 
 
 def _fill(sigma: np.ndarray, top_c: float) -> np.ndarray:
