@@ -35,12 +35,13 @@ on the gate (a disturbed edge moves the estimate little). Units: A, V, s, ohm.
 Ageing drifts the scales with the charge passed (a ramp, not a random walk: the LTO/Li
 preset's R_ct grows 1 % a cycle), and a random walk with a gain small enough to average
 the edges' noise (an LTO edge gives r to +-18 %) lags a ramp by a constant amount (7 % on
-the simulated LTO/Li board). So the scales also carry drift rates (per 1C-hour of charge
+the simulated LTO/Li board). So the R_ct scale also carries a drift rate (per 1C-hour of charge
 passed, u = |i| dt / (3600 * one_c)), applied every sample; the rates learn from the
 corrections the edges make (alpha-beta tracking): the corrections summed over at least
-RATE_SPAN 1C-hours, divided by the charge passed, are the rate still missing, and
-RATE_GAIN of that goes into the rate (from the RATE_FROM_EDGES-th edge on: the first
-edges correct the prior, not a drift). Rates stay within +-RATE_MAX.
+_RATE_SPAN 1C-hours, divided by the charge passed, are the rate still missing, and
+_RATE_GAIN of that goes into the rate (from the _RATE_FROM_EDGES-th edge on: the first
+edges correct the prior, not a drift). The rate stays within +-_RATE_MAX. The R0 scale
+needs none: its edges are ten times as precise, so its random walk's gain keeps up.
 """
 
 import math
@@ -79,15 +80,16 @@ NOISE_W = 0.05
 SCALE_MIN = 0.1
 SCALE_MAX = 20.0
 # Drift rates of the scales (see the module docstring): scale per 1C-hour of charge passed.
-RATE_GAIN = 0.05
-RATE_SPAN = 1.0
-RATE_FROM_EDGES = 8
-RATE_MAX = 0.05
+# Private consts: inlined, so they cost the board's heap nothing (the twin reads them too).
+_RATE_GAIN = const(0.05)
+_RATE_SPAN = const(1.0)
+_RATE_FROM_EDGES = const(8)
+_RATE_MAX = const(0.05)
 # The estimator's floats, Resistance.v[...]: the scales s (R0) and r (rc[0]), their
 # covariance, the pooled noise (V^2), the hold time (s), the held current level (A), the
 # reference voltage (V), the edge's di (A), the window's time (s), its normal equations,
-# the drift rates of s and r (per 1C-hour), the charge passed (1C-hours) and the
-# corrections of s and r summed since the rates last learned.
+# the drift rate of r (per 1C-hour), the charge passed (1C-hours) and the corrections of
+# r summed since the rate last learned.
 # An array, not attributes: a float attribute is a boxed float that lives until the next
 # sample, and tens of those scattered over the heap leave no hole for a reply (the board's
 # STATUS failed so); an array keeps them in one block.
@@ -109,12 +111,10 @@ _B0 = const(17)
 _B1 = const(18)
 _B2 = const(19)
 _YY = const(20)
-_DS = const(21)
-_DR = const(22)
-_U = const(23)
-_CS = const(24)
-_CR = const(25)
-_NV = const(26)
+_DR = const(21)
+_U = const(22)
+_CR = const(23)
+_NV = const(24)
 
 
 class Resistance:
@@ -167,7 +167,6 @@ class Resistance:
             v[PSS] += self.q_ohm * dt
             v[PRR] += self.q_res * dt
             du = abs(i) * dt / (3600.0 * self.one_c)
-            v[S] = min(max(v[S] + v[_DS] * du, SCALE_MIN), SCALE_MAX)
             v[R] = min(max(v[R] + v[_DR] * du, SCALE_MIN), SCALE_MAX)
             v[_U] += du
         level = v[_LEVEL]
@@ -288,26 +287,19 @@ class Resistance:
         k01 = pss * i01 + psr * i11
         k10 = psr * i00 + prr * i01
         k11 = psr * i01 + prr * i11
-        cs = k00 * es + k01 * er
         cr = k10 * es + k11 * er
-        v[S] = min(max(v[S] + cs, SCALE_MIN), SCALE_MAX)
+        v[S] = min(max(v[S] + k00 * es + k01 * er, SCALE_MIN), SCALE_MAX)
         v[R] = min(max(v[R] + cr, SCALE_MIN), SCALE_MAX)
         # P <- (I - K) P
         v[PSS] = pss - (k00 * pss + k01 * psr)
         v[PSR] = psr - (k00 * psr + k01 * prr)
         v[PRR] = prr - (k10 * psr + k11 * prr)
-        self._learn_rates(cs, cr)
-
-    def _learn_rates(self, cs, cr):
-        """Fold an edge's corrections cs, cr of the scales into their drift rates."""
-        v = self.v
-        if self.edges < RATE_FROM_EDGES:
+        # the drift rate learns from the corrections (see the module docstring)
+        if self.edges < _RATE_FROM_EDGES:
             v[_U] = 0.0  # the charge before counts for no rate
             return
-        v[_CS] += cs
         v[_CR] += cr
         u = v[_U]
-        if u >= RATE_SPAN:
-            v[_DS] = min(max(v[_DS] + RATE_GAIN * v[_CS] / u, -RATE_MAX), RATE_MAX)
-            v[_DR] = min(max(v[_DR] + RATE_GAIN * v[_CR] / u, -RATE_MAX), RATE_MAX)
-            v[_CS] = v[_CR] = v[_U] = 0.0
+        if u >= _RATE_SPAN:
+            v[_DR] = min(max(v[_DR] + _RATE_GAIN * v[_CR] / u, -_RATE_MAX), _RATE_MAX)
+            v[_CR] = v[_U] = 0.0

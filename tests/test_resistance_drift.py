@@ -66,7 +66,7 @@ def test_the_rates_remove_the_lag_behind_a_ramp():
         samples = ramp_edges(seed=seed)
         late = slice(len(samples) // 2, None)  # after 20 cycles: the rates have learnt
         _, with_rates = firmware_run(samples)
-        _, walk_only = firmware_run(samples, RATE_GAIN=0.0)
+        _, walk_only = firmware_run(samples, _RATE_GAIN=0.0)
         lag_walk.append(np.mean(walk_only[late, 1] / walk_only[late, 2] - 1))
         lag_rates.append(np.mean(with_rates[late, 1] / with_rates[late, 2] - 1))
         worst = max(worst, np.max(np.abs(with_rates[late, 1] / with_rates[late, 2] - 1)))

@@ -65,14 +65,14 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v", "one_c")
 RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "EDGE_C",
                  "HOLD_FRAC", "HOLD_NOISE", "HOLD_C", "GATE2", "NOISE_W", "SCALE_MIN",
-                 "SCALE_MAX", "RATE_GAIN", "RATE_SPAN", "RATE_FROM_EDGES", "RATE_MAX")
+                 "SCALE_MAX", "_RATE_GAIN", "_RATE_SPAN", "_RATE_FROM_EDGES", "_RATE_MAX")
 (E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V, E_ONE_C,
  E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_EDGE_C, E_HOLD_FRAC,
  E_HOLD_NOISE, E_HOLD_C, E_GATE2, E_NOISE_W, E_SCALE_MIN, E_SCALE_MAX,
  E_RATE_GAIN, E_RATE_SPAN, E_RATE_FROM_EDGES, E_RATE_MAX,
  E_S, E_RS, E_PSS, E_PRR, E_PSR, E_NOISE2, E_EDGES, E_HELD, E_I_LAST, E_Y_REF, E_OPEN,
  E_FIRST, E_DI, E_T, E_M, E_N00, E_N01, E_N02, E_N11, E_N12, E_N22, E_B0, E_B1, E_B2, E_YY,
- E_DS, E_DR, E_U, E_CS, E_CR, E_NE) = range(54)
+ E_DR, E_U, E_CR, E_NE) = range(52)
 
 
 def pack_res(rs, firmware, dtype):
@@ -94,7 +94,7 @@ def res_reset(e):
     e[E_NOISE2] = e[E_SIGMA_V] * e[E_SIGMA_V]
     e[E_EDGES], e[E_HELD], e[E_I_LAST], e[E_Y_REF] = R(0), R(0), R(0), R(0)
     e[E_OPEN], e[E_FIRST] = R(0), R(1)
-    e[E_DS:E_CR + 1] = R(0)
+    e[E_DR:E_CR + 1] = R(0)
 
 
 @njit(**JIT)
@@ -106,7 +106,6 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0):
         e[E_PSS] += e[E_Q_OHM] * dt
         e[E_PRR] += e[E_Q_RES] * dt
         du = abs(i) * dt / (R(3600) * e[E_ONE_C])
-        e[E_S] = min(max(e[E_S] + e[E_DS] * du, e[E_SCALE_MIN]), e[E_SCALE_MAX])
         e[E_RS] = min(max(e[E_RS] + e[E_DR] * du, e[E_SCALE_MIN]), e[E_SCALE_MAX])
         e[E_U] += du
     di = i - e[E_I_LAST]
@@ -231,30 +230,27 @@ def res_fold(e, ms, mr, css, crr, csr):
     k01 = pss * i01 + psr * i11
     k10 = psr * i00 + prr * i01
     k11 = psr * i01 + prr * i11
-    cs = k00 * es + k01 * er
     cr = k10 * es + k11 * er
-    e[E_S] = min(max(e[E_S] + cs, e[E_SCALE_MIN]), e[E_SCALE_MAX])
+    e[E_S] = min(max(e[E_S] + k00 * es + k01 * er, e[E_SCALE_MIN]), e[E_SCALE_MAX])
     e[E_RS] = min(max(e[E_RS] + cr, e[E_SCALE_MIN]), e[E_SCALE_MAX])
     e[E_PSS] = pss - (k00 * pss + k01 * psr)
     e[E_PSR] = psr - (k00 * psr + k01 * prr)
     e[E_PRR] = prr - (k10 * psr + k11 * prr)
-    res_learn_rates(e, cs, cr)
+    res_learn_rate(e, cr)
 
 
 @njit(**JIT)
-def res_learn_rates(e, cs, cr):
-    """Resistance._learn_rates: an edge's corrections into the scales' drift rates."""
+def res_learn_rate(e, cr):
+    """The end of Resistance._fold: an edge's correction of r into its drift rate."""
     R = e.dtype.type
     if e[E_EDGES] < e[E_RATE_FROM_EDGES]:
         e[E_U] = R(0)
         return
-    e[E_CS] += cs
     e[E_CR] += cr
     u = e[E_U]
     if u >= e[E_RATE_SPAN]:
-        e[E_DS] = min(max(e[E_DS] + e[E_RATE_GAIN] * e[E_CS] / u, -e[E_RATE_MAX]), e[E_RATE_MAX])
         e[E_DR] = min(max(e[E_DR] + e[E_RATE_GAIN] * e[E_CR] / u, -e[E_RATE_MAX]), e[E_RATE_MAX])
-        e[E_CS], e[E_CR], e[E_U] = R(0), R(0), R(0)
+        e[E_CR], e[E_U] = R(0), R(0)
 
 
 def pack(ekf, firmware, soc0, dtype):
