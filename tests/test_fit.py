@@ -676,6 +676,24 @@ def biologic_estimate(tmp_path_factory):
     return (out["SOC / 1"].to_numpy() - z)[late], out["SOC Std / 1"].to_numpy()[late]
 
 
+def test_tester_records_hold_their_current_until_the_next():
+    """A tester log (a record at each step change, sparse records in a rest) put into the
+    board's convention (each sample's current over the interval before it) counts the
+    charge a tester counts (each record's current over the interval after it), keeps every
+    real record, and puts the step's edge at the record that opens the new step."""
+    from cellbench.estimate import EDGE_S, tester_edges
+    t = np.array([0.0, 22.756, 22.8, 23.7, 23.74, 83.0, 90.0])
+    i = np.array([0.0, 2.5, 2.5, 2.5, 0.0, 0.35, 0.35])
+    v = np.linspace(3.8, 4.1, t.size)
+    steps = np.array([1, 2, 2, 2, 3, 4, 4])
+    t2, i2, v2, real = tester_edges(t, i, v, steps)
+    assert np.array_equal(t2[real], t) and np.array_equal(i2[real], i) and np.array_equal(v2[real], v)
+    tester_As = float(np.sum(i[:-1] * np.diff(t)))
+    board_As = float(np.sum(i2[1:] * np.diff(t2)))
+    assert abs(board_As - tester_As) < 3 * 2.5 * EDGE_S
+    assert np.all(np.diff(t2) > 0)
+
+
 def test_real_biologic_estimate_follows_the_count(biologic_estimate):
     """From the first (rested) voltage, through a charge the fit never saw (it fits from
     the discharge on) and the discharge: within 3 % RMS of the count. The rested first

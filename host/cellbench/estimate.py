@@ -242,5 +242,5 @@ def read_log_columns(path) -> dict:
     cols = read_log(path)
     out = {name: cols[name] for name in ("Test Time / s", "Current / A", "Voltage / V")}
     if "imported_from" in read_sidecar(path):
-        out["tester_steps"] = cols["Step Count / 1"] if "Step Count / 1" in cols else True
+        out["tester_steps"] = cols.get("Step Count / 1", True)
     return out
