@@ -55,11 +55,10 @@ SOC_MARGIN = 0.005
 # the entry goes, so this list can only shrink.
 LIVE_MISSES = {}
 # Misses at the edge of their bound (non-strict: measured on one run). None: the board runs
-# in lockstep (sim.start_board lockstep=True), so each run repeats bit for bit and its
-# numbers are the same every time; on 2026-12-04 with the drift rates of
-# firmware/resistance.py: LTO/Li capacity 1.5 %, R_ct 9.2 % (the random walk alone, the
-# same deterministic run: see the report), SoC RMSE 0.83 % vs 0.57 % known-capacity;
-# Gr/Li capacity 0.2 %, R_ct 2.9 %, SoC RMSE 0.05 % vs 0.10 %.
+# in lockstep (sim.start_board lockstep=True), so a run repeats bit for bit. Measured
+# 2026-12-04, block cycles 10-100: LTO/Li capacity 1.4 %, R_ct 8.9 % (mean -3.9 %; 12.4 %,
+# mean -7.3 %, with the random walk alone: it lagged the ramp), SoC RMSE 0.78 % vs 0.57 %
+# known-capacity; Gr/Li capacity 0.2 %, R_ct 2.9 %, SoC RMSE 0.05 % vs 0.10 %.
 LIVE_EDGE_MISSES = {}
 
 
