@@ -648,10 +648,6 @@ def test_real_maccor_characterisation(maccor):
     assert np.sqrt(np.mean(err ** 2)) < 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: 92 % inside; near the top of the first charge the "
-                                       "estimate and the count part by 0.7 % while the filter claims a "
-                                       "std of 0.12 % (the model has seen only C/7 sweeps: its held-out "
-                                       "error there is the sweeps' own, 2 mV)")
 def test_real_maccor_estimate_band_holds_95_percent(maccor):
     """Issue 9's band target on the real Maccor log: the counted SoC inside the estimate's
     +-3 sigma at least 95 % of the time after the first hour."""

@@ -99,7 +99,8 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     noise = error.voltage_noise_V(logs)
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
                               noise, "blocks between long rests, 3 folds",
-                              _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"]))
+                              _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"]),
+                              _unswept_floor_V(chosen["fit"]))
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
@@ -208,6 +209,13 @@ def _usable(params: dict, grid, r0_edges_ohm: float) -> dict:
     params["rc"] = [{"r_ohm": _on_grid(p["r_ohm"], grid), "tau_s": p["tau_s"]} for p in kept]
     params["bv"] = bv
     return params
+
+
+def _unswept_floor_V(fit) -> float:
+    """The blocks' held-out RMS (V) when no low-rate sweep was held out, else 0 (fit.error)."""
+    if np.isfinite(fit.sweep_rmse_V) or not np.isfinite(fit.block_rmse_V):
+        return 0.0
+    return float(fit.block_rmse_V)
 
 
 def _r0_typical(params: dict) -> float:

@@ -15,7 +15,11 @@ as the whole polarisation it predicts (the other branch lies across the OCV). Th
 has no sign, so when the rows under current all go one way, sigma under current is at
 least that polarisation, C-rate x capacity x the model's steady resistance (R0 plus the
 RC pairs'): the band stays honest on the branch never seen, at the cost of a wider one on
-the branch seen.
+the branch seen. When no low-rate full sweep could be held out (the OCV needed them all),
+no residual tests a sweep as a whole: a sweep's offset in SoC (a first charge after a long
+rest, an efficiency that differs from cycle to cycle) hides in the fit's own SoC, and the
+per-knot residuals of the sweeps' C-rate claim a fraction of a millivolt. Under current
+sigma then claims no less than the blocks' overall held-out RMS (``floor_V``).
 Units: V, C-rate = |i| / (capacity_Ah * 1/h).
 """
 
@@ -47,10 +51,12 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
-          capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0) -> dict:
+          capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0,
+          floor_V: float = 0.0) -> dict:
     """The model_error section (models/model.schema.json) from per-row held-out residuals;
     ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
-    the rows' currents go one way only (module docstring)."""
+    the rows' currents go one way only; ``floor_V``: the least sigma under current when no
+    sweep was held out (0: none) (module docstring)."""
     c = np.abs(i_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
@@ -65,6 +71,7 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     seen_c = C_KNOTS[np.any(weight >= MIN_WEIGHT, axis=0)]
     top_c = float(seen_c.max()) if seen_c.size else 0.0
     sigma = _fill(sigma, top_c)
+    sigma[:, C_KNOTS > 0] = np.maximum(sigma[:, C_KNOTS > 0], floor_V)
     one_way = _one_direction(z[ok], i_A[ok], capacity_Ah)
     if one_way and steady_ohm > 0:
         sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * steady_ohm)
@@ -74,7 +81,9 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
                        f"{noise_V * 1e3:.2f} mV noise; C-rates above {top_c:g}C not seen: "
                        "scaled with C-rate"
                        + (f"; one current direction only ({one_way}): under current at least "
-                          f"C-rate x capacity x {steady_ohm:.4g} ohm" if one_way and steady_ohm > 0 else ""))}
+                          f"C-rate x capacity x {steady_ohm:.4g} ohm" if one_way and steady_ohm > 0 else "")
+                       + (f"; no sweep held out: under current at least the blocks' "
+                          f"{floor_V * 1e3:.2f} mV" if floor_V > 0 else ""))}
 
 
 def _one_direction(z: np.ndarray, i_A: np.ndarray, capacity_Ah: float) -> str:
