@@ -110,9 +110,10 @@ def tester_edges(t_s, i_A, v_V, steps=None):
 
     The board records current as held over the interval BEFORE each sample (what the
     filter's step() integrates). A tester writes a record at each step change and holds a
-    record's current until the next one (galvani, NewareNDA, cellpy and BEEP all count
-    charge that way): the record opening a step ends an interval, often tens of seconds
-    long, that carried the previous step's current. Read in the board's convention, a
+    record's current until the next one, as the tester's own charge counter shows (the
+    BioLogic log of tests/data/realdata: its '(Q-Qo)/mA.h' grows by 1.4 uAh, not the 16 mAh
+    of 23 s at 2.5 A, up to the pulse's first record): the record opening a step ends an
+    interval, often tens of seconds long, that carried the previous step's current. Read in the board's convention, a
     1 s pulse's first record would count as the whole rest before it. So before each
     record whose step number (``steps``; without it: whose current, by more than 1 % of the
     log's largest) changed over an interval longer than 2 EDGE_S, a virtual sample EDGE_S
