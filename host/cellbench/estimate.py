@@ -113,8 +113,9 @@ def tester_edges(t_s, i_A, v_V, steps=None):
     record's current until the next one, as the tester's own charge counter shows (the
     BioLogic log of tests/data/realdata: its '(Q-Qo)/mA.h' grows by 1.4 uAh, not the 16 mAh
     of 23 s at 2.5 A, up to the pulse's first record): the record opening a step ends an
-    interval, often tens of seconds long, that carried the previous step's current. Read in the board's convention, a
-    1 s pulse's first record would count as the whole rest before it. So before each
+    interval, often tens of seconds long, that carried the previous step's current. Read
+    in the board's convention, a 1 s pulse's first record would count as the whole rest
+    before it. So before each
     record whose step number (``steps``; without it: whose current, by more than 1 % of the
     log's largest) changed over an interval longer than 2 EDGE_S, a virtual sample EDGE_S
     earlier carries the previous record's current and voltage (the voltage the tester last
