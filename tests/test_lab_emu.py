@@ -67,7 +67,10 @@ class PtySerial:
                 continue
             except EOFError:
                 return
-            os.write(self.master, data)
+            try:
+                os.write(self.master, data)
+            except OSError:  # closed by close(): the test is over
+                return
 
     def _to_board(self):
         while self.running:

@@ -226,28 +226,23 @@ async def history(request):
 async def events(request):
     """Server-sent events: every hub message, or those of ``?channel=<id>``."""
     lab = request.app["lab"]
-    only = request.query.get("channel")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    queue = lab.hub.subscribe()
+    sub = lab.hub.subscribe(request.query.get("channel"))
     try:
         await resp.write(b"retry: 1000\n\n")
         while True:
             try:
-                first = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                first = await asyncio.wait_for(sub.get(), KEEPALIVE_S)
             except asyncio.TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
-            batch = [first] + [queue.get_nowait() for _ in range(queue.qsize())]
-            out = b"".join(f"data: {text}\n\n".encode() for cid, text in batch
-                           if only is None or cid == only)
-            if out:
-                await resp.write(out)
+            await resp.write(b"".join(f"data: {text}\n\n".encode() for text in [first] + sub.drain()))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        lab.hub.unsubscribe(queue)
+        lab.hub.unsubscribe(sub)
     return resp
 
 

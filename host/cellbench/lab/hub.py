@@ -1,10 +1,12 @@
 """Live updates from the channels' threads to the page's server-sent event streams.
 
 A channel thread calls :meth:`Hub.publish` with a JSON-able message; every subscriber
-(one per open page, an asyncio queue on the server's loop) gets it as
-(channel id, JSON text). A subscriber
-that does not keep up (MAX_QUEUED messages waiting) loses messages rather than holding
-the channels back; its page re-reads the state when it notices (``seq`` jumps).
+(one per open page, an asyncio queue on the server's loop) whose channel filter matches
+gets it as JSON text. A subscriber that does not keep up (MAX_QUEUED messages waiting)
+is never allowed to hold the channels back: its backlog is dropped and replaced by one
+``{"type": "resync"}`` message, on which the page re-reads everything from the API.
+A page therefore never shows a state older than the newest one published, even when
+messages were dropped (a paused job must not stay "running" on the page).
 """
 
 import asyncio
@@ -12,6 +14,37 @@ import itertools
 import json
 
 MAX_QUEUED = 4096
+RESYNC = json.dumps({"type": "resync"})
+
+
+class Subscriber:
+    """One page's stream: an asyncio queue of JSON texts, and the channel it follows
+    (None: every channel)."""
+
+    def __init__(self, channel=None):
+        self.channel = channel
+        self.queue = asyncio.Queue()
+        self.resyncs = 0   # how many times its backlog was dropped
+
+    def offer(self, channel, text):
+        """Queue ``text`` (of ``channel``) if this subscriber follows it; on overflow drop
+        the backlog for a single resync message (on the server's loop only)."""
+        if self.channel is not None and channel != self.channel:
+            return
+        if self.queue.qsize() >= MAX_QUEUED:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC)
+            self.resyncs += 1
+        self.queue.put_nowait(text)
+
+    async def get(self):
+        """The next text, waiting for one."""
+        return await self.queue.get()
+
+    def drain(self):
+        """Every text waiting now (no wait)."""
+        return [self.queue.get_nowait() for _ in range(self.queue.qsize())]
 
 
 class Hub:
@@ -35,14 +68,14 @@ class Hub:
             pass
 
     def _fanout(self, channel, text):
-        for queue in list(self._subscribers):
-            if queue.qsize() < MAX_QUEUED:
-                queue.put_nowait((channel, text))
+        for sub in list(self._subscribers):
+            sub.offer(channel, text)
 
-    def subscribe(self):
-        queue = asyncio.Queue()
-        self._subscribers.add(queue)
-        return queue
+    def subscribe(self, channel=None):
+        """A new :class:`Subscriber` following ``channel`` (None: all); on the loop."""
+        sub = Subscriber(channel)
+        self._subscribers.add(sub)
+        return sub
 
-    def unsubscribe(self, queue):
-        self._subscribers.discard(queue)
+    def unsubscribe(self, sub):
+        self._subscribers.discard(sub)

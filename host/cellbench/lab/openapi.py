@@ -139,7 +139,8 @@ def spec(version):
             "/api/history": {"get": _op("the lab's events, newest first (?channel=, ?limit=)",
                                         _reply({"type": "array"}))},
             "/api/events": {"get": {"summary": "server-sent events: JSON objects with type "
-                                    "state | cycle | event (?channel=<id> for one channel)",
+                                    "state | cycle | event | resync (?channel=<id> for one channel; "
+                                    "resync: messages were dropped, re-read the state)",
                                     "responses": {"200": {"description": "event stream",
                                                           "content": {"text/event-stream": {}}}}}},
         },

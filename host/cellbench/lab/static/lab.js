@@ -102,16 +102,21 @@ const lab = (() => {
       a.className = "card " + cardClass(ch);
       a.innerHTML = cardBody(ch);
     }
+    // A reload's answer may be older than a state pushed while it was on its way: a card
+    // that got one meanwhile keeps it (every change is pushed, so the newest push wins).
+    const pushed = {};
     async function reload() {
+      const seen = Object.assign({}, pushed);
       const chans = await api("GET", "/api/channels");
-      chans.forEach(show);
+      chans.forEach((ch) => { if (pushed[ch.id] === seen[ch.id]) show(ch); });
       const faults = chans.filter((c) => cardClass(c) === "fault").length;
       document.getElementById("summary").textContent = `${chans.length} channels, ${chans.filter((c) => c.job && c.job.state === "running").length} running, ${faults} faulted`;
       document.body.dataset.loaded = String(chans.length);
     }
     const list = document.getElementById("events");
     (await api("GET", "/api/history?limit=30")).reverse().forEach((e) => renderEvent(list, e));
-    stream("", { open: reload, state: (m) => show(m.state), event: (m) => renderEvent(list, m.event) });
+    const push = (m) => { pushed[m.state.id] = (pushed[m.state.id] || 0) + 1; show(m.state); };
+    stream("", { open: reload, resync: reload, state: push, event: (m) => renderEvent(list, m.event) });
     await reload();
   }
 
@@ -196,9 +201,13 @@ const lab = (() => {
       document.getElementById("stop").disabled = !(running || waiting);
       document.getElementById("release").disabled = !st.held;
     }
+    let pushed = 0;  // states pushed so far: as on the grid, a reload never shows an older one
     async function reload() {
-      state = await api("GET", `/api/channels/${encodeURIComponent(cid)}`);
-      showState(state); showJobs(state.jobs);
+      const seen = pushed;
+      const fresh = await api("GET", `/api/channels/${encodeURIComponent(cid)}`);
+      if (pushed === seen) showState(fresh);
+      state = pushed === seen ? fresh : Object.assign(fresh, state, { jobs: fresh.jobs });
+      showJobs(state.jobs);
       await loadSeries();
     }
     async function act(path) {
@@ -231,8 +240,10 @@ const lab = (() => {
     (await api("GET", `/api/history?channel=${encodeURIComponent(cid)}&limit=50`)).reverse().forEach((e) => renderEvent(list, e));
     stream("?channel=" + encodeURIComponent(cid), {
       open: reload,
+      resync: reload,
       state: async (m) => {
         const st = m.state;
+        pushed++;
         state = Object.assign(state || {}, st);
         showState(st);
         const l = st.live;
