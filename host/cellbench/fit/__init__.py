@@ -97,10 +97,12 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
         assumptions.append("R0 from the current-step edges (the fit found no series resistance)")
     assumptions += _structure_assumptions(params, chosen["spec"], both)
     noise = error.voltage_noise_V(logs)
+    steady_ohm = _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"])
+    fast = both and ref["rate_C"] > capacity.MAX_RATE_C      # the OCV from a fast cycle's branches
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
-                              noise, "blocks between long rests, 3 folds",
-                              _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"]),
-                              _unswept_floor_V(chosen["fit"]))
+                              noise, "blocks between long rests, 3 folds", steady_ohm,
+                              _unswept_floor_V(chosen["fit"]),
+                              error.ocv_doubt_V(curve, steady_ohm) if fast else None)
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
@@ -274,8 +276,8 @@ def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
             "fit_rmse_V": chosen["fit"].train_rmse_V,
             "held_out_rmse_V": chosen["held_out_rmse_V"],
             "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-            "method": ("cellbench fit: capacity from low-rate full sweeps at "
-                       f"C/{1 / ref['rate_C']:.0f}; OCV {curve['method']}, isotonic; R0 from "
+            "method": (f"cellbench fit: capacity from {capacity.describe_rate(ref['rate_C'])}; "
+                       f"OCV {curve['method']}, isotonic; R0 from "
                        "current-step edges, RC from relaxations as seeds; structure and parameters "
                        "by NNLS (tau/gamma/i0 grids) chosen by held-out error, scored on 5-95 % SoC"),
             "rmse_soc_range": list(refine.SOC_RANGE),

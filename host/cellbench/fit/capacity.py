@@ -14,8 +14,9 @@ from ..errors import InputError
 from .data import SECONDS_PER_HOUR, Log, Sweep
 
 MAX_RATE_C = 0.21         # C/5 (with slack for rounding): what testers' capacity checks use
-NEEDS_CYCLE = ("no low-rate full discharge or charge (a sweep from one window limit to the "
-               "other at C/5 or slower); record one, e.g. run protocols/ocv-c20.json")
+NEEDS_CYCLE = ("no full sweep that measures capacity (a discharge or charge from one window limit "
+               "to the other at C/5 or slower, a full charge and discharge next to each other at any "
+               "rate, or an HPPC traverse between the limits); record one, e.g. run protocols/ocv-c20.json")
 
 
 LARGE_SWEEP = 0.25         # share of the log's largest sweep charge that makes a sweep "large"
@@ -76,8 +77,16 @@ def _from_start(log: Log, k: int) -> bool:
     return before <= START_SHARE * log.sweeps[k].charge_Ah
 
 
-def slow_full_sweeps(logs: list) -> list:
-    """Low-rate sweeps that reach their window limit and start at the other one.
+def _ends_at_its_extreme(log: Log, sweep: Sweep) -> bool:
+    """The sweep's last voltage is its highest (a charge) or lowest (a discharge), within
+    the window tolerance: a current sweep moves the voltage its way to the end; a
+    potential scan (a cyclic voltammogram) turns back while its current keeps its sign."""
+    v = log.v_V[sweep.start:sweep.stop]
+    return sweep.sign * float(v[-1] - (v.max() if sweep.sign > 0 else v.min())) >= -window_tolerance_V(log)
+
+
+def slow_full_sweeps(logs: list, max_rate_C: float = MAX_RATE_C) -> list:
+    """Sweeps at ``max_rate_C`` or slower that reach their window limit and start at the other one.
 
     The start is checked when the sweep before ended at the opposite limit ("after a
     limit"); a sweep that starts with the log (its first rest or first sample) is taken
@@ -88,11 +97,11 @@ def slow_full_sweeps(logs: list) -> list:
     found = []
     for n, log in enumerate(logs):
         for k, sweep in enumerate(log.sweeps):
-            if ends_at(log, sweep) != sweep.sign or rate_C(log, sweep) > MAX_RATE_C:
+            if ends_at(log, sweep) != sweep.sign or rate_C(log, sweep) > max_rate_C:
                 continue
             if k and ends_at(log, log.sweeps[k - 1]) == -sweep.sign:
                 how = "after a limit"
-            elif _from_start(log, k):
+            elif _from_start(log, k) and _ends_at_its_extreme(log, sweep):
                 how = "from the log's start"
             else:
                 continue
@@ -140,6 +149,47 @@ def traverses(logs: list) -> list:
     return out
 
 
+FAST_ASSUMPTION = ("capacity from the slowest full cycle, at {rate:.2g}C (no full sweep at C/5 or "
+                   "slower, no HPPC traverse): the charge beyond its cut-off is not counted, so the "
+                   "capacity is low by about the IR drop there over the OCV's end slope, and SoC 0 and 1 "
+                   "sit at that rate's cut-offs; model_error holds the OCV's doubt at that rate")
+
+
+def describe_rate(rate: float) -> str:
+    """What the capacity came from, for the report and the provenance (``rate`` in C)."""
+    if rate <= MAX_RATE_C:
+        return f"low-rate full sweep(s) at C/{1 / rate:.0f}"
+    return f"the slowest full sweep(s), at {rate:.2g}C (none at C/5 or slower)"
+
+
+MIN_GIVEN_BACK = 0.8       # a full cycle's smaller sweep carries at least this share of the larger
+
+
+def slowest_full_cycle(logs: list) -> list:
+    """The fallback when no log holds a low-rate full sweep or a traverse: the adjacent full
+    charge and discharge (a CC-CV charge counts with its CV tail) with the lowest rate (the
+    larger of the two's), as [first, second]; [] when there is none.
+
+    At a fast rate a sweep can reach a limit through its IR drop alone (a pulse), so only a
+    checked cycle counts: both sweeps start at the opposite limit (none "from the log's
+    start") and the one gives back at least MIN_GIVEN_BACK of the other's charge (a
+    formation cycle loses up to about a fifth; a pulse and its reverse differ many-fold).
+    One cycle, not every cycle at that rate: a cell cycled at a fixed current fades (the
+    IFE example loses 20 % in 40 cycles), and the mean charge of many cycles would not
+    belong to the cycle that defines the OCV and SoC. Dicts as :func:`slow_full_sweeps`.
+    """
+    found = [f for f in slow_full_sweeps(logs, np.inf) if f["how"] == "after a limit"]
+    by_pos = {(f["log"], f["k"]): f for f in found}
+    pairs = []
+    for f in found:
+        prev = by_pos.get((f["log"], f["k"] - 1))
+        if prev and prev["sweep"].sign == -f["sweep"].sign:
+            charges = sorted((prev["sweep"].charge_Ah, f["sweep"].charge_Ah))
+            if charges[0] >= MIN_GIVEN_BACK * charges[1]:
+                pairs.append((max(f["rate_C"], prev["rate_C"]), [prev, f]))
+    return min(pairs, key=lambda p: p[0])[1] if pairs else []
+
+
 def find_reference(logs: list) -> dict:
     """Capacity, coulombic efficiency and the slow sweep(s) that define SoC.
 
@@ -158,6 +208,9 @@ def find_reference(logs: list) -> dict:
         found = sorted(traverses(logs), key=lambda f: -f["sweep"].charge_Ah)[:1]
         extra = [f"capacity from a pulse/step traverse at C/{1 / f['rate_C']:.1f} (charge below its "
                  "last cut-off not counted)" for f in found]
+    if not found:
+        found = slowest_full_cycle(logs)
+        extra = [FAST_ASSUMPTION.format(rate=max(f["rate_C"] for f in found))] if found else []
     if not found:
         names = ", ".join(log.name for log in logs)
         raise InputError(f"capacity: {names}: {NEEDS_CYCLE}")

@@ -52,11 +52,15 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
           capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0,
-          floor_V: float = 0.0) -> dict:
+          floor_V: float = 0.0, ocv_doubt_V=None) -> dict:
     """The model_error section (models/model.schema.json) from per-row held-out residuals;
     ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
     the rows' currents go one way only; ``floor_V``: the least sigma under current when no
-    sweep was held out (0: none) (module docstring)."""
+    sweep was held out (0: none); ``ocv_doubt_V``: per SOC_KNOTS, the least sigma at every
+    C-rate when the OCV came from a fast cycle (:func:`ocv_doubt_V`; None: none). A fast
+    cycle's sweeps also leave unseen how the polarisation splits between R0 and the slow
+    terms, so with ``ocv_doubt_V`` sigma under current is at least the whole polarisation,
+    as when one current direction is seen (module docstring)."""
     c = np.abs(i_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
@@ -72,8 +76,10 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     top_c = float(seen_c.max()) if seen_c.size else 0.0
     sigma = _fill(sigma, top_c)
     sigma[:, C_KNOTS > 0] = np.maximum(sigma[:, C_KNOTS > 0], floor_V)
+    if ocv_doubt_V is not None:
+        sigma = np.maximum(sigma, np.asarray(ocv_doubt_V, dtype=float)[:, None])
     one_way = _one_direction(z[ok], i_A[ok], capacity_Ah)
-    if one_way and steady_ohm > 0:
+    if (one_way or ocv_doubt_V is not None) and steady_ohm > 0:
         sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * steady_ohm)
     return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
             "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
@@ -83,7 +89,21 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
                        + (f"; one current direction only ({one_way}): under current at least "
                           f"C-rate x capacity x {steady_ohm:.4g} ohm" if one_way and steady_ohm > 0 else "")
                        + (f"; no sweep held out: under current at least the blocks' "
-                          f"{floor_V * 1e3:.2f} mV" if floor_V > 0 else ""))}
+                          f"{floor_V * 1e3:.2f} mV" if floor_V > 0 else "")
+                       + ("; OCV from a fast cycle: everywhere at least the branches' half gap less "
+                          f"their IR drop, under current at least C-rate x capacity x {steady_ohm:.4g} ohm"
+                          if ocv_doubt_V is not None else ""))}
+
+
+def ocv_doubt_V(curve: dict, steady_ohm: float) -> np.ndarray:
+    """How far the OCV from a fast cycle may be off (V, per SOC_KNOTS): half the gap between
+    its charge and discharge branches less their IR drop (branch current x ``steady_ohm``,
+    the model's R0 plus its RC resistances). The OCV is taken as the branches' mean; the
+    part of their gap the resistance does not explain (hysteresis, or diffusion that a
+    rest would relax) may sit on either side of it, and fast sweeps cannot tell which."""
+    half_gap = 0.5 * np.abs(np.asarray(curve["charge_V"]) - np.asarray(curve["discharge_V"]))
+    unexplained = np.abs(half_gap - curve["branch_A"] * steady_ohm)
+    return np.interp(SOC_KNOTS, curve["soc"], unexplained)
 
 
 def _one_direction(z: np.ndarray, i_A: np.ndarray, capacity_Ah: float) -> str:
