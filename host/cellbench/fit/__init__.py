@@ -102,7 +102,8 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
                               noise, "blocks between long rests, 3 folds", steady_ohm,
                               _unswept_floor_V(chosen["fit"]),
-                              error.ocv_doubt_V(curve, steady_ohm) if fast else None)
+                              error.ocv_doubt_V(curve, steady_ohm) if fast else None,
+                              _slow_ohm(steady_ohm, r0["r0_ohm"]))
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
@@ -141,7 +142,8 @@ def _traces(logs, ref, curve, r_dc=None):
     """(SoC traces, how each was anchored) of every log."""
     args = (ref["capacity_Ah"], ref["coulombic_efficiency"], curve["soc"], curve["voltage_V"])
     window = capacity.window_V(logs[ref["log"]])
-    out = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == ref["log"], window_V=window)
+    out = [soc.trace(log, *args, r_dc_ohm=r_dc, defining=n == ref["log"], window_V=window,
+                     max_rate_C=capacity.anchor_rate_C(ref["rate_C"], soc.MAX_ANCHOR_RATE_C))
            for n, log in enumerate(logs)]
     return [z for z, _ in out], [how for _, how in out]
 
@@ -218,6 +220,14 @@ def _unswept_floor_V(fit) -> float:
     if np.isfinite(fit.sweep_rmse_V) or not np.isfinite(fit.block_rmse_V):
         return 0.0
     return float(fit.block_rmse_V)
+
+
+def _slow_ohm(steady_ohm: float, r0_edges_ohm: float) -> float:
+    """The part of the model's steady resistance the step edges do not show at once (ohm;
+    all of it when the logs have no usable edge)."""
+    if not np.isfinite(r0_edges_ohm) or r0_edges_ohm <= 0:
+        return steady_ohm
+    return max(steady_ohm - r0_edges_ohm, 0.0)
 
 
 def _r0_typical(params: dict) -> float:

@@ -52,15 +52,16 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
           capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0,
-          floor_V: float = 0.0, ocv_doubt_V=None) -> dict:
+          floor_V: float = 0.0, ocv_doubt_V=None, slow_ohm: float = 0.0) -> dict:
     """The model_error section (models/model.schema.json) from per-row held-out residuals;
     ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
     the rows' currents go one way only; ``floor_V``: the least sigma under current when no
     sweep was held out (0: none); ``ocv_doubt_V``: per SOC_KNOTS, the least sigma at every
-    C-rate when the OCV came from a fast cycle (:func:`ocv_doubt_V`; None: none). A fast
-    cycle's sweeps also leave unseen how the polarisation splits between R0 and the slow
-    terms, so with ``ocv_doubt_V`` sigma under current is at least the whole polarisation,
-    as when one current direction is seen (module docstring)."""
+    C-rate when the OCV came from a fast cycle (:func:`ocv_doubt_V`; None: none);
+    ``slow_ohm``: with it, the steady resistance less the step edges' instant R0 (ohm). A
+    fast cycle's long sweeps show the steady polarisation but not how fast its slow part
+    (``slow_ohm``) builds and relaxes: a pulse profile can find all of it out of place,
+    so sigma under current is at least C-rate x capacity x ``slow_ohm``."""
     c = np.abs(i_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
@@ -78,8 +79,9 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     sigma[:, C_KNOTS > 0] = np.maximum(sigma[:, C_KNOTS > 0], floor_V)
     if ocv_doubt_V is not None:
         sigma = np.maximum(sigma, np.asarray(ocv_doubt_V, dtype=float)[:, None])
+        sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * slow_ohm)
     one_way = _one_direction(z[ok], i_A[ok], capacity_Ah)
-    if (one_way or ocv_doubt_V is not None) and steady_ohm > 0:
+    if one_way and steady_ohm > 0:
         sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * steady_ohm)
     return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
             "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
@@ -91,7 +93,7 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
                        + (f"; no sweep held out: under current at least the blocks' "
                           f"{floor_V * 1e3:.2f} mV" if floor_V > 0 else "")
                        + ("; OCV from a fast cycle: everywhere at least the branches' half gap less "
-                          f"their IR drop, under current at least C-rate x capacity x {steady_ohm:.4g} ohm"
+                          f"their IR drop, under current at least C-rate x capacity x {slow_ohm:.4g} ohm"
                           if ocv_doubt_V is not None else ""))}
 
 

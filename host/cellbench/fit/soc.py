@@ -68,7 +68,8 @@ def _ends_in(log: Log, sweep, window_V) -> int:
     return 0
 
 
-def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=None) -> tuple:
+def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=None,
+                  max_rate_C=MAX_ANCHOR_RATE_C) -> tuple:
     """(sample indices, starting-SoC estimates) from large sweeps cut off at the window limits."""
     at, starts = [], []
     biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
@@ -76,7 +77,7 @@ def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=No
         # Only large sweeps anchor: a pulse cut off by its IR drop is nowhere near the end.
         end = _ends_in(log, sweep, window_V) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
         # A fast sweep's cut-off is far from the limit's SoC (diffusion, not only IR).
-        end = end if rate_C(log, sweep) <= MAX_ANCHOR_RATE_C else 0
+        end = end if rate_C(log, sweep) <= max_rate_C else 0
         if end:
             k = sweep.stop - 1
             at.append(k)
@@ -94,8 +95,8 @@ def _anchored(q: np.ndarray, at: list, starts: list) -> np.ndarray:
 
 
 def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=None,
-          defining: bool = False, window_V=None) -> tuple:
-    """(soc array, how it was anchored) for ``log``.
+          defining: bool = False, window_V=None, max_rate_C=MAX_ANCHOR_RATE_C) -> tuple:
+    """(soc array, how it was anchored) for ``log``; sweeps up to ``max_rate_C`` anchor.
 
     ``defining``: the log holds the low-rate cycle that defines SoC 0 and 1 (its sweep
     ends are the anchors by definition); the others' sweep ends count only at that
@@ -105,7 +106,7 @@ def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=Non
     else by their first voltage.
     """
     q = counted_Ah(log, eta) / capacity_Ah
-    at, sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V)
+    at, sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V, max_rate_C)
     if defining and sweeps:
         return _anchored(q, at, sweeps), f"the window limits of its sweeps ({len(sweeps)} anchors)"
     rests = _rest_starts(log, q, ocv_soc, ocv_V)
