@@ -1,7 +1,7 @@
 """``cellbench fit LOG [LOG ...] --out MODEL.json [--rc 0|1|2] [--[no-]hysteresis] [--report DIR]``.
 
 Fits a cell model (models/ format) to Battery Data Format logs: capacity and OCV from
-low-rate full sweeps, then the structure (RC pairs, hysteresis, SoC tables,
+low-rate full sweeps (else from the slowest full cycle), then the structure (RC pairs, hysteresis, SoC tables,
 Butler-Volmer) and its parameters by held-out error, and the model's own error table
 (see :mod:`cellbench.fit`). The structure options pin a part instead of letting the
 data choose. What the logs lack is assumed at its least and printed; only a parameter

@@ -3,7 +3,8 @@
 Order of work, each part in its own module:
 
 1. :mod:`.capacity`: capacity and coulombic efficiency from low-rate full sweeps (a
-   charge/discharge pair, or one sweep alone with efficiency 1 assumed);
+   charge/discharge pair, or one sweep alone with efficiency 1 assumed; else an HPPC
+   traverse, else the slowest full cycle at any rate);
 2. :mod:`.ocv`: OCV on a uniform SoC grid (slow-branch mean, one branch less its IR
    drop, or rest points), monotonic;
 3. :mod:`.soc`: SoC along every log, anchored at the window limits;

@@ -5,7 +5,9 @@ the sweep before it ended at the other: it moved the cell across the whole windo
 *low-rate* when its charge was passed at C/5 or slower (``rate_C = 1 / active hours``,
 since ``Q = I * T`` means ``I / Q = 1 / T``). Capacity (Ah) is the charge of the low-rate
 full discharges; the coulombic efficiency is discharge over charge of a full cycle,
-because the model applies eta to charge current (docs/design.md).
+because the model applies eta to charge current (docs/design.md). Without a low-rate full
+sweep or an HPPC traverse, the slowest checked full cycle at any rate stands in
+(:func:`slowest_full_cycle`), and the fit says so.
 """
 
 import numpy as np
@@ -152,7 +154,8 @@ def traverses(logs: list) -> list:
 FAST_ASSUMPTION = ("capacity from the slowest full cycle, at {rate:.2g}C (no full sweep at C/5 or "
                    "slower, no HPPC traverse): the charge beyond its cut-off is not counted, so the "
                    "capacity is low by about the IR drop there over the OCV's end slope, and SoC 0 and 1 "
-                   "sit at that rate's cut-offs; model_error holds the OCV's doubt at that rate")
+                   "sit at that rate's cut-offs; model_error widened for the OCV's doubt and the "
+                   "slow polarisation's timing, which fast sweeps cannot show")
 
 
 def describe_rate(rate: float) -> str:
@@ -210,8 +213,9 @@ def find_reference(logs: list) -> dict:
     one low-rate full sweep (a discharge before a charge): efficiency 1 assumed. Capacity
     is the mean charge of the low-rate full discharges (of the full charges when there
     are none). Returns {"capacity_Ah", "coulombic_efficiency", "rate_C", "log",
-    "charge", "discharge" (Sweep or None), "clean", "assumptions"}; InputError naming what
-    to record when no log has a low-rate full sweep.
+    "charge", "discharge" (Sweep or None), "clean", "assumptions"}. Without a low-rate
+    full sweep: an HPPC traverse, else the slowest full cycle at any rate (each said in
+    the assumptions); InputError naming what to record when there is none of them.
     """
     found = slow_full_sweeps(logs)
     extra = []
