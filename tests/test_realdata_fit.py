@@ -3,12 +3,13 @@
 The files are in tests/data/realdata (sources and licences in its SOURCES.txt). Each fitted
 file is checked against what the tester itself recorded, never against the fit's output:
 
-- capacity: the tester's own discharge counter ('Discharging Capacity / Ah' of the
-  imported log, per step) of the log's largest full discharge (one that ends at the
-  log's lowest voltage);
+- capacity: the tester's own counters ('Discharging Capacity / Ah' of the imported log,
+  per step) of the log's full discharges (of its full charges when there is none): a
+  full sweep is a run of steps one way, CC-CV tail included, that ends at the log's
+  limit;
 - SoC truth: the tester's current counted from the nearest earlier cut-off (0 at the end
-  of a full discharge, 1 at the end of a full charge, CC-CV tail included): SoC as the
-  tester's own limits define it at that rate;
+  of a full discharge, 1 at the end of a full charge): SoC as the tester's own limits
+  define it;
 - replay: the model run open loop on the tester's current from the first cut-off; its
   RMS over 5-95 % of that SoC must not exceed the error the model states for those
   samples (model_error: the model knows its own error);
@@ -18,9 +19,10 @@ file is checked against what the tester itself recorded, never against the fit's
 Files fit must refuse: exit 2 and one line naming the missing piece (a full sweep that
 measures capacity) and a protocol that records it.
 
-Only logs with fast full cycles are fitted here (fit's fallback, capacity from the
-slowest full cycle); the low-rate BioLogic and Maccor files are checked in test_fit.py.
-Each file takes a few seconds (import, a fit of 24 structures, one filter pass).
+Two files have only fast full cycles (fit's fallback: capacity from the slowest full
+cycle); the others hold a low-rate sweep. What a file still misses is a strict xfail
+with the measured miss (MISSES). Each file takes a few seconds (import, a fit of 24
+structures, one filter pass).
 """
 
 import json
@@ -37,10 +39,34 @@ from cellbench.paths import PROTOCOLS
 REALDATA = Path(__file__).parent / "data" / "realdata"
 LATE_S = 3600.0        # the filter starts from the first voltage: judged after the first hour
 
-# file -> the rate its slowest full cycle ran at (C, the assumption fit must state)
-FAST_CYCLES = {
-    "neware_TESTCELL0001-B2.ndax": "0.53C",                  # C/2 CC-CV charge, then 1C cycles
+# file -> the rate of the slowest full cycle fit must say it took capacity from (fit's
+# fallback), or None for a log with a low-rate full sweep
+FITTED = {
+    "neware_TESTCELL0001-B2.ndax": "0.53C",                      # C/2 CC-CV charge, then 1C cycles
     "cellpy_nw_regular_export_ife_example_3cycles.csv": "1.4C",  # 3 cycles at 1.4C
+    "beep_biologic_MB_CE1_1800rows.csv": None,                   # CC-CV charge, C/6.5 discharge
+    "beep_maccor_PreDiag_000229_truncated.034": None,            # C/7 cycle
+    "beep_nova_Form-CH01-01_1200rows.csv": None,                 # a formation CC-CV charge
+    "cellpy_arbin_20160805_test001_45_cc_01.res": None,          # 17 slow cycles
+    "cellpy_batmo_bdf_3000rows.csv": None,                       # cycles and partial steps
+}
+# (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
+MISSES = {
+    ("capacity", "beep_nova_Form-CH01-01_1200rows.csv"):
+        "0.747 against the Nova's 0.728 mAh: each record's current counted over the 57 s after "
+        "it, a decaying CV current over-counts by 3 % (data.load)",
+    ("replay", "beep_nova_Form-CH01-01_1200rows.csv"):
+        "10.3 mV RMS against 7.7 mV stated, on the SoC the capacity above skews",
+    ("estimate", "beep_nova_Form-CH01-01_1200rows.csv"):
+        "SoC 4.6 % off the count, 0 % inside 3 sigma: the capacity above, and a band of 0.3 %",
+    ("replay", "cellpy_arbin_20160805_test001_45_cc_01.res"):
+        "639 mV RMS against 290 mV stated",
+    ("estimate", "cellpy_arbin_20160805_test001_45_cc_01.res"):
+        "SoC 9.8 % RMS off the count, 20 % inside 3 sigma",
+    ("replay", "cellpy_batmo_bdf_3000rows.csv"):
+        "74 mV RMS against 49 mV stated",
+    ("estimate", "cellpy_batmo_bdf_3000rows.csv"):
+        "SoC 8.6 % RMS off the count, 44 % inside 3 sigma",
 }
 # file -> what it holds instead of a full sweep
 REFUSED = {
@@ -59,19 +85,42 @@ def _imported(tmp_path, name):
     return out
 
 
-def _cutoffs(log: pd.DataFrame) -> list:
-    """(last sample, SoC there) of every step that ends at the log's lowest voltage while
-    discharging (0) or at its highest while charging (1), within 1 % of the log's span."""
-    v, i = log["Voltage / V"].to_numpy(float), log["Current / A"].to_numpy(float)
-    tol = max(0.005, 0.01 * float(np.ptp(v)))
-    out = []
+def _sweeps(log: pd.DataFrame) -> list:
+    """Sample index arrays of the runs of consecutive steps that move charge one way (a
+    CC step and its CV tail are one run; a rest or the other direction ends it)."""
+    i = log["Current / A"].to_numpy(float)
+    runs, sign_before = [], 0
     for idx in log.groupby("Step Count / 1", sort=False).indices.values():
+        mean = float(np.mean(i[idx]))
+        sign = 0 if abs(mean) <= 0.01 * float(np.max(np.abs(i))) else int(np.sign(mean))
+        if sign and sign == sign_before:
+            runs[-1] = np.concatenate((runs[-1], idx))
+        elif sign:
+            runs.append(np.asarray(idx))
+        sign_before = sign
+    return runs
+
+
+def _cutoffs(log: pd.DataFrame) -> list:
+    """(last sample, SoC there, the run's samples) of every large run of :func:`_sweeps` (a quarter of the
+    largest one's charge or more: not a pulse) that ends at the lowest end voltage of
+    those while discharging (0) or at the highest while charging (1), within 1 % of the
+    log's voltage span."""
+    t, v, i = (log[c].to_numpy(float) for c in ("Test Time / s", "Voltage / V", "Current / A"))
+    tol = max(0.005, 0.01 * float(np.ptp(v)))
+    runs = _sweeps(log)
+    charge = [abs(float(np.sum(i[idx[:-1]] * np.diff(t[idx])))) for idx in runs]
+    large = [idx for idx, q in zip(runs, charge) if q >= 0.25 * max(charge)]
+    low = min(float(v[idx[-1]]) for idx in large)
+    high = max(float(v[idx[-1]]) for idx in large)
+    out = []
+    for idx in large:
         k, sign = int(idx[-1]), np.sign(np.mean(i[idx]))
-        if sign < 0 and v[k] <= v.min() + tol:
-            out.append((k, 0.0))
-        elif sign > 0 and v[k] >= v.max() - tol:
-            out.append((k, 1.0))
-    return sorted(out)
+        if sign < 0 and v[k] <= low + tol:
+            out.append((k, 0.0, idx))
+        elif sign > 0 and v[k] >= high - tol:
+            out.append((k, 1.0, idx))
+    return sorted(out, key=lambda c: c[0])
 
 
 def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
@@ -80,16 +129,16 @@ def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
     t, i = log["Test Time / s"].to_numpy(float), log["Current / A"].to_numpy(float)
     q = np.concatenate(([0.0], np.cumsum(i[:-1] * np.diff(t)))) / 3600.0 / capacity_Ah
     cuts = _cutoffs(log)
-    ends = np.array([k for k, _ in cuts])
-    socs = np.array([z for _, z in cuts])
+    ends = np.array([c[0] for c in cuts])
+    socs = np.array([c[1] for c in cuts])
     n = np.arange(t.size)
     j = np.clip(np.searchsorted(ends + 1, n, side="right") - 1, 0, None)
     return socs[j] + q - q[np.minimum(ends[j] + 1, t.size - 1)]
 
 
-@pytest.fixture(scope="module", params=sorted(FAST_CYCLES))
+@pytest.fixture(scope="module", params=sorted(FITTED))
 def fitted(request, tmp_path_factory):
-    """(name, imported log frame, model dict, estimate frame) of one fast-cycle file."""
+    """(name, imported log frame, model dict, estimate frame) of one characterisation file."""
     tmp_path = tmp_path_factory.mktemp("real")
     name = request.param
     log = _imported(tmp_path, name)
@@ -99,31 +148,50 @@ def fitted(request, tmp_path_factory):
     return name, pd.read_csv(log), json.loads(model_path.read_text()), pd.read_csv(est_path)
 
 
-def test_capacity_is_the_testers_count_of_the_largest_full_discharge(fitted):
+def _known_miss(request, check: str, name: str):
+    reason = MISSES.get((check, name))
+    if reason:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def test_capacity_is_the_testers_count(fitted, request):
+    """Within the tester's counts of the log's full discharges (of its full charges when
+    there is none), and at one of them within 0.5 % (one cycle, or the mean of cycles
+    that agree that closely); after the fallback, the rate it assumed is stated."""
     name, log, model, _ = fitted
-    dch = log.groupby("Step Count / 1")["Discharging Capacity / Ah"].agg(lambda s: s.max() - s.min())
-    full = [k for k, z in _cutoffs(log) if z == 0.0]
-    tester_Ah = max(float(dch[log["Step Count / 1"][k]]) for k in full)
-    assert abs(model["capacity_Ah"] - tester_Ah) / tester_Ah < 0.005
+    _known_miss(request, "capacity", name)
+    cuts = _cutoffs(log)
+    column, end = ("Discharging Capacity / Ah", 0.0) if any(c[1] == 0.0 for c in cuts) else ("Charging Capacity / Ah", 1.0)
+    # per step, so that a counter kept over the test or reset at each step reads the same
+    tester_Ah = np.array([log.iloc[idx].groupby("Step Count / 1")[column].agg(lambda s: s.max() - s.min()).sum()
+                          for _, z, idx in cuts if z == end])
+    cap = model["capacity_Ah"]
+    assert 0.995 * tester_Ah.min() <= cap <= 1.005 * tester_Ah.max()
+    assert np.min(np.abs(cap - tester_Ah) / tester_Ah) < 0.005 or np.ptp(tester_Ah) > 0.01 * cap
     stated = [a for a in model["provenance"]["assumptions"] if a.startswith("capacity from the slowest full cycle")]
-    assert stated and f"at {FAST_CYCLES[name]}" in stated[0]
+    if FITTED[name]:
+        assert stated and f"at {FITTED[name]}" in stated[0]
+    else:
+        assert not stated
 
 
-def test_replay_within_the_error_the_model_states(fitted):
-    _, log, model, _ = fitted
+def test_replay_within_the_error_the_model_states(fitted, request):
+    name, log, model, _ = fitted
+    _known_miss(request, "replay", name)
     t, v, i = (log[c].to_numpy(float) for c in ("Test Time / s", "Voltage / V", "Current / A"))
     z = _counted_soc(log, model["capacity_Ah"])
-    k0, z0 = _cutoffs(log)[0]
-    sim = ecm.simulate(model, t[k0 + 1:], i[k0 + 1:], z0)
+    k0 = min(_cutoffs(log)[0][0], t.size - 200)     # a log that ends at its only cut-off: from the count
+    sim = ecm.simulate(model, t[k0 + 1:], i[k0 + 1:], float(np.clip(z[k0 + 1], 0.0, 1.0)))
     inside = (z[k0 + 1:] >= 0.05) & (z[k0 + 1:] <= 0.95)
     residual = (sim["v_V"] - v[k0 + 1:])[inside]
     stated = ecm.cellmodel.model_error_V(model, z[k0 + 1:][inside], i[k0 + 1:][inside] / model["capacity_Ah"])
-    assert inside.sum() >= 200          # most of each sweep, not a few samples
+    assert inside.sum() >= 100          # most of a sweep, not a few samples
     assert np.sqrt(np.mean(residual ** 2)) < np.sqrt(np.mean(np.asarray(stated) ** 2))
 
 
-def test_estimate_band_holds_the_counted_soc(fitted):
-    _, log, model, est = fitted
+def test_estimate_band_holds_the_counted_soc(fitted, request):
+    name, log, model, est = fitted
+    _known_miss(request, "estimate", name)
     t = log["Test Time / s"].to_numpy(float)
     z = _counted_soc(log, model["capacity_Ah"])
     late = t >= t[0] + LATE_S
