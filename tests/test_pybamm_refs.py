@@ -149,11 +149,8 @@ def test_estimate_and_analyze_read_the_compressed_logs(tmp_path, capsys):
 # Targets this tree does not meet yet (issue 9 stays open), each with the reason. Strict
 # xfail: a change that meets one turns its test red until the entry goes, so the list can
 # only shrink honestly.
-_NMC_2C = "the drive's 2C discharges lie beyond the char-log's 1C pulses: the fitted model is 13-14 mV off there"
 _FLAT = "flat plateau: the voltage cannot tell SoC apart until the steep ends"
 MISSES = {
-    ("voltage", "nmc811-chen2020", "drive"): _NMC_2C,
-    ("voltage", "nmc811-chen2020", "drive-b"): _NMC_2C,
     ("counting", "lfp-prada2013", "drive"): _FLAT + "; counting has the true capacity, the filter a fitted one",
     ("counting", "lfp-prada2013", "drive-b"): _FLAT + "; counting has the true capacity, the filter a fitted one",
 }

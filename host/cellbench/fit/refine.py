@@ -11,7 +11,9 @@ log (:mod:`.filters`). A scalar parameter is one column; an SoC table (``KNOTS``
 resistance is a table is driven by ``i*hat_k(z)``, exactly the model's
 ``dv/dt = -v/tau + i*R(z)/tau``. All coefficients are >= 0 (NNLS). Table knots are tied
 to their neighbours by a small first-difference penalty, so a knot few samples reach
-takes its neighbours' value instead of a wild one.
+takes its neighbours' value instead of a wild one. Where the SoC is only counted (after a
+log's last low-rate sweep), :func:`drift_columns` can take the count's own drift off the
+rows (the structure search decides whether they are used).
 
 Rows: the samples with a usable SoC; long constant stretches are thinned to a stride
 (each kept sample weighted by the stride) so a 500,000-sample log costs about what
@@ -45,6 +47,7 @@ TRANSIENT_SAMPLES = 40                     # samples after each step kept unthin
 TABLE_PENALTY = 0.002                      # first-difference tie, relative to a knot's data weight
 LONG_REST_S = 600.0
 HIGH_SHARE = 0.75                          # rows above this share of the largest |i| test extrapolation
+SLOPE_STEP = 0.01                          # SoC step of the OCV slope's central difference
 
 
 def hat(z, knots, k) -> np.ndarray:
@@ -68,6 +71,7 @@ class Rows:
     y: np.ndarray              # v - OCV(z) per row
     fit: np.ndarray = field(default=None)    # rows inside SOC_RANGE
     slow: np.ndarray = field(default=None)   # rows on the low-rate full sweeps (capacity, OCV)
+    drift: list = field(default_factory=list)   # the count's drift columns (:func:`drift_columns`)
     cache: dict = field(default_factory=dict)
 
     def column(self, fn, key=None) -> np.ndarray:
@@ -138,7 +142,42 @@ def rows(logs, socs, usable, ocv_fn, slow=None) -> Rows:
     out.fit = (out.z >= SOC_RANGE[0]) & (out.z <= SOC_RANGE[1])
     masks = slow or [np.zeros(log.t_s.size, dtype=bool) for log in logs]
     out.slow = np.concatenate([np.asarray(m, dtype=bool)[p] for m, p in zip(masks, picks)])
+    out.drift = drift_columns(out, masks, ocv_fn)
     return out
+
+
+def drift_columns(rows: Rows, slow: list, ocv_fn) -> list:
+    """The count's own error after the last low-rate sweep of each log, as four columns.
+
+    soc.trace anchors the SoC at the sweeps' window limits; after the last one it only
+    counts charge, and a current-sense offset (0.2 % of 1C is 0.2 % SoC an hour) or an
+    efficiency a little off moves it: after 8 h of pulse train, 1 % SoC on the PyBaMM
+    NMC811 cell. The fit then reads ``v - OCV(z)`` off by ``OCV'(z) * dz``, 5-10 mV on a
+    sloped cell, and bends the resistances and time constants to it. Here
+    ``dz = a + b * hours since the sweep`` (a sense offset, and where the count starts)
+    enters the fit as ``OCV'(z) * 1`` and ``OCV'(z) * hours``, each with both signs (the
+    fit is non-negative). These are the log's, not the cell's: the model leaves them out
+    (the filter has its own current-bias state). A log without a sweep gets none (its
+    SoC is anchored as a whole; nothing here separates an offset from the OCV).
+    """
+    z = rows.z
+    slope = (ocv_fn(np.minimum(z + SLOPE_STEP, 1.0)) - ocv_fn(np.maximum(z - SLOPE_STEP, 0.0))) / (
+        np.minimum(z + SLOPE_STEP, 1.0) - np.maximum(z - SLOPE_STEP, 0.0))
+
+    def hours_after(log, z_log, mask):
+        end = np.flatnonzero(mask)
+        if end.size == 0:
+            return np.full(log.t_s.size, np.nan)
+        h = (log.t_s - log.t_s[end[-1]]) / 3600.0
+        return np.where(np.arange(log.t_s.size) > end[-1], h, np.nan)
+
+    hours = np.concatenate([hours_after(log, zl, np.asarray(m, dtype=bool))[p]
+                            for log, zl, m, p in zip(rows.logs, rows.socs, slow, rows.picks)])
+    after = np.isfinite(hours)
+    if not np.any(after & rows.fit):
+        return []
+    level, ramp = slope * after, slope * np.nan_to_num(hours)
+    return [level, -level, ramp, -ramp]
 
 
 # --------------------------------------------------------------------------- columns
@@ -255,34 +294,37 @@ def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit
     for f in range(FOLDS):
         inside = rows.fold == f
         if inside.any():
-            held[inside] = _predict(rows, a, fw, blocks, ~inside, inside)
+            held[inside] = _predict(rows, a, fw, blocks, (gram, rhs), ~inside, inside)
     block = _rms(held, fw)
-    sweep, score = _sweep_rmse(rows, a, fw, blocks), block
+    sweep, score = _sweep_rmse(rows, a, fw, blocks, (gram, rhs)), block
     if np.isfinite(sweep):
         score = float(np.sqrt(0.5 * (block ** 2 + sweep ** 2)))
     top = np.abs(rows.i_A) > HIGH_SHARE * float(np.max(np.abs(rows.i_A)))
     rate = np.nan
     if np.any(top & rows.fit) and np.any(~top & rows.fit):
-        by_rate = _predict(rows, a, fw, blocks, ~top, top)
+        by_rate = _predict(rows, a, fw, blocks, (gram, rhs), ~top, top)
         rate = _rms(by_rate, fw[top])
         held[top] = np.where(np.abs(by_rate) > np.abs(held[top]), by_rate, held[top])
     return Fit(coef, train, score, held, block, rate, sweep)
 
 
-def _sweep_rmse(rows: Rows, a, fw, blocks) -> float:
+def _sweep_rmse(rows: Rows, a, fw, blocks, normal) -> float:
     """RMSE (V) on the low-rate sweeps' rows of the fit on the other rows; nan when either
     side has no current to fit or to predict."""
     moving = np.abs(rows.i_A) > 0
     slow, other = rows.slow & rows.fit, ~rows.slow & rows.fit
     if not (np.any(slow & moving) and np.any(other & moving)):
         return np.nan
-    return _rms(_predict(rows, a, fw, blocks, other, slow), fw[slow])
+    return _rms(_predict(rows, a, fw, blocks, normal, other, slow), fw[slow])
 
 
-def _predict(rows: Rows, a, fw, blocks, train, target) -> np.ndarray:
-    """Residuals on the ``target`` rows of the fit on the ``train`` rows."""
-    g_t = a[train].T @ (a[train] * fw[train, None])
-    x = nnls_gram(g_t + table_penalty(g_t, blocks), a[train].T @ (rows.y[train] * fw[train]))
+def _predict(rows: Rows, a, fw, blocks, normal, train, target) -> np.ndarray:
+    """Residuals on the ``target`` rows of the fit on the ``train`` rows. ``normal``: the
+    Gram matrix and right-hand side of all rows; the rows left out are taken off it (a
+    fold is a third of the rows: a third of the products of building it anew)."""
+    out = ~train & (fw > 0)
+    g_t = normal[0] - a[out].T @ (a[out] * fw[out, None])
+    x = nnls_gram(g_t + table_penalty(g_t, blocks), normal[1] - a[out].T @ (rows.y[out] * fw[out]))
     return a[target] @ x - rows.y[target]
 
 
@@ -295,26 +337,28 @@ def _sse(gram, rhs, yy, x) -> float:
     return float(yy - 2.0 * rhs @ x + x @ gram @ x)
 
 
-def search_taus(rows: Rows, seeds_s: list) -> list:
-    """Time constants (fast to slow) for len(seeds_s) RC pairs with scalar R0 and R:
-    a coarse then a fine grid around the seeds, each candidate one NNLS on the
-    precomputed Gram matrix. Deterministic."""
+def search_taus(rows: Rows, seeds_s: list, extra: list = ()) -> list:
+    """Time constants (fast to slow) for len(seeds_s) RC pairs with scalar R0 and R (and
+    the ``extra`` columns, e.g. :func:`drift_columns`): a coarse then a fine grid around
+    the seeds, each candidate one NNLS on the precomputed Gram matrix. Deterministic."""
     if not seeds_s:
         return []
     fw = rows.w * rows.fit
     yy = float(np.sum(fw * rows.y ** 2))
 
     def best_of(grids):
-        cols = [rows.i_A] + [c for g in grids for t in g for c in rc_columns(rows, t, False)]
+        drift = list(extra)
+        cols = [rows.i_A] + drift + [c for g in grids for t in g for c in rc_columns(rows, t, False)]
         a = np.column_stack(cols)
         gram, rhs = a.T @ (a * fw[:, None]), a.T @ (rows.y * fw)
-        offsets = np.cumsum([1] + [len(g) for g in grids])
+        head = 1 + len(drift)
+        offsets = np.cumsum([head] + [len(g) for g in grids])
         best = (np.inf, None)
         for combo in itertools.product(*[range(len(g)) for g in grids]):
             taus = [g[k] for g, k in zip(grids, combo)]
             if any(b <= a_ for a_, b in zip(taus[:-1], taus[1:])):
                 continue
-            idx = [0] + [off + k for off, k in zip(offsets[:-1], combo)]
+            idx = list(range(head)) + [off + k for off, k in zip(offsets[:-1], combo)]
             x = nnls_gram(gram[np.ix_(idx, idx)], rhs[idx])
             sse = _sse(gram[np.ix_(idx, idx)], rhs[idx], yy, x)
             if sse < best[0]:
