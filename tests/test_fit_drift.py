@@ -1,4 +1,4 @@
-"""The fit's SoC-count drift (cellbench.fit.refine.drift_columns, chosen in structure.search).
+"""The fit's SoC-count drift (cellbench.fit.drift.columns, chosen in structure.search).
 
 After a log's last low-rate sweep the fit only counts charge, and a count that drifts
 moves ``v - OCV(z)`` by ``OCV'(z) * dz`` (on the PyBaMM NMC811 char-log, 1 % SoC: 5-10 mV).

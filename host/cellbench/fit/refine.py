@@ -12,7 +12,7 @@ resistance is a table is driven by ``i*hat_k(z)``, exactly the model's
 ``dv/dt = -v/tau + i*R(z)/tau``. All coefficients are >= 0 (NNLS). Table knots are tied
 to their neighbours by a small first-difference penalty, so a knot few samples reach
 takes its neighbours' value instead of a wild one. Where the SoC is only counted (after a
-log's last low-rate sweep), :func:`drift_columns` can take the count's own drift off the
+log's last low-rate sweep), :func:`.drift.columns` can take the count's own drift off the
 rows (the structure search decides whether they are used).
 
 Rows: the samples with a usable SoC; long constant stretches are thinned to a stride
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-from . import filters
+from . import drift, filters
 
 SOC_RANGE = (0.05, 0.95)
 KNOTS = np.linspace(0.0, 1.0, 11)
@@ -47,7 +47,6 @@ TRANSIENT_SAMPLES = 40                     # samples after each step kept unthin
 TABLE_PENALTY = 0.002                      # first-difference tie, relative to a knot's data weight
 LONG_REST_S = 600.0
 HIGH_SHARE = 0.75                          # rows above this share of the largest |i| test extrapolation
-SLOPE_STEP = 0.01                          # SoC step of the OCV slope's central difference
 
 
 def hat(z, knots, k) -> np.ndarray:
@@ -71,7 +70,7 @@ class Rows:
     y: np.ndarray              # v - OCV(z) per row
     fit: np.ndarray = field(default=None)    # rows inside SOC_RANGE
     slow: np.ndarray = field(default=None)   # rows on the low-rate full sweeps (capacity, OCV)
-    drift: list = field(default_factory=list)   # the count's drift columns (:func:`drift_columns`)
+    drift: list = field(default_factory=list)   # the count's drift columns (:func:`.drift.columns`)
     cache: dict = field(default_factory=dict)
 
     def column(self, fn, key=None) -> np.ndarray:
@@ -142,42 +141,8 @@ def rows(logs, socs, usable, ocv_fn, slow=None) -> Rows:
     out.fit = (out.z >= SOC_RANGE[0]) & (out.z <= SOC_RANGE[1])
     masks = slow or [np.zeros(log.t_s.size, dtype=bool) for log in logs]
     out.slow = np.concatenate([np.asarray(m, dtype=bool)[p] for m, p in zip(masks, picks)])
-    out.drift = drift_columns(out, masks, ocv_fn)
+    out.drift = drift.columns(out, masks, ocv_fn)
     return out
-
-
-def drift_columns(rows: Rows, slow: list, ocv_fn) -> list:
-    """The count's own error after the last low-rate sweep of each log, as four columns.
-
-    soc.trace anchors the SoC at the sweeps' window limits; after the last one it only
-    counts charge, and a current-sense offset (0.2 % of 1C is 0.2 % SoC an hour) or an
-    efficiency a little off moves it: after 8 h of pulse train, 1 % SoC on the PyBaMM
-    NMC811 cell. The fit then reads ``v - OCV(z)`` off by ``OCV'(z) * dz``, 5-10 mV on a
-    sloped cell, and bends the resistances and time constants to it. Here
-    ``dz = a + b * hours since the sweep`` (a sense offset, and where the count starts)
-    enters the fit as ``OCV'(z) * 1`` and ``OCV'(z) * hours``, each with both signs (the
-    fit is non-negative). These are the log's, not the cell's: the model leaves them out
-    (the filter has its own current-bias state). A log without a sweep gets none (its
-    SoC is anchored as a whole; nothing here separates an offset from the OCV).
-    """
-    z = rows.z
-    slope = (ocv_fn(np.minimum(z + SLOPE_STEP, 1.0)) - ocv_fn(np.maximum(z - SLOPE_STEP, 0.0))) / (
-        np.minimum(z + SLOPE_STEP, 1.0) - np.maximum(z - SLOPE_STEP, 0.0))
-
-    def hours_after(log, z_log, mask):
-        end = np.flatnonzero(mask)
-        if end.size == 0:
-            return np.full(log.t_s.size, np.nan)
-        h = (log.t_s - log.t_s[end[-1]]) / 3600.0
-        return np.where(np.arange(log.t_s.size) > end[-1], h, np.nan)
-
-    hours = np.concatenate([hours_after(log, zl, np.asarray(m, dtype=bool))[p]
-                            for log, zl, m, p in zip(rows.logs, rows.socs, slow, rows.picks)])
-    after = np.isfinite(hours)
-    if not np.any(after & rows.fit):
-        return []
-    level, ramp = slope * after, slope * np.nan_to_num(hours)
-    return [level, -level, ramp, -ramp]
 
 
 # --------------------------------------------------------------------------- columns
@@ -339,7 +304,7 @@ def _sse(gram, rhs, yy, x) -> float:
 
 def search_taus(rows: Rows, seeds_s: list, extra: list = ()) -> list:
     """Time constants (fast to slow) for len(seeds_s) RC pairs with scalar R0 and R (and
-    the ``extra`` columns, e.g. :func:`drift_columns`): a coarse then a fine grid around
+    the ``extra`` columns, e.g. :func:`.drift.columns`): a coarse then a fine grid around
     the seeds, each candidate one NNLS on the precomputed Gram matrix. Deterministic."""
     if not seeds_s:
         return []
@@ -347,11 +312,10 @@ def search_taus(rows: Rows, seeds_s: list, extra: list = ()) -> list:
     yy = float(np.sum(fw * rows.y ** 2))
 
     def best_of(grids):
-        drift = list(extra)
-        cols = [rows.i_A] + drift + [c for g in grids for t in g for c in rc_columns(rows, t, False)]
+        cols = [rows.i_A] + list(extra) + [c for g in grids for t in g for c in rc_columns(rows, t, False)]
         a = np.column_stack(cols)
         gram, rhs = a.T @ (a * fw[:, None]), a.T @ (rows.y * fw)
-        head = 1 + len(drift)
+        head = 1 + len(extra)
         offsets = np.cumsum([head] + [len(g) for g in grids])
         best = (np.inf, None)
         for combo in itertools.product(*[range(len(g)) for g in grids]):

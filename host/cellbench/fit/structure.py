@@ -10,7 +10,7 @@ state, a table a lookup per tick, the hysteresis a state, Butler-Volmer an asinh
 A user override (``--rc``, ``--hysteresis``, ``--r0-soc``, ``--butler-volmer``) pins that
 part of the structure. Beside the cell's structure, :func:`search` decides by the same
 held-out error whether the log's SoC count drifted after its last anchor
-(refine.drift_columns): the log's error, fitted so it does not bend the cell's parameters.
+(fit.drift): the log's error, fitted so it does not bend the cell's parameters.
 """
 
 import itertools
@@ -47,7 +47,7 @@ def specs(rc=None, hysteresis=None, r_soc=None, butler_volmer=None) -> list:
 
 
 def fit_spec(rows: refine.Rows, spec: Spec, taus_s: list, capacity_Ah: float, drift: list = ()) -> dict:
-    """Fit one structure, with the count's ``drift`` columns (refine.drift_columns) beside
+    """Fit one structure, with the count's ``drift`` columns (drift.columns) beside
     it or not; returns {"spec", "fit" (refine.Fit), "params", "held_out_rmse_V", "drift"}."""
     fixed, blocks = [], []
 
