@@ -14,7 +14,8 @@ metadata(version="0.1.0", description="cellbench coin-cell tester firmware")
 module("frame.py")     # line frames with CRC-32
 module("board.py")     # ADC, current source, relay, LED, watchdog
 module("safety.py")    # per-tick limits and fault bits
-module("steps.py")     # step table validation and the step engine
+module("steps.py")     # the step engine
+module("steptable.py")  # the step table check (LOAD imports it, then drops it)
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
 module("circuit.py")   # its equivalent-circuit tables and lookups

@@ -18,8 +18,10 @@ of the uWh count.
 """
 
 from array import array
+import sys
 
 import journal
+import safety
 
 try:
     from micropython import const
@@ -41,14 +43,8 @@ _K_CV = const(1)
 _K_OCV = const(2)
 _K_LOOP = const(3)
 KINDS = {"CC": _K_CC, "CV": _K_CV, "OCV": _K_OCV, "LOOP": _K_LOOP}
-ARITY = {"CC": 4, "CV": 4, "OCV": 2, "LOOP": 3}
 
-_VERSION = const(1)
-_TICK_MIN_ms = const(50)
-_TICK_MAX_ms = const(60000)
-_MAX_STEPS = const(500)
-MAX_LOOP_COUNT = const(1000000)
-_MAX_TIME_ms = const(1 << 30)          # keeps until_ms (and step_ms) a small int
+MAX_LOOP_COUNT = const(1000000)        # most repeats of a LOOP (its counter in Engine.loops)
 
 _NAH_nAms = const(3600000)             # 1 nAh in nA*ms
 _CHUNK_ms = const(60000)               # longest dt counted in one piece (keeps products small)
@@ -73,152 +69,17 @@ _R_MIN_STEP_nA = const(10000)          # current steps smaller than this don't u
 _SIGN_MARGIN_uV = const(20000)         # CV sign from target vs voltage when they differ by more
 
 
-def _int(x):
-    # JSON integers only: bool is an int subclass and floats are not exact.
-    return type(x) is int
-
-
-def _check_int(x, field, lo, hi):
-    if not _int(x):
-        return (field, "must be an integer")
-    if x < lo or x > hi:
-        return (field, "must be in [%d, %d]" % (lo, hi))
-    return None
-
-
-def _limits(table, board):
-    """The effective safety limits of a table (missing keys: the board's own)."""
-    import safety
-    return safety.limits(board, table.get("safety"))
-
-
-def _validate_safety(table, board):
-    sec = table.get("safety")
-    if sec is None:
-        return None
-    if not isinstance(sec, dict):
-        return ("safety", "must be an object")
-    bounds = {"max_uV": (board.min_uV, board.max_uV), "min_uV": (board.min_uV, board.max_uV),
-              "max_nA": (0, board.max_nA), "min_nA": (-board.max_nA, 0),
-              "max_q_nAh": (0, 1 << 30), "delay_ms": (0, 3600000)}
-    for key in sec:
-        if key not in bounds:
-            return ("safety." + str(key), "unknown key")
-        lo, hi = bounds[key]
-        err = _check_int(sec[key], "safety." + key, lo, hi)
-        if err:
-            return err
-    lim = _limits(table, board)
-    if lim["max_uV"] <= lim["min_uV"]:
-        return ("safety.max_uV", "must be above safety.min_uV")
-    return None
-
-
-def _validate_record(table):
-    sec = table.get("record")
-    if sec is None:
-        return None
-    if not isinstance(sec, dict):
-        return ("record", "must be an object")
-    for key in sec:
-        if key not in ("dt_ms", "dv_uV", "di_nA"):
-            return ("record." + str(key), "unknown key")
-        err = _check_int(sec[key], "record." + key, 0, 1 << 30)
-        if err:
-            return err
-    return None
-
-
-def _check_safe(x, field, lo, hi):
-    if x > hi or x < lo:
-        return (field, "outside the safety limits [%d, %d]" % (lo, hi))
-    return None
-
-
-def _validate_current(i, field, board, lim):
-    return _check_int(i, field, -board.range_max_nA, board.range_max_nA) or \
-        _check_safe(i, field, lim["min_nA"], lim["max_nA"])
-
-
-def _validate_voltage(v, field, board, lim, zero_ok):
-    if zero_ok and v == 0 and _int(v):
-        return None
-    return _check_int(v, field, board.min_uV, board.max_uV) or \
-        _check_safe(v, field, lim["min_uV"], lim["max_uV"])
-
-
-def _validate_step(k, s, steps, board, lim):
-    f = "steps[%d]" % k
-    if not isinstance(s, list) or not s or not isinstance(s[0], str):
-        return (f, "must be a list starting with a tag (CC, CV, OCV, LOOP)")
-    tag = s[0]
-    if tag not in ARITY:
-        return (f + ".type", "unknown step type " + tag[:8])
-    if len(s) != ARITY[tag]:
-        return (f, "%s takes %d values" % (tag, ARITY[tag] - 1))
-    if tag == "LOOP":
-        err = _check_int(s[1], f + ".to_step_no", 0, k - 1) or \
-            _check_int(s[2], f + ".count", 0, MAX_LOOP_COUNT)
-        if err:
-            return err
-        if steps[s[1]][0] == "LOOP":
-            return (f + ".to_step_no", "must not be a LOOP step")
-        return None
-    if tag == "OCV":
-        return _check_int(s[1], f + ".until_ms", 1, _MAX_TIME_ms)
-    err = _check_int(s[2], f + ".until_ms", 0, _MAX_TIME_ms)
-    if err:
-        return err
-    if tag == "CC":
-        err = _validate_current(s[1], f + ".i_nA", board, lim) or \
-            _validate_voltage(s[3], f + ".until_uV", board, lim, True)
-        if err:
-            return err
-        if s[2] == 0 and (s[3] == 0 or s[1] == 0):
-            return (f + ".until_ms", "needs an end: until_ms, or until_uV with a current")
-        return None
-    err = _validate_voltage(s[1], f + ".v_uV", board, lim, False) or \
-        _check_int(s[3], f + ".until_nA", 0, board.range_max_nA)
-    if err:
-        return err
-    if s[2] == 0 and s[3] == 0:
-        return (f + ".until_ms", "needs an end: until_ms or until_nA")
-    return None
-
-
 def validate(table, board):
-    """Check a step table before it is accepted.
-
-    Returns None when the table is fine, else (field, message) with the field named like
-    "steps[3].until_uV". Checks: version, integer types, ranges against the board's limits
-    and range, safety limits, an end condition on every step, LOOP targets before the
-    LOOP step (and not LOOP steps themselves, so a run of LOOPs always ends).
-    """
-    if not isinstance(table, dict):
-        return ("table", "must be a JSON object")
-    if table.get("v") != _VERSION or not _int(table.get("v")):
-        return ("v", "must be %d" % _VERSION)
-    for key in table:
-        if key not in ("v", "tick_ms", "safety", "record", "steps"):
-            return (str(key)[:20], "unknown key")
-    if "tick_ms" in table:
-        err = _check_int(table["tick_ms"], "tick_ms", _TICK_MIN_ms, _TICK_MAX_ms)
-        if err:
-            return err
-    err = _validate_safety(table, board) or _validate_record(table)
-    if err:
-        return err
-    steps = table.get("steps")
-    if not isinstance(steps, list) or not steps:
-        return ("steps", "must be a non-empty list")
-    if len(steps) > _MAX_STEPS:
-        return ("steps", "at most %d steps" % _MAX_STEPS)
-    lim = _limits(table, board)
-    for k in range(len(steps)):
-        err = _validate_step(k, steps[k], steps, board, lim)
-        if err:
-            return err
-    return None
+    """Check a step table before it is accepted: None, or (field, message) naming the
+    first bad field (firmware/steptable.py). The check is loaded for this call only and
+    dropped after it, so it holds no heap while a run goes on."""
+    import steptable
+    try:
+        return steptable.validate(table, board)
+    finally:
+        # MicroPython frees the module's bytecode once nothing refers to it; under CPython
+        # (cellbench.fw) it is cached as cellbench.firmware.steptable and stays.
+        sys.modules.pop("steptable", None)
 
 
 def _sign(x):
@@ -273,7 +134,7 @@ class Engine:
             steps.append((k, args[0], args[1], args[2]))
         self.steps = steps
         self.loops = array("i", [s[2] if s[0] == _K_LOOP else 0 for s in steps])
-        lim = _limits(table, self.board)
+        lim = safety.limits(self.board, table.get("safety"))
         b = self.board
         self.hi_nA = min(lim["max_nA"], b.max_nA, b.range_max_nA)
         self.lo_nA = max(lim["min_nA"], -b.max_nA, -b.range_max_nA)
