@@ -20,7 +20,9 @@ board records and how it measures, the file formats) is tools/pybamm_refs.py's.
 
 Writes ``ageing.bdf.csv.gz`` (BDF log), its sidecar, ``ageing.truth.csv.gz`` (TRUTH_COLUMNS
 at each log row) and ``cell.json`` (the cell, and per C/10 check the true discharge
-capacity, Ah: the capacity the host twin should track).
+capacity, Ah: the capacity the host twin should track; and per check the cell's lithium
+inventory, the OCV window's capacity and its true OCV on ``ocv_soc``: aged_ocv, how far
+the lost lithium bends the OCV(SoC) a fresh cell's model holds).
 """
 
 import argparse
@@ -45,6 +47,7 @@ BLOCKS = 4
 CYCLES_PER_BLOCK = 25
 REST_S = 600.0
 SEED = 21
+OCV_SOC = [round(0.05 * k, 2) for k in range(21)]  # SoC grid of cell.json's check_ocv_V
 SOC0 = 0.5   # every check, the first too, starts from the C/10 top-up charge
 
 
@@ -96,6 +99,52 @@ def check_capacities(steps, parts):
     return out
 
 
+def _ocp(pv, el, sto):
+    """An electrode's OCP (V) at stoichiometry ``sto`` (the set's function, at its
+    reference temperature)."""
+    import pybamm
+
+    fn = pv[f"{el} electrode OCP [V]"]
+    args = [pybamm.Scalar(float(sto))]
+    if fn.__code__.co_argcount > 1:
+        args.append(pybamm.Scalar(pv["Reference temperature [K]"]))
+    return float(np.ravel(pv.process_symbol(fn(*args)).evaluate())[0])
+
+
+def aged_ocv(pv, info, steps, parts):
+    """The cell's true OCV on OCV_SOC after each C/10 check, from PyBaMM's own state.
+
+    SEI growth takes cyclable lithium (loss of lithium inventory, LLI): the electrodes
+    slip against each other, so the window's capacity shrinks and the OCV between its
+    ends changes shape. At the end of each check's last rest (after the C/10 charge to
+    the top) the negative electrode's stoichiometry x is the truth's SoC mapped back, and
+    the positive's y solves U_p(y) - U_n(x) = the rested voltage; their lithium
+    Q_Li = x Q_n + y Q_p (Ah) fixes both window ends, x0 at the lower limit and x100 at
+    the upper (U_p((Q_Li - x Q_n)/Q_p) - U_n(x) = limit). Returns (Q_Li per check, OCV
+    capacity (x100 - x0) Q_n per check, OCV (V) per check on OCV_SOC)."""
+    from scipy.optimize import brentq
+
+    q_n, q_p = refs.electrode_capacity_Ah(pv, "Negative"), refs.electrode_capacity_Ah(pv, "Positive")
+    s0, s1 = info["stoich_soc0"], info["stoich_soc1"]
+
+    def cell_V(q_li, x):
+        return _ocp(pv, "Positive", (q_li - x * q_n) / q_p) - _ocp(pv, "Negative", x)
+
+    out = ([], [], [])
+    ends = [k for k, st in enumerate(steps) if st["idx"] == 13]
+    for k in ends:
+        _, _, _, v, z = parts[k]
+        x = s0 + z[-1] * (s1 - s0)
+        y = brentq(lambda y: _ocp(pv, "Positive", y) - _ocp(pv, "Negative", x) - v[-1], 1e-3, 0.999)
+        q_li = x * q_n + y * q_p
+        x_hi = min(0.9999, q_li / q_n - 1e-6)
+        x0, x100 = (brentq(lambda x: cell_V(q_li, x) - lim, 1e-4, x_hi) for lim in CELL["window_V"])
+        out[0].append(q_li)
+        out[1].append((x100 - x0) * q_n)
+        out[2].append([round(cell_V(q_li, x0 + u * (x100 - x0)), 5) for u in OCV_SOC])
+    return out
+
+
 def generate(out, blocks, per_block):
     import pybamm
 
@@ -117,6 +166,7 @@ def generate(out, blocks, per_block):
     meta["source"] = "PyBaMM SPMe + SEI ageing reference (tools/pybamm_ageing.py); not run through the firmware"
     (out / "ageing.bdf.csv.gz.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     checks = check_capacities(steps, parts)
+    q_li, ocv_cap, ocv = aged_ocv(pv, info, steps, parts)
     desc = dict(name="okane2022-sei", parameter_set=CELL["parameter_set"], chemistry=CELL["chemistry"],
                 citation=CELL["citation"], pybamm_version=pybamm.__version__,
                 model=f"pybamm.lithium_ion.SPMe({OPTIONS})", sei_acceleration=SEI_ACCELERATION,
@@ -125,6 +175,8 @@ def generate(out, blocks, per_block):
                 protocol=what, fast_cycles=blocks * per_block,
                 check_capacity_Ah=checks,
                 check_after_fast_cycles=[k * per_block for k in range(blocks + 1)],
+                check_lithium_Ah=q_li, check_ocv_capacity_Ah=ocv_cap, ocv_soc=OCV_SOC,
+                check_ocv_V=ocv,
                 rows=len(recs), hours=round(float(truth[-1, 0]) / 3600.0, 2))
     (out / "cell.json").write_text(json.dumps(desc, indent=1) + "\n")
     print(f"{len(recs)} rows, {truth[-1, 0] / 3600:.0f} h, C/10 capacity "
