@@ -151,7 +151,6 @@ def test_estimate_and_analyze_read_the_compressed_logs(tmp_path, capsys):
 # only shrink honestly.
 _FLAT = "flat plateau: the voltage cannot tell SoC apart until the steep ends"
 MISSES = {
-    ("counting", "lfp-prada2013", "drive"): _FLAT + "; counting has the true capacity, the filter a fitted one",
     ("counting", "lfp-prada2013", "drive-b"): _FLAT + "; counting has the true capacity, the filter a fitted one",
 }
 

@@ -287,7 +287,8 @@ def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
             "fit_rmse_V": chosen["fit"].train_rmse_V,
             "held_out_rmse_V": chosen["held_out_rmse_V"],
             "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-            "method": (f"cellbench fit: capacity from {capacity.describe_rate(ref['rate_C'])}; "
+            "method": (f"cellbench fit: capacity from {capacity.describe_rate(ref['rate_C'])}"
+                       f"{'; ' + capacity.beyond_note(ref) if capacity.beyond_note(ref) else ''}; "
                        f"OCV {curve['method']}, isotonic; R0 from "
                        "current-step edges, RC from relaxations as seeds; structure and parameters "
                        "by NNLS (tau/gamma/i0 grids) chosen by held-out error, scored on 5-95 % SoC"),

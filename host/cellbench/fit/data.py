@@ -43,6 +43,9 @@ class Sweep:
     start: int          # first sample
     stop: int           # one past the last sample of the last active step
     charge_Ah: float    # |charge| passed
+    # charge (Ah) between the window limit and the sweep's start / end, beyond the low-rate
+    # cut-offs (fit.capacity.beyond_cutoff_Ah); SoC runs over the limits' full window
+    beyond_Ah: tuple = (0.0, 0.0)
 
 
 @dataclass

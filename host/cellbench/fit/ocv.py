@@ -9,6 +9,10 @@ Rest points (GITT, pulse tests): the voltage at the end of each rest inside the 
 sweeps, at the SoC counted to that moment. Charge-side and discharge-side points are
 averaged when both exist (they straddle the OCV by the hysteresis).
 
+SoC 0 and 1 are the rested window limits: each sweep's SoC map includes the charge beyond
+its cut-offs (:func:`.capacity.beyond_cutoff_Ah`), and the OCV runs straight from the
+branches' ends to the limit voltages there (:func:`to_limits`).
+
 Either way the result is made monotonic (isotonic regression, then strictly increasing by
 ``EPS_V``) because the model and the estimator invert OCV(z).
 """
@@ -16,6 +20,7 @@ Either way the result is made monotonic (isotonic regression, then strictly incr
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from .capacity import window_V
 from .data import Log, Sweep
 
 GRID_POINTS = 101          # 1 % SoC steps, like the presets
@@ -31,10 +36,36 @@ def grid() -> np.ndarray:
 
 
 def sweep_soc(log: Log, sweep: Sweep) -> np.ndarray:
-    """SoC (0..1) of samples sweep.start .. sweep.stop-1, normalised by the sweep's charge."""
+    """SoC (0..1) of samples sweep.start .. sweep.stop-1, normalised by the sweep's charge
+    over the whole window (passed plus ``sweep.beyond_Ah``, the charge beyond the cut-offs
+    at its start and end): SoC 0 and 1 are the rested window limits, so the sweep runs
+    from ``beyond_Ah[0]`` inside its starting limit to ``beyond_Ah[1]`` short of its end."""
+    start_Ah, end_Ah = sweep.beyond_Ah
     q = log.q_Ah[sweep.start:sweep.stop] - log.q_Ah[sweep.start]
-    frac = np.clip(sweep.sign * q / sweep.charge_Ah, 0.0, 1.0)   # signed: a merged traverse turns back
+    # signed: a merged traverse turns back
+    frac = np.clip((start_Ah + sweep.sign * q) / (start_Ah + sweep.charge_Ah + end_Ah), 0.0, 1.0)
     return frac if sweep.sign > 0 else 1.0 - frac
+
+
+def soc_span(sweep: Sweep) -> tuple:
+    """(lowest, highest) SoC the sweep's samples reach (:func:`sweep_soc` at its ends)."""
+    full = sweep.charge_Ah + sum(sweep.beyond_Ah)
+    start, end = sweep.beyond_Ah[0] / full, 1.0 - sweep.beyond_Ah[1] / full
+    return (start, end) if sweep.sign > 0 else (1.0 - end, 1.0 - start)
+
+
+def to_limits(v: np.ndarray, span: tuple, limits_V: tuple) -> np.ndarray:
+    """OCV ``v`` on the grid, its points outside ``span`` (the SoC the branches covered)
+    replaced by straight lines to the window limits ``limits_V`` at SoC 0 and 1: beyond the
+    loaded cut-offs no branch was measured, and the rested limits are the OCV there by
+    definition (see :func:`.capacity.beyond_cutoff_Ah`)."""
+    z, v = grid(), np.array(v, dtype=float)
+    lo, hi = span
+    v_lo, v_hi = float(np.interp(lo, z, v)), float(np.interp(hi, z, v))
+    below, above = z < lo, z > hi
+    v[below] = np.interp(z[below], [0.0, lo], [limits_V[0], v_lo])
+    v[above] = np.interp(z[above], [hi, 1.0], [v_hi, limits_V[1]])
+    return v
 
 
 def _active_mask(log: Log, sweep: Sweep) -> np.ndarray:
@@ -68,15 +99,15 @@ def branch(log: Log, sweep: Sweep) -> np.ndarray:
 def rest_points(log: Log, sweep: Sweep):
     """(soc, voltage) at the end of every rest inside ``sweep`` and of the rest just before it.
 
-    The rest before the sweep is the relaxed window end it starts from (SoC 1 before a
-    discharge, 0 before a charge): without it the OCV's first or last grid points would
-    only be extrapolated.
+    The rest before the sweep is the relaxed window end it starts from (at SoC 1 before a
+    discharge, 0 before a charge, less the charge beyond that cut-off: ``beyond_Ah[0]``):
+    without it the OCV's first or last grid points would only be extrapolated.
     """
     z = sweep_soc(log, sweep)
     points = []
     first = sweep.steps[0]
     if first > 0 and log.steps[first - 1].sign == 0:
-        points.append((0.0 if sweep.sign > 0 else 1.0, log.v_V[log.steps[first - 1].stop - 1]))
+        points.append((z[0], log.v_V[log.steps[first - 1].stop - 1]))
     rests = [log.steps[k] for k in sweep.steps if log.steps[k].sign == 0 and log.steps[k].stop - 1 > log.steps[k].start]
     longest = max((log.t_s[r.stop - 1] - log.t_s[r.start] for r in rests), default=0.0)
     for step in rests:
@@ -114,7 +145,9 @@ def from_cycle(log: Log, charge: Sweep, discharge: Sweep) -> dict:
         method = "mean of slow charge and discharge branches"
         current = 0.5 * (_mean_abs_A(log, charge) + _mean_abs_A(log, discharge))
     chg, dch = isotonic_regression(chg).x, isotonic_regression(dch).x
-    return {"soc": grid(), "voltage_V": monotonic(0.5 * (chg + dch)),
+    (c_lo, c_hi), (d_lo, d_hi) = soc_span(charge), soc_span(discharge)
+    mean = to_limits(0.5 * (chg + dch), (max(c_lo, d_lo), min(c_hi, d_hi)), window_V(log))
+    return {"soc": grid(), "voltage_V": monotonic(mean),
             "charge_V": np.maximum(chg, dch), "discharge_V": np.minimum(chg, dch),
             "method": method, "branch_A": current}
 
@@ -140,7 +173,7 @@ def from_one_branch(log: Log, sweep: Sweep, r_dc_ohm: float) -> dict:
         current = float(np.sign(sweep.sign)) * _mean_abs_A(log, sweep)
         v = branch(log, sweep) - current * r_dc_ohm
         method = f"one slow {'charge' if sweep.sign > 0 else 'discharge'} branch less its IR drop"
-    v = isotonic_regression(v).x
+    v = isotonic_regression(to_limits(v, soc_span(sweep), window_V(log))).x
     return {"soc": grid(), "voltage_V": monotonic(v), "charge_V": v, "discharge_V": v,
             "method": method, "branch_A": abs(current)}
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import ecm
 from ..errors import InputError
-from .capacity import describe_rate
+from .capacity import beyond_note, describe_rate
 from .refine import SOC_RANGE
 
 
@@ -57,6 +57,8 @@ def text(model: dict, report: dict, replays: list) -> str:
              f"{'parameter':<26}{'value':>16}  from"]
     row = lambda name, value, how: lines.append(f"{name:<26}{value:>16}  {how}")
     row("capacity", f"{model['capacity_Ah'] * 1e3:.5f} mAh", describe_rate(cyc["rate_C"]))
+    if beyond_note(cyc):
+        lines.append(f"{'':<26}{'':>16}  + {beyond_note(cyc)}")
     row("coulombic efficiency", f"{model['coulombic_efficiency']:.5f}",
         "discharge / charge of the slow pair" if cyc["charge"] is not None and cyc["discharge"] is not None
         else "assumed")

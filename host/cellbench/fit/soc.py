@@ -1,7 +1,8 @@
 """State of charge along each log, by coulomb counting from anchors.
 
 The log with the low-rate cycle defines SoC: a large sweep that ends at its top voltage
-leaves the cell at SoC 1, one that ends at the bottom at SoC 0. Only sweeps that moved a
+leaves the cell at SoC 1, one that ends at the bottom at SoC 0, less the charge beyond
+the cut-off when a rest after it shows it (SoC 0 and 1 are the rested limits). Only sweeps that moved a
 sizeable charge count (a short pulse can hit a limit through its IR drop alone).
 
 Other logs are anchored by relaxed voltages at the end of rests where the OCV is steep
@@ -16,7 +17,7 @@ the coulombic efficiency, as in the model.
 
 import numpy as np
 
-from .capacity import LARGE_SWEEP, ends_at, rate_C, window_tolerance_V
+from .capacity import LARGE_SWEEP, MAX_RATE_C, beyond_cutoff_Ah, ends_at, rate_C, window_tolerance_V
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
@@ -32,7 +33,18 @@ def counted_Ah(log: Log, eta: float) -> np.ndarray:
     return np.concatenate(([0.0], np.cumsum(w * log.i_A[:-1] * np.diff(log.t_s)))) / SECONDS_PER_HOUR
 
 
-def _end_soc(log: Log, k: int, end: int, ocv_soc, ocv_V, r_dc_ohm) -> float:
+def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm) -> float:
+    """SoC at the cut-off of ``sweep``, which ended at the window limit ``end`` (+1 top, -1
+    bottom). SoC 0 and 1 are the rested limits, so the cut-off sits inside them by the
+    charge beyond it (:func:`.capacity.beyond_cutoff_Ah`, from the rest after it); without
+    such a rest, at the limit itself, or (``r_dc_ohm`` known) where the OCV meets the
+    cut-off voltage less its IR drop. Sweeps faster than C/5 keep the old rule: the
+    fallback's capacity does not count the charge beyond them."""
+    # Only low-rate cut-offs: after the fast fallback SoC 0 and 1 are that cycle's cut-offs.
+    beyond = beyond_cutoff_Ah(log, sweep) if rate_C(log, sweep) <= MAX_RATE_C else None
+    k = sweep.stop - 1
+    if beyond is not None:
+        return 1.0 - beyond / capacity_Ah if end > 0 else beyond / capacity_Ah
     if r_dc_ohm is None:
         return 1.0 if end > 0 else 0.0
     return float(np.interp(log.v_V[k] - log.i_A[k] * r_dc_ohm, ocv_V, ocv_soc))
@@ -68,7 +80,7 @@ def _ends_in(log: Log, sweep, window_V) -> int:
     return 0
 
 
-def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=None,
+def _sweep_starts(log: Log, q: np.ndarray, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm, window_V=None,
                   max_rate_C=MAX_ANCHOR_RATE_C) -> tuple:
     """(sample indices, starting-SoC estimates) from large sweeps cut off at the window limits."""
     at, starts = [], []
@@ -81,7 +93,7 @@ def _sweep_starts(log: Log, q: np.ndarray, ocv_soc, ocv_V, r_dc_ohm, window_V=No
         if end:
             k = sweep.stop - 1
             at.append(k)
-            starts.append(_end_soc(log, k, end, ocv_soc, ocv_V, r_dc_ohm) - q[k])
+            starts.append(_end_soc(log, sweep, end, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm) - q[k])
     return at, starts
 
 
@@ -106,7 +118,8 @@ def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=Non
     else by their first voltage.
     """
     q = counted_Ah(log, eta) / capacity_Ah
-    at, sweeps = _sweep_starts(log, q, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V, max_rate_C)
+    at, sweeps = _sweep_starts(log, q, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V,
+                               max_rate_C)
     if defining and sweeps:
         return _anchored(q, at, sweeps), f"the window limits of its sweeps ({len(sweeps)} anchors)"
     rests = _rest_starts(log, q, ocv_soc, ocv_V)
