@@ -133,14 +133,14 @@ def search(rows: refine.Rows, seeds_s: dict, capacity_Ah: float, **pins) -> tupl
     richest one (their time constants kept; a drift the plain pass bent its choice to can
     leave the chosen one too poor for them to help), and only when that takes PROBE_GAIN
     off the held-out error of either (the count clearly off: a second search doubles the
-    fit's time), the whole search again
-    with them (time constants and all). That pass wins when its chosen candidate predicts
-    the held-out data better than the first pass's by the tolerance (four more
-    coefficients must earn their place; they cost the board nothing, the model leaves
-    them out). On the PyBaMM NMC811 cell the count is 1 % SoC off over the pulse train:
-    the probe halves the held-out error, the drift pass takes it from 8.7 to 4.1 mV (two
-    RC pairs chosen instead of one) and the held-out drives from 12.8/13.8 to 7.2/8.3 mV.
-    On the other three cells the probe gains under 10 % (LFP's plateau hides a drift).
+    fit's time), the whole search again with them (time constants and all). That pass
+    wins when its chosen candidate predicts the held-out data better than the first
+    pass's by the tolerance (four more coefficients must earn their place; they cost the
+    board nothing, the model leaves them out). On the PyBaMM NMC811 char-log, before the fit counted the charge beyond
+    the C/20 cut-offs (soc.py), the count was 1 % SoC off over the pulse train: the probe
+    halved the held-out error, the drift pass took it from 8.7 to 4.1 mV (two RC pairs
+    instead of one) and the held-out drives from 12.8/13.8 to 7.2/8.3 mV. With that
+    count the probe finds no drift on any of the four PyBaMM cells (two candidates more).
     """
     plain = _search(rows, seeds_s, capacity_Ah, [], pins)
     if not rows.drift:
