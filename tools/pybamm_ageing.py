@@ -112,16 +112,20 @@ def _ocp(pv, el, sto):
 
 
 def aged_ocv(pv, info, steps, parts):
-    """The cell's true OCV on OCV_SOC after each C/10 check, from PyBaMM's own state.
+    """The cell's true OCV on OCV_SOC at each C/10 check, from PyBaMM's own state.
 
     SEI growth takes cyclable lithium (loss of lithium inventory, LLI): the electrodes
     slip against each other, so the window's capacity shrinks and the OCV between its
-    ends changes shape. At the end of each check's last rest (after the C/10 charge to
-    the top) the negative electrode's stoichiometry x is the truth's SoC mapped back, and
-    the positive's y solves U_p(y) - U_n(x) = the rested voltage; their lithium
-    Q_Li = x Q_n + y Q_p (Ah) fixes both window ends, x0 at the lower limit and x100 at
-    the upper (U_p((Q_Li - x Q_n)/Q_p) - U_n(x) = limit). Returns (Q_Li per check, OCV
-    capacity (x100 - x0) Q_n per check, OCV (V) per check on OCV_SOC)."""
+    ends changes shape. The cell's lithium Q_Li = x Q_n + y Q_p (Ah; x, y the electrodes'
+    average stoichiometries) fixes both window ends, x0 at the lower limit and x100 at the
+    upper (U_p((Q_Li - x Q_n)/Q_p) - U_n(x) = limit). It is read at the end of the rest
+    after each check's C/10 charge to the top (a rest that relaxes to ~1 mV there: x from
+    the truth's SoC, y solving U_p(y) - U_n(x) = the rested voltage), and carried back to
+    the end of the rest after the check's C/10 discharge (the moment the board has just
+    measured the capacity; that rest does not relax at the bottom) by adding the lithium
+    the SEI took in between: the charge passed less Q_n times x's rise. Returns (the time
+    of the bottom rest's end s, Q_Li Ah, the OCV window's capacity (x100 - x0) Q_n Ah, OCV
+    V on OCV_SOC), each a list with one entry per check."""
     from scipy.optimize import brentq
 
     q_n, q_p = refs.electrode_capacity_Ah(pv, "Negative"), refs.electrode_capacity_Ah(pv, "Positive")
@@ -130,18 +134,23 @@ def aged_ocv(pv, info, steps, parts):
     def cell_V(q_li, x):
         return _ocp(pv, "Positive", (q_li - x * q_n) / q_p) - _ocp(pv, "Negative", x)
 
-    out = ([], [], [])
-    ends = [k for k, st in enumerate(steps) if st["idx"] == 13]
-    for k in ends:
-        _, _, _, v, z = parts[k]
-        x = s0 + z[-1] * (s1 - s0)
-        y = brentq(lambda y: _ocp(pv, "Positive", y) - _ocp(pv, "Negative", x) - v[-1], 1e-3, 0.999)
-        q_li = x * q_n + y * q_p
-        x_hi = min(0.9999, q_li / q_n - 1e-6)
-        x0, x100 = (brentq(lambda x: cell_V(q_li, x) - lim, 1e-4, x_hi) for lim in CELL["window_V"])
-        out[0].append(q_li)
-        out[1].append((x100 - x0) * q_n)
-        out[2].append([round(cell_V(q_li, x0 + u * (x100 - x0)), 5) for u in OCV_SOC])
+    out = ([], [], [], [])
+    for k, st in enumerate(steps):
+        if st["idx"] != 11:
+            continue
+        (_, t_lo, _, _, z_lo), (t0, t, i, _, _), (_, _, _, v_hi, z_hi) = parts[k:k + 3]
+        x_lo, x_hi = (s0 + z[-1] * (s1 - s0) for z in (z_lo, z_hi))
+        u_hi = _ocp(pv, "Negative", x_hi) + float(v_hi[-1])   # U_p at the rested top
+        y_hi = brentq(lambda y, u=u_hi: _ocp(pv, "Positive", y) - u, 1e-3, 0.999)
+        charged_Ah = float(np.sum(i * np.diff(np.concatenate(([t0], t)))) / 3600.0)
+        q_li = x_hi * q_n + y_hi * q_p + (charged_Ah - (x_hi - x_lo) * q_n)
+        x_max = min(0.9999, q_li / q_n - 1e-6)
+        x0, x100 = (brentq(lambda x, q=q_li, lim=lim: cell_V(q, x) - lim, 1e-4, x_max)
+                    for lim in CELL["window_V"])
+        out[0].append(float(t_lo[-1]))
+        out[1].append(q_li)
+        out[2].append((x100 - x0) * q_n)
+        out[3].append([round(cell_V(q_li, x0 + u * (x100 - x0)), 5) for u in OCV_SOC])
     return out
 
 
@@ -166,7 +175,7 @@ def generate(out, blocks, per_block):
     meta["source"] = "PyBaMM SPMe + SEI ageing reference (tools/pybamm_ageing.py); not run through the firmware"
     (out / "ageing.bdf.csv.gz.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     checks = check_capacities(steps, parts)
-    q_li, ocv_cap, ocv = aged_ocv(pv, info, steps, parts)
+    t_ocv, q_li, ocv_cap, ocv = aged_ocv(pv, info, steps, parts)
     desc = dict(name="okane2022-sei", parameter_set=CELL["parameter_set"], chemistry=CELL["chemistry"],
                 citation=CELL["citation"], pybamm_version=pybamm.__version__,
                 model=f"pybamm.lithium_ion.SPMe({OPTIONS})", sei_acceleration=SEI_ACCELERATION,
@@ -175,7 +184,8 @@ def generate(out, blocks, per_block):
                 protocol=what, fast_cycles=blocks * per_block,
                 check_capacity_Ah=checks,
                 check_after_fast_cycles=[k * per_block for k in range(blocks + 1)],
-                check_lithium_Ah=q_li, check_ocv_capacity_Ah=ocv_cap, ocv_soc=OCV_SOC,
+                check_ocv_time_s=t_ocv, check_lithium_Ah=q_li, check_ocv_capacity_Ah=ocv_cap,
+                ocv_soc=OCV_SOC,
                 check_ocv_V=ocv,
                 rows=len(recs), hours=round(float(truth[-1, 0]) / 3600.0, 2))
     (out / "cell.json").write_text(json.dumps(desc, indent=1) + "\n")
