@@ -59,8 +59,6 @@ MISSES = {
         "10.3 mV RMS against 7.7 mV stated, on the SoC the capacity above skews",
     ("estimate", "beep_nova_Form-CH01-01_1200rows.csv"):
         "SoC 4.6 % off the count, 0 % inside 3 sigma: the capacity above, and a band of 0.3 %",
-    ("replay", "cellpy_arbin_20160805_test001_45_cc_01.res"):
-        "639 mV RMS against 290 mV stated",
     ("estimate", "cellpy_arbin_20160805_test001_45_cc_01.res"):
         "SoC 9.8 % RMS off the count, 20 % inside 3 sigma",
     ("replay", "cellpy_batmo_bdf_3000rows.csv"):
