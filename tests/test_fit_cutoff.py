@@ -9,7 +9,6 @@ SoC on the reference cells (tests/data/pybamm).
 
 import numpy as np
 import pytest
-
 from cellbench import refcells
 from cellbench.fit import capacity, ocv, soc
 from cellbench.fit.data import load

@@ -157,10 +157,6 @@ MISSES = {
     ("counting", "lfp-prada2013", "drive-b"): _FLAT + ": 0.98 % against counting's 0.78 %, 1.7 % high at 80-93 % "
         "SoC after the charge (the capacity is right now, within 0.03 %): the model's rest voltage on the "
         "plateau, where 1 mV is 2.5 % SoC, and model_error's rest column is 0 mV there (noise subtracted)",
-    ("band", "nmc811-chen2020", "drive-b"): "93.4 % inside 3 sigma (SoC RMSE 0.38 %, was 0.48 %): with the "
-        "charge beyond the cut-offs counted the pulse train's SoC is right, its held-out residuals and so "
-        "model_error under current shrink (0.4 SoC, 1C: 19 -> 5 mV), and the drive's sustained 1-2C "
-        "stretches show 6.7 mV of bias the short pulses did not (x1.5 under current: 96.9 %)",
 }
 
 

@@ -7,7 +7,9 @@ since ``Q = I * T`` means ``I / Q = 1 / T``). Capacity (Ah) is the charge of the
 full discharges; the coulombic efficiency is discharge over charge of a full cycle,
 because the model applies eta to charge current (docs/design.md). Without a low-rate full
 sweep or an HPPC traverse, the slowest checked full cycle at any rate stands in
-(:func:`slowest_full_cycle`), and the fit says so.
+(:func:`slowest_full_cycle`), and the fit says so. A low-rate sweep's charge counts with
+the charge beyond its cut-offs (:func:`beyond_cutoff_Ah`), so capacity is the charge
+between the rested window limits.
 """
 
 import dataclasses
@@ -283,7 +285,8 @@ def find_reference(logs: list) -> dict:
     two itself starts from a low-rate end (as :func:`find_cycle` always preferred). Else
     one low-rate full sweep (a discharge before a charge): efficiency 1 assumed. Capacity
     is the mean charge of the low-rate full discharges (of the full charges when there
-    are none). Returns {"capacity_Ah", "coulombic_efficiency", "rate_C", "log",
+    are none), each with the charge beyond its cut-offs (:func:`full_Ah`), as is the
+    efficiency. Returns {"capacity_Ah", "coulombic_efficiency", "rate_C", "log",
     "charge", "discharge" (Sweep or None), "clean", "assumptions"}. Without a low-rate
     full sweep: an HPPC traverse, else the slowest full cycle at any rate (each said in
     the assumptions); InputError naming what to record when there is none of them.

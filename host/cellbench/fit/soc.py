@@ -17,7 +17,14 @@ the coulombic efficiency, as in the model.
 
 import numpy as np
 
-from .capacity import LARGE_SWEEP, MAX_RATE_C, beyond_cutoff_Ah, ends_at, rate_C, window_tolerance_V
+from .capacity import (
+    LARGE_SWEEP,
+    MAX_RATE_C,
+    beyond_cutoff_Ah,
+    ends_at,
+    rate_C,
+    window_tolerance_V,
+)
 from .data import SECONDS_PER_HOUR, Log
 
 AGREE_SOC = 0.05
