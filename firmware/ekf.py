@@ -40,9 +40,11 @@ separate pending sum and folded into x[0] only when they reach FOLD, so a 32-bit
 board does not lose small per-tick increments to rounding (see docs/estimator.md).
 """
 
+import gc
 import math
+import sys
 
-from cellmodel import read_model
+from cellmodel import MICROPYTHON, read_model
 from circuit import SOC_MAX, SOC_MIN, Circuit, _num, _zeros, micropython
 # The public part of resistance.Resistance.v (its S, R, PSS, PRR, PSR; tests/test_ekf.py
 # checks they agree): the ohmic and charge-transfer scales and their covariance. Named
@@ -165,7 +167,18 @@ class Ekf(Circuit):
     def from_json(cls, text):
         """An Ekf from the model's JSON text (bytes-like), without building the whole
         document: only what read_model keeps. JsonError for text that is not JSON."""
-        return cls(read_model(text))
+        model = read_model(text)
+        if MICROPYTHON:
+            # The resistance estimator's code (loaded only for a model that asks for it)
+            # goes onto a clean heap: between the parsed tables the unix port found no
+            # 944-byte block for it at some heap sizes (tests/test_memory.py's sweep).
+            if (model.get("estimator") or {}).get("resistance") and "resistance" not in sys.modules:
+                model = None
+                gc.collect()
+                import resistance  # noqa: F401
+                model = read_model(text)
+            gc.collect()  # the reader's garbage, before the filter's arrays fill its holes
+        return cls(model)
 
     def _load_noise(self, est):
         self.sigma_v = _num(est, "sigma_v_V", DEFAULTS["sigma_v_V"])
