@@ -11,6 +11,7 @@ Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers.
 """
 
 import gc
+import sys
 
 import journal
 import record
@@ -26,17 +27,14 @@ except ImportError:  # CPython: const(x) is x
 
 RESERVE = const(4)          # ring slots kept for the events that end or pause a run
 SET_MS = const(60000)       # SET: default time the forced current stays on (calibration)
-_SET_MAX_MS = const(600000)  # SET: longest; the current goes off by itself after it
-_HIST_MAX_N = const(20000)   # HIST: most conversions (~40 ms RP2040, ~26 s ADS1115)
-_HIST_MAX_SPAN = const(1024)  # HIST: widest spread of codes replied (unsteady input: refused)
 
 _T_MASK = const(0xFFFFFFFF)  # record t_ms field width (array 'I')
 
 # Run journal (firmware/journal.py: why these numbers, and the flash wear they give).
 JOURNAL_MS = const(300000)   # within a long step, save the position at least every 5 min
 _JOURNAL_GAP_MS = const(10000)  # never more often (a step boundary inside the gap waits)
-SEQ_STRIDE = const(512)      # ... except every 512 seqs, so that a reset never reuses a seq:
-_SEQ_SLACK = const(16)        # after one, seqs go on from the journal's seq + STRIDE + SLACK
+SEQ_STRIDE = const(512)      # ... except every 512 seqs, so that a reset never reuses a seq
+                             # (after one, seqs go on past the journal's: firmware/recovery.py)
 
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
@@ -48,6 +46,17 @@ STOPPED = "STOPPED"   # STOP ended the run
 FAULT = "FAULT"       # a safety limit or an internal error ended the run
 ACTIVE = (RUNNING, PAUSED, FULL)
 LED_ON = (RUNNING, FULL)
+
+
+def _once(name, fn, *args):
+    """name.fn(*args) from a module only some commands need (recovery, calibration): it is
+    imported for the call and dropped after it, so its bytecode holds no heap during a run.
+    (Under CPython cellbench.fw caches it as cellbench.firmware.<name>; nothing to drop.)"""
+    mod = __import__(name)
+    try:
+        return getattr(mod, fn)(*args)
+    finally:
+        sys.modules.pop(name, None)
 
 
 class CommandError(Exception):
@@ -84,7 +93,7 @@ class Controller:
         self.resync = False      # set by START: the loop should restart its tick clock
         self.soc_ppm = -1
         self.std_ppm = -1
-        self._no_slow()
+        self.no_slow()
         self.lost = 0            # events that found no free slot
         self.error = ""          # the last internal error, for STATUS
         self.set_ms = 0          # ms left of a SET current (0: none), outside runs only
@@ -159,41 +168,20 @@ class Controller:
         self.check_idle()
         if self.table is None:
             raise CommandError("state", "no step table (LOAD first)")
-        est = self._prepare_run(None)
+        est = self.prepare_run(None)
         self.est = est
         self.soc_ppm = -1
         self.std_ppm = -1
-        self._no_slow()
+        self.no_slow()
         self.fault = 0
         self.t_ms = 0
         self.engine.start()
-        return {"seq": self._begin_run(self.table, record.EV_START), "tick_ms": self.tick_ms}
+        return {"seq": self.begin_run(self.table, record.EV_START), "tick_ms": self.tick_ms}
 
     def recover(self):
-        """RECOVER: continue the run the journal found unfinished at boot (docs/link.md)."""
-        self.check_idle()
-        if self.interrupted is None:
-            raise CommandError("journal", "no interrupted run to recover")
-        w = self.journal.words
-        if self.table is None or self.table_crc != w[journal.W_TABLE]:
-            raise CommandError("table", "LOAD the interrupted run's step table (the same JSON) first")
-        if not self.engine.fits_state(w, journal.W_ENGINE):
-            raise CommandError("journal", "does not fit the loaded table")
-        soc = w[journal.W_SOC]
-        est = self._prepare_run(soc / 1000000 if soc >= 0 else None)
-        self.est = est
-        self.soc_ppm = soc if est is not None else -1
-        self.std_ppm = w[journal.W_STD] if est is not None else -1
-        self._no_slow()
-        if est is not None:
-            self._restore_slow(est, w)
-        self.fault = w[journal.W_FAULT]
-        self.t_ms = journal.t_ms(w)
-        self.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
-        seq = self._begin_run(self.table, record.EV_RECOVER)
-        e = self.engine
-        return {"seq": seq, "tick_ms": self.tick_ms, "step_no": e.step_no,
-                "step_count": e.step_count, "cycle": e.cycle}
+        """RECOVER: continue the run the journal found unfinished at boot (docs/link.md;
+        firmware/recovery.py, loaded for the command only)."""
+        return _once("recovery", "recover", self)
 
     def pause(self):
         if self.state not in (RUNNING, FULL):
@@ -252,43 +240,16 @@ class Controller:
         return {"oldest": r.tail, "free": r.free()}
 
     def set_current(self, i_nA, for_ms):
-        """SET: force i_nA outside runs for for_ms (calibration points).
-
-        The board's own limits hold: |i| <= max_nA, and the current goes off (like STOP)
-        at the first tick whose voltage is outside [min_uV, max_uV] or once for_ms passed.
-        """
-        self.check_idle()
-        b = self.board
-        if i_nA > b.max_nA or -i_nA > b.max_nA:
-            raise CommandError("i_nA", "outside the board limit %d" % b.max_nA)
-        if not 0 < for_ms <= _SET_MAX_MS:
-            raise CommandError("for_ms", "must be 1..%d" % _SET_MAX_MS)
-        if not b.min_uV <= b.v_uV <= b.max_uV:
-            raise CommandError("v_uV", "%d outside the board limits" % b.v_uV)
-        applied = b.set_current(i_nA)
-        self.set_ms = for_ms
-        return {"i_set_nA": applied, "range": b.range, "for_ms": for_ms}
+        """SET: force i_nA outside runs for for_ms (firmware/calibration.py)."""
+        return _once("calibration", "set_current", self, i_nA, for_ms)
 
     def hist(self, ch, n):
-        """HIST: histogram of n raw conversions of channel ch ("V" or "I")."""
-        self.check_idle()
-        if not 0 < n <= _HIST_MAX_N:
-            raise CommandError("n", "must be 1..%d" % _HIST_MAX_N)
-        b = self.board
-        counts = b.code_histogram(0 if ch == "V" else 1, n)
-        lo = min(counts)
-        span = max(counts) - lo + 1
-        if span > _HIST_MAX_SPAN:
-            raise CommandError("span", "codes spread over %d > %d: input not steady" % (span, _HIST_MAX_SPAN))
-        hist = [0] * span
-        for c in counts:
-            hist[c - lo] = counts[c]
-        return {"ch": ch, "n": n, "lo": lo, "counts": hist,
-                "i_set_nA": b.setpoint_nA, "range": b.range}
+        """HIST: histogram of n raw conversions of channel ch (firmware/calibration.py)."""
+        return _once("calibration", "hist", self, ch, n)
 
     # ------------------------------------------------------------ run start
 
-    def _prepare_run(self, soc):
+    def prepare_run(self, soc):
         """START and RECOVER before the run's state changes: the estimator reset (None
         without one), the ring made; refused while the ring has no room."""
         self.error = ""
@@ -300,7 +261,7 @@ class Controller:
             raise CommandError("ring", "record buffer full (ACK first)")
         return est
 
-    def _begin_run(self, table, kind):
+    def begin_run(self, table, kind):
         """START and RECOVER once the engine is set: RUNNING, the event, the journal."""
         self.tick_ms = table.get("tick_ms", self.board.tick_ms)
         self.safety.reset()
@@ -332,23 +293,11 @@ class Controller:
     # ------------------------------------------------------------ journal
 
     def _boot_journal(self):
-        """At boot: note an unfinished journaled run and keep seqs clear of its own."""
+        """At boot: note an unfinished journaled run (firmware/recovery.py, loaded only
+        when the journal holds one)."""
         j = self.journal
-        if j is None or not j.load() or not j.words[journal.W_ACTIVE]:
-            return
-        w = j.words
-        e = journal.W_ENGINE
-        seq = w[journal.W_SEQ] + SEQ_STRIDE + _SEQ_SLACK  # past any seq the run may have sent
-        self.interrupted = {"step_no": w[e + journal.E_STEP_NO],
-                            "step_count": w[e + journal.E_STEP_COUNT],
-                            "cycle": w[e + journal.E_CYCLE],
-                            "t_ms": journal.t_ms(w), "seq": w[journal.W_SEQ],
-                            "q_chg_nAh": w[e + journal.E_ACC + steps.Q_CHG],
-                            "q_dch_nAh": w[e + journal.E_ACC + steps.Q_DCH],
-                            "soc_ppm": w[journal.W_SOC], "table_crc": w[journal.W_TABLE]}
-        if self.ring.count() == 0:
-            self.ring = record.Ring(self.ring.cap, seq + 1)
-        self.boot_seq = seq  # the boot event is written once, not held in the ring
+        if j is not None and j.load() and j.words[journal.W_ACTIVE]:
+            _once("recovery", "note_interrupted", self)
 
     def _journal_save(self, active):
         j = self.journal
@@ -402,31 +351,14 @@ class Controller:
             self.error = "estimator: " + repr(ex)[:60]
             return None
 
-    def _no_slow(self):
+    def no_slow(self):
         """No capacity (nAh) or charge-transfer resistance (mohm) estimate: all -1."""
         self.cap_nAh = -1
         self.cap_std_nAh = -1
         self.r_mohm = -1
         self.r_std_mohm = -1
 
-    def _restore_slow(self, est, w):
-        """RECOVER: the capacity and resistance the run had learned, from the journal,
-        back into the estimator that reset() started afresh (what a reset must not lose:
-        tens of cycles of learning). The journaled values are what the records go on with
-        until the first tick; -1 words (a state that was off) leave the estimator's own."""
-        cap, cap_std = w[journal.W_CAP], w[journal.W_CAP_STD]
-        r, r_std = w[journal.W_R], w[journal.W_R_STD]
-        setter = getattr(est, "set_slow", None)
-        if setter is None or (cap < 0 and r < 0):
-            return
-        try:
-            setter(cap, cap_std, r, r_std)
-        except Exception as ex:
-            self.error = "estimator: " + repr(ex)[:60]
-            return
-        self._copy_slow(est)
-
-    def _copy_slow(self, est):
+    def copy_slow(self, est):
         # The slow states (issue 14); an estimator without them reports none.
         self.cap_nAh = getattr(est, "cap_nAh", -1)
         self.cap_std_nAh = getattr(est, "cap_std_nAh", -1)
@@ -441,13 +373,13 @@ class Controller:
             est.step(self.board.i_nA, self.board.v_uV, dt_ms)
             self.soc_ppm = est.soc_ppm
             self.std_ppm = est.std_ppm
-            self._copy_slow(est)
+            self.copy_slow(est)
         except Exception as ex:
             # The run matters more than the estimate: drop the estimator, say so.
             self.est = None
             self.soc_ppm = -1
             self.std_ppm = -1
-            self._no_slow()
+            self.no_slow()
             self.error = "estimator: " + repr(ex)[:60]
             self._event(record.EV_ESTIMATOR)
 

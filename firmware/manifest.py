@@ -23,6 +23,8 @@ module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (s
 module("cellmodel.py")  # the model reader the estimator uses (MODEL)
 module("journal.py")   # the run journal in flash (recovery after a reset)
 module("controller.py")  # the run state machine and the tick
+module("recovery.py")  # a run a reset interrupted: noted at boot, RECOVER (loaded for those only)
+module("calibration.py")  # SET and HIST outside runs (loaded for those commands only)
 module("link.py")      # framed commands parsed and dispatched, replies and records out
 module("idlegc.py")    # garbage collection between ticks
 module("main.py")      # the tick loop
