@@ -73,6 +73,22 @@ def shot(page, name, tmp_path):
     page.screenshot(path=str(out / name), full_page=True)
 
 
+def wait_shown(page, lab, selector, cid, timeout_ms=120_000):
+    """Wait for ``selector`` on the page; on a timeout fail with what the service says of
+    channel ``cid`` and its log's tail, so a slow CI run shows where it stood."""
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    data, api = lab
+    try:
+        page.wait_for_selector(selector, timeout=timeout_ms)
+    except PageTimeout:
+        state = api.get(f"/api/channels/{cid}")
+        log = (data / "service.log").read_text(errors="replace")[-3000:]
+        pytest.fail(f"{selector} not shown; the page says {page.locator('#link').inner_text()!r}, "
+                    f"the API: job {state['job']}, live {state['live']}, error {state['error']!r}; "
+                    f"page errors {page.errors}; service log tail:\n{log}")
+
+
 def card(page, cid):
     return page.locator(f'#grid a.card[data-channel="{cid}"]')
 
@@ -116,7 +132,7 @@ def test_grid_fault_and_a_job_queued_from_the_page(browser, lab, tmp_path):
     trips["safety"]["min_voltage_V"] = 1.53  # above the LTO plateau under 1C: trips early
     job = api.post(f"/api/channels/{cids[3]}/jobs", {"protocol": trips, "cell_name": "LTO-F1",
                                                      "tick_ms": TICK_MS})
-    page.wait_for_selector(f'#grid a.card.fault[data-channel="{cids[3]}"]', timeout=120_000)
+    wait_shown(page, lab, f'#grid a.card.fault[data-channel="{cids[3]}"]', cids[3])
     text = card(page, cids[3]).inner_text()
     assert "UNDER_VOLTAGE" in text
     wait_for(lambda: api.get(f"/api/jobs/{job['id']}")["state"], "the faulted job to end",
@@ -141,7 +157,7 @@ def test_grid_fault_and_a_job_queued_from_the_page(browser, lab, tmp_path):
     page.select_option("form#queue select[name=model_file]", "lto-li-coin")
     page.click("form#queue button[type=submit]")
     page.wait_for_function("document.getElementById('said').textContent.includes('queued')")
-    page.wait_for_selector("#card.running", timeout=120_000)
+    wait_shown(page, lab, "#card.running", cids[0])
     page.wait_for_function("Number(document.body.dataset.points) >= 20", timeout=120_000)
     queued = [j for j in api.get(f"/api/jobs?channel={cids[0]}")]
     assert len(queued) == 1 and queued[0]["state"] == "running" and queued[0]["cell_name"] == "LTO-Q1"
@@ -151,7 +167,7 @@ def test_grid_fault_and_a_job_queued_from_the_page(browser, lab, tmp_path):
     page.click("#pause")
     wait_for(lambda: api.get(f"/api/jobs/{queued[0]['id']}")["state"], "the pause from the page",
              until="paused".__eq__)
-    page.wait_for_selector("#card.paused")
+    wait_shown(page, lab, "#card.paused", cids[0], 30_000)
 
     # Screenshots: a channel with cycles done (capacity and CE plots), then the grid.
     page.goto(f"{api.url}/channel/{cids[1]}")
