@@ -407,3 +407,32 @@ def test_a_board_reset_waits_for_the_user_then_recovers(lab, tmp_path):
     assert set(np.diff(data_["Cycle Count / 1"]).tolist()) <= {0, 1}
     for col in ("Charging Capacity / Ah", "Discharging Capacity / Ah"):
         assert np.all(np.diff(data_[col]) >= 0)
+
+
+def test_a_job_whose_board_is_not_up_yet_waits_queued(tmp_path, monkeypatch):
+    """A job that reaches a channel before its board answers (a simulated board still
+    booting on a loaded machine, a USB board being re-plugged) stays queued and starts
+    once the board is there; it is not failed as a run the lab lost."""
+    from cellbench.lab import channel as labchannel
+    from cellbench.lab.service import Lab
+
+    monkeypatch.setattr(labchannel.Channel, "start", lambda self: None)  # driven by hand
+    lab = Lab(tmp_path / "lab", sim_speed=480.0, usb=False)
+    ch = lab.add_sim_channel({"cell": "lto-li-coin"})
+    monkeypatch.setattr(lab.boards, "ensure", lambda row: None)
+
+    def not_up(row):
+        raise ConnectionRefusedError(111, "the board's socket is not listening yet")
+
+    monkeypatch.setattr(lab.boards, "open", not_up)
+    job = lab.queue_job(ch.id, {"protocol": library("smoke", cycle_count=1), "cell_name": "W1",
+                                "tick_ms": TICK_MS})
+    for k in range(4):  # the channel's thread tries again and again while the board is down
+        if k == 2:  # booted far enough to say where its truth goes, not yet listening
+            monkeypatch.setattr(lab.boards, "sim_meta", lambda row: {})
+        ch._board_ready()
+        with pytest.raises(labchannel._Retry):
+            ch._step()
+        row = lab.db.job(job["id"])
+        assert row["state"] == "queued" and row["started_unix_s"] is None, dict(row)
+    lab.close()

@@ -248,12 +248,20 @@ class Channel:
             db.set_job(job["id"], state="failed", stop_reason=f"refused: {exc}", ended_unix_s=time.time())
             self.event("job_end", f"job {job['id']} refused: {exc}", job["id"])
             return
-        db.set_job(job["id"], state="starting", log_path=str(log), started_unix_s=time.time())
-        self.event("job_start", f"job {job['id']} started: {job['protocol_name']} on "
-                   f"{job['cell_name']}", job["id"])
         meta = {"lab": {"channel": self.id, "job": job["id"], "cell_name": job["cell_name"]}}
-        meta.update(self.lab.boards.sim_meta(self.row))
-        self._drive(job, lambda t, hooks: session.run(files, t, log, extra_meta=meta, **hooks))
+        try:
+            meta.update(self.lab.boards.sim_meta(self.row))
+        except InputError as exc:  # a simulated board still booting: the job waits queued
+            self.error = str(exc)
+            raise _Retry() from None
+
+        def begin():  # the board answered: the job starts (until then it stays queued)
+            db.set_job(job["id"], state="starting", log_path=str(log), started_unix_s=time.time())
+            self.event("job_start", f"job {job['id']} started: {job['protocol_name']} on "
+                       f"{job['cell_name']}", job["id"])
+
+        self._drive(job, lambda t, hooks: session.run(files, t, log, extra_meta=meta, **hooks),
+                    on_open=begin)
 
     def _reattach(self, job):
         """A job the service was running when it went away: continue its log."""
@@ -295,8 +303,10 @@ class Channel:
             transport.close()
         self._end(job, "stopped", s.summary["stop_reason"], hold=True)
 
-    def _drive(self, job, body, replay_log=None):
-        """Run ``body(transport, hooks)`` (session.run or session.resume) and note how it ended."""
+    def _drive(self, job, body, replay_log=None, on_open=None):
+        """Run ``body(transport, hooks)`` (session.run or session.resume) and note how it
+        ended; ``on_open()`` once the board's transport is open (a board that cannot be
+        reached yet leaves everything as it was: the thread tries again)."""
         self.job_id = job["id"]
         self.busy = True
         try:
@@ -305,6 +315,8 @@ class Channel:
             self.busy = False
             self.error = str(exc)
             raise _Retry() from None
+        if on_open is not None:
+            on_open()
 
         def follow(table, protocol, mass_mg):
             model = self._session.model if self._session is not None else None
