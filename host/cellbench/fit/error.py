@@ -4,9 +4,7 @@ The residuals come from :func:`cellbench.fit.refine.solve` (each fold predicted 
 coefficients fitted on the others, states running through the whole log). Each row goes
 to its nearest (SoC, C-rate) knot; a cell's sigma is the weighted RMS of its residuals
 less the measurement noise (the filter adds its own voltage noise; counting it twice
-would make the band too wide), but at least their mean: noise averages out, so a mean
-residual is the model's own (the subtraction alone can leave 0, a perfect model, where
-the residuals are of the noise's size but all one way: NMC811's drive-b band 93 -> 100 %). Cells with too few samples take the value of the
+would make the band too wide). Cells with too few samples take the value of the
 nearest populated C-rate below them in their SoC row (the error grows with current, so
 the table is made non-decreasing in C-rate), rows with none that of the nearest
 populated SoC row; beyond the highest C-rate the data reached, sigma grows in
@@ -70,15 +68,11 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     shape = (SOC_KNOTS.size, C_KNOTS.size)
     weight = np.zeros(shape)
     sq = np.zeros(shape)
-    total = np.zeros(shape)
     np.add.at(weight, (a, b), w[ok])
     np.add.at(sq, (a, b), w[ok] * residual_V[ok] ** 2)
-    np.add.at(total, (a, b), w[ok] * residual_V[ok])
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.where(weight >= MIN_WEIGHT, sq / weight, np.nan)
-        bias = np.abs(total / weight)
-    # a knot's mean residual is model error, not noise (noise averages out): the floor
-    sigma = np.fmax(np.sqrt(np.maximum(var - noise_V ** 2, 0.0)), np.where(np.isfinite(var), bias, np.nan))
+    sigma = np.sqrt(np.maximum(var - noise_V ** 2, 0.0))
     seen_c = C_KNOTS[np.any(weight >= MIN_WEIGHT, axis=0)]
     top_c = float(seen_c.max()) if seen_c.size else 0.0
     sigma = _fill(sigma, top_c)
@@ -92,7 +86,7 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
             "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
             "method": (f"held-out residuals ({held_out}), RMS per nearest knot less "
-                       f"{noise_V * 1e3:.2f} mV noise, at least its mean; C-rates above {top_c:g}C not seen: "
+                       f"{noise_V * 1e3:.2f} mV noise; C-rates above {top_c:g}C not seen: "
                        "scaled with C-rate"
                        + (f"; one current direction only ({one_way}): under current at least "
                           f"C-rate x capacity x {steady_ohm:.4g} ohm" if one_way and steady_ohm > 0 else "")
