@@ -249,7 +249,14 @@ def exit_code(args, summary):
               f"from its journal: cellbench run --resume {args.resume or args.out} "
               f"{board_option(args)} --recover", file=sys.stderr)
         return 1
-    return 0 if reason != "link lost" else 1
+    if reason == "link lost":
+        said = "cellbench: the link to the board was lost (it sent nothing for too long)"
+        if on_interrupt(args) == "pause":  # a board that outlives this process
+            said += (f"; the run may go on there; to follow it again: cellbench run --resume "
+                     f"{args.resume or args.out} {board_option(args)}")
+        print(said, file=sys.stderr)
+        return 1
+    return 0
 
 
 def finished(args, summary):
