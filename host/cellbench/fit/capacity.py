@@ -189,9 +189,9 @@ def beyond_cutoff_Ah(log: Log, sweep: Sweep):
     if np.count_nonzero(near) < MIN_SLOPE_SAMPLES:
         return None
     slope = float(np.polyfit(q[near], v[near], 1)[0])   # V per Ah: > 0 (the voltage follows the charge)
-    relax_V = sweep.sign * float(log.v_V[sweep.stop - 1] - log.v_V[log.steps[nxt].stop - 1])
     if slope <= 0:
         return None
+    relax_V = sweep.sign * float(log.v_V[sweep.stop - 1] - log.v_V[log.steps[nxt].stop - 1])
     return float(np.clip(relax_V / slope, 0.0, MAX_BEYOND_SHARE * sweep.charge_Ah))
 
 

@@ -20,7 +20,7 @@ Either way the result is made monotonic (isotonic regression, then strictly incr
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from .capacity import window_V
+from .capacity import full_Ah, window_V
 from .data import Log, Sweep
 
 GRID_POINTS = 101          # 1 % SoC steps, like the presets
@@ -40,16 +40,16 @@ def sweep_soc(log: Log, sweep: Sweep) -> np.ndarray:
     over the whole window (passed plus ``sweep.beyond_Ah``, the charge beyond the cut-offs
     at its start and end): SoC 0 and 1 are the rested window limits, so the sweep runs
     from ``beyond_Ah[0]`` inside its starting limit to ``beyond_Ah[1]`` short of its end."""
-    start_Ah, end_Ah = sweep.beyond_Ah
+    start_Ah = sweep.beyond_Ah[0]
     q = log.q_Ah[sweep.start:sweep.stop] - log.q_Ah[sweep.start]
     # signed: a merged traverse turns back
-    frac = np.clip((start_Ah + sweep.sign * q) / (start_Ah + sweep.charge_Ah + end_Ah), 0.0, 1.0)
+    frac = np.clip((start_Ah + sweep.sign * q) / full_Ah(sweep), 0.0, 1.0)
     return frac if sweep.sign > 0 else 1.0 - frac
 
 
 def soc_span(sweep: Sweep) -> tuple:
     """(lowest, highest) SoC the sweep's samples reach (:func:`sweep_soc` at its ends)."""
-    full = sweep.charge_Ah + sum(sweep.beyond_Ah)
+    full = full_Ah(sweep)
     start, end = sweep.beyond_Ah[0] / full, 1.0 - sweep.beyond_Ah[1] / full
     return (start, end) if sweep.sign > 0 else (1.0 - end, 1.0 - start)
 
