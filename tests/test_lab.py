@@ -436,3 +436,16 @@ def test_a_job_whose_board_is_not_up_yet_waits_queued(tmp_path, monkeypatch):
         row = lab.db.job(job["id"])
         assert row["state"] == "queued" and row["started_unix_s"] is None, dict(row)
     lab.close()
+
+
+def test_a_job_is_not_taken_before_its_files_are_stored(tmp_path):
+    """queue_job adds the row before it stores the protocol (the job's id names its
+    folder): a channel looking in between must not take it (and refuse it as unreadable)."""
+    from cellbench.lab.db import Database
+
+    db = Database(tmp_path / "lab.sqlite")
+    db.add_channel("sim-1", "sim", board="sim")
+    job_id = db.add_job("sim-1", "C1", None, "p", "", None, TICK_MS)
+    assert db.next_queued("sim-1") is None
+    db.set_job(job_id, protocol_path=str(tmp_path / "protocol.json"))
+    assert db.next_queued("sim-1")["id"] == job_id

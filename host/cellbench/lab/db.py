@@ -155,8 +155,10 @@ class Database:
         return found[0] if found else None
 
     def next_queued(self, channel_id):
+        """The oldest queued job whose files are stored (queue_job adds the row first: its
+        id names the job's folder; a channel must not take it before its protocol is there)."""
         found = self.rows("SELECT * FROM jobs WHERE channel_id = ? AND state = 'queued' "
-                          "ORDER BY id LIMIT 1", (channel_id,))
+                          "AND protocol_path != '' ORDER BY id LIMIT 1", (channel_id,))
         return found[0] if found else None
 
     # ------------------------------------------------------------ events and settings
