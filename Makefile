@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUBS := $(VENV)/rp2-stubs
 
-.PHONY: demo test bench soak typecheck clean refdata mdbtools
+.PHONY: demo test bench soak typecheck clean refdata ageingdata mdbtools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,6 +77,13 @@ $(PYBAMM_VENV)/.installed: tools/requirements-pybamm.txt
 
 refdata: $(PYBAMM_VENV)/.installed
 	$(PYBAMM_VENV)/bin/python tools/pybamm_refs.py --out tests/data/pybamm
+
+# The PyBaMM ageing runs (tools/pybamm_ageing.py): tests/data/pybamm-ageing (capacity) and
+# tests/data/pybamm-ageing-r (resistance: 1 s samples, pulses at the checks). Byte for byte
+# the committed files with the pinned PyBaMM; about a minute; nice: it shares the machine.
+ageingdata: $(PYBAMM_VENV)/.installed
+	nice $(PYBAMM_VENV)/bin/python tools/pybamm_ageing.py
+	nice $(PYBAMM_VENV)/bin/python tools/pybamm_ageing.py --pulses
 
 # A day of the firmware on the emulated RP2040 (cellbench.emu.soak): no MemoryError, flat
 # heap; its section of BENCHMARKS.md. About an hour of wall time at a 1 s tick on a quiet

@@ -5,6 +5,11 @@ charge-transfer resistance, against truths the filter never sees:
 * a PyBaMM ageing run (tests/data/pybamm-ageing: SPMe + SEI growth, 100 cycles at 1C with
   C/10 checks; tools/pybamm_ageing.py): the capacity after every C/10 check after cycle 10
   against PyBaMM's, with a model fitted (cellbench.fit) to the run's first three cycles;
+* a PyBaMM ageing run whose resistance grows (tests/data/pybamm-ageing-r: the same cell and
+  SEI, whose film resistance doubles the cell's 1 s resistance in 100 cycles; 1 s samples
+  and 1C pulses after each check; tools/pybamm_ageing.py --pulses): the twin's R0 and its
+  step response at rc[0]'s time constant against PyBaMM's resistance from noise-free pulses
+  at each check after cycle 10, with a model fitted to that run's first three cycles;
 * 100-cycle runs of the two reference presets on the simulated cell itself
   (host/cellbench/sim/mpy/simcell.Cell: the plant of the simulated board, the ageing law
   cellbench.ecm uses too, stepped tick by tick with the board's sampling convention and
@@ -141,6 +146,73 @@ def test_pybamm_capacity_tracked_within_3_percent_between_the_checks(pybamm_trac
     truth = np.interp(t_s, t_s[_truth_rows(log, cell)], cell[PYBAMM_TRUTH])
     late = cycle - 1 >= TRACK_FROM_CYCLE
     assert np.max(np.abs(est["cap_Ah"][late] / truth[late] - 1)) <= TOL_CAP
+
+
+# ------------------------------------------------------------------ PyBaMM resistance run
+# PyBaMM's charge transfer is instantaneous at a 1 s tick, so its growth shows in the
+# board's R0, not in rc[0]: the proof is of the resistance the twin holds at a step, R0
+# (the estimator's scale on the model's R0) and its whole step response at rc[0]'s time
+# constant, against the same cell's pulse resistance (cell.json check_pulse_*: the
+# overpotential over the current, the OCV's change with the charge passed taken out).
+
+PYBAMM_R = ROOT / "tests" / "data" / "pybamm-ageing-r"
+
+
+@pytest.fixture(scope="module")
+def pybamm_r_tracked(tmp_path_factory):
+    """The twin over the whole resistance run with a model fitted to its first three
+    cycles (the first check with its pulses, and the first 1C discharge)."""
+    log_path = PYBAMM_R / "ageing.bdf.csv.gz"
+    first = _first_cycles(log_path, tmp_path_factory.mktemp("pybamm-r") / "first.bdf.csv", 3)
+    model, _ = fit_logs([str(first)])
+    log = bdflog.read_log(log_path)
+    est = estimate(model, log["Test Time / s"], log["Current / A"], log["Voltage / V"])
+    return model, log, est, json.loads((PYBAMM_R / "cell.json").read_text())
+
+
+def step_response_ohm(model, est, k, t_s):
+    """The twin's resistance t_s seconds after a current step, at sample k (ohm): its R0
+    and R_ct (the estimator's scales on the model's R0 and rc[0]) plus the model's slower
+    RC pairs, which it holds at their fitted values; each pair charged by 1 - exp(-t/tau)."""
+    grid = np.asarray(model["ocv"]["soc"])
+    rc = model["rc"]
+    out = est["r0_ohm"][k] + est["rct_ohm"][k] * -np.expm1(-t_s / rc[0]["tau_s"])
+    for pair in rc[1:]:
+        r_ohm = np.interp(est["soc"][k], grid, np.broadcast_to(pair["r_ohm"], grid.shape))
+        out += r_ohm * -np.expm1(-t_s / pair["tau_s"])
+    return out
+
+
+def pulse_truth_ohm(cell, pulse, check, t_s):
+    """PyBaMM's resistance t_s after the edge of a check's pulse ("discharge" or
+    "charge"), interpolated in log time between cell.json's pulse_t_s (ohm)."""
+    return float(np.interp(np.log(t_s), np.log(cell["pulse_t_s"]),
+                           cell[f"check_pulse_{pulse}_ohm"][check]))
+
+
+def test_pybamm_resistance_tracked_within_10_percent_after_cycle_10(pybamm_r_tracked):
+    """At the end of each check's pulse block after cycle 10, the twin's R0 is within 10 %
+    of PyBaMM's resistance 1 s after each pulse's edge (the board's tick), and its step
+    response at rc[0]'s tau within 10 % of PyBaMM's at tau; PyBaMM's grew by half, and the
+    twin followed it (the fitted R0 did not stay)."""
+    model, log, est, cell = pybamm_r_tracked
+    assert model["rc"], "the fit found no RC pair: nothing to compare at its time scale"
+    tau_s = model["rc"][0]["tau_s"]
+    assert 1.0 < tau_s < max(cell["pulse_t_s"])  # inside the pulses' reported times
+    ends = np.searchsorted(log["Test Time / s"], np.asarray(cell["check_pulse_end_time_s"]) - 1e-3)
+    late = 0
+    for check, (after, k) in enumerate(zip(cell["check_after_fast_cycles"], ends)):
+        if after < TRACK_FROM_CYCLE:
+            continue
+        late += 1
+        for pulse in ("discharge", "charge"):
+            for t_s, got in ((1.0, est["r0_ohm"][k]), (tau_s, step_response_ohm(model, est, k, tau_s))):
+                truth = pulse_truth_ohm(cell, pulse, check, t_s)
+                assert abs(got / truth - 1) <= TOL_RCT, (after, pulse, t_s, got, truth)
+    assert late == 4
+    first_1s, last_1s = (pulse_truth_ohm(cell, "discharge", c, 1.0) for c in (0, -1))
+    assert last_1s > 1.5 * first_1s
+    assert est["r0_ohm"][ends[-1]] > 1.5 * np.max(model["r0_ohm"])
 
 
 # ------------------------------------------------------------------ simulated ageing runs

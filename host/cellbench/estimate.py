@@ -31,8 +31,8 @@ SOC_MAX = _ekf.SOC_MAX
 NO_JIT = "CELLBENCH_NO_JIT"  # set (non-empty, not "0") to run the Python filter instead
 DTYPES = {"float64": np.float64, "float32": np.float32}
 # The slow states' outputs, in estimate_kernel's order (CAP_AH, ...): capacity (Ah), its
-# std, charge-transfer resistance (ohm), its std.
-SLOW = ("cap_Ah", "cap_std_Ah", "rct_ohm", "rct_std_ohm")
+# std, charge-transfer resistance (ohm), its std, the ohmic resistance R0 (ohm), its std.
+SLOW = ("cap_Ah", "cap_std_Ah", "rct_ohm", "rct_std_ohm", "r0_ohm", "r0_std_ohm")
 # A tester log's step change: the filter sees the old current end EDGE_S before the record
 # that opens the new step (short against any tester's sampling, long enough to be a
 # positive interval in float32 milliseconds).
@@ -144,7 +144,9 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False, teste
     one-step-ahead model voltage); when the model's estimator tracks them (SLOW keys),
     ``cap_Ah``/``cap_std_Ah`` (the capacity now and its std) and ``rct_ohm``/``rct_std_ohm``
     (the charge-transfer resistance rc[0] at the present SoC and its std): what the board
-    publishes as cap_nAh, ..., in floats. With ``full=True`` also ``x`` (samples x states)
+    publishes as cap_nAh, ..., in floats; ``r0_ohm``/``r0_std_ohm`` (R0 at the present
+    SoC times the resistance estimator's scale on it, and its std; the board uses it, does
+    not publish it). With ``full=True`` also ``x`` (samples x states)
     and ``P`` (samples x states x states). ``soc0`` None initialises from the OCV at the first
     sample (assumed rested, h = 0); a number starts there with variance p0_soc.
     Samples with a non-increasing time are repeats: they leave the estimate unchanged.
@@ -226,14 +228,17 @@ def _estimate_python(ekf, t_s, i_A, v_V, soc0, full):
 
 def _slow_python(ekf):
     """The SLOW values of the firmware filter after a step (NaN: state off)."""
-    cap = cap_std = r = r_std = np.nan
+    cap = cap_std = r = r_std = r0 = r0_std = np.nan
     if ekf.cap:
         q_Ah = ekf.q_As / 3600.0
         cap, cap_std = q_Ah * ekf.x[ekf.ic], q_Ah * np.sqrt(ekf.P[ekf.ic * (ekf.n + 1)])
     if ekf.rs is not None:  # _publish left the RC resistances at the present SoC
         v, res = ekf.rs.v, sys.modules[type(ekf.rs).__module__]
         r, r_std = v[res.R] * ekf._rrc[0], np.sqrt(v[res.PRR]) * ekf._rrc[0]
-    return cap, cap_std, r, r_std
+        grid = ekf.z0 + ekf.dz * np.arange(len(ekf.r0_ohm))  # R0 held beyond the table
+        r0_z = float(np.interp(ekf.soc, grid, list(ekf.r0_ohm)))
+        r0, r0_std = v[res.S] * r0_z, np.sqrt(v[res.PSS]) * r0_z
+    return cap, cap_std, r, r_std, r0, r0_std
 
 
 def read_log_columns(path) -> dict:

@@ -44,8 +44,9 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on,
 # the resistance estimator on (its state: the array e of pack_res).
 N, NRC, IH, IB, IC, NPT, ITER_MAX, SOC_GIVEN, BV, RES, NI = range(11)
-# Slow estimates per sample, slow[s, ...]: capacity (Ah), its std, R_ct (ohm), its std.
-CAP_AH, CAP_STD_AH, RCT_OHM, RCT_STD_OHM = range(4)
+# Slow estimates per sample, slow[s, ...]: capacity (Ah), its std, R_ct (ohm), its std,
+# R0 (ohm: the estimator's scale on the model's R0 at the SoC), its std.
+CAP_AH, CAP_STD_AH, RCT_OHM, RCT_STD_OHM, R0_OHM, R0_STD_OHM = range(6)
 # Per-state vectors, vec[...]: state, transition diagonal, input sensitivity, work,
 # measurement Jacobian, P h, gain, prior state, process variance, floor, prior variance.
 X, D, G, U, H, PH, K, XP, Q, FLOOR, P0, NV = range(12)
@@ -749,7 +750,7 @@ def edges(f, ip, vec, mat, tab, ra, rr, i, v, dt):
 @njit(**JIT)
 def publish_slow(f, ip, vec, mat, tab, ra, rr, out):
     """Ekf._publish's slow estimates as floats into out (NaN for a state that is off):
-    capacity and its std (Ah), R_ct at the present SoC and its std (ohm)."""
+    capacity and its std (Ah), R_ct and R0 at the present SoC and their stds (ohm)."""
     x, P, n, ic = vec[X], mat[PM], ip[N], ip[IC]
     if ic >= 0:
         q_Ah = f[Q_AS] / f.dtype.type(3600)
@@ -761,8 +762,13 @@ def publish_slow(f, ip, vec, mat, tab, ra, rr, out):
         rc_at(f, ip, tab, x[0] + f[PEND], rr)
         out[RCT_OHM] = ra[E_RS] * rr[0]
         out[RCT_STD_OHM] = math.sqrt(ra[E_PRR]) * rr[0]
+        j, frac = grid_segment(f, ip, x[0] + f[PEND])  # lookup's R0 (clamped), f untouched
+        r = tab[R0_T]
+        r0 = r[j] + min(max(frac, f.dtype.type(0)), f.dtype.type(1)) * (r[j + 1] - r[j])
+        out[R0_OHM] = ra[E_S] * r0
+        out[R0_STD_OHM] = math.sqrt(ra[E_PSS]) * r0
     else:
-        out[RCT_OHM] = out[RCT_STD_OHM] = np.nan
+        out[RCT_OHM] = out[RCT_STD_OHM] = out[R0_OHM] = out[R0_STD_OHM] = np.nan
 
 
 @njit(**JIT)
@@ -770,7 +776,7 @@ def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra, t_s, i_A, v_V, soc, std
         slow, x_out, P_out, full):
     """The filter over every sample (t_s, i_A, v_V: float64), as the board runs it from a
     reset at the first sample: soc, std, v_model (float64, one per sample) and slow
-    (samples x 4: CAP_AH, ...; NaN for a state that is off) are written; with ``full``
+    (samples x 6: CAP_AH, ...; NaN for a state that is off) are written; with ``full``
     also x_out (samples x n, SoC with its pending sum) and P_out."""
     R = f.dtype.type
     n, ib = ip[N], ip[IB]
