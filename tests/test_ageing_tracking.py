@@ -18,15 +18,14 @@ charge-transfer resistance, against truths the filter never sees:
   plant's true capacity at every sample, plus 0.5 %.
 """
 
-import gzip
 import json
 
 import numpy as np
 import pytest
 
-from cellbench import bdflog, fw
+from cellbench import fw
+from cellbench.benchmarks.ageing import PYBAMM_R, fit_and_track, pulse_truth_ohm, pybamm_resistance_pairs
 from cellbench.estimate import estimate
-from cellbench.fit import fit_logs
 from cellbench.paths import MODELS, ROOT
 from cellbench.sim.mpy import simcell
 
@@ -67,19 +66,6 @@ def _miss(request, name):
 
 # ------------------------------------------------------------------ PyBaMM ageing run
 
-def _first_cycles(path, out, cycles):
-    """The log's rows of its first ``cycles`` cycles, as a new log with its sidecar."""
-    with gzip.open(path, "rt") as f:
-        lines = f.read().splitlines()
-    cycle = lines[0].split(",").index("Cycle Count / 1")
-    keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[cycle]) <= cycles]
-    out.write_text("\n".join(keep) + "\n")
-    side = json.loads(path.with_name(path.name + ".json").read_text())
-    side.pop("truth", None)
-    out.with_name(out.name + ".json").write_text(json.dumps(side))
-    return out
-
-
 def _checks(log):
     """(cell.json, the log's cycle column, the cycles whose discharge is the C/10 check)."""
     cell = json.loads((PYBAMM / "cell.json").read_text())
@@ -94,13 +80,8 @@ def _checks(log):
 def pybamm_tracked(tmp_path_factory):
     """The twin over the whole PyBaMM ageing log with a model fitted to its first three
     cycles (the C/10 check and two 1C cycles: what a user has before the fade)."""
-    log_path = PYBAMM / "ageing.bdf.csv.gz"
-    first = _first_cycles(log_path, tmp_path_factory.mktemp("pybamm") / "first.bdf.csv", 3)
-    model, _ = fit_logs([str(first)])
-    model["estimator"]["q_cap"] = PYBAMM_Q_CAP
-    log = bdflog.read_log(log_path)
-    est = estimate(model, log["Test Time / s"], log["Current / A"], log["Voltage / V"])
-    return model, log, est
+    return fit_and_track(PYBAMM / "ageing.bdf.csv.gz", tmp_path_factory.mktemp("pybamm"),
+                         {"q_cap": PYBAMM_Q_CAP})
 
 
 def _truth_rows(log, cell):
@@ -155,39 +136,13 @@ def test_pybamm_capacity_tracked_within_3_percent_between_the_checks(pybamm_trac
 # constant, against the same cell's pulse resistance (cell.json check_pulse_*: the
 # overpotential over the current, the OCV's change with the charge passed taken out).
 
-PYBAMM_R = ROOT / "tests" / "data" / "pybamm-ageing-r"
-
 
 @pytest.fixture(scope="module")
 def pybamm_r_tracked(tmp_path_factory):
     """The twin over the whole resistance run with a model fitted to its first three
     cycles (the first check with its pulses, and the first 1C discharge)."""
-    log_path = PYBAMM_R / "ageing.bdf.csv.gz"
-    first = _first_cycles(log_path, tmp_path_factory.mktemp("pybamm-r") / "first.bdf.csv", 3)
-    model, _ = fit_logs([str(first)])
-    log = bdflog.read_log(log_path)
-    est = estimate(model, log["Test Time / s"], log["Current / A"], log["Voltage / V"])
+    model, log, est = fit_and_track(PYBAMM_R / "ageing.bdf.csv.gz", tmp_path_factory.mktemp("pybamm-r"))
     return model, log, est, json.loads((PYBAMM_R / "cell.json").read_text())
-
-
-def step_response_ohm(model, est, k, t_s):
-    """The twin's resistance t_s seconds after a current step, at sample k (ohm): its R0
-    and R_ct (the estimator's scales on the model's R0 and rc[0]) plus the model's slower
-    RC pairs, which it holds at their fitted values; each pair charged by 1 - exp(-t/tau)."""
-    grid = np.asarray(model["ocv"]["soc"])
-    rc = model["rc"]
-    out = est["r0_ohm"][k] + est["rct_ohm"][k] * -np.expm1(-t_s / rc[0]["tau_s"])
-    for pair in rc[1:]:
-        r_ohm = np.interp(est["soc"][k], grid, np.broadcast_to(pair["r_ohm"], grid.shape))
-        out += r_ohm * -np.expm1(-t_s / pair["tau_s"])
-    return out
-
-
-def pulse_truth_ohm(cell, pulse, check, t_s):
-    """PyBaMM's resistance t_s after the edge of a check's pulse ("discharge" or
-    "charge"), interpolated in log time between cell.json's pulse_t_s (ohm)."""
-    return float(np.interp(np.log(t_s), np.log(cell["pulse_t_s"]),
-                           cell[f"check_pulse_{pulse}_ohm"][check]))
 
 
 def test_pybamm_resistance_tracked_within_10_percent_after_cycle_10(pybamm_r_tracked):
@@ -197,22 +152,14 @@ def test_pybamm_resistance_tracked_within_10_percent_after_cycle_10(pybamm_r_tra
     twin followed it (the fitted R0 did not stay)."""
     model, log, est, cell = pybamm_r_tracked
     assert model["rc"], "the fit found no RC pair: nothing to compare at its time scale"
-    tau_s = model["rc"][0]["tau_s"]
-    assert 1.0 < tau_s < max(cell["pulse_t_s"])  # inside the pulses' reported times
-    ends = np.searchsorted(log["Test Time / s"], np.asarray(cell["check_pulse_end_time_s"]) - 1e-3)
-    late = 0
-    for check, (after, k) in enumerate(zip(cell["check_after_fast_cycles"], ends)):
-        if after < TRACK_FROM_CYCLE:
-            continue
-        late += 1
-        for pulse in ("discharge", "charge"):
-            for t_s, got in ((1.0, est["r0_ohm"][k]), (tau_s, step_response_ohm(model, est, k, tau_s))):
-                truth = pulse_truth_ohm(cell, pulse, check, t_s)
-                assert abs(got / truth - 1) <= TOL_RCT, (after, pulse, t_s, got, truth)
-    assert late == 4
+    assert 1.0 < model["rc"][0]["tau_s"] < max(cell["pulse_t_s"])  # inside the reported times
+    late = [p for p in pybamm_resistance_pairs(model, log, est, cell) if p["after"] >= TRACK_FROM_CYCLE]
+    assert len(late) == 4 * 2 * 2  # checks, pulses, times
+    for p in late:
+        assert abs(p["twin"] / p["truth"] - 1) <= TOL_RCT, p
     first_1s, last_1s = (pulse_truth_ohm(cell, "discharge", c, 1.0) for c in (0, -1))
     assert last_1s > 1.5 * first_1s
-    assert est["r0_ohm"][ends[-1]] > 1.5 * np.max(model["r0_ohm"])
+    assert [p["twin"] for p in late if p["t_s"] == 1.0][-1] > 1.5 * np.max(model["r0_ohm"])  # R0
 
 
 # ------------------------------------------------------------------ simulated ageing runs

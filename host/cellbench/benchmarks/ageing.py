@@ -14,8 +14,14 @@ same filter told the plant's true capacity at every record (:func:`known_capacit
 
 ``run_cell``, ``truth_runs``, ``truth_q_dch``, ``truth_rct_per_cycle``, ``tracking`` and
 ``tracking_errors`` are also what tests/test_ageing.py uses to make and read the same runs.
+
+Last, the resistance on data we did not make: the host twin over the PyBaMM resistance
+reference (tests/data/pybamm-ageing-r, tools/pybamm_ageing.py --pulses) with a model fitted
+to its first cycles, beside PyBaMM's pulse resistance at each check (``fit_and_track``,
+``pybamm_resistance_pairs``: also tests/test_ageing_tracking.py's).
 """
 
+import gzip
 import json
 import tempfile
 import time
@@ -25,7 +31,7 @@ import numpy as np
 
 from .. import bdflog, fw
 from ..analyze.reference import PAPER_AGEING
-from ..paths import MODELS, PROTOCOLS
+from ..paths import MODELS, PROTOCOLS, ROOT
 
 MASS_MG = 2.0
 CHECKPOINTS = (1, 25, 50, 100)
@@ -268,6 +274,93 @@ def rows_for(chemistry, result, runs):
     return out
 
 
+# ------------------------------------------------------- the PyBaMM resistance reference
+
+PYBAMM_R = ROOT / "tests" / "data" / "pybamm-ageing-r"
+PYBAMM_R_CELL = "PyBaMM OKane2022 (host twin)"
+FIT_CYCLES = 3  # what a user has before the fade: the first check and a 1C cycle or two
+
+
+def first_cycles(path, out, cycles):
+    """The log's rows of its first ``cycles`` cycles, as a new log with its sidecar."""
+    with gzip.open(path, "rt") as f:
+        lines = f.read().splitlines()
+    cycle = lines[0].split(",").index("Cycle Count / 1")
+    keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[cycle]) <= cycles]
+    out.write_text("\n".join(keep) + "\n")
+    side = json.loads(path.with_name(path.name + ".json").read_text())
+    side.pop("truth", None)
+    out.with_name(out.name + ".json").write_text(json.dumps(side))
+    return out
+
+
+def fit_and_track(log_path, workdir, estimator=None):
+    """A model fitted (cellbench.fit) to the log's first FIT_CYCLES cycles, its estimator
+    block updated by ``estimator``, and the host twin over the whole log: (model, log
+    columns, the twin's outputs)."""
+    from ..estimate import estimate
+    from ..fit import fit_logs
+
+    first = first_cycles(Path(log_path), Path(workdir) / "first.bdf.csv", FIT_CYCLES)
+    model, _ = fit_logs([str(first)])
+    model["estimator"].update(estimator or {})
+    log = bdflog.read_log(log_path)
+    return model, log, estimate(model, log["Test Time / s"], log["Current / A"], log["Voltage / V"])
+
+
+def step_response_ohm(model, est, k, t_s):
+    """The twin's resistance t_s seconds after a current step, at sample k (ohm): its R0
+    and R_ct (the estimator's scales on the model's R0 and rc[0]) plus the model's slower
+    RC pairs, which it holds at their fitted values; each pair charged by 1 - exp(-t/tau)."""
+    grid = np.asarray(model["ocv"]["soc"])
+    rc = model["rc"]
+    out = est["r0_ohm"][k] + est["rct_ohm"][k] * -np.expm1(-t_s / rc[0]["tau_s"])
+    for pair in rc[1:]:
+        r_ohm = np.interp(est["soc"][k], grid, np.broadcast_to(pair["r_ohm"], grid.shape))
+        out += r_ohm * -np.expm1(-t_s / pair["tau_s"])
+    return float(out)
+
+
+def pulse_truth_ohm(cell, pulse, check, t_s):
+    """PyBaMM's resistance t_s after the edge of a check's pulse ("discharge" or
+    "charge"), interpolated in log time between cell.json's pulse_t_s (ohm)."""
+    return float(np.interp(np.log(t_s), np.log(cell["pulse_t_s"]),
+                           cell[f"check_pulse_{pulse}_ohm"][check]))
+
+
+def pybamm_resistance_pairs(model, log, est, cell):
+    """The twin beside PyBaMM at the end of each check's pulse block: a dict per check,
+    pulse and time, {"after" (1C cycles before the check), "pulse", "t_s" (1 s: the
+    board's tick, compared with the twin's R0; rc[0]'s tau: with its step response),
+    "truth", "twin" (ohm)}."""
+    tau_s = model["rc"][0]["tau_s"]
+    ends = np.searchsorted(log["Test Time / s"], np.asarray(cell["check_pulse_end_time_s"]) - 1e-3)
+    out = []
+    for check, (after, k) in enumerate(zip(cell["check_after_fast_cycles"], ends)):
+        for pulse in ("discharge", "charge"):
+            for t_s, twin in ((1.0, float(est["r0_ohm"][k])), (tau_s, step_response_ohm(model, est, k, tau_s))):
+                out.append({"after": after, "pulse": pulse, "t_s": t_s, "twin": twin,
+                            "truth": pulse_truth_ohm(cell, pulse, check, t_s)})
+    return out
+
+
+def pybamm_resistance_rows():
+    """Table rows: the discharge pulse's resistance at 1 s and at tau per check, PyBaMM's
+    beside the twin's, and the largest error over both pulses after cycle 10."""
+    with tempfile.TemporaryDirectory(prefix="cellbench-pybamm-r-") as d:
+        model, log, est = fit_and_track(PYBAMM_R / "ageing.bdf.csv.gz", d)
+    cell = json.loads((PYBAMM_R / "cell.json").read_text())
+    pairs = pybamm_resistance_pairs(model, log, est, cell)
+    out = [{"cell": PYBAMM_R_CELL, "quantity": f"resistance {p['t_s']:.0f} s into the 1C discharge pulse "
+            f"({'R0' if p['t_s'] == 1.0 else 'step response at tau'})", "cycle": p["after"],
+            "simulated": _fmt(p["truth"]), "board": _fmt(p["twin"]), "unit": "ohm"}
+           for p in pairs if p["pulse"] == "discharge"]
+    err = max(abs(p["twin"] / p["truth"] - 1) for p in pairs if p["after"] >= TRACK_FROM_CYCLE)
+    out.append({"cell": PYBAMM_R_CELL, "quantity": "resistance, largest error, both pulses (bound 10 %)",
+                "cycle": f"{TRACK_FROM_CYCLE}-100", "board": _fmt(100 * err, 2), "unit": "%"})
+    return out
+
+
 def run():
     rows = []
     for chemistry in CELLS:
@@ -281,5 +374,6 @@ def run():
         rows += tracking_rows(chemistry, result, track, err)
         rows.append({"cell": chemistry, "quantity": "run (estimator on) + analysis wall time",
                      "analyze": f"{wall:.1f}", "unit": "s"})
+    rows += pybamm_resistance_rows()
     return {"columns": ["cell", "quantity", "cycle", "paper", "simulated", "analyze", "board",
                         "known capacity", "unit"], "rows": rows}
