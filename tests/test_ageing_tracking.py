@@ -9,7 +9,8 @@ charge-transfer resistance, against truths the filter never sees:
   SEI, whose film resistance doubles the cell's 1 s resistance in 100 cycles; 1 s samples
   and 1C pulses after each check; tools/pybamm_ageing.py --pulses): the twin's R0 and its
   step response at rc[0]'s time constant against PyBaMM's resistance from noise-free pulses
-  at each check after cycle 10, with a model fitted to that run's first three cycles;
+  at each check after cycle 10, and its R0 against PyBaMM's noise-free 1 s step at every 1C
+  step after cycle 10, with a model fitted to that run's first three cycles;
 * 100-cycle runs of the two reference presets on the simulated cell itself
   (host/cellbench/sim/mpy/simcell.Cell: the plant of the simulated board, the ageing law
   cellbench.ecm uses too, stepped tick by tick with the board's sampling convention and
@@ -18,6 +19,7 @@ charge-transfer resistance, against truths the filter never sees:
   plant's true capacity at every sample, plus 0.5 %.
 """
 
+import gzip
 import json
 
 import numpy as np
@@ -160,6 +162,51 @@ def test_pybamm_resistance_tracked_within_10_percent_after_cycle_10(pybamm_r_tra
     first_1s, last_1s = (pulse_truth_ohm(cell, "discharge", c, 1.0) for c in (0, -1))
     assert last_1s > 1.5 * first_1s
     assert [p["twin"] for p in late if p["t_s"] == 1.0][-1] > 1.5 * np.max(model["r0_ohm"])  # R0
+
+
+def _edge_truth(log, step_index):
+    """The log rows that open each step of ``step_index`` (1: the 1C discharges, from the
+    rest after a 1C charge; 3: the 1C charges, from the rest at the bottom) and PyBaMM's
+    resistance 1 s into them, the board's tick: the noise-free voltage step over the
+    current step (ageing.truth.csv.gz; in 1 s the OCV moves less than 0.5 ohm's worth)."""
+    with gzip.open(PYBAMM_R / "ageing.truth.csv.gz", "rt") as f:
+        truth = np.loadtxt(f, delimiter=",", skiprows=1)
+    assert np.allclose(truth[:, 0], log["Test Time / s"], atol=1e-3)  # row for row
+    idx = log["Step Index / 1"]
+    k = np.flatnonzero((idx[1:] == step_index) & (idx[:-1] != step_index)) + 1
+    i_A, v_V = truth[:, 1], truth[:, 2]
+    return k, (v_V[k] - v_V[k - 1]) / (i_A[k] - i_A[k - 1])
+
+
+def _edges_tracked(pybamm_r_tracked, step_index):
+    """The twin's R0 before each edge of ``step_index`` against PyBaMM's 1 s resistance,
+    the edges of 1C cycles from TRACK_FROM_CYCLE on: the relative errors."""
+    _, log, est, _ = pybamm_r_tracked
+    k, truth = _edge_truth(log, step_index)
+    late = log["Cycle Count / 1"][k] - 1 >= TRACK_FROM_CYCLE
+    assert late.sum() >= 90  # the 1C cycles from 10 on (the log counts the checks as cycles too)
+    assert truth[late][-1] > 1.4 * truth[late][0]  # it grew meanwhile
+    return est["r0_ohm"][k - 1][late] / truth[late] - 1
+
+
+def test_pybamm_resistance_tracked_at_every_1c_discharge_after_cycle_10(pybamm_r_tracked):
+    """Between the checks too: at each 1C discharge's first tick (SoC 0.2-0.5, after a
+    1200 s rest) the twin's R0 is within 10 % of PyBaMM's 1 s resistance."""
+    err = _edges_tracked(pybamm_r_tracked, 1)
+    assert np.max(np.abs(err)) <= TOL_RCT, err
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: at the 1C charges' first tick (true SoC "
+                   "3-4 %, the bottom of the window) the twin's R0 is 18 % below PyBaMM's 1 s "
+                   "resistance at cycles 10-15, 15 % at 20, 10 % by cycle 45, 5 % at 100 (mean "
+                   "9.7 % low). PyBaMM's resistance there is 1.22 x that at the discharges' SoC "
+                   "at first, 1.08 x at cycle 100 (the film's share, flat in SoC, grows); the "
+                   "model fitted to the first three cycles has R0 flat in SoC (its structure "
+                   "search chose no SoC table), and the twin's one scale sits at the discharges' "
+                   "level. docs/estimator.md 'Ageing'")
+def test_pybamm_resistance_tracked_at_every_1c_charge_after_cycle_10(pybamm_r_tracked):
+    err = _edges_tracked(pybamm_r_tracked, 3)
+    assert np.max(np.abs(err)) <= TOL_RCT, err
 
 
 # ------------------------------------------------------------------ simulated ageing runs

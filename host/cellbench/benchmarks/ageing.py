@@ -338,7 +338,8 @@ def pybamm_resistance_pairs(model, log, est, cell):
     out = []
     for check, (after, k) in enumerate(zip(cell["check_after_fast_cycles"], ends)):
         for pulse in ("discharge", "charge"):
-            for t_s, twin in ((1.0, float(est["r0_ohm"][k])), (tau_s, step_response_ohm(model, est, k, tau_s))):
+            for t_s, twin in ((1.0, float(est["r0_ohm"][k])),
+                              (tau_s, step_response_ohm(model, est, k, tau_s))):
                 out.append({"after": after, "pulse": pulse, "t_s": t_s, "twin": twin,
                             "truth": pulse_truth_ohm(cell, pulse, check, t_s)})
     return out
