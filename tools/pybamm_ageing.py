@@ -27,8 +27,9 @@ the lost lithium bends the OCV(SoC) a fresh cell's model holds).
 ``--pulses`` writes the resistance reference instead (tests/data/pybamm-ageing-r/): the
 same cell and SEI (its film resistance, distributed through the electrode, stated
 explicitly), every step sampled at the board's 1 s tick, RESISTANCE_REST_S rests after the
-1C halves (long enough to hold before an edge and fit after it: 4 time constants of the
-model's rc[0] each, firmware/resistance.py), and after each C/10 check a pulse block
+1C halves (the resistance estimator needs 4 time constants of the model's rc[0] held
+before an edge and 4 after it, firmware/resistance.py: enough for a tau up to 300 s; the
+fit finds 40 s), and after each C/10 check a pulse block
 (PULSE_STEPS): to a set depth below the top at 1C, a rest, a 1C discharge pulse, a rest, a
 1C charge pulse back, a rest. Its cell.json adds, per check, PyBaMM's resistance from the
 noise-free pulses (pulse_resistance): what the board's resistance estimate is checked
