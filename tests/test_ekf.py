@@ -452,7 +452,7 @@ def test_kernel_matches_firmware_with_slow_states(compiled_only):
     fast = estimate(model, t, i_m, v_m, soc0=0.9, full=True)
     slow = _python_filter(model, t, i_m, v_m, 0.9)
     for key in ("soc", "soc_std", "v_model", "x", "P", "cap_Ah", "cap_std_Ah", "rct_ohm",
-                "rct_std_ohm"):
+                "rct_std_ohm", "r0_ohm", "r0_std_ohm"):
         assert np.max(np.abs(fast[key] - slow[key])) < 1e-10 * max(1.0, np.max(np.abs(slow[key]))), key
     f32 = estimate(model, t, i_m, v_m, soc0=0.9, dtype="float32")
     assert np.max(np.abs(f32["soc"] - fast["soc"])) < 1e-3
