@@ -21,6 +21,19 @@ rest, an efficiency that differs from cycle to cycle) hides in the fit's own SoC
 per-knot residuals of the sweeps' C-rate claim a fraction of a millivolt. Under current
 sigma then claims no less than the blocks' overall held-out RMS (``floor_V``).
 Units: V, C-rate = |i| / (capacity_Ah * 1/h).
+
+Which current indexes the table (measured on the PyBaMM cells, docs/estimator.md): the
+model's error lives in its states, not in the present current. After a sustained load
+the cell relaxes differently from the model, so a rest right after 1-2C inherits the
+load's error (NMC811 drive-b: 3.7 mV at rest at 40 % SoC, where the characterisation
+log's rests, mostly relaxed or after 10 s pulses, measure the noise alone; LFP drive-b:
+15-20 mV at rest after a 0.9C charge at 70 %, where the rest column holds 1.4 mV). A table
+looked up at the present current cannot say so. :func:`look_current_A` is the current
+that built the polarisation: |i| now, or the recent current decayed with the model's
+slowest time constant if larger. Binned by it (``look_A``), the rows right after a load
+count at the load's C-rate and the rest column holds relaxed rests only; the filter must
+then look the table up at the same current (firmware/ekf.py does not yet, so the fit
+still bins by the present current).
 """
 
 import numpy as np
@@ -45,6 +58,29 @@ def voltage_noise_V(logs: list) -> float:
     return float(np.median(values)) if values else 0.0
 
 
+def look_current_A(t_s: np.ndarray, i_A: np.ndarray, tau_s: float) -> np.ndarray:
+    """Per sample, the current the model's error follows (A, >= 0): the largest of
+    |i_j| * exp(-(t_k - t_j) / ``tau_s``) over samples j <= k, i.e. |i| now, or an earlier
+    larger current decayed with the model's slowest time constant ``tau_s`` (s; <= 0:
+    |i| itself). The recursion m_k = max(|i_k|, m_(k-1) * exp(-dt/tau)) is what a filter
+    keeps per sample; here it runs in the log domain (cumulative maximum of
+    log|i_j| + t_j/tau) so a 500k-sample log costs no Python loop."""
+    t, mag = np.asarray(t_s, dtype=float), np.abs(np.asarray(i_A, dtype=float))
+    if not tau_s > 0 or mag.size == 0:
+        return mag
+    scaled = (t - t[0]) / tau_s
+    with np.errstate(divide="ignore"):
+        peak = np.maximum.accumulate(np.log(mag) + scaled)
+    return np.maximum(mag, np.exp(peak - scaled))     # |i| exact where it is the largest
+
+
+def look_rows_A(rows, tau_s: float) -> np.ndarray:
+    """:func:`look_current_A` of every log of ``rows`` (:class:`.refine.Rows`), at its rows
+    (A); ``tau_s``: the model's slowest RC time constant (s; 0 without RC pairs)."""
+    return np.concatenate([look_current_A(log.t_s, log.i_A, tau_s)[pick]
+                           for log, pick in zip(rows.logs, rows.picks)])
+
+
 def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
     mids = 0.5 * (knots[1:] + knots[:-1])
     return np.searchsorted(mids, values)
@@ -52,7 +88,7 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
           capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0,
-          floor_V: float = 0.0, ocv_doubt_V=None, slow_ohm: float = 0.0) -> dict:
+          floor_V: float = 0.0, ocv_doubt_V=None, slow_ohm: float = 0.0, look_A=None) -> dict:
     """The model_error section (models/model.schema.json) from per-row held-out residuals;
     ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
     the rows' currents go one way only; ``floor_V``: the least sigma under current when no
@@ -61,8 +97,11 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     ``slow_ohm``: with it, the steady resistance less the step edges' instant R0 (ohm). A
     fast cycle's long sweeps show the steady polarisation but not how fast its slow part
     (``slow_ohm``) builds and relaxes: a pulse profile can find all of it out of place,
-    so sigma under current is at least C-rate x capacity x ``slow_ohm``."""
-    c = np.abs(i_A) / capacity_Ah
+    so sigma under current is at least C-rate x capacity x ``slow_ohm``; ``look_A``: per
+    row the current the filter looks the table up at (:func:`look_current_A`; None: the
+    row's present current), the one the rows are binned by (``i_A`` still decides the
+    current directions seen)."""
+    c = np.abs(i_A if look_A is None else look_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
     shape = (SOC_KNOTS.size, C_KNOTS.size)
@@ -75,7 +114,7 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     sigma = np.sqrt(np.maximum(var - noise_V ** 2, 0.0))
     seen_c = C_KNOTS[np.any(weight >= MIN_WEIGHT, axis=0)]
     top_c = float(seen_c.max()) if seen_c.size else 0.0
-    sigma = _fill(sigma, top_c)
+    sigma = _fill(sigma, top_c, between=look_A is not None)
     sigma[:, C_KNOTS > 0] = np.maximum(sigma[:, C_KNOTS > 0], floor_V)
     if ocv_doubt_V is not None:
         sigma = np.maximum(sigma, np.asarray(ocv_doubt_V, dtype=float)[:, None])
@@ -94,7 +133,10 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
                           f"{floor_V * 1e3:.2f} mV" if floor_V > 0 else "")
                        + ("; OCV from a fast cycle: everywhere at least the branches' half gap less "
                           f"their IR drop, under current at least C-rate x capacity x {slow_ohm:.4g} ohm"
-                          if ocv_doubt_V is not None else ""))}
+                          if ocv_doubt_V is not None else "")
+                       + ("; binned at the look-up current (|i|, or the recent current decayed with "
+                          "the slowest RC time constant), empty C-rates between seen ones interpolated"
+                          if look_A is not None else ""))}
 
 
 def ocv_doubt_V(curve: dict, steady_ohm: float) -> np.ndarray:
@@ -120,13 +162,20 @@ def _one_direction(z: np.ndarray, i_A: np.ndarray, capacity_Ah: float) -> str:
     return "charge" if up else "discharge"
 
 
-def _fill(sigma: np.ndarray, top_c: float) -> np.ndarray:
-    """Fill empty cells (see the module docstring); all-empty gives zeros."""
+def _fill(sigma: np.ndarray, top_c: float, between: bool = False) -> np.ndarray:
+    """Fill empty cells (see the module docstring); all-empty gives zeros. ``between``: an
+    empty C-rate between two populated ones in its SoC row takes the straight line between
+    them instead of the one below (for a table looked up at the decayed current: every
+    relaxation sweeps through those C-rates with the load's error decaying in proportion)."""
     out = sigma.copy()
     for row in out:
         seen = np.flatnonzero(np.isfinite(row))
         if seen.size:
             row[:seen[0]] = row[seen[0]]
+            if between:
+                gap = ~np.isfinite(row)
+                gap[seen[-1]:] = False
+                row[gap] = np.interp(C_KNOTS[gap], C_KNOTS[seen], row[seen])
             for k in range(1, row.size):
                 if not np.isfinite(row[k]):
                     row[k] = row[k - 1]
