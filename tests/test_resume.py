@@ -624,6 +624,84 @@ def test_ctrl_c_pauses_a_detached_board_and_says_how_to_continue(tmp_path, proto
     assert true_gaps(log) == [] and b"stopped: end" in out
 
 
+class FirmwareLine(Transport):
+    """The real firmware (controller and link, under CPython on a FakeBoard) behind a
+    serial line, in firmware/main.py's loop order: output first, then one input line when
+    there is none to write, else a tick of virtual time. ``interrupt_after``: Ctrl-C (a
+    KeyboardInterrupt from the read, where the lab's pause arrives too) once that many
+    records were read."""
+
+    close = lambda self: None  # noqa: E731
+    eof = False
+
+    def __init__(self, capacity):
+        from test_steps import FakeBoard, FakeCell, Firmware
+
+        self.board = FakeBoard(FakeCell(v0_uV=1_500_000, slope_uV_nAh=5.0))
+        self.board.id = "sim"  # the board file the protocol is compiled for
+        self.board.sample()
+        self.fw = Firmware(self.board, capacity=capacity)
+        self.inbox, self.out = b"", []
+        self.records, self.interrupt_after = 0, None
+
+    def write(self, data):
+        self.inbox += data
+
+    def step(self):
+        """One pass of main.py's loop with nothing to write: an input line, else a tick."""
+        if self.inbox:
+            cut = self.inbox.find(b"\n") + 1 or len(self.inbox)
+            line, self.inbox = self.inbox[:cut], self.inbox[cut:]
+            self.fw.feed(line)
+        else:
+            self.board.elapse(self.fw.tick_ms)
+            self.fw.tick(self.fw.tick_ms)
+
+    def readline(self, timeout_s=None):
+        if self.interrupt_after is not None and self.records >= self.interrupt_after:
+            self.interrupt_after = None
+            raise KeyboardInterrupt
+        while not self.out:
+            self.out = self.fw.output()
+            if not self.out:
+                if not self.inbox and self.fw.state == "FULL":
+                    return b""  # nothing to send until an ACK: the line is quiet
+                self.step()
+        line = self.out.pop(0)
+        self.records += line.startswith(b"R ")
+        return line
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1, 32])
+def test_resume_of_a_paused_board_whose_ring_filled_completes_the_run(tmp_path, extra):
+    """Ctrl-C paused the run; the paused board's records filled its ring (FULL) before
+    the host came back. The host re-fetches the backlog, RESUMEs and ACKs what it took, so
+    the board goes on to the end: for every backlog size around the link's ACK batch.
+
+    (A backlog that was a whole number of ACK batches used to hang until the idle limit:
+    the ACKs sent while RESUME waited for its reply covered nothing, yet settled the count,
+    and no ACK went out once the backlog was taken.)"""
+    from cellbench import session
+
+    batch = Link(None).ack_every
+    backlog = batch + extra
+    reserve = fw.module("controller").RESERVE
+    line = FirmwareLine(capacity=backlog + reserve - 1)  # paused: fills to RESERVE, then FULL
+    log = tmp_path / "run.bdf.csv"
+    line.interrupt_after = 20
+    with pytest.raises(session.Interrupted):
+        session.run(PROTOCOLS / "smoke.json", line, log, board="sim", on_interrupt="pause")
+    while line.fw.state != "FULL" or line.inbox:
+        line.step()
+    held = line.fw.status()
+    assert held["seq_next"] - held["seq_oldest"] == backlog  # the premise
+    summary = session.resume(log, line, on_interrupt="pause")
+    assert summary["stop_reason"] == "end", summary
+    kinds = [e["kind"] for e in bdflog.read_sidecar(log)["events"]]
+    assert {"PAUSE", "FULL", "RESUME", "END"} <= set(kinds)
+    assert true_gaps(log) == []
+
+
 def test_resume_reads_the_sidecar_once(tmp_path, monkeypatch):
     import builtins
 

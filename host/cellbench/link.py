@@ -129,7 +129,9 @@ class Link:
                       "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0, "lost": 0}
         self._pending = []         # in-order (kind, message) not yet yielded
         self._replies = []         # (status, cmd, value) not yet claimed by a command
-        self._unacked = 0
+        # delivered_seq when the last ACK went out; None: no ACK yet in this stream (what
+        # precedes its first seq is the caller's already: that ACK is owed).
+        self._acked_to = None
         self._last_ack_s = time.monotonic()
         # The outstanding SEND, if any: when it went out, whether its OK came back, and the
         # current wait before it is repeated (doubling: a slow host never floods the board).
@@ -223,7 +225,7 @@ class Link:
         self.delivered_seq = self.next_seq
         self._pending.clear()
         self._resend_done()
-        self._unacked = 0
+        self._acked_to = None
 
     def resend_from(self, first_seq):
         """Continue the stream at ``first_seq`` with everything the board still holds from
@@ -253,6 +255,9 @@ class Link:
                 return
             if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                 return
+            # ACK what was taken even when no line comes: a board whose ring is full sends
+            # nothing until an ACK frees it.
+            self._maybe_ack()
             self._pump()
 
     def at_end(self):
@@ -269,7 +274,7 @@ class Link:
         slots). Messages received but not yet consumed stay held on the board."""
         if self.delivered_seq > 0:
             self.send(f"ACK {self.delivered_seq - 1}")
-        self._unacked = 0
+            self._acked_to = self.delivered_seq
         self._last_ack_s = time.monotonic()
 
     # ------------------------------------------------------------ reading
@@ -356,7 +361,6 @@ class Link:
             # Only the re-send can fill a gap (later lines of the old stream are all past
             # it), even when its OK was lost: the re-send is arriving in order.
             self._resend_done()
-        self._unacked += 1
         self._pending.append(("record" if body[0] == "R" else "event", msg))
 
     def _ask_resend(self):
@@ -401,7 +405,20 @@ class Link:
             self._resend_done()
             self._ask_resend()
 
+    def _owed(self):
+        """Messages taken by the caller since the last ACK (1 when this stream has had no
+        ACK yet and something precedes it).
+
+        Counted from what was taken, not from what arrived: an ACK sent while messages
+        wait unread (during a command) covers none of them and must not settle them.
+        """
+        if self.delivered_seq <= 0:
+            return 0
+        if self._acked_to is None:
+            return 1
+        return self.delivered_seq - self._acked_to
+
     def _maybe_ack(self):
-        if self._unacked and (self._unacked >= self.ack_every
-                              or time.monotonic() - self._last_ack_s > 1.0):
+        owed = self._owed()
+        if owed > 0 and (owed >= self.ack_every or time.monotonic() - self._last_ack_s > 1.0):
             self.acknowledge()
