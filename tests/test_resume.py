@@ -702,6 +702,39 @@ def test_resume_of_a_paused_board_whose_ring_filled_completes_the_run(tmp_path, 
     assert true_gaps(log) == []
 
 
+def test_ctrl_c_while_a_row_is_made_loses_nothing_and_counts_right(tmp_path, monkeypatch, capsys):
+    """Ctrl-C comes at the worst moment: a record is taken from the link and not yet on
+    disk. The run pauses at the next read instead: the message's count is the log's, no
+    seq of the run is missing, and the command it gives completes the run.
+
+    (Raised where it came, the interrupt used to lose that record, which the PAUSE's ACK
+    then freed on the board, or leave the count one short of the rows written.)"""
+    from cellbench.commands import run as run_command
+
+    assert threading.current_thread() is threading.main_thread()  # signals reach this thread
+    line = FirmwareLine(capacity=5000)
+    monkeypatch.setattr(run_command, "open_transport", lambda args, board_file=None: (line, "sim"))
+    real_row, made = bdflog.record_row, []
+
+    def row(rec, *args, **kw):
+        made.append(rec["seq"])
+        if len(made) == 30:
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before the next line
+        return real_row(rec, *args, **kw)
+
+    monkeypatch.setattr(bdflog, "record_row", row)
+    log = tmp_path / "run.bdf.csv"
+    port = ["--port", "/dev/null", "--quiet"]
+    assert cli.main(["run", str(PROTOCOLS / "smoke.json"), "--board", "sim", "--out", str(log)] + port) == 130
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and f"log {log} holds {bdflog.count_rows(log)} records" in said[0], said
+    assert said[0].endswith(f"cellbench run --resume {log} --port /dev/null")
+    assert bdflog.read_sidecar(log)["rows"] == bdflog.count_rows(log) >= 30
+    assert true_gaps(log) == []
+    assert cli.main(["run", "--resume", str(log)] + port) == 0
+    assert bdflog.read_sidecar(log)["stop_reason"] == "end" and true_gaps(log) == []
+
+
 def test_resume_reads_the_sidecar_once(tmp_path, monkeypatch):
     import builtins
 

@@ -45,6 +45,47 @@ class Transport(ABC):
         self.close()
 
 
+class Interruptible(Transport):
+    """A board's transport that turns a requested pause or stop into KeyboardInterrupt at
+    the session's next read: the one point where every message taken from the link has
+    been logged (the link reads only once the caller asked for the next message) and
+    nothing is half done. A KeyboardInterrupt raised anywhere else (in the middle of
+    writing a row) could leave the log one row short of its count, or lose a record the
+    board then frees.
+
+    ``armed`` while the session follows a run; ``request`` is what was asked ("pause",
+    "stop", "ctrl-c"). The interrupt is raised once, so the session's own PAUSE/STOP and
+    the reads that follow go through. Everything else (reply_timeout_s, stderr_text,
+    truth_path, ...) is the wrapped transport's.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.armed = False
+        self.request = None
+
+    def readline(self, timeout_s=None):
+        if self.armed and self.request:
+            self.armed = False
+            raise KeyboardInterrupt(self.request)
+        return self.inner.readline(timeout_s)
+
+    def write(self, data):
+        self.inner.write(data)
+
+    @property
+    def eof(self):
+        return self.inner.eof
+
+    def __getattr__(self, name):  # only for names not found on self
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def close(self):
+        self.inner.close()
+
+
 class SerialTransport(Transport):
     """A board on a serial port. ``timeout_s`` bounds a ``readline`` given no timeout.
 

@@ -4,7 +4,10 @@ The command opens the board, shows a status line while :mod:`cellbench.session` 
 protocol, and says how the run ended (or, after Ctrl-C, how to continue it).
 """
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from .. import bdflog, protocol as proto, session
 from ..boards import calibration_path, load_board
 from ..errors import InputError
 from ..link import LinkError
+from ..transport import Interruptible
 
 EMU_BOARD = "rp2040-emu"  # the board id that runs on the emulated RP2040 (cellbench.emu)
 
@@ -175,10 +179,11 @@ def run(args):
                               args.tick_ms, args.force)
     transport, board = open_transport(args, files.board)
     try:
-        summary = session.run(files, transport, args.out, force=args.force,
-                              progress=None if args.quiet else Progress.for_run,
-                              extra_meta=sim_meta(args, transport),
-                              on_interrupt=on_interrupt(args))
+        with ctrl_c_at_reads(transport) as line:
+            summary = session.run(files, line, args.out, force=args.force,
+                                  progress=None if args.quiet else Progress.for_run,
+                                  extra_meta=sim_meta(args, transport),
+                                  on_interrupt=on_interrupt(args))
     except LinkError as exc:
         report_link_error(exc, transport)
         return 1
@@ -196,9 +201,10 @@ def resume(args):
     meta = session.preflight_resume(args.resume)  # before the port is opened; read once
     transport, _ = open_transport(args)
     try:
-        summary = session.resume(args.resume, transport, recover=args.recover, meta=meta,
-                                 progress=None if args.quiet else Progress.for_run,
-                                 on_interrupt=on_interrupt(args))
+        with ctrl_c_at_reads(transport) as line:
+            summary = session.resume(args.resume, line, recover=args.recover, meta=meta,
+                                     progress=None if args.quiet else Progress.for_run,
+                                     on_interrupt=on_interrupt(args))
     except LinkError as exc:
         report_link_error(exc, transport)
         return 1
@@ -209,6 +215,33 @@ def resume(args):
     print_summary(summary, meta.get("mass_mg"))
     finished(args, summary)
     return exit_code(args, summary)
+
+
+@contextlib.contextmanager
+def ctrl_c_at_reads(transport):
+    """``transport`` as the session should read it: Ctrl-C takes effect at the session's
+    next read from the board (within the link's read slice, 0.5 s), where every message
+    taken is logged, not in the middle of writing a row (transport.Interruptible). A
+    second Ctrl-C before that read, or one while no run is followed, interrupts at once.
+    Outside the main thread (no signal handler can be set there) Ctrl-C is left as it is.
+    """
+    line = Interruptible(transport)
+    line.armed = True
+    if threading.current_thread() is not threading.main_thread():
+        yield line
+        return
+
+    def on_ctrl_c(signum, frame):
+        if line.armed and not line.request:
+            line.request = "ctrl-c"
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield line
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def board_option(args):

@@ -23,44 +23,10 @@ from .. import bdflog, session
 from ..boards import load_board
 from ..errors import InputError
 from ..link import LinkError
-from ..transport import Transport
+from ..transport import Interruptible
 from .live import Live, replay
 
 STOPPED_BY_USER = "stopped by the user"
-
-
-class Interruptible(Transport):
-    """A board's transport that turns a requested pause or stop into KeyboardInterrupt.
-
-    ``armed`` while the session follows a run (set by the channel); ``request`` is
-    "pause" or "stop". The interrupt is raised once, from ``readline``, so the session's
-    own PAUSE/STOP and the reads that follow go through.
-    """
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.armed = False
-        self.request = None
-        self.reply_timeout_s = getattr(inner, "reply_timeout_s", 5.0)
-
-    def readline(self, timeout_s=None):
-        if self.armed and self.request:
-            self.armed = False
-            raise KeyboardInterrupt(self.request)
-        return self.inner.readline(timeout_s)
-
-    def write(self, data):
-        self.inner.write(data)
-
-    @property
-    def eof(self):
-        return self.inner.eof
-
-    def stderr_text(self):
-        return getattr(self.inner, "stderr_text", lambda: "")()
-
-    def close(self):
-        self.inner.close()
 
 
 def job_state(stop_reason):
