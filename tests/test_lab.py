@@ -412,7 +412,9 @@ def test_a_board_reset_waits_for_the_user_then_recovers(lab, tmp_path):
 def test_a_job_whose_board_is_not_up_yet_waits_queued(tmp_path, monkeypatch):
     """A job that reaches a channel before its board answers (a simulated board still
     booting on a loaded machine, a USB board being re-plugged) stays queued and starts
-    once the board is there; it is not failed as a run the lab lost."""
+    once the board is there; it is not failed as a run the lab lost. Meanwhile the
+    channel's card says why the job waits (published as it changes, never blanked between
+    two tries), and says nothing once there is nothing to wait for."""
     from cellbench.lab import channel as labchannel
     from cellbench.lab.service import Lab
 
@@ -420,6 +422,9 @@ def test_a_job_whose_board_is_not_up_yet_waits_queued(tmp_path, monkeypatch):
     lab = Lab(tmp_path / "lab", sim_speed=480.0, usb=False)
     ch = lab.add_sim_channel({"cell": "lto-li-coin"})
     monkeypatch.setattr(lab.boards, "ensure", lambda row: None)
+    shown = []  # the errors of the channel's published states, in order
+    monkeypatch.setattr(lab.hub, "publish", lambda m: shown.append(m["state"]["error"])
+                        if m["type"] == "state" and m["channel"] == ch.id else None)
 
     def not_up(row):
         raise ConnectionRefusedError(111, "the board's socket is not listening yet")
@@ -427,14 +432,21 @@ def test_a_job_whose_board_is_not_up_yet_waits_queued(tmp_path, monkeypatch):
     monkeypatch.setattr(lab.boards, "open", not_up)
     job = lab.queue_job(ch.id, {"protocol": library("smoke", cycle_count=1), "cell_name": "W1",
                                 "tick_ms": TICK_MS})
-    for k in range(4):  # the channel's thread tries again and again while the board is down
+    del shown[:]  # the queued job's own state
+    causes = ["no detached simulated board"] * 2 + ["not listening yet"] * 2  # relay file, socket
+    for k, cause in enumerate(causes):  # the thread tries again and again while the board is down
         if k == 2:  # booted far enough to say where its truth goes, not yet listening
             monkeypatch.setattr(lab.boards, "sim_meta", lambda row: {})
-        ch._board_ready()
         with pytest.raises(labchannel._Retry):
-            ch._step()
+            ch._turn()
         row = lab.db.job(job["id"])
         assert row["state"] == "queued" and row["started_unix_s"] is None, dict(row)
+        said = shown[-1]
+        assert said.startswith(f"job {job['id']} waits for the board: ") and cause in said, said
+    assert len(shown) == 2 and all(shown), shown  # each cause once, no blank in between
+    assert lab.channel(ch.id).request("stop", lab.db.job(job["id"])) is None  # cancelled
+    ch._turn()  # nothing to wait for now
+    assert shown[-1] == "" and ch.state()["error"] == ""
     lab.close()
 
 

@@ -80,7 +80,7 @@ class Channel:
         self.kind = row["kind"]
         self.live = None        # Live of the run followed now (or last)
         self.job_id = None      # the job the live state belongs to
-        self.error = ""         # why the board cannot be reached, if it cannot
+        self.error = ""         # why the board cannot be reached or a job waits (shown on its card)
         self.busy = False       # the thread is driving a session now
         self._transport = None  # the Interruptible of the session driven now
         self._session = None    # and that session (its on_interrupt says pause or stop)
@@ -155,30 +155,39 @@ class Channel:
     def _main(self):
         while not self.lab.stopping.is_set():
             try:
-                self._board_ready()
-                self._step()
+                self._turn()
             except _Retry:
                 self._wake.wait(5.0)
             except Exception as exc:  # a host bug must not end the channel silently
-                self.error = f"lab error: {exc!r}"
                 traceback.print_exc()
-                self.publish_state()
+                self._show_error(f"lab error: {exc!r}")
                 self._wake.wait(5.0)
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _turn(self):
+        """One turn of the thread: the board made reachable, then the next thing done.
+        A turn that goes through clears the error; one that must wait (_Retry) keeps the
+        error it showed, so the card says why until the wait is over."""
+        self._board_ready()
+        self._step()
+        self._show_error("")
+
+    def _show_error(self, text):
+        """Set what the card says is wrong ("" for nothing) and publish it if it changed.
+        Only changes are published: a channel retrying each second sends nothing new."""
+        if text != self.error:
+            self.error = text
+            self.publish_state()
 
     def _board_ready(self):
         """Start the simulated board if it is not running (a real one is just there)."""
         try:
             self.lab.boards.ensure(self.row)
-            if self.error:
-                self.error = ""
-                self.publish_state()
         except (InputError, OSError, LinkError) as exc:
             if str(exc) != self.error:
-                self.error = str(exc)
                 self.event("board_error", f"board not reachable: {exc}")
-                self.publish_state()
+            self._show_error(str(exc))
             raise _Retry() from None
 
     def _step(self):
@@ -218,7 +227,7 @@ class Channel:
         try:
             meta.update(self.lab.boards.sim_meta(self.row))
         except InputError as exc:  # a simulated board still booting: the job waits queued
-            self.error = str(exc)
+            self._show_error(f"job {job['id']} waits for the board: {exc}")
             raise _Retry() from None
 
         def begin():  # the board answered: the job starts (until then it stays queued)
@@ -279,8 +288,9 @@ class Channel:
             transport = self._transport = Interruptible(self.lab.boards.open(self.row))
         except (InputError, OSError) as exc:
             self.busy = False
-            self.error = str(exc)
+            self._show_error(f"job {job['id']} waits for the board: {exc}")
             raise _Retry() from None
+        self._show_error("")  # the board answers: nothing to wait for
         if on_open is not None:
             on_open()
 
