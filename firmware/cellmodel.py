@@ -52,7 +52,7 @@ class JsonError(ValueError):
 ALL = 1
 MODEL_KEYS = {"capacity_Ah": ALL, "r0_ohm": ALL, "rc": ALL, "hysteresis": ALL,
               "coulombic_efficiency": ALL, "estimator": ALL, "butler_volmer": ALL,
-              "model_error": {"soc": ALL, "c_rate": ALL, "sigma_V": ALL},
+              "model_error": {"soc": ALL, "c_rate": ALL, "sigma_V": ALL, "look_tau_s": ALL},
               "ocv": {"soc": ALL, "voltage_V": ALL, "charge_V": ALL, "discharge_V": ALL}}
 _WS = b" \t\r\n"
 _NUM = b"+-0123456789.eE"

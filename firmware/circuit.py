@@ -153,6 +153,11 @@ class Circuit:
         self.me_s = table(me.get("sigma_V") or [])
         if len(self.me_s) != len(self.me_z) * len(self.me_c):
             raise ValueError("model_error.sigma_V: needs soc x c_rate values")
+        # The table's current axis is the recent load the model's states still carry
+        # (Ekf.step), decayed with this time constant; 0: the present current.
+        self.look_tau_s = _num(me, "look_tau_s", 0.0)
+        if not self.look_tau_s >= 0.0:
+            raise ValueError("model_error.look_tau_s: must be >= 0")
         self.eta = _num(model, "coulombic_efficiency", 1.0)
         hy = model.get("hysteresis") or {}
         self.m_V = _num(hy, "m_V", 0.0)

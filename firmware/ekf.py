@@ -161,6 +161,7 @@ class Ekf(Circuit):
         self._dvdi = 0.0       # dv/di of the last measurement (ohm)
         self._sm2 = 0.0        # model error variance of the last measurement (V^2)
         self._hs = 0.0         # OCV slope in the last measurement Jacobian (V)
+        self._ilook = 0.0      # model_error's look-up current (A, >= 0): see step
         self.reset()
 
     @classmethod
@@ -267,6 +268,7 @@ class Ekf(Circuit):
             P[0] = max(p0_soc, VAR_UNKNOWN)
             defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
+        self._ilook = 0.0
         ec[ZC] = x[0]  # the edge estimator's counted SoC and predicted h
         ec[HC] = x[ih]
         self._s = 0.0
@@ -327,6 +329,13 @@ class Ekf(Circuit):
         elif i < -self.i_rest:
             self._s = -1.0
         dt = dt_ms * 0.001
+        # model_error is indexed by the load the model's states still carry: a rest just
+        # after 1C holds the 1C error until the slow RC pairs relax (the fit bins its
+        # held-out residuals at the same current, fit.error.look_current_A).
+        tl = self.look_tau_s
+        m = self._ilook * math.exp(-dt / tl) if tl > 0.0 else 0.0
+        ai = abs(i)
+        self._ilook = ai if ai > m else m
         if dt_ms > 0:
             self._predict(i, dt)
         self._update(i, v_uV * 1e-6, dt)
@@ -496,13 +505,14 @@ class Ekf(Circuit):
     def noise_V2(self, z, i, dt):
         """Measurement variance R (V^2) at SoC z, current i (A), dt (s) since the last
         sample (0: a first sample), with _dvdi from the last _measure: white voltage and
-        current noise, plus the model's error sigma_m^2 counted tau_err/dt times (one
-        independent look per correlation time). Sets _sm2 = sigma_m^2."""
+        current noise, plus the model's error sigma_m^2 (at the look-up current _ilook)
+        counted tau_err/dt times (one independent look per correlation time, at the present
+        current). Sets _sm2 = sigma_m^2."""
         rv = self.sigma_i * abs(self._dvdi) + self.sigma_v
         if len(self.me_s) == 0:
             self._sm2 = 0.0
             return rv * rv
-        sm = self._model_error(z, i)
+        sm = self._model_error(z, self._ilook)
         sm2 = self._sm2 = sm * sm
         if sm2 > 0.0 and dt > 0.0:
             # correlation time of the model's error at this current: see ERR_SPAN

@@ -53,7 +53,7 @@ def _issue9_model():
     m["model_error"] = {"soc": [0.0, 0.1, 0.5, 0.9, 1.0], "c_rate": [0.0, 0.5, 2.0],
                         "sigma_V": [0.02, 0.03, 0.05, 0.006, 0.008, 0.015, 0.002, 0.003,
                                     0.006, 0.003, 0.005, 0.01, 0.01, 0.015, 0.03],
-                        "method": "test table"}
+                        "look_tau_s": 400.0, "method": "test table"}
     m["estimator"].update(capacity=True, p0_cap=0.01, q_cap=1e-9)
     return m
 
@@ -160,6 +160,35 @@ def test_kernel_matches_firmware_filter_in_cpython(name, compiled_only):
         slow = _python_filter(model, t, i_m, v_m, soc0)
         for key in ("soc", "soc_std", "v_model", "x", "P"):
             assert np.max(np.abs(fast[key] - slow[key])) < 1e-10, key
+
+
+def test_model_error_is_read_at_the_load_the_states_still_carry():
+    """After a load the table is read at m = max(|i|, m exp(-dt/look_tau_s)) (docs/
+    estimator.md "Rests after a load"): the firmware filter's sigma_m^2 at each rest sample
+    is the table's value at I exp(-t/tau)/C, computed here from the table's knots; without
+    look_tau_s it is the rest column's."""
+    model = copy.deepcopy(_issue9_model())
+    model["estimator"]["bias"] = False   # the load then is the current sent, exactly
+    me = model["model_error"]
+    tau_s, i_A = me["look_tau_s"], model["capacity_Ah"] * 1.5   # 1.5C, then rest
+    soc, rates, sig = me["soc"], me["c_rate"], np.reshape(me["sigma_V"], (len(me["soc"]), -1))
+
+    def table_V(z, c_rate):
+        per_soc = [np.interp(c_rate, rates, row) for row in sig]
+        return float(np.interp(z, soc, per_soc))
+
+    for look in (True, False):
+        if not look:
+            del me["look_tau_s"]
+        kf = filter_for(model)
+        kf.reset(soc=0.7)
+        for _ in range(60):
+            kf.step(-round(i_A * 1e9), 3_700_000, 1000)
+        for t_s in range(1, 900, 7):   # s since the load's last sample
+            z = kf.x[0] + kf._pend     # the SoC the update reads the table at (a rest moves none)
+            kf.step(0, 3_700_000, 7000 if t_s > 1 else 1000)
+            c = 1.5 * np.exp(-t_s / tau_s) if look else 0.0
+            assert np.sqrt(kf._sm2) == pytest.approx(table_V(z, c), rel=1e-6, abs=1e-9), (look, t_s)
 
 
 def test_firmware_constants_are_the_kernels(compiled_only, monkeypatch):

@@ -146,23 +146,10 @@ def test_estimate_and_analyze_read_the_compressed_logs(tmp_path, capsys):
     assert q_dch_mAh == pytest.approx(true_mAh * (1 - 0.04), rel=0.01)
 
 
-# Targets this tree does not meet yet (issue 9 stays open), each with the reason. Strict
-# xfail: a change that meets one turns its test red until the entry goes, so the list can
-# only shrink honestly.
-_FLAT = "flat plateau: the voltage cannot tell SoC apart until the steep ends"
-MISSES = {
-    ("band", "nmc811-chen2020", "drive-b"): "93.4 % inside: at 30-45 % SoC (hours 3.8-4.3) the filter's "
-    "SoC runs 0.45 % low against a 0.12-0.15 % std. It goes wrong in a 59 s rest at 41 % after a 0.85C "
-    "discharge (-0.13 -> -0.47 %), where the model is 3.5 mV off and model_error's rest column says 0 mV: "
-    "the table is read at the present current, and the char-log's rests are relaxed or follow 10-30 s "
-    "pulses. Met (100 %) once the filter reads the table at the decayed current the fit can bin by "
-    "(fit.error.look_current_A; docs/estimator.md 'Rests after a load'); the filter's half is to do",
-    ("counting", "lfp-prada2013", "drive-b"): _FLAT + ": 0.98 % against counting's 0.78 %, 1.7-2.3 % high at "
-        "70-93 % SoC after the charge: a 157 s 0.9C charge at 67 % leaves the model 15-20 mV low in the 89 s "
-        "rest after it, where model_error's rest column says 1.4 mV, and on the plateau (1 mV is 2.5 % SoC) "
-        "nothing pulls it back for an hour. Met (0.39 %) with the table read at the decayed current "
-        "(docs/estimator.md 'Rests after a load'); the filter's half is to do",
-}
+# Targets this tree does not meet yet, each with the reason: (target, cell, profile) ->
+# reason. Strict xfail: a change that meets one turns its test red until the entry goes,
+# so the list can only shrink honestly. Empty: every cell meets every target.
+MISSES: dict = {}
 
 
 def profiles(target):

@@ -32,14 +32,14 @@ JIT = {"cache": True, "error_model": "numpy"}
 # Scalars of the filter, f[...]: its parameters (the firmware filter's attributes of the
 # same names), firmware/ekf.py's constants, the initial SoC, then working values.
 PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest",
-          "bv_vT")
+          "bv_vT", "look_tau_s")
 CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKNOWN",
              "CAP_MIN", "CAP_MAX", "VAR_CAP_MAX", "ERR_SPAN", "ERR_TAU_MIN_S", "ERR_TAU_MAX_S")
-(Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST, BV_VT,
+(Z0, DZ, Q_AS, ETA, M0_V, GAMMA, SIGMA_V, SIGMA_I, GATE, I_REST, BV_VT, LOOK_TAU_S,
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
  SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2, HS,
- KZ, ZC, AH, HIN, HC, NF) = range(46)
+ KZ, ZC, AH, HIN, HC, ILOOK, NF) = range(48)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on,
 # the resistance estimator on (its state: the array e of pack_res).
@@ -366,6 +366,16 @@ def model_error(f, me_z, me_c, me_s, z, i):
 
 
 @njit(**JIT)
+def look(f, i, dt):
+    """model_error's look-up current f[ILOOK] (A): |i|, or the recent load decayed with
+    look_tau_s if larger (Ekf.step)."""
+    R = f.dtype.type
+    m = f[ILOOK] * math.exp(-dt / f[LOOK_TAU_S]) if f[LOOK_TAU_S] > 0 else R(0)
+    ai = abs(i)
+    f[ILOOK] = ai if ai > m else m
+
+
+@njit(**JIT)
 def noise_v2(f, me_z, me_c, me_s, z, i, dt):
     """Measurement variance R (V^2); sets f[SM2] (Ekf.noise_V2 with Ekf.error_tau_s)."""
     R = f.dtype.type
@@ -373,7 +383,7 @@ def noise_v2(f, me_z, me_c, me_s, z, i, dt):
     if me_s.size == 0:
         f[SM2] = R(0)
         return rv * rv
-    sm = model_error(f, me_z, me_c, me_s, z, i)
+    sm = model_error(f, me_z, me_c, me_s, z, f[ILOOK])
     sm2 = sm * sm
     f[SM2] = sm2
     if sm2 > 0 and dt > 0:
@@ -489,6 +499,7 @@ def reset(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, soc_given, soc, v, i):
             P[0] = c * c * p0_h + (f[SIGMA_V] * f[SIGMA_V] + sm * sm) / (f[SLOPE] * f[SLOPE])
             P[ih] = P[ih * n] = -c * p0_h
     f[PEND] = R(0)
+    f[ILOOK] = R(0)
     f[ZC] = x[0]
     f[HC] = x[ih]
     f[S] = R(0)
@@ -803,6 +814,7 @@ def run(f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra, t_s, i_A, v_V, soc, std
             elif i < -f[I_REST]:
                 f[S] = R(-1)
             dtr = R(dt)
+            look(f, i, dtr)
             if dt > 0:
                 predict(f, ip, vec, mat, tab, tau, ra, rr, i, dtr)
             v_model[s] = update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dtr)

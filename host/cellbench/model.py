@@ -258,7 +258,7 @@ def _check_model_error(model: dict) -> None:
     if "model_error" not in model:
         return
     section = _section(model, "model_error")
-    _no_unknown(section, ("soc", "c_rate", "sigma_V", "method"), "model_error.")
+    _no_unknown(section, ("soc", "c_rate", "sigma_V", "look_tau_s", "method"), "model_error.")
     soc = _number_list(section.get("soc"), "model_error.soc")
     rate = _number_list(section.get("c_rate"), "model_error.c_rate")
     for name, knots in (("soc", soc), ("c_rate", rate)):
@@ -275,6 +275,8 @@ def _check_model_error(model: dict) -> None:
     if np.any(sigma < 0):
         raise InputError("model_error.sigma_V: every value must be >= 0")
     _string(section, "method", "model_error.", required=False)
+    if "look_tau_s" in section:
+        _non_negative(section, "look_tau_s", "model_error.")
 
 
 def _check_estimator(model: dict) -> None:

@@ -328,6 +328,8 @@ class FilterpyTwin:
         if self.cap:
             self.kf.x[self.ic, 0] = 1.0
         self.s = 0.0
+        self.i_look = 0.0  # model_error's look-up current (A): Ekf.step
+        self.look_tau_s = float((m.get("model_error") or {}).get("look_tau_s", 0.0))
         grid = np.asarray(m["ocv"]["soc"], dtype=float)
         self.grid, self.dz = grid, grid[1] - grid[0]
         self.r0_tab = cellmodel.r0(m, grid)
@@ -410,7 +412,7 @@ class FilterpyTwin:
         sigma_m^2 counted tau/dt times."""
         est, fw_ = self.est, self.fw
         white = (est["sigma_i_A"] * abs(dvdi) + est["sigma_v_V"]) ** 2
-        c_rate = abs(i) * 3600.0 / (3600.0 * self.m["capacity_Ah"])
+        c_rate = self.i_look / self.m["capacity_Ah"]
         sm2 = float(cellmodel.model_error_V(self.m, z, c_rate)) ** 2
         once = sm2
         if dt > 0:
@@ -426,6 +428,8 @@ class FilterpyTwin:
         i = self._current(i_meas)
         if abs(i) > 3.0 * est["sigma_i_A"]:
             self.s = float(np.sign(i))
+        tl = self.look_tau_s
+        self.i_look = max(abs(i), self.i_look * np.exp(-max(dt, 0.0) / tl) if tl > 0 else 0.0)
         if dt > 0:
             xn, F, g = self._transition(kf.x, i, dt)
             self._pending_x = xn

@@ -100,11 +100,15 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     noise = error.voltage_noise_V(logs)
     steady_ohm = _r0_typical(params) + sum(float(np.median(p["r_ohm"])) for p in params["rc"])
     fast = both and ref["rate_C"] > capacity.MAX_RATE_C      # the OCV from a fast cycle's branches
+    # the error a load leaves in the states lasts as long as the slowest RC pair: the table
+    # is binned (and the filter looks it up) at that decayed current, not the present one
+    look_tau_s = max((float(p["tau_s"]) for p in params["rc"]), default=0.0)
     model_error = error.table(rows.z, rows.i_A, rows.w, chosen["fit"].held_out_V, ref["capacity_Ah"],
                               noise, "blocks between long rests, 3 folds", steady_ohm,
                               _unswept_floor_V(chosen["fit"]),
                               error.ocv_doubt_V(curve, steady_ohm) if fast else None,
-                              _slow_ohm(steady_ohm, r0["r0_ohm"]))
+                              _slow_ohm(steady_ohm, r0["r0_ohm"]),
+                              error.look_rows_A(rows, look_tau_s), look_tau_s)
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,

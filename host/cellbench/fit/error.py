@@ -88,7 +88,8 @@ def _nearest(values: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
           capacity_Ah: float, noise_V: float, held_out: str, steady_ohm: float = 0.0,
-          floor_V: float = 0.0, ocv_doubt_V=None, slow_ohm: float = 0.0, look_A=None) -> dict:
+          floor_V: float = 0.0, ocv_doubt_V=None, slow_ohm: float = 0.0, look_A=None,
+          look_tau_s: float = 0.0) -> dict:
     """The model_error section (models/model.schema.json) from per-row held-out residuals;
     ``steady_ohm``: the model's R0 plus its RC resistances (ohm), the floor's scale when
     the rows' currents go one way only; ``floor_V``: the least sigma under current when no
@@ -100,7 +101,8 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     so sigma under current is at least C-rate x capacity x ``slow_ohm``; ``look_A``: per
     row the current the filter looks the table up at (:func:`look_current_A`; None: the
     row's present current), the one the rows are binned by (``i_A`` still decides the
-    current directions seen)."""
+    current directions seen), made with ``look_tau_s`` (s), which goes into the section for
+    the filter to keep the same current."""
     c = np.abs(i_A if look_A is None else look_A) / capacity_Ah
     ok = np.isfinite(residual_V)
     a, b = _nearest(z[ok], SOC_KNOTS), _nearest(c[ok], C_KNOTS)
@@ -122,7 +124,7 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
     one_way = _one_direction(z[ok], i_A[ok], capacity_Ah)
     if one_way and steady_ohm > 0:
         sigma = np.maximum(sigma, C_KNOTS * capacity_Ah * steady_ohm)
-    return {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
+    section = {"soc": SOC_KNOTS.tolist(), "c_rate": C_KNOTS.tolist(),
             "sigma_V": [round(float(s), 6) for s in sigma.ravel()],
             "method": (f"held-out residuals ({held_out}), RMS per nearest knot less "
                        f"{noise_V * 1e3:.2f} mV noise; C-rates above {top_c:g}C not seen: "
@@ -137,6 +139,9 @@ def table(z: np.ndarray, i_A: np.ndarray, w: np.ndarray, residual_V: np.ndarray,
                        + ("; binned at the look-up current (|i|, or the recent current decayed with "
                           "the slowest RC time constant), empty C-rates between seen ones interpolated"
                           if look_A is not None else ""))}
+    if look_A is not None and look_tau_s > 0:
+        section["look_tau_s"] = round(float(look_tau_s), 3)
+    return section
 
 
 def ocv_doubt_V(curve: dict, steady_ohm: float) -> np.ndarray:
