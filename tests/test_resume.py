@@ -303,6 +303,24 @@ def test_acks_cover_only_messages_the_caller_has_taken():
     assert board.sent[-1] == f"ACK {n}"
 
 
+def test_acks_go_out_every_batch_of_messages_taken_from_the_streams_start():
+    """docs/link.md: the host ACKs every ``ack_every`` messages it has taken, counted from
+    the first of its stream (a board running faster than real time fills its ring within
+    a second if the first ACK waits for the clock)."""
+    first, n, batch = 100, 70, 8
+    bodies = [f"R {k} {k * 1000} 1 0 1 {k} 1 0 0 0 0 0 0 0 0 -1 -1 -1 -1 -1 -1"
+              for k in range(first, first + n)]
+    board = ScriptedBoard(bodies)
+    link = Link(board, ack_every=batch, first_seq=None)
+    link.reset_sequence(first)
+    for kind, msg in link.messages(idle_timeout_s=5.0):
+        if msg["seq"] == first + n - 1:
+            break
+    acked = [int(s.split()[1]) for s in board.sent if s.startswith("ACK ")]
+    assert acked and max(np.diff([first - 1] + acked)) <= batch, acked
+    assert acked[-1] >= first + n - 1 - batch, acked
+
+
 # ---------------------------------------------------------------- resume logic on a scripted board
 
 

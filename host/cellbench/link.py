@@ -129,9 +129,9 @@ class Link:
                       "retries": 0, "garbled_sent": 0, "housekeeping_errors": 0, "lost": 0}
         self._pending = []         # in-order (kind, message) not yet yielded
         self._replies = []         # (status, cmd, value) not yet claimed by a command
-        # delivered_seq when the last ACK went out; None: no ACK yet in this stream (what
-        # precedes its first seq is the caller's already: that ACK is owed).
-        self._acked_to = None
+        # delivered_seq when the last ACK went out. A new stream starts one behind its first
+        # seq: what precedes it is the caller's already, and that ACK is owed too.
+        self._acked_to = -1
         self._last_ack_s = time.monotonic()
         # The outstanding SEND, if any: when it went out, whether its OK came back, and the
         # current wait before it is repeated (doubling: a slow host never floods the board).
@@ -225,7 +225,7 @@ class Link:
         self.delivered_seq = self.next_seq
         self._pending.clear()
         self._resend_done()
-        self._acked_to = None
+        self._acked_to = self.next_seq - 1
 
     def resend_from(self, first_seq):
         """Continue the stream at ``first_seq`` with everything the board still holds from
@@ -406,16 +406,14 @@ class Link:
             self._ask_resend()
 
     def _owed(self):
-        """Messages taken by the caller since the last ACK (1 when this stream has had no
-        ACK yet and something precedes it).
+        """Messages taken by the caller since the last ACK (plus one for what precedes a
+        stream that has had no ACK yet).
 
         Counted from what was taken, not from what arrived: an ACK sent while messages
         wait unread (during a command) covers none of them and must not settle them.
         """
         if self.delivered_seq <= 0:
             return 0
-        if self._acked_to is None:
-            return 1
         return self.delivered_seq - self._acked_to
 
     def _maybe_ack(self):
