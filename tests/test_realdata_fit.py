@@ -7,9 +7,10 @@ file is checked against what the tester itself recorded, never against the fit's
   per step) of the log's full discharges (of its full charges when there is none): a
   full sweep is a run of steps one way, CC-CV tail included, that ends at the log's
   limit;
-- SoC truth: the tester's current counted from the nearest earlier cut-off (0 at the end
-  of a full discharge, 1 at the end of a full charge): SoC as the tester's own limits
-  define it;
+- SoC truth: the tester's own counters (charge less discharge) from the nearest earlier
+  cut-off of the slowest full sweeps each way (0 at the end of a full discharge, 1 at the
+  end of a full charge; a faster sweep stops short of the limit's SoC): SoC as the
+  tester's own limits and count define it;
 - replay: the model run open loop on the tester's current from the first cut-off; its
   RMS over 5-95 % of that SoC must not exceed the error the model states for those
   samples (model_error: the model knows its own error);
@@ -38,6 +39,7 @@ from cellbench.paths import PROTOCOLS
 
 REALDATA = Path(__file__).parent / "data" / "realdata"
 LATE_S = 3600.0        # the filter starts from the first voltage: judged after the first hour
+SAME_RATE = 1.5        # a sweep's median current within this of the slowest one's: the same rate
 
 # file -> the rate of the slowest full cycle fit must say it took capacity from (fit's
 # fallback), or None for a log with a low-rate full sweep
@@ -52,19 +54,26 @@ FITTED = {
 }
 # (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
 MISSES = {
-    ("capacity", "beep_nova_Form-CH01-01_1200rows.csv"):
-        "0.747 against the Nova's 0.728 mAh: each record's current counted over the 57 s after "
-        "it, a decaying CV current over-counts by 3 % (data.load)",
     ("replay", "beep_nova_Form-CH01-01_1200rows.csv"):
-        "10.3 mV RMS against 7.7 mV stated, on the SoC the capacity above skews",
-    ("estimate", "beep_nova_Form-CH01-01_1200rows.csv"):
-        "SoC 4.6 % off the count, 0 % inside 3 sigma: the capacity above, and a band of 0.3 %",
+        "10.5 mV RMS against 9.7 mV stated: ecm.simulate holds each record's current over the "
+        "next 57 s and so counts the decaying CV current 3 % over the Novonix's counter, which "
+        "the SoC truth and the fit's charge now follow (5.2 mV against the held count)",
+    ("estimate", "neware_TESTCELL0001-B2.ndax"):
+        "SoC 1.8 % RMS off the count, 84 % inside 3 sigma: with the Neware counter's charge "
+        "(capacity +4e-8) the 1 RC + hysteresis model's held-out 6.0457 mV falls 0.5 uV inside "
+        "structure.choose's limit (best 5.8462 + 0.2 mV) and is chosen over 2 RC + Butler-Volmer",
     ("estimate", "cellpy_arbin_20160805_test001_45_cc_01.res"):
-        "SoC 9.8 % RMS off the count, 20 % inside 3 sigma",
+        "SoC 12.4 % RMS off the tester's count, 18 % inside 3 sigma: its charges carry 4-8 % more "
+        "than the discharges before them and fit sets coulombic_efficiency 0.89 (eta 1: 6.0 %, 70 %); "
+        "the model misses its log by 139 mV RMS (half cell, 0.61 V hysteresis) and states 0.3-7 V, "
+        "so the filter only counts",
     ("replay", "cellpy_batmo_bdf_3000rows.csv"):
-        "74 mV RMS against 49 mV stated",
+        "80 mV RMS against 51 mV stated: the step crossings carry no charge in BattMo's counter "
+        "but ecm.simulate holds the CC current over them (open-loop SoC +8 % by the end; 63 mV "
+        "counted as the counter); the rest is C/1.3 error above what model_error states",
     ("estimate", "cellpy_batmo_bdf_3000rows.csv"):
-        "SoC 8.6 % RMS off the count, 44 % inside 3 sigma",
+        "SoC 3.7 % RMS off the tester's count, 88 % inside 3 sigma: -3 % with a 1 % sigma "
+        "through the C/1.3 cycles",
 }
 # file -> what it holds instead of a full sweep
 REFUSED = {
@@ -121,12 +130,25 @@ def _cutoffs(log: pd.DataFrame) -> list:
     return sorted(out, key=lambda c: c[0])
 
 
-def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
-    """SoC counted from the tester's current (sample k's current over the interval after
-    it) from the nearest earlier cut-off; before the first, counted back from it."""
-    t, i = log["Test Time / s"].to_numpy(float), log["Current / A"].to_numpy(float)
-    q = np.concatenate(([0.0], np.cumsum(i[:-1] * np.diff(t)))) / 3600.0 / capacity_Ah
+def _anchors(log: pd.DataFrame) -> list:
+    """The cut-offs (:func:`_cutoffs`) of the slowest sweeps each way (median current within
+    SAME_RATE of the slowest's), where SoC is 0 or 1: a faster sweep stops short of it
+    (batmo's C/1.3 charges end at the top voltage and rest 0.2 V lower, at SoC 0.9 on its
+    C/26 OCV)."""
+    i = log["Current / A"].to_numpy(float)
     cuts = _cutoffs(log)
+    rate = [float(np.median(np.abs(i[idx]))) for _, _, idx in cuts]
+    slowest = {z: min(r for r, c in zip(rate, cuts) if c[1] == z) for z in {c[1] for c in cuts}}
+    return [c for r, c in zip(rate, cuts) if r <= SAME_RATE * slowest[c[1]]]
+
+
+def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
+    """SoC by the tester's own counters (charge less discharge: every fitted file carries
+    them; they count the current between records, which a record only samples) from the
+    nearest earlier anchor (:func:`_anchors`); before the first, counted back from it."""
+    t = log["Test Time / s"].to_numpy(float)
+    q = (log["Charging Capacity / Ah"] - log["Discharging Capacity / Ah"]).to_numpy(float) / capacity_Ah
+    cuts = _anchors(log)
     ends = np.array([c[0] for c in cuts])
     socs = np.array([c[1] for c in cuts])
     n = np.arange(t.size)
@@ -178,7 +200,7 @@ def test_replay_within_the_error_the_model_states(fitted, request):
     _known_miss(request, "replay", name)
     t, v, i = (log[c].to_numpy(float) for c in ("Test Time / s", "Voltage / V", "Current / A"))
     z = _counted_soc(log, model["capacity_Ah"])
-    k0 = min(_cutoffs(log)[0][0], t.size - 200)     # a log that ends at its only cut-off: from the count
+    k0 = min(_anchors(log)[0][0], t.size - 200)     # a log that ends at its only cut-off: from the count
     sim = ecm.simulate(model, t[k0 + 1:], i[k0 + 1:], float(np.clip(z[k0 + 1], 0.0, 1.0)))
     inside = (z[k0 + 1:] >= 0.05) & (z[k0 + 1:] <= 0.95)
     residual = (sim["v_V"] - v[k0 + 1:])[inside]

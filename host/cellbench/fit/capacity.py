@@ -250,6 +250,15 @@ def anchor_rate_C(rate: float, usual_C: float) -> float:
 
 
 MIN_GIVEN_BACK = 0.8       # a full cycle's smaller sweep carries at least this share of the larger
+MIN_TRAVEL = 0.5           # ... and each sweep's own voltage moves over this share of the window
+
+
+def _travels(log: Log, sweep: Sweep) -> bool:
+    """The sweep's voltage moves over MIN_TRAVEL of the window (bottom..top) under load: a
+    full sweep runs the cell across it; a pulse reaches a limit through its IR drop and
+    barely moves along it (yadg's 10 s pulses: 2 mV of a 33 mV window)."""
+    bottom, top = window_V(log)
+    return float(np.ptp(log.v_V[sweep.start:sweep.stop])) >= MIN_TRAVEL * (top - bottom)
 
 
 def slowest_full_cycle(logs: list) -> list:
@@ -259,8 +268,9 @@ def slowest_full_cycle(logs: list) -> list:
 
     At a fast rate a sweep can reach a limit through its IR drop alone (a pulse), so only a
     checked cycle counts: both sweeps start at the opposite limit (none "from the log's
-    start") and the one gives back at least MIN_GIVEN_BACK of the other's charge (a
-    formation cycle loses up to about a fifth; a pulse and its reverse differ many-fold).
+    start"), the one gives back at least MIN_GIVEN_BACK of the other's charge (a
+    formation cycle loses up to about a fifth) and each moves the voltage across the
+    window itself (:func:`_travels`; a pulse and its reverse carry the same charge).
     One cycle, not every cycle at that rate: a cell cycled at a fixed current fades (the
     IFE example loses 20 % in 40 cycles), and the mean charge of many cycles would not
     belong to the cycle that defines the OCV and SoC. Dicts as :func:`slow_full_sweeps`.
@@ -270,7 +280,8 @@ def slowest_full_cycle(logs: list) -> list:
     pairs = []
     for f in found:
         prev = by_pos.get((f["log"], f["k"] - 1))
-        if prev and prev["sweep"].sign == -f["sweep"].sign:
+        log = logs[f["log"]]
+        if prev and prev["sweep"].sign == -f["sweep"].sign and all(_travels(log, g["sweep"]) for g in (prev, f)):
             charges = sorted((prev["sweep"].charge_Ah, f["sweep"].charge_Ah))
             if charges[0] >= MIN_GIVEN_BACK * charges[1]:
                 pairs.append((max(f["rate_C"], prev["rate_C"]), [prev, f]))

@@ -2,7 +2,8 @@
 
 Units: s, V, A (current > 0 charges the cell), Ah. Sample ``k``'s current is taken to
 flow from ``t[k]`` to ``t[k+1]`` (as :func:`cellbench.ecm.simulate` assumes), so the
-charge passed up to ``t[k]`` is ``q_Ah[k] = sum(i[m] * dt[m] for m < k) / 3600``.
+charge passed up to ``t[k]`` is ``q_Ah[k] = sum(i[m] * dt[m] for m < k) / 3600``, except
+where an imported log carries the tester's own charge counter (:func:`charge_Ah`).
 
 A *step* is a run of samples at one setpoint (split on the log's ``Step Count`` column
 when it has one, else on current jumps); a *sweep* is a run of steps whose non-rest
@@ -79,10 +80,12 @@ def load(path) -> Log:
         raise InputError(f"log: {path.name} has {t.size} complete rows; a fit needs a real test")
     if np.any(np.diff(t) < 0):
         raise InputError(f"log: {path.name}: '{TIME}' goes backwards")
-    q = np.concatenate(([0.0], np.cumsum(i[:-1] * np.diff(t)))) / SECONDS_PER_HOUR
+    sidecar = _sidecar(path)
+    counter = tester_counter_Ah(cols, sidecar)
+    counter = None if counter is None else counter[keep]
     labels = cols.get(STEP)
     labels = None if labels is None else np.asarray(labels, dtype=float)[keep]
-    log = Log(path, t, v, i, q, _rest_tolerance(i), sidecar=_sidecar(path))
+    log = Log(path, t, v, i, charge_Ah(t, i, counter), _rest_tolerance(i), sidecar=sidecar)
     log.steps = _steps(log, labels)
     types = cols.get(STEP_TYPE)
     rested = None if types is None else np.char.upper(np.asarray(types, dtype=str)[keep])
@@ -91,12 +94,54 @@ def load(path) -> Log:
         # The current sensor reads this during rests, when the cell carries none: it is
         # in every sample, and left in it would count as 4 % of a C/20 sweep's charge.
         log.i_A = i - offset
-        log.q_Ah = np.concatenate(([0.0], np.cumsum(log.i_A[:-1] * np.diff(t)))) / SECONDS_PER_HOUR
+        # (a tester's counter counted the same offset: taken out of it too)
+        log.q_Ah = charge_Ah(t, log.i_A, None if counter is None else counter - offset * t / SECONDS_PER_HOUR)
         log.offset_A = offset
         log.rest_tol_A = _rest_tolerance(log.i_A)
         log.steps = _steps(log, labels)
     log.sweeps = _sweeps(log)
     return log
+
+
+CHARGE_COLUMNS = ("Charging Capacity / Ah", "Discharging Capacity / Ah")
+# A counter step this far (as a share of the interval's larger held charge) outside what
+# the two records' currents bracket is not taken: the counter's printed resolution, not a
+# counter that disagrees with the current (a reset, a wrong unit: the held count is kept).
+COUNTER_SLACK = 0.01
+
+
+def tester_counter_Ah(cols: dict, sidecar: dict):
+    """The net charge (Ah, charge > 0) the tester's own counters say passed by each record
+    (Charging less Discharging Capacity, which the importer made cumulative), or None when
+    the log is not an import of a tester's counters (the board's logs, an import whose
+    counters the importer integrated from the current)."""
+    if sidecar.get("capacity_from") != "tester counters" or any(c not in cols for c in CHARGE_COLUMNS):
+        return None
+    chg, dch = (np.asarray(cols[c], dtype=float) for c in CHARGE_COLUMNS)
+    return chg - dch
+
+
+def charge_Ah(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.ndarray:
+    """Cumulative charge (Ah) passed by each sample: sample k's current held to t[k+1].
+
+    A tester's counter integrates the current it measured between its records, which a
+    record only samples: over the ~60 s between a Novonix's records a CV current decays,
+    and holding each record's value counts 3 % more than the tester did (trapezoids: 0.4 %
+    more; BioLogic .mpr's current is the interval's mean instead, held back from the record).
+    So where ``counter_Ah`` (:func:`tester_counter_Ah`) is given, an interval's charge is the
+    counter's step whenever that lies within what the two records' currents bracket (with
+    COUNTER_SLACK): the current ran between them, or jumped between them at a step change
+    the counter timed. Elsewhere (a counter that is missing, reset or disagrees) the held count.
+    """
+    dt = np.diff(t_s)
+    held = i_A[:-1] * dt / SECONDS_PER_HOUR
+    if counter_Ah is not None:
+        after = i_A[1:] * dt / SECONDS_PER_HOUR
+        counted = np.diff(counter_Ah)
+        slack = COUNTER_SLACK * np.maximum(np.abs(held), np.abs(after))
+        inside = (counted >= np.minimum(held, after) - slack) & (counted <= np.maximum(held, after) + slack)
+        held = np.where(np.isfinite(counted) & inside, counted, held)
+    return np.concatenate(([0.0], np.cumsum(held)))
 
 
 QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...
