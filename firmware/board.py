@@ -1,7 +1,9 @@
 """Board layer: the only firmware module that imports ``machine``.
 
 Turns the board file (``board.json``, see boards/README.md) and the optional calibration
-(``calibration.json``) into a :class:`Board` that sets a current and reads the cell.
+(``calibration.json``) into a :class:`Board` that sets a current and reads the cell. The
+files are read, and their scales and tables worked out, by boardfile.py (imported at boot
+and dropped after); this module holds the hardware objects and what runs every tick.
 
 Units: voltages in integer microvolts (``_uV``), currents in integer nanoamps (``_nA``,
 > 0 charges the cell), ADC values in converter codes. Every scale factor is worked out once
@@ -9,7 +11,7 @@ at load as an integer multiply-and-shift, so :meth:`Board.sample` uses only smal
 (below 2**30, which MicroPython keeps off the heap) and allocates nothing.
 """
 
-import json
+import sys
 import time
 
 import machine
@@ -21,59 +23,9 @@ except ImportError:  # CPython: const(x) is x
         return x
 
 
-_SUB = const(16)  # RP2040 codes are summed in 1/16 LSB so the correction table can hold fractions
-_DENSE_MIN = const(256)  # more non-zero corrections than this: a 4096-byte table, not a dict
-_DENSE_ZERO = const(128)  # a dense table holds delta (1/16 LSB) + _DENSE_ZERO in one unsigned byte
 _WDT_MAX_MS = const(8388)  # the RP2040 watchdog's longest timeout
 _ADS_CONFIG = const(1)  # ADS1115 register addresses
 _ADS_RESULT = const(0)
-ADS_PGA = {6144: 0, 4096: 1, 2048: 2, 1024: 3, 512: 4, 256: 5}  # fsr_mV -> PGA bits
-ADS_DR = {8: 0, 16: 1, 32: 2, 64: 3, 128: 4, 250: 5, 475: 6, 860: 7}  # sps -> DR bits
-
-
-def _dense_table():
-    """4096 codes with delta 0: one 4 KB allocation, filled in place."""
-    table = bytearray(4096)
-    for c in range(4096):
-        table[c] = _DENSE_ZERO
-    return table
-
-
-def _dense_entry(d):
-    """A delta in 1/16 LSB as a dense table byte (clamped to what a byte holds)."""
-    return (-_DENSE_ZERO if d < -_DENSE_ZERO else (127 if d > 127 else d)) + _DENSE_ZERO
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def scaler(r, max_x):
-    """Integer factors ``(num, s, b)`` such that ``mul(x, num, s, b) == floor(x * num / 2**s)``
-    with ``num / 2**s`` within 0.5/num of ``r`` (> 0), for any ``|x| <= max_x``.
-
-    Every intermediate in :func:`mul` stays below 2**30, MicroPython's small-int limit on
-    the RP2040, so scaling never allocates. Raises ValueError when the result itself
-    could not fit.
-    """
-    bits = 1
-    while (1 << bits) <= max_x:
-        bits += 1
-    best = None
-    for b in range(bits + 1):  # the split that leaves room for the largest num
-        num_max = 1 << (29 - max(b, bits - b))
-        s = b
-        if r * (1 << s) >= num_max:
-            continue
-        while s < 28 and r * (1 << (s + 1)) < num_max:
-            s += 1
-        num = int(r * (1 << s) + 0.5)
-        if best is None or num > best[0]:
-            best = (num, s, b)
-    if best is None:
-        raise ValueError("scale factor too large for small-int arithmetic")
-    return best
 
 
 def mul(x, num, s, b):
@@ -99,57 +51,61 @@ class Board:
     ADC sums) and ``raw_lo``/``raw_hi`` (those sums at the converters' rails).
     """
 
+    # Set by boardfile from the board file and calibration (named here for the type check;
+    # annotations alone cost no heap): sampling, source and range scales and tables.
+    oversample: int
+    _ext: bool
+    _v_num: int
+    _v_s: int
+    _v_b: int
+    _v_off: int
+    _i_num: list
+    _i_s: list
+    _i_b: list
+    _i_c: list
+    _corr: dict
+    _dense: "bytearray | None"
+    _dense_zero: int
+    _ads_addr: int
+    _ads_wait_us: int
+    _ads_v: bytearray
+    _ads_i: bytearray
+    _ads_buf: bytearray
+    _src_type: str
+    _full: int
+    _mid_code: int
+    _to_code: list
+    _to_nA: list
+    _ranges: list
+    _pick_nA: list
+    _limit_nA: int
+
     def __init__(self, cfg, cal=None):
-        self.id = str(cfg["id"])
-        self.tick_ms = int(cfg.get("tick_ms", 1000))
-        self.oversample = max(1, min(64, int(cfg.get("oversample", 16))))
-        lim = cfg["limits"]
-        self.max_uV = int(round(lim["max_V"] * 1e6))
-        self.min_uV = int(round(lim["min_V"] * 1e6))
-        self.max_nA = int(round(lim["max_mA"] * 1e6))
-        # The source's output range: a terminal there means no cell (safety.py OPEN_CIRCUIT).
-        comp = cfg.get("compliance_V") or [0.0, 5.0]
-        self.compliance_lo_uV = int(round(comp[0] * 1e6))
-        self.compliance_hi_uV = int(round(comp[1] * 1e6))
+        import boardfile  # the board file's numbers; board.load drops the module after
+        cal = boardfile.limits(self, cfg, cal)
+        boardfile.ranges(self, cfg["current"])
+        boardfile.source(self, cfg["source"])
+        boardfile.measure(self, cfg, cal)
         self.v_uV = 0
         self.i_nA = 0
         self.raw_v = 0  # raw sums of the last sample, in converter units
         self.raw_i = 0
         self.setpoint_nA = 0
         self.range = 0
-        self.calibration_id = ""
-        self.cal_error = ""
-        if cal is not None and cal.get("board") != self.id:
-            self.cal_error = "calibration: board %r does not match %r" % (cal.get("board"), self.id)
-            cal = None
-        if cal is not None:
-            self.calibration_id = str(cal.get("id") or "%s@%s" % (self.id, cal.get("created", "")))
         self._i2c_bus = {}
+        self._i2c_freq = cfg.get("i2c_freq_hz", 400000)
         self._setup_pins(cfg)
-        self._setup_ranges(cfg["current"])
         self._setup_source(cfg, cfg["source"])
-        self._setup_measure(cfg, cal or {})
+        self._setup_measure(cfg)
         self._wdt = None
         self.wdt_ms = 0   # watchdog timeout once started (0: not running)
 
-    # ---- construction -------------------------------------------------------------
+    # ---- construction: the hardware objects ---------------------------------------
     def _setup_pins(self, cfg):
         self._relay = machine.Pin(int(cfg["relay_pin"]), machine.Pin.OUT, value=0)
         self._led = machine.Pin(int(cfg["led_pin"]), machine.Pin.OUT, value=0)
         self._range_pins = [machine.Pin(int(p), machine.Pin.OUT, value=0)
                             for p in cfg["current"]["range_pins"]]
-
-    def _setup_ranges(self, cur):
-        """Sort ranges smallest first; |I| <= margin * full scale picks a range."""
-        rs = sorted(cur["ranges"], key=lambda r: r["full_scale_mA"])
-        self._ranges = rs
-        self.range_names = [str(r["name"]) for r in rs]
-        self.range_fs_nA = [int(round(r["full_scale_mA"] * 1e6)) for r in rs]
-        margin = float(cur.get("range_margin", 0.9))
-        self._pick_nA = [int(fs * margin) for fs in self.range_fs_nA]
-        self._pick_nA[-1] = self.range_fs_nA[-1]  # the largest range is used up to full scale
-        self.range_max_nA = self.range_fs_nA[-1]
-        self._limit_nA = min(self.range_max_nA, self.max_nA)
 
     def _i2c(self, bus, spec):
         if bus not in self._i2c_bus:
@@ -159,125 +115,27 @@ class Board:
         return self._i2c_bus[bus]
 
     def _setup_source(self, cfg, src):
-        self._i2c_freq = cfg.get("i2c_freq_hz", 400000)
-        self._src_type = src["type"]
+        """The PWM or MCP4725 source (its type checked by boardfile.source), at 0 A."""
         if self._src_type == "pwm":
             self._pwm = machine.PWM(machine.Pin(int(src["pin"])))
             self._pwm.freq(int(src.get("freq_hz", 1908)))  # 1908: div 1, TOP 65513 (doc.source)
-            self._full = 65535
-        elif self._src_type == "mcp4725":
+        else:
             bus = int(src.get("i2c", 0))
             pins = src if "sda" in src else (cfg.get("ext_adc") or {})
             self._dac = self._i2c(bus, pins)
             self._dac_addr = int(src.get("addr", 96))
             self._dac_buf = bytearray(2)
-            self._full = 4095
-        else:
-            raise ValueError("source.type: unknown %r" % self._src_type)
-        self._mid_code = (self._full + 1) // 2
-        # code = (full + floor(i * full / fs) + 1) >> 1 and back: i = (2 code - full) * fs / full
-        self._to_code = [scaler(self._full / fs, fs) for fs in self.range_fs_nA]
-        self._to_nA = [scaler(fs / self._full, self._full) for fs in self.range_fs_nA]
         self._write_code(self._mid_code)
 
-    def _setup_measure(self, cfg, cal):
-        n = self.oversample
-        vg = float(cal.get("voltage", {}).get("gain", 1.0))
-        self._v_off = int(round(float(cal.get("voltage", {}).get("offset_V", 0.0)) * 1e6))
-        divider = float(cfg["voltage"]["divider"])
-        self._ext = cfg.get("measure", "rp2040") == "ads1115"
+    def _setup_measure(self, cfg):
+        """The converters: the ADS1115 on its I2C bus, or the RP2040's two ADC pins."""
         if self._ext:
             ext = cfg["ext_adc"]
-            self._setup_ads(ext)
-            volt_per_unit = ext["fsr_V"] / 32768 / n
-            max_x = 32768 * n
-            # Raw sums (raw_v, raw_i) at which a converter is at its rail (safety.py ADC_RAIL).
-            self.raw_hi = 32767 * n
-            self.raw_lo = -32768 * n
+            self._ads = self._i2c(int(ext.get("i2c", 0)), ext)
         else:
             adc = cfg["adc"]
             self._vadc = machine.ADC(int(adc["voltage_pin"]))
             self._iadc = machine.ADC(int(adc["current_pin"]))
-            self._corr, self._dense = self._correction_table(cal.get("adc_correction"))
-            volt_per_unit = adc["vref_V"] / 4096 / _SUB / n
-            max_x = 4096 * _SUB * n
-            self.raw_hi = (4095 * _SUB - _SUB // 2) * n  # every conversion at code 4095
-            self.raw_lo = (_SUB // 2) * n                # every conversion at code 0
-        self._v_num, self._v_s, self._v_b = scaler(volt_per_unit / divider * 1e6 * vg, max_x)
-        self._setup_current_scale(cfg["current"], cal.get("current", {}), volt_per_unit, max_x)
-
-    def _setup_current_scale(self, cur, cal_cur, volt_per_unit, max_x):
-        """Per range: i_nA = mul(x, i_num, ...) + i_c with i_c holding mid-scale and offset."""
-        mid_V = float(cur["mid_V"])
-        self._i_num = []
-        self._i_s = []
-        self._i_b = []
-        self._i_c = []
-        for r in self._ranges:
-            c = cal_cur.get(r["name"], {})
-            g = float(c.get("gain", 1.0))
-            ohm = r["sense_ohm"] * r["gain"]  # volts at the ADC per amp in the cell
-            num, s, b = scaler(volt_per_unit / ohm * 1e9 * g, max_x)
-            self._i_num.append(num)
-            self._i_s.append(s)
-            self._i_b.append(b)
-            self._i_c.append(int(round(float(c.get("offset_A", 0.0)) * 1e9 - g * mid_V / ohm * 1e9)))
-
-    def _correction_table(self, corr):
-        """``(sparse, dense)`` deltas in 1/16 LSB from a {code: delta_codes} map, a 4096
-        list, or ``{"segments": ...}`` (see _segment_table).
-
-        Up to _DENSE_MIN non-zero deltas (the RP2040's few DNL spikes): a small dict and
-        dense None. More (a full-range table such as the published default): {} and a
-        4 KB bytearray holding delta + _DENSE_ZERO per code (a dict that size would cost
-        tens of KB), deltas clamped to +-8 LSB.
-        """
-        if isinstance(corr, dict) and "segments" in corr:
-            return {}, self._segment_table(corr["segments"])
-
-        def items():
-            if isinstance(corr, list):
-                return enumerate(corr)
-            return ((int(k), v) for k, v in (corr or {}).items())
-
-        n = 0
-        for code, delta in items():
-            if int(round(float(delta) * _SUB)) and 0 <= code < 4096:
-                n += 1
-        dense = n > _DENSE_MIN
-        table = _dense_table() if dense else {}
-        for code, delta in items():
-            d = int(round(float(delta) * _SUB))
-            if d and 0 <= code < 4096:
-                table[code] = _dense_entry(d) if dense else d
-        return ({}, table) if dense else (table, None)
-
-    def _segment_table(self, segments):
-        """Dense table from ``[[first, last, delta_first, delta_last], ...]`` (LSB): linear
-        within each segment of codes. A full-range table (the published default) stays
-        a few hundred bytes of JSON instead of 4096 entries to parse."""
-        table = _dense_table()
-        for seg in segments:
-            a, b = max(0, int(seg[0])), min(4095, int(seg[1]))
-            d0, d1 = float(seg[2]), float(seg[3])
-            for c in range(a, b + 1):
-                d = d0 if b == a else d0 + (d1 - d0) * (c - a) / (b - a)
-                table[c] = _dense_entry(int(round(d * _SUB)))
-        return table
-
-    def _setup_ads(self, ext):
-        self._ads = self._i2c(int(ext.get("i2c", 0)), ext)
-        self._ads_addr = int(ext.get("addr", 72))
-        pga = ADS_PGA[int(round(ext["fsr_V"] * 1000))]
-        sps = int(ext.get("sps", 860))
-        dr = ADS_DR[sps]
-        self._ads_wait_us = 1000000 // sps + 100
-        # config: OS=1 start, MUX=100+ch single-ended, PGA, MODE=1 single-shot, DR, comparator off
-        hi = lambda ch: 0x80 | ((4 + ch) << 4) | (pga << 1) | 1
-        lo = (dr << 5) | 0x03
-        self._ads_v = bytearray((hi(int(ext["voltage_ch"])), lo))
-        self._ads_i = bytearray((hi(int(ext["current_ch"])), lo))
-        self._ads_buf = bytearray(2)
 
     # ---- sampling -----------------------------------------------------------------
     def _sum_adc(self):
@@ -293,11 +151,12 @@ class Board:
         k = self.oversample
         tab = self._dense
         if tab is not None:
+            z = self._dense_zero
             while k:
                 c = vadc.read_u16() >> 4
-                va += (c << 4) + tab[c] - _DENSE_ZERO
+                va += (c << 4) + tab[c] - z
                 c = iadc.read_u16() >> 4
-                ia += (c << 4) + tab[c] - _DENSE_ZERO
+                ia += (c << 4) + tab[c] - z
                 k -= 1
         while k:
             c = vadc.read_u16() >> 4
@@ -436,32 +295,10 @@ class Board:
 
 
 def load(board_path="board.json", cal_path="calibration.json"):
-    """Build the Board from the board file and (if present) the calibration file.
-
-    The current is off and the watchdog running (board ``wdt_ms``) on return. A calibration
-    for another board id is refused: it is not applied and ``cal_error`` says why. A
-    calibration file that is not valid JSON, or has values of the wrong type, is refused
-    the same way.
-    """
-    cfg = _read_json(board_path)
-    cal = None
-    cal_error = ""
+    """The Board from the board file and (if present) the calibration file, its current
+    off and the watchdog running (boardfile.load says what is refused and how)."""
+    import boardfile
     try:
-        cal = _read_json(cal_path)
-    except OSError:
-        pass  # no calibration: nominal scale factors
-    except ValueError:
-        cal_error = "calibration: not valid JSON"
-    if cal is not None and not isinstance(cal, dict):
-        cal, cal_error = None, "calibration: must be a JSON object"
-    try:
-        b = Board(cfg, cal)
-    except (TypeError, ValueError, KeyError, AttributeError) as ex:
-        if cal is None:
-            raise  # the board file itself is broken: nothing to fall back to
-        b = Board(cfg, None)  # a calibration the firmware cannot use is refused whole
-        cal_error = "calibration: unusable (%r)" % ex
-    b.cal_error = b.cal_error or cal_error
-    b.off()
-    b.start_watchdog(cfg.get("wdt_ms", 5000))
-    return b
+        return boardfile.load(Board, board_path, cal_path)
+    finally:
+        sys.modules.pop("boardfile", None)  # boot-only code: no heap during a run

@@ -13,6 +13,7 @@ metadata(version="0.1.0", description="cellbench coin-cell tester firmware")
 
 module("frame.py")     # line frames with CRC-32
 module("board.py")     # ADC, current source, relay, LED, watchdog
+module("boardfile.py")  # the board file and calibration read into its scales (boot only)
 module("safety.py")    # per-tick limits and fault bits
 module("steps.py")     # the step engine
 module("steptable.py")  # the step table check (LOAD imports it, then drops it)

@@ -284,7 +284,7 @@ def test_scaler_is_exact_and_stays_in_small_ints(mk, r, bits, data):
     max_x = (1 << bits) - 1
     if max_x * r >= 2**29:
         return
-    num, s, b = board.scaler(r, max_x)
+    num, s, b = fw.module("boardfile").scaler(r, max_x)  # the board file's scales
     x = data.draw(st.integers(-max_x, max_x))
     t = (x >> b) * num
     rem = (t & ((1 << (s - b)) - 1)) << b
