@@ -4,7 +4,8 @@ Plain Python: runs under MicroPython (the board, 32-bit floats; the unix port, 6
 floats) and CPython (host tests). The host twin is cellbench.estimate (the same equations
 compiled by numba, from this filter's public parameters and this module's constants);
 docs/estimator.md gives the derivation, why the noise is what it is, and the tuning guide.
-The model's JSON text is read by cellmodel.py, its tables looked up by circuit.py.
+The model's JSON text is read by cellmodel.py, its tables looked up by circuit.py; the
+filter's parameters are set from it (and learned slow states put back) by ekfsetup.py.
 
 State x (SI units), n = 2..6 entries:
     x[0]            SoC z (1 = full), clamped to [SOC_MIN, SOC_MAX]
@@ -44,8 +45,8 @@ import gc
 import math
 import sys
 
-from cellmodel import MICROPYTHON, read_model
-from circuit import SOC_MAX, SOC_MIN, Circuit, _num, _zeros, micropython
+from cellmodel import MICROPYTHON
+from circuit import SOC_MAX, SOC_MIN, Circuit, _zeros, micropython
 # The public part of resistance.Resistance.v (its S, R, PSS, PRR, PSR; tests/test_ekf.py
 # checks they agree): the ohmic and charge-transfer scales and their covariance. Named
 # here because resistance.py is imported only for a model that asks for it (its code is
@@ -67,13 +68,6 @@ VAR_H_MAX = 1.0
 VAR_CAP_MAX = 0.25
 # SoC variance when nothing is known: uniform on [0, 1].
 VAR_UNKNOWN = 1.0 / 12.0
-# Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
-# h std 1e-4, bias std 1 pA, capacity scale std 1e-5).
-FLOOR_SOC = 1e-10
-FLOOR_RC_V2 = 1e-12
-FLOOR_H = 1e-8
-FLOOR_BIAS_A2 = 1e-24
-FLOOR_CAP = 1e-10
 # Correlation time of the model's voltage error (s): the time the cell takes to cross
 # ERR_SPAN of SoC at the present current (the error is a function of SoC, so it stays
 # the same until SoC moves), within [ERR_TAU_MIN_S, ERR_TAU_MAX_S]: at rest the error
@@ -86,11 +80,21 @@ ERR_TAU_MAX_S = 3600.0
 KZ, AH, HIN, ZC, HC = range(5)
 NEC = 5
 
-DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e-8,
-            "q_h": 1e-6, "p0_soc": 0.01, "gate": 5.0, "bias": False, "q_bias_A2": 1e-18,
-            "p0_bias_A2": 1e-12, "p0_rc_V2": 1e-6, "p0_h": 0.1, "capacity": False,
-            "p0_cap": 1e-4, "q_cap": 1e-10, "resistance": False, "q_ohm": 1e-9,
-            "p0_ohm": 0.04, "q_res": 1e-8, "p0_res": 0.25}
+
+def _setup(fn, *args):
+    """ekfsetup.fn(*args): the filter's set-up (MODEL, RECOVER), imported for the call and
+    dropped after it, so its bytecode holds no heap while a run goes on; on the board the
+    heap is collected before the filter allocates again (into what the module held).
+    (Under CPython cellbench.fw caches it as cellbench.firmware.ekfsetup: nothing to drop.)"""
+    mod = __import__("ekfsetup")
+    try:
+        out = getattr(mod, fn)(*args)
+    finally:
+        del mod  # no reference left for the collection below
+        sys.modules.pop("ekfsetup", None)
+        if MICROPYTHON:
+            gc.collect()
+    return out
 
 
 class Ekf(Circuit):
@@ -120,26 +124,11 @@ class Ekf(Circuit):
     def __init__(self, model):
         super().__init__(model)
         self._ec = _zeros(NEC)  # the edge estimator's chain (KZ, ...)
-        est = model.get("estimator") or {}
-        self._load_noise(est)
-        self.ih = 1 + self.nrc
-        self.ib = self.ih + 1 if self.bias else -1
-        self.ic = self.ih + 1 + (1 if self.bias else 0) if self.cap else -1
-        n = self.n = self.ih + 1 + (1 if self.bias else 0) + (1 if self.cap else 0)
-        self.q = _zeros(n)
-        self.floor = _zeros(n)
-        self.p0 = _zeros(n)
-        self._load_priors(est)
-        self.rs = None
-        if est.get("resistance", False):
-            if self.nrc == 0:
-                raise ValueError("estimator.resistance: needs an rc pair (rc[0] is R_ct)")
-            from resistance import Resistance
-            self.rs = Resistance(self.rc_tau_s[0], _num(est, "q_ohm", DEFAULTS["q_ohm"]),
-                                 _num(est, "q_res", DEFAULTS["q_res"]),
-                                 _num(est, "p0_ohm", DEFAULTS["p0_ohm"]),
-                                 _num(est, "p0_res", DEFAULTS["p0_res"]), self.sigma_v,
-                                 self.q_As / 3600.0)
+        # noise, state layout, per-state q / floor / p0 and the resistance estimator
+        (self.sigma_v, self.sigma_i, self.gate, self.i_rest, self.bias, self.cap, self.ih,
+         self.ib, self.ic, self.n, self.q, self.floor, self.p0,
+         self.rs) = _setup("parameters", self, model)
+        n = self.n
         # State, covariance and work vectors are arrays of the port's floats, preallocated
         # and updated in place. Lists were faster (an array boxes a new float on every
         # read: 1.5x the time per step, 1.7x the garbage on the unix port), but a list
@@ -168,44 +157,7 @@ class Ekf(Circuit):
     def from_json(cls, text):
         """An Ekf from the model's JSON text (bytes-like), without building the whole
         document: only what read_model keeps. JsonError for text that is not JSON."""
-        model = read_model(text)
-        if MICROPYTHON:
-            # The resistance estimator's code (loaded only for a model that asks for it)
-            # goes onto a clean heap: between the parsed tables the unix port found no
-            # 944-byte block for it at some heap sizes (tests/test_memory.py's sweep).
-            if (model.get("estimator") or {}).get("resistance") and "resistance" not in sys.modules:
-                model = None
-                gc.collect()
-                import resistance  # noqa: F401
-                model = read_model(text)
-            gc.collect()  # the reader's garbage, before the filter's arrays fill its holes
-        return cls(model)
-
-    def _load_noise(self, est):
-        self.sigma_v = _num(est, "sigma_v_V", DEFAULTS["sigma_v_V"])
-        self.sigma_i = _num(est, "sigma_i_A", DEFAULTS["sigma_i_A"])
-        self.gate = _num(est, "gate", DEFAULTS["gate"])
-        self.bias = bool(est.get("bias", False))
-        self.cap = bool(est.get("capacity", False))
-        # Below this |i| the cell counts as resting for the instantaneous hysteresis sign:
-        # measured noise around zero must not flip s every tick.
-        self.i_rest = 3.0 * self.sigma_i
-
-    def _load_priors(self, est):
-        """Per state: process variance per second (q), floor (floor), prior (p0)."""
-        self._prior(0, est, "q_soc", FLOOR_SOC, "p0_soc")
-        for j in range(self.nrc):
-            self._prior(1 + j, est, "q_rc_V2", FLOOR_RC_V2, "p0_rc_V2")
-        self._prior(self.ih, est, "q_h", FLOOR_H, "p0_h")
-        if self.bias:
-            self._prior(self.ib, est, "q_bias_A2", FLOOR_BIAS_A2, "p0_bias_A2")
-        if self.cap:
-            self._prior(self.ic, est, "q_cap", FLOOR_CAP, "p0_cap")
-
-    def _prior(self, r, est, q_key, floor, p0_key):
-        self.q[r] = _num(est, q_key, DEFAULTS[q_key])
-        self.floor[r] = floor
-        self.p0[r] = _num(est, p0_key, DEFAULTS[p0_key])
+        return cls(_setup("read", text))
 
     # --- public API ------------------------------------------------------------------
     def reset(self, soc=None, v_uV=None, i_nA=0):
@@ -283,28 +235,7 @@ class Ekf(Circuit):
         capacity (nAh) and its std, charge-transfer resistance (mohm) and its std, as
         published; a value < 0 (a state that was off) leaves that state as it is. The
         cross-covariances of a restored state start at 0."""
-        ic = self.ic
-        if ic >= 0 and cap_nAh >= 0:
-            q_nAh = self.q_As * (1e9 / 3600.0)
-            self._restore(ic, cap_nAh / q_nAh, cap_std_nAh / q_nAh)
-        rs = self.rs
-        if rs is not None and r_mohm >= 0:
-            self._rc_at(self.x[0] + self._pend)
-            r1_mohm = self._rrc[0] * 1e3
-            rs.v[R_CT] = r_mohm / r1_mohm
-            rs.v[PRR] = (r_std_mohm / r1_mohm) ** 2 if r_std_mohm >= 0 else rs.p0_res
-            rs.v[PSR] = 0.0
-        self._condition()
-        self._publish()
-
-    def _restore(self, r, value, std):
-        """State r set to value with variance std**2 (std < 0: keep its prior p0),
-        uncorrelated with the others."""
-        n, P = self.n, self.P
-        self.x[r] = value
-        for k in range(n):
-            P[r * n + k] = P[k * n + r] = 0.0
-        P[r * n + r] = std * std if std >= 0 else self.p0[r]
+        _setup("set_slow", self, cap_nAh, cap_std_nAh, r_mohm, r_std_mohm)
 
     @micropython.native
     def step(self, i_nA, v_uV, dt_ms):

@@ -19,6 +19,7 @@ module("steps.py")     # the step engine
 module("steptable.py")  # the step table check (LOAD imports it, then drops it)
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
+module("ekfsetup.py")  # its set-up from the model and RECOVER's restore (loaded for those only)
 module("circuit.py")   # its equivalent-circuit tables and lookups
 module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (step edges)
 module("cellmodel.py")  # the model reader the estimator uses (MODEL)

@@ -307,7 +307,7 @@ class FilterpyTwin:
         from .. import fw
         ekf = fw.module("ekf")
         m = load_model(model)
-        est = dict(ekf.DEFAULTS, **m["estimator"])
+        est = dict(fw.module("ekfsetup").DEFAULTS, **m["estimator"])
         self.m, self.est, self.fw = m, est, ekf
         self.nrc = len(m["rc"])
         self.bias, self.cap = bool(est["bias"]), bool(est["capacity"])
