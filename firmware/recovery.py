@@ -54,7 +54,7 @@ def recover(ctl):
     w = ctl.journal.words
     if ctl.table is None or ctl.table_crc != w[journal.W_TABLE]:
         raise CommandError("table", "LOAD the interrupted run's step table (the same JSON) first")
-    if not ctl.engine.fits_state(w, journal.W_ENGINE):
+    if not _fits(ctl.engine, w, journal.W_ENGINE):
         raise CommandError("journal", "does not fit the loaded table")
     soc = w[journal.W_SOC]
     est = ctl.prepare_run(soc / 1000000 if soc >= 0 else None)
@@ -66,11 +66,52 @@ def recover(ctl):
         _restore_slow(ctl, est, w)
     ctl.fault = w[journal.W_FAULT]
     ctl.t_ms = journal.t_ms(w)
-    ctl.engine.restore_state(w, journal.W_ENGINE)  # the current comes on here
+    _restore_engine(ctl.engine, w, journal.W_ENGINE)  # the current comes on here
     seq = ctl.begin_run(ctl.table, record.EV_RECOVER)
     e = ctl.engine
     return {"seq": seq, "tick_ms": ctl.tick_ms, "step_no": e.step_no,
             "step_count": e.step_count, "cycle": e.cycle}
+
+
+def _fits(engine, words, base):
+    """True if journal words saved by steps.Engine.save_state can continue the table
+    loaded into engine (a steps.Engine): a step that is not a LOOP, the same LOOP count."""
+    loop = steps.KINDS["LOOP"]
+    no = words[base + journal.E_STEP_NO]
+    n_loops = 0
+    for s in engine.steps:
+        if s[0] == loop:
+            n_loops += 1
+    return 0 <= no < len(engine.steps) and engine.steps[no][0] != loop \
+        and words[base + journal.E_N_LOOPS] == n_loops
+
+
+def _restore_engine(engine, words, base):
+    """Continue a journaled run on engine (its table loaded, _fits checked): counters and
+    loop counts from words[base:], then re-enter the journaled step with its step time
+    and step charge restarted (the engine's own _clear and _enter, as LOAD and advance).
+
+    The re-entered step counts as a new step (step_count + 1: its time restarts) but
+    not as a new cycle: its sign is the journal's last sign, so the engine's cycle count
+    leaves the cycle alone.
+    """
+    loop = steps.KINDS["LOOP"]
+    no = words[base + journal.E_STEP_NO]
+    engine._clear()
+    engine.step_count = words[base + journal.E_STEP_COUNT]
+    engine.cycle = words[base + journal.E_CYCLE]
+    engine.first_sign = words[base + journal.E_FIRST_SIGN]
+    engine.last_sign = words[base + journal.E_LAST_SIGN]
+    engine.r_ohm = words[base + journal.E_R_OHM]
+    engine.i_cmd_nA = words[base + journal.E_I_CMD]  # a CV step restarts from it
+    for k in range(steps.N_ACC):
+        engine.acc[k] = words[base + journal.E_ACC + k]
+    n = 0
+    for k in range(len(engine.steps)):
+        if engine.steps[k][0] == loop:
+            engine.loops[k] = words[base + journal.E_LOOPS + n]
+            n += 1
+    engine._enter(no)
 
 
 def _restore_slow(ctl, est, w):

@@ -248,7 +248,7 @@ class Engine:
         offsets): step_no, step_count, cycle, the cycle signs, r_ohm, i_cmd_nA,
         step_type, the accumulators (acc), the number of LOOP steps and their remaining
         counts in table order. False if the table has more than max_loops LOOP steps
-        (the position could not be kept).
+        (the position could not be kept). recovery.py reads them back (RECOVER).
         """
         words[base + journal.E_STEP_NO] = self.step_no
         words[base + journal.E_STEP_COUNT] = self.step_count
@@ -268,44 +268,6 @@ class Engine:
                 words[base + journal.E_LOOPS + n] = self.loops[k]
                 n += 1
         words[base + journal.E_N_LOOPS] = n
-        return True
-
-    def fits_state(self, words, base):
-        """True if journal words saved by save_state can continue the loaded table."""
-        no = words[base + journal.E_STEP_NO]
-        n_loops = 0
-        for s in self.steps:
-            if s[0] == _K_LOOP:
-                n_loops += 1
-        return 0 <= no < len(self.steps) and self.steps[no][0] != _K_LOOP \
-            and words[base + journal.E_N_LOOPS] == n_loops
-
-    def restore_state(self, words, base):
-        """Continue a journaled run: counters and loop counts from words[base:], then
-        re-enter the journaled step with its step time and step charge restarted.
-
-        The re-entered step counts as a new step (step_count + 1: its time restarts) but
-        not as a new cycle: its sign is the journal's last sign, so _count_cycle leaves the
-        cycle alone. Returns False if the words do not fit the loaded table.
-        """
-        if not self.fits_state(words, base):
-            return False
-        no = words[base + journal.E_STEP_NO]
-        self._clear()
-        self.step_count = words[base + journal.E_STEP_COUNT]
-        self.cycle = words[base + journal.E_CYCLE]
-        self.first_sign = words[base + journal.E_FIRST_SIGN]
-        self.last_sign = words[base + journal.E_LAST_SIGN]
-        self.r_ohm = words[base + journal.E_R_OHM]
-        self.i_cmd_nA = words[base + journal.E_I_CMD]  # a CV step restarts from it
-        for k in range(N_ACC):
-            self.acc[k] = words[base + journal.E_ACC + k]
-        n = 0
-        for k in range(len(self.steps)):
-            if self.steps[k][0] == _K_LOOP:
-                self.loops[k] = words[base + journal.E_LOOPS + n]
-                n += 1
-        self._enter(no)
         return True
 
     # ------------------------------------------------------------ per tick
