@@ -150,7 +150,6 @@ class Ekf(Circuit):
         self._dvdi = 0.0       # dv/di of the last measurement (ohm)
         self._sm2 = 0.0        # model error variance of the last measurement (V^2)
         self._hs = 0.0         # OCV slope in the last measurement Jacobian (V)
-        self._ilook = 0.0      # model_error's look-up current (A, >= 0): see step
         self.reset()
 
     @classmethod
@@ -220,7 +219,7 @@ class Ekf(Circuit):
             P[0] = max(p0_soc, VAR_UNKNOWN)
             defer = True  # initialise from the first sample's voltage
         self._pend = 0.0
-        self._ilook = 0.0
+        self._ilook = 0.0  # model_error's look-up current (A, >= 0): see step
         ec[ZC] = x[0]  # the edge estimator's counted SoC and predicted h
         ec[HC] = x[ih]
         self._s = 0.0
