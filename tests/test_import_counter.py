@@ -6,10 +6,18 @@ one over-counts it (the real Novonix log of tests/data/realdata: 3 %). The expec
 here is the exact integral of a known current, never the code's own output.
 """
 
-import numpy as np
+import json
+import shutil
+from pathlib import Path
 
-from cellbench import cli
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellbench import cli, estimate
 from cellbench.fit import data
+
+MODELS = Path(__file__).parent.parent / "models"
 
 I_CC_A = 1e-3
 TAU_S = 1800.0           # the CV current's decay
@@ -73,3 +81,81 @@ def test_a_counter_step_the_currents_do_not_bracket_is_not_taken():
     np.testing.assert_allclose(q, expected, rtol=0, atol=1e-15)
     # without a counter (the board's logs): each sample's current held to the next
     np.testing.assert_allclose(data.charge_Ah(t, i), np.concatenate(([0.0], np.cumsum(i[:-1] * 60.0))) / 3600.0)
+
+
+def _model_file(path, capacity_Ah):
+    """A preset cell model with the synthetic log's capacity (its OCV and dynamics do not
+    enter the SoC checks here)."""
+    model = json.loads((MODELS / "gr-li-coin.json").read_text())
+    model["capacity_Ah"] = capacity_Ah
+    path.write_text(json.dumps(model))
+    return path
+
+
+def test_replay_counts_an_imported_cv_tail_as_the_tester_did(tmp_path):
+    """`cellbench simulate` on an import that kept the tester's counter moves SoC by the
+    exact integral of the current (what the counter holds), not by each record's current
+    held to the next (1 % over here); the same log without the counter (a bench log,
+    sampled at the tick) still holds each sample's current."""
+    t = _novonix_csv(tmp_path / "nova.csv")
+    bdf = tmp_path / "nova.bdf.csv"
+    assert cli.main(["import", str(tmp_path / "nova.csv"), "--out", str(bdf)]) == 0
+    model = _model_file(tmp_path / "model.json", 1e-3)
+    soc0 = 0.2
+    assert cli.main(["simulate", str(bdf), "--model", str(model), "--soc0", str(soc0), "--out",
+                     str(tmp_path / "sim.csv")]) == 0
+    soc = pd.read_csv(tmp_path / "sim.csv")["SOC / 1"].to_numpy()
+    np.testing.assert_allclose(soc, soc0 + _exact_Ah(t) / 1e-3, rtol=0, atol=2e-6)
+
+    bench = tmp_path / "bench.csv"     # the same rows, no sidecar: a log of the bench's own
+    shutil.copy(bdf, bench)
+    assert cli.main(["simulate", str(bench), "--model", str(model), "--soc0", str(soc0), "--out",
+                     str(tmp_path / "sim_bench.csv")]) == 0
+    soc = pd.read_csv(tmp_path / "sim_bench.csv")["SOC / 1"].to_numpy()
+    i = pd.read_csv(bench)["Current / A"].to_numpy()
+    held = np.concatenate(([0.0], np.cumsum(i[:-1] * np.diff(t)))) / 3600.0
+    np.testing.assert_allclose(soc, soc0 + held / 1e-3, rtol=0, atol=2e-6)
+    assert held[-1] > 1.01 * _exact_Ah(t)[-1]
+
+
+def _board_charge_Ah(t_s, i_A):
+    """Charge the filter counts over a series in the board's convention (each sample's
+    current over the interval before it)."""
+    return float(np.sum(i_A[1:] * np.diff(t_s))) / 3600.0
+
+
+def test_the_filter_counts_an_imported_cv_tail_as_the_tester_did(tmp_path):
+    """What `cellbench estimate` reads of the import (estimate.read_log_columns), through
+    estimate.tester_edges: the current the filter integrates carries the exact charge of
+    the decaying CV current between every two records."""
+    t = _novonix_csv(tmp_path / "nova.csv")
+    bdf = tmp_path / "nova.bdf.csv"
+    assert cli.main(["import", str(tmp_path / "nova.csv"), "--out", str(bdf)]) == 0
+    cols = estimate.read_log_columns(bdf)
+    i, v = cols["Current / A"], cols["Voltage / V"]
+    exact = _exact_Ah(t)
+    tb, ib, _, real = estimate.tester_edges(t, i, v, cols["tester_steps"], cols["tester_counter_Ah"])
+    counted = np.cumsum(np.concatenate(([0.0], ib[1:] * np.diff(tb)))) / 3600.0
+    # a step's new current runs at least EDGE_S inside the interval it opened (2 step changes)
+    np.testing.assert_allclose(counted[real], exact, rtol=0, atol=2 * estimate.EDGE_S * I_CC_A / 3600.0)
+    tb, ib, _, _ = estimate.tester_edges(t, i, v, cols["tester_steps"])   # each record's current
+    assert _board_charge_Ah(tb, ib) < 0.99 * exact[-1]
+
+
+@pytest.mark.parametrize("stop_s", [1000.0, 1300.0])
+def test_a_step_change_between_records_ends_when_the_counter_says(stop_s):
+    """A CC discharge that stops at ``stop_s``, the rest's first record at 1500 s: with the
+    counter, the filter's old current runs to ``stop_s`` (BattMo: the step ended at its
+    last record, 1000 s); without it, to just before the rest's record, as held."""
+    t = np.array([0.0, 500.0, 1000.0, 1500.0, 1560.0])
+    i = np.where(t < stop_s, -6e-3, 0.0)
+    i[2] = -6e-3                                   # the step's last record
+    steps = np.array([1, 1, 1, 2, 2])
+    counter = -6e-3 * np.minimum(t, stop_s) / 3600.0   # what the tester counted
+    v = np.full(t.size, 3.3)
+    tb, ib, _, real = estimate.tester_edges(t, i, v, steps, counter)
+    assert real.sum() == t.size and tb[~real] == pytest.approx(max(stop_s, 1000.0 + estimate.EDGE_S))
+    assert _board_charge_Ah(tb, ib) == pytest.approx(counter[-1], rel=1e-6)
+    tb, ib, _, real = estimate.tester_edges(t, i, v, steps)
+    assert tb[~real] == pytest.approx(1500.0 - estimate.EDGE_S)
+    assert _board_charge_Ah(tb, ib) == pytest.approx(-6e-3 * (1500.0 - estimate.EDGE_S) / 3600.0, rel=1e-9)

@@ -31,6 +31,7 @@ from scipy.optimize import brentq
 
 from . import model as cellmodel
 from .errors import InputError
+from .fit.data import interval_charge_Ah
 from .fit.filters import held_sign, hysteresis_state, rc_response
 from .sim.mpy.simcell import capacity_fraction, stress_weight  # the plant's ageing law
 
@@ -40,7 +41,7 @@ SECONDS_PER_HOUR = 3600.0
 # --------------------------------------------------------------------------- open loop
 
 def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
-             s0: float = 0.0) -> dict:
+             s0: float = 0.0, counter_Ah=None) -> dict:
     """Open-loop response of ``model`` to the current series ``i_A`` sampled at ``t_s``.
 
     ``i_A[k]`` (A, charge-positive) is the current at ``t_s[k]`` and over the interval up
@@ -48,19 +49,29 @@ def simulate(model: dict, t_s, i_A, soc0: float, h0: float = 0.0, v_rc0=None,
     (-1..1), ``v_rc0`` (V per RC pair, default 0) and ``s0`` (the sign of the last current
     before the series) are the state at ``t_s[0]``. Fade is not applied here.
 
+    ``counter_Ah`` (an imported log's: the tester's own net charge counter at each record,
+    cellbench.fit.data.tester_counter_Ah) counts each interval's charge as the fit does
+    (:func:`cellbench.fit.data.interval_charge_Ah`: the counter's step where the two
+    records' currents bracket it, else the held current): SoC, the RC pairs and the
+    hysteresis state follow the interval's mean current, charge / duration, while R0 and
+    Butler-Volmer see the record's own current at its time. A decaying CV current, or a
+    step that ends at a record before a rest, then moves SoC by what the tester counted,
+    not by the record's current held over the next interval.
+
     Returns numpy arrays: ``v_V`` (terminal voltage), ``soc``, ``v_rc`` (shape (n, pairs)),
     ``h``, ``ocv_V``.
     """
     t, i = _series(t_s, i_A)
+    run = i if counter_Ah is None else _counted_current_A(t, i, counter_Ah)
     dt = np.diff(t)
     cap_As = model["capacity_Ah"] * SECONDS_PER_HOUR
-    eff = np.where(i > 0, model["coulombic_efficiency"], 1.0)
-    soc = float(soc0) + np.concatenate(([0.0], np.cumsum(eff[:-1] * i[:-1] * dt) / cap_As))
+    eff = np.where(run > 0, model["coulombic_efficiency"], 1.0)
+    soc = float(soc0) + np.concatenate(([0.0], np.cumsum(eff[:-1] * run[:-1] * dt) / cap_As))
     s = held_sign(i, 0.0, s0)
-    v_rc = np.column_stack([rc_response(t, i, pair["tau_s"], cellmodel.rc_r(model, k, soc), v0)
+    v_rc = np.column_stack([rc_response(t, run, pair["tau_s"], cellmodel.rc_r(model, k, soc), v0)
                             for k, (pair, v0) in enumerate(zip(model["rc"], _initial_rc(model, v_rc0)))]
                            or [np.zeros((t.size, 0))])
-    h = hysteresis_state(t, i, model["hysteresis"]["gamma"], model["capacity_Ah"], h0)
+    h = hysteresis_state(t, run, model["hysteresis"]["gamma"], model["capacity_Ah"], h0)
     ocv_V = cellmodel.ocv(model, soc)
     v = (ocv_V + cellmodel.hysteresis_V(model, soc) * h + model["hysteresis"]["m0_V"] * s
          + cellmodel.r0(model, soc) * i + v_rc.sum(axis=1) + cellmodel.butler_volmer_V(model, soc, i))
@@ -77,6 +88,20 @@ def _series(t_s, i_A):
     if np.any(np.diff(t) < 0):
         raise InputError("time: must not decrease")
     return t, i
+
+
+def _counted_current_A(t: np.ndarray, i: np.ndarray, counter_Ah) -> np.ndarray:
+    """Per sample, the mean current (A) over the interval after it as the tester's counter
+    counted it (fit.data.interval_charge_Ah); a zero-length interval and the last sample
+    keep the record's current."""
+    counter = np.asarray(counter_Ah, dtype=float).ravel()
+    if counter.size != t.size:
+        raise InputError(f"counter: {counter.size} values for {t.size} times")
+    dt = np.diff(t)
+    q_As = interval_charge_Ah(t, i, counter) * SECONDS_PER_HOUR
+    run = i.copy()
+    np.divide(q_As, dt, out=run[:-1], where=dt > 0)
+    return run
 
 
 def _initial_rc(model: dict, v_rc0):

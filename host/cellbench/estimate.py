@@ -105,7 +105,7 @@ def _check_inputs(t_s, i_A, v_V):
     return arrays
 
 
-def tester_edges(t_s, i_A, v_V, steps=None):
+def tester_edges(t_s, i_A, v_V, steps=None, counter_Ah=None):
     """A tester log's samples in the board's convention, plus the mask of the real ones.
 
     The board records current as held over the interval BEFORE each sample (what the
@@ -119,25 +119,62 @@ def tester_edges(t_s, i_A, v_V, steps=None):
     record whose step number (``steps``; without it: whose current, by more than 1 % of the
     log's largest) changed over an interval longer than 2 EDGE_S, a virtual sample EDGE_S
     earlier carries the previous record's current and voltage (the voltage the tester last
-    saw in that step). Within a step the two conventions agree. Returns (t_s, i_A, v_V, real).
+    saw in that step). Within a step the two conventions agree.
+
+    ``counter_Ah`` (the tester's own net charge counter per record,
+    cellbench.fit.data.tester_counter_Ah): each interval then carries the charge the fit
+    counts (cellbench.fit.data.interval_charge_Ah: the counter's step where the two
+    records' currents bracket it, else the held current). Within a step the interval's
+    current is that charge over its duration (a CV tail's decay between records); at a
+    step change the previous current ends when the counter says it did (BattMo: at the
+    record that ended the step, not 500 s into the rest after it), kept EDGE_S inside the
+    interval. Returns (t_s, i_A, v_V, real).
     """
     if steps is not None:
         changed = np.asarray(steps)[1:] != np.asarray(steps)[:-1]
     else:
         changed = np.abs(np.diff(i_A)) > 0.01 * float(np.max(np.abs(i_A), initial=0.0))
     edges = np.flatnonzero(changed & (np.diff(t_s) > 2.0 * EDGE_S)) + 1
+    at = t_s[edges] - EDGE_S
+    if counter_Ah is not None:
+        i_A, at = _counted(t_s, i_A, counter_Ah, edges)
     virtual = edges + np.arange(edges.size)  # their positions in the longer arrays
     real = np.ones(t_s.size + edges.size, dtype=bool)
     real[virtual] = False
     out = []
-    for a, before in ((t_s, t_s[edges] - EDGE_S), (i_A, i_A[edges - 1]), (v_V, v_V[edges - 1])):
+    for a, before in ((t_s, at), (i_A, i_A[edges - 1]), (v_V, v_V[edges - 1])):
         b = np.empty(real.size)
         b[real], b[virtual] = a, before
         out.append(b)
     return (*out, real)
 
 
-def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False, tester_steps=None):
+def _counted(t_s, i_A, counter_Ah, edges):
+    """(the board-convention current per record, the virtual samples' times) with each
+    interval's charge as cellbench.fit.data.interval_charge_Ah counts it (see
+    tester_edges): within a step, record k carries the interval before it at charge /
+    duration; at a step change ``edges`` (k), the previous record's current i[k-1] runs
+    to the time the charge says and i[k] after it."""
+    from .fit.data import SECONDS_PER_HOUR, interval_charge_Ah
+    counter_Ah = np.asarray(counter_Ah, dtype=float)
+    if counter_Ah.shape != t_s.shape:
+        raise InputError("Charging/Discharging Capacity: differ in length from the log")
+    dt = np.diff(t_s)
+    q_As = interval_charge_Ah(t_s, i_A, counter_Ah) * SECONDS_PER_HOUR
+    board = i_A.copy()
+    np.divide(q_As, dt, out=board[1:], where=dt > 0)
+    k = edges
+    before, after, span = i_A[k - 1], i_A[k], dt[k - 1]
+    jump = before - after
+    # the charge q = before*a + after*(span - a): the previous current ran for a seconds
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ran_s = np.where(jump != 0, (q_As[k - 1] - after * span) / jump, span)
+    board[k] = after
+    return board, t_s[k - 1] + np.clip(ran_s, EDGE_S, span - EDGE_S)
+
+
+def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False, tester_steps=None,
+             tester_counter_Ah=None):
     """Run the SoC filter over a log. Returns a dict of numpy arrays (one per sample):
 
     ``soc`` (1 = full), ``soc_std`` (standard deviation of SoC), ``v_model`` (V, the
@@ -153,14 +190,16 @@ def estimate(model, t_s, i_A, v_V, soc0=None, dtype="float64", full=False, teste
     ``dtype="float32"`` runs every operation in 32-bit floats, as the RP2040 does.
     ``tester_steps``: a tester's log (imported), its step numbers per sample (True: a
     tester log without them): the current of a record holds until the next (see
-    tester_edges); None: the board's convention.
+    tester_edges); None: the board's convention. ``tester_counter_Ah`` (with
+    ``tester_steps``): that log's own net charge counter per record, which then counts
+    each interval's charge as the fit does (tester_edges).
     """
     t_s, i_A, v_V = _check_inputs(t_s, i_A, v_V)
     if tester_steps is not None:
         steps = None if tester_steps is True else np.asarray(tester_steps)
         if steps is not None and steps.shape != t_s.shape:
             raise InputError("Step Count / 1: differs in length from the log")
-        t_s, i_A, v_V, real = tester_edges(t_s, i_A, v_V, steps)
+        t_s, i_A, v_V, real = tester_edges(t_s, i_A, v_V, steps, tester_counter_Ah)
         out = estimate(model, t_s, i_A, v_V, soc0, dtype, full)
         return {key: a[real] for key, a in out.items()}
     ekf = filter_for(model)
@@ -244,10 +283,17 @@ def _slow_python(ekf):
 def read_log_columns(path) -> dict:
     """Time, current and voltage of a log (any format cellbench.bdflog.read_log reads);
     with "tester_steps" (see estimate) when the log was imported from a tester (its
-    sidecar says so): its step numbers, or True when it has none."""
+    sidecar says so): its step numbers, or True when it has none; and with
+    "tester_counter_Ah" when the import kept the tester's own charge counters
+    (cellbench.fit.data.tester_counter_Ah)."""
     from .bdflog import read_log, read_sidecar
     cols = read_log(path)
     out = {name: cols[name] for name in ("Test Time / s", "Current / A", "Voltage / V")}
-    if "imported_from" in read_sidecar(path):
+    sidecar = read_sidecar(path)
+    if "imported_from" in sidecar:
+        from .fit.data import tester_counter_Ah
         out["tester_steps"] = cols.get("Step Count / 1", True)
+        counter = tester_counter_Ah(cols, sidecar)
+        if counter is not None:
+            out["tester_counter_Ah"] = counter
     return out

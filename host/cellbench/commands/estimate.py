@@ -66,6 +66,7 @@ def run(args) -> int:
     cols = read_log_columns(args.log)
     t_s, i_A, v_V = cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"]
     result = estimate(_model(args), t_s, i_A, v_V, soc0=args.soc0,
-                      dtype="float32" if args.float32 else "float64", tester_steps=cols.get("tester_steps"))
+                      dtype="float32" if args.float32 else "float64", tester_steps=cols.get("tester_steps"),
+                      tester_counter_Ah=cols.get("tester_counter_Ah"))
     write_csv(args.out, t_s, result)
     return 0

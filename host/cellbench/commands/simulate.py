@@ -1,9 +1,10 @@
 """``cellbench simulate LOG --model MODEL.json --soc0 S --out SIM.csv``.
 
 Replays the current of a BDF log through a cell model, open loop (no correction from
-the measured voltage), and writes the model's voltage and SoC at the log's times:
-columns ``Test Time / s``, ``Voltage Model / V``, ``SOC / 1``. Comparing that voltage
-with the log's shows how well a model describes a cell.
+the measured voltage), and writes the model's voltage and SoC at the log's times (a log
+imported with its tester's charge counters: each interval's charge as the tester counted
+it, as the fit does): columns ``Test Time / s``, ``Voltage Model / V``, ``SOC / 1``.
+Comparing that voltage with the log's shows how well a model describes a cell.
 """
 
 import csv
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import ecm
-from ..bdflog import log_files, read_log
+from ..bdflog import log_files, read_log, read_sidecar
 from ..errors import InputError
+from ..fit.data import tester_counter_Ah
 from ..model import load_model
 from ..outputs import check_output
 
@@ -41,13 +43,23 @@ def run(args) -> int:
         raise InputError(f"h0: must be within [-1, 1], got {args.h0}")
     check_output(args.out, args.force, inputs=log_files(args.log) + [args.model])
     model = load_model(args.model)
-    t_s, i_A = _time_and_current(read_log(args.log))
-    result = ecm.simulate(model, t_s, i_A, args.soc0, h0=args.h0)
+    t_s, i_A, counter_Ah = _time_and_current(read_log(args.log), _sidecar(args.log))
+    result = ecm.simulate(model, t_s, i_A, args.soc0, h0=args.h0, counter_Ah=counter_Ah)
     _write(Path(args.out), t_s, result["v_V"], result["soc"])
     return 0
 
 
-def _time_and_current(log: dict):
+def _sidecar(path) -> dict:
+    try:
+        return read_sidecar(path)
+    except InputError:
+        return {}   # it only says whether the log kept a tester's counters
+
+
+def _time_and_current(log: dict, sidecar: dict):
+    """(time, current, the tester's own charge counter or None) of the log's complete rows:
+    an import that kept its tester's counters is replayed with each interval's charge as
+    the tester counted it (cellbench.fit.data.tester_counter_Ah)."""
     for name in (TIME, CURRENT):
         if name not in log:
             raise InputError(f"log: has no '{name}' column")
@@ -58,7 +70,8 @@ def _time_and_current(log: dict):
         raise InputError("log: has no rows with both time and current")
     if np.any(np.diff(t_s[keep]) < 0):
         raise InputError(f"log: '{TIME}' goes backwards")
-    return t_s[keep], i_A[keep]
+    counter = tester_counter_Ah(log, sidecar)
+    return t_s[keep], i_A[keep], None if counter is None else counter[keep]
 
 
 def _write(path: Path, t_s, v_V, soc) -> None:

@@ -63,6 +63,7 @@ class Log:
     sweeps: list = field(default_factory=list)
     sidecar: dict = field(default_factory=dict)
     offset_A: float = 0.0     # current-sensor offset measured during rests and taken out
+    counter_Ah: np.ndarray = None   # the tester's own net charge counter (offset taken out), or None
 
     @property
     def name(self) -> str:
@@ -85,7 +86,7 @@ def load(path) -> Log:
     counter = None if counter is None else counter[keep]
     labels = cols.get(STEP)
     labels = None if labels is None else np.asarray(labels, dtype=float)[keep]
-    log = Log(path, t, v, i, charge_Ah(t, i, counter), _rest_tolerance(i), sidecar=sidecar)
+    log = Log(path, t, v, i, charge_Ah(t, i, counter), _rest_tolerance(i), sidecar=sidecar, counter_Ah=counter)
     log.steps = _steps(log, labels)
     types = cols.get(STEP_TYPE)
     rested = None if types is None else np.char.upper(np.asarray(types, dtype=str)[keep])
@@ -95,7 +96,9 @@ def load(path) -> Log:
         # in every sample, and left in it would count as 4 % of a C/20 sweep's charge.
         log.i_A = i - offset
         # (a tester's counter counted the same offset: taken out of it too)
-        log.q_Ah = charge_Ah(t, log.i_A, None if counter is None else counter - offset * t / SECONDS_PER_HOUR)
+        if counter is not None:
+            log.counter_Ah = counter - offset * t / SECONDS_PER_HOUR
+        log.q_Ah = charge_Ah(t, log.i_A, log.counter_Ah)
         log.offset_A = offset
         log.rest_tol_A = _rest_tolerance(log.i_A)
         log.steps = _steps(log, labels)
@@ -122,7 +125,15 @@ def tester_counter_Ah(cols: dict, sidecar: dict):
 
 
 def charge_Ah(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.ndarray:
-    """Cumulative charge (Ah) passed by each sample: sample k's current held to t[k+1].
+    """Cumulative charge (Ah) passed by each sample (0 at the first): the running sum of
+    :func:`interval_charge_Ah`."""
+    return np.concatenate(([0.0], np.cumsum(interval_charge_Ah(t_s, i_A, counter_Ah))))
+
+
+def interval_charge_Ah(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.ndarray:
+    """Charge (Ah, charge > 0) passed from each sample to the next (n - 1 values): sample
+    k's current held to t[k+1] (the bench's logs, sampled at the tick, and a tester's
+    records without a counter).
 
     A tester's counter integrates the current it measured between its records, which a
     record only samples: over the ~60 s between a Novonix's records a CV current decays,
@@ -131,17 +142,22 @@ def charge_Ah(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.ndarray:
     So where ``counter_Ah`` (:func:`tester_counter_Ah`) is given, an interval's charge is the
     counter's step whenever that lies within what the two records' currents bracket (with
     COUNTER_SLACK): the current ran between them, or jumped between them at a step change
-    the counter timed. Elsewhere (a counter that is missing, reset or disagrees) the held count.
+    the counter timed (BattMo: a step that ends at a record, then a rest). Elsewhere (a
+    counter that is missing, reset or disagrees) the held count. The fit's charge, the
+    open-loop replay (cellbench.ecm.simulate) and the filter over an imported log
+    (cellbench.estimate.tester_edges) all count with this one function.
     """
+    t_s, i_A = np.asarray(t_s, dtype=float), np.asarray(i_A, dtype=float)
     dt = np.diff(t_s)
     held = i_A[:-1] * dt / SECONDS_PER_HOUR
-    if counter_Ah is not None:
-        after = i_A[1:] * dt / SECONDS_PER_HOUR
-        counted = np.diff(counter_Ah)
+    if counter_Ah is None:
+        return held
+    after = i_A[1:] * dt / SECONDS_PER_HOUR
+    with np.errstate(invalid="ignore"):   # a blank counter (NaN) keeps the held count
+        counted = np.diff(np.asarray(counter_Ah, dtype=float))
         slack = COUNTER_SLACK * np.maximum(np.abs(held), np.abs(after))
         inside = (counted >= np.minimum(held, after) - slack) & (counted <= np.maximum(held, after) + slack)
-        held = np.where(np.isfinite(counted) & inside, counted, held)
-    return np.concatenate(([0.0], np.cumsum(held)))
+    return np.where(np.isfinite(counted) & inside, counted, held)
 
 
 QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...

@@ -24,7 +24,8 @@ def replay(model: dict, report: dict) -> list:
     out = []
     for log, z in zip(report["log_data"], report.get("fit_socs", report["socs"])):
         k0 = int(np.argmax(np.isfinite(z)))
-        sim = ecm.simulate(model, log.t_s[k0:], log.i_A[k0:], float(np.clip(z[k0], 0.0, 1.0)))
+        counter = None if log.counter_Ah is None else log.counter_Ah[k0:]   # an import's: as the fit counted
+        sim = ecm.simulate(model, log.t_s[k0:], log.i_A[k0:], float(np.clip(z[k0], 0.0, 1.0)), counter_Ah=counter)
         resid = np.full(log.t_s.size, np.nan)
         resid[k0:] = sim["v_V"] - log.v_V[k0:]
         with np.errstate(invalid="ignore"):
