@@ -65,6 +65,7 @@ class Rows:
     picks: list                # per log: sample indices used
     w: np.ndarray              # weight per row (the thinning stride)
     fold: np.ndarray           # fold per row
+    block: np.ndarray          # block per row (numbered across the logs; folds interleave them)
     z: np.ndarray              # SoC per row
     i_A: np.ndarray            # current per row
     y: np.ndarray              # v - OCV(z) per row
@@ -123,18 +124,19 @@ def rows(logs, socs, usable, ocv_fn, slow=None) -> Rows:
     SoC is trusted (e.g. not before a formation discharge), ``slow`` boolean masks of the
     samples on the low-rate full sweeps (None: none)."""
     total = sum(int(u.sum()) for u in usable)
-    picks, ws, folds, next_block = [], [], [], 0
+    picks, ws, folds, block_ids, next_block = [], [], [], [], 0
     clipped = [np.clip(np.nan_to_num(z, nan=0.5), 0.0, 1.0) for z in socs]
     for log, u in zip(logs, usable):
         idx, w = _thin(log, u, max(1000, int(MAX_ROWS * u.sum() / max(total, 1))))
         block = _blocks(log, u)
         _, local = np.unique(block[idx], return_inverse=True)
         folds.append((local + next_block) % FOLDS)
+        block_ids.append(local + next_block)
         next_block += int(local.max()) + 1 if local.size else 0
         picks.append(idx)
         ws.append(w)
     out = Rows(list(logs), clipped, picks, np.concatenate(ws), np.concatenate(folds).astype(int),
-               np.zeros(0), np.zeros(0), np.zeros(0))
+               np.concatenate(block_ids).astype(int), np.zeros(0), np.zeros(0), np.zeros(0))
     out.z = out.column(lambda log, z: z)
     out.i_A = out.column(lambda log, z: log.i_A)
     out.y = out.column(lambda log, z: log.v_V - ocv_fn(z))
@@ -240,6 +242,8 @@ class Fit:
     block_rmse_V: float = np.nan
     rate_rmse_V: float = np.nan
     sweep_rmse_V: float = np.nan
+    fold_V: np.ndarray = None    # the folds' residuals alone (held_out_V before the rates' widen it)
+    sweep_V: np.ndarray = None   # the sweeps' held-out residuals on their rows, NaN elsewhere
 
 
 def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit:
@@ -260,8 +264,9 @@ def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit
         inside = rows.fold == f
         if inside.any():
             held[inside] = _predict(rows, a, fw, blocks, (gram, rhs), ~inside, inside)
-    block = _rms(held, fw)
-    sweep, score = _sweep_rmse(rows, a, fw, blocks, (gram, rhs)), block
+    block, fold_V = _rms(held, fw), held.copy()
+    sweep_V = _sweep_residuals(rows, a, fw, blocks, (gram, rhs))
+    sweep, score = _rms(sweep_V, fw) if np.any(np.isfinite(sweep_V)) else np.nan, block
     if np.isfinite(sweep):
         score = float(np.sqrt(0.5 * (block ** 2 + sweep ** 2)))
     top = np.abs(rows.i_A) > HIGH_SHARE * float(np.max(np.abs(rows.i_A)))
@@ -270,17 +275,18 @@ def solve(rows: Rows, columns: list, blocks: list, held_out: bool = True) -> Fit
         by_rate = _predict(rows, a, fw, blocks, (gram, rhs), ~top, top)
         rate = _rms(by_rate, fw[top])
         held[top] = np.where(np.abs(by_rate) > np.abs(held[top]), by_rate, held[top])
-    return Fit(coef, train, score, held, block, rate, sweep)
+    return Fit(coef, train, score, held, block, rate, sweep, fold_V, sweep_V)
 
 
-def _sweep_rmse(rows: Rows, a, fw, blocks, normal) -> float:
-    """RMSE (V) on the low-rate sweeps' rows of the fit on the other rows; nan when either
-    side has no current to fit or to predict."""
+def _sweep_residuals(rows: Rows, a, fw, blocks, normal) -> np.ndarray:
+    """Residuals (V) on the low-rate sweeps' rows of the fit on the other rows, NaN on
+    every other row; all NaN when either side has no current to fit or to predict."""
     moving = np.abs(rows.i_A) > 0
     slow, other = rows.slow & rows.fit, ~rows.slow & rows.fit
-    if not (np.any(slow & moving) and np.any(other & moving)):
-        return np.nan
-    return _rms(_predict(rows, a, fw, blocks, normal, other, slow), fw[slow])
+    out = np.full(rows.y.size, np.nan)
+    if np.any(slow & moving) and np.any(other & moving):
+        out[slow] = _predict(rows, a, fw, blocks, normal, other, slow)
+    return out
 
 
 def _predict(rows: Rows, a, fw, blocks, normal, train, target) -> np.ndarray:
