@@ -1,11 +1,11 @@
-"""The run: its state machine and the work of one tick.
+"""The run: its state machine, the commands that move it and the records they leave.
 
-Each tick (docs/design.md data flow): board.sample() -> safety -> step engine ->
-estimator -> ring of records, plus the journal's rationed saves. The commands that
-change the run (LOAD, START, PAUSE, ...) arrive here already parsed by firmware/link.py
-as plain values; a refusal raises CommandError and changes neither the state nor the
-current. tick() never raises: an exception inside it switches the current off and ends
-the run with the INTERNAL fault bit.
+The commands (LOAD, START, PAUSE, ...) arrive here already parsed by firmware/link.py as
+plain values; a refusal raises CommandError and changes neither the state nor the
+current. Those that run only between runs or once in a while are loaded for the command
+and dropped after it (_once): setting a run up (runsetup.py: LOAD, START), continuing
+one a reset interrupted (recovery.py), calibration (calibration.py: SET, HIST). The
+work of each tick is firmware/runtick.py's, the journal's saves firmware/runjournal.py's.
 
 Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers.
 """
@@ -15,6 +15,8 @@ import sys
 
 import journal
 import record
+import runjournal
+import runtick
 import safety
 import steps
 
@@ -30,12 +32,6 @@ SET_MS = const(60000)       # SET: default time the forced current stays on (cal
 
 _T_MASK = const(0xFFFFFFFF)  # record t_ms field width (array 'I')
 
-# Run journal (firmware/journal.py: why these numbers, and the flash wear they give).
-JOURNAL_MS = const(300000)   # within a long step, save the position at least every 5 min
-_JOURNAL_GAP_MS = const(10000)  # never more often (a step boundary inside the gap waits)
-SEQ_STRIDE = const(512)      # ... except every 512 seqs, so that a reset never reuses a seq
-                             # (after one, seqs go on past the journal's: firmware/recovery.py)
-
 IDLE = "IDLE"         # no step table loaded
 READY = "READY"       # a table is loaded, no run yet
 RUNNING = "RUNNING"
@@ -48,15 +44,21 @@ ACTIVE = (RUNNING, PAUSED, FULL)
 LED_ON = (RUNNING, FULL)
 
 
+# Modules loaded for a command only (runsetup.py loads steptable.py for LOAD).
+_ONCE = ("runsetup", "steptable", "recovery", "calibration")
+
+
 def _once(name, fn, *args):
-    """name.fn(*args) from a module only some commands need (recovery, calibration): it is
-    imported for the call and dropped after it, so its bytecode holds no heap during a run.
-    (Under CPython cellbench.fw caches it as cellbench.firmware.<name>; nothing to drop.)"""
+    """name.fn(*args) from a module only some commands need (one of _ONCE): it is imported
+    for the call and dropped after it, with any other of _ONCE it imported (LOAD's
+    steptable, RECOVER's runsetup), so their bytecode holds no heap during a run. (Under
+    CPython cellbench.fw caches them as cellbench.firmware.<name>; nothing to drop.)"""
     mod = __import__(name)
     try:
         return getattr(mod, fn)(*args)
     finally:
-        sys.modules.pop(name, None)
+        for n in _ONCE:
+            sys.modules.pop(n, None)
 
 
 class CommandError(Exception):
@@ -104,7 +106,7 @@ class Controller:
         self.boot_seq = -1       # its INTERRUPTED event's seq (written once by the link)
         self.j_t_ms = 0          # t_ms and ring.head at the last journal save
         self.j_seq = 0
-        self.j_due = False       # a step boundary waits for _JOURNAL_GAP_MS
+        self.j_due = False       # a step boundary waits for the journal's gap
         self._boot_journal()
 
     @property
@@ -131,21 +133,9 @@ class Controller:
             raise CommandError("state", "run in progress (STOP first)")
 
     def load(self, table, crc):
-        """LOAD: take a step table (a parsed JSON object) whose text has checksum crc."""
-        self.check_idle()
-        err = steps.validate(table, self.board)
-        if err:
-            raise CommandError(err[0], err[1])
-        self.engine.load(table)
-        self.safety.configure(table.get("safety"))
-        rec = table.get("record") or {}
-        tick_ms = table.get("tick_ms", self.board.tick_ms)
-        self.trigger.configure(rec.get("dt_ms", 0), rec.get("dv_uV", 0), rec.get("di_nA", 0),
-                               tick_ms // 2)
-        self.table = table
-        self.table_crc = crc  # RECOVER checks it (journal.W_TABLE)
-        self.state = READY
-        return {"steps": len(table["steps"]), "tick_ms": tick_ms}
+        """LOAD: take a step table (a parsed JSON object) whose text has checksum crc
+        (firmware/runsetup.py, loaded for the command only)."""
+        return _once("runsetup", "load", self, table, crc)
 
     def free_empty_ring(self):
         """Before MODEL: an empty ring is made again at START anyway, so its memory goes
@@ -164,31 +154,20 @@ class Controller:
         return {"estimator": est is not None}
 
     def start(self):
-        """START: run the loaded table from its first step."""
-        self.check_idle()
-        if self.table is None:
-            raise CommandError("state", "no step table (LOAD first)")
-        est = self.prepare_run(None)
-        self.est = est
-        self.soc_ppm = -1
-        self.std_ppm = -1
-        self.no_slow()
-        self.fault = 0
-        self.t_ms = 0
-        self.engine.start()
-        return {"seq": self.begin_run(self.table, record.EV_START), "tick_ms": self.tick_ms}
+        """START: run the loaded table from its first step (firmware/runsetup.py)."""
+        return self._begin("runsetup")
 
     def recover(self):
         """RECOVER: continue the run the journal found unfinished at boot (docs/link.md;
-        firmware/recovery.py, loaded for the command only)."""
-        return _once("recovery", "recover", self)
+        firmware/recovery.py)."""
+        return self._begin("recovery")
 
     def pause(self):
         if self.state not in (RUNNING, FULL):
             raise CommandError("state", "not running (state %s)" % self.state)
         self.engine.stop()
         self.state = PAUSED
-        self._event(record.EV_PAUSE)
+        self.event(record.EV_PAUSE)
 
     def resume(self):
         """RESUME a PAUSEd run, also one whose ring filled while paused (FULL): that run
@@ -206,8 +185,8 @@ class Controller:
         self.set_ms = 0
         if self.state in ACTIVE:
             self.state = STOPPED
-            self._event(record.EV_STOP)
-            self._journal_save(0)
+            self.event(record.EV_STOP)
+            runjournal.save(self, 0)
         return {"state": self.state}
 
     def status(self):
@@ -216,7 +195,7 @@ class Controller:
         return {"state": self.state, "fault": self.fault, "t_ms": self.t_ms,
                 "step_no": e.step_no, "step_count": e.step_count, "step_index": e.step_index,
                 "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
-                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.q_chg_nAh(), "q_dch_nAh": e.q_dch_nAh(),
+                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.acc[steps.Q_CHG], "q_dch_nAh": e.acc[steps.Q_DCH],
                 "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
                 "cap_nAh": self.cap_nAh, "cap_std_nAh": self.cap_std_nAh,
                 "r_mohm": self.r_mohm, "r_std_mohm": self.r_std_mohm,
@@ -249,46 +228,32 @@ class Controller:
 
     # ------------------------------------------------------------ run start
 
-    def prepare_run(self, soc):
-        """START and RECOVER before the run's state changes: the estimator reset (None
-        without one), the ring made; refused while the ring has no room."""
-        self.error = ""
-        self.est = None  # the last run's, if another MODEL replaced it: free before the ring
-        est = self._reset_estimator(soc)  # before the ring takes the heap: reset allocates
+    def _begin(self, name):
+        # START and RECOVER: name.prepare checks the command and resets the estimator,
+        # name.begin sets the run going. The ring is made in between, with neither module
+        # loaded, so that the heap their bytecode held goes to the ring as well.
+        est = _once(name, "prepare", self)
+        self._make_ring()
+        return _once(name, "begin", self, est)
+
+    def _make_ring(self):
+        """The ring for a run: made again from the heap then free if it holds nothing
+        (record.make_ring), refused (CommandError, nothing started) if it has no room."""
         if self.ring.count() == 0:
-            self._refit_ring()
+            head = self.ring.head
+            self.ring = record.Ring(0, head)  # its memory counts as free for the new one
+            gc.collect()
+            try:
+                self.ring = record.make_ring(self.max_slots, self.reserve_bytes, head)
+            except MemoryError:
+                pass  # refused below
         if self.ring.free() <= RESERVE:
             raise CommandError("ring", "record buffer full (ACK first)")
-        return est
-
-    def begin_run(self, table, kind):
-        """START and RECOVER once the engine is set: RUNNING, the event, the journal."""
-        self.tick_ms = table.get("tick_ms", self.board.tick_ms)
-        self.safety.reset()
-        self.set_ms = 0  # a run takes the source over from SET
-        b = self.board
-        self.trigger.mark(self.t_ms, b.v_uV, b.i_nA)
-        self.state = RUNNING
-        self.resync = True  # main.py restarts the tick clock: the first dt starts now
-        seq = self._event(kind)
-        self.interrupted = None  # a new run replaces the interrupted one
-        self._journal_save(1)
-        return seq
-
-    def _refit_ring(self):
-        # Drop the empty ring first so that its memory counts as free for the new one.
-        head = self.ring.head
-        self.ring = record.Ring(0, head)
-        gc.collect()
-        try:
-            self.ring = record.make_ring(self.max_slots, self.reserve_bytes, head)
-        except MemoryError:
-            pass  # START then refuses with ERR START ring
 
     def _continue(self):
         self.engine.resume()
         self.state = RUNNING
-        self._event(record.EV_RESUME)
+        self.event(record.EV_RESUME)
 
     # ------------------------------------------------------------ journal
 
@@ -299,57 +264,7 @@ class Controller:
         if j is not None and j.load() and j.words[journal.W_ACTIVE]:
             _once("recovery", "note_interrupted", self)
 
-    def _journal_save(self, active):
-        j = self.journal
-        if j is None or self.table is None:
-            return
-        w = j.words
-        w[journal.W_ACTIVE] = active
-        w[journal.W_TABLE] = self.table_crc
-        w[journal.W_T_LO] = self.t_ms & 0x3FFFFFFF
-        w[journal.W_T_HI] = self.t_ms >> 30
-        w[journal.W_SEQ] = self.ring.head
-        w[journal.W_SOC] = self.soc_ppm
-        w[journal.W_STD] = self.std_ppm
-        w[journal.W_CAP] = self.cap_nAh
-        w[journal.W_CAP_STD] = self.cap_std_nAh
-        w[journal.W_R] = self.r_mohm
-        w[journal.W_R_STD] = self.r_std_mohm
-        w[journal.W_FAULT] = self.fault
-        if not self.engine.save_state(w, journal.W_ENGINE, journal.MAX_LOOPS):
-            w[journal.W_ACTIVE] = 0  # too many LOOPs to keep: the run cannot be recovered
-            j.error = "journal: more than %d LOOP steps" % journal.MAX_LOOPS
-        j.save()
-        self.j_t_ms = self.t_ms
-        self.j_seq = self.ring.head
-        self.j_due = False
-
-    def _journal_tick(self):
-        # Rationed flash writes (journal.py): boundaries and the periodic save wait for the
-        # gap; the seq stride does not, so a reset can never make a seq be used twice.
-        if self.journal is None or self.state not in ACTIVE:
-            return
-        since = self.t_ms - self.j_t_ms
-        if self.ring.head - self.j_seq >= SEQ_STRIDE or \
-                (since >= _JOURNAL_GAP_MS and (self.j_due or since >= JOURNAL_MS)):
-            self._journal_save(1)
-
     # ------------------------------------------------------------ estimator
-
-    def _reset_estimator(self, soc=None):
-        """The MODEL's estimator reset for a new run (None without one or if it fails)."""
-        est = self.model_est
-        if est is None:
-            return None
-        try:
-            if hasattr(est, "reset"):
-                est.reset(soc, self.board.v_uV, self.board.i_nA)  # None: from the rested voltage
-            else:
-                est = self.model_est = type(est)(self.model)
-            return est
-        except Exception as ex:
-            self.error = "estimator: " + repr(ex)[:60]
-            return None
 
     def no_slow(self):
         """No capacity (nAh) or charge-transfer resistance (mohm) estimate: all -1."""
@@ -365,108 +280,15 @@ class Controller:
         self.r_mohm = getattr(est, "r_mohm", -1)
         self.r_std_mohm = getattr(est, "r_std_mohm", -1)
 
-    def _estimate(self, dt_ms):
-        est = self.est
-        if est is None:
-            return
-        try:
-            est.step(self.board.i_nA, self.board.v_uV, dt_ms)
-            self.soc_ppm = est.soc_ppm
-            self.std_ppm = est.std_ppm
-            self.copy_slow(est)
-        except Exception as ex:
-            # The run matters more than the estimate: drop the estimator, say so.
-            self.est = None
-            self.soc_ppm = -1
-            self.std_ppm = -1
-            self.no_slow()
-            self.error = "estimator: " + repr(ex)[:60]
-            self._event(record.EV_ESTIMATOR)
-
     # ------------------------------------------------------------ tick
 
     def tick(self, dt_ms):
-        """One sampling tick; dt_ms = real ms since the previous tick. Never raises."""
-        try:
-            self.board.sample()
-            if self.state in ACTIVE:
-                self._run_tick(dt_ms)
-                self._journal_tick()
-            elif self.set_ms:
-                self._set_tick(dt_ms)
-        except Exception as ex:
-            self._internal(ex)
-        self.board.led(self.state in LED_ON)
-        self.board.feed()
+        """One sampling tick; dt_ms = real ms since the previous tick. Never raises
+        (firmware/runtick.py)."""
+        runtick.tick(self, dt_ms)
 
-    def _set_tick(self, dt_ms):
-        # A SET current obeys the board's voltage limits and its time, like a run would.
-        b = self.board
-        self.set_ms -= dt_ms
-        if self.set_ms <= 0 or not b.min_uV <= b.v_uV <= b.max_uV:
-            b.off()
-            self.set_ms = 0
-
-    def _run_tick(self, dt_ms):
-        eng = self.engine
-        st = self.state
-        self.t_lo += dt_ms  # small ints only (t_ms would outgrow them after 12.4 days)
-        if self.t_lo >= record.T_WRAP:
-            self.t_lo -= record.T_WRAP
-            self.t_hi += 1
-        eng.count(dt_ms)
-        bits = 0
-        ended = False
-        force = False
-        if st == RUNNING:
-            bits = self.safety.check(eng.acc[steps.Q_STEP], dt_ms)
-            if bits:
-                self.fault |= bits
-                force = True
-            else:
-                ended = eng.control(dt_ms)
-                force = ended or eng.step_index == 0
-        self._estimate(dt_ms)
-        b = self.board
-        if st != FULL and (force or self.trigger.due(self.t_lo, b.v_uV, b.i_nA)):
-            if self._push(record.RECORD) >= 0:
-                self.trigger.mark(self.t_lo, b.v_uV, b.i_nA)
-        if bits:
-            self._end(FAULT, record.EV_FAULT)
-        elif ended and not eng.advance():
-            self._end(DONE, record.EV_END)
-        elif ended:
-            self.j_due = True  # a step boundary: the journal saves the new position
-        st = self.state
-        if (st == RUNNING or st == PAUSED) and self.ring.free() <= RESERVE:
-            # Pause at this safe point rather than overwrite what the host has not got.
-            self.full_from = self.state
-            eng.stop()
-            self.state = FULL
-            self._event(record.EV_FULL)
-
-    def _end(self, state, kind):
-        self.engine.stop()
-        self.state = state
-        self._event(kind)
-        self._journal_save(0)
-
-    def _internal(self, ex):
-        self.board.off()
-        self.error = repr(ex)[:80]
-        if self.state in ACTIVE:
-            self.fault |= safety.INTERNAL
-            self.state = FAULT
-            try:
-                self._event(record.EV_FAULT)
-            except Exception:
-                self.lost += 1
-            try:
-                self._journal_save(0)  # a faulted run is not one to recover
-            except Exception:
-                pass
-
-    def _push(self, kind):
+    def push(self, kind):
+        """A record (kind record.RECORD) or event into the ring: its seq, -1 if no slot."""
         e = self.engine
         b = self.board
         a = e.acc
@@ -477,8 +299,8 @@ class Controller:
                              self.soc_ppm, self.std_ppm, self.cap_nAh, self.cap_std_nAh,
                              self.r_mohm, self.r_std_mohm)
 
-    def _event(self, kind):
-        seq = self._push(kind)
+    def event(self, kind):
+        seq = self.push(kind)
         if seq < 0:
             self.lost += 1
         return seq

@@ -5,7 +5,7 @@ board's filesystem (``journal.bin`` in the cwd, the flash root) keeps the last s
 position of the run: the step (step_no, loop counters), step_count, cycle, the integer
 charge and energy counters with their remainders, the next seq, the estimator's SoC, the
 capacity and charge-transfer resistance it has learned (with their std: a reset must not
-throw away tens of cycles of learning), and the step table's checksum (controller.Controller fills it, steps.Engine.save_state).
+throw away tens of cycles of learning), and the step table's checksum (firmware/runjournal.py fills it).
 
 Two alternating slots, each _SLOT_WORDS int32 words: data words then the CRC-32 of their
 bytes. Entry n is written to slot n % 2, so a write torn by a reset (a truncated or
@@ -15,7 +15,7 @@ mohm.
 
 Flash wear (RP2040 boards: 2 MB QSPI NOR, 100k erase cycles per 4 KB sector, littlefs
 over ~1.4 MB = ~350 blocks with dynamic wear levelling): a journal write rewrites the
-file's data block and commits its metadata, at most ~2 block erases. controller.Controller
+file's data block and commits its metadata, at most ~2 block erases. runjournal.py
 writes at step boundaries, at most every JOURNAL_MS within a long step and never more
 often than every GAP_MS (a boundary inside the gap waits for it), plus once per
 SEQ_STRIDE seqs. Worst case (a step ending on every 10 s): 8640 writes/day = 17k
@@ -41,8 +41,8 @@ _MAGIC = const(0x434A4E32)  # "CJN2": journal format 2 (format 1 had no capacity
                             # words; its entries are "no entry", as a torn write is)
 MAX_LOOPS = const(64)      # LOOP steps a journal can hold counters for
 
-# Word offsets in a slot: the one statement of the layout (controller.py fills the W_
-# words, steps.Engine.save_state the E_ words from W_ENGINE on).
+# Word offsets in a slot: the one statement of the layout (runjournal.py fills the W_
+# words and the step engine's E_ words from W_ENGINE on).
 _W_MAGIC = const(0)
 _W_GEN = const(1)       # entry number, +1 per write
 W_ACTIVE = const(2)    # 1: a run is in progress (RUNNING, PAUSED, FULL); 0: it ended

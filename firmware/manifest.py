@@ -17,6 +17,7 @@ module("boardfile.py")  # the board file and calibration read into its scales (b
 module("safety.py")    # per-tick limits and fault bits
 module("steps.py")     # the step engine
 module("steptable.py")  # the step table check (LOAD imports it, then drops it)
+module("runsetup.py")  # LOAD's table compiled, START's halves (loaded for those only)
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
 module("ekfsetup.py")  # its set-up from the model and RECOVER's restore (loaded for those only)
@@ -24,7 +25,9 @@ module("circuit.py")   # its equivalent-circuit tables and lookups
 module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (step edges)
 module("cellmodel.py")  # the model reader the estimator uses (MODEL)
 module("journal.py")   # the run journal in flash (recovery after a reset)
-module("controller.py")  # the run state machine and the tick
+module("controller.py")  # the run state machine and its commands
+module("runtick.py")   # the work of one tick
+module("runjournal.py")  # what of a run the journal keeps, and when it is written
 module("recovery.py")  # a run a reset interrupted: noted at boot, RECOVER (loaded for those only)
 module("calibration.py")  # SET and HIST outside runs (loaded for those commands only)
 module("link.py")      # framed commands parsed and dispatched, replies and records out

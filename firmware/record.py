@@ -232,7 +232,7 @@ class Trigger:
 
     Times are taken modulo T_WRAP (the caller passes link's t_lo, or any t_ms), so the
     per-tick test is small-int arithmetic however long the run. A dt_ms of T_WRAP or
-    more (11.6 days; steps.validate allows up to 2**30) records every T_WRAP - 1 ms.
+    more (11.6 days; steptable.validate allows up to 2**30) records every T_WRAP - 1 ms.
     """
 
     def __init__(self):

@@ -12,8 +12,10 @@ Units: uV, nA, ms, nAh, ppm, mohm; all integers (journal words).
 
 import journal
 import record
+import runsetup  # START's estimator reset and run (dropped with this module)
 import steps
-from controller import SEQ_STRIDE, CommandError
+from controller import CommandError
+from runjournal import SEQ_STRIDE
 
 try:
     from micropython import const
@@ -44,10 +46,11 @@ def note_interrupted(ctl):
     ctl.boot_seq = seq  # the boot event is written once, not held in the ring
 
 
-def recover(ctl):
-    """RECOVER on ctl: the run noted at boot continues from its journaled position, time,
-    counters, fault bits and estimate; CommandError (nothing changed) if there is none,
-    the loaded table is not the run's (checksum) or the journal does not fit it."""
+def prepare(ctl):
+    """RECOVER on ctl before the ring is made (controller.Controller._begin): refused
+    (CommandError, nothing changed) if no run was noted at boot, the loaded table is not
+    the run's (checksum) or the journal does not fit it; the estimator reset at the
+    journaled SoC is returned (None without one)."""
     ctl.check_idle()
     if ctl.interrupted is None:
         raise CommandError("journal", "no interrupted run to recover")
@@ -57,9 +60,15 @@ def recover(ctl):
     if not _fits(ctl.engine, w, journal.W_ENGINE):
         raise CommandError("journal", "does not fit the loaded table")
     soc = w[journal.W_SOC]
-    est = ctl.prepare_run(soc / 1000000 if soc >= 0 else None)
+    return runsetup.reset_estimator(ctl, soc / 1000000 if soc >= 0 else None)
+
+
+def begin(ctl, est):
+    """RECOVER on ctl once the ring is made: the run goes on from its journaled position,
+    time, counters, fault bits and estimate, with the estimator est (prepare's)."""
+    w = ctl.journal.words
     ctl.est = est
-    ctl.soc_ppm = soc if est is not None else -1
+    ctl.soc_ppm = w[journal.W_SOC] if est is not None else -1
     ctl.std_ppm = w[journal.W_STD] if est is not None else -1
     ctl.no_slow()
     if est is not None:
@@ -67,14 +76,14 @@ def recover(ctl):
     ctl.fault = w[journal.W_FAULT]
     ctl.t_ms = journal.t_ms(w)
     _restore_engine(ctl.engine, w, journal.W_ENGINE)  # the current comes on here
-    seq = ctl.begin_run(ctl.table, record.EV_RECOVER)
+    seq = runsetup.run(ctl, record.EV_RECOVER)
     e = ctl.engine
     return {"seq": seq, "tick_ms": ctl.tick_ms, "step_no": e.step_no,
             "step_count": e.step_count, "cycle": e.cycle}
 
 
 def _fits(engine, words, base):
-    """True if journal words saved by steps.Engine.save_state can continue the table
+    """True if journal words saved by runjournal.save can continue the table
     loaded into engine (a steps.Engine): a step that is not a LOOP, the same LOOP count."""
     loop = steps.KINDS["LOOP"]
     no = words[base + journal.E_STEP_NO]

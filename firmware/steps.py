@@ -18,9 +18,7 @@ of the uWh count.
 """
 
 from array import array
-import sys
 
-import journal
 import safety
 
 try:
@@ -35,7 +33,6 @@ CC_CHG = const(1)
 CC_DCH = const(2)
 CV_CHG = const(3)
 CV_DCH = const(4)
-TYPE_NAMES = ("REST", "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH")
 
 # Step kinds after compilation (the table's string tags).
 _K_CC = const(0)
@@ -67,19 +64,6 @@ _R_MIN_ohm = const(1)
 _R_MAX_ohm = const(1000000)
 _R_MIN_STEP_nA = const(10000)          # current steps smaller than this don't update the estimate
 _SIGN_MARGIN_uV = const(20000)         # CV sign from target vs voltage when they differ by more
-
-
-def validate(table, board):
-    """Check a step table before it is accepted: None, or (field, message) naming the
-    first bad field (firmware/steptable.py). The check is loaded for this call only and
-    dropped after it, so it holds no heap while a run goes on."""
-    import steptable
-    try:
-        return steptable.validate(table, board)
-    finally:
-        # MicroPython frees the module's bytecode once nothing refers to it; under CPython
-        # (cellbench.fw) it is cached as cellbench.firmware.steptable and stays.
-        sys.modules.pop("steptable", None)
 
 
 def _sign(x):
@@ -122,22 +106,6 @@ class Engine:
         self.v0_uV = 0
         self.i0_nA = 0
         self.done = False
-
-    def load(self, table):
-        """Compile a table that validate() accepted: tuples of ints, loop counters."""
-        steps = []
-        for s in table["steps"]:
-            k = KINDS[s[0]]
-            args = [int(x) for x in s[1:]]
-            while len(args) < 3:
-                args.append(0)
-            steps.append((k, args[0], args[1], args[2]))
-        self.steps = steps
-        self.loops = array("i", [s[2] if s[0] == _K_LOOP else 0 for s in steps])
-        lim = safety.limits(self.board, table.get("safety"))
-        b = self.board
-        self.hi_nA = min(lim["max_nA"], b.max_nA, b.range_max_nA)
-        self.lo_nA = max(lim["min_nA"], -b.max_nA, -b.range_max_nA)
 
     # ------------------------------------------------------------ run control
 
@@ -241,35 +209,6 @@ class Engine:
         else:
             self.board.off()
 
-    # ------------------------------------------------------------ journal
-
-    def save_state(self, words, base, max_loops):
-        """Write the run's position and counters into words[base:] (the journal.E_*
-        offsets): step_no, step_count, cycle, the cycle signs, r_ohm, i_cmd_nA,
-        step_type, the accumulators (acc), the number of LOOP steps and their remaining
-        counts in table order. False if the table has more than max_loops LOOP steps
-        (the position could not be kept). recovery.py reads them back (RECOVER).
-        """
-        words[base + journal.E_STEP_NO] = self.step_no
-        words[base + journal.E_STEP_COUNT] = self.step_count
-        words[base + journal.E_CYCLE] = self.cycle
-        words[base + journal.E_FIRST_SIGN] = self.first_sign
-        words[base + journal.E_LAST_SIGN] = self.last_sign
-        words[base + journal.E_R_OHM] = self.r_ohm
-        words[base + journal.E_I_CMD] = self.i_cmd_nA
-        words[base + journal.E_STEP_TYPE] = self.step_type
-        for k in range(N_ACC):
-            words[base + journal.E_ACC + k] = self.acc[k]
-        n = 0
-        for k in range(len(self.steps)):
-            if self.steps[k][0] == _K_LOOP:
-                if n >= max_loops:
-                    return False
-                words[base + journal.E_LOOPS + n] = self.loops[k]
-                n += 1
-        words[base + journal.E_N_LOOPS] = n
-        return True
-
     # ------------------------------------------------------------ per tick
 
     def count(self, dt_ms):
@@ -370,23 +309,6 @@ class Engine:
         if r > _R_MAX_ohm:
             r = _R_MAX_ohm
         self.r_ohm = r
-
-    # ------------------------------------------------------------ counters
-
-    def q_chg_nAh(self):
-        return self.acc[Q_CHG]
-
-    def q_dch_nAh(self):
-        return self.acc[Q_DCH]
-
-    def q_step_nAh(self):
-        return self.acc[Q_STEP]
-
-    def e_chg_uWh(self):
-        return self.acc[E_CHG]
-
-    def e_dch_uWh(self):
-        return self.acc[E_DCH]
 
 
 def _add_charge(acc, k, mag_nA, dt_ms):

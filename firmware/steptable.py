@@ -1,10 +1,10 @@
 """What a valid step table is (docs/design.md "Step table"): the check LOAD runs.
 
 validate(table, board) names the first bad field of a parsed table, or returns None; the
-step engine (firmware/steps.py) then compiles and runs only tables this accepted. The check
-is needed only while a table is loaded, so the board does not keep it: steps.validate
-imports this module for the call and drops it afterwards (its bytecode, ~1 KB of heap,
-goes back to the ring). The host runs the same check before it sends a table
+step engine (firmware/steps.py) then runs only tables this accepted (firmware/runsetup.py
+compiles them). The check is needed only while a table is loaded, so the board does not
+keep it: LOAD imports this module for the call and drops it afterwards (controller._once;
+its bytecode, ~1 KB of heap, goes back to the ring). The host runs the same check before it sends a table
 (cellbench.protocol).
 
 Units: voltage uV, current nA (> 0 charges the cell), time ms, charge nAh; all integers.

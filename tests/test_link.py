@@ -538,7 +538,7 @@ print(json.dumps({"names": names, "bare": sorted(n for n in names + ["board"] if
                   "full": {n: m.__name__ for n, m in mods.items()},
                   "siblings": [mods["controller"].steps is mods["steps"],
                                mods["link"].controller is mods["controller"],
-                               mods["steps"].journal is mods["journal"],
+                               mods["runjournal"].journal is mods["journal"],
                                sys.modules.get("cellbench.firmware.ekf") is mods["ekf"]]}))
 """
 

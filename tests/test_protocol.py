@@ -266,7 +266,7 @@ def test_board_fields_map_back_to_the_protocol(table_field, protocol_field):
 
 
 def test_every_step_table_field_the_board_names_maps_to_a_protocol_field():
-    """Whatever field firmware/steps.validate names for a table compiled from BASE, the
+    """Whatever field firmware/steptable.validate names for a table compiled from BASE, the
     user is told a field of the protocol (never a bare steps[k] / load. name)."""
     table = proto.compile(BASE, BOARD)
     for k, step in enumerate(table["steps"]):

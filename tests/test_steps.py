@@ -19,6 +19,7 @@ link = fw.module("link")
 record = fw.module("record")
 safety = fw.module("safety")
 steps = fw.module("steps")
+steptable = fw.module("steptable")
 
 NAH = 3_600_000  # nA*ms per nAh
 
@@ -152,7 +153,7 @@ def make(step_list, cell=None, capacity=5000, **kw):
     ctl = Firmware(b, capacity)
     b.sample()
     t = table(step_list, **kw)
-    assert steps.validate(t, b) is None
+    assert steptable.validate(t, b) is None
     for body in ("LOAD " + json.dumps(t), "START"):
         ctl.handle(frame.encode(body))
     assert [x.split(b" ")[0] for x in ctl.replies] == [b"OK", b"OK"], ctl.replies
@@ -439,7 +440,7 @@ def test_over_charge_and_over_current():
 def test_validate_names_the_field():
     b = FakeBoard()
     ok = table([["CC", 100_000, 0, 2_000_000], ["OCV", 1000], ["LOOP", 0, 3]])
-    assert steps.validate(ok, b) is None
+    assert steptable.validate(ok, b) is None
     cases = [
         ({**ok, "v": 2}, "v"),
         ({**ok, "tick_ms": 10}, "tick_ms"),
@@ -466,7 +467,7 @@ def test_validate_names_the_field():
         ("nope", "table"),
     ]
     for t, field in cases:
-        err = steps.validate(t, b)
+        err = steptable.validate(t, b)
         assert err is not None and err[0] == field, (t, err)
 
 

@@ -404,16 +404,16 @@ _SECTION_SOURCES = {
 
 
 class _BoardLimits:
-    """The board as firmware/steps.validate sees it: its integer limits (board_limits)."""
+    """The board as firmware/steptable.validate sees it: its integer limits (board_limits)."""
 
     def __init__(self, limits):
         self.__dict__.update(limits)
 
 
 def _check_as_the_board_will(table, limits, protocol):
-    """Run the board's own table check (firmware/steps.validate) here, so a table the
+    """Run the board's own table check (firmware/steptable.validate) here, so a table the
     board would refuse is refused before it is sent, naming the protocol's field."""
-    err = fw.module("steps").validate(table, _BoardLimits(limits))
+    err = fw.module("steptable").validate(table, _BoardLimits(limits))
     if err:
         field, message = err
         raise InputError(f"{source_field(protocol, field)}: {message} (step table {field})")

@@ -18,7 +18,7 @@ from ..model import load_model
 from ..paths import MODELS, PROTOCOLS
 
 FIELDS = ("protocol", "protocol_file", "cell_name", "mass_mg", "model", "model_file", "tick_ms")
-TICK_MS = (50, 60000)  # the board's accepted tick (docs/link.md, steps.validate)
+TICK_MS = (50, 60000)  # the board's accepted tick (docs/link.md, steptable.validate)
 
 
 def library(folder):
