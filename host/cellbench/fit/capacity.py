@@ -318,9 +318,9 @@ def matched_ratios(logs: list, found: list) -> list:
 def efficiency(logs: list, found: list, pair_ratio: float, clean: bool) -> tuple:
     """(coulombic efficiency, assumptions): the median of :func:`matched_ratios` over the
     capacity's sweeps (``found``), else over every checked full cycle of the logs at any
-    rate; with none, the reference pair's own ``pair_ratio`` when it is ``clean`` (the
-    sweep before it checked too: its ends are counted to the rested limits), else 1,
-    said. The median, not the reference pair: a cell's first cycles lose more to side
+    rate; with none, the reference pair's own ``pair_ratio`` when its span closes
+    (``clean``: the sweep before it is checked too, or it starts with the log, taken as
+    the rested limit; its ends are counted to the rested limits), else 1, said. The median, not the reference pair: a cell's first cycles lose more to side
     reactions (the Arbin half cell's C/10 formation cycles 0.92, its 14 later cycles
     0.956), and the filter counts every later cycle with it. At most 1.
     """
@@ -378,7 +378,8 @@ def find_reference(logs: list) -> dict:
     if pairs:
         unclean, rate, n, a, b = min(pairs, key=lambda p: (p[0], p[2], p[1]))
         chg, dch = (a, b) if a["sweep"].sign > 0 else (b, a)
-        eta, said = efficiency(logs, found, full_Ah(dch["sweep"]) / full_Ah(chg["sweep"]), not unclean)
+        closes = not unclean or a["how"] == "from the log's start"     # from the rested limit it ends at
+        eta, said = efficiency(logs, found, full_Ah(dch["sweep"]) / full_Ah(chg["sweep"]), closes)
         assumptions += said
         clean_dch = [f for f in dch_all if (f["log"], f["k"] - 1) in by_pos and (f["log"], f["k"] - 2) in by_pos]
         caps = [full_Ah(f["sweep"]) for f in (clean_dch or dch_all)]
