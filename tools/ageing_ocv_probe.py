@@ -23,9 +23,11 @@ and inside the C/10 checks, at the checks, and the SoC's RMSE against the true w
 its width is the check's OCV capacity, its offset read from the rested top after the
 check's C/10 charge).
 
-Run: ``.venv/bin/python tools/ageing_ocv_probe.py`` (about 30 s).
+Run: ``.venv/bin/python tools/ageing_ocv_probe.py`` (about 40 s); ``--rc``, ``--hysteresis``
+pin the fit's structure (cellbench.fit.fit_logs).
 """
 
+import argparse
 import gzip
 import json
 import tempfile
@@ -157,11 +159,16 @@ def rest_ends(log, late):
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rc", type=int, choices=(0, 1, 2), help="pin the fit's RC pairs (default: its choice)")
+    ap.add_argument("--hysteresis", choices=("on", "off"), help="pin the fit's hysteresis (default: its choice)")
+    args = ap.parse_args()
     cell = json.loads((DATA / "cell.json").read_text())
     log = bdflog.read_log(DATA / "ageing.bdf.csv.gz")
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = fit_logs([str(first_cycles(DATA / "ageing.bdf.csv.gz", Path(tmp) / "first.bdf.csv",
-                                              FIT_CYCLES))])
+        first = first_cycles(DATA / "ageing.bdf.csv.gz", Path(tmp) / "first.bdf.csv", FIT_CYCLES)
+        model, _ = fit_logs([str(first)], rc=args.rc,
+                            hysteresis=None if args.hysteresis is None else args.hysteresis == "on")
     bend = Bend(cell)
     t_s = log["Test Time / s"]
     at = np.searchsorted(t_s, bend.t_s - 1e-3)
