@@ -12,6 +12,9 @@ exactly like a real RP2040 whose USB CDC drops output while no host has the port
 Nothing is lost by that: the board holds every record in its ring until a host ACKs it,
 and the reattached host fetches them with ``SEND`` (docs/link.md). With no ACKs the ring
 fills, the board pauses the run (FULL, current off) and its limits stay enforced.
+A board that waits like that, or PAUSEd, for a host that may not come for minutes does not
+spin a core meanwhile: the relay starts it with CELLBENCH_SIM_WAIT_PACED, so it waits on
+its port at a hundred times real time, as an idle board does (sim/mpy/select.py).
 
 The relay forwards whole lines only, in both directions: a host killed mid-line leaves
 no fragment that would corrupt the next host's first command, and a new host never
@@ -336,6 +339,9 @@ def serve(argv=None):
                     help="start the board again when its process is killed (a reset)")
     args = ap.parse_args(argv)
     d = Path(args.dir)
+    # A run that waits for a host (PAUSED, FULL) waits on the port, not in a busy loop; a
+    # board paced by CELLBENCH_SIM_SPEED (the lab) is left as it is (sim/mpy/select.py).
+    os.environ["CELLBENCH_SIM_WAIT_PACED"] = "1"
 
     def boot():
         return start_board(args.cell, board=args.board, calibration=args.calibration,

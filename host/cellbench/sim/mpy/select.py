@@ -15,6 +15,12 @@ current went off) still sees them come a hundred times faster than on a real boa
 what the firmware does and sees is the same.
 A negative timeout (wait forever) blocks on the real descriptors with the clock stopped.
 
+CELLBENCH_SIM_WAIT_PACED=1 (set by the relay of a detached board, cellbench.sim.detached)
+paces an unpaced board the same way while its run waits for a command: PAUSED, or FULL
+(current off until a host ACKs). A detached board outlives its host, and so may wait
+like that for as long as no host comes; its clock, records and limits go on as before,
+a hundred times faster than real time rather than as fast as a whole core allows.
+
 CELLBENCH_SIM_SPEED=N (virtual seconds per real second, e.g. 1 for real time, 600 for ten
 minutes a second) paces a running board the same way: it waits on the real descriptors
 for ``timeout_ms / N`` between ticks instead of running as fast as the CPU allows (the
@@ -41,6 +47,7 @@ import time as _clock  # the virtual clock (time.py next to this file)
 IDLE_SPEEDUP = 100  # virtual ms per real ms while the firmware is idle (see above)
 _SPEED = float(os.getenv("CELLBENCH_SIM_SPEED") or 0)  # virtual ms per real ms running; 0: unpaced
 _SYNC = os.getenv("CELLBENCH_SIM_SYNC") if not _SPEED else None  # lockstep pipes (see above)
+_WAIT_PACED = bool(os.getenv("CELLBENCH_SIM_WAIT_PACED")) and not _SPEED  # (see above)
 
 POLLIN = _real.POLLIN
 POLLOUT = _real.POLLOUT
@@ -114,9 +121,18 @@ _lockstep = _Lockstep(_SYNC)
 
 
 def _idle():
-    # The firmware's own word for it (controller.Controller.idle), once main.py has booted.
+    # The firmware's own word for it (controller.Controller.idle), once main.py has booted;
+    # with _WAIT_PACED a run that waits for a command counts too (its states' names are
+    # the controller's).
     ctl = getattr(sys.modules.get("main"), "CONTROLLER", None)
-    return ctl is not None and ctl.idle
+    if ctl is None:
+        return False
+    if ctl.idle:
+        return True
+    if not _WAIT_PACED:
+        return False
+    c = sys.modules["controller"]
+    return ctl.state == c.PAUSED or ctl.state == c.FULL
 
 
 def poll():
