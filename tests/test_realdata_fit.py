@@ -55,25 +55,11 @@ FITTED = {
 }
 # (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
 MISSES = {
-    ("estimate", "neware_TESTCELL0001-B2.ndax"):
-        "SoC 1.7 % RMS off the count, 87 % inside 3 sigma: with the Neware counter's charge "
-        "(capacity +4e-8) the 1 RC + hysteresis model's held-out 6.0457 mV falls 0.5 uV inside "
-        "structure.choose's limit (best 5.8462 + 0.2 mV) and is chosen over 2 RC + Butler-Volmer",
     ("estimate", "cellpy_arbin_20160805_test001_45_cc_01.res"):
         "SoC 12.4 % RMS off the tester's count, 18 % inside 3 sigma: its charges carry 4-8 % more "
         "than the discharges before them and fit sets coulombic_efficiency 0.89 (eta 1: 6.0 %, 70 %); "
         "the model misses its log by 139 mV RMS (half cell, 0.61 V hysteresis) and states 0.3-7 V, "
         "so the filter only counts",
-    ("replay", "cellpy_batmo_bdf_3000rows.csv"):
-        "60.8 mV RMS against 50.8 mV stated (80 mV when the step crossings were held): the fit's "
-        "SoC anchors the C/2.6 discharges' cut-offs (fit.soc, up to 0.55C) where the counter "
-        "puts them 15 % apart, so its held-out residuals at C/2.6-C/1.3 are taken in a SoC that "
-        "moved with the voltage (anchoring only within 2.5x the C/26 rate: 38.0 against 39.5 mV)",
-    ("estimate", "cellpy_batmo_bdf_3000rows.csv"):
-        "SoC 4.6 % RMS off the tester's count, 53 % inside 3 sigma (3.7 %, 88 % when the filter "
-        "held the step crossings' current: +8 % of charge that hid the pull): -1 % per C/1.3 "
-        "charge with a 1 % sigma, the model error the fit states there being measured in its "
-        "own fast-sweep-anchored SoC (anchoring only within 2.5x the C/26 rate: 2.8 %, 100 %)",
 }
 # file -> what it holds instead of a full sweep
 REFUSED = {

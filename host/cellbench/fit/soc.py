@@ -40,19 +40,28 @@ def counted_Ah(log: Log, eta: float) -> np.ndarray:
     return np.concatenate(([0.0], np.cumsum(w * log.i_A[:-1] * np.diff(log.t_s)))) / SECONDS_PER_HOUR
 
 
-def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm) -> float:
+def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm,
+             defining: bool = False) -> float:
     """SoC at the cut-off of ``sweep``, which ended at the window limit ``end`` (+1 top, -1
     bottom). SoC 0 and 1 are the rested limits, so the cut-off sits inside them by the
     charge beyond it (:func:`.capacity.beyond_cutoff_Ah`, from the rest after it); without
     such a rest, at the limit itself, or (``r_dc_ohm`` known) where the OCV meets the
     cut-off voltage less its IR drop. Sweeps faster than C/5 keep the old rule: the
-    fallback's capacity does not count the charge beyond them."""
+    fallback's capacity does not count the charge beyond them.
+
+    In the ``defining`` log a low-rate sweep without such a rest ends at the limit
+    itself: its cut-offs are what SoC 0 and 1 mean (its charge is the capacity), and
+    ``OCV(z) = V - I * R_dc`` would read the branch's hysteresis as IR drop: on the
+    Arbin half cell (0.2 V between its C/10 branches, R_dc 1.2 kohm from the edges)
+    it put the C/5 discharges' ends at SoC 0.78 and the fit's count out of phase.
+    """
+    low = rate_C(log, sweep) <= MAX_RATE_C
     # Only low-rate cut-offs: after the fast fallback SoC 0 and 1 are that cycle's cut-offs.
-    beyond = beyond_cutoff_Ah(log, sweep) if rate_C(log, sweep) <= MAX_RATE_C else None
+    beyond = beyond_cutoff_Ah(log, sweep) if low else None
     k = sweep.stop - 1
     if beyond is not None:
         return 1.0 - beyond / capacity_Ah if end > 0 else beyond / capacity_Ah
-    if r_dc_ohm is None:
+    if r_dc_ohm is None or (defining and low):
         return 1.0 if end > 0 else 0.0
     return float(np.interp(log.v_V[k] - log.i_A[k] * r_dc_ohm, ocv_V, ocv_soc))
 
@@ -88,7 +97,7 @@ def _ends_in(log: Log, sweep, window_V) -> int:
 
 
 def _sweep_starts(log: Log, q: np.ndarray, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm, window_V=None,
-                  max_rate_C=MAX_ANCHOR_RATE_C) -> tuple:
+                  max_rate_C=MAX_ANCHOR_RATE_C, defining=False) -> tuple:
     """(sample indices, starting-SoC estimates) from large sweeps cut off at the window limits."""
     at, starts = [], []
     biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
@@ -100,7 +109,7 @@ def _sweep_starts(log: Log, q: np.ndarray, capacity_Ah: float, ocv_soc, ocv_V, r
         if end:
             k = sweep.stop - 1
             at.append(k)
-            starts.append(_end_soc(log, sweep, end, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm) - q[k])
+            starts.append(_end_soc(log, sweep, end, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm, defining) - q[k])
     return at, starts
 
 
@@ -126,7 +135,7 @@ def trace(log: Log, capacity_Ah: float, eta: float, ocv_soc, ocv_V, r_dc_ohm=Non
     """
     q = counted_Ah(log, eta) / capacity_Ah
     at, sweeps = _sweep_starts(log, q, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm, None if defining else window_V,
-                               max_rate_C)
+                               max_rate_C, defining)
     if defining and sweeps:
         return _anchored(q, at, sweeps), f"the window limits of its sweeps ({len(sweeps)} anchors)"
     rests = _rest_starts(log, q, ocv_soc, ocv_V)
