@@ -12,7 +12,8 @@ Order of work, each part in its own module:
    relaxations;
 5. :mod:`.refine` and :mod:`.structure`: every candidate structure (0-2 RC pairs,
    hysteresis, SoC tables, Butler-Volmer) fitted by NNLS and scored on held-out folds;
-   the cheapest within a few % of the best held-out error is kept;
+   the cheapest as good as the best held-out error (within 3 %, or within 10 % and
+   not significantly worse by a paired per-segment comparison) is kept;
 6. :mod:`.error`: the chosen model's held-out error by SoC and C-rate (``model_error``);
 7. :mod:`.report`: parameter table, RMSE, candidates, assumptions, plots.
 
