@@ -190,12 +190,14 @@ class Controller:
         return {"state": self.state}
 
     def status(self):
+        """STATUS: the run's state, position, counters, estimate and ring in one reply."""
         e = self.engine
         b = self.board
         return {"state": self.state, "fault": self.fault, "t_ms": self.t_ms,
                 "step_no": e.step_no, "step_count": e.step_count, "step_index": e.step_index,
                 "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
-                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.acc[steps.Q_CHG], "q_dch_nAh": e.acc[steps.Q_DCH],
+                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.acc[steps.Q_CHG],
+                "q_dch_nAh": e.acc[steps.Q_DCH],
                 "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
                 "cap_nAh": self.cap_nAh, "cap_std_nAh": self.cap_std_nAh,
                 "r_mohm": self.r_mohm, "r_std_mohm": self.r_std_mohm,

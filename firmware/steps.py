@@ -1,10 +1,12 @@
 """The step engine: runs a validated step table (docs/design.md "Step table") tick by tick.
 
 Units: voltage uV, current nA (> 0 charges the cell), time ms, charge nAh, energy uWh,
-all integers. Each tick the caller (controller.Controller) does: board.sample(), count(dt_ms),
+all integers. Each tick the caller (firmware/runtick.py) does: board.sample(), count(dt_ms),
 safety check, control(dt_ms); if control() says the step ended it records the last point
 of the step and then calls advance(). count() and control() allocate nothing: they use
-only small ints, attribute stores and a preallocated array('i') of accumulators.
+only small ints, attribute stores and a preallocated array('i') of accumulators. LOAD
+compiles a table into Engine.steps and Engine.loops (firmware/runsetup.py); the journal
+keeps the run's position (firmware/runjournal.py writes it, recovery.py reads it back).
 
 Charge is counted exactly: |i_nA| * dt_ms goes into a remainder in nA*ms
 (3_600_000 nA*ms = 1 nAh) and whole nAh move to the counter, so no charge is lost to
@@ -19,7 +21,6 @@ of the uWh count.
 
 from array import array
 
-import safety
 
 try:
     from micropython import const
@@ -78,7 +79,8 @@ class Engine:
     """Runs one step table on one board; all state is in small-int attributes.
 
     Public state (the record fields): step_count, step_index, cycle, step_no, step_type,
-    i_cmd_nA (the current setpoint), step_ms, done; charge and energy via q_chg_nAh() etc.
+    i_cmd_nA (the current setpoint), step_ms, done; charge and energy in acc (Q_CHG,
+    Q_DCH, Q_STEP in nAh, E_CHG, E_DCH in uWh, each followed by its remainders).
     """
 
     def __init__(self, board):
