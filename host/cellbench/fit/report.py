@@ -83,13 +83,13 @@ def text(model: dict, report: dict, replays: list) -> str:
     lines += ["", f"OCV: {report['ocv']['method']}, {len(model['ocv']['soc'])} points, "
               f"{model['ocv']['voltage_V'][0]:.4f}-{model['ocv']['voltage_V'][-1]:.4f} V", "",
               f"structure by held-out error ({prov['structure']['held_out']}):",
-              f"  {'RC':>3} {'hyst':>5} {'tables':>6} {'BV':>5} {'held-out mV':>12} {'fit mV':>8}"]
+              f"  {'RC':>3} {'hyst':>5} {'tables':>6} {'BV':>5} {'held-out mV':>12} {'behind (se)':>11} {'fit mV':>8}"]
     for cand in prov["structure"]["candidates"]:
         mark = " <- chosen" if all(cand[k] == prov["structure"]["chosen"][k]
                                    for k in ("rc", "hysteresis", "r_soc", "butler_volmer")) else ""
         lines.append(f"  {cand['rc']:>3} {str(cand['hysteresis'])[0]:>5} {str(cand['r_soc'])[0]:>6} "
                      f"{str(cand['butler_volmer'])[0]:>5} {cand['held_out_rmse_V'] * 1e3:>12.3f} "
-                     f"{cand['fit_rmse_V'] * 1e3:>8.3f}{mark}")
+                     f"{_se(cand.get('behind_best_se')):>11} {cand['fit_rmse_V'] * 1e3:>8.3f}{mark}")
     err = model["model_error"]
     sigma = np.asarray(err["sigma_V"]).reshape(len(err["soc"]), len(err["c_rate"]))
     lines += ["", "model error (held-out sigma, mV) by SoC (rows) and C-rate (columns):",
@@ -161,3 +161,9 @@ def write(model: dict, report: dict, out_dir) -> list:
     path = out_dir / "report.txt"
     path.write_text(text(model, report, replays))
     return [path] + figures(model, report, replays, out_dir)
+
+
+def _se(value) -> str:
+    """Standard errors behind the best candidate (structure.paired); '-' when unscored or
+    beyond judging (a single held-out segment)."""
+    return "-" if value is None else f"{value:.2f}"
