@@ -45,7 +45,7 @@ CHECK_STEPS = (10, 11, 12, 13, 14, 15)   # the C/10 check's step indices in the 
 TOP_REST = 13                            # the rest after the check's C/10 charge
 ONE_C_DISCHARGE = 1                      # the 1C cycles' first step
 ONE_C_RESTS = ((4, "after a 1C charge"), (2, "after a 1C discharge"))  # step index, what it follows
-# (OCV, q_cap, the scale pinned to the truth after the first check, model_error's
+# (OCV, q_cap, the scale pinned to the truth as the 1C cycles start, model_error's
 # look_tau_s (s; None: the fit's))
 RUNS = (("fresh", 3e-10, False, None), ("fresh", 1e-9, False, None), ("fresh", 1e-10, False, None),
         ("time", 3e-10, False, None), ("time", 1e-9, False, None), ("time", 3e-9, False, None),
