@@ -293,7 +293,7 @@ class Ekf(Circuit):
         if rs is None:
             return
         g = self._dr0 / self._r0 if self._r0 > 0.0 else 0.0
-        rs.step(i, y, dt, self.i_rest, self._r0, self._rrc[0], g * g * self.P[0])
+        rs.step(i, y, dt, self.i_rest, self._r0, self._rrc[0], g * g * self.P[0], zc)
         if rs.open:
             ec[ZC], ec[HC] = zc, hc
         else:

@@ -21,14 +21,34 @@ order one: 1, phi, t/T); the voltage *difference* cancels the model's OCV and hy
 error, so the noise is the sensor's, estimated from the fits' own residuals (pooled over
 edges), not the SoC filter's model-error budget.
 
-The edge gives measurements of the scales s = rho0/R0(z) and r = rho1/R1(z) (the model's
-values at the edge's SoC z) with covariance C (the fit's, plus the reference sample's
-noise on rho0, plus s^2 (R0'/R0)^2 var(z) on s: an R0 steep in SoC, LTO's below 30 %,
-makes the scale only as good as the SoC). The scales are a random walk with variances q_ohm, q_res per second:
+The edge gives measurements of the scales s(z_e) = rho0/R0(z_e) (z_e the SoC at the edge)
+and r = rho1/R1(z) (the model's values; R1 at the window's end) with covariance C (the
+fit's, plus the reference sample's noise on rho0, plus s^2 (R0'/R0)^2 var(z) on s: an R0
+steep in SoC, LTO's below 30 %, makes the scale only as good as the SoC).
 
-    P <- P + diag(q_ohm, q_res)*dt                  (every sample)
-    S = P + C, K = P S^-1, theta <- theta + K (m - theta), P <- (I - K) P  (every edge)
+R0's scale is not one number but a function of SoC: _KNOTS scales s_k on hat functions
+over SoC 0..1 (linear between knots), because ageing does not scale R0 alike at every
+SoC. A film that grows on the electrodes (SEI) adds a resistance flat in SoC to a kinetic
+part steep at the window's ends: on the PyBaMM SEI cell the 1 s resistance at the bottom
+(SoC 3 %) is 1.22x that at mid SoC fresh and 1.08x after 100 cycles, so one scale fitted
+to the edges at both ends is right at neither (docs/estimator.md "Resistance"). The knots
+share a random walk (q_ohm: R0 ageing alike everywhere, the plants' law, which carries
+the growth an edge sees to SoCs without edges) and each has one of its own
+(_SHAPE_Q*q_ohm: the shape ageing), over a prior p0_ohm common plus _SHAPE_P0*p0_ohm
+each (the fitted R0's level and its shape). Three knots: with five, LTO's
+edges (at SoC 0.05, 0.24 and 1) leave knots that no edge sees, and those walked with the
+common part until the SoC filter lost the plateau's SoC. The state (s_0..s_K-1, r) is a
+random walk:
 
+    P(0) = p0_ohm (1 1' + _SHAPE_P0 I) on the knots, p0_res on r
+    P <- P + Q dt, Q = q_ohm (1 1' + _SHAPE_Q I) on the knots, q_res on r   (every sample)
+    S = H P H' + C, K = P H' S^-1, theta <- theta + K (m - H theta), P <- P - K H P
+                                                                           (every edge)
+
+H's first row the hat weights at z_e, its second picks r. The knots' random walk is added
+when an edge needs it (the time since the last one), so a sample costs nothing more. The
+SoC filter reads v[S], v[PSS], v[PSR]: the scale at the present SoC (the hat weights w
+there: w s), its variance (w P w') and its covariance with r, set every sample.
 An edge whose normalised innovation e' S^-1 e exceeds GATE2 gets C inflated until it sits
 on the gate (a disturbed edge moves the estimate little). Units: A, V, s, ohm.
 
@@ -40,8 +60,8 @@ passed, u = |i| dt / (3600 * one_c)), applied every sample; the rates learn from
 corrections the edges make (alpha-beta tracking): the corrections summed over at least
 _RATE_SPAN 1C-hours, divided by the charge passed, are the rate still missing, and
 _RATE_GAIN of that goes into the rate (from the _RATE_FROM_EDGES-th edge on: the first
-edges correct the prior, not a drift). The rate stays within +-_RATE_MAX. The R0 scale
-needs none: its edges are ten times as precise, so its random walk's gain keeps up.
+edges correct the prior, not a drift). The rate stays within +-_RATE_MAX. R0's scales
+need none: their edges are ten times as precise, so their random walk's gain keeps up.
 """
 
 import math
@@ -85,11 +105,21 @@ _RATE_GAIN = const(0.05)
 _RATE_SPAN = const(1.0)
 _RATE_FROM_EDGES = const(8)
 _RATE_MAX = const(0.05)
-# The estimator's floats, Resistance.v[...]: the scales s (R0) and r (rc[0]), their
-# covariance, the pooled noise (V^2), the hold time (s), the held current level (A), the
-# reference voltage (V), the edge's di (A), the window's time (s), its normal equations,
-# the drift rate of r (per 1C-hour), the charge passed (1C-hours) and the corrections of
-# r summed since the rate last learned.
+# R0's scale per SoC (see the module docstring): knots over SoC 0..1; the prior variance
+# and the random walk of each knot of its own, as shares of the common p0_ohm and q_ohm.
+# Measured on the PyBaMM resistance run and the LTO/Li plant (docs/estimator.md
+# "Resistance").
+_KNOTS = const(3)
+_SHAPE_P0 = const(0.5)
+_SHAPE_Q = const(1.0)
+# The estimator's floats, Resistance.v[...]: R0's scale at the present SoC and r (rc[0]'s),
+# their covariance, the pooled noise (V^2), the hold time (s), the held current level (A),
+# the reference voltage (V), the edge's di (A), the window's time (s), its normal
+# equations, the drift rate of r (per 1C-hour), the charge passed (1C-hours), the
+# corrections of r summed since the rate last learned, the time since the knots' random
+# walk was last added (s), the edge's SoC and the model's R0 there (ohm), the knots'
+# scales, their covariances with r, their covariance (row-major), and two columns of work
+# (P h and P e_r in an update).
 # An array, not attributes: a float attribute is a boxed float that lives until the next
 # sample, and tens of those scattered over the heap leave no hole for a reply (the board's
 # STATUS failed so); an array keeps them in one block.
@@ -114,20 +144,28 @@ _YY = const(20)
 _DR = const(21)
 _U = const(22)
 _CR = const(23)
-_NV = const(24)
+_QT = const(24)
+_ZE = const(25)
+_R0E = const(26)
+_X = const(27)
+_PC = const(_X + _KNOTS)
+_PK = const(_PC + _KNOTS)
+_UH = const(_PK + _KNOTS * _KNOTS)
+_TH = const(_UH + _KNOTS + 1)
+_NV = const(_TH + _KNOTS + 1)
 
 
 class Resistance:
-    """The two resistance scales and their 2x2 covariance, from step edges.
+    """R0's scale per SoC region and rc[0]'s scale, with their covariance, from step edges.
 
     Resistance(tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v, one_c_A): tau_s the rc[0] time
     constant (s), q_* the scales' process variance per second, p0_* their prior variance,
     sigma_v (V) the prior of the per-sample noise until the first edge is fitted, one_c_A
     the cell's 1C current (A).
-    After reset(), step() once per sample; v[S], v[R] (scales of R0 and of rc[0]) and
-    v[PSS], v[PRR], v[PSR] (their covariance) are public: the SoC filter uses them; open
-    is True while a sample is inside an edge's window (the filter counts SoC there),
-    edges counts the edges fitted.
+    After reset(), step() once per sample; v[S], v[R] (scales of R0 at the present SoC and
+    of rc[0]) and v[PSS], v[PRR], v[PSR] (their covariance) are public: the SoC filter uses
+    them; open is True while a sample is inside an edge's window (the filter counts SoC
+    there), edges counts the edges fitted.
     """
 
     def __init__(self, tau_s, q_ohm, q_res, p0_ohm, p0_res, sigma_v, one_c_A):
@@ -146,25 +184,29 @@ class Resistance:
         v = self.v
         for k in range(_NV):
             v[k] = 0.0
-        v[S] = v[R] = 1.0
-        v[PSS] = self.p0_ohm
+        v[R] = 1.0
         v[PRR] = self.p0_res
+        for a in range(_KNOTS):
+            v[_X + a] = 1.0
+            for b in range(_KNOTS):
+                v[_PK + a * _KNOTS + b] = self.p0_ohm * (1.0 + _SHAPE_P0) if a == b else self.p0_ohm
         v[_NOISE2] = self.sigma_v * self.sigma_v
         self.edges = 0      # edges fitted so far
         self.m = 0          # samples in the window
         self.open = False   # inside an edge's window
         self.first = True
+        self._at(0.5)
 
-    def step(self, i, y, dt, i_min, r0, r1, u0):
+    def step(self, i, y, dt, i_min, r0, r1, u0, z):
         """One sample: current i (A), voltage y (V, less the model's non-resistive
         terms), dt (s) since the previous sample, i_min (A) the current noise floor (|di|
         must exceed EDGE_REST_MULT*i_min), r0 and r1 (ohm) the model's R0 and rc[0] at the
-        present SoC, u0 the relative variance of r0 from the SoC's uncertainty
+        present SoC z, u0 the relative variance of r0 from the SoC's uncertainty
         ((dR0/dz / R0)^2 * var(z): where R0 is steep in SoC, an edge says little about
         the scale)."""
         v = self.v
         if dt > 0.0:
-            v[PSS] += self.q_ohm * dt
+            v[_QT] += dt  # the knots' random walk, added when an edge needs it (_flush)
             v[PRR] += self.q_res * dt
             du = abs(i) * dt / (3600.0 * self.one_c)
             v[R] = min(max(v[R] + v[_DR] * du, SCALE_MIN), SCALE_MAX)
@@ -181,13 +223,13 @@ class Resistance:
                 self._add(y, dt)
                 if v[_T] >= WINDOW_TAUS * self.tau:
                     self.open = False
-                    self._finish(r0, r1, u0)
+                    self._finish(r1, u0)
             elif not held:
                 self.open = False  # the window was cut short: no fit
         if not held and not first and v[_HELD] >= HOLD_TAUS * self.tau \
                 and abs(di) >= EDGE_REST_MULT * i_min and abs(di) >= EDGE_C * self.one_c \
                 and 0.0 < dt <= self.tau:
-            self._start(di, y, dt)
+            self._start(di, y, dt, r0, z)
         if held:
             v[_HELD] += dt
         else:
@@ -196,13 +238,28 @@ class Resistance:
         self.first = False
         if not self.open:
             v[_YREF] = y
+        self._at(z)
 
-    def _start(self, di, y, dt):
-        """Open a window at an edge of di (A), the reference being the previous sample."""
+    def _at(self, z):
+        """v[S], v[PSS], v[PSR]: R0's scale at SoC z, its variance, its covariance with r."""
+        v = self.v
+        j, f = _segment(z)
+        a = 1.0 - f
+        p = _PK + j * (_KNOTS + 1)  # P[j][j]
+        v[S] = a * v[_X + j] + f * v[_X + j + 1]
+        v[PSS] = (a * a * v[p] + 2.0 * a * f * v[p + 1] + f * f * v[p + _KNOTS + 1]
+                  + v[_QT] * self.q_ohm * (1.0 + _SHAPE_Q * (a * a + f * f)))
+        v[PSR] = a * v[_PC + j] + f * v[_PC + j + 1]
+
+    def _start(self, di, y, dt, r0, z):
+        """Open a window at an edge of di (A) at SoC z, where the model's R0 is r0 (ohm),
+        the reference being the previous sample."""
         v = self.v
         self.open = True
         self.m = 0
         v[_DI] = di
+        v[_ZE] = z
+        v[_R0E] = r0
         v[_T] = 0.0
         for k in range(_N00, _YY + 1):  # normal equations of (1, phi, t/_T): triangle, rhs, y'y
             v[k] = 0.0
@@ -228,9 +285,10 @@ class Resistance:
         v[_B2] += u * w
         v[_YY] += w * w
 
-    def _finish(self, r0, r1, u0):
+    def _finish(self, r1, u0):
         """Solve the window's fit and fold the edge into the scales."""
         v = self.v
+        r0 = v[_R0E]
         if self.m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
             return
         a, b, c = v[_N00], v[_N01], v[_N02]
@@ -266,11 +324,32 @@ class Resistance:
         csr = n2 * c01 * k0 * k1
         self._fold(ms, mr, css, crr, csr)
 
-    def _fold(self, ms, mr, css, crr, csr):
-        """Kalman update of (s, r) with the measurement (ms, mr), covariance C."""
+    def _flush(self):
+        """The knots' random walk since the last edge into their covariance."""
         v = self.v
-        pss, prr, psr = v[PSS], v[PRR], v[PSR]
-        es, er = ms - v[S], mr - v[R]
+        q = v[_QT] * self.q_ohm
+        for a in range(_KNOTS):
+            for b in range(_KNOTS):
+                v[_PK + a * _KNOTS + b] += q * (1.0 + _SHAPE_Q) if a == b else q
+        v[_QT] = 0.0
+
+    def _fold(self, ms, mr, css, crr, csr):
+        """Kalman update of (knots, r) with the measurement (ms, mr), covariance C: ms of
+        R0's scale at the edge's SoC (the knots' hat weights h), mr of r."""
+        v = self.v
+        self._flush()
+        j, f = _segment(v[_ZE])
+        a = 1.0 - f
+        # u = P h (h: a at knot j, f at j+1), t = P e_r; over the knots, then r
+        for k in range(_KNOTS):
+            p = _PK + k * _KNOTS + j
+            v[_UH + k] = a * v[p] + f * v[p + 1]
+            v[_TH + k] = v[_PC + k]
+        v[_UH + _KNOTS] = a * v[_PC + j] + f * v[_PC + j + 1]
+        v[_TH + _KNOTS] = v[PRR]
+        pss = a * v[_UH + j] + f * v[_UH + j + 1]
+        psr, prr = v[_UH + _KNOTS], v[PRR]
+        es, er = ms - (a * v[_X + j] + f * v[_X + j + 1]), mr - v[R]
         a, b, d = pss + css, psr + csr, prr + crr  # S
         det = a * d - b * b
         if not det > 0.0:
@@ -281,19 +360,22 @@ class Resistance:
             css, crr, csr = css * g, crr * g, csr * g
             a, b, d = pss + css, psr + csr, prr + crr
             det = a * d - b * b
-        # K = P S^-1
         i00, i01, i11 = d / det, -b / det, a / det
-        k00 = pss * i00 + psr * i01
-        k01 = pss * i01 + psr * i11
-        k10 = psr * i00 + prr * i01
-        k11 = psr * i01 + prr * i11
-        cr = k10 * es + k11 * er
-        v[S] = min(max(v[S] + k00 * es + k01 * er, SCALE_MIN), SCALE_MAX)
-        v[R] = min(max(v[R] + cr, SCALE_MIN), SCALE_MAX)
-        # P <- (I - K) P
-        v[PSS] = pss - (k00 * pss + k01 * psr)
-        v[PSR] = psr - (k00 * psr + k01 * prr)
-        v[PRR] = prr - (k10 * psr + k11 * prr)
+        # K = [u t] S^-1; x += K e; P -= K [u t]'
+        cr = 0.0
+        for k in range(_KNOTS + 1):
+            uk, tk = v[_UH + k], v[_TH + k]
+            k0, k1 = uk * i00 + tk * i01, uk * i01 + tk * i11
+            dx = k0 * es + k1 * er
+            if k < _KNOTS:
+                v[_X + k] = min(max(v[_X + k] + dx, SCALE_MIN), SCALE_MAX)
+                for c in range(_KNOTS):
+                    v[_PK + k * _KNOTS + c] -= k0 * v[_UH + c] + k1 * v[_TH + c]
+                v[_PC + k] -= k0 * v[_UH + _KNOTS] + k1 * v[_TH + _KNOTS]
+            else:
+                cr = dx
+                v[R] = min(max(v[R] + dx, SCALE_MIN), SCALE_MAX)
+                v[PRR] -= k0 * v[_UH + _KNOTS] + k1 * v[_TH + _KNOTS]
         # the drift rate learns from the corrections (see the module docstring)
         if self.edges < _RATE_FROM_EDGES:
             v[_U] = 0.0  # the charge before counts for no rate
@@ -303,3 +385,14 @@ class Resistance:
         if u >= _RATE_SPAN:
             v[_DR] = min(max(v[_DR] + _RATE_GAIN * v[_CR] / u, -_RATE_MAX), _RATE_MAX)
             v[_CR] = v[_U] = 0.0
+
+
+def _segment(z):
+    """(knot j, position f in 0..1 towards knot j+1) of SoC z, clamped to 0..1."""
+    pos = z * (_KNOTS - 1)
+    if pos <= 0.0:
+        return 0, 0.0
+    if pos >= _KNOTS - 1:
+        return _KNOTS - 2, 1.0
+    j = int(pos)
+    return j, pos - j

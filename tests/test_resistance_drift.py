@@ -50,7 +50,7 @@ def firmware_run(samples, **constants):
         rs = mod.Resistance(TAU_S, 1e-7, 3e-8, 0.04, 0.04, 3e-3, ONE_C_A)
         track = []
         for i, y, dt, scale in samples:
-            rs.step(i, y, dt, I_MIN_A, R0_OHM, R1_OHM, 0.0)
+            rs.step(i, y, dt, I_MIN_A, R0_OHM, R1_OHM, 0.0, 0.5)
             track.append((rs.v[mod.S], rs.v[mod.R], scale))
         return rs, np.array(track)
     finally:
@@ -94,7 +94,7 @@ def test_kernel_matches_firmware_with_the_rates():
     ek.res_reset(e)
     twin = []
     for i, y, dt, _ in samples:
-        ek.res_step(e, i, y, dt, I_MIN_A, R0_OHM, R1_OHM, 0.0)
+        ek.res_step(e, i, y, dt, I_MIN_A, R0_OHM, R1_OHM, 0.0, 0.5)
         twin.append((e[ek.E_S], e[ek.E_RS]))
     twin = np.array(twin)
     assert e[ek.E_EDGES] == rs.edges >= 40

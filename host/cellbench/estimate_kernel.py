@@ -62,24 +62,29 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 # the filter's functions) of the filter's dtype. In this file, not one of its own: numba's
 # cache is keyed on the file of the function it compiled, so an index changed in another
 # file would leave a stale compiled run() behind.
-# e[...]: parameters (Resistance attributes), firmware/resistance.py's constants, state.
+# e[...]: parameters (Resistance attributes), firmware/resistance.py's constants, state;
+# then, from E_NE on, the knots of R0's scale (_KNOTS of them, a number read from the
+# firmware at pack time): their scales, their covariances with r, their covariance
+# (row-major) and two work columns of _KNOTS + 1 (res_knots gives the offsets).
 RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v", "one_c")
 RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "EDGE_C",
                  "HOLD_FRAC", "HOLD_NOISE", "HOLD_C", "GATE2", "NOISE_W", "SCALE_MIN",
-                 "SCALE_MAX", "_RATE_GAIN", "_RATE_SPAN", "_RATE_FROM_EDGES", "_RATE_MAX")
+                 "SCALE_MAX", "_RATE_GAIN", "_RATE_SPAN", "_RATE_FROM_EDGES", "_RATE_MAX",
+                 "_KNOTS", "_SHAPE_P0", "_SHAPE_Q")
 (E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V, E_ONE_C,
  E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_EDGE_C, E_HOLD_FRAC,
  E_HOLD_NOISE, E_HOLD_C, E_GATE2, E_NOISE_W, E_SCALE_MIN, E_SCALE_MAX,
- E_RATE_GAIN, E_RATE_SPAN, E_RATE_FROM_EDGES, E_RATE_MAX,
+ E_RATE_GAIN, E_RATE_SPAN, E_RATE_FROM_EDGES, E_RATE_MAX, E_KNOTS, E_SHAPE_P0, E_SHAPE_Q,
  E_S, E_RS, E_PSS, E_PRR, E_PSR, E_NOISE2, E_EDGES, E_HELD, E_I_LAST, E_Y_REF, E_OPEN,
  E_FIRST, E_DI, E_T, E_M, E_N00, E_N01, E_N02, E_N11, E_N12, E_N22, E_B0, E_B1, E_B2, E_YY,
- E_DR, E_U, E_CR, E_NE) = range(52)
+ E_DR, E_U, E_CR, E_QT, E_ZE, E_R0E, E_NE) = range(58)
 
 
 def pack_res(rs, firmware, dtype):
     """The array e for the firmware estimator ``rs`` (a resistance.Resistance, or None:
     an array that is never used) and the module ``firmware`` (its constants)."""
-    e = np.zeros(E_NE)
+    knots = int(firmware._KNOTS) if rs is not None else 0
+    e = np.zeros(E_NE + 3 * knots + knots * knots + 2 * (knots + 1))
     if rs is not None:
         e[E_TAU:E_TAU + len(RES_PARAMS)] = [getattr(rs, name) for name in RES_PARAMS]
         e[E_HOLD_TAUS:E_HOLD_TAUS + len(RES_CONSTANTS)] = [getattr(firmware, name) for name in RES_CONSTANTS]
@@ -87,24 +92,67 @@ def pack_res(rs, firmware, dtype):
 
 
 @njit(**JIT)
-def res_reset(e):
-    """Resistance.reset."""
-    R = e.dtype.type
-    e[E_S], e[E_RS] = R(1), R(1)
-    e[E_PSS], e[E_PRR], e[E_PSR] = e[E_P0_OHM], e[E_P0_RES], R(0)
-    e[E_NOISE2] = e[E_SIGMA_V] * e[E_SIGMA_V]
-    e[E_EDGES], e[E_HELD], e[E_I_LAST], e[E_Y_REF] = R(0), R(0), R(0), R(0)
-    e[E_OPEN], e[E_FIRST] = R(0), R(1)
-    e[E_DR:E_CR + 1] = R(0)
+def res_knots(e):
+    """(knots, and the offsets in e of their scales, covariances with r, covariance, the
+    work columns P h and P e_r): Resistance's _X, _PC, _PK, _UH, _TH."""
+    k = int(e[E_KNOTS])
+    x = E_NE
+    return k, x, x + k, x + 2 * k, x + 2 * k + k * k, x + 2 * k + k * k + k + 1
 
 
 @njit(**JIT)
-def res_step(e, i, y, dt, i_min, r0, r1, u0):
+def res_segment(e, z):
+    """_segment: (knot j, position f towards knot j+1) of SoC z, clamped to 0..1."""
+    R = e.dtype.type
+    k = int(e[E_KNOTS])
+    pos = z * R(k - 1)
+    if pos <= 0:
+        return 0, R(0)
+    if pos >= R(k - 1):
+        return k - 2, R(1)
+    j = int(pos)
+    return j, pos - R(j)
+
+
+@njit(**JIT)
+def res_reset(e):
+    """Resistance.reset."""
+    R = e.dtype.type
+    e[E_S:E_NE] = R(0)
+    e[E_NE:] = R(0)
+    e[E_RS] = R(1)
+    e[E_PRR] = e[E_P0_RES]
+    k, ex, _, pk, _, _ = res_knots(e)
+    for a in range(k):
+        e[ex + a] = R(1)
+        for b in range(k):
+            e[pk + a * k + b] = e[E_P0_OHM] * (R(1) + e[E_SHAPE_P0]) if a == b else e[E_P0_OHM]
+    e[E_NOISE2] = e[E_SIGMA_V] * e[E_SIGMA_V]
+    e[E_FIRST] = R(1)
+    res_at(e, R(0.5))
+
+
+@njit(**JIT)
+def res_at(e, z):
+    """Resistance._at: E_S, E_PSS, E_PSR at SoC z."""
+    R = e.dtype.type
+    k, ex, pc, pk, _, _ = res_knots(e)
+    j, f = res_segment(e, z)
+    a = R(1) - f
+    p = pk + j * (k + 1)
+    e[E_S] = a * e[ex + j] + f * e[ex + j + 1]
+    e[E_PSS] = (a * a * e[p] + R(2) * a * f * e[p + 1] + f * f * e[p + k + 1]
+                + e[E_QT] * e[E_Q_OHM] * (R(1) + e[E_SHAPE_Q] * (a * a + f * f)))
+    e[E_PSR] = a * e[pc + j] + f * e[pc + j + 1]
+
+
+@njit(**JIT)
+def res_step(e, i, y, dt, i_min, r0, r1, u0, z):
     """Resistance.step: one sample (i A, y V, dt s), the current noise floor i_min (A),
-    the model's R0 and rc[0] (ohm) and R0's relative variance from the SoC, u0."""
+    the model's R0 and rc[0] (ohm) at the SoC z and R0's relative variance from the SoC, u0."""
     R = e.dtype.type
     if dt > 0:
-        e[E_PSS] += e[E_Q_OHM] * dt
+        e[E_QT] += dt
         e[E_PRR] += e[E_Q_RES] * dt
         du = abs(i) * dt / (R(3600) * e[E_ONE_C])
         e[E_RS] = min(max(e[E_RS] + e[E_DR] * du, e[E_SCALE_MIN]), e[E_SCALE_MAX])
@@ -121,13 +169,13 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0):
             res_add(e, y, dt)
             if e[E_T] >= e[E_WINDOW_TAUS] * e[E_TAU]:
                 e[E_OPEN] = 0
-                res_finish(e, r0, r1, u0)
+                res_finish(e, r1, u0)
         elif not held:
             e[E_OPEN] = 0
     if not held and not first and e[E_HELD] >= e[E_HOLD_TAUS] * e[E_TAU] \
             and abs(di) >= e[E_EDGE_REST_MULT] * i_min and abs(di) >= e[E_EDGE_C] * e[E_ONE_C] \
             and 0 < dt <= e[E_TAU]:
-        res_start(e, di, y, dt)
+        res_start(e, di, y, dt, r0, z)
     if held:
         e[E_HELD] += dt
     else:
@@ -137,14 +185,17 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0):
         e[E_I_LAST] = i
     if e[E_OPEN] == 0:
         e[E_Y_REF] = y
+    res_at(e, z)
 
 
 @njit(**JIT)
-def res_start(e, di, y, dt):
+def res_start(e, di, y, dt, r0, z):
     """Resistance._start."""
     R = e.dtype.type
     e[E_OPEN] = 1
     e[E_DI] = di
+    e[E_ZE] = z
+    e[E_R0E] = r0
     e[E_T] = R(0)
     e[E_M] = R(0)
     e[E_N00:E_YY + 1] = R(0)
@@ -174,9 +225,10 @@ def res_add(e, y, dt):
 
 
 @njit(**JIT)
-def res_finish(e, r0, r1, u0):
+def res_finish(e, r1, u0):
     """Resistance._finish: the window's fit folded into the scales."""
     R = e.dtype.type
+    r0 = e[E_R0E]
     if e[E_M] < e[E_MIN_SAMPLES] or not (r0 > 0 and r1 > 0):
         return
     a, b, c = e[E_N00], e[E_N01], e[E_N02]
@@ -211,11 +263,34 @@ def res_finish(e, r0, r1, u0):
 
 
 @njit(**JIT)
-def res_fold(e, ms, mr, css, crr, csr):
-    """Resistance._fold: Kalman update of (s, r) with (ms, mr), covariance C."""
+def res_flush(e):
+    """Resistance._flush: the knots' random walk since the last edge."""
     R = e.dtype.type
-    pss, prr, psr = e[E_PSS], e[E_PRR], e[E_PSR]
-    es, er = ms - e[E_S], mr - e[E_RS]
+    k, _, _, pk, _, _ = res_knots(e)
+    q = e[E_QT] * e[E_Q_OHM]
+    for a in range(k):
+        for b in range(k):
+            e[pk + a * k + b] += q * (R(1) + e[E_SHAPE_Q]) if a == b else q
+    e[E_QT] = R(0)
+
+
+@njit(**JIT)
+def res_fold(e, ms, mr, css, crr, csr):
+    """Resistance._fold: Kalman update of (knots, r) with (ms, mr), covariance C."""
+    R = e.dtype.type
+    res_flush(e)
+    k, ex, pc, pk, uh, th = res_knots(e)
+    j, f = res_segment(e, e[E_ZE])
+    a = R(1) - f
+    for c in range(k):
+        p = pk + c * k + j
+        e[uh + c] = a * e[p] + f * e[p + 1]
+        e[th + c] = e[pc + c]
+    e[uh + k] = a * e[pc + j] + f * e[pc + j + 1]
+    e[th + k] = e[E_PRR]
+    pss = a * e[uh + j] + f * e[uh + j + 1]
+    psr, prr = e[uh + k], e[E_PRR]
+    es, er = ms - (a * e[ex + j] + f * e[ex + j + 1]), mr - e[E_RS]
     a, b, d = pss + css, psr + csr, prr + crr
     det = a * d - b * b
     if not det > 0:
@@ -227,16 +302,20 @@ def res_fold(e, ms, mr, css, crr, csr):
         a, b, d = pss + css, psr + csr, prr + crr
         det = a * d - b * b
     i00, i01, i11 = d / det, -b / det, a / det
-    k00 = pss * i00 + psr * i01
-    k01 = pss * i01 + psr * i11
-    k10 = psr * i00 + prr * i01
-    k11 = psr * i01 + prr * i11
-    cr = k10 * es + k11 * er
-    e[E_S] = min(max(e[E_S] + k00 * es + k01 * er, e[E_SCALE_MIN]), e[E_SCALE_MAX])
-    e[E_RS] = min(max(e[E_RS] + cr, e[E_SCALE_MIN]), e[E_SCALE_MAX])
-    e[E_PSS] = pss - (k00 * pss + k01 * psr)
-    e[E_PSR] = psr - (k00 * psr + k01 * prr)
-    e[E_PRR] = prr - (k10 * psr + k11 * prr)
+    cr = R(0)
+    for r in range(k + 1):
+        ur, tr = e[uh + r], e[th + r]
+        k0, k1 = ur * i00 + tr * i01, ur * i01 + tr * i11
+        dx = k0 * es + k1 * er
+        if r < k:
+            e[ex + r] = min(max(e[ex + r] + dx, e[E_SCALE_MIN]), e[E_SCALE_MAX])
+            for c in range(k):
+                e[pk + r * k + c] -= k0 * e[uh + c] + k1 * e[th + c]
+            e[pc + r] -= k0 * e[uh + k] + k1 * e[th + k]
+        else:
+            cr = dx
+            e[E_RS] = min(max(e[E_RS] + dx, e[E_SCALE_MIN]), e[E_SCALE_MAX])
+            e[E_PRR] -= k0 * e[uh + k] + k1 * e[th + k]
     res_learn_rate(e, cr)
 
 
@@ -751,7 +830,7 @@ def edges(f, ip, vec, mat, tab, ra, rr, i, v, dt):
     y = v - f[OCV] - f[M] * hc - f[M0_V] * f[S] - bv_v(f, ip, i)
     rc_at(f, ip, tab, zc, rr)
     g = f[DR0] / f[R0] if f[R0] > 0 else f.dtype.type(0)
-    res_step(ra, i, y, dt, f[I_REST], f[R0], rr[0], g * g * mat[PM][0])
+    res_step(ra, i, y, dt, f[I_REST], f[R0], rr[0], g * g * mat[PM][0], zc)
     if ra[E_OPEN] != 0:
         f[ZC], f[HC] = zc, hc
     else:
