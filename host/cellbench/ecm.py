@@ -31,7 +31,7 @@ from scipy.optimize import brentq
 
 from . import model as cellmodel
 from .errors import InputError
-from .fit.data import interval_charge_Ah
+from .fit.data import interval_current_A
 from .fit.filters import held_sign, hysteresis_state, rc_response
 from .sim.mpy.simcell import capacity_fraction, stress_weight  # the plant's ageing law
 
@@ -92,16 +92,11 @@ def _series(t_s, i_A):
 
 def _counted_current_A(t: np.ndarray, i: np.ndarray, counter_Ah) -> np.ndarray:
     """Per sample, the mean current (A) over the interval after it as the tester's counter
-    counted it (fit.data.interval_charge_Ah); a zero-length interval and the last sample
-    keep the record's current."""
+    counted it (fit.data.interval_current_A); the last sample keeps the record's current."""
     counter = np.asarray(counter_Ah, dtype=float).ravel()
     if counter.size != t.size:
         raise InputError(f"counter: {counter.size} values for {t.size} times")
-    dt = np.diff(t)
-    q_As = interval_charge_Ah(t, i, counter) * SECONDS_PER_HOUR
-    run = i.copy()
-    np.divide(q_As, dt, out=run[:-1], where=dt > 0)
-    return run
+    return np.append(interval_current_A(t, i, counter), i[-1])
 
 
 def _initial_rc(model: dict, v_rc0):

@@ -155,20 +155,19 @@ def _counted(t_s, i_A, counter_Ah, edges):
     tester_edges): within a step, record k carries the interval before it at charge /
     duration; at a step change ``edges`` (k), the previous record's current i[k-1] runs
     to the time the charge says and i[k] after it."""
-    from .fit.data import SECONDS_PER_HOUR, interval_charge_Ah
+    from .fit.data import interval_current_A
     counter_Ah = np.asarray(counter_Ah, dtype=float)
     if counter_Ah.shape != t_s.shape:
         raise InputError("Charging/Discharging Capacity: differ in length from the log")
-    dt = np.diff(t_s)
-    q_As = interval_charge_Ah(t_s, i_A, counter_Ah) * SECONDS_PER_HOUR
     board = i_A.copy()
-    np.divide(q_As, dt, out=board[1:], where=dt > 0)
+    board[1:] = interval_current_A(t_s, i_A, counter_Ah)
     k = edges
-    before, after, span = i_A[k - 1], i_A[k], dt[k - 1]
+    before, after, span = i_A[k - 1], i_A[k], np.diff(t_s)[k - 1]
     jump = before - after
-    # the charge q = before*a + after*(span - a): the previous current ran for a seconds
+    # the interval's charge, mean * span = before*a + after*(span - a): the previous
+    # current ran for a seconds
     with np.errstate(divide="ignore", invalid="ignore"):
-        ran_s = np.where(jump != 0, (q_As[k - 1] - after * span) / jump, span)
+        ran_s = np.where(jump != 0, (board[k] - after) * span / jump, span)
     board[k] = after
     return board, t_s[k - 1] + np.clip(ran_s, EDGE_S, span - EDGE_S)
 

@@ -160,6 +160,17 @@ def interval_charge_Ah(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.
     return np.where(np.isfinite(counted) & inside, counted, held)
 
 
+def interval_current_A(t_s: np.ndarray, i_A: np.ndarray, counter_Ah) -> np.ndarray:
+    """Mean current (A) from each sample to the next (n - 1 values): the interval's charge
+    (:func:`interval_charge_Ah`) over its duration; a zero-length interval (a repeated
+    time) keeps the record's current."""
+    t_s, i_A = np.asarray(t_s, dtype=float), np.asarray(i_A, dtype=float)
+    dt = np.diff(t_s)
+    out = i_A[:-1].copy()
+    np.divide(interval_charge_Ah(t_s, i_A, counter_Ah) * SECONDS_PER_HOUR, dt, out=out, where=dt > 0)
+    return out
+
+
 QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...
 MIN_QUIET_S = 60.0        # ... held this long is a rest, whatever the sensor reads
 
