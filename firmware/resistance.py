@@ -206,7 +206,7 @@ class Resistance:
         the scale)."""
         v = self.v
         if dt > 0.0:
-            v[_QT] += dt  # the knots' random walk, added when an edge needs it (_flush)
+            v[_QT] += dt  # the knots' random walk, added when an edge needs it (_fold)
             v[PRR] += self.q_res * dt
             du = abs(i) * dt / (3600.0 * self.one_c)
             v[R] = min(max(v[R] + v[_DR] * du, SCALE_MIN), SCALE_MAX)
@@ -324,20 +324,15 @@ class Resistance:
         csr = n2 * c01 * k0 * k1
         self._fold(ms, mr, css, crr, csr)
 
-    def _flush(self):
-        """The knots' random walk since the last edge into their covariance."""
-        v = self.v
-        q = v[_QT] * self.q_ohm
-        for a in range(_KNOTS):
-            for b in range(_KNOTS):
-                v[_PK + a * _KNOTS + b] += q * (1.0 + _SHAPE_Q) if a == b else q
-        v[_QT] = 0.0
-
     def _fold(self, ms, mr, css, crr, csr):
         """Kalman update of (knots, r) with the measurement (ms, mr), covariance C: ms of
         R0's scale at the edge's SoC (the knots' hat weights h), mr of r."""
         v = self.v
-        self._flush()
+        q = v[_QT] * self.q_ohm  # the knots' random walk since the last edge
+        v[_QT] = 0.0
+        for a in range(_KNOTS):
+            for b in range(_KNOTS):
+                v[_PK + a * _KNOTS + b] += q * (1.0 + _SHAPE_Q) if a == b else q
         j, f = _segment(v[_ZE])
         a = 1.0 - f
         # u = P h (h: a at knot j, f at j+1), t = P e_r; over the knots, then r
@@ -389,10 +384,6 @@ class Resistance:
 
 def _segment(z):
     """(knot j, position f in 0..1 towards knot j+1) of SoC z, clamped to 0..1."""
-    pos = z * (_KNOTS - 1)
-    if pos <= 0.0:
-        return 0, 0.0
-    if pos >= _KNOTS - 1:
-        return _KNOTS - 2, 1.0
-    j = int(pos)
+    pos = min(max(z, 0.0), 1.0) * (_KNOTS - 1)
+    j = min(int(pos), _KNOTS - 2)
     return j, pos - j

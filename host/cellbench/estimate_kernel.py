@@ -105,12 +105,8 @@ def res_segment(e, z):
     """_segment: (knot j, position f towards knot j+1) of SoC z, clamped to 0..1."""
     R = e.dtype.type
     k = int(e[E_KNOTS])
-    pos = z * R(k - 1)
-    if pos <= 0:
-        return 0, R(0)
-    if pos >= R(k - 1):
-        return k - 2, R(1)
-    j = int(pos)
+    pos = min(max(z, R(0)), R(1)) * R(k - 1)
+    j = min(int(pos), k - 2)
     return j, pos - R(j)
 
 
@@ -263,23 +259,15 @@ def res_finish(e, r1, u0):
 
 
 @njit(**JIT)
-def res_flush(e):
-    """Resistance._flush: the knots' random walk since the last edge."""
-    R = e.dtype.type
-    k, _, _, pk, _, _ = res_knots(e)
-    q = e[E_QT] * e[E_Q_OHM]
-    for a in range(k):
-        for b in range(k):
-            e[pk + a * k + b] += q * (R(1) + e[E_SHAPE_Q]) if a == b else q
-    e[E_QT] = R(0)
-
-
-@njit(**JIT)
 def res_fold(e, ms, mr, css, crr, csr):
     """Resistance._fold: Kalman update of (knots, r) with (ms, mr), covariance C."""
     R = e.dtype.type
-    res_flush(e)
     k, ex, pc, pk, uh, th = res_knots(e)
+    q = e[E_QT] * e[E_Q_OHM]  # the knots' random walk since the last edge
+    e[E_QT] = R(0)
+    for a in range(k):
+        for b in range(k):
+            e[pk + a * k + b] += q * (R(1) + e[E_SHAPE_Q]) if a == b else q
     j, f = res_segment(e, e[E_ZE])
     a = R(1) - f
     for c in range(k):
