@@ -111,7 +111,7 @@ _RATE_MAX = const(0.05)
 # "Resistance").
 _KNOTS = const(3)
 _SHAPE_P0 = const(0.5)
-_SHAPE_Q = const(1.0)
+_SHAPE_Q = const(0.3)
 # The estimator's floats, Resistance.v[...]: R0's scale at the present SoC and r (rc[0]'s),
 # their covariance, the pooled noise (V^2), the hold time (s), the held current level (A),
 # the reference voltage (V), the edge's di (A), the window's time (s), its normal
