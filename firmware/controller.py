@@ -4,7 +4,8 @@ The commands (LOAD, START, PAUSE, ...) arrive here already parsed by firmware/li
 plain values; a refusal raises CommandError and changes neither the state nor the
 current. Those that run only between runs or once in a while are loaded for the command
 and dropped after it (_once): setting a run up (runsetup.py: LOAD, START), continuing
-one a reset interrupted (recovery.py), calibration (calibration.py: SET, HIST). The
+one a reset interrupted (recovery.py), calibration (calibration.py: SET, HIST), the
+run's report (status.py: STATUS). The
 work of each tick is firmware/runtick.py's, the journal's saves firmware/runjournal.py's.
 
 Units: uV, nA (> 0 charges the cell), ms, nAh, uWh, ppm; all integers.
@@ -45,7 +46,7 @@ LED_ON = (RUNNING, FULL)
 
 
 # Modules loaded for a command only (runsetup.py loads steptable.py for LOAD).
-_ONCE = ("runsetup", "steptable", "recovery", "calibration")
+_ONCE = ("runsetup", "steptable", "recovery", "calibration", "status")
 
 
 def _once(name, fn, *args):
@@ -190,23 +191,8 @@ class Controller:
         return {"state": self.state}
 
     def status(self):
-        """STATUS: the run's state, position, counters, estimate and ring in one reply."""
-        e = self.engine
-        b = self.board
-        return {"state": self.state, "fault": self.fault, "t_ms": self.t_ms,
-                "step_no": e.step_no, "step_count": e.step_count, "step_index": e.step_index,
-                "step_type": e.step_type, "cycle": e.cycle, "v_uV": b.v_uV, "i_nA": b.i_nA,
-                "i_set_nA": e.i_cmd_nA, "q_chg_nAh": e.acc[steps.Q_CHG],
-                "q_dch_nAh": e.acc[steps.Q_DCH],
-                "soc_ppm": self.soc_ppm, "soc_std_ppm": self.std_ppm,
-                "cap_nAh": self.cap_nAh, "cap_std_nAh": self.cap_std_nAh,
-                "r_mohm": self.r_mohm, "r_std_mohm": self.r_std_mohm,
-                "seq_next": self.ring.head, "seq_oldest": self.ring.tail,
-                "free": self.ring.free(), "lost": self.lost, "tick_ms": self.tick_ms,
-                "table": self.table is not None, "model": self.model is not None,
-                "estimator": self.est is not None, "error": self.error,
-                "interrupted": self.interrupted,
-                "journal": "" if self.journal is None else self.journal.error}
+        """STATUS: the run in one reply (firmware/status.py, loaded for the command only)."""
+        return _once("status", "status", self)
 
     def ack(self, seq):
         """ACK: free the ring up to seq; a run paused by a full ring goes on."""

@@ -30,6 +30,7 @@ module("runtick.py")   # the work of one tick
 module("runjournal.py")  # what of a run the journal keeps, and when it is written
 module("recovery.py")  # a run a reset interrupted: noted at boot, RECOVER (loaded for those only)
 module("calibration.py")  # SET and HIST outside runs (loaded for those commands only)
+module("status.py")    # STATUS's reply (loaded for the command only)
 module("link.py")      # framed commands parsed and dispatched, replies and records out
 module("idlegc.py")    # garbage collection between ticks
 module("main.py")      # the tick loop
