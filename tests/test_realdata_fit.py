@@ -7,16 +7,28 @@ file is checked against what the tester itself recorded, never against the fit's
   per step) of the log's full discharges (of its full charges when there is none): a
   full sweep is a run of steps one way, CC-CV tail included, that ends at the log's
   limit;
-- SoC truth: the tester's own counters (charge less discharge) from the nearest earlier
-  cut-off of the slowest full sweeps each way (0 at the end of a full discharge, 1 at the
-  end of a full charge; a faster sweep stops short of the limit's SoC): SoC as the
-  tester's own limits and count define it;
+- anchors: the cut-offs of the slowest full sweeps each way (0 at the end of a full
+  discharge, 1 at the end of a full charge; a faster sweep stops short of the limit's
+  SoC): SoC as the tester's own limits define it;
+- SoC truth: an interval, not a point. Between two anchors the tester's counters (charge
+  less discharge) counted forward from the earlier and back from the later bound the
+  true SoC from both sides whenever the interval's losses go one way (side reactions on
+  charge), however they are spread (:func:`_soc_interval`); a point where the cell
+  conserves charge, and after the last anchor (the forward count). Before the first
+  anchor only the count back from it exists, a bound on one side (a formation sweep's
+  losses: Arbin's first discharge counts 15 % of SEI charge as stored), so it is not
+  judged: of the samples after the first hour that leaves out TESTCELL 8 %, ife 0 %,
+  biologic 19 %, maccor 29 %, Arbin 10 %, batmo 11 %, nova all (ONE_SIDED);
 - replay: the model run open loop on the tester's current from the first cut-off, each
   interval's charge as the tester's counter holds it (as `cellbench simulate` replays an
-  import); its RMS over 5-95 % of that SoC must not exceed the error the model states
-  for those samples (model_error: the model knows its own error);
-- estimate (the filter from the first sample's voltage): after the first hour the truth
-  lies inside its +-3 sigma band at least 95 % of the time.
+  import); its RMS over 5-95 % of SoC must not exceed the error the model states
+  for those samples (model_error: the model knows its own error). SoC here stays the
+  forward count from the nearest earlier anchor: it only picks the samples and the SoC
+  the stated error is read at, each a point that an interval would have to choose anyway,
+  and the voltage compared is not SoC;
+- estimate (the filter from the first sample's voltage): judged after the first hour
+  where the truth is known; the estimate's +-3 sigma band overlaps the interval at least
+  95 % of the time, and its distance to the interval is under 5 % RMS.
 
 Files fit must refuse: exit 2 and one line naming the missing piece (a full sweep that
 measures capacity) and a protocol that records it.
@@ -56,14 +68,20 @@ FITTED = {
 # (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
 MISSES = {
     ("estimate", "cellpy_arbin_20160805_test001_45_cc_01.res"):
-        "SoC 4.4 % RMS off the tester's count, 68 % inside 3 sigma (fit 18 mV RMS, held-out 16.6 mV, "
-        "efficiency 0.958 from its closed cycles): the truth counts every charge at efficiency 1, "
-        "so it runs up to 4.4 % of capacity above a charge-conserving count by each top cut-off and "
-        "drops back there (the tester's own C/5 cycles give back 0.956); before the first cut-off it "
-        "counts the formation discharge's 15 % of SEI charge as stored (1-35.6 h: 1 % inside); the "
-        "OCV moves 3-5 mV per % SoC and the error stated at C/5, the log's top rate predicted from "
-        "its C/10 formation cycles, is 0.12-0.25 V, so the voltage barely corrects the count. "
-        "C/5 cycles alone: 2.1 %, 82 % inside",
+        "SoC 1.6 % RMS off the counted interval, 90.6 % inside 3 sigma (C/10 formation cycles 99.9 %; "
+        "C/5 cycles 1.8 % RMS, 88 %): the estimate ends each C/5 discharge 1-5.6 % above the anchor's 0 "
+        "(the model's 1.524 mAh holds the C/10 discharges and the charge beyond their cut-offs; a C/5 "
+        "discharge counts 0.96-1.0 of it); where the next charge counts within 1.2 % of the model's "
+        "capacity its interval is 0.1-1.2 % wide, and the estimate, counting at 0.958 from up to 5.6 % "
+        "above 0, runs up to 5.7 % above it with a band of +-2.4 % (49-77 % inside in those 8 charges; "
+        "the first C/5 discharge, entered at 1.04 from the formation, 63 %; the others 85-100 %)",
+}
+# file -> why its estimate is not judged: no sample after its first anchor to judge it at
+ONE_SIDED = {
+    "beep_nova_Form-CH01-01_1200rows.csv":
+        "its only cut-off ends the log (one formation CC-CV charge): the count back from it is "
+        "the fit's own assumption (SoC 0 at the first sample), and the formation's losses "
+        "make it a bound on one side only",
 }
 # file -> what it holds instead of a full sweep
 REFUSED = {
@@ -134,18 +152,46 @@ def _anchors(log: pd.DataFrame) -> list:
     return [c for a, c in zip(end_A, cuts) if a <= SAME_RATE * slowest[c[1]]]
 
 
-def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
-    """SoC by the tester's own counters (charge less discharge: every fitted file carries
-    them; they count the current between records, which a record only samples) from the
-    nearest earlier anchor (:func:`_anchors`); before the first, counted back from it."""
-    t = log["Test Time / s"].to_numpy(float)
+def _counted(log: pd.DataFrame, capacity_Ah: float) -> tuple:
+    """(the tester's counters, charge less discharge, in capacities; the anchors as (the
+    sample after the cut-off, SoC there)): every fitted file carries the counters; they
+    count the current between records, which a record only samples."""
     q = (log["Charging Capacity / Ah"] - log["Discharging Capacity / Ah"]).to_numpy(float) / capacity_Ah
-    cuts = _anchors(log)
-    ends = np.array([c[0] for c in cuts])
-    socs = np.array([c[1] for c in cuts])
-    n = np.arange(t.size)
-    j = np.clip(np.searchsorted(ends + 1, n, side="right") - 1, 0, None)
-    return socs[j] + q - q[np.minimum(ends[j] + 1, t.size - 1)]
+    return q, [(min(k + 1, q.size - 1), z) for k, z, _ in _anchors(log)]
+
+
+def _counted_soc(log: pd.DataFrame, capacity_Ah: float) -> np.ndarray:
+    """SoC by the tester's counters at face value from the nearest earlier anchor
+    (:func:`_anchors`); before the first, counted back from it."""
+    q, refs = _counted(log, capacity_Ah)
+    ref, soc = np.array(refs).T
+    j = np.clip(np.searchsorted(ref, np.arange(q.size), side="right") - 1, 0, None)
+    return soc[j] + q - q[ref[j].astype(int)]
+
+
+def _soc_interval(q: np.ndarray, refs: list) -> tuple:
+    """(low, high) SoC the counted charge ``q`` (charge less discharge, in capacities) and
+    the anchors ``refs`` ((sample, SoC) pairs in time order) bound; NaN before the first.
+
+    Between anchors a and b the count forward from a is fwd = z_a + q - q_a and back from
+    b is bwd = z_b + q - q_b. Let L = (q - q_a) - (z - z_a), the count's excess over the
+    true change since a: fwd = z + L and bwd = z + L - L_b. Side reactions on one direction
+    (on charge: true change <= counted change; exact on discharge) make L only grow, so
+    0 <= L <= L_b and bwd <= z <= fwd, however the losses are spread in time (only grow
+    or only shrink: fwd <= z <= bwd). So does, over one sweep, a capacity the count is
+    divided by other than the one the anchors span (L = (1 - k)(q - q_a), k fixed). The
+    width |fwd - bwd| = |L_b| is the interval's whole loss; 0 where the cell conserves
+    charge. After the last anchor only fwd exists
+    (a point, as the earlier truth). Before the first only bwd does, and it bounds SoC on
+    one side only: Arbin's formation discharge counts 15 % of SEI charge that was never
+    stored (bwd 1.15 at the start) and nothing in the log says how much; not judged."""
+    lo, hi = np.full(q.size, np.nan), np.full(q.size, np.nan)
+    for (a, z_a), (b, z_b) in zip(refs, refs[1:]):
+        fwd, bwd = z_a + q[a:b] - q[a], z_b + q[a:b] - q[b]
+        lo[a:b], hi[a:b] = np.minimum(fwd, bwd), np.maximum(fwd, bwd)
+    a, z_a = refs[-1]
+    lo[a:] = hi[a:] = z_a + q[a:] - q[a]
+    return lo, hi
 
 
 @pytest.fixture(scope="module", params=sorted(FITTED))
@@ -203,16 +249,77 @@ def test_replay_within_the_error_the_model_states(fitted, request):
     assert np.sqrt(np.mean(residual ** 2)) < np.sqrt(np.mean(np.asarray(stated) ** 2))
 
 
-def test_estimate_band_holds_the_counted_soc(fitted, request):
+def test_estimate_band_overlaps_the_counted_soc_interval(fitted, request):
+    """Judged after the first hour and from the first anchor on (:func:`_soc_interval`);
+    the error is the estimate's distance to the interval, inside when the +-3 sigma band
+    overlaps it."""
     name, log, model, est = fitted
     _known_miss(request, "estimate", name)
     t = log["Test Time / s"].to_numpy(float)
-    z = _counted_soc(log, model["capacity_Ah"])
-    late = t >= t[0] + LATE_S
-    err = np.interp(t, est["Test Time / s"], est["SOC / 1"])[late] - z[late]
-    std = np.interp(t, est["Test Time / s"], est["SOC Std / 1"])[late]
-    assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95
+    lo, hi = _soc_interval(*_counted(log, model["capacity_Ah"]))
+    judged = (t >= t[0] + LATE_S) & np.isfinite(lo)
+    if name in ONE_SIDED:
+        assert judged.sum() < 100, "judged now: remove it from ONE_SIDED"
+        pytest.skip(ONE_SIDED[name])
+    z = np.interp(t, est["Test Time / s"], est["SOC / 1"])[judged]
+    err = np.maximum(lo[judged] - z, 0.0) + np.maximum(z - hi[judged], 0.0)
+    std = np.interp(t, est["Test Time / s"], est["SOC Std / 1"])[judged]
+    assert judged.sum() >= 100          # most of a sweep, not a few samples
+    assert np.mean(err <= 3.0 * std) >= 0.95
     assert np.sqrt(np.mean(err ** 2)) < 0.05
+
+
+def _synthetic_log(early_loss: bool) -> tuple:
+    """(log, true SoC) of a 1 Ah cell at C/10: a full discharge, a charge that stores 95 %
+    of what the tester counts (the 5 % lost in the first fifth of the charge when
+    ``early_loss``, in the last fifth otherwise), a full discharge, a charge with the
+    losses the other way round, a discharge to half. V = 3 + 1.2 SoC +- 50 mV."""
+    steps = [(-0.1, 1.0, None), (0.1 / 0.95, 1.0, early_loss), (-0.1, 1.0, None),
+             (0.1 / 0.95, 1.0, not early_loss), (-0.1, 0.5, None)]
+    dt_s, n = 180.0, 200
+    i, z, step = [0.0], [1.0], [0]
+    for k, (current_A, share, loss_early) in enumerate(steps):
+        m = round(share * n)
+        counted = np.full(m, current_A * dt_s / 3600.0)
+        stored = counted.copy()
+        if loss_early is not None:      # 1/0.95 - 1 of capacity lost over a fifth of the charge
+            fifth = slice(0, n // 5) if loss_early else slice(n - n // 5, n)
+            stored[fifth] -= (1 / 0.95 - 1.0) / (n // 5)
+        i += [current_A] * m + [0.0] * 10           # each sweep, then a rest
+        z += list(z[-1] + np.cumsum(stored)) + [z[-1] + stored.sum()] * 10
+        step += [2 * k + 1] * m + [2 * k + 2] * 10
+    i, z = np.array(i), np.array(z)
+    q_Ah = np.cumsum(i * dt_s / 3600.0)             # each record's current flowed over the dt before it
+    log = pd.DataFrame({"Test Time / s": dt_s * np.arange(i.size), "Current / A": i,
+                        "Voltage / V": 3.0 + 1.2 * z + 0.05 * np.sign(i), "Step Count / 1": step,
+                        "Charging Capacity / Ah": np.cumsum(np.clip(i, 0, None) * dt_s / 3600.0),
+                        "Discharging Capacity / Ah": np.cumsum(np.clip(-i, 0, None) * dt_s / 3600.0)})
+    assert np.allclose(log["Charging Capacity / Ah"] - log["Discharging Capacity / Ah"], q_Ah)
+    return log, z
+
+
+@pytest.mark.parametrize("early_loss", [True, False])
+def test_the_counted_interval_holds_the_true_soc_of_a_lossy_cell(early_loss):
+    """The truth tested against a cell whose SoC is known: charges that store 95 % of the
+    count, the losses early in one charge and late in the other. From the first anchor on
+    the true SoC lies inside the interval at every sample, which is a point through the
+    discharges (no loss) and as wide as the loss through the charges; the face-value count
+    leaves it by 4 % or more in each charge."""
+    log, z = _synthetic_log(early_loss)
+    q, refs = _counted(log, 1.0)
+    assert [soc for _, soc in refs] == [0.0, 1.0, 0.0, 1.0]
+    lo, hi = _soc_interval(q, refs)
+    judged = np.isfinite(lo)
+    assert np.array_equal(judged, np.arange(z.size) >= refs[0][0])
+    assert np.all((lo[judged] <= z[judged] + 1e-12) & (z[judged] <= hi[judged] + 1e-12))
+    i = log["Current / A"].to_numpy(float)
+    step = log["Step Count / 1"].to_numpy()
+    width = hi - lo
+    face = _counted_soc(log, 1.0)
+    for charge in (3, 7):
+        assert np.allclose(width[step == charge], 1 / 0.95 - 1.0)
+        assert np.max(face[step == charge] - z[step == charge]) >= 0.04
+    assert np.allclose(width[judged & (i < 0)], 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
