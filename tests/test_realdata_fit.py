@@ -283,18 +283,17 @@ def _synthetic_log(early_loss: bool) -> tuple:
         counted = np.full(m, current_A * dt_s / 3600.0)
         stored = counted.copy()
         if loss_early is not None:      # 1/0.95 - 1 of capacity lost over a fifth of the charge
-            fifth = slice(0, n // 5) if loss_early else slice(n - n // 5, n)
-            stored[fifth] -= (1 / 0.95 - 1.0) / (n // 5)
+            fifth = slice(0, m // 5) if loss_early else slice(m - m // 5, m)
+            stored[fifth] -= (1 / 0.95 - 1.0) / (m // 5)
         i += [current_A] * m + [0.0] * 10           # each sweep, then a rest
         z += list(z[-1] + np.cumsum(stored)) + [z[-1] + stored.sum()] * 10
         step += [2 * k + 1] * m + [2 * k + 2] * 10
     i, z = np.array(i), np.array(z)
-    q_Ah = np.cumsum(i * dt_s / 3600.0)             # each record's current flowed over the dt before it
+    # the counters as a tester keeps them: each record's current flowed over the dt before it
     log = pd.DataFrame({"Test Time / s": dt_s * np.arange(i.size), "Current / A": i,
                         "Voltage / V": 3.0 + 1.2 * z + 0.05 * np.sign(i), "Step Count / 1": step,
                         "Charging Capacity / Ah": np.cumsum(np.clip(i, 0, None) * dt_s / 3600.0),
                         "Discharging Capacity / Ah": np.cumsum(np.clip(-i, 0, None) * dt_s / 3600.0)})
-    assert np.allclose(log["Charging Capacity / Ah"] - log["Discharging Capacity / Ah"], q_Ah)
     return log, z
 
 
