@@ -177,14 +177,14 @@ def _soc_interval(q: np.ndarray, refs: list) -> tuple:
     b is bwd = z_b + q - q_b. Let L = (q - q_a) - (z - z_a), the count's excess over the
     true change since a: fwd = z + L and bwd = z + L - L_b. Side reactions on one direction
     (on charge: true change <= counted change; exact on discharge) make L only grow, so
-    0 <= L <= L_b and bwd <= z <= fwd, however the losses are spread in time (only grow
-    or only shrink: fwd <= z <= bwd). So does, over one sweep, a capacity the count is
-    divided by other than the one the anchors span (L = (1 - k)(q - q_a), k fixed). The
+    0 <= L <= L_b and bwd <= z <= fwd, however the losses are spread in time (L only
+    shrinking: fwd <= z <= bwd). Over one sweep a capacity the count is divided by other
+    than the one the anchors span does the same (L = (1 - k)(q - q_a), k fixed). The
     width |fwd - bwd| = |L_b| is the interval's whole loss; 0 where the cell conserves
-    charge. After the last anchor only fwd exists
-    (a point, as the earlier truth). Before the first only bwd does, and it bounds SoC on
-    one side only: Arbin's formation discharge counts 15 % of SEI charge that was never
-    stored (bwd 1.15 at the start) and nothing in the log says how much; not judged."""
+    charge. After the last anchor only fwd exists (a point, as the earlier truth). Before
+    the first only bwd does, and it bounds SoC on one side only: Arbin's formation
+    discharge counts 15 % of SEI charge that was never stored (bwd 1.15 at the start)
+    and nothing in the log says how much; not judged."""
     lo, hi = np.full(q.size, np.nan), np.full(q.size, np.nan)
     for (a, z_a), (b, z_b) in zip(refs, refs[1:]):
         fwd, bwd = z_a + q[a:b] - q[a], z_b + q[a:b] - q[b]
