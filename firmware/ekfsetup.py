@@ -2,10 +2,11 @@
 a run had learned put back (RECOVER). Plain Python, like ekf.py.
 
 ekf.Ekf imports this module for those calls and drops it after them (ekf._setup), so its
-bytecode holds no heap while a run goes on; what runs every tick is ekf.py's. The
-parameters it sets are the ones Ekf documents (noise, state layout, per-state process
-variance, floor and prior, the resistance estimator); the model's "estimator" members
-that are absent take DEFAULTS (SI units, variances per second of elapsed time).
+bytecode holds no heap while a run goes on; what runs every tick is ekf.py's and
+kalman.py's. The parameters it sets are the ones Ekf documents (noise, state layout,
+per-state process variance, floor and prior, the resistance estimator); the model's
+"estimator" members that are absent take DEFAULTS (SI units, variances per second of
+elapsed time).
 """
 
 import gc
@@ -13,7 +14,7 @@ import sys
 
 from cellmodel import MICROPYTHON, read_model
 from circuit import _num, _zeros
-from ekf import PRR, PSR, R_CT
+from kalman import PRR, PSR, R_CT
 
 # Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
 # h std 1e-4, bias std 1 pA, capacity scale std 1e-5).

@@ -20,6 +20,7 @@ module("steptable.py")  # the step table check (LOAD imports it, then drops it)
 module("runsetup.py")  # LOAD's table compiled, START's halves (loaded for those only)
 module("record.py")    # record trigger and the acknowledged ring buffer
 module("ekf.py")       # optional SoC estimator (the firmware runs without it)
+module("kalman.py")    # its predict and update equations (every tick)
 module("ekfsetup.py")  # its set-up from the model and RECOVER's restore (loaded for those only)
 module("circuit.py")   # its equivalent-circuit tables and lookups
 module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (step edges)

@@ -506,9 +506,9 @@ def test_slow_state_attributes_and_their_restore():
 
 
 def test_the_filter_reads_the_resistance_estimators_layout():
-    """ekf.py names the public slots of Resistance.v without importing resistance.py."""
-    ekf, res = fw.module("ekf"), fw.module("resistance")
-    assert (ekf.R_OHM, ekf.R_CT, ekf.PSS, ekf.PRR, ekf.PSR) == (res.S, res.R, res.PSS, res.PRR, res.PSR)
+    """kalman.py names the public slots of Resistance.v without importing resistance.py."""
+    kal, res = fw.module("kalman"), fw.module("resistance")
+    assert (kal.R_OHM, kal.R_CT, kal.PSS, kal.PRR, kal.PSR) == (res.S, res.R, res.PSS, res.PRR, res.PSR)
 
 
 def test_resistance_needs_an_rc_pair_and_a_boolean():

@@ -4,8 +4,8 @@ The same equations in the same order as ``Ekf.reset`` / ``Ekf.step`` (docs/estim
 gives them): a per-sample Python loop cannot replay a log at a million samples a second,
 this compiled loop does. Its numbers come from the firmware, never from here: the
 filter's parameters are the firmware filter's public attributes and its constants
-(SOC_MIN, FOLD, ...) are firmware/ekf.py's, packed into arrays by ``pack`` at every call,
-so a change there cannot be shadowed by a stale compiled copy.
+(SOC_MIN, FOLD, ...) are firmware/ekf.py's and kalman.py's, packed into arrays by ``pack``
+at every call, so a change there cannot be shadowed by a stale compiled copy.
 
 Precision: every float the filter computes has the dtype of the packed arrays: float64
 (the reference; what the unix-port simulator computes) or float32 (what the RP2040's
@@ -30,7 +30,8 @@ from numba import njit
 JIT = {"cache": True, "error_model": "numpy"}
 
 # Scalars of the filter, f[...]: its parameters (the firmware filter's attributes of the
-# same names), firmware/ekf.py's constants, the initial SoC, then working values.
+# same names), firmware/ekf.py's and kalman.py's constants, the initial SoC, then working
+# values.
 PARAMS = ("z0", "dz", "q_As", "eta", "m0_V", "gamma", "sigma_v", "sigma_i", "gate", "i_rest",
           "bv_vT", "look_tau_s")
 CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKNOWN",
@@ -321,19 +322,31 @@ def res_learn_rate(e, cr):
         e[E_CR], e[E_U] = R(0), R(0)
 
 
+def _constant(ekf, firmware, name):
+    """The firmware constant ``name`` where the filter's code reads it: the module
+    ``firmware`` (ekf.py) or, when that does not hold it, the first module of the filter's
+    base classes that does (kalman.py: FOLD, ITER_MAX, ERR_*)."""
+    for mod in [firmware] + [sys.modules[c.__module__] for c in type(ekf).__mro__]:
+        if hasattr(mod, name):
+            return getattr(mod, name)
+    raise AttributeError(f"firmware constant {name}: in no module of the filter")
+
+
 def pack(ekf, firmware, soc0, dtype):
     """The kernel's arrays (f, ip, vec, mat, tab, tau, me_z, me_c, me_s, ra) for the
-    firmware filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (its constants)
-    and ``soc0`` (None: from the OCV at the first sample), in ``dtype`` (np.float32 or
-    np.float64). tau holds the RC time constants (s); me_* the model_error table; ra the
-    resistance estimator (pack_res)."""
+    firmware filter ``ekf`` (an ekf.Ekf), the firmware module ``firmware`` (ekf.py: its
+    constants, and its base classes' modules' ones: _constant) and ``soc0`` (None: from
+    the OCV at the first sample), in ``dtype`` (np.float32 or np.float64). tau holds the
+    RC time constants (s); me_* the model_error table; ra the resistance estimator
+    (pack_res)."""
     f = np.zeros(NF)
     f[Z0:Z0 + len(PARAMS)] = [getattr(ekf, name) for name in PARAMS]
-    f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [getattr(firmware, name) for name in CONSTANTS]
+    f[SOC_MIN:SOC_MIN + len(CONSTANTS)] = [_constant(ekf, firmware, name) for name in CONSTANTS]
     f[SOC0] = 0.0 if soc0 is None else soc0
     ip = np.zeros(NI, dtype=np.int64)
     ip[[N, NRC, IH, IB, IC, NPT]] = ekf.n, ekf.nrc, ekf.ih, ekf.ib, ekf.ic, len(ekf.ocv_V)
-    ip[ITER_MAX], ip[SOC_GIVEN], ip[BV] = firmware.ITER_MAX, soc0 is not None, ekf.bv
+    ip[ITER_MAX] = _constant(ekf, firmware, "ITER_MAX")
+    ip[SOC_GIVEN], ip[BV] = soc0 is not None, ekf.bv
     ip[RES] = ekf.rs is not None
     vec = np.zeros((NV, NX))
     for row, values in ((Q, ekf.q), (FLOOR, ekf.floor), (P0, ekf.p0)):

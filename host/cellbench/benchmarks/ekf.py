@@ -305,10 +305,10 @@ class FilterpyTwin:
     def __init__(self, model, soc0):
         from filterpy.kalman import ExtendedKalmanFilter
         from .. import fw
-        ekf = fw.module("ekf")
+        kalman = fw.module("kalman")  # ERR_SPAN, ERR_TAU_*: the model error's correlation time
         m = load_model(model)
         est = dict(fw.module("ekfsetup").DEFAULTS, **m["estimator"])
-        self.m, self.est, self.fw = m, est, ekf
+        self.m, self.est, self.fw = m, est, kalman
         self.nrc = len(m["rc"])
         self.bias, self.cap = bool(est["bias"]), bool(est["capacity"])
         n = 2 + self.nrc + int(self.bias) + int(self.cap)
