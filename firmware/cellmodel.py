@@ -5,37 +5,13 @@ A model file is 5-9 KB of JSON; parsed whole by the json module it would be tens
 objects on a heap the run has fragmented. read_model walks the text once and keeps only
 what MODEL_KEYS names (docs/design.md gives the model format; docs/estimator.md what the
 filter does with it). Plain Python: runs under MicroPython and CPython (host tests).
+Loaded for MODEL only: ekfsetup.read imports it and ekf._setup drops it after, so the
+reader's bytecode holds no heap while a run goes on.
 """
 
 import gc
-import sys
-from array import array
 
-MICROPYTHON = sys.implementation.name == "micropython"
-
-# Typecode of the model tables: the port's own float ('f' on the RP2040's single-precision
-# build, 'd' on the 64-bit unix port), so an array holds exactly what a float would and
-# the filter's numerics do not depend on where the tables live.
-FLOAT = "f" if 1.0 + 1e-9 == 1.0 else "d"
-
-def table(values):
-    """A model table as an array of the port's floats (8 or 4 bytes a value, against a
-    list's slot plus a float object per value), sized once. An array is kept as it is:
-    the only arrays here are read_model's, already of FLOAT (MicroPython's arrays have
-    no typecode attribute to check)."""
-    if isinstance(values, array):
-        return values
-    out = floats(len(values))
-    for k in range(len(values)):
-        out[k] = float(values[k])
-    return out
-
-
-def floats(n):
-    """An array of n FLOATs (contents to be overwritten) in one exact allocation: range
-    has a length, which array() uses to size itself; a list of zeros would be a second
-    block of the same size."""
-    return array(FLOAT, range(n))
+from circuit import MICROPYTHON, floats
 
 
 class JsonError(ValueError):

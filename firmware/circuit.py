@@ -1,15 +1,19 @@
 """The equivalent circuit the SoC filter runs (firmware/ekf.py): the model file's tables on
-its uniform SoC grid and their lookups. Plain Python: runs under MicroPython (the board,
-32-bit floats) and CPython (host tests, cellbench.estimate).
+its uniform SoC grid and their lookups (what the filter reads of the model every tick).
+Plain Python: runs under MicroPython (the board, 32-bit floats) and CPython (host tests,
+cellbench.estimate).
 
 Model (docs/design.md), current i > 0 charges the cell, z the SoC (1 = full):
     v = OCV(z) + M(z)*h + M0*s + R0(z)*i + sum(v_rc) + 2*vT*asinh(i/(2*i0(z)))
 with OCV piecewise linear on the grid (extrapolated linearly beyond it), R0, M, the RC
-resistances and i0 held at the table ends. The model's JSON text is read by cellmodel.py;
-the filter's states and noise are ekf.py's.
+resistances and i0 held at the table ends. The model's JSON text is read by cellmodel.py
+and its tables checked and set by ekfsetup.circuit (both loaded for MODEL and dropped
+after); the filter's states and noise are ekf.py's and kalman.py's.
 """
 
 import math
+import sys
+from array import array
 
 try:
     import micropython
@@ -21,17 +25,20 @@ except ImportError:  # CPython (the host): the code emitter's decorator does not
         def native(f):
             return f
 
-from cellmodel import floats, table
-
+MICROPYTHON = sys.implementation.name == "micropython"
 SOC_MIN = -0.05
 SOC_MAX = 1.05
+# Typecode of the model tables: the port's own float ('f' on the RP2040's single-precision
+# build, 'd' on the 64-bit unix port), so an array holds exactly what a float would and
+# the filter's numerics do not depend on where the tables live.
+FLOAT = "f" if 1.0 + 1e-9 == 1.0 else "d"
 
 
-def _num(d, key, default):
-    v = d.get(key, default)
-    if v is None:
-        return float(default)
-    return float(v)
+def floats(n):
+    """An array of n FLOATs (contents to be overwritten) in one exact allocation: range
+    has a length, which array() uses to size itself; a list of zeros would be a second
+    block of the same size."""
+    return array(FLOAT, range(n))
 
 
 def _zeros(n):
@@ -40,17 +47,6 @@ def _zeros(n):
     for k in range(n):
         a[k] = 0.0
     return a
-
-
-def _grid_table(value, npt, name):
-    """A model parameter that is a number or a table on the OCV grid, as a table: one
-    value for a number (read as a constant), so a model without SoC tables keeps its
-    heap."""
-    if isinstance(value, (int, float)):
-        return table([value])
-    if len(value) != npt:
-        raise ValueError(name + ": table needs one value per ocv.soc")
-    return table(value)
 
 
 @micropython.native
@@ -80,8 +76,8 @@ def _locate(knots, x):
 class Circuit:
     """The cell model of a models/*.json document (SI units), as tables on its OCV grid.
 
-    Parameters, set from the model once and only read after (public: the host's replay
-    kernel, cellbench.estimate, runs the same equations from them):
+    Parameters, set from the model once by ekfsetup.circuit and only read after (public:
+    the host's replay kernel, cellbench.estimate, runs the same equations from them):
         z0, dz              first SoC of the OCV grid and its uniform step
         ocv_V, r0_ohm, m_tab  tables on that grid: OCV (V), R0 (ohm), M(z) (V)
         nrc, rc_tab, rc_tau_s  RC pairs (0, 1 or 2): resistance tables on the grid or of
@@ -96,84 +92,35 @@ class Circuit:
                             instantaneous (V) parts, and its rate (dimensionless)
 
     A lookup leaves its results in attributes (no tuple per call on the board's tick):
-    _lookup(z) sets _ocv, _slope, _r0, _dr0, _m, _dm, _seg, _frac; _rc_at(z) fills _rrc;
-    _bv_V(i) sets _bv_di and _bv_dz.
+    _lookup(z) sets _ocv, _slope, _r0, _dr0, _m, _dm, _seg, _frac; _rc_at(z) fills _rrc
+    (two floats, allocated with the tables); _bv_V(i) sets _bv_di and _bv_dz.
     """
 
-    def __init__(self, model):
-        self._rrc = _zeros(2)  # RC resistances at the last _rc_at SoC (ohm)
-        self._load_cell(model)
+    # Set by ekfsetup.circuit (named here for the type check; annotations alone cost no
+    # heap): the parameters above.
+    z0: float
+    dz: float
+    ocv_V: array
+    r0_ohm: array
+    m_tab: array
+    nrc: int
+    rc_tab: list
+    rc_tau_s: array
+    rc_soc: bool
+    bv: bool
+    bv_vT: float
+    i0_tab: array
+    me_z: array
+    me_c: array
+    me_s: array
+    look_tau_s: float
+    q_As: float
+    eta: float
+    m_V: float
+    m0_V: float
+    gamma: float
+    _rrc: array
 
-    def _load_cell(self, model):
-        cap = float(model["capacity_Ah"])
-        if not cap > 0:
-            raise ValueError("capacity_Ah: must be > 0")
-        self.q_As = 3600.0 * cap
-        ocv = model["ocv"]
-        zs = ocv["soc"]
-        vs = ocv["voltage_V"]
-        npt = len(zs)
-        if npt < 2 or len(vs) != npt:
-            raise ValueError("ocv: soc and voltage_V need the same length >= 2")
-        self.z0 = float(zs[0])
-        self.dz = (float(zs[-1]) - self.z0) / (npt - 1)
-        for k in range(npt):
-            if abs(float(zs[k]) - (self.z0 + k * self.dz)) > 1e-6:
-                raise ValueError("ocv.soc: grid must be uniform")
-            if k and not float(vs[k]) > float(vs[k - 1]):
-                raise ValueError("ocv.voltage_V: must be strictly increasing")
-        self.ocv_V = table(vs)
-        r0 = model["r0_ohm"]
-        self.r0_ohm = table([r0] * npt if isinstance(r0, (int, float)) else r0)
-        if len(self.r0_ohm) != npt:
-            raise ValueError("r0_ohm: table needs one value per ocv.soc")
-        rc = model.get("rc") or []
-        if len(rc) > 2:
-            raise ValueError("rc: at most 2 pairs")
-        self.nrc = len(rc)
-        self.rc_tab = [_grid_table(p["r_ohm"], npt, "rc.r_ohm") for p in rc]
-        self.rc_tau_s = table([p["tau_s"] for p in rc])
-        for tau in self.rc_tau_s:
-            if not tau > 0:
-                raise ValueError("rc.tau_s: must be > 0")
-        self.rc_soc = False  # any RC resistance a table on the grid
-        for j in range(self.nrc):
-            self._rrc[j] = self.rc_tab[j][0]
-            self.rc_soc = self.rc_soc or len(self.rc_tab[j]) > 1
-        bv = model.get("butler_volmer")
-        self.bv = bool(bv)
-        self.bv_vT = _num(bv, "v_T", 0.0) if bv else 0.0
-        self.i0_tab = _grid_table(bv["i0_A"] if bv else 1.0, npt, "butler_volmer.i0_A")
-        for i0 in self.i0_tab:
-            if not i0 > 0:
-                raise ValueError("butler_volmer.i0_A: must be > 0")
-        # model_error's knots and sigma_V table (empty without one)
-        me = model.get("model_error") or {}
-        self.me_z, self.me_c = table(me.get("soc") or []), table(me.get("c_rate") or [])
-        self.me_s = table(me.get("sigma_V") or [])
-        if len(self.me_s) != len(self.me_z) * len(self.me_c):
-            raise ValueError("model_error.sigma_V: needs soc x c_rate values")
-        # The table's current axis is the recent load the model's states still carry
-        # (Ekf.step), decayed with this time constant; 0: the present current.
-        self.look_tau_s = _num(me, "look_tau_s", 0.0)
-        if not self.look_tau_s >= 0.0:
-            raise ValueError("model_error.look_tau_s: must be >= 0")
-        self.eta = _num(model, "coulombic_efficiency", 1.0)
-        hy = model.get("hysteresis") or {}
-        self.m_V = _num(hy, "m_V", 0.0)
-        # M(z): half the gap of the slow charge/discharge branches when the model has
-        # both (as the simulators do), else the constant m_V.
-        cv, dv = ocv.get("charge_V"), ocv.get("discharge_V")
-        if cv and dv:
-            if len(cv) != npt or len(dv) != npt:
-                raise ValueError("ocv.charge_V/discharge_V: one value per ocv.soc")
-            m = self.m_tab = floats(npt)
-            for k in range(npt):
-                m[k] = 0.5 * (float(cv[k]) - float(dv[k]))
-        else:
-            self.m_tab = table([self.m_V] * npt)
-        self.m0_V = _num(hy, "m0_V", 0.0)
-        self.gamma = _num(hy, "gamma", 0.0)
 
     @micropython.native
     def _lookup(self, z):

@@ -7,8 +7,9 @@ docs/estimator.md gives the derivation, why the noise is what it is, and the tun
 This module is the filter's life cycle: its start (reset), the per-sample step, the state
 bounds and the published estimates, and the feed of the resistance estimator. Its predict
 and update equations (the model, the noise, the Joseph form) are kalman.py's, on the
-tables of circuit.py; the model's JSON text is read by cellmodel.py, and the filter's
-parameters are set from it (and learned slow states put back) by ekfsetup.py.
+tables of circuit.py; the model's JSON text is read by cellmodel.py, and the circuit's
+tables and the filter's parameters are set from it (and learned slow states put back) by
+ekfsetup.py (both loaded for those and dropped after).
 
 State x (SI units), n = 2..6 entries:
     x[0]            SoC z (1 = full), clamped to [SOC_MIN, SOC_MAX]
@@ -32,8 +33,7 @@ import gc
 import math
 import sys
 
-from cellmodel import MICROPYTHON
-from circuit import SOC_MAX, SOC_MIN, micropython
+from circuit import MICROPYTHON, SOC_MAX, SOC_MIN, micropython
 from kalman import AH, HC, HIN, KZ, NEC, PRR, R_CT, ZC, Kalman, _zeros
 
 # Capacity scale c is kept within these (a cell at half or 1.5x its model capacity is not
@@ -50,15 +50,17 @@ VAR_UNKNOWN = 1.0 / 12.0
 
 def _setup(fn, *args):
     """ekfsetup.fn(*args): the filter's set-up (MODEL, RECOVER), imported for the call and
-    dropped after it, so its bytecode holds no heap while a run goes on; on the board the
-    heap is collected before the filter allocates again (into what the module held).
-    (Under CPython cellbench.fw caches it as cellbench.firmware.ekfsetup: nothing to drop.)"""
+    dropped after it with the model reader it imported (cellmodel), so their bytecode
+    holds no heap while a run goes on; on the board the heap is collected before the
+    filter allocates again (into what the modules held). (Under CPython cellbench.fw
+    caches them as cellbench.firmware.<name>: nothing to drop.)"""
     mod = __import__("ekfsetup")
     try:
         out = getattr(mod, fn)(*args)
     finally:
         del mod  # no reference left for the collection below
         sys.modules.pop("ekfsetup", None)
+        sys.modules.pop("cellmodel", None)
         if MICROPYTHON:
             gc.collect()
     return out
@@ -90,12 +92,12 @@ class Ekf(Kalman):
     """
 
     def __init__(self, model):
-        super().__init__(model)
-        self._ec = _zeros(NEC)  # the edge estimator's chain (KZ, ...)
-        # noise, state layout, per-state q / floor / p0 and the resistance estimator
+        # the circuit's tables, then noise, state layout, per-state q / floor / p0 and the
+        # resistance estimator (ekfsetup.build: ValueError naming the field of a bad model)
         (self.sigma_v, self.sigma_i, self.gate, self.i_rest, self.bias, self.cap, self.ih,
          self.ib, self.ic, self.n, self.q, self.floor, self.p0,
-         self.rs) = _setup("parameters", self, model)
+         self.rs) = _setup("build", self, model)
+        self._ec = _zeros(NEC)  # the edge estimator's chain (KZ, ...)
         self._alloc(self.n)  # x, P and the work arrays (kalman.Kalman)
         self.reset()
 

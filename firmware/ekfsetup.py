@@ -1,5 +1,6 @@
-"""The SoC filter's set-up: its parameters read from the model (MODEL) and the slow states
-a run had learned put back (RECOVER). Plain Python, like ekf.py.
+"""The SoC filter's set-up: the model read (MODEL: cellmodel.py's reader, then the
+circuit's tables checked and set, and the filter's parameters) and the slow states a run
+had learned put back (RECOVER). Plain Python, like ekf.py.
 
 ekf.Ekf imports this module for those calls and drops it after them (ekf._setup), so its
 bytecode holds no heap while a run goes on; what runs every tick is ekf.py's and
@@ -11,9 +12,9 @@ elapsed time).
 
 import gc
 import sys
+from array import array
 
-from cellmodel import MICROPYTHON, read_model
-from circuit import _num, _zeros
+from circuit import MICROPYTHON, _zeros, floats
 from kalman import PRR, PSR, R_CT
 
 # Diagonal floors: P never claims more certainty than these (SoC std 1e-5, v_rc std 1 uV,
@@ -33,7 +34,9 @@ DEFAULTS = {"sigma_v_V": 0.003, "sigma_i_A": 2e-7, "q_soc": 1e-10, "q_rc_V2": 1e
 
 def read(text):
     """The model (ekf.Ekf.from_json) from its JSON text (bytes-like), without building the
-    whole document: only what read_model keeps. JsonError for text that is not JSON."""
+    whole document: only what read_model keeps. JsonError for text that is not JSON.
+    (cellmodel is imported here, for this call: ekf._setup drops it with this module.)"""
+    from cellmodel import read_model
     model = read_model(text)
     if MICROPYTHON:
         # The resistance estimator's code (loaded only for a model that asks for it)
@@ -46,6 +49,120 @@ def read(text):
             model = read_model(text)
     # (ekf._setup collects the reader's garbage before the filter's arrays fill its holes)
     return model
+
+
+def build(f, model):
+    """The filter f (the Ekf being built) from the model: the circuit's tables set on f
+    (circuit), then its parameters returned (parameters)."""
+    circuit(f, model)
+    return parameters(f, model)
+
+
+def circuit(f, model):
+    """The circuit's parameters and tables (circuit.Circuit's) from the model, checked, set
+    on f; ValueError naming the field for a model the filter cannot run."""
+    f._rrc = _zeros(2)  # RC resistances at the last _rc_at SoC (ohm)
+    cap = float(model["capacity_Ah"])
+    if not cap > 0:
+        raise ValueError("capacity_Ah: must be > 0")
+    f.q_As = 3600.0 * cap
+    ocv = model["ocv"]
+    zs = ocv["soc"]
+    vs = ocv["voltage_V"]
+    npt = len(zs)
+    if npt < 2 or len(vs) != npt:
+        raise ValueError("ocv: soc and voltage_V need the same length >= 2")
+    f.z0 = float(zs[0])
+    f.dz = (float(zs[-1]) - f.z0) / (npt - 1)
+    for k in range(npt):
+        if abs(float(zs[k]) - (f.z0 + k * f.dz)) > 1e-6:
+            raise ValueError("ocv.soc: grid must be uniform")
+        if k and not float(vs[k]) > float(vs[k - 1]):
+            raise ValueError("ocv.voltage_V: must be strictly increasing")
+    f.ocv_V = table(vs)
+    r0 = model["r0_ohm"]
+    f.r0_ohm = table([r0] * npt if isinstance(r0, (int, float)) else r0)
+    if len(f.r0_ohm) != npt:
+        raise ValueError("r0_ohm: table needs one value per ocv.soc")
+    rc = model.get("rc") or []
+    if len(rc) > 2:
+        raise ValueError("rc: at most 2 pairs")
+    f.nrc = len(rc)
+    f.rc_tab = [_grid_table(p["r_ohm"], npt, "rc.r_ohm") for p in rc]
+    f.rc_tau_s = table([p["tau_s"] for p in rc])
+    for tau in f.rc_tau_s:
+        if not tau > 0:
+            raise ValueError("rc.tau_s: must be > 0")
+    f.rc_soc = False  # any RC resistance a table on the grid
+    for j in range(f.nrc):
+        f._rrc[j] = f.rc_tab[j][0]
+        f.rc_soc = f.rc_soc or len(f.rc_tab[j]) > 1
+    bv = model.get("butler_volmer")
+    f.bv = bool(bv)
+    f.bv_vT = _num(bv, "v_T", 0.0) if bv else 0.0
+    f.i0_tab = _grid_table(bv["i0_A"] if bv else 1.0, npt, "butler_volmer.i0_A")
+    for i0 in f.i0_tab:
+        if not i0 > 0:
+            raise ValueError("butler_volmer.i0_A: must be > 0")
+    # model_error's knots and sigma_V table (empty without one)
+    me = model.get("model_error") or {}
+    f.me_z, f.me_c = table(me.get("soc") or []), table(me.get("c_rate") or [])
+    f.me_s = table(me.get("sigma_V") or [])
+    if len(f.me_s) != len(f.me_z) * len(f.me_c):
+        raise ValueError("model_error.sigma_V: needs soc x c_rate values")
+    # The table's current axis is the recent load the model's states still carry
+    # (Ekf.step), decayed with this time constant; 0: the present current.
+    f.look_tau_s = _num(me, "look_tau_s", 0.0)
+    if not f.look_tau_s >= 0.0:
+        raise ValueError("model_error.look_tau_s: must be >= 0")
+    f.eta = _num(model, "coulombic_efficiency", 1.0)
+    hy = model.get("hysteresis") or {}
+    f.m_V = _num(hy, "m_V", 0.0)
+    # M(z): half the gap of the slow charge/discharge branches when the model has
+    # both (as the simulators do), else the constant m_V.
+    cv, dv = ocv.get("charge_V"), ocv.get("discharge_V")
+    if cv and dv:
+        if len(cv) != npt or len(dv) != npt:
+            raise ValueError("ocv.charge_V/discharge_V: one value per ocv.soc")
+        m = f.m_tab = floats(npt)
+        for k in range(npt):
+            m[k] = 0.5 * (float(cv[k]) - float(dv[k]))
+    else:
+        f.m_tab = table([f.m_V] * npt)
+    f.m0_V = _num(hy, "m0_V", 0.0)
+    f.gamma = _num(hy, "gamma", 0.0)
+
+
+def _num(d, key, default):
+    """d[key] as a float: default when it is absent or null."""
+    v = d.get(key, default)
+    if v is None:
+        return float(default)
+    return float(v)
+
+
+def table(values):
+    """A model table as an array of the port's floats (8 or 4 bytes a value, against a
+    list's slot plus a float object per value), sized once. An array is kept as it is:
+    the only arrays here are read_model's, already of FLOAT (MicroPython's arrays have
+    no typecode attribute to check)."""
+    if isinstance(values, array):
+        return values
+    out = floats(len(values))
+    for k in range(len(values)):
+        out[k] = float(values[k])
+    return out
+
+
+def _grid_table(value, npt, name):
+    """A model parameter that is a number or a table on the OCV grid, as a table: one
+    value for a number (read as a constant), so a model without SoC tables keeps its
+    heap."""
+    if isinstance(value, (int, float)):
+        return table([value])
+    if len(value) != npt:
+        raise ValueError(name + ": table needs one value per ocv.soc")
+    return table(value)
 
 
 def parameters(f, model):

@@ -12,6 +12,7 @@ is conservative for the board.
 """
 
 import json
+from array import array
 
 import pytest
 from hypothesis import given
@@ -196,7 +197,7 @@ def _expected(doc, keep):
 
 
 def _plain(value):
-    if isinstance(value, cellmodel.array):
+    if isinstance(value, array):
         return list(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -215,7 +216,7 @@ def test_read_model_keeps_what_json_loads_gives(extra, soc, volts, cap, junk, in
     got = cellmodel.read_model(memoryview(bytearray(text.encode())))
     want = _expected(json.loads(text), cellmodel.MODEL_KEYS)
     assert _plain(got) == want
-    assert isinstance(got["ocv"]["soc"], cellmodel.array)  # the tables are float arrays
+    assert isinstance(got["ocv"]["soc"], array)  # the tables are float arrays
 
 
 @given(st.text(max_size=40))
