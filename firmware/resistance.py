@@ -21,27 +21,32 @@ order one: 1, phi, t/T); the voltage *difference* cancels the model's OCV and hy
 error, so the noise is the sensor's, estimated from the fits' own residuals (pooled over
 edges), not the SoC filter's model-error budget.
 
-The edge gives measurements of the scales s(z_e) = rho0/R0(z_e) (z_e the SoC at the edge)
-and r = rho1/R1(z) (the model's values; R1 at the window's end) with covariance C (the
+The edge gives measurements of the scales s(z_e) = rho0/R0(z) (z_e the SoC at the edge)
+and r = rho1/R1(z) (the model's values at the window's end, z: on LTO/Li's simulated
+board the R0 at the edge instead, 2 % off at one edge of the first cycle, was enough to
+tip its SoC off the plateau; docs/estimator.md) with covariance C (the
 fit's, plus the reference sample's noise on rho0, plus s^2 (R0'/R0)^2 var(z) on s: an R0
 steep in SoC, LTO's below 30 %, makes the scale only as good as the SoC).
 
-R0's scale is not one number but a function of SoC: _KNOTS scales s_k on hat functions
-over SoC 0..1 (linear between knots), because ageing does not scale R0 alike at every
-SoC. A film that grows on the electrodes (SEI) adds a resistance flat in SoC to a kinetic
-part steep at the window's ends: on the PyBaMM SEI cell the 1 s resistance at the bottom
-(SoC 3 %) is 1.22x that at mid SoC fresh and 1.08x after 100 cycles, so one scale fitted
-to the edges at both ends is right at neither (docs/estimator.md "Resistance"). The knots
-share a random walk (q_ohm: R0 ageing alike everywhere, the plants' law, which carries
-the growth an edge sees to SoCs without edges) and each has one of its own
-(_SHAPE_Q*q_ohm: the shape ageing), over a prior p0_ohm common plus _SHAPE_P0*p0_ohm
-each (the fitted R0's level and its shape). Three knots: with five, LTO's
-edges (at SoC 0.05, 0.24 and 1) leave knots that no edge sees, and those walked with the
-common part until the SoC filter lost the plateau's SoC. The state (s_0..s_K-1, r) is a
+R0's scale is not one number but a function of SoC when the model's R0 is (one value: the
+fit found no SoC dependence): _KNOTS scales s_k on hat functions over SoC 0..1 (linear
+between knots), because ageing does not scale R0 alike at every SoC. A film that grows on
+the electrodes (SEI) adds a resistance flat in SoC to a kinetic part steep at the window's
+ends: on the PyBaMM SEI cell the 1 s resistance at the bottom (SoC 3 %) is 1.22x that at
+mid SoC fresh and 1.08x after 100 cycles, so one scale fitted to the edges at both ends is
+right at neither (docs/estimator.md "Resistance"). The knots share a random walk (q_ohm:
+R0 ageing alike everywhere, the plants' law, which carries the growth an edge sees to
+SoCs without edges) and each has one of its own (_SHAPE_Q: the shape ageing), over a
+prior p0_ohm common plus _SHAPE_P0 each (the fitted R0's level and its shape). A model
+whose R0 is a table in SoC says its shape: at the first sample whose R0 differs from the
+first one's the knots become one scale (_table), as on the LTO/Li preset, whose steep
+bottom made any shape freedom bend with the SoC's error there. Three knots: with five,
+LTO's edges (at SoC 0.05, 0.24 and 1) left knots that no edge sees, and those walked with
+the common part until the SoC filter lost the plateau's SoC. The state (s_0..s_K-1, r) is a
 random walk:
 
-    P(0) = p0_ohm (1 1' + _SHAPE_P0 I) on the knots, p0_res on r
-    P <- P + Q dt, Q = q_ohm (1 1' + _SHAPE_Q I) on the knots, q_res on r   (every sample)
+    P(0) = p0_ohm 1 1' + _SHAPE_P0 I on the knots, p0_res on r
+    P <- P + Q dt, Q = q_ohm 1 1' + _SHAPE_Q I on the knots, q_res on r   (every sample)
     S = H P H' + C, K = P H' S^-1, theta <- theta + K (m - H theta), P <- P - K H P
                                                                            (every edge)
 
@@ -66,7 +71,7 @@ need none: their edges are ten times as precise, so their random walk's gain kee
 
 import math
 
-from cellmodel import floats
+from circuit import floats
 
 try:
     from micropython import const
@@ -105,19 +110,22 @@ _RATE_GAIN = const(0.05)
 _RATE_SPAN = const(1.0)
 _RATE_FROM_EDGES = const(8)
 _RATE_MAX = const(0.05)
-# R0's scale per SoC (see the module docstring): knots over SoC 0..1; the prior variance
-# and the random walk of each knot of its own, as shares of the common p0_ohm and q_ohm.
-# Measured on the PyBaMM resistance run and the LTO/Li plant (docs/estimator.md
-# "Resistance").
+# R0's scale per SoC (see the module docstring): knots over SoC 0..1; each knot's own prior
+# variance and random walk (per second), beyond the shared p0_ohm and q_ohm: R0's shape
+# in SoC known to 2 % and changing by a few % over hundreds of hours (PyBaMM's film: the
+# bottom's ratio to the middle falls by 0.14 in 250 h). Not shares of the shared ones: a
+# cell whose R0 ages fast (LTO/Li's q_ohm 1e-7) does not change its shape faster, and
+# freedom the edges cannot pin lets a misplaced edge bend it (docs/estimator.md).
 _KNOTS = const(3)
-_SHAPE_P0 = const(0.5)
-_SHAPE_Q = const(0.3)
+_SHAPE_P0 = const(5e-4)
+_SHAPE_Q = const(3e-10)
 # The estimator's floats, Resistance.v[...]: R0's scale at the present SoC and r (rc[0]'s),
 # their covariance, the pooled noise (V^2), the hold time (s), the held current level (A),
 # the reference voltage (V), the edge's di (A), the window's time (s), its normal
 # equations, the drift rate of r (per 1C-hour), the charge passed (1C-hours), the
 # corrections of r summed since the rate last learned, the time since the knots' random
-# walk was last added (s), the edge's SoC and the model's R0 there (ohm), the knots'
+# walk was last added (s), the edge's SoC, the knots' own walk (per second; 0: R0's shape
+# is the model's table), the model's R0 at the first sample (ohm), the knots'
 # scales, their covariances with r, their covariance (row-major), and two columns of work
 # (P h and P e_r in an update).
 # An array, not attributes: a float attribute is a boxed float that lives until the next
@@ -146,8 +154,9 @@ _U = const(22)
 _CR = const(23)
 _QT = const(24)
 _ZE = const(25)
-_R0E = const(26)
-_X = const(27)
+_QS = const(26)
+_R0F = const(27)
+_X = const(28)
 _PC = const(_X + _KNOTS)
 _PK = const(_PC + _KNOTS)
 _UH = const(_PK + _KNOTS * _KNOTS)
@@ -186,10 +195,11 @@ class Resistance:
             v[k] = 0.0
         v[R] = 1.0
         v[PRR] = self.p0_res
+        v[_QS] = _SHAPE_Q
         for a in range(_KNOTS):
             v[_X + a] = 1.0
             for b in range(_KNOTS):
-                v[_PK + a * _KNOTS + b] = self.p0_ohm * (1.0 + _SHAPE_P0) if a == b else self.p0_ohm
+                v[_PK + a * _KNOTS + b] = self.p0_ohm + _SHAPE_P0 if a == b else self.p0_ohm
         v[_NOISE2] = self.sigma_v * self.sigma_v
         self.edges = 0      # edges fitted so far
         self.m = 0          # samples in the window
@@ -211,6 +221,11 @@ class Resistance:
             du = abs(i) * dt / (3600.0 * self.one_c)
             v[R] = min(max(v[R] + v[_DR] * du, SCALE_MIN), SCALE_MAX)
             v[_U] += du
+        if v[_QS] > 0.0 and r0 != v[_R0F]:
+            if self.first:
+                v[_R0F] = r0
+            else:
+                self._table()
         level = v[_LEVEL]
         di = i - level
         tol = HOLD_FRAC * max(abs(i), abs(level)) + HOLD_NOISE * i_min + HOLD_C * self.one_c
@@ -223,13 +238,13 @@ class Resistance:
                 self._add(y, dt)
                 if v[_T] >= WINDOW_TAUS * self.tau:
                     self.open = False
-                    self._finish(r1, u0)
+                    self._finish(r0, r1, u0)
             elif not held:
                 self.open = False  # the window was cut short: no fit
         if not held and not first and v[_HELD] >= HOLD_TAUS * self.tau \
                 and abs(di) >= EDGE_REST_MULT * i_min and abs(di) >= EDGE_C * self.one_c \
                 and 0.0 < dt <= self.tau:
-            self._start(di, y, dt, r0, z)
+            self._start(di, y, dt, z)
         if held:
             v[_HELD] += dt
         else:
@@ -248,18 +263,29 @@ class Resistance:
         p = _PK + j * (_KNOTS + 1)  # P[j][j]
         v[S] = a * v[_X + j] + f * v[_X + j + 1]
         v[PSS] = (a * a * v[p] + 2.0 * a * f * v[p + 1] + f * f * v[p + _KNOTS + 1]
-                  + v[_QT] * self.q_ohm * (1.0 + _SHAPE_Q * (a * a + f * f)))
+                  + v[_QT] * (self.q_ohm + v[_QS] * (a * a + f * f)))
         v[PSR] = a * v[_PC + j] + f * v[_PC + j + 1]
 
-    def _start(self, di, y, dt, r0, z):
-        """Open a window at an edge of di (A) at SoC z, where the model's R0 is r0 (ohm),
-        the reference being the previous sample."""
+    def _table(self):
+        """The model's R0 varies with SoC (a table): its shape is the model's, and the knots
+        become one scale (the present one, with its variance and covariance with r)."""
+        v = self.v
+        v[_QS] = 0.0
+        for a in range(_KNOTS):
+            v[_X + a] = v[S]
+            v[_PC + a] = v[PSR]
+            for b in range(_KNOTS):
+                v[_PK + a * _KNOTS + b] = v[PSS]
+        v[_QT] = 0.0
+
+    def _start(self, di, y, dt, z):
+        """Open a window at an edge of di (A) at SoC z, the reference being the previous
+        sample."""
         v = self.v
         self.open = True
         self.m = 0
         v[_DI] = di
         v[_ZE] = z
-        v[_R0E] = r0
         v[_T] = 0.0
         for k in range(_N00, _YY + 1):  # normal equations of (1, phi, t/_T): triangle, rhs, y'y
             v[k] = 0.0
@@ -285,10 +311,9 @@ class Resistance:
         v[_B2] += u * w
         v[_YY] += w * w
 
-    def _finish(self, r1, u0):
+    def _finish(self, r0, r1, u0):
         """Solve the window's fit and fold the edge into the scales."""
         v = self.v
-        r0 = v[_R0E]
         if self.m < MIN_SAMPLES or not (r0 > 0.0 and r1 > 0.0):
             return
         a, b, c = v[_N00], v[_N01], v[_N02]
@@ -328,11 +353,11 @@ class Resistance:
         """Kalman update of (knots, r) with the measurement (ms, mr), covariance C: ms of
         R0's scale at the edge's SoC (the knots' hat weights h), mr of r."""
         v = self.v
-        q = v[_QT] * self.q_ohm  # the knots' random walk since the last edge
+        q, qs = v[_QT] * self.q_ohm, v[_QT] * v[_QS]  # the knots' walk since the last edge
         v[_QT] = 0.0
         for a in range(_KNOTS):
             for b in range(_KNOTS):
-                v[_PK + a * _KNOTS + b] += q * (1.0 + _SHAPE_Q) if a == b else q
+                v[_PK + a * _KNOTS + b] += q + qs if a == b else q
         j, f = _segment(v[_ZE])
         a = 1.0 - f
         # u = P h (h: a at knot j, f at j+1), t = P e_r; over the knots, then r

@@ -78,7 +78,7 @@ RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "E
  E_RATE_GAIN, E_RATE_SPAN, E_RATE_FROM_EDGES, E_RATE_MAX, E_KNOTS, E_SHAPE_P0, E_SHAPE_Q,
  E_S, E_RS, E_PSS, E_PRR, E_PSR, E_NOISE2, E_EDGES, E_HELD, E_I_LAST, E_Y_REF, E_OPEN,
  E_FIRST, E_DI, E_T, E_M, E_N00, E_N01, E_N02, E_N11, E_N12, E_N22, E_B0, E_B1, E_B2, E_YY,
- E_DR, E_U, E_CR, E_QT, E_ZE, E_R0E, E_NE) = range(58)
+ E_DR, E_U, E_CR, E_QT, E_ZE, E_QS, E_R0F, E_NE) = range(59)
 
 
 def pack_res(rs, firmware, dtype):
@@ -119,11 +119,12 @@ def res_reset(e):
     e[E_NE:] = R(0)
     e[E_RS] = R(1)
     e[E_PRR] = e[E_P0_RES]
+    e[E_QS] = e[E_SHAPE_Q]
     k, ex, _, pk, _, _ = res_knots(e)
     for a in range(k):
         e[ex + a] = R(1)
         for b in range(k):
-            e[pk + a * k + b] = e[E_P0_OHM] * (R(1) + e[E_SHAPE_P0]) if a == b else e[E_P0_OHM]
+            e[pk + a * k + b] = e[E_P0_OHM] + e[E_SHAPE_P0] if a == b else e[E_P0_OHM]
     e[E_NOISE2] = e[E_SIGMA_V] * e[E_SIGMA_V]
     e[E_FIRST] = R(1)
     res_at(e, R(0.5))
@@ -139,7 +140,7 @@ def res_at(e, z):
     p = pk + j * (k + 1)
     e[E_S] = a * e[ex + j] + f * e[ex + j + 1]
     e[E_PSS] = (a * a * e[p] + R(2) * a * f * e[p + 1] + f * f * e[p + k + 1]
-                + e[E_QT] * e[E_Q_OHM] * (R(1) + e[E_SHAPE_Q] * (a * a + f * f)))
+                + e[E_QT] * (e[E_Q_OHM] + e[E_QS] * (a * a + f * f)))
     e[E_PSR] = a * e[pc + j] + f * e[pc + j + 1]
 
 
@@ -154,6 +155,11 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0, z):
         du = abs(i) * dt / (R(3600) * e[E_ONE_C])
         e[E_RS] = min(max(e[E_RS] + e[E_DR] * du, e[E_SCALE_MIN]), e[E_SCALE_MAX])
         e[E_U] += du
+    if e[E_QS] > 0 and r0 != e[E_R0F]:
+        if e[E_FIRST] != 0:
+            e[E_R0F] = r0
+        else:
+            res_table(e)
     di = i - e[E_I_LAST]
     tol = (e[E_HOLD_FRAC] * max(abs(i), abs(e[E_I_LAST])) + e[E_HOLD_NOISE] * i_min
            + e[E_HOLD_C] * e[E_ONE_C])
@@ -166,13 +172,13 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0, z):
             res_add(e, y, dt)
             if e[E_T] >= e[E_WINDOW_TAUS] * e[E_TAU]:
                 e[E_OPEN] = 0
-                res_finish(e, r1, u0)
+                res_finish(e, r0, r1, u0)
         elif not held:
             e[E_OPEN] = 0
     if not held and not first and e[E_HELD] >= e[E_HOLD_TAUS] * e[E_TAU] \
             and abs(di) >= e[E_EDGE_REST_MULT] * i_min and abs(di) >= e[E_EDGE_C] * e[E_ONE_C] \
             and 0 < dt <= e[E_TAU]:
-        res_start(e, di, y, dt, r0, z)
+        res_start(e, di, y, dt, z)
     if held:
         e[E_HELD] += dt
     else:
@@ -186,13 +192,26 @@ def res_step(e, i, y, dt, i_min, r0, r1, u0, z):
 
 
 @njit(**JIT)
-def res_start(e, di, y, dt, r0, z):
+def res_table(e):
+    """Resistance._table: R0 a table in SoC, the knots one scale."""
+    R = e.dtype.type
+    k, ex, pc, pk, _, _ = res_knots(e)
+    e[E_QS] = R(0)
+    for a in range(k):
+        e[ex + a] = e[E_S]
+        e[pc + a] = e[E_PSR]
+        for b in range(k):
+            e[pk + a * k + b] = e[E_PSS]
+    e[E_QT] = R(0)
+
+
+@njit(**JIT)
+def res_start(e, di, y, dt, z):
     """Resistance._start."""
     R = e.dtype.type
     e[E_OPEN] = 1
     e[E_DI] = di
     e[E_ZE] = z
-    e[E_R0E] = r0
     e[E_T] = R(0)
     e[E_M] = R(0)
     e[E_N00:E_YY + 1] = R(0)
@@ -222,10 +241,9 @@ def res_add(e, y, dt):
 
 
 @njit(**JIT)
-def res_finish(e, r1, u0):
+def res_finish(e, r0, r1, u0):
     """Resistance._finish: the window's fit folded into the scales."""
     R = e.dtype.type
-    r0 = e[E_R0E]
     if e[E_M] < e[E_MIN_SAMPLES] or not (r0 > 0 and r1 > 0):
         return
     a, b, c = e[E_N00], e[E_N01], e[E_N02]
@@ -264,11 +282,11 @@ def res_fold(e, ms, mr, css, crr, csr):
     """Resistance._fold: Kalman update of (knots, r) with (ms, mr), covariance C."""
     R = e.dtype.type
     k, ex, pc, pk, uh, th = res_knots(e)
-    q = e[E_QT] * e[E_Q_OHM]  # the knots' random walk since the last edge
+    q, qs = e[E_QT] * e[E_Q_OHM], e[E_QT] * e[E_QS]  # the knots' walk since the last edge
     e[E_QT] = R(0)
     for a in range(k):
         for b in range(k):
-            e[pk + a * k + b] += q * (R(1) + e[E_SHAPE_Q]) if a == b else q
+            e[pk + a * k + b] += q + qs if a == b else q
     j, f = res_segment(e, e[E_ZE])
     a = R(1) - f
     for c in range(k):
