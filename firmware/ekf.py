@@ -33,8 +33,8 @@ import gc
 import math
 import sys
 
-from circuit import MICROPYTHON, SOC_MAX, SOC_MIN, micropython
-from kalman import AH, HC, HIN, KZ, NEC, PRR, R_CT, ZC, Kalman, _zeros
+from circuit import MICROPYTHON, SOC_MAX, SOC_MIN, _zeros, micropython
+from kalman import AH, HC, HIN, KZ, NEC, PRR, R_CT, ZC, Kalman
 
 # Capacity scale c is kept within these (a cell at half or 1.5x its model capacity is not
 # the cell of the model: the voltage model would be wrong long before).
