@@ -24,6 +24,7 @@ module("kalman.py")    # its predict and update equations (every tick)
 module("ekfsetup.py")  # its set-up from the model and RECOVER's restore (loaded for those only)
 module("circuit.py")   # its equivalent-circuit tables and lookups
 module("resistance.py")  # its slow R0 / charge-transfer resistance estimator (step edges)
+module("edgefit.py")   # its measurements: step edges and their window fits
 module("cellmodel.py")  # the model reader the estimator uses (MODEL: loaded for that only)
 module("journal.py")   # the run journal in flash (recovery after a reset)
 module("controller.py")  # the run state machine and its commands

@@ -459,7 +459,7 @@ def test_step_edges_recover_aged_resistances():
     ekf.reset(soc=0.9)
     for k in range(t.size):
         ekf.step(round(i_m[k] * 1e9), round(v_m[k] * 1e6), 1000 if k else 0)
-    assert ekf.rs.v[fw.module("resistance").S] == pytest.approx(1.3, rel=0.03)
+    assert ekf.rs.v[fw.module("resistance")._S] == pytest.approx(1.3, rel=0.03)
     assert ekf.rs.edges >= 10
     assert ekf.r_mohm == round(out["rct_ohm"][-1] * 1e3)
 
@@ -508,7 +508,7 @@ def test_slow_state_attributes_and_their_restore():
 def test_the_filter_reads_the_resistance_estimators_layout():
     """kalman.py names the public slots of Resistance.v without importing resistance.py."""
     kal, res = fw.module("kalman"), fw.module("resistance")
-    assert (kal.R_OHM, kal.R_CT, kal.PSS, kal.PRR, kal.PSR) == (res.S, res.R, res.PSS, res.PRR, res.PSR)
+    assert (kal.R_OHM, kal.R_CT, kal.PSS, kal.PRR, kal.PSR) == (res._S, res._R, res._PSS, res._PRR, res._PSR)
 
 
 def test_resistance_needs_an_rc_pair_and_a_boolean():

@@ -51,7 +51,7 @@ def firmware_run(samples, **constants):
         track = []
         for i, y, dt, scale in samples:
             rs.step(i, y, dt, I_MIN_A, R0_OHM, R1_OHM, 0.0, 0.5)
-            track.append((rs.v[mod.S], rs.v[mod.R], scale))
+            track.append((rs.v[mod._S], rs.v[mod._R], scale))
         return rs, np.array(track)
     finally:
         for k, v in saved.items():

@@ -58,7 +58,7 @@ def firmware_run(samples, r0_model=lambda z: R0_MODEL_OHM, **constants):
         r0, knots = [], []
         for i, y, dt, z, _, _ in samples:
             rs.step(i, y, dt, I_MIN_A, r0_model(z), R1_OHM, 0.0, z)
-            r0.append(rs.v[mod.S] * r0_model(z))
+            r0.append(rs.v[mod._S] * r0_model(z))
             knots.append([rs.v[mod._X + k] for k in range(mod._KNOTS)])
         return rs, np.array(r0), np.array(knots)
     finally:
@@ -147,5 +147,5 @@ def test_kernel_matches_firmware_across_the_knots():
     assert e[ek.E_EDGES] == rs.edges >= 40
     np.testing.assert_allclose(twin_r0, r0, rtol=1e-10, atol=0)
     np.testing.assert_allclose(twin_knots, knots, rtol=1e-10, atol=0)
-    np.testing.assert_allclose(twin_r[-1], [rs.v[mod.R], rs.v[mod.PSS], rs.v[mod.PRR], rs.v[mod.PSR]],
+    np.testing.assert_allclose(twin_r[-1], [rs.v[mod._R], rs.v[mod._PSS], rs.v[mod._PRR], rs.v[mod._PSR]],
                                rtol=1e-10, atol=0)

@@ -272,10 +272,10 @@ def _slow_python(ekf):
         cap, cap_std = q_Ah * ekf.x[ekf.ic], q_Ah * np.sqrt(ekf.P[ekf.ic * (ekf.n + 1)])
     if ekf.rs is not None:  # _publish left the RC resistances at the present SoC
         v, res = ekf.rs.v, sys.modules[type(ekf.rs).__module__]
-        r, r_std = v[res.R] * ekf._rrc[0], np.sqrt(v[res.PRR]) * ekf._rrc[0]
+        r, r_std = v[res._R] * ekf._rrc[0], np.sqrt(v[res._PRR]) * ekf._rrc[0]  # its slots
         grid = ekf.z0 + ekf.dz * np.arange(len(ekf.r0_ohm))  # R0 held beyond the table
         r0_z = float(np.interp(ekf.soc, grid, list(ekf.r0_ohm)))
-        r0, r0_std = v[res.S] * r0_z, np.sqrt(v[res.PSS]) * r0_z
+        r0, r0_std = v[res._S] * r0_z, np.sqrt(v[res._PSS]) * r0_z
     return cap, cap_std, r, r_std, r0, r0_std
 
 

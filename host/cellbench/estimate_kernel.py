@@ -58,7 +58,7 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 
 
 # ------------------------------------------------------------ the resistance estimator
-# firmware/resistance.py's Resistance (reset, step, _start, _add, _finish, _fold), the
+# firmware/resistance.py's Resistance (reset, step, _start, _add, _finish: edgefit.py's; _fold), the
 # same equations in the same order, its state and parameters in one array e (``ra`` in
 # the filter's functions) of the filter's dtype. In this file, not one of its own: numba's
 # cache is keyed on the file of the function it compiled, so an index changed in another
@@ -68,9 +68,9 @@ OCV_T, R0_T, M_T, I0_T, RC_T = range(5)
 # firmware at pack time): their scales, their covariances with r, their covariance
 # (row-major) and two work columns of _KNOTS + 1 (res_knots gives the offsets).
 RES_PARAMS = ("tau", "q_ohm", "q_res", "p0_ohm", "p0_res", "sigma_v", "one_c")
-RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "EDGE_C",
-                 "HOLD_FRAC", "HOLD_NOISE", "HOLD_C", "GATE2", "NOISE_W", "SCALE_MIN",
-                 "SCALE_MAX", "_RATE_GAIN", "_RATE_SPAN", "_RATE_FROM_EDGES", "_RATE_MAX",
+RES_CONSTANTS = ("_HOLD_TAUS", "_WINDOW_TAUS", "_MIN_SAMPLES", "_EDGE_REST_MULT", "_EDGE_C",
+                 "_HOLD_FRAC", "_HOLD_NOISE", "_HOLD_C", "_GATE2", "_NOISE_W", "_SCALE_MIN",
+                 "_SCALE_MAX", "_RATE_GAIN", "_RATE_SPAN", "_RATE_FROM_EDGES", "_RATE_MAX",
                  "_KNOTS", "_SHAPE_P0", "_SHAPE_Q")
 (E_TAU, E_Q_OHM, E_Q_RES, E_P0_OHM, E_P0_RES, E_SIGMA_V, E_ONE_C,
  E_HOLD_TAUS, E_WINDOW_TAUS, E_MIN_SAMPLES, E_EDGE_REST_MULT, E_EDGE_C, E_HOLD_FRAC,
@@ -83,12 +83,13 @@ RES_CONSTANTS = ("HOLD_TAUS", "WINDOW_TAUS", "MIN_SAMPLES", "EDGE_REST_MULT", "E
 
 def pack_res(rs, firmware, dtype):
     """The array e for the firmware estimator ``rs`` (a resistance.Resistance, or None:
-    an array that is never used) and the module ``firmware`` (its constants)."""
+    an array that is never used) and the module ``firmware`` (resistance.py: its constants,
+    else its base class's module's, edgefit.py: _constant)."""
     knots = int(firmware._KNOTS) if rs is not None else 0
     e = np.zeros(E_NE + 3 * knots + knots * knots + 2 * (knots + 1))
     if rs is not None:
         e[E_TAU:E_TAU + len(RES_PARAMS)] = [getattr(rs, name) for name in RES_PARAMS]
-        e[E_HOLD_TAUS:E_HOLD_TAUS + len(RES_CONSTANTS)] = [getattr(firmware, name) for name in RES_CONSTANTS]
+        e[E_HOLD_TAUS:E_HOLD_TAUS + len(RES_CONSTANTS)] = [_constant(rs, firmware, name) for name in RES_CONSTANTS]
     return e.astype(dtype)
 
 
