@@ -26,41 +26,16 @@ import numpy as np
 import pytest
 
 from cellbench import fw
-from cellbench.benchmarks.ageing import PYBAMM_R, fit_and_track, pulse_truth_ohm, pybamm_resistance_pairs
+from cellbench.benchmarks.ageing import (PYBAMM, PYBAMM_R, PYBAMM_TRUTH, fit_and_track, pulse_truth_ohm,
+                                         pybamm_capacity_tracked, pybamm_resistance_pairs)
 from cellbench.estimate import estimate
 from cellbench.paths import MODELS, ROOT
 from cellbench.sim.mpy import simcell
 
-PYBAMM = ROOT / "tests" / "data" / "pybamm-ageing"
 TRACK_FROM_CYCLE = 10
 TOL_CAP = 0.03
 TOL_RCT = 0.10
 SOC_MARGIN = 0.005
-# An ageing cell's capacity walks: the PyBaMM cell loses 13 % in 187 h, 2e-7 per second of
-# its capacity. Between two checks (25 cycles, ~52 h) the only SoC information is the 1C
-# half swings and the 600 s rests after them, read through an OCV that the lost lithium
-# bends (docs/estimator.md "Ageing"): a random walk of 3e-10/s (0.75 % per 52 h, 1 sigma)
-# lets each C/10 check pull the scale back, and gives the 1C cycles' bias less hold than
-# 1e-9 does; 1e-10 pulls back more slowly.
-PYBAMM_Q_CAP = 3e-10
-# The SoC walks away from the counted charge too, and the capacity scale must not take it:
-# the log's current reads 6 uA high (cell.json current_offset_A, 0.2 % of 1C: 7-9 % of SoC
-# between two checks) and the SEI's side reaction takes counted charge the window never
-# holds (1-4 % of SoC between two checks after the offset; tools/ageing_ocv_probe.py
-# "counting"). With the default walk (1e-10/s, 0.4 % per 40 h) the 1C cycles leave the SoC
-# 2-3 % high, and each check's top-up charge hands that to the scale (+1.2-2.3 %, then 5.6 %
-# inside the checks). The offset is the bias state's (prior std 0.5 % of 1C); the side
-# reaction's drift d over a check interval T is the SoC walk's, q_soc >= d^2/T (1.2e-9 to
-# 9.5e-9/s measured): 1e-8 (largest error between the checks 2.3 %; without the bias state
-# q_soc 2e-9..1e-7 gives 2.5-3.0 %).
-PYBAMM_ESTIMATOR = {"q_cap": PYBAMM_Q_CAP, "bias": True, "q_soc": 1e-8}
-PYBAMM_BIAS_OF_1C = 0.005
-# The twin's capacity is the charge between the window's limits at rest (the model's SoC 0
-# and 1; fit.capacity counts the charge beyond a sweep's loaded cut-off), so its truth is
-# PyBaMM's OCV window capacity at each check: from the electrodes' stoichiometries and OCPs
-# at the rest after the check's C/10 charge (tools/pybamm_ageing.py aged_ocv). The C/10
-# discharge itself (cell.json check_capacity_Ah) stops at the loaded cut-off, 2-5 % short.
-PYBAMM_TRUTH = "check_ocv_capacity_Ah"
 
 # name: preset, tick (s), 1C-like current of the ageing block (A), formation current (A),
 # voltage window, the rest after each half cycle as the protocols cut it (s);
@@ -93,9 +68,7 @@ def _checks(log):
 def pybamm_tracked(tmp_path_factory):
     """The twin over the whole PyBaMM ageing log with a model fitted to its first three
     cycles (the C/10 check and two 1C cycles: what a user has before the fade)."""
-    one_c_A = json.loads((PYBAMM / "cell.json").read_text())["one_c_A"]
-    return fit_and_track(PYBAMM / "ageing.bdf.csv.gz", tmp_path_factory.mktemp("pybamm"),
-                         dict(PYBAMM_ESTIMATOR, p0_bias_A2=(PYBAMM_BIAS_OF_1C * one_c_A) ** 2))
+    return pybamm_capacity_tracked(tmp_path_factory.mktemp("pybamm"))
 
 
 def _truth_rows(log, cell):

@@ -27,7 +27,7 @@ Also printed, first: per check interval, how far the counted charge moves the So
 true window SoC, the part the log's current offset makes (cell.json current_offset_A) and
 the SoC random walk q_soc that carries the rest (the SEI's side charge, counted but never
 held); and runs with estimator entries over the fit's (the bias state, q_soc): these are
-what closes the miss (tests/test_ageing_tracking.py PYBAMM_ESTIMATOR).
+what closes the miss (cellbench.benchmarks.ageing PYBAMM_ESTIMATOR).
 
 Run: ``.venv/bin/python tools/ageing_ocv_probe.py`` (about a minute); ``--rc``, ``--hysteresis``
 pin the fit's structure (cellbench.fit.fit_logs).
@@ -51,7 +51,7 @@ CHECK_STEPS = (10, 11, 12, 13, 14, 15)   # the C/10 check's step indices in the 
 TOP_REST = 13                            # the rest after the check's C/10 charge
 ONE_C_DISCHARGE = 1                      # the 1C cycles' first step
 ONE_C_RESTS = ((4, "after a 1C charge"), (2, "after a 1C discharge"))  # step index, what it follows
-# The SoC's drift from counting (tests/test_ageing_tracking.py PYBAMM_ESTIMATOR): the log's
+# The SoC's drift from counting (cellbench.benchmarks.ageing PYBAMM_ESTIMATOR): the log's
 # current offset as the bias state (prior std BIAS_OF_1C of 1C), the SEI's side charge as
 # the SoC's random walk q_soc (per s).
 BIAS_OF_1C = 0.005
@@ -219,7 +219,7 @@ def main():
     check = np.isin(log["Step Index / 1"], CHECK_STEPS)
     z_true = true_window_soc(log, cell, bend)
     ends = rest_ends(log, late)
-    print("counting against the true window SoC, per check interval (tests/test_ageing_tracking.py "
+    print("counting against the true window SoC, per check interval (cellbench.benchmarks.ageing "
           "PYBAMM_ESTIMATOR):")
     for hours, drift, offset, q_soc in counting_drift(log, cell, bend, z_true, model["coulombic_efficiency"]):
         print(f"  {hours:5.1f} h: counted - true {100 * drift:+.1f} % of SoC, the current offset's "
