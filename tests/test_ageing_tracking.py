@@ -24,12 +24,18 @@ import json
 
 import numpy as np
 import pytest
-
 from cellbench import fw
-from cellbench.benchmarks.ageing import (PYBAMM, PYBAMM_R, PYBAMM_TRUTH, fit_and_track, pulse_truth_ohm,
-                                         pybamm_capacity_tracked, pybamm_resistance_pairs)
+from cellbench.benchmarks.ageing import (
+    PYBAMM,
+    PYBAMM_R,
+    PYBAMM_TRUTH,
+    fit_and_track,
+    pulse_truth_ohm,
+    pybamm_capacity_tracked,
+    pybamm_resistance_pairs,
+)
 from cellbench.estimate import estimate
-from cellbench.paths import MODELS, ROOT
+from cellbench.paths import MODELS
 from cellbench.sim.mpy import simcell
 
 TRACK_FROM_CYCLE = 10
