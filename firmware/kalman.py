@@ -33,8 +33,8 @@ if False:  # names for the type check only (MicroPython compiles the block away)
     from array import array
     from resistance import Resistance
 
-# The public slots of resistance.Resistance.v (its S, R, PSS, PRR, PSR; tests/test_ekf.py
-# checks they agree): the ohmic and charge-transfer scales and their covariance, named
+# The slots of resistance.Resistance.v the filter reads (its _S, _R, _PSS, _PRR, _PSR;
+# tests/test_ekf.py checks they agree): the ohmic and charge-transfer scales and their covariance, named
 # here: resistance.py is imported only for a model that asks for it.
 R_OHM, R_CT, PSS, PRR, PSR = 0, 1, 2, 3, 4
 # Fold the pending SoC sum into x[0] once it reaches this: each fold then rounds at most

@@ -126,7 +126,10 @@ import time, simcell
 import frame, controller, link, record, board
 b = board.load()
 b.off()
-ctl = controller.Controller(b, capacity=1500, ring=record.Ring(0), reserve_bytes=32 * 1024)
+# main.py's controller, with room for one tick's garbage while allocated() has the GC off
+# (the unix port boxes its 64-bit floats: ~34 KB a tick with the estimator); the ring's
+# size is not what this driver measures
+ctl = controller.Controller(b, capacity=1500, ring=record.Ring(0), reserve_bytes=64 * 1024)
 lk = link.Link(ctl, line=LINE)
 plant = simcell.plant()
 
