@@ -134,7 +134,7 @@ def driver_code(model_file, table):
     left after it are main.py's (RING_MAX, HEAP_RESERVE), so the heap the ticks run on, and
     how often they must collect it, is the board's."""
     code = sim_bench.DRIVER
-    ring = "capacity=1500, ring=record.Ring(0), reserve_bytes=32 * 1024)"
+    ring = "capacity=1500, ring=record.Ring(0), reserve_bytes=64 * 1024)"
     if ring not in code:
         raise RuntimeError("benchmarks.sim.DRIVER changed: no Controller(...) line to give main.py's ring")
     code = code.replace(ring, f"capacity={main_setting('RING_MAX')}, ring=record.Ring(0), "
