@@ -137,12 +137,13 @@ def paired(rows: refine.Rows, result: dict, best: dict) -> float:
     structure; it takes about three of six, or four of 34, agreeing to pass 2. 0 when
     they predict alike; inf with a single segment and a difference (no spread to
     judge it by)."""
-    d = segments(rows, result["fit"]) - segments(rows, best["fit"])
+    base = segments(rows, best["fit"])
+    d = segments(rows, result["fit"]) - base
     total = float(d.sum())
     if d.size < 2:
         return np.inf if total > 0 else 0.0
     se = float(np.sqrt(d.size * np.var(d, ddof=1)))
-    if se <= 1e-12 * max(float(np.sum(segments(rows, best["fit"]))), 1e-300):
+    if se <= 1e-12 * max(float(np.sum(base)), 1e-300):
         return 0.0 if total <= 0 else np.inf
     return total / se
 
