@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from cellbench import cli, ecm
 from cellbench.benchmarks import fit as gen
 from cellbench.errors import InputError
-from cellbench.fit import filters, fit_logs, ocv
+from cellbench.fit import ESTIMATOR, capacity, estimator, filters, fit_logs, ocv
 from cellbench.model import load_model
 from cellbench.paths import PROTOCOLS
 from cellbench.protocol import compile_protocol, load_protocol
@@ -738,3 +738,16 @@ def test_real_biologic_estimate_band_holds_95_percent(biologic_estimate):
     least 95 % of the time after the first hour, the charge included."""
     err, std = biologic_estimate
     assert np.mean(np.abs(err) <= 3.0 * std) >= 0.95
+
+
+def test_capacity_prior_covers_the_spread_the_logs_showed():
+    """The capacity scale's prior std is the largest distance of a full discharge from the
+    model's capacity when that exceeds the default 1 %, and the assumption says so; a
+    single sweep (or sweeps that agree) keeps the default."""
+    spread = capacity.spread([1.46e-3, 1.50e-3, 1.59e-3], 1.5e-3)
+    assert spread == pytest.approx(0.06)
+    est, said = estimator({"spread": spread}, has_rc=False)
+    assert est["p0_cap"] == pytest.approx(0.06 ** 2) and "6.0 %" in said
+    assert est["capacity"] and "resistance" not in est
+    est, said = estimator({"spread": capacity.spread([2e-3], 2e-3)}, has_rc=True)
+    assert est["p0_cap"] == ESTIMATOR["p0_cap"] and said is None and est["resistance"]

@@ -27,10 +27,11 @@ def _write(path, t, v, i, step):
     return path
 
 
-def _discharge_then_rest(path, cv_tail=False, rest=True):
+def _discharge_then_rest(path, cv_tail=False, rest=True, branch_V=0.0):
     """A C/20 discharge from SoC 1 of the linear-OCV cell until its loaded voltage meets V_MIN
-    (or, ``cv_tail``, held there while the current falls), then an hour's rest. Returns the log
-    path and the true SoC at the cut-off."""
+    (or, ``cv_tail``, held there while the current falls), then an hour's rest, in which the
+    voltage also rises by ``branch_V`` (an electrode relaxing off its discharge branch, with
+    no charge moved). Returns the log path and the true SoC at the cut-off."""
     t = np.arange(0.0, 25 * 3600.0, DT_S)
     z = 1.0 - I_A * t / 3600.0 / CAP_AH
     v = V_MIN + SLOPE_V * z - I_A * (R0_OHM + R1_OHM * (1 - np.exp(-t / TAU_S)))
@@ -48,7 +49,8 @@ def _discharge_then_rest(path, cv_tail=False, rest=True):
         for k in range(1, 61):
             t.append(t[-1] + DT_S)
             # the IR drop goes at once, the RC part relaxes: the rested voltage is OCV(z_end)
-            v.append(V_MIN + SLOPE_V * z_end - rc_V * np.exp(-k * DT_S / TAU_S))
+            v.append(V_MIN + SLOPE_V * z_end - rc_V * np.exp(-k * DT_S / TAU_S)
+                     + branch_V * (1 - np.exp(-k * DT_S / TAU_S)))
             i.append(0.0)
             step.append(3)
     return _write(path, np.array(t), np.array(v), np.array(i), np.array(step)), z_end
@@ -69,6 +71,21 @@ def test_no_residual_without_a_rest_or_after_a_cv_tail(tmp_path):
     assert capacity.beyond_cutoff_Ah(log, log.sweeps[0]) is None
     log = load(_discharge_then_rest(tmp_path / "cv.csv", cv_tail=True)[0])
     assert capacity.beyond_cutoff_Ah(log, log.sweeps[0]) is None
+
+
+def test_a_rest_rise_beyond_any_shortfall_counts_no_charge(tmp_path):
+    """A rest that rises 0.2 V more than the cut-off's polarisation (20 % of the window
+    over the end slope; the Arbin half cell's bottom rests give 5.4-10 %) is not a
+    shortfall: nothing is counted beyond it, and the capacity is the charge the sweep
+    passed, not that plus the 5 % cap."""
+    path, z_end = _discharge_then_rest(tmp_path / "branch.csv", branch_V=0.2)
+    log = load(path)
+    sweep = log.sweeps[0]
+    assert capacity.beyond_cutoff_Ah(log, sweep, sweep.charge_Ah) is None
+    assert capacity.beyond_cutoff_Ah(log, sweep) == pytest.approx(capacity.MAX_BEYOND_SHARE * sweep.charge_Ah)
+    ref = capacity.find_reference([log])
+    assert ref["capacity_Ah"] == pytest.approx(sweep.charge_Ah, rel=1e-9)
+    assert ref["capacity_Ah"] == pytest.approx((1.0 - z_end) * CAP_AH, rel=0.02)
 
 
 @pytest.mark.parametrize("name", refcells.cells())

@@ -38,6 +38,31 @@ from .data import load
 # +-3 sigma band honest (graphite/Li 36 % -> 100 % inside, NMC811 37 % -> 100 %) at no cost
 # in SoC RMSE; the current-bias state gave no consistent gain there and stays off.
 ESTIMATOR = {"capacity": True, "p0_cap": 1e-4}
+
+
+def estimator(ref: dict, has_rc: bool) -> tuple:
+    """(the model's ``estimator`` block, what it widened for the assumptions, or None).
+
+    The capacity scale's prior std is at least the largest distance of a full discharge's
+    capacity from the model's (``ref["spread"]``, :func:`.capacity.spread`): the logs
+    showed the cell holding that much more or less (another rate, fade, formation), and
+    the filter meets it with a std the size of the distance. The Arbin half cell's
+    discharges count 1.46-1.59 mAh about its 1.500 (std 5.7 %): with the default std of
+    1 % 87 % of its estimate lay inside 3 sigma (the C/5 discharges ended up to 5.6 % high),
+    with the spread 98.7 % (docs/estimator.md). ``q_cap`` keeps the default ("Ageing"
+    there): a walk fast enough for that spread let the scale drift (2.4-4.6 % SoC RMS).
+    """
+    est = dict(ESTIMATOR)
+    said = None
+    if ref["spread"] ** 2 > est["p0_cap"]:
+        est["p0_cap"] = float(ref["spread"] ** 2)
+        said = (f"capacity prior std {100 * ref['spread']:.1f} % (estimator.p0_cap {est['p0_cap']:.2g}): "
+                "the largest distance of a full discharge's capacity from the model's")
+    # issue 14: R0/R_ct tracked from step edges when there is an rc[0] to scale; the
+    # fit knows both to a few %, so the priors are tight (docs/estimator.md)
+    if has_rc:
+        est.update({"resistance": True, "p0_ohm": 1e-3, "p0_res": 1e-2})
+    return est, said
 DEFAULT_MASS_G = 0.002     # the presets' assumption when neither sidecar nor user gives one
 HELD_OUT = ("interleaved blocks of the logs between long rests (pulse levels, slow sweeps) in "
             f"{refine.FOLDS} folds, each predicted by the fit on the others (blocks_rmse_V); the "
@@ -110,7 +135,9 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
                               error.ocv_doubt_V(curve, steady_ohm) if fast else None,
                               _slow_ohm(steady_ohm, r0["r0_ohm"]),
                               error.look_rows_A(rows, look_tau_s), look_tau_s)
-    model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
+    est, said = estimator(ref, bool(params["rc"]))
+    assumptions += [said] if said else []
+    model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error, est,
                    name, chemistry, mass_g)
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
               "r0_edges": r0, "relaxations": relax[len(params["rc"])] if params["rc"] else relax[1],
@@ -267,7 +294,7 @@ def _cell(logs, name, chemistry, mass_g) -> dict:
             "active_mass_g": mass_g, "notes": "; ".join(notes)}
 
 
-def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
+def _model(logs, ref, curve, params, chosen, results, assumptions, model_error, est,
            name, chemistry, mass_g) -> dict:
     ocv_V = curve["voltage_V"]
     log = logs[ref["log"]]
@@ -283,10 +310,7 @@ def _model(logs, ref, curve, params, chosen, results, assumptions, model_error,
         "hysteresis": {"m_V": params["m_V"], "m0_V": params["m0_V"], "gamma": params["gamma"]},
         "coulombic_efficiency": ref["coulombic_efficiency"],
         "model_error": model_error,
-        # issue 14: R0/R_ct tracked from step edges when there is an rc[0] to scale; the
-        # fit knows both to a few %, so the priors are tight (docs/estimator.md)
-        "estimator": dict(ESTIMATOR, **({"resistance": True, "p0_ohm": 1e-3, "p0_res": 1e-2}
-                                        if params["rc"] else {})),
+        "estimator": est,
         "provenance": {
             "source": ", ".join(log.name for log in logs),
             "fit_rmse_V": chosen["fit"].train_rmse_V,

@@ -41,13 +41,15 @@ def counted_Ah(log: Log, eta: float) -> np.ndarray:
 
 
 def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm,
-             defining: bool = False) -> float:
+             defining: bool = False, full: bool = True) -> float:
     """SoC at the cut-off of ``sweep``, which ended at the window limit ``end`` (+1 top, -1
     bottom). SoC 0 and 1 are the rested limits, so the cut-off sits inside them by the
     charge beyond it (:func:`.capacity.beyond_cutoff_Ah`, from the rest after it); without
     such a rest, at the limit itself, or (``r_dc_ohm`` known) where the OCV meets the
     cut-off voltage less its IR drop. Sweeps faster than C/5 keep the old rule: the
-    fallback's capacity does not count the charge beyond them.
+    fallback's capacity does not count the charge beyond them. ``full``: the sweep started
+    at the other limit (its own charge is the window the charge beyond is judged against;
+    a partial sweep's is ``capacity_Ah``).
 
     In the ``defining`` log a low-rate sweep without such a rest ends at the limit
     itself: its cut-offs are what SoC 0 and 1 mean (its charge is the capacity), and
@@ -57,7 +59,7 @@ def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc
     """
     low = rate_C(log, sweep) <= MAX_RATE_C
     # Only low-rate cut-offs: after the fast fallback SoC 0 and 1 are that cycle's cut-offs.
-    beyond = beyond_cutoff_Ah(log, sweep) if low else None
+    beyond = beyond_cutoff_Ah(log, sweep, sweep.charge_Ah if full else capacity_Ah) if low else None
     k = sweep.stop - 1
     if beyond is not None:
         return 1.0 - beyond / capacity_Ah if end > 0 else beyond / capacity_Ah
@@ -101,7 +103,7 @@ def _sweep_starts(log: Log, q: np.ndarray, capacity_Ah: float, ocv_soc, ocv_V, r
     """(sample indices, starting-SoC estimates) from large sweeps cut off at the window limits."""
     at, starts = [], []
     biggest = max((sw.charge_Ah for sw in log.sweeps), default=0.0)
-    for sweep in log.sweeps:
+    for n, sweep in enumerate(log.sweeps):
         # Only large sweeps anchor: a pulse cut off by its IR drop is nowhere near the end.
         end = _ends_in(log, sweep, window_V) if sweep.charge_Ah >= LARGE_SWEEP * biggest else 0
         # A fast sweep's cut-off is far from the limit's SoC (diffusion, not only IR).
@@ -109,7 +111,8 @@ def _sweep_starts(log: Log, q: np.ndarray, capacity_Ah: float, ocv_soc, ocv_V, r
         if end:
             k = sweep.stop - 1
             at.append(k)
-            starts.append(_end_soc(log, sweep, end, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm, defining) - q[k])
+            full = n > 0 and _ends_in(log, log.sweeps[n - 1], window_V) == -end
+            starts.append(_end_soc(log, sweep, end, capacity_Ah, ocv_soc, ocv_V, r_dc_ohm, defining, full) - q[k])
     return at, starts
 
 
