@@ -747,7 +747,18 @@ def test_capacity_prior_covers_the_spread_the_logs_showed():
     spread = capacity.spread([1.46e-3, 1.50e-3, 1.59e-3], 1.5e-3)
     assert spread == pytest.approx(0.06)
     est, said = estimator({"spread": spread}, has_rc=False)
-    assert est["p0_cap"] == pytest.approx(0.06 ** 2) and "6.0 %" in said
+    assert est["p0_cap"] == pytest.approx(0.06 ** 2) and "6.0 %" in said[0]
     assert est["capacity"] and "resistance" not in est
     est, said = estimator({"spread": capacity.spread([2e-3], 2e-3)}, has_rc=True)
-    assert est["p0_cap"] == ESTIMATOR["p0_cap"] and said is None and est["resistance"]
+    assert est["p0_cap"] == ESTIMATOR["p0_cap"] and said == [] and est["resistance"]
+
+
+@pytest.mark.parametrize("ratio, tracked", [(1.0, True), (1.2, True), (1 / 1.2, True), (float("nan"), True),
+                                            (1.3, False), (1 / 1.3, False), (7.9, False)])
+def test_resistance_tracked_only_when_the_edges_find_the_fits_r0(ratio, tracked):
+    """The tracker starts from the model's R0 and R_ct with tight priors: the fit turns it
+    on only when the step edges' R0 is within EDGE_AGREE of its own (no edge: no evidence
+    against), and says so when it does not."""
+    est, said = estimator({"spread": 0.0}, has_rc=True, edge_ratio=ratio)
+    assert est.get("resistance", False) is tracked
+    assert (not said) is tracked and all("resistance not tracked" in s for s in said)
