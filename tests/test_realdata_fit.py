@@ -18,7 +18,7 @@ file is checked against what the tester itself recorded, never against the fit's
   anchor only the count back from it exists, a bound on one side (a formation sweep's
   losses: Arbin's first discharge counts 15 % of SEI charge as stored), so it is not
   judged: of the samples after the first hour that leaves out TESTCELL 8 %, ife 0 %,
-  biologic 19 %, maccor 29 %, Arbin 10 %, batmo 11 %, nova all (ONE_SIDED);
+  biologic 5 %, maccor 29 %, Arbin 10 %, batmo 11 %, nova all (ONE_SIDED);
 - replay: the model run open loop on the tester's current, each interval's charge as the
   tester's counter holds it (as `cellbench simulate` replays an import), from each anchor
   at the anchor's SoC with its other states (hysteresis, RC, the last current's sign)
@@ -60,7 +60,7 @@ SAME_RATE = 2.5        # C/10 and C/5 ends both anchor (Arbin's cycles); C/26 an
 FITTED = {
     "neware_TESTCELL0001-B2.ndax": "0.53C",                      # C/2 CC-CV charge, then 1C cycles
     "cellpy_nw_regular_export_ife_example_3cycles.csv": "1.4C",  # 3 cycles at 1.4C
-    "beep_biologic_MB_CE1_1800rows.csv": None,                   # CC-CV charge, C/6.5 discharge
+    "beep_biologic_MB_CE1_6000rows.csv": None,                   # CC-CV charges, C/6.5 discharges
     "beep_maccor_PreDiag_000229_truncated.034": None,            # C/7 cycle
     "beep_nova_Form-CH01-01_1200rows.csv": None,                 # a formation CC-CV charge
     "cellpy_arbin_20160805_test001_45_cc_01.res": None,          # 17 slow cycles
