@@ -744,12 +744,12 @@ def test_capacity_prior_covers_the_spread_the_logs_showed():
     """The capacity scale's prior std is the largest distance of a full discharge from the
     model's capacity when that exceeds the default 1 %, and the assumption says so; a
     single sweep (or sweeps that agree) keeps the default."""
-    spread = capacity.spread([1.46e-3, 1.50e-3, 1.59e-3], 1.5e-3)
+    spread = capacity.spread([1.44e-3, 1.47e-3, 1.59e-3])     # mean 1.50e-3
     assert spread == pytest.approx(0.06)
     est, said = estimator({"spread": spread}, has_rc=False)
     assert est["p0_cap"] == pytest.approx(0.06 ** 2) and "6.0 %" in said[0]
     assert est["capacity"] and "resistance" not in est
-    est, said = estimator({"spread": capacity.spread([2e-3], 2e-3)}, has_rc=True)
+    est, said = estimator({"spread": capacity.spread([2e-3])}, has_rc=True)
     assert est["p0_cap"] == ESTIMATOR["p0_cap"] and said == [] and est["resistance"]
 
 

@@ -363,11 +363,11 @@ def efficiency(logs: list, found: list, pair_ratio: float, clean: bool) -> tuple
                  f"the reference pair's {pair_ratio:.4f} includes the difference between its outer ends)"]
 
 
-def spread(caps_Ah: list, capacity_Ah: float) -> float:
+def spread(caps_Ah: list) -> float:
     """The largest relative distance of a full sweep's capacity (``caps_Ah``, Ah) from
-    ``capacity_Ah``: how far the capacity the filter meets may sit from the model's, as
-    the logs showed it (rates, fade, formation); 0 for one sweep."""
-    return float(np.max(np.abs(np.asarray(caps_Ah) / capacity_Ah - 1.0))) if caps_Ah else 0.0
+    their mean, the model's capacity: how far the capacity the filter meets may sit from
+    the model's, as the logs showed it (rates, fade, formation); 0 for one sweep."""
+    return float(np.max(np.abs(np.asarray(caps_Ah) / np.mean(caps_Ah) - 1.0))) if caps_Ah else 0.0
 
 
 def find_reference(logs: list) -> dict:
@@ -417,7 +417,7 @@ def find_reference(logs: list) -> dict:
         assumptions += said
         clean_dch = [f for f in dch_all if (f["log"], f["k"] - 1) in by_pos and (f["log"], f["k"] - 2) in by_pos]
         caps = [full_Ah(f["sweep"]) for f in (clean_dch or dch_all)]
-        return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps, float(np.mean(caps))),
+        return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps),
                 "coulombic_efficiency": eta, "rate_C": rate, "log": n,
                 "charge": chg["sweep"], "discharge": dch["sweep"], "clean": not unclean,
                 "assumptions": assumptions}
@@ -426,7 +426,7 @@ def find_reference(logs: list) -> dict:
     assumptions.append("coulombic efficiency 1 (no low-rate full charge and discharge next to each other)")
     assumptions.append("no hysteresis in the OCV (one slow branch: OCV = branch less its IR drop)")
     caps = [full_Ah(f["sweep"]) for f in side]
-    return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps, float(np.mean(caps))),
+    return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps),
             "coulombic_efficiency": 1.0,
             "rate_C": one["rate_C"], "log": one["log"],
             "charge": one["sweep"] if one["sweep"].sign > 0 else None,
