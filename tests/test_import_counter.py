@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cellbench import cli, estimate
-from cellbench.fit import data
+from cellbench.fit import data, filters, soc
 
 MODELS = Path(__file__).parent.parent / "models"
 
@@ -64,6 +64,22 @@ def test_imported_cv_tail_is_counted_as_the_tester_counted(tmp_path):
     np.testing.assert_allclose(log.q_Ah, exact, rtol=0, atol=1e-9 * exact[-1])
     held = np.concatenate(([0.0], np.cumsum(_current_A(t)[:-1] * np.diff(t)))) / 3600.0
     assert held[-1] > 1.01 * exact[-1]      # what holding each record's current counted
+
+
+def test_the_fit_drives_its_states_with_what_the_tester_counted(tmp_path):
+    """The fit's SoC count and the current its RC and hysteresis columns follow
+    (fit.data.Log.run_A) carry the exact integral of the CV tail, as the replay does; each
+    record held to the next would count 1 % more."""
+    t = _novonix_csv(tmp_path / "nova.csv")
+    assert cli.main(["import", str(tmp_path / "nova.csv"), "--out", str(tmp_path / "nova.bdf.csv")]) == 0
+    log = data.load(tmp_path / "nova.bdf.csv")
+    exact = _exact_Ah(t)
+    np.testing.assert_allclose(soc.counted_Ah(log, 1.0), exact, rtol=0, atol=1e-6 * exact[-1])
+    run = log.run_A
+    np.testing.assert_allclose(np.cumsum(run[:-1] * np.diff(t)) / 3600.0, exact[1:], rtol=0, atol=1e-6 * exact[-1])
+    # a pair far slower than the log is an integrator: it ends at R * the counted charge / tau
+    tau_s = 1e11
+    np.testing.assert_allclose(filters.rc_response(t, run, tau_s)[-1], exact[-1] * 3600.0 / tau_s, rtol=1e-5)
 
 
 def test_a_counter_step_the_currents_do_not_bracket_is_not_taken():

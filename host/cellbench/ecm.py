@@ -31,7 +31,7 @@ from scipy.optimize import brentq
 
 from . import model as cellmodel
 from .errors import InputError
-from .fit.data import interval_current_A
+from .fit.data import run_current_A
 from .fit.filters import held_sign, hysteresis_state, rc_response
 from .sim.mpy.simcell import capacity_fraction, stress_weight  # the plant's ageing law
 
@@ -96,7 +96,7 @@ def _counted_current_A(t: np.ndarray, i: np.ndarray, counter_Ah) -> np.ndarray:
     counter = np.asarray(counter_Ah, dtype=float).ravel()
     if counter.size != t.size:
         raise InputError(f"counter: {counter.size} values for {t.size} times")
-    return np.append(interval_current_A(t, i, counter), i[-1])
+    return run_current_A(t, i, counter)
 
 
 def _initial_rc(model: dict, v_rc0):

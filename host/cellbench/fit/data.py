@@ -69,6 +69,13 @@ class Log:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def run_A(self) -> np.ndarray:
+        """Per sample, the current (A) that ran over the interval after it, as the log's
+        charge counts it (:func:`run_current_A`): what SoC, the RC pairs and the hysteresis
+        follow; R0 sees the record's own ``i_A``."""
+        return run_current_A(self.t_s, self.i_A, self.counter_Ah)
+
 
 def load(path) -> Log:
     """Read a BDF log (CSV/Parquet, any header style) and segment it; InputError if unusable."""
@@ -169,6 +176,17 @@ def interval_current_A(t_s: np.ndarray, i_A: np.ndarray, counter_Ah) -> np.ndarr
     out = i_A[:-1].copy()
     np.divide(interval_charge_Ah(t_s, i_A, counter_Ah) * SECONDS_PER_HOUR, dt, out=out, where=dt > 0)
     return out
+
+
+def run_current_A(t_s: np.ndarray, i_A: np.ndarray, counter_Ah=None) -> np.ndarray:
+    """Per sample, the mean current (A) over the interval after it (:func:`interval_current_A`),
+    the last sample keeping its record's current; without a counter, ``i_A`` itself (each
+    record held to the next). The fit and the open-loop replay (cellbench.ecm.simulate)
+    drive the model's states with this one series."""
+    i_A = np.asarray(i_A, dtype=float)
+    if counter_Ah is None:
+        return i_A
+    return np.append(interval_current_A(t_s, i_A, counter_Ah), i_A[-1])
 
 
 QUIET_SHARE = 0.01        # a step at under 1 % of the log's largest current ...

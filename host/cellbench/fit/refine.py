@@ -157,8 +157,8 @@ def r0_columns(rows: Rows, table: bool) -> list:
 
 def rc_columns(rows: Rows, tau_s: float, table: bool) -> list:
     if not table:
-        return [rows.column(lambda log, z: filters.rc_response(log.t_s, log.i_A, tau_s), ("rc", tau_s))]
-    return [rows.column(lambda log, z, k=k: filters.rc_response(log.t_s, log.i_A * hat(z, KNOTS, k), tau_s),
+        return [rows.column(lambda log, z: filters.rc_response(log.t_s, log.run_A, tau_s), ("rc", tau_s))]
+    return [rows.column(lambda log, z, k=k: filters.rc_response(log.t_s, log.run_A * hat(z, KNOTS, k), tau_s),
                         ("rc", tau_s, k)) for k in range(KNOTS.size)]
 
 
@@ -167,7 +167,7 @@ def sign_column(rows: Rows) -> np.ndarray:
 
 
 def hysteresis_column(rows: Rows, gamma: float, capacity_Ah: float) -> np.ndarray:
-    return rows.column(lambda log, z: filters.hysteresis_state(log.t_s, log.i_A, gamma, capacity_Ah),
+    return rows.column(lambda log, z: filters.hysteresis_state(log.t_s, log.run_A, gamma, capacity_Ah),
                        ("h", gamma))
 
 

@@ -35,9 +35,12 @@ MIN_REST_SAMPLES = 10
 
 
 def counted_Ah(log: Log, eta: float) -> np.ndarray:
-    """Charge stored since the first sample (Ah): charge current weighted by eta."""
-    w = np.where(log.i_A[:-1] > 0, eta, 1.0)
-    return np.concatenate(([0.0], np.cumsum(w * log.i_A[:-1] * np.diff(log.t_s)))) / SECONDS_PER_HOUR
+    """Charge stored since the first sample (Ah): charge current weighted by eta, each
+    interval's charge as the log counts it (:attr:`.data.Log.run_A`: a tester's counter
+    where it has one, not the record's current held over the interval after it)."""
+    run = log.run_A[:-1]
+    w = np.where(run > 0, eta, 1.0)
+    return np.concatenate(([0.0], np.cumsum(w * run * np.diff(log.t_s)))) / SECONDS_PER_HOUR
 
 
 def _end_soc(log: Log, sweep, end: int, capacity_Ah: float, ocv_soc, ocv_V, r_dc_ohm,
