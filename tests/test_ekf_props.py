@@ -80,6 +80,8 @@ def test_covariance_stays_spd_and_soc_in_clamp(seq, nrc, bias, soc0):
     for i_nA, v_uV, dt_ms in seq:
         f.step(i_nA, v_uV, dt_ms)
         assert ekf.SOC_MIN <= f.soc <= ekf.SOC_MAX
+        # SoC 0 and 1 are the rested limits: past them the estimate is off by the excess at least
+        assert f.P[0] >= _past_window(f.soc) ** 2
         assert _is_spd(f.P, f.n)
         assert -1.0 <= f.x[f.ih] <= 1.0
     # the host kernel, fed the same sequence, agrees and is just as healthy
@@ -89,7 +91,13 @@ def test_covariance_stays_spd_and_soc_in_clamp(seq, nrc, bias, soc0):
     f.reset(soc=soc0) if soc0 is not None else f.reset(v_uV=seq[0][1], i_nA=seq[0][0])
     out = estimate(m, t, i, v, soc0=soc0, full=True)
     assert np.all((out["soc"] >= ekf.SOC_MIN) & (out["soc"] <= ekf.SOC_MAX))
+    assert all(np.ravel(P)[0] >= _past_window(z) ** 2 for z, P in zip(out["soc"], out["P"]))
     assert all(_is_spd(P, f.n) for P in out["P"])
+
+
+def _past_window(z):
+    """How far SoC ``z`` lies outside [0, 1] (0 inside)."""
+    return max(z - 1.0, -z, 0.0)
 
 
 # C-rates: 0 or at least 0.05C either way. A current inside the filter's rest deadband

@@ -34,8 +34,9 @@ file is checked against what the tester itself recorded, never against the fit's
 Files fit must refuse: exit 2 and one line naming the missing piece (a full sweep that
 measures capacity) and a protocol that records it.
 
-Two files have only fast full cycles (fit's fallback: capacity from the slowest full
-cycle); the others hold a low-rate sweep. What a file still misses is a strict xfail
+Three files have only fast full cycles (fit's fallback: capacity from the slowest full
+cycle; Neware test_2 is a rate test whose capacity falls with rate); the others hold a
+low-rate sweep. What a file still misses is a strict xfail
 with the measured miss (MISSES). Each file takes a few seconds (import, a fit of 24
 structures, one filter pass).
 """
@@ -60,6 +61,7 @@ SAME_RATE = 2.5        # C/10 and C/5 ends both anchor (Arbin's cycles); C/26 an
 FITTED = {
     "neware_TESTCELL0001-B2.ndax": "0.53C",                      # C/2 CC-CV charge, then 1C cycles
     "cellpy_nw_regular_export_ife_example_3cycles.csv": "1.4C",  # 3 cycles at 1.4C
+    "neware_test_2.ndax": "0.58C",                               # a rate test, C/1.7 to 23C
     "beep_biologic_MB_CE1_6000rows.csv": None,                   # CC-CV charges, C/6.5 discharges
     "beep_maccor_PreDiag_000229_truncated.034": None,            # C/7 cycle
     "beep_nova_Form-CH01-01_1200rows.csv": None,                 # a formation CV hold, 17 s of CC charge

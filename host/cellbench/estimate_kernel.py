@@ -549,6 +549,11 @@ def condition(f, ip, vec, mat):
     if z < f[SOC_MIN] or z > f[SOC_MAX]:
         x[0] = min(max(z, f[SOC_MIN]), f[SOC_MAX])
         f[PEND] = R(0)
+        z = x[0]
+    if z > 1 or z < 0:
+        out = z - R(1) if z > 1 else z
+        if P[0] < out * out:
+            P[0] = out * out
     if x[ih] > 1:
         x[ih] = R(1)
     elif x[ih] < -1:
