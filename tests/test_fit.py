@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from cellbench import cli, ecm
 from cellbench.benchmarks import fit as gen
 from cellbench.errors import InputError
-from cellbench.fit import ESTIMATOR, capacity, estimator, filters, fit_logs, ocv
+from cellbench.fit import ESTIMATOR, capacity, estimator, filters, fit_logs, ocv, tracking
 from cellbench.model import load_model
 from cellbench.paths import PROTOCOLS
 from cellbench.protocol import compile_protocol, load_protocol
@@ -762,3 +762,19 @@ def test_resistance_tracked_only_when_the_edges_find_the_fits_r0(ratio, tracked)
     est, said = estimator({"spread": 0.0}, has_rc=True, edge_ratio=ratio)
     assert est.get("resistance", False) is tracked
     assert (not said) is tracked and all("resistance not tracked" in s for s in said)
+
+
+@pytest.mark.parametrize("off, kept", [((0.012, 0.97), False),   # better by both measures: off
+                                       ((0.012, 0.80), True),    # lower RMS, a worse band: kept
+                                       ((0.030, 0.99), True),    # a better band, higher RMS: kept
+                                       ((0.020, 0.90), True)])   # the same: kept
+def test_capacity_state_off_only_when_the_fits_own_logs_say_so_by_both_measures(monkeypatch, off, kept):
+    """tracking.keep_capacity compares the filter's (RMS, inside-3-sigma share) against the
+    fit's own SoC with the capacity state (0.020, 0.90 here) and without (``off``), and drops
+    the state, saying so, only when both are better without it."""
+    measured = {True: (0.020, 0.90), False: off}
+    monkeypatch.setattr(tracking, "follows", lambda model, logs, socs: measured[model["estimator"]["capacity"]])
+    model = {"estimator": dict(ESTIMATOR)}
+    est, said = tracking.keep_capacity(model, [], [])
+    assert est["capacity"] is kept and (said == []) is kept
+    assert model["estimator"]["capacity"] is True        # the model given is left as it was

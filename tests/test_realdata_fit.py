@@ -55,6 +55,8 @@ from cellbench.paths import PROTOCOLS
 REALDATA = Path(__file__).parent / "data" / "realdata"
 LATE_S = 3600.0        # the filter starts from the first voltage: judged after the first hour
 SAME_RATE = 2.5        # C/10 and C/5 ends both anchor (Arbin's cycles); C/26 and C/2.6 do not (batmo)
+SLOWEST = 1.25         # ends within this factor of the slowest end current are the slowest's
+REACH = 0.8            # a faster sweep anchors when it carries this share of the slowest ones' charge
 
 # file -> the rate of the slowest full cycle fit must say it took capacity from (fit's
 # fallback), or None for a log with a low-rate full sweep
@@ -67,9 +69,15 @@ FITTED = {
     "beep_nova_Form-CH01-01_1200rows.csv": None,                 # a formation CV hold, 17 s of CC charge
     "cellpy_arbin_20160805_test001_45_cc_01.res": None,          # 17 slow cycles
     "cellpy_batmo_bdf_3000rows.csv": None,                       # cycles and partial steps
+    "yadg_gcpl.issue_175.mpr": None,                             # eight C/8 cycles whose curve moves
 }
 # (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
-MISSES = {}
+MISSES = {
+    ("estimate", "neware_test_2.ndax"):
+        "94.4 % inside 3 sigma, 5.57 % RMS: a rate test (C/1.7 to 23C) whose capacity falls with "
+        "rate; the fit's one capacity and efficiency (0.58C cycle) leave the 0.08 mA cycles' "
+        "SoC 10-30 % off for long stretches",
+}
 # file -> why neither the replay nor the estimate is judged: the SoC they would be judged
 # against is the fit's own assumption, not the tester's
 NO_TRUTH = {
@@ -139,13 +147,22 @@ def _anchors(log: pd.DataFrame) -> list:
     more than SAME_RATE times the current the slowest sweep that way ends at (a CC-CV
     charge ends at its tail current). A sweep that ends faster stops short of the limit's
     SoC: batmo's C/1.3 charges end at the top voltage and rest 0.2 V lower, at SoC 0.9 on
-    its C/26 OCV."""
-    i = log["Current / A"].to_numpy(float)
+    its C/26 OCV. How far short depends on the cell, so a cut-off more than SLOWEST times
+    the slowest's must also show that it reached the limit: its sweep carries at least
+    REACH of the median charge of the slowest sweeps that way. Arbin's C/5 sweeps carry
+    0.92-0.97 of its C/10 ones and anchor; Neware test_2's 0.16 mA sweeps carry 0.52-0.58 of
+    its 0.08 mA ones (a cell whose charge falls with rate) and do not: they stop about 40 %
+    of SoC short of the limit."""
+    t, i = (log[c].to_numpy(float) for c in ("Test Time / s", "Current / A"))
     cuts = _cutoffs(log)
     # the median over the run's last 5 %: a 1-record rest at the run's end does not count
     end_A = [float(np.median(np.abs(i[idx[-max(3, idx.size // 20):]]))) for _, _, idx in cuts]
+    moved_Ah = [abs(float(np.sum(i[idx[:-1]] * np.diff(t[idx])))) / 3600.0 for _, _, idx in cuts]
     slowest = {z: min(a for a, c in zip(end_A, cuts) if c[1] == z) for z in {c[1] for c in cuts}}
-    return [c for a, c in zip(end_A, cuts) if a <= SAME_RATE * slowest[c[1]]]
+    reach = {z: REACH * float(np.median([q for a, q, c in zip(end_A, moved_Ah, cuts)
+                                         if c[1] == z and a <= SLOWEST * slowest[z]])) for z in slowest}
+    return [c for a, q, c in zip(end_A, moved_Ah, cuts) if a <= SLOWEST * slowest[c[1]]
+            or (a <= SAME_RATE * slowest[c[1]] and q >= reach[c[1]])]
 
 
 def _counted(log: pd.DataFrame, capacity_Ah: float) -> tuple:

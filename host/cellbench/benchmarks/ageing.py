@@ -296,7 +296,7 @@ PYBAMM_Q_CAP = 3e-10
 # reaction's drift d over a check interval T is the SoC walk's, q_soc >= d^2/T (1.2e-9 to
 # 9.5e-9/s measured): 1e-8 (largest error between the checks 2.3 %; without the bias state
 # q_soc 2e-9..1e-7 gives 2.5-3.0 %).
-PYBAMM_ESTIMATOR = {"q_cap": PYBAMM_Q_CAP, "bias": True, "q_soc": 1e-8}
+PYBAMM_ESTIMATOR = {"capacity": True, "q_cap": PYBAMM_Q_CAP, "bias": True, "q_soc": 1e-8}
 PYBAMM_BIAS_OF_1C = 0.005
 # The twin's capacity is the charge between the window's limits at rest (the model's SoC 0
 # and 1; fit.capacity counts the charge beyond a sweep's loaded cut-off), so its truth is

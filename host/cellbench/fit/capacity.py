@@ -380,7 +380,9 @@ def find_reference(logs: list) -> dict:
     is the mean charge of the low-rate full discharges (of the full charges when there
     are none), each with the charge beyond its cut-offs (:func:`full_Ah`), as is the
     efficiency. Returns {"capacity_Ah", "spread" (:func:`spread` of those sweeps),
-    "coulombic_efficiency", "rate_C", "log",
+    "coulombic_efficiency", "rate_C", "log", "fit_from" (the first sample of that log
+    the dynamics are fitted from: the first clean full sweep's, a low-rate full sweep
+    with two before it, or the reference sweeps' when earlier),
     "charge", "discharge" (Sweep or None), "clean", "assumptions"}. Without a low-rate
     full sweep: an HPPC traverse, else the slowest full cycle at any rate (each said in
     the assumptions); InputError naming what to record when there is none of them.
@@ -415,11 +417,14 @@ def find_reference(logs: list) -> dict:
         closes = not unclean or a["how"] == "from the log's start"     # from the rested limit it ends at
         eta, said = efficiency(logs, found, full_Ah(dch["sweep"]) / full_Ah(chg["sweep"]), closes)
         assumptions += said
-        clean_dch = [f for f in dch_all if (f["log"], f["k"] - 1) in by_pos and (f["log"], f["k"] - 2) in by_pos]
+        clean = [f for f in found if (f["log"], f["k"] - 1) in by_pos and (f["log"], f["k"] - 2) in by_pos]
+        clean_dch = [f for f in clean if f["sweep"].sign < 0]
         caps = [full_Ah(f["sweep"]) for f in (clean_dch or dch_all)]
         return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps),
                 "coulombic_efficiency": eta, "rate_C": rate, "log": n,
                 "charge": chg["sweep"], "discharge": dch["sweep"], "clean": not unclean,
+                "fit_from": min([f["sweep"].start for f in clean if f["log"] == n]
+                                + [chg["sweep"].start, dch["sweep"].start]),
                 "assumptions": assumptions}
     one = min(found, key=lambda f: (f["sweep"].sign > 0, f["rate_C"], f["log"]))
     side = [f for f in found if f["sweep"].sign == one["sweep"].sign]
@@ -428,7 +433,7 @@ def find_reference(logs: list) -> dict:
     caps = [full_Ah(f["sweep"]) for f in side]
     return {"capacity_Ah": float(np.mean(caps)), "spread": spread(caps),
             "coulombic_efficiency": 1.0,
-            "rate_C": one["rate_C"], "log": one["log"],
+            "rate_C": one["rate_C"], "log": one["log"], "fit_from": one["sweep"].start,
             "charge": one["sweep"] if one["sweep"].sign > 0 else None,
             "discharge": one["sweep"] if one["sweep"].sign < 0 else None, "clean": False,
             "assumptions": assumptions}
