@@ -31,11 +31,15 @@ def follows(model: dict, logs: list, socs: list) -> tuple:
     errors, inside = [], []
     for log, z in zip(logs, socs):
         cols = read_log_columns(log.path)
-        extra = {k: cols[k] for k in ("tester_steps", "tester_counter_Ah") if k in cols}
-        out = estimate(model, cols["Test Time / s"], cols["Current / A"], cols["Voltage / V"], **extra)
-        t = np.asarray(cols["Test Time / s"], dtype=float)
+        # the rows fit.data.load kept (time, current and voltage all finite): z's rows
+        t, i, v = (np.asarray(cols[c], dtype=float) for c in ("Test Time / s", "Current / A", "Voltage / V"))
+        keep = np.isfinite(t) & np.isfinite(i) & np.isfinite(v)
+        extra = {k: cols[k] if isinstance(cols[k], bool) else np.asarray(cols[k])[keep]
+                 for k in ("tester_steps", "tester_counter_Ah") if k in cols}
+        t, i, v = t[keep], i[keep], v[keep]
+        out = estimate(model, t, i, v, **extra)
         z = np.asarray(z, dtype=float)
-        judged = np.isfinite(z) & (t >= t[0] + JUDGED_AFTER_S) if z.size == t.size else np.zeros(t.size, bool)
+        judged = np.isfinite(z) & (t >= t[0] + JUDGED_AFTER_S)
         e = out["soc"][judged] - z[judged]
         errors.append(e)
         inside.append(np.abs(e) <= 3.0 * out["soc_std"][judged])
