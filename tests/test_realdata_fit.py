@@ -75,8 +75,8 @@ FITTED = {
 MISSES = {
     ("estimate", "neware_test_2.ndax"):
         "94.4 % inside 3 sigma, 5.57 % RMS: a rate test (C/1.7 to 23C) whose capacity falls with "
-        "rate; the fit's one capacity and efficiency (0.58C cycle) leave the 0.08 mA cycles' "
-        "SoC 10-30 % off for long stretches",
+        "rate; the fit's one capacity, efficiency and OCV (from its 0.58C cycle) do not hold at "
+        "the other rates (docs/estimator.md)",
 }
 # file -> why neither the replay nor the estimate is judged: the SoC they would be judged
 # against is the fit's own assumption, not the tester's
