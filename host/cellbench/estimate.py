@@ -26,6 +26,7 @@ from .errors import InputError
 from .model import load_model
 
 _ekf = fw.module("ekf")
+_kalman = fw.module("kalman")
 SOC_MIN = _ekf.SOC_MIN
 SOC_MAX = _ekf.SOC_MAX
 NO_JIT = "CELLBENCH_NO_JIT"  # set (non-empty, not "0") to run the Python filter instead
@@ -271,11 +272,11 @@ def _slow_python(ekf):
         q_Ah = ekf.q_As / 3600.0
         cap, cap_std = q_Ah * ekf.x[ekf.ic], q_Ah * np.sqrt(ekf.P[ekf.ic * (ekf.n + 1)])
     if ekf.rs is not None:  # _publish left the RC resistances at the present SoC
-        v, res = ekf.rs.v, sys.modules[type(ekf.rs).__module__]
-        r, r_std = v[res._R] * ekf._rrc[0], np.sqrt(v[res._PRR]) * ekf._rrc[0]  # its slots
+        v, k = ekf.rs.v, _kalman   # the slots of Resistance.v, as the filter names them
+        r, r_std = v[k.R_CT] * ekf._rrc[0], np.sqrt(v[k.PRR]) * ekf._rrc[0]
         grid = ekf.z0 + ekf.dz * np.arange(len(ekf.r0_ohm))  # R0 held beyond the table
         r0_z = float(np.interp(ekf.soc, grid, list(ekf.r0_ohm)))
-        r0, r0_std = v[res._S] * r0_z, np.sqrt(v[res._PSS]) * r0_z
+        r0, r0_std = v[k.R_OHM] * r0_z, np.sqrt(v[k.PSS]) * r0_z
     return cap, cap_std, r, r_std, r0, r0_std
 
 
