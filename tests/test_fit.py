@@ -773,7 +773,7 @@ def test_capacity_state_off_only_when_the_fits_own_logs_say_so_by_both_measures(
     fit's own SoC with the capacity state (0.020, 0.90 here) and without (``off``), and drops
     the state, saying so, only when both are better without it."""
     measured = {True: (0.020, 0.90), False: off}
-    monkeypatch.setattr(tracking, "follows", lambda model, logs, socs: measured[model["estimator"]["capacity"]])
+    monkeypatch.setattr(tracking, "follows", lambda model, inputs, socs: measured[model["estimator"]["capacity"]])
     model = {"estimator": dict(ESTIMATOR)}
     est, said = tracking.keep_capacity(model, [], [])
     assert est["capacity"] is kept and (said == []) is kept

@@ -128,7 +128,8 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     if not both:
         curve = _one_branch_curve(d, one, r_dc, socs[ref["log"]], assumptions)
     socs, anchors = _traces(logs, ref, curve, r_dc)
-    usable = [np.isfinite(z) for z in _from_cycle(socs, ref)]
+    fit_socs = _from_cycle(socs, ref)
+    usable = [np.isfinite(z) for z in fit_socs]
     grid, ocv_V = curve["soc"], curve["voltage_V"]
     rows = refine.rows(logs, socs, usable, lambda z: np.interp(z, grid, ocv_V), _slow_masks(logs, ref))
     if not np.any(rows.fit):
@@ -159,14 +160,13 @@ def _fit(paths, rc, hysteresis, name, chemistry, mass_g, r0_soc, butler_volmer):
     assumptions += said
     model = _model(logs, ref, curve, params, chosen, results, assumptions, model_error, est,
                    name, chemistry, mass_g)
-    model["estimator"], said = tracking.keep_capacity(model, logs, _from_cycle(socs, ref))
+    model["estimator"], said = tracking.keep_capacity(model, logs, fit_socs)
     model["provenance"]["assumptions"] += said
-    assumptions += said
     report = {"logs": [str(p) for p in paths], "capacity": ref, "ocv": curve, "soc_anchor": anchors,
               "r0_edges": r0, "relaxations": relax[len(params["rc"])] if params["rc"] else relax[1],
-              "refined": params, "socs": socs, "fit_socs": _from_cycle(socs, ref), "log_data": logs,
+              "refined": params, "socs": socs, "fit_socs": fit_socs, "log_data": logs,
               "hysteresis_gap_V": _gap_estimate(curve, params) if both else 0.0, "candidates": results,
-              "chosen": chosen, "assumptions": assumptions, "noise_V": noise}
+              "chosen": chosen, "assumptions": model["provenance"]["assumptions"], "noise_V": noise}
     report["warnings"] = []
     return model, report
 

@@ -12,6 +12,7 @@ rests).
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,12 @@ class Log:
     def name(self) -> str:
         return self.path.name
 
-    @property
+    @cached_property
     def run_A(self) -> np.ndarray:
         """Per sample, the current (A) that ran over the interval after it, as the log's
         charge counts it (:func:`run_current_A`): what SoC, the RC pairs and the hysteresis
-        follow; R0 sees the record's own ``i_A``."""
+        follow; R0 sees the record's own ``i_A``. Computed once, on first use (every RC
+        column of the fit reads it), after :func:`load` has taken the sensor offset out."""
         return run_current_A(self.t_s, self.i_A, self.counter_Ah)
 
 

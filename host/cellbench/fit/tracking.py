@@ -14,7 +14,7 @@ when the filter without it follows that SoC better by both measures: a lower RMS
 larger share inside its 3 sigma. Nothing here is fitted to the anchors; they only judge.
 """
 
-import json
+import copy
 
 import numpy as np
 
@@ -23,20 +23,28 @@ from ..estimate import estimate, read_log_columns
 JUDGED_AFTER_S = 3600.0     # the filter starts from the first voltage: judged after an hour
 
 
-def follows(model: dict, logs: list, socs: list) -> tuple:
-    """(SoC RMS, share inside 3 sigma) of the filter run with ``model`` over each log
-    (fit.data.Log, read again as `cellbench estimate` reads it) against ``socs`` (the fit's
-    SoC per sample, NaN where it has none), over the samples after JUDGED_AFTER_S;
-    (nan, nan) when none is judged."""
-    errors, inside = [], []
-    for log, z in zip(logs, socs):
+def filter_inputs(logs: list) -> list:
+    """Per log (fit.data.Log), the arguments `cellbench estimate` gives the filter for it,
+    read once from its file (cellbench.estimate.read_log_columns: a tester's records, step
+    numbers and counter as the CLI takes them, not the fit's offset-corrected current), on
+    the rows fit.data.load kept (time, current and voltage all finite): the socs' rows."""
+    out = []
+    for log in logs:
         cols = read_log_columns(log.path)
-        # the rows fit.data.load kept (time, current and voltage all finite): z's rows
         t, i, v = (np.asarray(cols[c], dtype=float) for c in ("Test Time / s", "Current / A", "Voltage / V"))
         keep = np.isfinite(t) & np.isfinite(i) & np.isfinite(v)
         extra = {k: cols[k] if isinstance(cols[k], bool) else np.asarray(cols[k])[keep]
                  for k in ("tester_steps", "tester_counter_Ah") if k in cols}
-        t, i, v = t[keep], i[keep], v[keep]
+        out.append((t[keep], i[keep], v[keep], extra))
+    return out
+
+
+def follows(model: dict, inputs: list, socs: list) -> tuple:
+    """(SoC RMS, share inside 3 sigma) of the filter run with ``model`` over each log's
+    ``inputs`` (:func:`filter_inputs`) against ``socs`` (the fit's SoC per sample, NaN where
+    it has none), over the samples after JUDGED_AFTER_S; (nan, nan) when none is judged."""
+    errors, inside = [], []
+    for (t, i, v, extra), z in zip(inputs, socs):
         out = estimate(model, t, i, v, **extra)
         z = np.asarray(z, dtype=float)
         judged = np.isfinite(z) & (t >= t[0] + JUDGED_AFTER_S)
@@ -56,10 +64,11 @@ def keep_capacity(model: dict, logs: list, socs: list) -> tuple:
     est = dict(model["estimator"])
     if not est.get("capacity"):
         return est, []
-    without = json.loads(json.dumps(model))
+    without = copy.deepcopy(model)
     without["estimator"]["capacity"] = False
-    rms_on, in_on = follows(model, logs, socs)
-    rms_off, in_off = follows(without, logs, socs)
+    inputs = filter_inputs(logs)
+    rms_on, in_on = follows(model, inputs, socs)
+    rms_off, in_off = follows(without, inputs, socs)
     if not (rms_off < rms_on and in_off > in_on):
         return est, []
     est["capacity"] = False
