@@ -63,7 +63,8 @@ class Kalman(Circuit):
     _predict _d, _g (diagonal of F, g = d(x')/di); from the last _measure / _gain _h,
     _ph, _k (H, P H', K); work _M, _u, _xp ((I - K H) P, its product with H', the prior).
     Scalars of the last step: _f0c (d(z')/dc), _dvdi (dv/di, ohm), _sm2 (sigma_m^2, V^2),
-    _hs (the OCV slope in H[0], V), _pend (the SoC not yet folded into x[0]).
+    _looks (the looks sigma_m^2 counts as in R, tau_err/dt or 1), _hs (the OCV slope in
+    H[0], V), _pend (the SoC not yet folded into x[0]).
     """
 
     # Set by ekf.Ekf (named here for the type check; annotations alone cost no heap): its
@@ -104,6 +105,7 @@ class Kalman(Circuit):
         self._f0c = 0.0
         self._dvdi = 0.0
         self._sm2 = 0.0
+        self._looks = 1.0
         self._hs = 0.0
 
     def _r0_scale(self):
@@ -248,6 +250,7 @@ class Kalman(Circuit):
         if len(self.me_s) == 0:
             self._sm2 = 0.0
             return rv * rv
+        self._looks = 1.0  # the looks sigma_m^2 is counted as
         sm = self._model_error(z, self._ilook)
         sm2 = self._sm2 = sm * sm
         if sm2 > 0.0 and dt > 0.0:
@@ -258,8 +261,21 @@ class Kalman(Circuit):
             else:
                 tau = max(ERR_SPAN * self.q_As / ai, ERR_TAU_MIN_S)
             if tau > dt:
-                sm2 = sm2 * (tau / dt)
+                self._looks = tau / dt
+                sm2 = sm2 * self._looks
         return rv * rv + sm2
+
+    @micropython.native
+    def _chord(self, zp, vm, v, i):
+        """Slope (V per unit SoC) of the model voltage's chord from the prior SoC zp (model
+        voltage vm) to the SoC whose OCV explains v with the other terms held, when that
+        SoC is outside [0, 1]; else H[0]. H and the look-up are left at zp."""
+        zs = self.soc_at(v - vm + self._ocv)
+        if 0.0 <= zs <= 1.0 or zs == zp:
+            return self._h[0]
+        vs = self._measure(zs, i)
+        self._measure(zp, i)
+        return (vs - vm) / (zs - zp)
 
     @micropython.native
     def _update(self, i, v, dt):
@@ -294,20 +310,40 @@ class Kalman(Circuit):
             R += a0 * a0 * rv[PSS] + a1 * a1 * rv[PRR] + 2.0 * a0 * a1 * rv[PSR]
         p00 = P[0]
         hph = self._gain(R)
+        g2 = self.gate * self.gate
+        # An innovation beyond the gate of one look at the model's error (sigma_m^2 counted
+        # once, not tau/dt times) that only a SoC outside [0, 1] explains says the cell is
+        # at a window end the count has not reached (a capacity grown since the fit:
+        # Neware test_2). If the chord to that SoC is steeper than H[0] and brings the
+        # innovation inside the gate, the update takes the chord and one look, in one pass
+        # (the chord spans the segments; the variance rule below still shrinks P[0] only
+        # by the flattest slope crossed). On the plateau's slope, one 1/(tau/dt) look a
+        # sample, the SoC would reach the knee after the cut-off.
+        on_chord = False
+        r1 = R - self._sm2 * (self._looks - 1.0)
+        if e * e > g2 * (hph + r1):
+            d = self._chord(zp, vm, v, i) - H[0]
+            if d > 0.0 and e * e <= g2 * (hph + d * (2.0 * ph[0] + d * p00) + r1):
+                H[0] += d
+                self._hs += d  # so the variance rule below sees the chord's slope
+                R = r1
+                self._gain(R)
+                on_chord = True
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
         # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
-        if e * e > self.gate * self.gate * (hph + R):
-            R = e * e / (self.gate * self.gate) - hph
+        if not on_chord and e * e > g2 * (hph + R):
+            R = e * e / g2 - hph
             self._gain(R)
         zn = zp
-        for it in range(ITER_MAX):
+        passes = 1 if on_chord else ITER_MAX
+        for it in range(passes):
             seg = self._seg
             dz = K[0] * e
             zn = zp + dz
             for r in range(1, n):
                 x[r] = xp[r] + K[r] * e
             self._lookup(zn)
-            if self._seg == seg or it == ITER_MAX - 1:
+            if self._seg == seg or it == passes - 1:
                 break
             # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
             z = zn

@@ -20,7 +20,7 @@ from numba.core.registry import cpu_target
 from cellbench import bdflog, cli, estimate_kernel, fw
 from cellbench import estimate as estimate_mod
 from cellbench.benchmarks.ekf import (FLAT, SLOPED, FilterpyTwin, board_truth,
-                                      cycling_profile, measured)
+                                      cycling_profile, measured, shrunk_cell_log)
 from cellbench.errors import InputError
 from cellbench.estimate import _estimate_python, estimate, filter_for
 
@@ -129,6 +129,37 @@ def test_spikes_move_the_estimate_little():
     v_bad[500::200] += 1.0
     spiked = estimate(SLOPED, t, i_m, v_bad, soc0=0.97)["soc"]
     assert np.max(np.abs(spiked - clean)) < 0.01
+
+
+def test_a_knee_the_count_has_not_reached_is_found_at_the_cut_off():
+    """One look beyond the gate that only a SoC below 0 explains moves the SoC along the
+    chord (firmware/kalman.py _update): at the cut-off the estimate holds the true SoC in
+    its 3-sigma band. Walked to at the plateau's slope it ended at 0.23 +- 0.07."""
+    model, t, i_m, v_m, truth = shrunk_cell_log()
+    counted = 0.97 + np.cumsum(i_m) / (3600.0 * model["capacity_Ah"])
+    assert counted[-1] > 0.2 and truth["soc"][-1] < 0.01  # the count is far from the knee
+    out = estimate(model, t, i_m, v_m, soc0=0.97)
+    end = slice(-5, None)
+    assert np.all(np.abs(out["soc"][end] - truth["soc"][end]) <= 3.0 * out["soc_std"][end])
+    assert np.all(out["soc"][end] < 0.1)
+
+
+@pytest.mark.parametrize("reference", ["filterpy", "firmware"])
+def test_the_chord_matches_the_references(reference, compiled_only):
+    """The knee of shrunk_cell_log: the kernel against filterpy's EKF with the chord
+    written from docs/estimator.md (until the SoC passes 0, where the board's variance
+    rule acts and the twin has none), and against firmware/ekf.py (throughout)."""
+    model, t, i_m, v_m, _ = shrunk_cell_log()
+    out = estimate(model, t, i_m, v_m, soc0=0.97, full=True)
+    if reference == "filterpy":
+        ref, _ = _run_twin(model, t, i_m, v_m, 0.97)
+        got = {"soc": ref[:, 0], "soc_std": ref[:, 1]}
+    else:
+        got = _python_filter(model, t, i_m, v_m, 0.97)
+    end = np.argmax(out["soc"] < 0.0) if reference == "filterpy" else t.size
+    assert np.max(-np.diff(out["soc"][:end])) > 0.01  # the chord was taken: a count moves 1.4e-4
+    for key in ("soc", "soc_std"):
+        assert np.max(np.abs(out[key][:end] - got[key][:end])) < 1e-9, key
 
 
 def _python_filter(model, t, i_m, v_m, soc0):

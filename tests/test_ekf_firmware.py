@@ -12,7 +12,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from cellbench.benchmarks.ekf import FLAT, SLOPED, board_truth, cycling_profile, measured
+from cellbench.benchmarks.ekf import (FLAT, SLOPED, board_truth, cycling_profile, measured,
+                                      shrunk_cell_log)
 from cellbench.estimate import estimate
 from cellbench.model import load_model
 from cellbench.paths import FIRMWARE, MODELS
@@ -92,6 +93,20 @@ def test_micropython_filter_agrees_with_host(tmp_path, model, soc0):
     # the integer record fields are the rounded floats
     assert np.all(board[:, 2] == np.round(board[:, 0] * 1e6))
     assert np.all(np.abs(board[:, 3] - board[:, 1] * 1e6) <= 0.5 + 1e-6)
+
+
+@pytest.mark.hil
+def test_micropython_takes_the_chord_as_the_host_does(tmp_path):
+    """A knee the count has not reached (benchmarks.ekf.shrunk_cell_log): the board's
+    update takes the chord where the host's does."""
+    model, t, i_m, v_m, _ = shrunk_cell_log()
+    t_ms = np.round(t * 1000).astype(np.int64)
+    v_uV, i_nA = np.round(v_m * 1e6).astype(np.int64), np.round(i_m * 1e9).astype(np.int64)
+    board = _run_micropython(tmp_path, model, t_ms, v_uV, i_nA, 0.97)
+    host = estimate(model, t_ms / 1000.0, i_nA * 1e-9, v_uV * 1e-6, soc0=0.97)
+    assert np.max(-np.diff(host["soc"])) > 0.01  # the chord: a count moves 1.4e-4 a sample
+    assert np.max(np.abs(board[:, 0] - host["soc"])) < 1e-4
+    assert np.max(np.abs(board[:, 1] - host["soc_std"])) < 1e-4
 
 
 @pytest.mark.parametrize("module", ["ekf.py", "cellmodel.py"])

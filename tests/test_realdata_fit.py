@@ -72,12 +72,7 @@ FITTED = {
     "yadg_gcpl.issue_175.mpr": None,                             # eight C/8 cycles whose curve moves
 }
 # (check, file) -> the miss, measured: strict xfails, so a fix shows up as a failure here
-MISSES = {
-    ("estimate", "neware_test_2.ndax"):
-        "94.4 % inside 3 sigma, 5.57 % RMS: a rate test (C/1.7 to 23C) whose capacity falls with "
-        "rate; the fit's one capacity, efficiency and OCV (from its 0.58C cycle) do not hold at "
-        "the other rates (docs/estimator.md)",
-}
+MISSES = {}
 # file -> why neither the replay nor the estimate is judged: the SoC they would be judged
 # against is the fit's own assumption, not the tester's
 NO_TRUTH = {

@@ -40,7 +40,7 @@ CONSTANTS = ("SOC_MIN", "SOC_MAX", "FOLD", "VAR_SOC_MAX", "VAR_H_MAX", "VAR_UNKN
  SOC_MIN, SOC_MAX, FOLD, VAR_SOC_MAX, VAR_H_MAX, VAR_UNKNOWN,
  CAP_MIN, CAP_MAX, VAR_CAP_MAX, ERR_SPAN, ERR_TAU_MIN_S, ERR_TAU_MAX_S,
  SOC0, PEND, S, OCV, SLOPE, R0, DR0, M, DM, I0, DI0, BV_DI, BV_DZ, DVDI, F0C, SM2, HS,
- KZ, ZC, AH, HIN, HC, ILOOK, NF) = range(48)
+ KZ, ZC, AH, HIN, HC, ILOOK, LOOKS, NF) = range(49)
 # Integers, ip[...]: states, RC pairs, h, bias and capacity indices (-1: not a state),
 # table points, iterated-update passes at most, whether soc0 is given, Butler-Volmer on,
 # the resistance estimator on (its state: the array e of pack_res).
@@ -482,6 +482,7 @@ def noise_v2(f, me_z, me_c, me_s, z, i, dt):
     if me_s.size == 0:
         f[SM2] = R(0)
         return rv * rv
+    f[LOOKS] = R(1)
     sm = model_error(f, me_z, me_c, me_s, z, f[ILOOK])
     sm2 = sm * sm
     f[SM2] = sm2
@@ -492,6 +493,7 @@ def noise_v2(f, me_z, me_c, me_s, z, i, dt):
         else:
             tau = max(f[ERR_SPAN] * f[Q_AS] / ai, f[ERR_TAU_MIN_S])
         if tau > dt:
+            f[LOOKS] = tau / dt
             sm2 = sm2 * (tau / dt)
     return rv * rv + sm2
 
@@ -769,6 +771,18 @@ def gain(ip, vec, mat, Rv):
 
 
 @njit(**JIT)
+def chord(f, ip, vec, tab, ra, zp, vm0, v, i):
+    """Slope of the chord from zp to the SoC that explains v when it is outside [0, 1],
+    else vec[H][0] (Ekf._chord); vec[H] and the look-up are left at zp."""
+    zs, outside = soc_at(f, ip, tab, v - vm0 + f[OCV])
+    if (zs >= 0 and zs <= 1) or zs == zp:
+        return vec[H][0]
+    vs, _ = measure(f, ip, vec, tab, ra, zs, i)
+    measure(f, ip, vec, tab, ra, zp, i)
+    return (vs - vm0) / (zs - zp)
+
+
+@njit(**JIT)
 def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
     """Iterated-EKF correction with voltage v (Ekf._update); returns the prior model voltage."""
     R = f.dtype.type
@@ -788,19 +802,31 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
         Rv += a0 * a0 * ra[E_PSS] + a1 * a1 * ra[E_PRR] + R(2) * a0 * a1 * ra[E_PSR]
     p00 = P[0]
     hph = gain(ip, vec, mat, Rv)
-    if e * e > f[GATE] * f[GATE] * (hph + Rv):
-        Rv = e * e / (f[GATE] * f[GATE]) - hph
+    g2 = f[GATE] * f[GATE]
+    on_chord = False
+    r1 = Rv - f[SM2] * (f[LOOKS] - R(1))
+    if e * e > g2 * (hph + r1):
+        d = chord(f, ip, vec, tab, ra, zp, vm0, v, i) - Hr[0]
+        if d > 0 and e * e <= g2 * (hph + d * (R(2) * ph[0] + d * p00) + r1):
+            Hr[0] += d
+            f[HS] += d
+            Rv = r1
+            gain(ip, vec, mat, Rv)
+            on_chord = True
+    if not on_chord and e * e > g2 * (hph + Rv):
+        Rv = e * e / g2 - hph
         gain(ip, vec, mat, Rv)
     dz = R(0)
     zn = zp
     seg_n = seg
-    for it in range(ip[ITER_MAX]):
+    passes = 1 if on_chord else ip[ITER_MAX]
+    for it in range(passes):
         dz = Kg[0] * e
         zn = zp + dz
         for r in range(1, n):
             x[r] = xp[r] + Kg[r] * e
         seg_n = lookup(f, ip, tab, zn)
-        if seg_n == seg or it == ip[ITER_MAX] - 1:
+        if seg_n == seg or it == passes - 1:
             break
         # re-linearise at the new iterate; innovation about the prior (Bell-Cathey)
         z = zn

@@ -15,6 +15,7 @@ piecewise-constant simulator, re-indexed to the board's sampling convention; the
 use it too, so the filter is always checked against code it does not share.
 """
 
+import copy
 import json
 import subprocess
 import tempfile
@@ -149,6 +150,30 @@ def measured(truth, i_A, offset_A, sigma_i_A, sigma_v_V, seed=0):
     i_m = i_A + offset_A + rng.normal(0.0, sigma_i_A, i_A.size)
     v_m = truth["v_V"] + rng.normal(0.0, sigma_v_V, i_A.size)
     return i_m, v_m
+
+
+def shrunk_cell_log(samples_s=6000):
+    """(model, t_s, i_A, v_V, truth), measured: a C/2 discharge from 0.97 to the cut-off
+    of a cell with 0.75 of the model's capacity whose OCV ends below the model's (0.5 V at
+    empty, the model says 1.0 V): the knee comes when the count still says 0.24. The
+    model (FLAT, no bias) has a model_error table, so one sample is worth 1/(tau/dt) look
+    of it, and the capacity state with a 10 % prior: the cell is not the one the model
+    was fitted on."""
+    model = copy.deepcopy(FLAT)
+    model["estimator"].update(bias=False, capacity=True, p0_cap=0.01)
+    model["model_error"] = {"soc": [0.0, 1.0], "c_rate": [0.0, 1.0], "sigma_V": [0.05] * 4,
+                            "look_tau_s": 300.0, "method": "test table"}
+    cell = copy.deepcopy(model)
+    cell["capacity_Ah"] *= 0.75
+    cell["ocv"]["voltage_V"][0] = 0.5
+    t = np.arange(float(samples_s))
+    i = np.full(t.size, -0.5 * model["capacity_Ah"])
+    truth = board_truth(cell, t, i, 0.97)
+    keep = truth["soc"] > 0.005  # stop at the cut-off, as the board would
+    t, i = t[keep], i[keep]
+    truth = {k: np.asarray(a)[keep] for k, a in truth.items()}
+    i_m, v_m = measured(truth, i, 0.0, 2e-7, 0.003, seed=5)
+    return model, t, i_m, v_m, truth
 
 
 def mismatch_rmse(model, cycles=10, dt_s=1.0, offset_C=0.005, soc_error=0.2, seed=0):
@@ -415,12 +440,31 @@ class FilterpyTwin:
         c_rate = self.i_look / self.m["capacity_Ah"]
         sm2 = float(cellmodel.model_error_V(self.m, z, c_rate)) ** 2
         once = sm2
+        self.looks = 1.0  # the looks sigma_m^2 counts as
         if dt > 0:
             q_As = 3600.0 * self.m["capacity_Ah"]
             tau = fw_.ERR_SPAN * q_As / abs(i) if i else np.inf
             tau = min(max(tau, fw_.ERR_TAU_MIN_S), fw_.ERR_TAU_MAX_S)
-            sm2 *= max(tau / dt, 1.0)
+            self.looks = max(tau / dt, 1.0)
+            sm2 *= self.looks
         return white + sm2, once
+
+    def _chord(self, x, i, v, vm, H):
+        """H with the chord's SoC slope: from SoC x[0] to the one whose OCV gives v with the
+        other terms held, when that SoC is outside [0, 1] (clamped to [-0.05, 1.05]) and
+        the chord is steeper than H; else None."""
+        volts = np.asarray(self.m["ocv"]["voltage_V"], dtype=float)
+        j = self._segment(x[0, 0])  # the OCV at x[0], ends extrapolated as in _measure
+        u = v - vm + volts[j] + (x[0, 0] - self.grid[j]) * (volts[j + 1] - volts[j]) / self.dz
+        j = int(np.clip(np.searchsorted(volts, u) - 1, 0, volts.size - 2))  # ends extrapolate
+        zs = float(np.clip(self.grid[j] + (u - volts[j]) / (volts[j + 1] - volts[j]) * self.dz, -0.05, 1.05))
+        if 0.0 <= zs <= 1.0 or zs == x[0, 0]:
+            return None
+        xs = x.copy()
+        xs[0, 0] = zs
+        H_c = H.copy()
+        H_c[0, 0] = (self._measure(xs, i)[0] - vm) / (zs - x[0, 0])
+        return H_c if H_c[0, 0] > H[0, 0] else None
 
     def step(self, i_meas, v, dt):
         """One sample (A, V, s); returns (soc, soc_std, v_model). dt <= 0: no prediction."""
@@ -439,19 +483,26 @@ class FilterpyTwin:
         vm, H, dvdi = self._measure(kf.x, i)
         R, sm2 = self.noise_V2(kf.x[0, 0], i, dt, dvdi)
         hph = float((H @ kf.P @ H.T)[0, 0])
-        if (v - vm) ** 2 > est["gate"] ** 2 * (hph + R):
-            R = (v - vm) ** 2 / est["gate"] ** 2 - hph
+        passes, g2, slope = 5, est["gate"] ** 2, self.slope
+        H_c = self._chord(kf.x, i, v, vm, H) if (v - vm) ** 2 > g2 * (hph + R - sm2 * (self.looks - 1)) else None
+        if H_c is not None and (v - vm) ** 2 <= g2 * (float((H_c @ kf.P @ H_c.T)[0, 0]) + R - sm2 * (self.looks - 1)):
+            # one look beyond the gate that only a SoC outside [0, 1] explains: the chord
+            passes, R, slope = 1, R - sm2 * (self.looks - 1), slope + H_c[0, 0] - H[0, 0]
+            H = H_c
+        elif (v - vm) ** 2 > g2 * (hph + R):
+            R = (v - vm) ** 2 / g2 - hph
         # Iterated EKF (Bell-Cathey): re-linearise while the SoC iterate changes OCV segment.
         x_bar, x_i, h_i, H_i = kf.x.copy(), kf.x.copy(), vm, H
-        for it in range(5):
+        for it in range(passes):
             K = kf.P @ H_i.T / (float((H_i @ kf.P @ H_i.T)[0, 0]) + R)
             x_new = x_bar + K * (v - h_i - float((H_i @ (x_bar - x_i))[0, 0]))
-            if self._segment(x_new[0, 0]) == self._segment(x_i[0, 0]) or it == 4:
+            if self._segment(x_new[0, 0]) == self._segment(x_i[0, 0]) or it == passes - 1:
                 break
             x_i = x_new
             h_i, H_i, _ = self._measure(x_i, i)
+            slope = self.slope
         # filterpy's update, linearised at the last iterate: Hx(x) = h(x_i) + H_i (x - x_i)
-        P_prior, slope_i = kf.P.copy(), self.slope
+        P_prior, slope_i = kf.P.copy(), slope
         kf.update(np.array([[v]]), lambda x: H_i,
                   lambda x: np.array([[h_i]]) + H_i @ (x - x_i), R=np.array([[R]]))
         # the SoC variance with the flattest OCV slope the correction crossed (prior SoC
