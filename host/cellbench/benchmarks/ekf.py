@@ -457,7 +457,8 @@ class FilterpyTwin:
         j = self._segment(x[0, 0])  # the OCV at x[0], ends extrapolated as in _measure
         u = v - vm + volts[j] + (x[0, 0] - self.grid[j]) * (volts[j + 1] - volts[j]) / self.dz
         j = int(np.clip(np.searchsorted(volts, u) - 1, 0, volts.size - 2))  # ends extrapolate
-        zs = float(np.clip(self.grid[j] + (u - volts[j]) / (volts[j + 1] - volts[j]) * self.dz, -0.05, 1.05))
+        zs = self.grid[j] + (u - volts[j]) / (volts[j + 1] - volts[j]) * self.dz
+        zs = float(np.clip(zs, -0.05, 1.05))
         if 0.0 <= zs <= 1.0 or zs == x[0, 0]:
             return None
         xs = x.copy()
@@ -483,14 +484,14 @@ class FilterpyTwin:
         vm, H, dvdi = self._measure(kf.x, i)
         R, sm2 = self.noise_V2(kf.x[0, 0], i, dt, dvdi)
         hph = float((H @ kf.P @ H.T)[0, 0])
-        passes, g2, slope = 5, est["gate"] ** 2, self.slope
-        H_c = self._chord(kf.x, i, v, vm, H) if (v - vm) ** 2 > g2 * (hph + R - sm2 * (self.looks - 1)) else None
-        if H_c is not None and (v - vm) ** 2 <= g2 * (float((H_c @ kf.P @ H_c.T)[0, 0]) + R - sm2 * (self.looks - 1)):
+        passes, g2, slope, e2 = 5, est["gate"] ** 2, self.slope, (v - vm) ** 2
+        r1 = R - sm2 * (self.looks - 1)  # the model's error counted once
+        H_c = self._chord(kf.x, i, v, vm, H) if e2 > g2 * (hph + r1) else None
+        if H_c is not None and e2 <= g2 * (float((H_c @ kf.P @ H_c.T)[0, 0]) + r1):
             # one look beyond the gate that only a SoC outside [0, 1] explains: the chord
-            passes, R, slope = 1, R - sm2 * (self.looks - 1), slope + H_c[0, 0] - H[0, 0]
-            H = H_c
-        elif (v - vm) ** 2 > g2 * (hph + R):
-            R = (v - vm) ** 2 / g2 - hph
+            passes, R, slope, H = 1, r1, slope + H_c[0, 0] - H[0, 0], H_c
+        elif e2 > g2 * (hph + R):
+            R = e2 / g2 - hph
         # Iterated EKF (Bell-Cathey): re-linearise while the SoC iterate changes OCV segment.
         x_bar, x_i, h_i, H_i = kf.x.copy(), kf.x.copy(), vm, H
         for it in range(passes):
