@@ -320,10 +320,11 @@ class Kalman(Circuit):
         # by the flattest slope crossed). On the plateau's slope, one 1/(tau/dt) look a
         # sample, the SoC would reach the knee after the cut-off.
         on_chord = False
+        e2 = e * e
         r1 = R - self._sm2 * (self._looks - 1.0)
-        if e * e > g2 * (hph + r1):
+        if e2 > g2 * (hph + r1):
             d = self._chord(zp, vm, v, i) - H[0]
-            if d > 0.0 and e * e <= g2 * (hph + d * (2.0 * ph[0] + d * p00) + r1):
+            if d > 0.0 and e2 <= g2 * (hph + d * (2.0 * ph[0] + d * p00) + r1):
                 H[0] += d
                 self._hs += d  # so the variance rule below sees the chord's slope
                 R = r1
@@ -331,8 +332,8 @@ class Kalman(Circuit):
                 on_chord = True
         # Gate: a normalised innovation beyond `gate` inflates R until it sits on the gate,
         # so a wrong SoC still walks back (re-anchoring) while a spike moves it little.
-        if not on_chord and e * e > g2 * (hph + R):
-            R = e * e / g2 - hph
+        if not on_chord and e2 > g2 * (hph + R):
+            R = e2 / g2 - hph
             self._gain(R)
         zn = zp
         passes = 1 if on_chord else ITER_MAX

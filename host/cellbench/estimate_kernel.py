@@ -774,7 +774,7 @@ def gain(ip, vec, mat, Rv):
 def chord(f, ip, vec, tab, ra, zp, vm0, v, i):
     """Slope of the chord from zp to the SoC that explains v when it is outside [0, 1],
     else vec[H][0] (Ekf._chord); vec[H] and the look-up are left at zp."""
-    zs, outside = soc_at(f, ip, tab, v - vm0 + f[OCV])
+    zs, _ = soc_at(f, ip, tab, v - vm0 + f[OCV])
     if (zs >= 0 and zs <= 1) or zs == zp:
         return vec[H][0]
     vs, _ = measure(f, ip, vec, tab, ra, zs, i)
@@ -804,17 +804,18 @@ def update(f, ip, vec, mat, tab, me_z, me_c, me_s, ra, rr, i, v, dt):
     hph = gain(ip, vec, mat, Rv)
     g2 = f[GATE] * f[GATE]
     on_chord = False
+    e2 = e * e
     r1 = Rv - f[SM2] * (f[LOOKS] - R(1))
-    if e * e > g2 * (hph + r1):
+    if e2 > g2 * (hph + r1):
         d = chord(f, ip, vec, tab, ra, zp, vm0, v, i) - Hr[0]
-        if d > 0 and e * e <= g2 * (hph + d * (R(2) * ph[0] + d * p00) + r1):
+        if d > 0 and e2 <= g2 * (hph + d * (R(2) * ph[0] + d * p00) + r1):
             Hr[0] += d
             f[HS] += d
             Rv = r1
             gain(ip, vec, mat, Rv)
             on_chord = True
-    if not on_chord and e * e > g2 * (hph + Rv):
-        Rv = e * e / g2 - hph
+    if not on_chord and e2 > g2 * (hph + Rv):
+        Rv = e2 / g2 - hph
         gain(ip, vec, mat, Rv)
     dz = R(0)
     zn = zp

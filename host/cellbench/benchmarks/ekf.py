@@ -429,7 +429,7 @@ class FilterpyTwin:
         H[0, 0], H[0, 1:ih], H[0, ih] = slope + dr0 * i + dm * x[ih, 0] + bv_dz, 1.0, m_z
         if self.bias:
             H[0, self.ib] = -(r0 + bv_di)
-        self.slope = slope
+        self.slope, self.ocv_V = slope, ocv
         return float(v), H, r0 + bv_di
 
     def noise_V2(self, z, i, dt, dvdi):
@@ -450,12 +450,11 @@ class FilterpyTwin:
         return white + sm2, once
 
     def _chord(self, x, i, v, vm, H):
-        """H with the chord's SoC slope: from SoC x[0] to the one whose OCV gives v with the
-        other terms held, when that SoC is outside [0, 1] (clamped to [-0.05, 1.05]) and
-        the chord is steeper than H; else None."""
+        """H with the chord's SoC slope: from SoC x[0] (the last _measure's) to the one
+        whose OCV gives v with the other terms held, when that SoC is outside [0, 1]
+        (clamped to [-0.05, 1.05]) and the chord is steeper than H; else None."""
         volts = np.asarray(self.m["ocv"]["voltage_V"], dtype=float)
-        j = self._segment(x[0, 0])  # the OCV at x[0], ends extrapolated as in _measure
-        u = v - vm + volts[j] + (x[0, 0] - self.grid[j]) * (volts[j + 1] - volts[j]) / self.dz
+        u = v - vm + self.ocv_V  # _measure's OCV at x
         j = int(np.clip(np.searchsorted(volts, u) - 1, 0, volts.size - 2))  # ends extrapolate
         zs = self.grid[j] + (u - volts[j]) / (volts[j + 1] - volts[j]) * self.dz
         zs = float(np.clip(zs, -0.05, 1.05))
